@@ -1,0 +1,113 @@
+"""OCIO colour management checked against colour-science's reference implementation."""
+import colour
+import numpy as np
+import pytest
+import torch
+
+from doublure.engine import colour as C
+from doublure.engine.errors import DoublureError
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def srgb_eotf(v):
+    return colour.cctf_decoding(np.asarray(v, dtype=np.float64), function="sRGB")
+
+
+def test_srgb_mid_grey_both_ways():
+    grey = np.full((1, 1, 3), 0.18, np.float32)
+    encoded = C.convert(grey, "linear", "sRGB")
+    expected = colour.cctf_encoding(0.18, function="sRGB")
+    assert abs(expected - 0.4614) < 1e-4
+    np.testing.assert_allclose(encoded, expected, atol=1e-4)
+    np.testing.assert_allclose(C.convert(encoded, "sRGB", "linear"), 0.18, atol=1e-4)
+
+
+def test_srgb_ramp_matches_colour_science():
+    ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)
+    pixels = np.repeat(ramp[None, :, None], 3, axis=2)
+    linear = C.convert(pixels, "sRGB", "linear")
+    np.testing.assert_allclose(linear[0, :, 1], srgb_eotf(ramp), atol=5e-5)
+    back = C.convert(linear, "linear", "sRGB")
+    np.testing.assert_allclose(back, pixels, atol=5e-5)
+
+
+def test_rec709_primaries_in_acescg_match_colour_science():
+    primaries = np.eye(3, dtype=np.float32).reshape(1, 3, 3)  # red, green, blue pixels
+    acescg = C.convert(primaries, "linear", "ACEScg")[0]
+    # OCIO's ACES config adapts D65 -> ACES white with Bradford.
+    expected = colour.RGB_to_RGB(np.eye(3), "sRGB", "ACEScg", chromatic_adaptation_transform="Bradford")
+    np.testing.assert_allclose(acescg, expected, atol=2e-4)
+    np.testing.assert_allclose(C.convert(acescg[None], "ACEScg", "linear")[0], np.eye(3), atol=1e-5)
+
+
+def test_acescct_matches_colour_science():
+    values = np.array([-0.01, 0.0, 0.0078125, 0.18, 1.0, 16.0], np.float32)
+    pixels = np.repeat(values[None, :, None], 3, axis=2)
+    cct = C.convert(pixels, "ACEScg", "ACEScct")[0, :, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):  # colour evaluates log2 on both branches
+        expected = colour.models.log_encoding_ACEScct(values)
+    np.testing.assert_allclose(cct, expected, atol=2e-5)
+
+
+def test_numpy_inplace_and_copy():
+    pixels = np.full((2, 2, 4), 0.18, np.float32)
+    copy = C.convert(pixels, "linear", "sRGB")
+    assert copy is not pixels and pixels[0, 0, 0] == np.float32(0.18)
+    same = C.convert(pixels, "linear", "sRGB", inplace=True)
+    assert same is pixels
+    np.testing.assert_allclose(pixels[..., :3], 0.4613546, atol=1e-4)
+    assert np.all(pixels[..., 3] == np.float32(0.18)), "alpha must not be converted"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tensor_conversion_keeps_alpha_and_input(device):
+    t = torch.full((4, 3, 5), 0.18, device=device)
+    out = C.convert(t, "linear", "sRGB")
+    assert out.shape == t.shape and out.device == t.device
+    assert torch.allclose(out[:3], torch.tensor(0.4613546, device=device), atol=1e-4)
+    assert torch.all(out[3] == 0.18) and torch.all(t == 0.18), "input tensor is left alone"
+
+
+@pytest.mark.parametrize("dst", ["sRGB", "ACEScct", "ACES2065-1", "Linear Rec.2020", "ARRI LogC3 (EI800)",
+                                 "S-Log3 S-Gamut3", "Log3G10 REDWideGamutRGB", "Gamma 2.2 Encoded Rec.709",
+                                 "rec709"])
+def test_torch_ops_match_ocio_cpu(dst):
+    """The GPU path's closed forms reproduce OCIO's CPU processor, forward and back."""
+    x = torch.linspace(-0.05, 8.0, 3 * 40 * 40).view(3, 40, 40)
+    for src, target in (("ACEScg", dst), (dst, "ACEScg")):
+        source = x if src == "ACEScg" else C.convert(x, "ACEScg", src).clamp(-0.1, 1.2)
+        ops = C._conversion(src, target).torch_ops
+        assert ops is not None, f"{src} -> {target} has no torch form"
+        y = source
+        for op in ops:
+            y = op(y)
+        ref = C.convert(source, src, target)
+        torch.testing.assert_close(y, ref, rtol=1e-3, atol=1e-4)
+
+
+def test_aliases_and_unknown_name():
+    assert C.resolve_colorspace("raw") == "Raw"
+    assert C.resolve_colorspace("lin_rec709") == "Linear Rec.709 (sRGB)"  # a config alias
+    assert C.resolve_colorspace("ACEScg") == "ACEScg"
+    raw = np.random.default_rng(0).random((3, 3, 3), dtype=np.float32)
+    assert np.array_equal(C.convert(raw, "raw", "ACEScg"), raw)
+    with pytest.raises(DoublureError, match="Rec.9999"):
+        C.resolve_colorspace("Rec.9999")
+
+
+def test_display_transform_aces_sdr():
+    t = torch.tensor([0.0, 0.18, 1.0, 100.0]).view(1, 1, 4).expand(3, 1, 4).contiguous()
+    out = C.display_transform(t)
+    # ACES 1.0 SDR video on an sRGB display: black stays black, grey 0.18 lands near code value 0.39,
+    # highlights roll off to about 1 instead of clipping at scene value 1.
+    assert out[:, 0, 0].abs().max() < 1e-3
+    assert 0.35 < out[0, 0, 1] < 0.42
+    assert torch.all(out[:, 0, 2] < out[:, 0, 3]) and torch.all((out[:, 0, 3] - 1).abs() < 0.05)
+    with pytest.raises(DoublureError, match="unknown view"):
+        C.display_transform(t, view="Nope")
+
+
+def test_config_cache_id_is_stable_and_names_config():
+    assert C.config_cache_id() == C.config_cache_id()
+    assert C.CONFIG_NAME in C.config_cache_id()
