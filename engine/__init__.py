@@ -1,0 +1,21 @@
+"""Doublure's engine: the node graph, knobs, lazy hash/compute evaluation, the frame cache, undo, the project
+file and rendering. Imports no Qt and no node library: node modules register themselves into it."""
+from . import knobs
+from .cache import FrameCache
+from .context import CancelToken, EvalContext
+from .device import default_device
+from .errors import Cancelled, ConnectionRefused, DoublureError, KnobError, MediaError, ProjectError
+from .graph import Graph, GraphEvent
+from .hashing import Hasher, file_identity
+from .image import Format, Image, mask_image
+from .knobs import parse_frame_range
+from .node import Inputs, Node, Port, node_type, node_types, register_node
+from .project import load
+from .render import RenderReport, render
+
+__all__ = [
+    "Cancelled", "CancelToken", "ConnectionRefused", "DoublureError", "EvalContext", "Format", "FrameCache",
+    "Graph", "GraphEvent", "Hasher", "Image", "Inputs", "KnobError", "MediaError", "Node", "Port",
+    "ProjectError", "RenderReport", "default_device", "file_identity", "knobs", "load", "mask_image",
+    "node_type", "node_types", "parse_frame_range", "register_node", "render",
+]

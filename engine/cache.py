@@ -1,0 +1,197 @@
+"""The frame cache: results keyed by hash alone, LRU by bytes in two tiers (device memory, host RAM).
+
+When the device tier is over budget its least recently used entries move to host RAM; when host RAM is
+over budget they are dropped. Two requests for the same hash at once compute it once: the second waits
+for the first (single flight). A waiter whose computing peer was cancelled computes it itself.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import threading
+from typing import Callable
+
+import torch
+
+from .context import CancelToken
+from .errors import Cancelled
+from .image import Image
+
+_WAIT_SLICE_S = 0.02
+
+
+def _budget_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(float(value) * 2**20) if value else default
+
+
+@dataclasses.dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    computes: int = 0
+    evictions: int = 0
+    demotions: int = 0
+
+
+class _Flight:
+    __slots__ = ("done", "result", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Image | None = None
+        self.error: BaseException | None = None
+
+
+class FrameCache:
+    """Thread-safe two-tier LRU cache of Images by hash.
+
+    Budgets are in bytes: ``DOUBLURE_CACHE_DEVICE_MB`` / ``DOUBLURE_CACHE_HOST_MB`` set the defaults
+    (2 GiB on the device, 4 GiB on the host).
+    """
+
+    def __init__(self, device_budget: int | None = None, host_budget: int | None = None) -> None:
+        self.device_budget = device_budget if device_budget is not None else _budget_from_env(
+            "DOUBLURE_CACHE_DEVICE_MB", 2 * 2**30)
+        self.host_budget = host_budget if host_budget is not None else _budget_from_env(
+            "DOUBLURE_CACHE_HOST_MB", 4 * 2**30)
+        self._device: collections.OrderedDict[str, Image] = collections.OrderedDict()
+        self._host: collections.OrderedDict[str, Image] = collections.OrderedDict()
+        self._device_bytes = 0
+        self._host_bytes = 0
+        self._flights: dict[str, _Flight] = {}
+        self._lock = threading.Lock()
+        self.stats = CacheStats()
+
+    # -- queries ----------------------------------------------------------------------------------------
+    @property
+    def device_bytes(self) -> int:
+        return self._device_bytes
+
+    @property
+    def host_bytes(self) -> int:
+        return self._host_bytes
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._device or key in self._host
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._device) + len(self._host)
+
+    def get(self, key: str, device: torch.device | None = None) -> Image | None:
+        """The cached Image (moved to ``device`` when given), or None. Counts as a use for LRU."""
+        with self._lock:
+            image = self._lookup(key)
+        if image is None:
+            return None
+        return image if device is None else image.to(device)
+
+    def _lookup(self, key: str) -> Image | None:
+        image = self._device.get(key)
+        if image is not None:
+            self._device.move_to_end(key)
+            return image
+        image = self._host.get(key)
+        if image is not None:
+            self._host.move_to_end(key)
+        return image
+
+    # -- updates ----------------------------------------------------------------------------------------
+    def put(self, key: str, image: Image) -> None:
+        with self._lock:
+            self._insert(key, image)
+
+    def _insert(self, key: str, image: Image) -> None:
+        self._remove(key)
+        if image.device.type == "cpu":
+            self._host[key] = image
+            self._host_bytes += image.nbytes
+        else:
+            self._device[key] = image
+            self._device_bytes += image.nbytes
+        self._enforce_budgets()
+
+    def _remove(self, key: str) -> None:
+        image = self._device.pop(key, None)
+        if image is not None:
+            self._device_bytes -= image.nbytes
+        image = self._host.pop(key, None)
+        if image is not None:
+            self._host_bytes -= image.nbytes
+
+    def _enforce_budgets(self) -> None:
+        while self._device_bytes > self.device_budget and self._device:
+            key, image = self._device.popitem(last=False)
+            self._device_bytes -= image.nbytes
+            host_image = image.to(torch.device("cpu"))
+            self._host[key] = host_image
+            self._host.move_to_end(key)
+            self._host_bytes += host_image.nbytes
+            self.stats.demotions += 1
+        while self._host_bytes > self.host_budget and self._host:
+            _, image = self._host.popitem(last=False)
+            self._host_bytes -= image.nbytes
+            self.stats.evictions += 1
+
+    def set_budgets(self, device_budget: int | None = None, host_budget: int | None = None) -> None:
+        with self._lock:
+            if device_budget is not None:
+                self.device_budget = device_budget
+            if host_budget is not None:
+                self.host_budget = host_budget
+            self._enforce_budgets()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._device.clear()
+            self._host.clear()
+            self._device_bytes = self._host_bytes = 0
+
+    # -- the one entry point evaluation uses --------------------------------------------------------------
+    def get_or_compute(self, key: str, compute: Callable[[], Image], cancel: CancelToken,
+                       device: torch.device | None = None) -> Image:
+        """The cached Image for ``key``, computing it once however many threads ask at the same time."""
+        while True:
+            cancel.check()
+            with self._lock:
+                image = self._lookup(key)
+                if image is not None:
+                    self.stats.hits += 1
+                    return image if device is None else image.to(device)
+                flight = self._flights.get(key)
+                owner = flight is None
+                if owner:
+                    flight = self._flights[key] = _Flight()
+                    self.stats.misses += 1
+            if owner:
+                return self._compute_as_owner(key, flight, compute)
+            while not flight.done.wait(_WAIT_SLICE_S):
+                cancel.check()
+            if flight.error is None:
+                with self._lock:
+                    self.stats.hits += 1
+                assert flight.result is not None
+                return flight.result if device is None else flight.result.to(device)
+            if not isinstance(flight.error, Cancelled):
+                raise flight.error
+            # The owner was cancelled but this request was not: loop and compute it here.
+
+    def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image]) -> Image:
+        try:
+            image = compute()
+        except BaseException as exc:
+            flight.error = exc
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+            raise
+        with self._lock:
+            self.stats.computes += 1
+            self._insert(key, image)
+            del self._flights[key]
+        flight.result = image
+        flight.done.set()
+        return image

@@ -1,0 +1,25 @@
+"""Errors the user can cause and fix. The CLI and the app print these without a traceback."""
+
+
+class DoublureError(Exception):
+    """A user-facing error: the message names the file, node, knob or frame involved."""
+
+
+class KnobError(DoublureError, ValueError):
+    """A bad knob name or value; the knob keeps its old value."""
+
+
+class ConnectionRefused(DoublureError):
+    """A connection that would mismatch port types or make a cycle."""
+
+
+class ProjectError(DoublureError):
+    """A project file that cannot be read: bad JSON, unknown schema or node type."""
+
+
+class MediaError(DoublureError):
+    """A missing, corrupt or truncated image or video file, or a frame out of range."""
+
+
+class Cancelled(Exception):
+    """Raised inside an evaluation whose request was cancelled (not an error for the user)."""

@@ -1,0 +1,433 @@
+"""The node graph: the source of truth the editor views, the undo history, and lazy pull evaluation."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import threading
+import time
+import uuid as uuidlib
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+
+from .cache import FrameCache
+from .commands import Command, FunctionCommand, UndoStack
+from .context import CancelToken, EvalContext
+from .device import default_device
+from .errors import ConnectionRefused, DoublureError, KnobError
+from .hashing import Hasher
+from .image import Image
+from .node import Inputs, Node, node_type
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+SETTINGS_DEFAULTS: dict[str, Any] = {
+    "name": "untitled",
+    "first": 1,
+    "last": 100,
+    "fps": 25.0,
+    "working_space": "ACEScg",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphEvent:
+    """What changed, for views of the graph (the node editor, the properties panel, the viewer).
+
+    kind: ``node_added``, ``node_removed``, ``connected``, ``knob_changed``, ``renamed``, ``moved``,
+    ``settings``, ``history`` (the undo stack moved or its clean state changed).
+    """
+
+    kind: str
+    node: Node | None = None
+    name: str | None = None
+    index: int | None = None
+
+
+@dataclasses.dataclass
+class NodeTiming:
+    """Time spent in one node's own compute (inputs excluded), for the per-node report."""
+
+    computes: int = 0
+    seconds: float = 0.0
+
+
+class _SetKnob(Command):
+    def __init__(self, graph: "Graph", node: Node, name: str, new_state: tuple, text: str) -> None:
+        self.graph, self.node, self.name, self.text = graph, node, name, text
+        self.old_state = node.knob(name).state()
+        self.new_state = new_state
+
+    def _apply(self, state: tuple) -> None:
+        self.node.knob(self.name).restore(state)
+        self.graph._changed(GraphEvent("knob_changed", self.node, self.name))
+
+    def redo(self) -> None:
+        self._apply(self.new_state)
+
+    def undo(self) -> None:
+        self._apply(self.old_state)
+
+
+class Graph:
+    """Nodes with unique names, typed connections, project settings, one undo stack and a frame cache.
+
+    Every edit goes through the undo stack. ``evaluate`` pulls one node's output at a frame, computing only
+    what the cache lacks.
+    """
+
+    def __init__(self, cache: FrameCache | None = None, **settings: Any) -> None:
+        self._nodes: dict[str, Node] = {}  # by uuid, in creation order
+        self.settings: dict[str, Any] = dict(SETTINGS_DEFAULTS)
+        for key, value in settings.items():
+            self._check_setting(key, value)
+            self.settings[key] = value
+        self.ui: dict[str, Any] = {}
+        self.project_path: str | None = None
+        self.current_frame: int = self.settings["first"]
+        self.cache = cache if cache is not None else FrameCache()
+        self.undo_stack = UndoStack(on_change=lambda: self._notify(GraphEvent("history")))
+        self.timings: dict[str, NodeTiming] = {}
+        self._listeners: list[Callable[[GraphEvent], None]] = []
+        self._revision = 0
+        self._hash_memo: dict[tuple, str] = {}
+        self._timing_lock = threading.Lock()
+        self._timing_stack = threading.local()
+
+    # -- lookup ---------------------------------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Node]:
+        return list(self._nodes.values())
+
+    @property
+    def project_dir(self) -> str | None:
+        import os
+
+        return os.path.dirname(os.path.abspath(self.project_path)) if self.project_path else None
+
+    @property
+    def revision(self) -> int:
+        """Bumped on every change: views and the hash memo use it to know they are stale."""
+        return self._revision
+
+    def node(self, name_or_node: "str | Node") -> Node:
+        if isinstance(name_or_node, Node):
+            if self._nodes.get(name_or_node.uuid) is not name_or_node:
+                raise DoublureError(f"{name_or_node.name} is not in this graph")
+            return name_or_node
+        for node in self._nodes.values():
+            if node.name == name_or_node:
+                return node
+        raise DoublureError(f"no node named {name_or_node!r} (nodes: {', '.join(n.name for n in self.nodes)})")
+
+    __getitem__ = node
+
+    def by_uuid(self, uuid: str) -> Node:
+        return self._nodes[uuid]
+
+    def __contains__(self, name: str) -> bool:
+        return any(n.name == name for n in self._nodes.values())
+
+    def downstream(self, node: Node) -> list[tuple[Node, int]]:
+        """(node, input index) of every connection fed by ``node``."""
+        return [(n, i) for n in self._nodes.values() for i, src in enumerate(n.input_nodes) if src is node]
+
+    def upstream(self, node: Node) -> set[Node]:
+        """Every node ``node`` depends on, itself excluded."""
+        seen: set[Node] = set()
+        stack = [n for n in node.input_nodes if n is not None]
+        while stack:
+            n = stack.pop()
+            if n not in seen:
+                seen.add(n)
+                stack.extend(i for i in n.input_nodes if i is not None)
+        return seen
+
+    # -- events ---------------------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[GraphEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` after every change; returns a function that unsubscribes."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
+
+    def _notify(self, event: GraphEvent) -> None:
+        for callback in list(self._listeners):
+            callback(event)
+
+    def _changed(self, event: GraphEvent) -> None:
+        self._revision += 1
+        self._hash_memo = {}
+        self._notify(event)
+
+    # -- edits (all undoable) ---------------------------------------------------------------------------
+    def unique_name(self, base: str) -> str:
+        base = re.sub(r"\d+$", "", base) or "Node"
+        taken = {n.name for n in self._nodes.values()}
+        i = 1
+        while f"{base}{i}" in taken:
+            i += 1
+        return f"{base}{i}"
+
+    def create(self, type_name: str, name: str | None = None, *, inputs: Iterable[Node | None] = (),
+               position: tuple[float, float] | None = None, uuid: str | None = None, **knob_values: Any) -> Node:
+        """Add a node of a registered type with knob values; one undo step (connections included)."""
+        cls = node_type(type_name)
+        if name is not None:
+            self._check_name(name)
+        node = cls(self, name or self.unique_name(type_name), uuid or str(uuidlib.uuid4()))
+        if position is not None:
+            node.position = (float(position[0]), float(position[1]))
+        for knob_name, value in knob_values.items():
+            knob = node.knob(knob_name)
+            knob.restore(knob.state_with_value(value))
+
+        def add() -> None:
+            self._nodes[node.uuid] = node
+            self._changed(GraphEvent("node_added", node))
+
+        def remove() -> None:
+            del self._nodes[node.uuid]
+            self._changed(GraphEvent("node_removed", node))
+
+        with self.undo_stack.group(f"Create {node.name}"):
+            self.undo_stack.push(FunctionCommand(f"Create {node.name}", add, remove))
+            for i, src in enumerate(inputs):
+                if src is not None:
+                    self.connect(src, node, i)
+        return node
+
+    def delete(self, node: Node, heal: bool = True) -> None:
+        """Remove a node. With ``heal``, what it fed is reconnected to its first input (as Nuke does)."""
+        node = self.node(node)
+        with self.undo_stack.group(f"Delete {node.name}"):
+            feeder = node.input_nodes[0] if node.input_nodes else None
+            for dst, index in self.downstream(node):
+                if heal and feeder is not None and feeder.output_type == dst.inputs[index].type:
+                    self.connect(feeder, dst, index)
+                else:
+                    self.disconnect(dst, index)
+            for index, src in enumerate(node.input_nodes):
+                if src is not None:
+                    self.disconnect(node, index)
+
+            def remove() -> None:
+                del self._nodes[node.uuid]
+                self._changed(GraphEvent("node_removed", node))
+
+            def add() -> None:
+                self._nodes[node.uuid] = node
+                self._changed(GraphEvent("node_added", node))
+
+            self.undo_stack.push(FunctionCommand(f"Delete {node.name}", remove, add))
+
+    def connect(self, src: Node, dst: Node, input: int | str = 0) -> None:
+        """Feed ``src``'s output into ``dst``'s input. Type mismatches and cycles are refused."""
+        src, dst = self.node(src), self.node(dst)
+        index = dst.input_index(input) if isinstance(input, str) else input
+        if not 0 <= index < len(dst.inputs):
+            raise ConnectionRefused(f"{dst.name} has no input {index} (it has {len(dst.inputs)})")
+        port = dst.inputs[index]
+        if src.output_type != port.type:
+            raise ConnectionRefused(f"cannot connect {src.name} ({src.output_type}) to {dst.name}.{port.name} "
+                                    f"({port.type})")
+        if src is dst or dst in self.upstream(src):
+            raise ConnectionRefused(f"connecting {src.name} to {dst.name} would make a cycle")
+        self._set_input(dst, index, src, f"Connect {src.name} to {dst.name}.{port.name}")
+
+    def disconnect(self, dst: Node, input: int | str = 0) -> None:
+        dst = self.node(dst)
+        index = dst.input_index(input) if isinstance(input, str) else input
+        self._set_input(dst, index, None, f"Disconnect {dst.name}.{dst.inputs[index].name}")
+
+    def _set_input(self, dst: Node, index: int, src: Node | None, text: str) -> None:
+        old = dst.input_nodes[index]
+        if old is src:
+            return
+
+        def apply(value: Node | None) -> Callable[[], None]:
+            def run() -> None:
+                dst.input_nodes[index] = value
+                self._changed(GraphEvent("connected", dst, index=index))
+            return run
+
+        self.undo_stack.push(FunctionCommand(text, apply(src), apply(old)))
+
+    def _check_name(self, name: str, node: Node | None = None) -> None:
+        if not _NAME_RE.match(name):
+            raise DoublureError(f"node name {name!r} must start with a letter and hold only letters, digits, _")
+        for other in self._nodes.values():
+            if other.name == name and other is not node:
+                raise DoublureError(f"a node named {name!r} already exists")
+
+    def rename(self, node: Node, name: str) -> None:
+        node = self.node(node)
+        self._check_name(name, node)
+        old = node.name
+
+        def apply(value: str) -> Callable[[], None]:
+            def run() -> None:
+                node.name = value
+                self._changed(GraphEvent("renamed", node, name=value))
+            return run
+
+        self.undo_stack.push(FunctionCommand(f"Rename {old} to {name}", apply(name), apply(old)))
+
+    def move(self, node: Node, x: float, y: float) -> None:
+        node = self.node(node)
+        old, new = node.position, (float(x), float(y))
+        if old == new:
+            return
+
+        def apply(value: tuple[float, float]) -> Callable[[], None]:
+            def run() -> None:
+                node.position = value
+                self._notify(GraphEvent("moved", node))
+            return run
+
+        self.undo_stack.push(FunctionCommand(f"Move {node.name}", apply(new), apply(old)))
+
+    def set_knob(self, node: Node, name: str, value: Any) -> None:
+        """Set a knob to a constant (dropping its animation); a bad value raises and changes nothing."""
+        node = self.node(node)
+        knob = node.knob(name)
+        self.undo_stack.push(_SetKnob(self, node, name, knob.state_with_value(value), f"Set {node.name}.{name}"))
+
+    def set_key(self, node: Node, name: str, frame: float, value: Any, interp: str = "smooth") -> None:
+        node = self.node(node)
+        knob = node.knob(name)
+        self.undo_stack.push(_SetKnob(self, node, name, knob.state_with_key(frame, value, interp),
+                                      f"Key {node.name}.{name} at {frame:g}"))
+
+    def remove_key(self, node: Node, name: str, frame: float) -> None:
+        node = self.node(node)
+        knob = node.knob(name)
+        self.undo_stack.push(_SetKnob(self, node, name, knob.state_without_key(frame),
+                                      f"Delete key {node.name}.{name} at {frame:g}"))
+
+    def set_knob_state(self, node: Node, name: str, state: tuple, text: str | None = None) -> None:
+        """Restore a knob's whole state (value and keys) as one undo step (used by project loading/paste)."""
+        node = self.node(node)
+        self.undo_stack.push(_SetKnob(self, node, name, state, text or f"Set {node.name}.{name}"))
+
+    def _check_setting(self, key: str, value: Any) -> None:
+        if key not in SETTINGS_DEFAULTS:
+            raise KnobError(f"project has no setting {key!r} (settings: {', '.join(SETTINGS_DEFAULTS)})")
+        expected = type(SETTINGS_DEFAULTS[key])
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise KnobError(f"project setting {key}: bad value {value!r} (expected {expected.__name__})")
+        if key == "fps" and value <= 0:
+            raise KnobError(f"project setting fps: bad value {value!r} (must be positive)")
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """Change a project setting (first, last, fps, working_space, name) as one undo step."""
+        self._check_setting(key, value)
+        if key == "fps":
+            value = float(value)
+        old = self.settings[key]
+        if key in ("first", "last"):
+            first = value if key == "first" else self.settings["first"]
+            last = value if key == "last" else self.settings["last"]
+            if last < first:
+                raise KnobError(f"project frame range {first}-{last} runs backwards")
+
+        def apply(v: Any) -> Callable[[], None]:
+            def run() -> None:
+                self.settings[key] = v
+                self._changed(GraphEvent("settings", name=key))
+            return run
+
+        self.undo_stack.push(FunctionCommand(f"Set project {key}", apply(value), apply(old)))
+
+    def undo(self) -> bool:
+        return self.undo_stack.undo()
+
+    def redo(self) -> bool:
+        return self.undo_stack.redo()
+
+    @contextlib.contextmanager
+    def undo_group(self, text: str) -> Iterator[None]:
+        """Make every edit in the block one undo step."""
+        with self.undo_stack.group(text):
+            yield
+
+    # -- evaluation -----------------------------------------------------------------------------------
+    def context(self, frame: int, proxy: float = 1.0, cancel: CancelToken | None = None,
+                device: torch.device | None = None) -> EvalContext:
+        return EvalContext(frame=int(frame), proxy=float(proxy), device=device or default_device(),
+                           working_space=self.settings["working_space"], project_dir=self.project_dir,
+                           cancel=cancel or CancelToken())
+
+    def _resolve_pass_through(self, node: Node, ctx: EvalContext) -> Node:
+        while (index := node.pass_through(ctx)) is not None:
+            src = node.input_nodes[index]
+            if src is None:
+                raise DoublureError(f"{node.name}: passes input {node.inputs[index].name!r} through at frame "
+                                    f"{ctx.frame} but nothing is connected to it")
+            node = src
+        return node
+
+    def hash_of(self, node: Node, ctx: EvalContext) -> str:
+        """The cache key of ``node``'s output at ``ctx`` (memoised until the next edit)."""
+        node = self._resolve_pass_through(node, ctx)
+        memo = self._hash_memo
+        key = (node.uuid, ctx.frame, ctx.proxy, ctx.working_space)
+        digest = memo.get(key)
+        if digest is None:
+            h = Hasher()
+            node.hash(ctx, h)
+            digest = h.hexdigest()
+            memo[key] = digest
+        return digest
+
+    def evaluate(self, node: "Node | str", frame: int | None = None, *, proxy: float = 1.0,
+                 cancel: CancelToken | None = None, device: torch.device | None = None) -> Image:
+        """Pull ``node``'s output at ``frame`` (the current frame by default)."""
+        node = self.node(node)
+        ctx = self.context(self.current_frame if frame is None else frame, proxy, cancel, device)
+        return self.evaluate_node(node, ctx)
+
+    def evaluate_node(self, node: Node, ctx: EvalContext) -> Image:
+        node = self._resolve_pass_through(node, ctx)
+        digest = self.hash_of(node, ctx)
+        return self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel, ctx.device)
+
+    def is_cached(self, node: "Node | str", frame: int, proxy: float = 1.0) -> bool:
+        """Whether ``node``'s output at ``frame`` is in the cache (the timeline's cache line)."""
+        node = self.node(node)
+        return self.hash_of(node, self.context(frame, proxy)) in self.cache
+
+    def _compute(self, node: Node, ctx: EvalContext) -> Image:
+        ctx.check_cancelled()
+        node.validate_inputs()
+        stack = getattr(self._timing_stack, "children", None)
+        if stack is None:
+            stack = self._timing_stack.children = []
+        stack.append(0.0)
+        start = time.perf_counter()
+        try:
+            image = node.compute(ctx, Inputs(self, node, ctx))
+        finally:
+            elapsed = time.perf_counter() - start
+            children = stack.pop()
+            if stack:
+                stack[-1] += elapsed
+        with self._timing_lock:
+            timing = self.timings.setdefault(node.name, NodeTiming())
+            timing.computes += 1
+            timing.seconds += elapsed - children
+        if not isinstance(image, Image):
+            raise TypeError(f"{node.type_name}.compute returned {type(image).__name__}, not an Image")
+        return image.to(ctx.device)
+
+    # -- files and rendering ---------------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        from .project import save_graph
+
+        save_graph(self, path)
+
+    def render(self, writes: "Iterable[str | Node] | str | None" = None, frames: Any = None, **kwargs: Any) -> Any:
+        from .render import render
+
+        return render(self, writes, frames, **kwargs)
