@@ -12,13 +12,13 @@ import dataclasses
 import json
 import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import OpenImageIO as oiio
 
+from .atomic import atomic_path
 from .errors import MediaError
 
 IMAGE_EXTENSIONS = {".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".hdr", ".tga", ".bmp", ".cin"}
@@ -193,30 +193,17 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, channels: tuple[str
         spec.attribute("compression", compression)
     _metadata_into_spec(spec, metadata or {}, file_type)
 
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        os.makedirs(folder, exist_ok=True)
+        with atomic_path(path, suffix=FILE_TYPES[file_type]) as tmp:  # OIIO picks the writer by suffix
+            out = oiio.ImageOutput.create(tmp)
+            if out is None or not out.open(tmp, spec):
+                raise MediaError(f"cannot write {path}: {(out.geterror() if out else oiio.geterror()).strip()}")
+            ok = out.write_image(pixels)
+            ok = out.close() and ok
+            if not ok:
+                raise MediaError(f"cannot write {path}: {out.geterror().strip() or 'write failed'}")
     except OSError as exc:
-        raise MediaError(f"cannot create folder {folder} for {path}: {exc.strerror}") from None
-    base, ext = os.path.splitext(os.path.basename(path))
-    tmp = os.path.join(folder, f".{base}.tmp-{uuid.uuid4().hex[:8]}{ext}")
-    out = oiio.ImageOutput.create(tmp if ext else FILE_TYPES[file_type])
-    if out is None:
-        raise MediaError(f"cannot write {path}: {oiio.geterror().strip()}")
-    try:
-        if not out.open(tmp, spec):
-            raise MediaError(f"cannot write {path}: {out.geterror().strip()}")
-        ok = out.write_image(pixels)
-        ok = out.close() and ok
-        if not ok:
-            raise MediaError(f"cannot write {path}: {out.geterror().strip() or 'write failed'}")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        raise MediaError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _quantise_uint16(pixels: np.ndarray, bits: int) -> np.ndarray:
