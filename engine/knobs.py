@@ -41,7 +41,8 @@ class KnobSpec:
         return value
 
     def from_json(self, data: Any) -> Any:
-        return self.validate(data)
+        """The value as stored in a project, before validation (``Knob.checked`` validates)."""
+        return data
 
     def interpolate(self, a: Any, b: Any, t: float) -> Any:
         raise TypeError(f"knob {self.name} is not animatable")

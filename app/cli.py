@@ -1,0 +1,212 @@
+"""The ``doublure`` command: the app, and the headless jobs pipeline TDs script (render, info, track,
+extract, train, demo).
+
+Everything but opening the app runs without Qt, so a farm worker needs no display. User errors print one
+line naming the file, node, knob or frame, with no traceback, and exit with status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import sys
+from typing import Callable, Sequence
+
+from doublure.engine import DoublureError
+
+SUBCOMMANDS = ("render", "info", "track", "extract", "train", "demo")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("doublure")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _load_project(path: str):
+    import doublure.nodes  # noqa: F401  (registers the node library)
+    from doublure import engine
+
+    return engine.load(path)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from doublure.engine.progress import ProgressBar
+    from doublure.engine.render import resolve_frames
+
+    if args.scheduler or args.workers:
+        from doublure.farm.render import farm_render
+
+        report = farm_render(args.project, writes=args.write, frames=args.frames, scheduler=args.scheduler,
+                             workers=args.workers, chunk=args.chunk, path_map=args.path_map,
+                             halt_on_error=args.halt_on_error, proxy=args.proxy)
+    else:
+        if args.path_map:
+            raise DoublureError("--path-map applies to farm workers: use it with --scheduler or --workers")
+        graph = _load_project(args.project)
+        frames = resolve_frames(graph, args.frames)
+        bar = ProgressBar(len(frames), "frames")
+        try:
+            report = graph.render(args.write, frames, proxy=args.proxy, halt_on_error=args.halt_on_error,
+                                  progress=lambda done, total, frame: bar.update(done, f"frame {frame}"))
+        finally:
+            bar.close()
+    for node, frame, why in report.failures:
+        print(f"doublure: {node} frame {frame} failed: {why}", file=sys.stderr)
+    print(f"rendered {len(report.written)} frame(s), skipped {len(report.skipped)} already complete, "
+          f"{len(report.failures)} failed, in {report.seconds:.1f} s", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    path = args.path
+    if path.endswith(".dbm") or os.path.isfile(os.path.join(path, "model.json")):
+        from doublure.models.dbm import model_card
+
+        print(model_card(path))
+        return 0
+    from doublure.engine.render import resolve_frames
+
+    graph = _load_project(path)
+    s = graph.settings
+    print(f"project  {graph.project_path}")
+    print(f"name     {s['name']}")
+    print(f"frames   {s['first']}-{s['last']} at {s['fps']:g} fps, working space {s['working_space']}")
+    print("nodes:")
+    for node in graph.nodes:
+        inputs = ", ".join(f"{p.name}={n.name}" for p, n in zip(node.inputs, node.input_nodes) if n is not None)
+        state = " (disabled)" if node.value("disable", s["first"]) else ""
+        print(f"  {node.name:<16} {node.type_name:<12} {inputs}{state}")
+    writes = [n for n in graph.nodes if callable(getattr(n, "execute", None))]
+    if writes:
+        print("writes:")
+        frames = resolve_frames(graph, None)
+        for node in writes:
+            describe = getattr(node, "describe_output", None)
+            what = describe(frames) if describe else node.path("file")
+            print(f"  {node.name:<16} {what}")
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from doublure.nodes.facedetect import track_shot
+
+    path = track_shot(args.project, args.node)
+    print(f"tracks saved to {path}")
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from doublure.faces.extract import extract_faceset
+
+    extract_faceset(args.clips, args.out, size=args.size, every=args.every)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from doublure.app.demo import run_demo
+
+    return run_demo(headless=args.headless, out_dir=args.out)
+
+
+def _has_display() -> bool:
+    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+        return False
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _path_map(text: str) -> tuple[str, str]:
+    src, sep, dst = text.partition("=")
+    if not sep or not src or not dst:
+        raise argparse.ArgumentTypeError(f"--path-map {text!r} is not FROM=TO")
+    return src, dst
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="doublure", description="Face replacement compositing.")
+    parser.add_argument("--version", action="version", version=f"doublure {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    render = sub.add_parser("render", help="render Write nodes of a project headless")
+    render.add_argument("project")
+    render.add_argument("-X", dest="write", help="Write node(s) to render, comma separated (default: all)")
+    render.add_argument("-F", dest="frames", help="frames in Nuke syntax: 1-100, 1-100x2, 1,5,10-20")
+    render.add_argument("--proxy", type=float, default=1.0, help="render at this scale (0.5 = half size)")
+    render.add_argument("--continue-on-error", dest="halt_on_error", action="store_false",
+                        help="record frames that fail for a data reason and go on")
+    render.add_argument("--halt-on-error", dest="halt_on_error", action="store_true",
+                        help="stop at the first failing frame (default for local renders)")
+    render.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): render on the farm")
+    render.add_argument("--workers", type=int, help="start a local Dask cluster of N workers")
+    render.add_argument("--chunk", type=int, default=10, help="frames per farm task")
+    render.add_argument("--path-map", type=_path_map, action="append", default=[],
+                        help="FROM=TO: rewrite file paths on farm workers")
+    render.set_defaults(func=cmd_render, halt_on_error=None)
+
+    info = sub.add_parser("info", help="describe a project (.dbl) or an identity model (.dbm)")
+    info.add_argument("path")
+    info.set_defaults(func=cmd_info)
+
+    track = sub.add_parser("track", help="analyse a FaceDetect node's faces over the shot and store them")
+    track.add_argument("project")
+    track.add_argument("-n", "--node", required=True, help="the FaceDetect node, e.g. FaceDetect1")
+    track.set_defaults(func=cmd_track)
+
+    extract = sub.add_parser("extract", help="extract an aligned faceset from clips")
+    extract.add_argument("clips", nargs="+")
+    extract.add_argument("--out", required=True)
+    extract.add_argument("--size", type=int, default=256)
+    extract.add_argument("--every", type=int, default=1, help="take every Nth frame")
+    extract.set_defaults(func=cmd_extract)
+
+    train = sub.add_parser("train", help="train an identity model (see doublure train --help)", add_help=False)
+    train.add_argument("args", nargs=argparse.REMAINDER)
+    train.set_defaults(func=None)
+
+    demo = sub.add_parser("demo", help="open the demo shot (renders it when there is no display)")
+    demo.add_argument("--headless", action="store_true", default=None, help="render instead of opening the app")
+    demo.add_argument("--out", help="folder for the headless render (default: a new temporary folder)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _run_app(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="doublure", description="Open the Doublure app.")
+    parser.add_argument("--version", action="version", version=f"doublure {_version()}")
+    parser.add_argument("project", nargs="?", help="a .dbl project to open")
+    parser.add_argument("--screenshot", metavar="PNG",
+                        help="open, wait for the viewer to draw, save a PNG of the main window and quit")
+    args = parser.parse_args(argv)
+    from doublure.app.main_window import run_app
+
+    return run_app(project_path=args.project, screenshot=args.screenshot)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
+            return _run_app(argv)
+        if argv[0] == "train":
+            from doublure.models.train import train_main
+
+            return train_main(argv[1:]) or 0
+        args = build_parser().parse_args(argv)
+        if args.command == "render" and args.halt_on_error is None:
+            # Locally a failing frame stops the render; on the farm it is reported and the others go on.
+            args.halt_on_error = not (args.scheduler or args.workers)
+        if args.command == "demo" and args.headless is None:
+            args.headless = not _has_display()
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except DoublureError as exc:
+        print(f"doublure: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("doublure: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Evaluation and the cache, in Gaffer's style: hashes move with every input, pass-through nodes share cache
+entries, and counting computes proves the cache works."""
+import threading
+import time
+
+import pytest
+import torch
+
+import engine_nodes
+from doublure import engine
+from doublure.engine import Cancelled, CancelToken, FrameCache
+from doublure.engine.knobs import (Bool, Color, Data, Enum, File, Float, FrameRange, Int, String, Strokes)
+
+
+def nudged(spec, value):
+    """A valid value different from ``value`` for any knob kind."""
+    if isinstance(spec, Bool):
+        return not value
+    if isinstance(spec, Enum):
+        return next(c for c in spec.choices if c != value)
+    if isinstance(spec, Color):
+        lo = spec.min if spec.min is not None else -1e9
+        hi = spec.max if spec.max is not None else 1e9
+        return tuple(min(hi, c + 0.125) if c + 0.125 <= hi else max(lo, c - 0.125) for c in value)
+    if isinstance(spec, (Float, Int)):
+        step = 1 if isinstance(spec, Int) else 0.125
+        if spec.max is None or value + step <= spec.max:
+            return value + step
+        return value - step
+    if isinstance(spec, FrameRange):
+        return "3-4" if value != "3-4" else "5-6"
+    if isinstance(spec, File):
+        return "nudged/other.0001.exr"
+    if isinstance(spec, String):
+        return value + "x"
+    if isinstance(spec, Strokes):
+        return value + [{"track_id": 0, "points": [[0.5, 0.5]], "radius": 0.05}]
+    if isinstance(spec, Data):
+        return {"nudged": 1}
+    raise AssertionError(f"no nudge for {spec!r}")
+
+
+def _source_for(g, port_type):
+    c = g.create("TestConstant")
+    return c if port_type == "Image" else g.create("TestMaskFromImage", inputs=[c])
+
+
+def every_node_type():
+    import doublure.nodes  # noqa: F401  (the library registers itself)
+
+    return sorted(engine.node_types())
+
+
+@pytest.mark.parametrize("type_name", every_node_type())
+def test_nudging_any_knob_or_input_changes_the_hash(type_name):
+    g = engine.Graph()
+    node = g.create(type_name)
+    for i, port in enumerate(node.inputs):
+        g.connect(_source_for(g, port.type), node, i)
+    ctx = g.context(1)
+    base = g.hash_of(node, ctx)
+    for name, knob in node.knobs.items():
+        if name == "disable":
+            continue
+        old = knob.value_at(1)
+        node[name] = nudged(knob.spec, old)
+        assert g.hash_of(node, ctx) != base, f"{type_name}.{name} does not reach the hash"
+        g.undo()
+        assert g.hash_of(node, ctx) == base, f"{type_name}.{name}: undo does not restore the hash"
+    for i, port in enumerate(node.inputs):
+        src = node.input(i)
+        upstream = src if port.type == "Image" else src.input(0)
+        upstream["width"] = 65
+        assert g.hash_of(node, ctx) != base, f"{type_name}: input {port.name} does not reach the hash"
+        g.undo()
+
+
+def test_identical_subgraphs_and_undo_share_cache_entries():
+    g = engine.Graph()
+    a = g.create("TestGain", gain=2.0, inputs=[g.create("TestConstant")])
+    b = g.create("TestGain", gain=2.0, inputs=[g.create("TestConstant")])
+    g.evaluate(a, 1)
+    computes = g.cache.stats.computes
+    assert computes == 2
+    g.evaluate(b, 1)
+    assert g.cache.stats.computes == computes  # the twin sub-graph hit the same entries
+    a["gain"] = 3.0
+    g.evaluate(a, 1)
+    assert g.cache.stats.computes == computes + 1
+    g.undo()
+    out = g.evaluate(a, 1)
+    assert g.cache.stats.computes == computes + 1
+    assert torch.allclose(out.tensor[:, 0, 0], torch.tensor([0.2, 0.4, 0.6]))
+
+
+def test_disabled_and_identity_nodes_share_their_input_entry():
+    g = engine.Graph()
+    c = g.create("TestConstant")
+    gain = g.create("TestGain", gain=5.0, inputs=[c])
+    ctx = g.context(1)
+    gain["disable"] = True
+    assert g.hash_of(gain, ctx) == g.hash_of(c, ctx)
+    g.evaluate(c, 1)
+    computes = g.cache.stats.computes
+    assert g.evaluate(gain, 1).tensor[0, 0, 0].item() == pytest.approx(0.1)
+    assert g.cache.stats.computes == computes
+    gain["disable"] = False
+    gain["mix"] = 0.0
+    assert g.hash_of(gain, ctx) == g.hash_of(c, ctx)
+
+
+def test_frame_is_hashed_only_where_it_is_read():
+    g = engine.Graph()
+    still = g.create("TestGain", inputs=[g.create("TestConstant")])
+    ramp = g.create("TestGain", inputs=[g.create("TestFrameRamp")])
+    assert g.hash_of(still, g.context(1)) == g.hash_of(still, g.context(2))
+    assert g.hash_of(ramp, g.context(1)) != g.hash_of(ramp, g.context(2))
+    assert g.evaluate(ramp, 7).tensor[0, 0, 0].item() == 7.0
+
+
+def test_temporal_node_hashes_and_reads_its_window():
+    g = engine.Graph()
+    mean = g.create("TestTemporalMean", window=1, inputs=[g.create("TestFrameRamp")])
+    assert g.evaluate(mean, 5).tensor[0, 0, 0].item() == pytest.approx(5.0)
+    # Frames 4 and 6 are now cached: the next frame computes only the new frame 7 and the mean.
+    computes = g.cache.stats.computes
+    g.evaluate(mean, 6)
+    assert g.cache.stats.computes == computes + 2
+
+
+def test_animated_knob_changes_the_hash_per_frame():
+    g = engine.Graph()
+    gain = g.create("TestGain", inputs=[g.create("TestConstant")])
+    g.set_key(gain, "gain", 1, 1.0)
+    g.set_key(gain, "gain", 10, 2.0)
+    assert g.hash_of(gain, g.context(1)) != g.hash_of(gain, g.context(5))
+    assert g.hash_of(gain, g.context(10)) == g.hash_of(gain, g.context(20))
+
+
+def test_concurrent_requests_for_one_hash_compute_once():
+    g = engine.Graph()
+    slow = g.create("TestSlow", seconds=0.3, inputs=[g.create("TestConstant")])
+    engine_nodes.TestSlow.runs = 0
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(g.evaluate(slow, 1))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine_nodes.TestSlow.runs == 1
+    assert len(results) == 4 and all(r is results[0] for r in results)
+
+
+def test_cancellation_stops_a_long_compute_and_a_waiter_takes_over():
+    g = engine.Graph()
+    slow = g.create("TestSlow", seconds=5.0, inputs=[g.create("TestConstant")])
+    engine_nodes.TestSlow.runs = 0
+    token = CancelToken()
+    errors = []
+
+    def stale_request():
+        try:
+            g.evaluate(slow, 1, cancel=token)
+        except Cancelled as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=stale_request)
+    start = time.perf_counter()
+    t.start()
+    time.sleep(0.1)
+    token.cancel()
+    t.join()
+    assert errors and time.perf_counter() - start < 1.0
+    assert not g.is_cached(slow, 1)
+    # A second request whose peer gets cancelled computes the frame itself.
+    slow["seconds"] = 0.3
+    first, second = CancelToken(), CancelToken()
+    out = []
+    t1 = threading.Thread(target=lambda: pytest.raises(Cancelled, g.evaluate, slow, 1, cancel=first))
+    t1.start()
+    time.sleep(0.05)
+    t2 = threading.Thread(target=lambda: out.append(g.evaluate(slow, 1, cancel=second)))
+    t2.start()
+    time.sleep(0.05)
+    first.cancel()
+    t1.join()
+    t2.join()
+    assert len(out) == 1 and out[0].tensor.shape == (3, 32, 64)
+    assert g.is_cached(slow, 1)
+
+
+def test_cache_budgets_are_honoured_lru_by_bytes():
+    image_bytes = 3 * 32 * 64 * 4
+    cache = FrameCache(device_budget=0, host_budget=3 * image_bytes)
+    g = engine.Graph(cache=cache)
+    ramp = g.create("TestFrameRamp", size=1)
+    gain = g.create("TestGain", gain=2.0, inputs=[g.create("TestConstant")])
+    for frame in range(1, 6):
+        g.set_key(gain, "gain", frame, float(frame))
+    for frame in range(1, 6):
+        g.evaluate(gain, frame)
+        assert cache.host_bytes <= cache.host_budget
+    # Oldest frames went first; the newest are still there.
+    assert g.is_cached(gain, 5) and not g.is_cached(gain, 1)
+    assert cache.stats.evictions >= 2
+    cache.set_budgets(host_budget=0)
+    assert len(cache) == 0 and cache.host_bytes == 0
+    assert ramp in g.nodes
+
+
+def test_device_tier_holds_device_images_and_demotes_to_host_when_over_budget():
+    image_bytes = 3 * 32 * 32 * 4
+    cache = FrameCache(device_budget=image_bytes, host_budget=10 * image_bytes)
+    g = engine.Graph(cache=cache)
+    gain = g.create("TestGain", inputs=[g.create("TestFrameRamp", size=32)])
+    device = engine.default_device()
+    for frame in (1, 2, 3):
+        g.evaluate(gain, frame, device=device)
+    if device.type == "cuda":
+        assert cache.device_bytes <= image_bytes and cache.stats.demotions >= 1
+        assert cache.host_bytes > 0
+    else:  # without a GPU everything lives in host RAM and the device tier stays empty
+        assert cache.device_bytes == 0 and cache.host_bytes == 6 * image_bytes
+    # A demoted entry comes back on the request's device without recomputing.
+    computes = cache.stats.computes
+    assert g.evaluate(gain, 1, device=device).device.type == device.type
+    assert cache.stats.computes == computes
+
+
+def test_per_node_timings_are_recorded():
+    g = engine.Graph()
+    slow = g.create("TestSlow", seconds=0.05, inputs=[g.create("TestConstant")])
+    g.evaluate(slow, 1)
+    assert g.timings["TestSlow1"].computes == 1
+    assert 0.04 < g.timings["TestSlow1"].seconds < 1.0
+    assert g.timings["TestConstant1"].seconds < g.timings["TestSlow1"].seconds
+
+
+def test_missing_required_input_is_a_clear_error():
+    g = engine.Graph()
+    gain = g.create("TestGain")
+    with pytest.raises(engine.DoublureError, match="TestGain1: input 'input' is not connected"):
+        g.evaluate(gain, 1)
