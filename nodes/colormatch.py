@@ -1,0 +1,403 @@
+"""ColorMatch: match the swapped face's colour to the plate face under it.
+
+The statistics are measured on the skin of both faces (eyes, brows and mouth excluded) and the transfer is
+applied to the whole swapped face region. Methods, implemented from the papers:
+
+- ``meanstd``: per-channel mean and standard deviation transfer in a perceptual space (Reinhard et al.
+  2001, "Color transfer between images"), CIE L*a*b* by default.
+- ``mkl``: the linear Monge-Kantorovich map between the two colour Gaussians (Pitie and Kokaram 2007,
+  "The linear Monge-Kantorovitch linear colour mapping for example-based colour transfer").
+- ``sot``: sliced optimal transport, matching 1D marginals along random orthonormal bases (Rabin, Peyre,
+  Delon and Bernot 2011, "Wasserstein barycenter and its application to texture mixing"; Pitie et al.
+  2007's iterative distribution transfer uses the same step).
+- ``histogram``: per-channel histogram (quantile) matching.
+
+Spaces: ``lab`` (CIE 1976 L*a*b*, D65: the working space goes to CIE XYZ D65 through the OCIO config, which
+uses a Bradford adaptation; L* of scene-linear white Y=1 is 100), ``oklab`` (Ottosson 2020, from XYZ D65)
+and ``rgb`` (the scene-linear working space itself).
+
+Temporal stability: the plate's statistics are pooled over +-``window`` frames of the same face track, so
+the target the swap is matched to moves smoothly; the swap's own statistics are taken on the current frame
+only, so the swap's frame-to-frame colour flicker is normalised away rather than passed through.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+
+from doublure.engine import colour as engine_colour
+
+SPACES = ("lab", "oklab", "rgb")
+METHODS = ("meanstd", "mkl", "sot", "histogram")
+
+XYZ_D65_SPACE = "CIE XYZ-D65 - Scene-referred"
+# CIE 1931 2 degree D65 white, Y = 1, from its chromaticity (0.3127, 0.3290) as colour-science defines it.
+_D65_XY = (0.3127, 0.3290)
+D65_WHITE_XYZ = (_D65_XY[0] / _D65_XY[1], 1.0, (1.0 - _D65_XY[0] - _D65_XY[1]) / _D65_XY[1])
+
+# Oklab (Ottosson 2020): XYZ D65 -> LMS, then cube root, then LMS' -> Lab.
+_OKLAB_M1 = (
+    (0.8189330101, 0.3618667424, -0.1288597137),
+    (0.0329845436, 0.9293118715, 0.0361456387),
+    (0.0482003018, 0.2643662691, 0.6338517070),
+)
+_OKLAB_M2 = (
+    (0.2104542553, 0.7936177850, -0.0040720468),
+    (1.9779984951, -2.4285922050, 0.4505937099),
+    (0.0259040371, 0.7827717662, -0.8086757660),
+)
+
+_LAB_EPSILON = (6.0 / 29.0) ** 3
+_LAB_SLOPE = 1.0 / (3.0 * (6.0 / 29.0) ** 2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Colour spaces. Every function takes colour-first tensors shaped (3, *): an image (3, H, W) or samples (3, N).
+
+
+@functools.lru_cache(maxsize=16)
+def working_to_xyz_matrix(working_space: str) -> np.ndarray:
+    """The 3x3 matrix from a scene-linear working space to CIE XYZ (D65 white), from the OCIO config.
+
+    Args:
+        working_space: an OCIO colour space name or alias (``ctx.working_space``), e.g. ``"ACEScg"``.
+
+    Returns:
+        (3, 3) float64 M with xyz = M @ rgb.
+    """
+    basis = np.eye(3, dtype=np.float32).reshape(3, 1, 3).copy()
+    xyz = engine_colour.convert(basis, working_space, XYZ_D65_SPACE)
+    return xyz.reshape(3, 3).T.astype(np.float64)
+
+
+def _apply_matrix(m: torch.Tensor | np.ndarray | tuple, x: torch.Tensor) -> torch.Tensor:
+    m = torch.as_tensor(np.asarray(m, dtype=np.float64), dtype=x.dtype, device=x.device)
+    return (m @ x.reshape(3, -1)).reshape(x.shape)
+
+
+def xyz_to_lab(xyz: torch.Tensor) -> torch.Tensor:
+    """CIE XYZ (D65, Y of white = 1) to CIE 1976 L*a*b*.
+
+    The CIE function's linear toe is used below (6/29)^3 and continued for negative values, so the map is
+    defined and invertible for any scene-linear value (wide-gamut working spaces hold negatives).
+
+    Args:
+        xyz: (3, *) tensor.
+
+    Returns:
+        (3, *) L*, a*, b* (L* = 100 at Y = 1).
+    """
+    white = torch.tensor(D65_WHITE_XYZ, dtype=xyz.dtype, device=xyz.device).view(3, *([1] * (xyz.dim() - 1)))
+    t = xyz / white
+    f = torch.where(t > _LAB_EPSILON, t.clamp_min(_LAB_EPSILON).pow(1.0 / 3.0), t * _LAB_SLOPE + 4.0 / 29.0)
+    return torch.stack([116.0 * f[1] - 16.0, 500.0 * (f[0] - f[1]), 200.0 * (f[1] - f[2])])
+
+
+def lab_to_xyz(lab: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`xyz_to_lab`.
+
+    Args:
+        lab: (3, *) L*, a*, b*.
+
+    Returns:
+        (3, *) CIE XYZ, D65 white at Y = 1.
+    """
+    fy = (lab[0] + 16.0) / 116.0
+    f = torch.stack([fy + lab[1] / 500.0, fy, fy - lab[2] / 200.0])
+    edge = 6.0 / 29.0
+    t = torch.where(f > edge, f.pow(3), (f - 4.0 / 29.0) / _LAB_SLOPE)
+    white = torch.tensor(D65_WHITE_XYZ, dtype=lab.dtype, device=lab.device).view(3, *([1] * (lab.dim() - 1)))
+    return t * white
+
+
+def xyz_to_oklab(xyz: torch.Tensor) -> torch.Tensor:
+    """CIE XYZ (D65) to Oklab (Ottosson 2020). Signed cube root, so negatives stay invertible.
+
+    Args:
+        xyz: (3, *) tensor.
+
+    Returns:
+        (3, *) L, a, b (L = 1 at Y = 1 white).
+    """
+    lms = _apply_matrix(_OKLAB_M1, xyz)
+    return _apply_matrix(_OKLAB_M2, torch.sign(lms) * lms.abs().pow(1.0 / 3.0))
+
+
+def oklab_to_xyz(oklab: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`xyz_to_oklab`.
+
+    Args:
+        oklab: (3, *) tensor.
+
+    Returns:
+        (3, *) CIE XYZ, D65.
+    """
+    lms_ = _apply_matrix(np.linalg.inv(np.asarray(_OKLAB_M2)), oklab)
+    return _apply_matrix(np.linalg.inv(np.asarray(_OKLAB_M1)), lms_.pow(3))
+
+
+def to_match_space(rgb: torch.Tensor, space: str, rgb_to_xyz: np.ndarray) -> torch.Tensor:
+    """Scene-linear working-space RGB to the space statistics are matched in.
+
+    Args:
+        rgb: (3, *) working-space values.
+        space: one of ``SPACES``.
+        rgb_to_xyz: (3, 3) from :func:`working_to_xyz_matrix`.
+
+    Returns:
+        (3, *) values in ``space``.
+    """
+    if space == "rgb":
+        return rgb
+    xyz = _apply_matrix(rgb_to_xyz, rgb)
+    return xyz_to_lab(xyz) if space == "lab" else xyz_to_oklab(xyz)
+
+
+def from_match_space(values: torch.Tensor, space: str, rgb_to_xyz: np.ndarray) -> torch.Tensor:
+    """Inverse of :func:`to_match_space`. Shapes (3, *) -> (3, *)."""
+    if space == "rgb":
+        return values
+    xyz = lab_to_xyz(values) if space == "lab" else oklab_to_xyz(values)
+    return _apply_matrix(np.linalg.inv(rgb_to_xyz), xyz)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Transfers. ``x`` is what gets recoloured (3, *); ``src``/``ref`` are sample sets (3, N) measured on the swap's
+# and the plate's skin in the same space.
+
+
+def meanstd_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Reinhard et al. (2001): per channel, ``(x - mean_src) / std_src * std_ref + mean_ref``.
+
+    Args:
+        x: (3, *) values to recolour.
+        src: (3, N) samples of the source distribution (swap skin).
+        ref: (3, M) samples of the target distribution (plate skin).
+
+    Returns:
+        (3, *) recoloured values.
+    """
+    shape = (3,) + (1,) * (x.dim() - 1)
+    mu_s, sd_s = src.mean(1), src.std(1, unbiased=False)
+    mu_r, sd_r = ref.mean(1), ref.std(1, unbiased=False)
+    gain = sd_r / sd_s.clamp_min(eps)
+    return (x - mu_s.view(shape)) * gain.view(shape) + mu_r.view(shape)
+
+
+def _sym_sqrt(c: torch.Tensor) -> torch.Tensor:
+    """Principal square root of a symmetric positive semi-definite matrix (eigen-decomposition)."""
+    vals, vecs = torch.linalg.eigh(c)
+    return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+
+
+def mkl_matrix(cov_src: torch.Tensor, cov_ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Linear Monge-Kantorovich map between zero-mean Gaussians (Pitie and Kokaram 2007, eq. 9):
+
+    ``T = S^-1/2 (S^1/2 R S^1/2)^1/2 S^-1/2`` with S = cov_src, R = cov_ref. T is symmetric positive
+    definite and satisfies ``T S T = R``; among all such maps it moves colours the least (L2).
+
+    Args:
+        cov_src: (3, 3) source covariance.
+        cov_ref: (3, 3) target covariance.
+        eps: added to the source eigenvalues so a flat (degenerate) source stays invertible.
+
+    Returns:
+        (3, 3) T (float64).
+    """
+    s = cov_src.double()
+    r = cov_ref.double()
+    vals, vecs = torch.linalg.eigh(s)
+    vals = vals.clamp_min(0) + eps
+    s_half = (vecs * vals.sqrt()) @ vecs.T
+    s_inv_half = (vecs * vals.rsqrt()) @ vecs.T
+    middle = _sym_sqrt(s_half @ r @ s_half)
+    return s_inv_half @ middle @ s_inv_half
+
+
+def mkl_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Apply the MKL map fitted on the sample sets: ``T (x - mean_src) + mean_ref``.
+
+    Args:
+        x: (3, *) values to recolour.
+        src: (3, N) source samples.
+        ref: (3, M) target samples.
+
+    Returns:
+        (3, *) recoloured values.
+    """
+    mu_s, mu_r = src.double().mean(1, keepdim=True), ref.double().mean(1, keepdim=True)
+    cov_s = torch.cov(src.double(), correction=0)
+    cov_r = torch.cov(ref.double(), correction=0)
+    t = mkl_matrix(cov_s, cov_r).to(x.dtype)
+    flat = x.reshape(3, -1)
+    out = t @ (flat - mu_s.to(x.dtype)) + mu_r.to(x.dtype)
+    return out.reshape(x.shape)
+
+
+def quantile_map(values: torch.Tensor, q_src: torch.Tensor, q_ref: torch.Tensor) -> torch.Tensor:
+    """Monotone piecewise-linear map sending source quantiles to target quantiles (1D transport).
+
+    Outside the source range values are shifted with the end points instead of clipped, so a highlight
+    brighter than any skin sample keeps its relation to the skin.
+
+    Args:
+        values: (K, *) values, one row per channel / direction.
+        q_src: (K, Q) increasing source quantiles per row.
+        q_ref: (K, Q) target quantiles at the same levels.
+
+    Returns:
+        (K, *) mapped values.
+    """
+    k = values.shape[0]
+    flat = values.reshape(k, -1).contiguous()
+    q_src = q_src.contiguous()
+    idx = torch.searchsorted(q_src, flat).clamp(1, q_src.shape[1] - 1)
+    x0, x1 = q_src.gather(1, idx - 1), q_src.gather(1, idx)
+    y0, y1 = q_ref.gather(1, idx - 1), q_ref.gather(1, idx)
+    # Tied source quantiles (clipped or posterised footage) take the middle of their target interval.
+    span = x1 - x0
+    t = torch.where(span > 0, (flat - x0) / span.where(span > 0, torch.ones_like(span)), torch.full_like(span, 0.5))
+    inside = y0 + t.clamp(0, 1) * (y1 - y0)
+    below = flat - q_src[:, :1] + q_ref[:, :1]
+    above = flat - q_src[:, -1:] + q_ref[:, -1:]
+    out = torch.where(flat < q_src[:, :1], below, torch.where(flat > q_src[:, -1:], above, inside))
+    return out.reshape(values.shape)
+
+
+def _quantiles(samples: torch.Tensor, levels: int) -> torch.Tensor:
+    """(K, N) -> (K, levels) quantiles at evenly spaced levels including 0 and 1 (sorted interpolation)."""
+    q = torch.linspace(0, 1, levels, device=samples.device, dtype=samples.dtype)
+    return torch.quantile(samples, q, dim=1).T.contiguous()
+
+
+def histogram_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """Per-channel histogram matching through the quantile functions of both sample sets.
+
+    Args:
+        x: (3, *) values to recolour.
+        src: (3, N) source samples.
+        ref: (3, M) target samples.
+        levels: number of quantiles describing each marginal.
+
+    Returns:
+        (3, *) recoloured values.
+    """
+    return quantile_map(x, _quantiles(src, levels), _quantiles(ref, levels))
+
+
+def random_rotation(generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+    """A random 3x3 orthonormal basis (QR of a Gaussian matrix, signs fixed so it is uniform).
+
+    Returns:
+        (3, 3) matrix with orthonormal columns.
+    """
+    a = torch.randn(3, 3, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    return (q * torch.sign(torch.diagonal(r))).to(dtype)
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: int = 64, levels: int = 128,
+                       seed: int = 0) -> float:
+    """Sliced 2-Wasserstein distance between two sample sets (Rabin et al. 2011), estimated on random
+    directions with quantile functions.
+
+    Args:
+        a: (3, N) samples.
+        b: (3, M) samples.
+
+    Returns:
+        sqrt of the mean over directions of the squared 1D W2 distance.
+    """
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(directions, 3, generator=g, dtype=torch.float64)
+    dirs = (dirs / dirs.norm(dim=1, keepdim=True)).to(a.dtype).to(a.device)
+    qa = _quantiles(dirs @ a, levels)
+    qb = _quantiles(dirs @ b, levels)
+    return float(((qa - qb) ** 2).mean().sqrt())
+
+
+def apply_via_lut3d(fn, x: torch.Tensor, size: int = 33) -> torch.Tensor:
+    """Evaluate a colour function on a size^3 lattice spanning ``x``'s range and interpolate it trilinearly.
+
+    Makes an expensive per-colour map (sliced OT's many 1D maps) cost one lattice evaluation plus one
+    trilinear lookup per pixel, independent of the frame size.
+
+    Args:
+        fn: maps (3, N) -> (3, N); must be continuous for the interpolation to be faithful.
+        x: (3, *) values.
+        size: lattice points per axis.
+
+    Returns:
+        (3, *) ``fn(x)`` interpolated.
+    """
+    flat = x.reshape(3, -1)
+    lo, hi = flat.amin(1), flat.amax(1)
+    hi = torch.where(hi > lo, hi, lo + 1e-6)
+    axes = [torch.linspace(float(lo[c]), float(hi[c]), size, device=x.device, dtype=x.dtype) for c in range(3)]
+    lattice = torch.stack(torch.meshgrid(*axes, indexing="ij")).reshape(3, -1)  # channel 0 slowest
+    lut = fn(lattice).reshape(1, 3, size, size, size)
+    # grid_sample reads (x, y, z) = (last, middle, first) lattice axis, normalised to [-1, 1].
+    coords = ((flat - lo[:, None]) / (hi - lo)[:, None] * 2.0 - 1.0).flip(0).T.reshape(1, 1, 1, -1, 3)
+    out = torch.nn.functional.grid_sample(lut, coords, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.reshape(x.shape)
+
+
+def sot_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor, iterations: int = 20,
+                 levels: int = 128, seed: int = 0, lut_size: int = 33) -> torch.Tensor:
+    """Sliced optimal transport: repeatedly pick a random orthonormal basis, match the three 1D marginals
+    of the (moving) source samples to the target's along it, and move ``x`` by the same 1D maps.
+
+    The source samples converge to the target distribution (the sliced Wasserstein distance falls); ``x``
+    follows the same sequence of monotone maps, so pixels that are not samples are carried consistently.
+    The bases are seeded, so the result is deterministic. When ``x`` holds more values than the
+    ``lut_size``^3 lattice, the composed map is evaluated on the lattice and interpolated.
+
+    Args:
+        x: (3, *) values to recolour.
+        src: (3, N) source samples.
+        ref: (3, M) target samples.
+        iterations: number of random bases.
+        levels: quantiles per 1D marginal.
+        seed: seed of the random bases.
+        lut_size: lattice points per axis for large ``x``.
+
+    Returns:
+        (3, *) recoloured values.
+    """
+    g = torch.Generator().manual_seed(seed)
+    moving = src.clone()
+    steps = []
+    for _ in range(iterations):
+        basis = random_rotation(g, src.dtype).to(src.device)  # columns are directions
+        ps, pr = basis.T @ moving, basis.T @ ref
+        qs, qr = _quantiles(ps, levels), _quantiles(pr, levels)
+        moving = moving + basis @ (quantile_map(ps, qs, qr) - ps)
+        steps.append((basis.to(x.dtype), qs.to(x.dtype), qr.to(x.dtype)))
+
+    def carry(values: torch.Tensor) -> torch.Tensor:
+        for basis, qs, qr in steps:
+            proj = basis.T @ values
+            values = values + basis @ (quantile_map(proj, qs, qr) - proj)
+        return values
+
+    flat = x.reshape(3, -1)
+    if flat.shape[1] > lut_size**3:
+        return apply_via_lut3d(carry, x, lut_size)
+    return carry(flat).reshape(x.shape)
+
+
+def transfer(method: str, x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Dispatch to one of ``METHODS``; shapes as in :func:`meanstd_transfer`."""
+    if method == "meanstd":
+        return meanstd_transfer(x, src, ref)
+    if method == "mkl":
+        return mkl_transfer(x, src, ref)
+    if method == "sot":
+        return sot_transfer(x, src, ref)
+    if method == "histogram":
+        return histogram_transfer(x, src, ref)
+    raise ValueError(f"unknown colour match method {method!r}; use one of {METHODS}")
