@@ -1,0 +1,505 @@
+"""Farm rendering: frame chunks of a project rendered as Dask distributed tasks.
+
+``farm_render`` is ``doublure render`` spread over workers. Each task loads the project on its worker and
+renders its chunk with ``engine.render``, the same code as a local render, so the frames are bit-identical.
+Chunks are disjoint frame ranges, so no frame is written by two tasks at once; a worker that dies takes its
+task with it and the scheduler runs it again elsewhere, and frames the dead worker had finished are skipped
+because the Write skips complete frames (which is also what makes re-running an interrupted job render only
+the missing frames). A movie Write (one file for all frames) cannot be split: it renders in one task.
+
+Either an existing scheduler is named (``scheduler="tcp://host:8786"``) or a ``LocalCluster`` is started on
+loopback only (``workers=N``); with GPUs, one worker per GPU, each seeing only its GPU and tagged with the
+Dask resource ``GPU=1``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import logging
+import os
+import queue
+import socket
+import sys
+import time
+import uuid
+from typing import Any, Callable, Iterable, Sequence
+
+from distributed import WorkerPlugin
+
+from doublure.engine.errors import DoublureError
+
+# Movie containers hold every frame in one file: a Write to one of these is rendered by a single task.
+MOVIE_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".mxf", ".webm"})
+# Task retries for exceptions other than DoublureError (an NFS hiccup). A dead worker is handled by the
+# scheduler itself: it reschedules the task up to ``distributed.scheduler.allowed-failures`` times.
+TASK_RETRIES = 2
+LOOPBACK = "127.0.0.1"
+
+PathMap = tuple[tuple[str, str], ...]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Path mapping: workers that see storage at another path
+
+def parse_path_map(specs: Iterable[str] | str) -> PathMap:
+    """``["/mnt/a=/net/b", ...]`` (or one such string) -> ``(("/mnt/a", "/net/b"), ...)``.
+
+    Raises DoublureError for an entry that is not ``FROM=TO`` with both sides non-empty.
+    """
+    if isinstance(specs, str):
+        specs = [specs]
+    pairs = []
+    for spec in specs:
+        if isinstance(spec, (tuple, list)) and len(spec) == 2:
+            src, dst = spec
+        else:
+            src, sep, dst = str(spec).partition("=")
+            if not sep:
+                raise DoublureError(f"--path-map {spec!r}: expected FROM=TO, e.g. /mnt/shows=/net/shows")
+        src, dst = str(src).rstrip("/\\") or "/", str(dst).rstrip("/\\") or "/"
+        if not src.strip() or not dst.strip():
+            raise DoublureError(f"--path-map {spec!r}: both FROM and TO must be paths")
+        pairs.append((src, dst))
+    return tuple(pairs)
+
+
+def map_path(path: str, path_map: PathMap) -> str:
+    """``path`` with the longest matching ``FROM`` prefix replaced by its ``TO``.
+
+    A prefix matches whole path components only: ``/mnt/a`` maps ``/mnt/a/x`` but not ``/mnt/ab``.
+    """
+    for src, dst in sorted(path_map, key=lambda pair: len(pair[0]), reverse=True):
+        if path == src:
+            return dst
+        if src in ("/", "\\"):
+            if path.startswith(src):
+                return dst.rstrip("/\\") + path[len(src) - 1:]
+        elif path.startswith(src) and path[len(src)] in "/\\":
+            return dst + path[len(src):]
+    return path
+
+
+def apply_path_map(graph: Any, path_map: PathMap) -> list[tuple[str, str, str, str]]:
+    """Rewrite the absolute paths of every File knob in ``graph`` through ``path_map``.
+
+    Relative paths are left alone: they resolve against the project's folder, which the caller maps by
+    loading the project from its mapped path. Returns ``(node, knob, old, new)`` for each change.
+    """
+    from doublure.engine.knobs import File
+
+    changes = []
+    if not path_map:
+        return changes
+    for node in graph.nodes:
+        for name, knob in node.knobs.items():
+            if not isinstance(knob.spec, File):
+                continue
+            value = knob.value_at(graph.settings["first"])
+            if not value or not os.path.isabs(os.path.expanduser(value)):
+                continue
+            mapped = map_path(os.path.expanduser(value), path_map)
+            if mapped != value:
+                knob.restore(knob.state_with_value(mapped))
+                changes.append((node.name, name, value, mapped))
+    return changes
+
+
+# ------------------------------------------------------------------------------------------------------
+# The task: what runs on a worker
+
+@dataclasses.dataclass(frozen=True)
+class ChunkTask:
+    """One task: render ``writes`` over ``frames`` of the project at ``project`` (a path the client sees)."""
+
+    project: str
+    writes: tuple[str, ...]
+    frames: tuple[int, ...]
+    path_map: PathMap = ()
+    halt_on_error: bool = False
+    topic: str | None = None  # the Dask event topic per-frame progress is logged under
+
+    @property
+    def label(self) -> str:
+        return frames_label(self.frames)
+
+
+@dataclasses.dataclass
+class ChunkResult:
+    """What one task did, and where it ran. ``error`` is set when the chunk stopped on a DoublureError
+    (a failed frame under ``halt_on_error``, or a project the worker cannot load)."""
+
+    frames: tuple[int, ...]
+    written: list[tuple[str, int]]
+    skipped: list[tuple[str, int]]
+    failures: list[tuple[str, int, str]]
+    seconds: float
+    worker: str
+    host: str
+    pid: int
+    error: str | None = None
+
+
+def frames_label(frames: Sequence[int]) -> str:
+    """``(1, 2, 3)`` -> ``"1-3"``; non-contiguous lists as ``"1-3,7"``."""
+    parts: list[str] = []
+    start = prev = None
+    for frame in frames:
+        if prev is not None and frame == prev + 1:
+            prev = frame
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = frame
+    if start is not None:
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+    return ",".join(parts)
+
+
+def _import_node_library() -> None:
+    # Registration happens on import; a worker process starts without any node types.
+    importlib.import_module("doublure.nodes")
+
+
+def render_chunk(task: ChunkTask) -> ChunkResult:
+    """Load the project and render one chunk with ``engine.render`` (runs on a Dask worker, or anywhere).
+
+    A data failure (corrupt input) is recorded per frame and the chunk goes on, unless ``halt_on_error``:
+    then the chunk stops and the result's ``error`` names the frame. Other exceptions propagate (Dask
+    retries the task).
+    """
+    from doublure import engine
+
+    _import_node_library()
+    log_frame = _frame_logger(task.topic)
+    start = time.perf_counter()
+    done_frames: list[int] = []
+
+    def on_frame(done: int, total: int, frame: int) -> None:
+        done_frames.append(frame)
+        log_frame(frame)
+
+    report = engine.RenderReport()
+    error = None
+    rendering = False
+    try:
+        graph = engine.load(map_path(task.project, task.path_map))
+        apply_path_map(graph, task.path_map)
+        rendering = True
+        report = engine.render(graph, list(task.writes), list(task.frames), halt_on_error=task.halt_on_error,
+                               progress=on_frame)
+    except DoublureError as exc:
+        # Returned, not raised: Dask would retry it, and a missing project or a corrupt frame fails the same
+        # way every time. Under halt_on_error the frame after the last finished one is the one that failed.
+        if rendering and len(done_frames) < len(task.frames):
+            error = f"frame {task.frames[len(done_frames)]}: {exc}"
+        else:
+            error = f"frames {task.label}: {exc}"
+    worker_address, host = _where()
+    return ChunkResult(frames=task.frames, written=report.written, skipped=report.skipped,
+                       failures=report.failures, seconds=time.perf_counter() - start, worker=worker_address,
+                       host=host, pid=os.getpid(), error=error)
+
+
+def _frame_logger(topic: str | None) -> Callable[[int], None]:
+    """A function that logs a finished frame to the client's progress topic (a no-op outside a worker)."""
+    if topic is None:
+        return lambda frame: None
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return lambda frame: None
+    return lambda frame: worker.log_event(topic, {"frame": int(frame)})
+
+
+def _where() -> tuple[str, str]:
+    try:
+        from distributed import get_worker
+
+        address = get_worker().address
+    except (ImportError, ValueError):
+        address = "local"
+    return address, socket.gethostname()
+
+
+# ------------------------------------------------------------------------------------------------------
+# The report the client assembles
+
+@dataclasses.dataclass
+class WorkerSummary:
+    worker: str
+    host: str
+    pids: set[int] = dataclasses.field(default_factory=set)
+    chunks: int = 0
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        return self.written + self.skipped + self.failed
+
+    def line(self) -> str:
+        rate = self.frames / self.seconds if self.seconds > 0 else 0.0
+        pids = ",".join(str(p) for p in sorted(self.pids))
+        return (f"{self.worker} ({self.host} pid {pids}): {self.chunks} chunks, {self.written} written, "
+                f"{self.skipped} skipped, {self.failed} failed, busy {self.seconds:.1f} s, {rate:.2f} frames/s")
+
+
+@dataclasses.dataclass
+class FarmReport:
+    """A farm render's outcome: the same fields as ``engine.RenderReport`` plus each chunk's result."""
+
+    written: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    failures: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+    frames: int = 0
+    chunks: list[ChunkResult] = dataclasses.field(default_factory=list)
+    scheduler: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, result: ChunkResult) -> None:
+        self.chunks.append(result)
+        self.written.extend(result.written)
+        self.skipped.extend(result.skipped)
+        self.failures.extend(result.failures)
+
+    def workers(self) -> list[WorkerSummary]:
+        by_worker: dict[str, WorkerSummary] = {}
+        for result in self.chunks:
+            summary = by_worker.setdefault(result.worker, WorkerSummary(result.worker, result.host))
+            summary.pids.add(result.pid)
+            summary.chunks += 1
+            summary.written += len(result.written)
+            summary.skipped += len(result.skipped)
+            summary.failed += len(result.failures)
+            summary.seconds += result.seconds
+        return sorted(by_worker.values(), key=lambda s: s.worker)
+
+    def summary(self) -> str:
+        """The end-of-job text: totals, per-worker lines, and every failed frame."""
+        lines = [f"{len(self.written)} written, {len(self.skipped)} skipped (already complete), "
+                 f"{len(self.failures)} failed; {self.frames} frames in {self.seconds:.1f} s "
+                 f"({self.fps:.2f} frames/s) on {self.scheduler}"]
+        lines += ["  " + w.line() for w in self.workers()]
+        lines += [f"  FAILED {node} frame {frame}: {why}" for node, frame, why in sorted(self.failures,
+                                                                                        key=lambda f: f[1])]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The client side
+
+def plan_chunks(graph: Any, writes: Any, frames: Any, chunk: int) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
+    """Split the render into tasks: ``(write names, frames)`` each, frames disjoint per Write.
+
+    Image-sequence Writes share chunks of ``chunk`` frames (one evaluation of the upstream graph per frame);
+    each movie Write gets one task over every frame, since its single file cannot be written in pieces.
+    """
+    from doublure.engine.render import executable_nodes, resolve_frames
+
+    if chunk < 1:
+        raise DoublureError(f"--chunk {chunk}: a chunk holds at least one frame")
+    nodes = executable_nodes(graph, writes)
+    frame_list = resolve_frames(graph, frames)
+    movies = tuple(n.name for n in nodes if is_movie_write(n))
+    sequences = tuple(n.name for n in nodes if n.name not in movies)
+    plan = []
+    if sequences:
+        for i in range(0, len(frame_list), chunk):
+            plan.append((sequences, tuple(frame_list[i:i + chunk])))
+    for name in movies:
+        plan.append(((name,), tuple(frame_list)))
+    return plan
+
+
+def is_movie_write(node: Any) -> bool:
+    """True if the node writes one movie file rather than a file per frame."""
+    knob = node.knobs.get("file")
+    if knob is None:
+        return False
+    return os.path.splitext(str(knob.value_at(node.graph.settings["first"])))[1].lower() in MOVIE_EXTENSIONS
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class ImportNodeLibrary(WorkerPlugin):
+    """Dask worker plugin: import the node library when a worker starts (also on a restarted worker), so
+    the first chunk does not pay for it."""
+
+    name = "doublure-import-nodes"
+
+    def setup(self, worker: Any) -> None:
+        _import_node_library()
+
+
+def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> Any:
+    """A LocalCluster on loopback only: worker processes with one thread each.
+
+    With GPUs (``gpus`` defaults to the count torch sees), one worker per GPU: worker i sees only GPU i
+    (``CUDA_VISIBLE_DEVICES``) and carries the resource ``GPU=1``; ``workers`` may then be at most the GPU
+    count. Without GPUs, ``workers`` CPU workers (default: the CPU count).
+    """
+    from distributed import LocalCluster
+
+    gpus = gpu_count() if gpus is None else gpus
+    if gpus:
+        workers = gpus if workers is None else workers
+        if workers > gpus:
+            raise DoublureError(f"--workers {workers}: this machine has {gpus} GPU(s) and each worker takes one")
+    else:
+        workers = workers if workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise DoublureError(f"--workers {workers}: at least one worker is needed")
+    cluster = LocalCluster(n_workers=0 if gpus else workers, threads_per_worker=1, processes=True,
+                           host=LOOPBACK, scheduler_port=0, dashboard_address=None,
+                           worker_dashboard_address=None, silence_logs=logging.ERROR)
+    if gpus:
+        for i in range(workers):
+            spec = copy.deepcopy(cluster.new_spec)
+            spec["options"]["env"] = {**spec["options"].get("env", {}), "CUDA_VISIBLE_DEVICES": str(i)}
+            spec["options"]["resources"] = {"GPU": 1}
+            cluster.worker_spec[f"gpu{i}"] = spec
+        cluster.scale(workers)
+    return cluster
+
+
+def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, scheduler: str | None = None,
+                workers: int | None = None, chunk: int = 10, path_map: Iterable[str] | PathMap = (),
+                halt_on_error: bool = False,
+                progress: bool | Callable[[int, int], None] = False) -> FarmReport:
+    """Render a project's Writes over ``frames`` as Dask tasks of ``chunk`` frames.
+
+    Args:
+        project_path: the ``.dbl`` file, as this machine sees it (workers see it through ``path_map``).
+        writes: Write names (list or "Write1,Write2"); every enabled Write by default.
+        frames: Nuke frame-range syntax; the project's range by default.
+        scheduler: an existing Dask scheduler's address (``tcp://host:8786``). Only used when named.
+        workers: without ``scheduler``, start a loopback LocalCluster of this many workers (default: one per
+            GPU, or one per CPU core on a machine without GPUs).
+        chunk: frames per task.
+        path_map: ``"FROM=TO"`` strings: how the workers see the paths in the project.
+        halt_on_error: stop the job at the first failed frame; otherwise failures are reported per frame.
+        progress: True prints a progress bar (frames, fps, ETA) and the per-worker summary to stderr; a
+            callable gets ``(frames done, total)`` after each frame finishes.
+
+    Returns:
+        FarmReport: frames written, skipped as already complete, failures (node, frame, why), per chunk.
+
+    Raises:
+        DoublureError: bad arguments, an unreachable scheduler, a failed frame under ``halt_on_error``, or a
+            chunk whose worker kept dying.
+    """
+    from distributed import Client
+
+    from doublure import engine
+
+    if scheduler and workers is not None:
+        raise DoublureError("give either --scheduler (an existing cluster) or --workers (a local one), not both")
+    _import_node_library()
+    project_path = os.path.abspath(project_path)
+    pairs = parse_path_map(path_map)
+    graph = engine.load(project_path)
+    plan = plan_chunks(graph, writes, frames, chunk)
+    total = len({f for _, chunk_frames in plan for f in chunk_frames})
+
+    cluster = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout=30, set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise DoublureError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        else:
+            cluster = start_local_cluster(workers)
+            client = Client(cluster, set_as_default=False)
+            client.register_plugin(ImportNodeLibrary())
+        try:
+            return _run(client, project_path, plan, total, pairs, halt_on_error, progress, cluster)
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathMap, halt_on_error: bool,
+         progress: Any, cluster: Any) -> FarmReport:
+    from distributed import as_completed
+
+    from doublure.engine.progress import ProgressBar
+
+    if cluster is not None:
+        client.wait_for_workers(len(cluster.worker_spec), timeout=120)
+    info = client.scheduler_info()
+    has_gpus = any(w.get("resources", {}).get("GPU") for w in info.get("workers", {}).values())
+    resources = {"GPU": 1} if has_gpus else None
+
+    topic = f"doublure-render-{uuid.uuid4().hex}"
+    finished_frames: queue.Queue[int] = queue.Queue()
+    client.subscribe_topic(topic, lambda event: finished_frames.put(event[1]["frame"]))
+    bar = ProgressBar(total, "frames") if progress is True else None
+    report = FarmReport(frames=total, scheduler=client.scheduler.address)
+    start = time.perf_counter()
+    futures = []
+    for index, (names, chunk_frames) in enumerate(plan):
+        task = ChunkTask(project_path, names, chunk_frames, path_map, halt_on_error, topic)
+        futures.append(client.submit(render_chunk, task, key=f"{topic}-chunk-{index}", pure=False,
+                                     retries=TASK_RETRIES, priority=-index, resources=resources))
+    pending = as_completed(futures, with_results=False)
+    done: set[int] = set()
+    try:
+        while not pending.is_empty():
+            batch = pending.next_batch(block=False) if pending.has_ready() else []
+            for future in batch:
+                result = _chunk_result(future, plan[futures.index(future)][1])
+                report.add(result)
+                done.update(result.frames)
+                if result.error is not None:
+                    raise DoublureError(f"render stopped: {result.error}")
+            while True:
+                try:
+                    done.add(finished_frames.get_nowait())
+                except queue.Empty:
+                    break
+            if bar is not None:
+                bar.update(len(done))
+            elif callable(progress):
+                progress(len(done), total)
+            if not batch:
+                time.sleep(0.1)
+    finally:
+        report.seconds = time.perf_counter() - start
+        for future in futures:
+            future.cancel()
+        client.unsubscribe_topic(topic)
+        if bar is not None:
+            bar.close()
+    if bar is not None:
+        print(report.summary(), file=sys.stderr)
+    return report
+
+
+def _chunk_result(future: Any, frames: tuple[int, ...]) -> ChunkResult:
+    from distributed.scheduler import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker as exc:
+        raise DoublureError(f"frames {frames_label(frames)}: the workers rendering them died repeatedly "
+                            f"(out of memory? a crash in a node?): {exc}") from None
