@@ -1,0 +1,307 @@
+"""Video files through PyAV: exact frame access for reading, H.264 and ProRes for writing.
+
+Reading: a seek lands on a keyframe, not on the frame asked for, so ``VideoReader.read(n)`` seeks to the
+keyframe at or before frame n and decodes forward until the frame whose timestamp is frame n's. Frame
+timestamps come from one pass over the container's packets at open (demuxing only, no decoding: about
+1 ms per 100 frames), so frame n is the n-th presentation timestamp whatever the GOP structure, B-frames
+or frame-rate variations are. Reading frame n+1 after frame n continues decoding without a seek.
+
+Pixels cross this module as numpy float32 (H, W, 3) in [0, 1], display-encoded (the file's own transfer
+curve); colour management is the caller's (``colour.convert``).
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import os
+import threading
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import MediaError
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".mxf"}
+# codec knob value -> (PyAV encoder, pixel format, encoder options, container extension it belongs in)
+CODECS = {
+    "h264": ("libx264", "yuv420p", {"preset": "medium"}, (".mp4", ".mov", ".mkv")),
+    "prores_422hq": ("prores_ks", "yuv422p10le", {"profile": "3", "vendor": "apl0"}, (".mov",)),
+    "prores_4444": ("prores_ks", "yuva444p10le", {"profile": "4", "vendor": "apl0"}, (".mov",)),
+}
+METADATA_TAG = "comment"  # container tag holding the doublure/ metadata as JSON (mp4 and mov keep it)
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return os.path.splitext(os.fspath(path))[1].lower() in VIDEO_EXTENSIONS
+
+
+class VideoReader:
+    """Frame-exact random and sequential access to one video stream. Thread-safe (one lock per reader).
+
+    Frames are numbered from 0. Attributes: ``frame_count``, ``fps`` (Fraction), ``width``, ``height``,
+    ``metadata`` (container tags; ``doublure/...`` keys decoded from the JSON tag).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        if not os.path.exists(self.path):
+            raise MediaError(f"missing video file {self.path}")
+        self._lock = threading.Lock()
+        try:
+            self._container = av.open(self.path)
+        except (av.error.FFmpegError, OSError) as exc:
+            raise MediaError(f"cannot open video {self.path}: {exc}") from None
+        try:
+            if not self._container.streams.video:
+                raise MediaError(f"{self.path} has no video stream")
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            self._pts, self._keyframe_pts = self._index_packets()
+        except BaseException:
+            self._container.close()
+            raise
+        if not self._pts:
+            self._container.close()
+            raise MediaError(f"video {self.path} holds no frames (empty or truncated file)")
+        # A truncated file still demuxes the packets before the cut; its header still counts them all.
+        self.frame_count = max(len(self._pts), self._stream.frames or 0)
+        self.fps = Fraction(self._stream.average_rate or self._stream.guessed_rate or 25)
+        self.width = self._stream.codec_context.width
+        self.height = self._stream.codec_context.height
+        self.metadata = metadata_from_tags(dict(self._container.metadata))
+        self._decoded = None        # the decode iterator of the current position
+        self._next_index = None     # the frame index the iterator yields next
+        self.seeks = 0              # how many reads needed a seek (sequential reads need none)
+
+    def _index_packets(self) -> tuple[list[int], list[int]]:
+        pts, keys = [], []
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.pts is None or packet.size == 0:
+                    continue
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"corrupt or truncated video {self.path}: {exc}") from None
+        pts.sort()
+        keys.sort()
+        return pts, keys
+
+    def close(self) -> None:
+        with self._lock:
+            self._decoded = None
+            self._container.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def read(self, index: int) -> np.ndarray:
+        """Frame ``index`` (0-based) as float32 (H, W, 3) in [0, 1].
+
+        Raises:
+            MediaError: the index is outside 0..frame_count-1, or the frame cannot be decoded (truncated
+                or corrupt file); the message names the file and the frame.
+        """
+        if not 0 <= index < self.frame_count:
+            raise MediaError(f"frame {index} is out of range for {self.path} (frames 0-{self.frame_count - 1})")
+        if index >= len(self._pts):
+            raise MediaError(f"truncated video {self.path}: frame {index} is missing "
+                             f"(the file holds {len(self._pts)} of its {self.frame_count} frames)")
+        with self._lock:
+            frame = self._decode(index)
+            return self._to_rgb(frame)
+
+    def _decode(self, index: int) -> av.VideoFrame:
+        target = self._pts[index]
+        if self._next_index != index:
+            self._seek(target)
+        try:
+            for frame in self._decoded:
+                if frame.pts is None:
+                    continue
+                if frame.pts == target:
+                    self._next_index = index + 1
+                    return frame
+                if frame.pts > target:
+                    break
+        except av.error.FFmpegError as exc:
+            self._next_index = None
+            raise MediaError(f"cannot decode frame {index} of {self.path} (corrupt or truncated): {exc}") from None
+        self._next_index = None
+        raise MediaError(f"cannot decode frame {index} of {self.path}: the file is truncated or corrupt")
+
+    def _seek(self, target_pts: int) -> None:
+        # Seek to the keyframe at or before the target (by our own index, so the demuxer's own keyframe
+        # search cannot land after it), then decode forward in _decode.
+        i = bisect.bisect_right(self._keyframe_pts, target_pts) - 1
+        seek_pts = self._keyframe_pts[max(i, 0)] if self._keyframe_pts else self._pts[0]
+        try:
+            self._container.seek(seek_pts, backward=True, any_frame=False, stream=self._stream)
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"cannot seek in {self.path}: {exc}") from None
+        self.seeks += 1
+        self._decoded = self._container.decode(self._stream)
+
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        deep = frame.format.components and max(c.bits for c in frame.format.components) > 8
+        colorspace = frame.colorspace if frame.colorspace in (1, 4, 5, 6, 7, 9) else (
+            "ITU709" if frame.height >= 720 else "ITU601")  # ffmpeg's guess for untagged video
+        color_range = frame.color_range if frame.color_range in (1, 2) else None
+        pixels = frame.to_ndarray(format="rgb48le" if deep else "rgb24", src_colorspace=colorspace,
+                                  src_color_range=color_range, dst_color_range="JPEG")
+        scale = 1.0 / (65535.0 if deep else 255.0)
+        return pixels.astype(np.float32) * np.float32(scale)
+
+
+# --------------------------------------------------------------------------------------------------------
+
+
+def metadata_from_tags(tags: dict[str, str]) -> dict[str, Any]:
+    """Container tags, with the ``doublure/...`` keys unpacked from the JSON comment tag."""
+    meta: dict[str, Any] = dict(tags)
+    for key in (METADATA_TAG, "description"):
+        blob = tags.get(key)
+        if isinstance(blob, str) and blob.startswith("{"):
+            try:
+                meta.update(json.loads(blob).get("doublure", {}))
+            except (ValueError, AttributeError):
+                pass
+    return meta
+
+
+@dataclasses.dataclass
+class VideoWriter:
+    """Encode frames into a video file, atomically: the file appears under its name only at ``close()``.
+
+    Args:
+        path: .mp4 / .mov / .mkv.
+        codec: "h264" (yuv420p; ``crf`` sets quality), "prores_422hq" or "prores_4444" (mov, 10-bit).
+        fps: frames per second (a Fraction for 23.976 = 24000/1001).
+        metadata: ``doublure/...`` keys go into the container's comment tag as JSON; other str values
+            become tags of their own.
+    Frames are float32 (H, W, 3 or 4) in [0, 1], display-encoded.
+    """
+
+    path: str
+    codec: str = "h264"
+    fps: Fraction | float = 25
+    crf: int = 18
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.path = os.fspath(self.path)
+        if self.codec not in CODECS:
+            raise MediaError(f"cannot write {self.path}: unknown codec {self.codec!r} (use {', '.join(CODECS)})")
+        encoder, self._pix_fmt, self._options, extensions = CODECS[self.codec]
+        ext = os.path.splitext(self.path)[1].lower()
+        if ext not in extensions:
+            raise MediaError(f"cannot write {self.path}: {self.codec} goes in {' or '.join(extensions)} files")
+        self._encoder = encoder
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        self._container = None
+        self._stream = None
+        self._finished = False
+        self.frames_written = 0
+
+    def _open(self, width: int, height: int) -> None:
+        if self._pix_fmt == "yuv420p" and (width % 2 or height % 2):
+            self.abort()
+            raise MediaError(f"cannot write {self.path}: H.264 4:2:0 needs an even size, got {width}x{height}")
+        try:
+            # The temporary name keeps the extension; faststart puts the index first so players can stream.
+            self._container = av.open(self._tmp, mode="w", options={"movflags": "+faststart"})
+            for key, value in tags_from_metadata(self.metadata).items():
+                self._container.metadata[key] = value
+            rate = Fraction(self.fps).limit_denominator(1001)
+            self._stream = self._container.add_stream(self._encoder, rate=rate)
+            self._stream.width, self._stream.height = width, height
+            self._stream.pix_fmt = self._pix_fmt
+            options = dict(self._options)
+            if self.codec == "h264":
+                options["crf"] = str(int(self.crf))
+            self._stream.options = options
+            cc = self._stream.codec_context
+            cc.colorspace, cc.color_range = 1, 1  # tag as BT.709, limited range: what players assume
+            cc.color_primaries, cc.color_trc = 1, 1
+        except av.error.FFmpegError as exc:
+            self.abort()
+            raise MediaError(f"cannot write {self.path}: {exc}") from None
+
+    def write(self, pixels: np.ndarray) -> None:
+        """Append one frame (H, W, 3 or 4) float in [0, 1]."""
+        h, w = pixels.shape[:2]
+        if self._container is None:
+            self._open(w, h)
+        elif (w, h) != (self._stream.width, self._stream.height):
+            self.abort()
+            raise MediaError(f"cannot write {self.path}: frame {self.frames_written} is {w}x{h}, "
+                             f"the video is {self._stream.width}x{self._stream.height}")
+        alpha = self._pix_fmt.startswith("yuva")
+        channels = 4 if alpha else 3
+        if pixels.shape[2] < channels:  # no alpha given: opaque
+            pixels = np.concatenate([pixels[..., :3], np.ones((h, w, 1), np.float32)], axis=2)
+        deep = self._pix_fmt.endswith("10le")
+        code = np.clip(pixels[..., :channels], 0.0, 1.0) * (65535.0 if deep else 255.0) + 0.5
+        data = np.ascontiguousarray(code.astype(np.uint16 if deep else np.uint8))
+        fmt = {(False, False): "rgb24", (True, False): "rgb48le", (True, True): "rgba64le",
+               (False, True): "rgba"}[(deep, alpha)]
+        frame = av.VideoFrame.from_ndarray(data, format=fmt)
+        frame = frame.reformat(format=self._pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        frame.pts = self.frames_written
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except av.error.FFmpegError as exc:
+            self.abort()
+            raise MediaError(f"cannot write frame {self.frames_written} of {self.path}: {exc}") from None
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and move the finished file to its name."""
+        if self._container is None:
+            self.abort()
+            raise MediaError(f"cannot write {self.path}: no frames were written")
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+        except av.error.FFmpegError as exc:
+            self.abort()
+            raise MediaError(f"cannot finish {self.path}: {exc}") from None
+        self._container = None
+        self._finished = True
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop the partial file; the target path is left as it was."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._container is not None:
+            try:
+                self._container.close()
+            except av.error.FFmpegError:
+                pass
+            self._container = None
+        err = MediaError("aborted")
+        try:
+            self._atomic.__exit__(MediaError, err, None)  # removes the temporary file
+        except MediaError:
+            pass
+
+
+def tags_from_metadata(metadata: dict[str, Any]) -> dict[str, str]:
+    doublure = {k: v for k, v in metadata.items() if k.startswith("doublure/")}
+    tags = {k: v for k, v in metadata.items() if isinstance(v, str) and not k.startswith("doublure/")}
+    if doublure:
+        tags[METADATA_TAG] = json.dumps({"doublure": doublure}, sort_keys=True)
+    return tags

@@ -1,0 +1,132 @@
+"""Video through PyAV on real footage: exact frame access, writing H.264/ProRes, broken files."""
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from doublure.engine import video
+from doublure.engine.errors import MediaError
+
+MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+MEAD = MEDIA / "mead" / "M030_front_angry_level3_001.mp4"
+MULTI_GOP = MEDIA / "pexels" / "face_noface.mov"  # 960x540 with a keyframe every 30 frames
+
+
+@pytest.fixture(scope="module")
+def mead_frames():
+    with video.VideoReader(MEAD) as reader:
+        return [reader.read(i) for i in range(reader.frame_count)]
+
+
+def test_mead_probe():
+    with video.VideoReader(MEAD) as reader:
+        assert (reader.frame_count, reader.fps, reader.width, reader.height) == (98, 25, 256, 256)
+
+
+def test_random_access_equals_sequential_decode(mead_frames):
+    with video.VideoReader(MEAD) as reader:
+        for index in (60, 3, 97, 0, 61, 40):
+            np.testing.assert_array_equal(reader.read(index), mead_frames[index], err_msg=f"frame {index}")
+
+
+def test_seek_lands_on_exact_frame_across_keyframes():
+    with video.VideoReader(MULTI_GOP) as reader:
+        sequential = [reader.read(i) for i in range(70)]
+    with av.open(str(MULTI_GOP)) as container:  # what a naive seek returns: the keyframe before
+        stream = container.streams.video[0]
+        pts = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+        container.seek(pts[45], stream=stream)
+        naive = next(container.decode(stream))
+        assert naive.pts != pts[45]
+    with video.VideoReader(MULTI_GOP) as reader:
+        for index in (45, 31, 29, 69, 0, 30):
+            np.testing.assert_array_equal(reader.read(index), sequential[index], err_msg=f"frame {index}")
+
+
+def test_sequential_reads_do_not_seek():
+    with video.VideoReader(MEAD) as reader:
+        reader.read(20)
+        seeks = reader.seeks
+        for index in range(21, 40):
+            reader.read(index)
+        assert reader.seeks == seeks
+
+
+def test_one_reader_shared_by_threads(mead_frames):
+    errors = []
+    with video.VideoReader(MEAD) as reader:
+        def worker(indices):
+            for i in indices:
+                if not np.array_equal(reader.read(i), mead_frames[i]):
+                    errors.append(i)
+        threads = [threading.Thread(target=worker, args=(range(s, 98, 7),)) for s in (0, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
+
+
+@pytest.mark.parametrize("codec,ext,tolerance", [
+    ("h264", ".mp4", 0.02), ("prores_422hq", ".mov", 0.005), ("prores_4444", ".mov", 0.005),
+])
+def test_writer_roundtrip_with_provenance(tmp_path, mead_frames, codec, ext, tolerance):
+    path = tmp_path / f"out{ext}"
+    provenance = {"synthetic_face": True, "model": "sha256:abc", "rights": "AGR-7"}
+    writer = video.VideoWriter(path, codec=codec, fps=Fraction(24000, 1001), crf=12,
+                               metadata={"doublure/provenance": provenance, "doublure/graph": "sh010"})
+    for frame in mead_frames[:6]:
+        writer.write(frame)
+    assert not path.exists(), "the video appears only when finished"
+    writer.close()
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    with video.VideoReader(path) as reader:
+        assert (reader.frame_count, reader.fps, reader.width, reader.height) == (6, Fraction(24000, 1001), 256, 256)
+        assert reader.metadata["doublure/provenance"] == provenance
+        assert reader.metadata["doublure/graph"] == "sh010"
+        for i in (0, 5, 2):
+            assert np.abs(reader.read(i) - mead_frames[i]).mean() < tolerance
+
+
+def test_writer_abort_and_bad_input_leave_nothing(tmp_path, mead_frames):
+    writer = video.VideoWriter(tmp_path / "a.mp4")
+    writer.write(mead_frames[0])
+    writer.abort()
+    with pytest.raises(MediaError, match="even size"):
+        video.VideoWriter(tmp_path / "b.mp4").write(np.zeros((5, 8, 3), np.float32))
+    with pytest.raises(MediaError, match=r"prores_4444 goes in \.mov"):
+        video.VideoWriter(tmp_path / "c.mp4", codec="prores_4444")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_and_out_of_range(tmp_path):
+    with pytest.raises(MediaError, match=r"missing video file .*nope\.mp4"):
+        video.VideoReader(tmp_path / "nope.mp4")
+    with video.VideoReader(MEAD) as reader:
+        with pytest.raises(MediaError, match=r"frame 98 is out of range for .*angry_level3_001\.mp4 \(frames 0-97\)"):
+            reader.read(98)
+
+
+def test_truncated_videos_name_file_and_frame(tmp_path, mead_frames):
+    whole = tmp_path / "whole.mp4"
+    writer = video.VideoWriter(whole, codec="h264")
+    for frame in mead_frames[:30]:
+        writer.write(frame)
+    writer.close()
+    data = whole.read_bytes()
+    # Index at the front (faststart): the frames before the cut decode, the ones after fail by name.
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with video.VideoReader(cut) as reader:
+        assert reader.frame_count == 30
+        reader.read(0)
+        with pytest.raises(MediaError, match=r"(truncated video .*cut\.mp4: frame 29 is missing)"):
+            reader.read(29)
+    # Index at the end (MEAD's layout): nothing can be opened.
+    headless = tmp_path / "headless.mp4"
+    headless.write_bytes(MEAD.read_bytes()[:40000])
+    with pytest.raises(MediaError, match=r"cannot open video .*headless\.mp4"):
+        video.VideoReader(headless)
