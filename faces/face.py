@@ -163,3 +163,27 @@ def faces_to_json(faces: Sequence[Face]) -> list[dict]:
 def faces_from_json(data: Iterable[dict]) -> list[Face]:
     """Inverse of :func:`faces_to_json`."""
     return [Face.from_dict(d) for d in data]
+
+
+def scale_faces(faces: Sequence[Face], s: float) -> list[Face]:
+    """The faces of a plate resized by ``s`` (a proxy): every pixel quantity scaled, crop framing unchanged.
+
+    Pixel centres stay at integers, so a plate pixel x maps to (x + 0.5) * s - 0.5.
+    """
+    if s == 1.0:
+        return list(faces)
+    out = []
+    off = 0.5 * s - 0.5
+    for f in faces:
+        lm = f.landmarks.copy()
+        lm[:, :2] = lm[:, :2] * s + off
+        lm[:, 2] *= s
+        iris = f.iris.copy()
+        iris[:, :2] = iris[:, :2] * s + off
+        iris[:, 2] *= s
+        from_crop = f.from_crop * s
+        from_crop[:, 2] += off
+        out.append(Face(track_id=f.track_id, box=tuple(v * s + off for v in f.box), landmarks=lm, iris=iris,
+                        pose=f.pose, to_crop=invert_affine(from_crop), from_crop=from_crop,
+                        confidence=f.confidence, face_type=f.face_type, interpolated=f.interpolated))
+    return out
