@@ -150,23 +150,34 @@ def normalized_blur(img: torch.Tensor, weight: torch.Tensor, sigma: float, eps: 
     return both[:-1] / both[-1:].clamp_min(eps)
 
 
-def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Grey-guide guided filter (He, Sun and Tang 2010): the locally linear fit of ``src`` on ``guide``.
+
+    With ``weight``, every window statistic is a weighted mean, so pixels of weight 0 (outside a face, an
+    excluded eye) neither pull the fit nor receive more than their neighbours' fit.
 
     Args:
         guide: (1, H, W) or (H, W) guidance plane.
         src: (C, H, W) planes to filter.
         radius: box window half size in pixels.
         eps: regularisation; larger keeps only strong edges of the guide.
+        weight: optional (1, H, W) or (H, W) non-negative weights.
 
     Returns:
         (C, H, W) filtered planes.
     """
     g = guide.reshape(1, *src.shape[-2:])
-    mean_g = box_filter(g, radius)
-    mean_s = box_filter(src, radius)
-    cov_gs = box_filter(g * src, radius) - mean_g * mean_s
-    var_g = box_filter(g * g, radius) - mean_g * mean_g
+    if weight is None:
+        mean = lambda t: box_filter(t, radius)  # noqa: E731
+    else:
+        w = weight.reshape(1, *src.shape[-2:]).to(src.dtype)
+        norm = box_filter(w, radius).clamp_min(1e-6)
+        mean = lambda t: box_filter(t * w, radius) / norm  # noqa: E731
+    mean_g = mean(g)
+    mean_s = mean(src)
+    cov_gs = mean(g * src) - mean_g * mean_s
+    var_g = mean(g * g) - mean_g * mean_g
     a = cov_gs / (var_g + eps)
     b = mean_s - a * mean_g
     return box_filter(a, radius) * g + box_filter(b, radius)
