@@ -24,6 +24,7 @@ import numpy as np
 import PyOpenColorIO as OCIO
 import torch
 
+from . import knobs as K
 from .errors import DoublureError
 
 CONFIG_NAME = "ocio://studio-config-v2.2.0_aces-v1.3_ocio-v2.4"
@@ -39,9 +40,6 @@ USER_ALIASES = {
     "rec709": "Camera Rec.709",
     "gamma2.2": "Gamma 2.2 Encoded Rec.709",
     "gamma2.4": "Gamma 2.4 Encoded Rec.709",
-    "acescg": "ACEScg",
-    "aces": "ACES2065-1",
-    "acescct": "ACEScct",
     "raw": "Raw",
 }
 
@@ -79,6 +77,29 @@ def resolve_colorspace(name: str) -> str:
             f"unknown colourspace {name!r}; use one of {', '.join(USER_ALIASES)} or a name of {CONFIG_NAME}"
         )
     return cs.getName()
+
+
+class ColorspaceKnob(K.Enum):
+    """An Enum knob of colour spaces that also accepts what users type: any case of the short aliases
+    ("sRGB", "Linear", "raw") and the config's own aliases, stored as the choice they name.
+
+    ``extra`` choices come first (e.g. "default": by file type, decided by the node).
+    """
+
+    def __init__(self, name: str = "colorspace", default: str = "default", extra: tuple[str, ...] = ("default",),
+                 **kw) -> None:
+        super().__init__(name, tuple(extra) + colorspace_choices(), default=default, **kw)
+
+    def validate(self, value):
+        if isinstance(value, str) and value not in self.choices:
+            lowered = value.strip().lower()
+            if lowered in USER_ALIASES:
+                return lowered
+            try:
+                value = resolve_colorspace(value)
+            except DoublureError:
+                pass
+        return super().validate(value)
 
 
 def is_raw(name: str) -> bool:
@@ -153,6 +174,33 @@ def convert(pixels, src: str, dst: str, inplace: bool = False):
     if is_raw(src) or is_raw(dst):
         return pixels
     return _convert_numpy(pixels, _conversion(src, dst), inplace)
+
+
+def convert_premultiplied(tensor: torch.Tensor, src: str, dst: str, alpha_index: int | None) -> torch.Tensor:
+    """Convert premultiplied pixels: unpremultiply, convert the colour, premultiply again.
+
+    A transfer curve applied to premultiplied values would darken semi-transparent edges; where alpha is
+    0 the colour is converted as it is (emission-only pixels).
+
+    Args:
+        tensor: (C, H, W), C >= 3, colour in planes 0-2.
+        alpha_index: the alpha plane's index, or None for opaque images.
+
+    Returns:
+        (C, H, W) tensor, a new one.
+    """
+    conv = _conversion(src, dst)
+    if conv.is_noop:
+        return tensor
+    if alpha_index is None:
+        return _convert_tensor(tensor, conv, inplace=False)
+    alpha = tensor[alpha_index:alpha_index + 1]
+    covered = alpha > 0
+    straight = tensor.clone()
+    straight[:3] = torch.where(covered, tensor[:3] / torch.where(covered, alpha, 1.0), tensor[:3])
+    out = _convert_tensor(straight, conv, inplace=True)
+    out[:3] = torch.where(covered, out[:3] * alpha, out[:3])
+    return out
 
 
 def display_transform(tensor: torch.Tensor, display: str = DEFAULT_DISPLAY, view: str = DEFAULT_VIEW,

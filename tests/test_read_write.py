@@ -1,0 +1,192 @@
+"""Read and Write nodes through the engine, on real files written and read back."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import doublure.nodes  # noqa: F401  (registers Read and Write)
+from doublure import engine
+from doublure.engine import colour, imageio, video
+from doublure.engine.errors import DoublureError, MediaError
+
+PROVENANCE = {"synthetic_face": True, "model": "sha256:0123", "rights": "AGR-2024-17"}
+
+
+def write_plate(folder, frames=range(1, 5), size=(12, 16), provenance=True):
+    """An EXR sequence whose frame f is the value f/10 in linear Rec.709, with provenance in the header."""
+    folder.mkdir(exist_ok=True)
+    meta = {"doublure/provenance": PROVENANCE} if provenance else {}
+    for f in frames:
+        pixels = np.full((*size, 4), f / 10.0, np.float32)
+        pixels[..., 3] = 1.0
+        pixels[0, 0, :3] = (1.0, 0.0, 0.0)  # a red pixel: checks the gamut conversion
+        imageio.write_image(folder / f"plate.{f:04d}.exr", pixels, metadata=meta)
+    return str(folder / "plate.####.exr")
+
+
+def test_read_exr_sequence_to_acescg(tmp_path):
+    g = engine.Graph()
+    read = g.create("Read", file=write_plate(tmp_path / "in"), first=1, last=4)
+    img = g.evaluate(read, frame=3)
+    assert img.channels == ("R", "G", "B", "A") and img.tensor.shape == (4, 12, 16)
+    torch.testing.assert_close(img.tensor[:3, 5, 5], torch.full((3,), 0.3), atol=1e-3, rtol=0)  # grey stays grey
+    red_acescg = colour.convert(np.array([[[1.0, 0.0, 0.0]]], np.float32), "linear", "ACEScg")[0, 0]
+    torch.testing.assert_close(img.tensor[:3, 0, 0], torch.from_numpy(red_acescg), atol=1e-3, rtol=0)
+    assert img.metadata["doublure/provenance"] == PROVENANCE
+    assert img.metadata["input/frame"] == 3
+
+
+def test_read_png_defaults_to_srgb(tmp_path):
+    pixels = np.full((4, 4, 3), 0.4613546, np.float32)  # sRGB code value of linear 0.18
+    imageio.write_image(tmp_path / "grey.png", pixels, datatype="16 bit")
+    g = engine.Graph()
+    read = g.create("Read", file=str(tmp_path / "grey.png"))
+    torch.testing.assert_close(g.evaluate(read, 1).tensor, torch.full((3, 4, 4), 0.18), atol=2e-4, rtol=0)
+    read["colorspace"] = "raw"
+    torch.testing.assert_close(g.evaluate(read, 1).tensor, torch.full((3, 4, 4), 0.4613546), atol=2e-5, rtol=0)
+
+
+def test_frame_offset_out_of_range_and_missing_policies(tmp_path):
+    pattern = write_plate(tmp_path / "in", frames=(1, 2, 4), provenance=False)
+    g = engine.Graph()
+    read = g.create("Read", file=pattern, first=1, last=4, frame_offset=100)
+    value = lambda frame: float(g.evaluate(read, frame).tensor[1, 5, 5])  # noqa: E731
+    assert value(102) == pytest.approx(0.2, abs=1e-3)
+    assert value(150) == pytest.approx(0.4, abs=1e-3)  # hold the last frame
+    read["out_of_range"] = "black"
+    assert value(150) == 0.0 and g.evaluate(read, 150).tensor.shape[-2:] == (12, 16)
+    read["out_of_range"] = "error"
+    with pytest.raises(MediaError, match=r"Read1: frame 150 is out of range: file frame 50 is outside 1-4"):
+        g.evaluate(read, 150)
+    with pytest.raises(MediaError, match=r"Read1: missing frame 3: .*plate\.0003\.exr"):
+        g.evaluate(read, 103)
+    read["on_missing"] = "nearest"
+    assert value(103) in (pytest.approx(0.2, abs=1e-3), pytest.approx(0.4, abs=1e-3))
+    read["on_missing"] = "black"
+    assert value(103) == 0.0
+
+
+def test_truncated_exr_names_node_file_and_frame(tmp_path):
+    pattern = write_plate(tmp_path / "in", size=(64, 64))
+    victim = tmp_path / "in" / "plate.0002.exr"
+    victim.write_bytes(victim.read_bytes()[:900])
+    g = engine.Graph()
+    read = g.create("Read", file=pattern, first=1, last=4)
+    with pytest.raises(MediaError, match=r"Read1: .*plate\.0002\.exr \(frame 2\)"):
+        g.evaluate(read, 2)
+
+
+def test_read_video_exact_frames_and_proxy(media_dir):
+    path = media_dir / "mead" / "M030_front_angry_level3_001.mp4"
+    g = engine.Graph()
+    read = g.create("Read", file=str(path), first=1, last=98)
+    with video.VideoReader(path) as reader:
+        expected = colour.convert(reader.read(40), "srgb", "ACEScg")
+    img = g.evaluate(read, 41)  # file frames count from 1
+    torch.testing.assert_close(img.tensor, torch.from_numpy(expected.transpose(2, 0, 1).copy()), atol=1e-5, rtol=0)
+    assert g.evaluate(read, 41, proxy=0.5).tensor.shape == (3, 128, 128)
+    assert read.action_detect_range(g) == (1, 98)
+
+
+def test_read_hash_follows_the_file(tmp_path):
+    pattern = write_plate(tmp_path / "in", provenance=False)
+    g = engine.Graph()
+    read = g.create("Read", file=pattern, first=1, last=4)
+    ctx1, ctx2 = g.context(1), g.context(2)
+    h1, h2 = g.hash_of(read, ctx1), g.hash_of(read, ctx2)
+    assert h1 != h2
+    write_plate(tmp_path / "in", frames=(1,), size=(12, 17), provenance=False)  # the file changes on disk
+    os.utime(tmp_path / "in" / "plate.0001.exr", ns=(1, 1))
+    g2 = engine.Graph()
+    read2 = g2.create("Read", file=pattern, first=1, last=4)
+    assert g2.hash_of(read2, g2.context(1)) != h1 and g2.hash_of(read2, g2.context(2)) == h2
+
+
+def exr_graph(tmp_path, **write_knobs):
+    g = engine.Graph(name="sh010", first=1, last=4)
+    read = g.create("Read", file=write_plate(tmp_path / "in"), first=1, last=4)
+    write = g.create("Write", **write_knobs)
+    write.set_input(0, read)
+    return g, read, write
+
+
+def test_write_exr_roundtrip_with_provenance(tmp_path):
+    out = tmp_path / "out" / "comp.####.exr"
+    g, _, write = exr_graph(tmp_path, file=str(out), compression="piz", datatype="float")
+    report = g.render("Write1", frames="1-4")
+    assert report.ok and len(report.written) == 4
+    for f in range(1, 5):
+        src = imageio.read_image(tmp_path / "in" / f"plate.{f:04d}.exr")
+        got = imageio.read_image(imageio.frame_path(str(out), f))
+        np.testing.assert_allclose(got.pixels, src.pixels, atol=1e-5)  # linear -> ACEScg -> linear
+        assert got.metadata["compression"] == "piz"
+        assert got.metadata["doublure/provenance"] == PROVENANCE
+        assert got.metadata["doublure/graph"] == "sh010" and got.metadata["doublure/frame"] == f
+    assert sorted(os.listdir(tmp_path / "out")) == [f"comp.{f:04d}.exr" for f in range(1, 5)]
+
+
+@pytest.mark.parametrize("name,datatype,bits", [("c.####.dpx", "10 bit", 10), ("c.####.tif", "16 bit", 16),
+                                                ("c.####.png", "8 bit", 8)])
+def test_write_integer_formats_in_srgb(tmp_path, name, datatype, bits):
+    g, _, write = exr_graph(tmp_path, file=str(tmp_path / name), datatype=datatype)
+    assert g.render("Write1", frames="2").ok
+    got = imageio.read_image(imageio.frame_path(str(tmp_path / name), 2))
+    assert got.bits == bits
+    srgb = colour.convert(np.full((1, 1, 3), 0.2, np.float32), "linear", "srgb")[0, 0, 0]
+    # the plate is half float: 0.2 is stored as 0.19995
+    assert got.pixels[5, 5, 1] == pytest.approx(srgb, abs=1.0 / (2 ** bits - 1) + 2e-4)
+    assert got.metadata["doublure/provenance"] == PROVENANCE
+
+
+def test_resumed_render_skips_complete_frames_only(tmp_path):
+    out = tmp_path / "out" / "comp.####.exr"
+    g, _, _ = exr_graph(tmp_path, file=str(out))
+    g.render("Write1", frames="1-4")
+    broken = imageio.frame_path(str(out), 3)
+    with open(broken, "r+b") as f:
+        f.truncate(200)
+    report = g.render("Write1", frames="1-4")
+    assert report.written == [("Write1", 3)]
+    assert sorted(report.skipped) == [("Write1", 1), ("Write1", 2), ("Write1", 4)]
+    assert imageio.is_complete_image(broken)
+
+
+def test_failed_render_leaves_no_partial_output(tmp_path):
+    g, read, write = exr_graph(tmp_path, file=str(tmp_path / "out" / "comp.####.exr"))
+    os.unlink(tmp_path / "in" / "plate.0003.exr")
+    with pytest.raises(MediaError, match=r"missing frame 3"):
+        g.render("Write1", frames="1-4")
+    assert sorted(os.listdir(tmp_path / "out")) == ["comp.0001.exr", "comp.0002.exr"]
+    write["file"] = str(tmp_path / "movie" / "comp.mov")
+    write["codec"] = "prores_422hq"
+    with pytest.raises(MediaError, match=r"missing frame 3"):
+        g.render("Write1", frames="1-4")
+    assert not (tmp_path / "movie").exists() or os.listdir(tmp_path / "movie") == []
+
+
+@pytest.mark.parametrize("name,codec", [("comp.mp4", "h264"), ("comp.mov", "prores_4444")])
+def test_write_video_with_provenance(tmp_path, name, codec):
+    g, _, write = exr_graph(tmp_path, file=str(tmp_path / name), codec=codec)
+    assert g.render("Write1", frames="1-4").ok
+    with video.VideoReader(tmp_path / name) as reader:
+        assert (reader.frame_count, reader.width, reader.height, reader.fps) == (4, 16, 12, 25)
+        assert reader.metadata["doublure/provenance"] == PROVENANCE
+        assert reader.metadata["doublure/graph"] == "sh010"
+        srgb = colour.convert(np.full((1, 1, 3), 0.3, np.float32), "linear", "srgb")[0, 0, 0]
+        assert reader.read(2)[6, 8, 1] == pytest.approx(srgb, abs=0.02)
+
+
+def test_write_refuses_bad_settings(tmp_path):
+    g, _, write = exr_graph(tmp_path, file=str(tmp_path / "single.exr"))
+    with pytest.raises(DoublureError, match=r"Write1: .*single\.exr has no frame number"):
+        g.render("Write1", frames="1-2")
+    write["file"] = str(tmp_path / "c.####.png")
+    write["file_type"] = "exr"
+    with pytest.raises(DoublureError, match=r"Write1: file_type is exr but .*\.png"):
+        g.render("Write1", frames="1")
+    write["file_type"] = "auto"
+    write["datatype"] = "half"
+    with pytest.raises(DoublureError, match=r"Write1: png cannot store half"):
+        g.render("Write1", frames="1")
+    assert os.listdir(tmp_path) == ["in"]
