@@ -181,3 +181,80 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     a = cov_gs / (var_g + eps)
     b = mean_s - a * mean_g
     return box_filter(a, radius) * g + box_filter(b, radius)
+
+
+# -- resampling with a choice of filter (Reformat) -----------------------------------------------------
+
+
+def _triangle(x: torch.Tensor) -> torch.Tensor:
+    return (1.0 - x.abs()).clamp_min(0.0)
+
+
+def _catmull_rom(x: torch.Tensor) -> torch.Tensor:
+    # Keys' cubic convolution with a = -0.5 (Keys 1981), exact for quadratics.
+    x = x.abs()
+    near = (1.5 * x - 2.5) * x * x + 1.0
+    far = ((-0.5 * x + 2.5) * x - 4.0) * x + 2.0
+    return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
+
+
+def _lanczos3(x: torch.Tensor) -> torch.Tensor:
+    inside = x.abs() < 3.0
+    return torch.where(inside, torch.sinc(x) * torch.sinc(x / 3.0), torch.zeros_like(x))
+
+
+# filter name -> (kernel on unit-spaced samples, radius in kernel units); OIIO's names in comments.
+RESAMPLE_FILTERS = {
+    "bilinear": (_triangle, 1.0),      # "triangle", width 2
+    "bicubic": (_catmull_rom, 2.0),    # "catmull-rom", width 4
+    "lanczos": (_lanczos3, 3.0),       # "lanczos3", width 6
+}
+
+
+def _resample_axis(x: torch.Tensor, out_size: int, dim: int, kernel, radius: float) -> torch.Tensor:
+    in_size = x.shape[dim]
+    scale = in_size / out_size
+    support = max(scale, 1.0)  # shrinking widens the kernel over the source: area anti-aliasing
+    centres = (torch.arange(out_size, device=x.device, dtype=torch.float64) + 0.5) * scale - 0.5
+    taps = int(math.ceil(radius * support)) * 2 + 1
+    first = torch.floor(centres - radius * support).long() + 1
+    idx = first[:, None] + torch.arange(taps, device=x.device)[None, :]
+    weights = kernel((idx.double() - centres[:, None]) / support)
+    weights = (weights / weights.sum(dim=1, keepdim=True)).to(x.dtype)
+    idx = idx.clamp(0, in_size - 1)  # edge pixels extend outwards, as in OIIO
+    moved = x.movedim(dim, -1)
+    gathered = moved[..., idx]  # (..., out_size, taps)
+    return (gathered * weights).sum(-1).movedim(-1, dim)
+
+
+def resample(img: torch.Tensor, size: tuple[int, int], filter: str = "bicubic") -> torch.Tensor:
+    """Resize with a named filter, separably, area-antialiased when shrinking (OIIO ``resize`` semantics:
+    the filter is scaled to the larger of the source and destination pixel sizes; pixel centres align).
+
+    Args:
+        img: (*, H, W) float tensor.
+        size: (out_h, out_w).
+        filter: "impulse" (nearest pixel centre), "bilinear", "bicubic" (Catmull-Rom) or "lanczos" (3 lobes).
+
+    Returns:
+        (*, out_h, out_w) tensor, same dtype and device.
+    """
+    out_h, out_w = int(size[0]), int(size[1])
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"resample size must be positive, got {size}")
+    if (out_h, out_w) == tuple(img.shape[-2:]):
+        return img
+    if filter == "impulse":
+        planes, lead = _as_planes(img)
+        out = F.interpolate(planes, size=(out_h, out_w), mode="nearest-exact")
+        return out.reshape(*lead, out_h, out_w)
+    try:
+        kernel, radius = RESAMPLE_FILTERS[filter]
+    except KeyError:
+        raise ValueError(f"unknown filter {filter!r}: use impulse, {', '.join(RESAMPLE_FILTERS)}") from None
+    out = img
+    if out_w != img.shape[-1]:
+        out = _resample_axis(out, out_w, out.dim() - 1, kernel, radius)
+    if out_h != img.shape[-2]:
+        out = _resample_axis(out, out_h, out.dim() - 2, kernel, radius)
+    return out
