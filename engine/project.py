@@ -64,17 +64,21 @@ def upgrade(data: dict, path: str = "<project>") -> dict:
     return data
 
 
-def _relative(path: str, project_dir: str) -> str:
-    if path and os.path.isabs(path):
-        try:
-            return os.path.relpath(path, project_dir)
-        except ValueError:  # another drive on Windows
-            return path
-    return path
+def rebase_path(path: str, old_base: str, new_base: str) -> str:
+    """``path`` (relative to ``old_base``, or absolute) made relative to ``new_base``; URLs stay as they are."""
+    if not path or "://" in path:
+        return path
+    absolute = os.path.normpath(os.path.join(old_base, os.path.expanduser(path)))
+    try:
+        return os.path.relpath(absolute, new_base)
+    except ValueError:  # another drive on Windows
+        return absolute
 
 
 def graph_to_dict(graph: Graph, project_dir: str | None = None) -> dict:
-    """The project data of ``graph``; File knob paths made relative to ``project_dir`` when given."""
+    """The project data of ``graph``; File knob paths made relative to ``project_dir`` when given (relative
+    paths of the graph resolve against its own project folder, or the working folder when unsaved)."""
+    base = graph.project_dir or os.getcwd()
     nodes = []
     for node in graph.nodes:
         knobs = {}
@@ -83,7 +87,7 @@ def graph_to_dict(graph: Graph, project_dir: str | None = None) -> dict:
                 continue
             value = knob.to_json()
             if isinstance(knob.spec, File) and project_dir and isinstance(value, str):
-                value = _relative(value, project_dir)
+                value = rebase_path(value, base, project_dir)
             knobs[name] = value
         nodes.append({
             "uuid": node.uuid,
@@ -102,10 +106,18 @@ def dumps(data: dict) -> str:
 
 
 def save_graph(graph: Graph, path: str) -> None:
-    """Write the project atomically and make ``path`` the graph's project (relative paths follow it)."""
+    """Write the project atomically and make ``path`` the graph's project.
+
+    File paths are stored relative to the new project's folder, and the graph's own values are rebased the
+    same way, so every path still names the same file after a Save As to another folder.
+    """
     path = os.path.abspath(path)
-    text = dumps(graph_to_dict(graph, os.path.dirname(path)))
-    write_text_atomic(path, text)
+    data = graph_to_dict(graph, os.path.dirname(path))
+    write_text_atomic(path, dumps(data))
+    for node, entry in zip(graph.nodes, data["nodes"]):
+        for name, knob in node.knobs.items():
+            if isinstance(knob.spec, File) and name in entry["knobs"]:
+                knob.restore((entry["knobs"][name], []))
     graph.project_path = path
     graph.undo_stack.set_clean()
 

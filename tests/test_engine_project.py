@@ -77,6 +77,19 @@ def test_paths_are_stored_relative_and_resolve_against_the_project(tmp_path):
     assert g2["TestFileUser1"].path("file") == str(tmp_path / "elsewhere" / "plates" / "sh010.####.exr")
 
 
+def test_relative_paths_of_an_unsaved_graph_still_name_the_same_file_after_save(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    g = engine.Graph()
+    f = g.create("TestFileUser", file="plates/a.####.exr")
+    assert f.path("file") == str(tmp_path / "plates" / "a.####.exr")
+    g.save(str(tmp_path / "shots" / "sh010.dbl"))
+    assert f["file"] == os.path.join("..", "plates", "a.####.exr")
+    assert f.path("file") == str(tmp_path / "plates" / "a.####.exr")
+    g.save(str(tmp_path / "sh010_v2.dbl"))  # Save As into another folder
+    assert f["file"] == os.path.join("plates", "a.####.exr")
+    assert engine.load(str(tmp_path / "sh010_v2.dbl"))["TestFileUser1"].path("file") == f.path("file")
+
+
 def test_v0_project_is_upgraded(tmp_path):
     g = engine.load(str(FIXTURES / "project_v0.dbl"))
     assert (g.settings["first"], g.settings["last"], g.settings["fps"]) == (1001, 1010, 24.0)
