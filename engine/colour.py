@@ -119,6 +119,9 @@ class _Conversion:
         self.cpu = processor.getDefaultCPUProcessor()
         group = processor.getOptimizedProcessor(OCIO.OPTIMIZATION_DEFAULT).createGroupTransform()
         self.torch_ops = _torch_ops(group)
+        # Only 3x3 matrices (no offsets): commutes with premultiplication.
+        self.is_matrix = self.torch_ops is not None and all(
+            isinstance(t, OCIO.MatrixTransform) and not any(t.getOffset()) for t in group)
 
 
 _conversions: dict[tuple, _Conversion] = {}
@@ -176,30 +179,40 @@ def convert(pixels, src: str, dst: str, inplace: bool = False):
     return _convert_numpy(pixels, _conversion(src, dst), inplace)
 
 
-def convert_premultiplied(tensor: torch.Tensor, src: str, dst: str, alpha_index: int | None) -> torch.Tensor:
+def convert_premultiplied(pixels, src: str, dst: str, alpha_index: int | None, inplace: bool = False):
     """Convert premultiplied pixels: unpremultiply, convert the colour, premultiply again.
 
-    A transfer curve applied to premultiplied values would darken semi-transparent edges; where alpha is
-    0 the colour is converted as it is (emission-only pixels).
+    A transfer curve applied to premultiplied values would darken semi-transparent edges; a conversion
+    that is only a matrix commutes with the alpha multiply, so it is applied directly. Where alpha is 0 the
+    colour is converted as it is (emission-only pixels).
 
     Args:
-        tensor: (C, H, W), C >= 3, colour in planes 0-2.
+        pixels: numpy (H, W, C) or torch (C, H, W), colour in planes 0-2 (see ``convert``).
         alpha_index: the alpha plane's index, or None for opaque images.
+        inplace: may write into ``pixels``.
 
     Returns:
-        (C, H, W) tensor, a new one.
+        The converted pixels, same type and shape.
     """
     conv = _conversion(src, dst)
     if conv.is_noop:
-        return tensor
-    if alpha_index is None:
-        return _convert_tensor(tensor, conv, inplace=False)
-    alpha = tensor[alpha_index:alpha_index + 1]
+        return pixels
+    if alpha_index is None or conv.is_matrix:
+        return convert(pixels, src, dst, inplace=inplace)
+    if isinstance(pixels, torch.Tensor):
+        out = pixels if inplace else pixels.clone()
+        rgb, alpha = out[:3], out[alpha_index:alpha_index + 1]
+        covered = alpha > 0
+        rgb.copy_(torch.where(covered, rgb / torch.where(covered, alpha, 1.0), rgb))
+        out = convert(out, src, dst, inplace=True)
+        out[:3] = torch.where(covered, out[:3] * alpha, out[:3])
+        return out
+    out = pixels if inplace else pixels.astype(np.float32, copy=True)
+    alpha = out[..., alpha_index:alpha_index + 1]
     covered = alpha > 0
-    straight = tensor.clone()
-    straight[:3] = torch.where(covered, tensor[:3] / torch.where(covered, alpha, 1.0), tensor[:3])
-    out = _convert_tensor(straight, conv, inplace=True)
-    out[:3] = torch.where(covered, out[:3] * alpha, out[:3])
+    np.divide(out[..., :3], alpha, out=out[..., :3], where=covered)
+    convert(out, src, dst, inplace=True)
+    np.multiply(out[..., :3], alpha, out=out[..., :3], where=covered)
     return out
 
 

@@ -146,7 +146,7 @@ class Read(Node):
         ctx.check_cancelled()
         alpha = channels.index("A") if "A" in channels else None
         src = self.input_colorspace(path, ctx.frame)
-        tensor = colour.convert_premultiplied(tensor, src, ctx.working_space, alpha)
+        tensor = colour.convert_premultiplied(tensor, src, ctx.working_space, alpha, inplace=True)  # ours
         tensor = tensor.to(ctx.device, non_blocking=True)
         if ctx.proxy != 1.0:
             h, w = tensor.shape[-2:]

@@ -5,6 +5,7 @@ import os
 from fractions import Fraction
 
 import numpy as np
+import torch
 
 from doublure.engine import Node, Port, colour, imageio, knobs as K, register_node, video
 from doublure.engine.errors import DoublureError, MediaError
@@ -116,12 +117,14 @@ class Write(Node):
         image = self.graph.evaluate_node(self.input_nodes[0], ctx)
         ctx.check_cancelled()
         alpha = image.channels.index("A") if "A" in image.channels else None
-        tensor = image.tensor.float()
+        tensor = image.tensor
         if image.channels[:3] != ("R", "G", "B"):  # a Mask: write it as grey
             tensor = tensor[:1].expand(3, -1, -1)
             alpha = None
-        tensor = colour.convert_premultiplied(tensor, ctx.working_space, self.output_colorspace(ctx.frame), alpha)
-        pixels = np.ascontiguousarray(tensor.detach().cpu().numpy().transpose(1, 2, 0))
+        # The (H, W, C) copy for the file is ours to convert in place (the cached image stays untouched).
+        pixels = np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy().transpose(1, 2, 0))
+        pixels = colour.convert_premultiplied(pixels, ctx.working_space, self.output_colorspace(ctx.frame),
+                                              alpha, inplace=True)
         if kind in VIDEO_TYPES:
             writer = self._video_writer
             if writer is None:

@@ -111,3 +111,15 @@ def test_display_transform_aces_sdr():
 def test_config_cache_id_is_stable_and_names_config():
     assert C.config_cache_id() == C.config_cache_id()
     assert C.CONFIG_NAME in C.config_cache_id()
+
+
+def test_premultiplied_conversion_unpremultiplies_around_curves():
+    # Straight sRGB 0.4614 (linear 0.18) at alpha 0.5, premultiplied: linear premultiplied is 0.09.
+    hwc = np.array([[[0.4613546 * 0.5] * 3 + [0.5], [0.3, 0.3, 0.3, 0.0]]], np.float32)
+    out = C.convert_premultiplied(hwc, "sRGB", "linear", alpha_index=3)
+    np.testing.assert_allclose(out[0, 0], [0.09, 0.09, 0.09, 0.5], atol=1e-4)
+    np.testing.assert_allclose(out[0, 1, :3], C.convert(hwc[:, 1:, :3], "sRGB", "linear")[0, 0], atol=1e-6)
+    chw = torch.from_numpy(hwc.transpose(2, 0, 1).copy())
+    torch.testing.assert_close(C.convert_premultiplied(chw, "sRGB", "linear", alpha_index=3),
+                               torch.from_numpy(out.transpose(2, 0, 1).copy()), atol=1e-6, rtol=0)
+    assert C._conversion("linear", "ACEScg").is_matrix and not C._conversion("sRGB", "linear").is_matrix
