@@ -22,19 +22,22 @@ only, so the swap's frame-to-frame colour flicker is normalised away rather than
 """
 from __future__ import annotations
 
-import functools
-import math
 from collections import OrderedDict
 
 import numpy as np
 import torch
 
+from doublure.engine import EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import colour as engine_colour
+from doublure.engine import knobs as K
+from doublure.faces.masks import render_mask
+
+from ._finish import (bbox_of, blend, face_width, mask_input, require_same_size, swap_region,
+                      working_to_xyz_matrix)
 
 SPACES = ("lab", "oklab", "rgb")
 METHODS = ("meanstd", "mkl", "sot", "histogram")
 
-XYZ_D65_SPACE = "CIE XYZ-D65 - Scene-referred"
 # CIE 1931 2 degree D65 white, Y = 1, from its chromaticity (0.3127, 0.3290) as colour-science defines it.
 _D65_XY = (0.3127, 0.3290)
 D65_WHITE_XYZ = (_D65_XY[0] / _D65_XY[1], 1.0, (1.0 - _D65_XY[0] - _D65_XY[1]) / _D65_XY[1])
@@ -57,21 +60,6 @@ _LAB_SLOPE = 1.0 / (3.0 * (6.0 / 29.0) ** 2)
 
 # ----------------------------------------------------------------------------------------------------------
 # Colour spaces. Every function takes colour-first tensors shaped (3, *): an image (3, H, W) or samples (3, N).
-
-
-@functools.lru_cache(maxsize=16)
-def working_to_xyz_matrix(working_space: str) -> np.ndarray:
-    """The 3x3 matrix from a scene-linear working space to CIE XYZ (D65 white), from the OCIO config.
-
-    Args:
-        working_space: an OCIO colour space name or alias (``ctx.working_space``), e.g. ``"ACEScg"``.
-
-    Returns:
-        (3, 3) float64 M with xyz = M @ rgb.
-    """
-    basis = np.eye(3, dtype=np.float32).reshape(3, 1, 3).copy()
-    xyz = engine_colour.convert(basis, working_space, XYZ_D65_SPACE)
-    return xyz.reshape(3, 3).T.astype(np.float64)
 
 
 def _apply_matrix(m: torch.Tensor | np.ndarray | tuple, x: torch.Tensor) -> torch.Tensor:
@@ -401,3 +389,135 @@ def transfer(method: str, x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor)
     if method == "histogram":
         return histogram_transfer(x, src, ref)
     raise ValueError(f"unknown colour match method {method!r}; use one of {METHODS}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The node
+
+SAMPLES_PER_FRAME = 20000
+MAX_POOLED_SAMPLES = 40000
+SKIN_ERODE = 0.02  # face widths: keep the skin samples off the mask's edge (hair, eyelids, background)
+
+# (reference input hash, track id, space, working space) -> (3, N) samples; shared by neighbouring frames'
+# windows so each plate frame's skin is sampled once, not 2N + 1 times.
+_sample_memo: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_SAMPLE_MEMO_SIZE = 256
+
+
+def skin_samples(image: torch.Tensor, face, space: str, rgb_to_xyz: np.ndarray,
+                 count: int = SAMPLES_PER_FRAME) -> torch.Tensor:
+    """Colours of a face's skin (eyes, brows and mouth excluded, edge eroded) in the match space.
+
+    Args:
+        image: (3, H, W) scene-linear working-space pixels.
+        face: the face whose skin is sampled.
+        space: one of ``SPACES``.
+        rgb_to_xyz: (3, 3) working space -> XYZ D65.
+        count: at most this many samples, taken evenly (deterministic).
+
+    Returns:
+        (3, N) float32 samples (N may be 0 for a face with no visible skin).
+    """
+    hw = tuple(image.shape[-2:])
+    mask = render_mask([face], "skin", hw, grow=-SKIN_ERODE * face_width(face), device=image.device)[0]
+    idx = torch.nonzero(mask.flatten() > 0.99).flatten()
+    if idx.numel() > count:
+        idx = idx[torch.linspace(0, idx.numel() - 1, count, device=idx.device).long()]
+    pixels = image[:3].float().reshape(3, -1)[:, idx]
+    return to_match_space(pixels, space, rgb_to_xyz)
+
+
+@register_node
+class ColorMatch(Node):
+    """Match the swapped face's colour to the plate face under it (skin statistics, temporally pooled)."""
+
+    type_name = "ColorMatch"
+    version = 1
+    category = "Finish"
+    inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
+    knob_specs = (
+        K.Enum("method", METHODS, default="mkl",
+               tooltip="meanstd: Reinhard mean/std; mkl: linear Monge-Kantorovich; sot: sliced optimal "
+                       "transport; histogram: per-channel histogram matching."),
+        K.Enum("space", SPACES, default="oklab", tooltip="Colour space the statistics are matched in."),
+        K.Int("window", default=3, min=0, max=50, soft_max=12, animatable=False,
+              tooltip="Pool the plate's skin statistics over +- this many frames of the face track."),
+        K.Float("mix", default=1.0, min=0.0, max=1.0),
+    )
+
+    def pass_through(self, ctx: EvalContext) -> int | None:
+        if self.value("mix", ctx.frame) == 0.0:
+            return 0
+        return super().pass_through(ctx)
+
+    def _window(self, ctx: EvalContext) -> list[int]:
+        w = self.value("window", ctx.frame)
+        first, last = self.graph.settings["first"], self.graph.settings["last"]
+        frames = [f for f in range(ctx.frame - w, ctx.frame + w + 1) if first <= f <= last]
+        return frames or [ctx.frame]
+
+    def hash(self, ctx: EvalContext, h: Hasher) -> None:
+        super().hash(ctx, h)
+        h.update(ctx.working_space).update(engine_colour.config_cache_id())
+        for f in self._window(ctx):
+            if f != ctx.frame:
+                # reference pixels at f; the source's faces at f stand in when the reference has none
+                h.update(f).update(self.input_hash(1, ctx.at(f))).update(self.input_hash(0, ctx.at(f)))
+
+    def _reference_samples(self, ctx: EvalContext, inputs, frame: int, track_id: int, space: str,
+                           rgb_to_xyz: np.ndarray) -> torch.Tensor | None:
+        ref_index = 1 if inputs.connected(1) else 0
+        key = (self.input_hash(ref_index, ctx.at(frame)), track_id, space, ctx.working_space)
+        cached = _sample_memo.get(key)
+        if cached is not None:
+            _sample_memo.move_to_end(key)
+            return cached.to(ctx.device)
+        ref = inputs.get(ref_index, frame=frame)
+        faces = ref.faces or (inputs.get(0, frame=frame).faces if ref_index == 1 else [])
+        face = next((f for f in faces if f.track_id == track_id), None)
+        if face is None:
+            return None
+        samples = skin_samples(ref.tensor, face, space, rgb_to_xyz)
+        _sample_memo[key] = samples
+        while len(_sample_memo) > _SAMPLE_MEMO_SIZE:
+            _sample_memo.popitem(last=False)
+        return samples
+
+    def compute(self, ctx: EvalContext, inputs) -> Image:
+        src = inputs.get(0)
+        if not src.faces:
+            return src
+        ref_img = inputs.get(1)
+        if ref_img is not None:
+            require_same_size(self.name, src, ref_img, "reference")
+        hw = (src.height, src.width)
+        method, space = self.value("method", ctx.frame), self.value("space", ctx.frame)
+        rgb_to_xyz = working_to_xyz_matrix(ctx.working_space)
+        source = src.tensor[:3].float()
+        result = source.clone()
+        for face in src.faces:
+            ctx.check_cancelled()
+            src_samples = skin_samples(source, face, space, rgb_to_xyz)
+            pooled = [s for f in self._window(ctx)
+                      if (s := self._reference_samples(ctx, inputs, f, face.track_id, space, rgb_to_xyz)) is not None]
+            pooled = [s for s in pooled if s.shape[1] > 0]
+            if src_samples.shape[1] < 16 or not pooled:
+                continue  # no skin visible on one side: leave this face alone
+            ref_samples = torch.cat([s.to(source.device) for s in pooled], dim=1)
+            # evenly thinned: the transforms' cost grows with the sample count, their accuracy barely does
+            ref_samples = ref_samples[:, :: max(1, -(-ref_samples.shape[1] // MAX_POOLED_SAMPLES))]
+            face_region = swap_region([face], hw, source.device)
+            box = bbox_of(face_region, 1, hw)
+            if box is None:
+                continue
+            y0, y1, x0, x1 = box
+            values = to_match_space(source[:, y0:y1, x0:x1], space, rgb_to_xyz)
+            matched = from_match_space(transfer(method, values, src_samples, ref_samples), space, rgb_to_xyz)
+            w = face_region[:, y0:y1, x0:x1]
+            result[:, y0:y1, x0:x1] = result[:, y0:y1, x0:x1] * (1 - w) + matched * w
+        # ``result`` is already blended into the source through each face's region; mask and mix go on top
+        weight = torch.full((1, *hw), float(self.value("mix", ctx.frame)), device=source.device)
+        limit = mask_input(inputs.get(2), self.name, hw, source.device)
+        if limit is not None:
+            weight = weight * limit
+        return src.replace(tensor=blend(src.tensor, result, weight))

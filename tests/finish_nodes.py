@@ -1,0 +1,33 @@
+"""A test-only node for the finishing-node tests: a known colour transform (per-channel gain, optional
+per-frame flicker) and blur applied to a plate, standing in for a swap whose answer is known."""
+import numpy as np
+import torch
+
+from doublure.engine import Node, Port, knobs as K, node_types, register_node
+from doublure.engine import ops
+
+
+class TestFinishRecolour(Node):
+    """``blur(plate * gain * (1 + flicker * n_frame))``; faces pass through."""
+
+    type_name = "TestFinishRecolour"
+    inputs = (Port("input"),)
+    knob_specs = (K.Color("gain", (1.3, 0.95, 0.7)), K.Float("blur", 1.0), K.Float("flicker", 0.0))
+
+    def hash(self, ctx, h):
+        super().hash(ctx, h)
+        h.update(ctx.frame)  # the flicker is drawn per frame
+
+    def compute(self, ctx, inputs):
+        img = inputs.get(0)
+        gain = torch.tensor(self.value("gain", ctx.frame), device=img.tensor.device).view(3, 1, 1)
+        jitter = np.random.default_rng(ctx.frame).normal(size=(3, 1, 1))
+        gain = gain * (1 + self.value("flicker", ctx.frame) * torch.from_numpy(jitter).float().to(gain.device))
+        out = img.tensor[:3] * gain
+        if self.value("blur", ctx.frame) > 0:
+            out = ops.gaussian_blur(out, self.value("blur", ctx.frame))
+        return img.replace(tensor=out)
+
+
+if "TestFinishRecolour" not in node_types():
+    register_node(TestFinishRecolour)
