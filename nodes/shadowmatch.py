@@ -18,7 +18,12 @@ import math
 
 import torch
 
+from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import knobs as K
 from doublure.engine import ops
+from doublure.faces.masks import render_mask
+
+from ._finish import bbox_of, blend, face_width, luma_weights, mask_input, require_same_size, swap_region
 
 # Ratios beyond these come from near-black pixels, not from light; clamping keeps noise from exploding.
 MAX_GAIN = 16.0
@@ -102,3 +107,68 @@ def shadow_match(swap: torch.Tensor, plate: torch.Tensor, weight: torch.Tensor, 
     gain = shading_gain(swap, plate, weight, sigma, preserve_colour=preserve_colour, luma_weights=luma_weights,
                         sharp_shadows=sharp_shadows)
     return swap * gain.pow(strength)
+
+
+@register_node
+class ShadowMatch(Node):
+    """Give the swapped face the plate's low-frequency shading (light, shadows), keeping the swap's detail."""
+
+    type_name = "ShadowMatch"
+    version = 1
+    category = "Finish"
+    inputs = (Port("source", "Image"), Port("reference", "Image"), Port("mask", "Mask", optional=True))
+    knob_specs = (
+        K.Float("radius", default=0.08, min=0.005, max=1.0, soft_max=0.3,
+                tooltip="Blur of the shading layer, in face widths: smaller follows finer shading."),
+        K.Float("strength", default=1.0, min=0.0, max=2.0, soft_max=1.0),
+        K.Bool("preserve_colour", default=True, label="preserve colour",
+               tooltip="Transfer brightness only; off also transfers the light's colour."),
+        K.Bool("sharp_shadows", default=False, label="sharp shadows",
+               tooltip="Keep hard shadow edges that cross the face sharp (edge-aware shading layer)."),
+        K.Float("mix", default=1.0, min=0.0, max=1.0),
+    )
+
+    def pass_through(self, ctx: EvalContext) -> int | None:
+        if self.value("mix", ctx.frame) == 0.0 or self.value("strength", ctx.frame) == 0.0:
+            return 0
+        return super().pass_through(ctx)
+
+    def hash(self, ctx: EvalContext, h: Hasher) -> None:
+        super().hash(ctx, h)
+        h.update(ctx.working_space)
+
+    def compute(self, ctx: EvalContext, inputs) -> Image:
+        src = inputs.get(0)
+        if not src.faces:
+            return src
+        plate_img = inputs.get(1)
+        if plate_img is None:
+            raise DoublureError(f"{self.name}: connect the plate to the reference input")
+        require_same_size(self.name, src, plate_img, "reference")
+        hw = (src.height, src.width)
+        dev = src.tensor.device
+        swap, plate = src.tensor[:3].float(), plate_img.tensor[:3].float().to(dev)
+        weights = luma_weights(ctx.working_space, dev)
+        radius, strength = self.value("radius", ctx.frame), self.value("strength", ctx.frame)
+        preserve, sharp = self.value("preserve_colour", ctx.frame), self.value("sharp_shadows", ctx.frame)
+        result = swap.clone()
+        for face in src.faces:
+            ctx.check_cancelled()
+            sigma = radius * face_width(face)
+            region = swap_region([face], hw, dev)
+            box = bbox_of(region, 3 * sigma, hw)
+            if box is None:
+                continue
+            y0, y1, x0, x1 = box
+            # shading is measured on skin only: the plate's and the swap's eyes, brows and mouth differ in
+            # albedo, not in light, and the normalised blur fills them in from the skin around
+            skin = render_mask([face], "skin", hw, device=dev)[:, y0:y1, x0:x1]
+            out = shadow_match(swap[:, y0:y1, x0:x1], plate[:, y0:y1, x0:x1], skin, sigma, strength,
+                               preserve_colour=preserve, luma_weights=weights, sharp_shadows=sharp)
+            w = region[:, y0:y1, x0:x1]
+            result[:, y0:y1, x0:x1] = result[:, y0:y1, x0:x1] * (1 - w) + out * w
+        weight = torch.full((1, *hw), float(self.value("mix", ctx.frame)), device=dev)
+        limit = mask_input(inputs.get(2), self.name, hw, dev)
+        if limit is not None:
+            weight = weight * limit
+        return src.replace(tensor=blend(src.tensor, result, weight))

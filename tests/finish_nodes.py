@@ -29,5 +29,22 @@ class TestFinishRecolour(Node):
         return img.replace(tensor=out)
 
 
-if "TestFinishRecolour" not in node_types():
-    register_node(TestFinishRecolour)
+class TestFinishShade(Node):
+    """Multiply by a known light: a horizontal ramp from ``left`` to ``right`` across the frame, optionally
+    with a hard shadow (factor ``shadow``) left of column ``edge``; faces pass through."""
+
+    type_name = "TestFinishShade"
+    inputs = (Port("input"),)
+    knob_specs = (K.Float("left", 0.4), K.Float("right", 1.4), K.Float("shadow", 1.0), K.Int("edge", 0))
+
+    def compute(self, ctx, inputs):
+        img = inputs.get(0)
+        w = img.width
+        light = torch.linspace(self.value("left"), self.value("right"), w, device=img.tensor.device)
+        light[: self.value("edge")] *= self.value("shadow")
+        return img.replace(tensor=img.tensor[:3] * light.view(1, 1, w))
+
+
+for _cls in (TestFinishRecolour, TestFinishShade):
+    if _cls.type_name not in node_types():
+        register_node(_cls)
