@@ -34,24 +34,21 @@ from .track import associate, make_face
 FACESET_SCHEMA = "doublure.faceset/1"
 
 
-def iter_video_frames(path: str, every: int = 1) -> Iterator[tuple[int, np.ndarray, float]]:
-    """Decode a video sequentially with PyAV: exact frames in presentation order.
+def iter_video_frames(path: str, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode a video in order through the engine's frame-exact reader (the same pixels a Read node sees).
 
     Yields:
-        (frame index from 0, (H, W, 3) uint8 RGB, fps) for every ``every``-th frame.
+        (frame index from 0, (H, W, 3) uint8 RGB, sRGB-encoded) for every ``every``-th frame.
     """
-    import av
+    from doublure.engine.video import VideoReader
 
-    try:
-        container = av.open(path)
-    except (OSError, av.FFmpegError) as exc:
-        raise MediaError(f"cannot open video {path}: {exc}") from None
-    with container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        for i, frame in enumerate(container.decode(stream)):
+    with VideoReader(path) as reader:
+        for i in range(reader.frame_count):
+            # every frame is read: skipping would make each read seek back to a keyframe and decode forward
+            pixels = reader.read(i)
             if i % every == 0:
-                yield i, frame.to_ndarray(format="rgb24"), fps
+                # the reader returns 8-bit video as code / 255 exactly, so this restores the code values
+                yield i, (pixels * 255.0 + 0.5).astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------- measurements
@@ -137,17 +134,18 @@ def extract_faceset(clips: Sequence[str], out_dir: str, size: int = 256, every: 
     os.makedirs(pending, exist_ok=True)
     items: list[dict] = []
     skipped = {"no_face": 0, "too_small": 0, "blurry": 0, "duplicate": 0}
-    total = _count_frames(clips, every)
-    done = 0
     for clip in clips:
         if not os.path.isfile(clip):
             raise MediaError(f"extract: no such clip {clip}")
+    total = _count_frames(clips, every)
+    done = 0
+    for clip in clips:
         # crops go to disk as they are made (a long clip's crops do not fit in memory); the filters need the
         # clip's median sharpness, so they run once the clip is done
         candidates: list[_Candidate] = []
         detections = []
         with MediapipeBackend("short+full", max_faces=4, video=True) as backend:
-            for idx, rgb, _fps in iter_video_frames(clip, every):
+            for idx, rgb in iter_video_frames(clip, every):
                 raw = backend.detect(rgb)
                 detections.append(raw)
                 if not raw:
@@ -200,15 +198,12 @@ class _Candidate:
 
 
 def _count_frames(clips: Sequence[str], every: int) -> int:
-    import av
+    from doublure.engine.video import VideoReader
 
     total = 0
     for clip in clips:
-        try:
-            with av.open(clip) as c:
-                total += math.ceil((c.streams.video[0].frames or 0) / every)
-        except (OSError, av.FFmpegError):
-            pass
+        with VideoReader(clip) as reader:
+            total += math.ceil(reader.frame_count / every)
     return total
 
 

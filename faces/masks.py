@@ -25,6 +25,7 @@ from .face import Face, apply_affine, crop_matrix
 
 REGIONS = ("face_hull", "skin", "eyes", "irises", "mouth")
 _SUPERSAMPLE = 4
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
 def _chains(edges) -> list[list[int]]:
@@ -145,18 +146,31 @@ def rasterize_shapes(add: Sequence[np.ndarray], cut: Sequence[np.ndarray], hw: t
         return np.round(q * (1 << shift)).astype(np.int32)
 
     cv2.fillPoly(hi, [to_hi(s) for s in add], 1, lineType=cv2.LINE_8, shift=shift)
+    holes = np.zeros_like(hi)
     if cut:
-        cv2.fillPoly(hi, [to_hi(np.asarray(s, dtype=np.float64)) for s in cut], 0, lineType=cv2.LINE_8,
+        cv2.fillPoly(holes, [to_hi(np.asarray(s, dtype=np.float64)) for s in cut], 1, lineType=cv2.LINE_8,
                      shift=shift)
-    if grow > 0:
-        dist = cv2.distanceTransform(1 - hi, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        hi = (dist <= grow * k).astype(np.uint8)
-    elif grow < 0:
-        dist = cv2.distanceTransform(hi, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        hi = (dist > -grow * k).astype(np.uint8)
-    cov = hi.astype(np.float32).reshape(y1 - y0, k, x1 - x0, k).mean(axis=(1, 3))
+    if grow != 0:
+        inside = hi & (1 - holes)
+        # the filled samples reach half a sample past the edge: measure distances from the true edge
+        if grow > 0:
+            dist = cv2.distanceTransform(1 - inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            hi = (dist <= grow * k - 0.5).astype(np.float32)
+        else:
+            dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            hi = (dist > -grow * k + 0.5).astype(np.float32)
+    else:
+        hi = _centre_edge(hi) * (1.0 - _centre_edge(holes))
+    cov = hi.reshape(y1 - y0, k, x1 - x0, k).mean(axis=(1, 3))
     out[y0:y1, x0:x1] = cov
     return out
+
+
+def _centre_edge(binary: np.ndarray) -> np.ndarray:
+    """fillPoly includes the samples its outline touches, which puts an edge half a sample too far out;
+    averaging with the one-sample erosion centres it, so coverage equals the polygon's area."""
+    b = binary.astype(np.float32)
+    return 0.5 * (b + cv2.erode(b, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0))
 
 
 def render_mask(faces: Sequence[Face], region: str, hw: tuple[int, int], grow: float = 0.0,
