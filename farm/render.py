@@ -21,6 +21,7 @@ import os
 import queue
 import socket
 import sys
+import threading
 import time
 import uuid
 from typing import Any, Callable, Iterable, Sequence
@@ -29,8 +30,8 @@ from distributed import WorkerPlugin
 
 from doublure.engine.errors import DoublureError
 
-# Movie containers hold every frame in one file: a Write to one of these is rendered by a single task.
-MOVIE_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".avi", ".mxf", ".webm"})
+# Writes whose file_type knob names a movie container (one file for every frame).
+MOVIE_FILE_TYPES = frozenset({"mov", "mp4"})
 # Task retries for exceptions other than DoublureError (an NFS hiccup). A dead worker is handled by the
 # scheduler itself: it reschedules the task up to ``distributed.scheduler.allowed-failures`` times.
 TASK_RETRIES = 2
@@ -80,26 +81,33 @@ def map_path(path: str, path_map: PathMap) -> str:
     return path
 
 
-def apply_path_map(graph: Any, path_map: PathMap) -> list[tuple[str, str, str, str]]:
-    """Rewrite the absolute paths of every File knob in ``graph`` through ``path_map``.
+def apply_path_map(graph: Any, path_map: PathMap, project_dir: str | None = None) -> list[tuple[str, str, str, str]]:
+    """Rewrite every File knob of ``graph`` to the path a worker sees: the absolute path the client sees
+    (relative values resolved against ``project_dir``, the project's folder on the client; the graph's own
+    folder by default) with ``path_map`` applied.
 
-    Relative paths are left alone: they resolve against the project's folder, which the caller maps by
-    loading the project from its mapped path. Returns ``(node, knob, old, new)`` for each change.
+    Project files store paths relative to the project, so a plate on another mount is stored as
+    ``../../mnt/a/...``; resolving on the client's side first is what lets ``/mnt/a=/net/b`` reach it.
+    Returns ``(node, knob, old value, new value)`` for each knob changed.
     """
     from doublure.engine.knobs import File
 
     changes = []
     if not path_map:
         return changes
+    project_dir = project_dir if project_dir is not None else graph.project_dir
     for node in graph.nodes:
         for name, knob in node.knobs.items():
             if not isinstance(knob.spec, File):
                 continue
             value = knob.value_at(graph.settings["first"])
-            if not value or not os.path.isabs(os.path.expanduser(value)):
+            if not value:
                 continue
-            mapped = map_path(os.path.expanduser(value), path_map)
-            if mapped != value:
+            absolute = os.path.expanduser(value)
+            if not os.path.isabs(absolute):
+                absolute = os.path.join(project_dir or os.getcwd(), absolute)
+            mapped = map_path(os.path.normpath(absolute), path_map)
+            if mapped != os.path.normpath(absolute):
                 knob.restore(knob.state_with_value(mapped))
                 changes.append((node.name, name, value, mapped))
     return changes
@@ -118,6 +126,7 @@ class ChunkTask:
     path_map: PathMap = ()
     halt_on_error: bool = False
     topic: str | None = None  # the Dask event topic per-frame progress is logged under
+    stop_event: str | None = None  # the Dask Event the client sets to stop every chunk of the job
 
     @property
     def label(self) -> str:
@@ -138,6 +147,7 @@ class ChunkResult:
     host: str
     pid: int
     error: str | None = None
+    stopped: bool = False  # the client asked the job to stop; frames after the last finished one were not done
 
 
 def frames_label(frames: Sequence[int]) -> str:
@@ -182,12 +192,18 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
     report = engine.RenderReport()
     error = None
     rendering = False
+    cancel = engine.CancelToken()
+    watcher = _StopWatcher(task.stop_event, cancel) if task.stop_event else None
     try:
+        if cancel.cancelled:
+            raise engine.Cancelled()
         graph = engine.load(map_path(task.project, task.path_map))
-        apply_path_map(graph, task.path_map)
+        apply_path_map(graph, task.path_map, os.path.dirname(task.project))
         rendering = True
         report = engine.render(graph, list(task.writes), list(task.frames), halt_on_error=task.halt_on_error,
-                               progress=on_frame)
+                               progress=on_frame, cancel=cancel)
+    except engine.Cancelled:
+        pass
     except DoublureError as exc:
         # Returned, not raised: Dask would retry it, and a missing project or a corrupt frame fails the same
         # way every time. Under halt_on_error the frame after the last finished one is the one that failed.
@@ -195,10 +211,45 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
             error = f"frame {task.frames[len(done_frames)]}: {exc}"
         else:
             error = f"frames {task.label}: {exc}"
+    finally:
+        if watcher is not None:
+            watcher.done.set()
     worker_address, host = _where()
     return ChunkResult(frames=task.frames, written=report.written, skipped=report.skipped,
                        failures=report.failures, seconds=time.perf_counter() - start, worker=worker_address,
-                       host=host, pid=os.getpid(), error=error)
+                       host=host, pid=os.getpid(), error=error, stopped=cancel.cancelled)
+
+
+class _StopWatcher(threading.Thread):
+    """Polls the job's Dask Event while a chunk renders and cancels the render when the client sets it.
+
+    The render stops at the next cancellation check (before the next frame is written), so when the
+    client's stop returns no task of the job is still writing: a re-run cannot write a frame concurrently.
+    Started in the task's thread (where the worker's client is reachable); ``done`` ends it.
+    """
+
+    POLL_S = 0.5
+
+    def __init__(self, event_name: str, cancel: Any) -> None:
+        from distributed import Event, get_client
+
+        super().__init__(name="doublure-stop-watcher", daemon=True)
+        self.event = Event(event_name, client=get_client())
+        self.cancel = cancel
+        self.done = threading.Event()
+        if self.event.is_set():
+            cancel.cancel()
+        else:
+            self.start()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                if self.event.wait(timeout=self.POLL_S):
+                    self.cancel.cancel()
+                    return
+            except Exception:  # the scheduler is gone: the worker is shutting down as well
+                return
 
 
 def _frame_logger(topic: str | None) -> Callable[[int], None]:
@@ -325,11 +376,14 @@ def plan_chunks(graph: Any, writes: Any, frames: Any, chunk: int) -> list[tuple[
 
 
 def is_movie_write(node: Any) -> bool:
-    """True if the node writes one movie file rather than a file per frame."""
-    knob = node.knobs.get("file")
-    if knob is None:
-        return False
-    return os.path.splitext(str(knob.value_at(node.graph.settings["first"])))[1].lower() in MOVIE_EXTENSIONS
+    """True if the node writes one movie file rather than a file per frame (so it cannot be chunked)."""
+    from doublure.engine.video import is_video
+
+    first = node.graph.settings["first"]
+    file_knob, type_knob = node.knobs.get("file"), node.knobs.get("file_type")
+    if type_knob is not None and type_knob.value_at(first) in MOVIE_FILE_TYPES:
+        return True
+    return file_knob is not None and is_video(str(file_knob.value_at(first)))
 
 
 def gpu_count() -> int:
@@ -440,7 +494,7 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
 
 def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathMap, halt_on_error: bool,
          progress: Any, cluster: Any) -> FarmReport:
-    from distributed import as_completed
+    from distributed import Event, as_completed
 
     from doublure.engine.progress import ProgressBar
 
@@ -451,6 +505,7 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
     resources = {"GPU": 1} if has_gpus else None
 
     topic = f"doublure-render-{uuid.uuid4().hex}"
+    stop = Event(f"{topic}-stop", client=client)
     finished_frames: queue.Queue[int] = queue.Queue()
     client.subscribe_topic(topic, lambda event: finished_frames.put(event[1]["frame"]))
     bar = ProgressBar(total, "frames") if progress is True else None
@@ -458,11 +513,12 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
     start = time.perf_counter()
     futures = []
     for index, (names, chunk_frames) in enumerate(plan):
-        task = ChunkTask(project_path, names, chunk_frames, path_map, halt_on_error, topic)
+        task = ChunkTask(project_path, names, chunk_frames, path_map, halt_on_error, topic, stop.name)
         futures.append(client.submit(render_chunk, task, key=f"{topic}-chunk-{index}", pure=False,
                                      retries=TASK_RETRIES, priority=-index, resources=resources))
-    pending = as_completed(futures, with_results=False)
+    pending = as_completed(futures, with_results=False, loop=client.loop)
     done: set[int] = set()
+    finished = False
     try:
         while not pending.is_empty():
             batch = pending.next_batch(block=False) if pending.has_ready() else []
@@ -483,8 +539,11 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
                 progress(len(done), total)
             if not batch:
                 time.sleep(0.1)
+        finished = True
     finally:
         report.seconds = time.perf_counter() - start
+        if not finished:  # interrupted, or a failure under halt_on_error: stop the chunks still running
+            _stop_chunks(stop, futures)
         for future in futures:
             future.cancel()
         client.unsubscribe_topic(topic)
@@ -493,6 +552,19 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
     if bar is not None:
         print(report.summary(), file=sys.stderr)
     return report
+
+
+def _stop_chunks(stop: Any, futures: list, grace_s: float = 60.0) -> None:
+    """Ask every chunk to stop after its current frame and wait until none runs (queued chunks start,
+    see the event and return at once), so nothing of this job writes after farm_render returns."""
+    from distributed import wait
+
+    try:
+        stop.set()
+        wait(futures, timeout=grace_s)
+        stop.clear()  # frees the event on the scheduler
+    except Exception as exc:  # the scheduler is unreachable, or a chunk outlived the grace period
+        print(f"doublure: could not confirm that every chunk stopped: {exc!r}", file=sys.stderr)
 
 
 def _chunk_result(future: Any, frames: tuple[int, ...]) -> ChunkResult:

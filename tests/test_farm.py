@@ -1,0 +1,202 @@
+"""Farm rendering on a real Dask LocalCluster (2 worker processes on loopback) with the real Read and Write.
+
+Worker processes are slow to start on a small machine, so one cluster (``cluster`` fixture) serves the
+tests that name a scheduler; ``farm_render(workers=2)`` starts its own in the first test.
+"""
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from distributed import Client
+
+import doublure.nodes  # noqa: F401  (registers Read and Write)
+from doublure import engine
+from doublure.engine import imageio
+from doublure.farm.render import (FarmReport, apply_path_map, farm_render, map_path, parse_path_map, plan_chunks,
+                                  start_local_cluster)
+
+FRAMES = 20
+
+
+def _project(path: Path, read_file: str, write_file: str, last: int = FRAMES, read_last: int = 100) -> str:
+    graph = engine.Graph(first=1, last=last)
+    read = graph.create("Read", file=read_file, first=1, last=read_last)
+    dot = graph.create("Dot")
+    dot.set_input(0, read)
+    write = graph.create("Write", file=write_file)
+    write.set_input(0, dot)
+    graph.save(str(path))
+    return str(path)
+
+
+def _frames_on_disk(folder: Path) -> list[Path]:
+    """Visible frame files (a killed writer may leave a hidden temporary, never a visible partial file)."""
+    return sorted(p for p in folder.iterdir() if p.suffix == ".exr" and not p.name.startswith("."))
+
+
+def _all_complete(folder: Path) -> list[int]:
+    """Frame numbers of the files that open and decode fully."""
+    return [int(p.name.split(".")[1]) for p in _frames_on_disk(folder) if imageio.is_complete_image(p)]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = start_local_cluster(2, gpus=0)
+    client = Client(cluster, set_as_default=False)
+    client.wait_for_workers(2, timeout=120)
+    yield cluster, client
+    client.close()
+    cluster.close()
+
+
+def test_local_cluster_renders_frames_identical_to_one_process(tmp_path, media_dir):
+    clip = str(media_dir / "mead" / "M030_front_angry_level3_001.mp4")
+    project = _project(tmp_path / "shot.dbl", clip, str(tmp_path / "farm" / "f.####.exr"))
+    seen = []
+    report = farm_render(project, frames=f"1-{FRAMES}", workers=2, chunk=3,
+                         progress=lambda done, total: seen.append((done, total)))
+    assert isinstance(report, FarmReport) and report.ok
+    assert sorted(f for _, f in report.written) == list(range(1, FRAMES + 1))
+    assert len({c.pid for c in report.chunks}) == 2  # both workers rendered
+    assert seen[-1] == (FRAMES, FRAMES) and all(d1 <= d2 for (d1, _), (d2, _) in zip(seen, seen[1:]))
+
+    graph = engine.load(project)
+    graph.node("Write1")["file"] = str(tmp_path / "local" / "f.####.exr")
+    engine.render(graph)
+    for frame in range(1, FRAMES + 1):
+        farm = imageio.read_image(tmp_path / "farm" / f"f.{frame:04d}.exr")
+        local = imageio.read_image(tmp_path / "local" / f"f.{frame:04d}.exr")
+        assert np.array_equal(farm.pixels, local.pixels), frame
+        assert farm.metadata["doublure/frame"] == frame
+    assert "frames/s" in report.summary()
+
+
+def test_cluster_listens_on_loopback_only(cluster):
+    cluster, client = cluster
+    assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    workers = client.scheduler_info()["workers"]
+    assert len(workers) == 2
+    for address, info in workers.items():
+        assert address.startswith("tcp://127.0.0.1:") and info["nanny"].startswith("tcp://127.0.0.1:")
+    for pid in [os.getpid(), *client.run(os.getpid).values()]:  # scheduler and nannies run in this process
+        listening = [c.laddr for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
+
+
+def test_killed_worker_job_completes_every_frame_once(tmp_path, media_dir, cluster):
+    cluster, client = cluster
+    plate = str(media_dir / "people" / "d11.mp4")  # 512 px: slow enough to interrupt mid-chunk
+    out = tmp_path / "out"
+    project = _project(tmp_path / "shot.dbl", plate, str(out / "f.####.exr"))
+    killed = []
+
+    def kill_a_busy_worker(done, total):
+        # Once frames are coming back, kill a worker in the middle of a chunk.
+        if killed or done < 1:
+            return
+        busy = [address for address, keys in client.processing().items() if keys]
+        if busy:
+            pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=5, progress=kill_a_busy_worker)
+    assert killed and report.ok
+    assert killed[0] not in {c.pid for c in report.chunks}  # its chunk was finished by another process
+    assert sorted(f for _, f in report.written + report.skipped) == list(range(1, FRAMES + 1))
+    files = _frames_on_disk(out)
+    assert [p.name for p in files] == [f"f.{f:04d}.exr" for f in range(1, FRAMES + 1)]
+    assert _all_complete(out) == list(range(1, FRAMES + 1))
+    client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker
+
+
+def test_interrupted_render_resumes_with_only_missing_frames(tmp_path, media_dir, cluster):
+    cluster, client = cluster
+    plate = str(media_dir / "people" / "d11.mp4")  # 512 px: slow enough to interrupt mid-chunk
+    out = tmp_path / "out"
+    project = _project(tmp_path / "shot.dbl", plate, str(out / "f.####.exr"))
+
+    def interrupt(done, total):
+        if done >= 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        farm_render(project, scheduler=cluster.scheduler_address, chunk=2, progress=interrupt)
+    present = _all_complete(out)
+    assert 4 <= len(present) < FRAMES
+    time.sleep(1.0)
+    assert _all_complete(out) == present  # the interrupt stopped every chunk: nothing still writes
+
+    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=2)
+    assert sorted(f for _, f in report.skipped) == present
+    assert sorted(f for _, f in report.written) == sorted(set(range(1, FRAMES + 1)) - set(present))
+    assert _all_complete(out) == list(range(1, FRAMES + 1))
+
+
+def _corrupt_sequence(folder: Path) -> None:
+    """10 small EXR frames, frame 7 truncated to half its bytes."""
+    folder.mkdir(parents=True)
+    for frame in range(1, 11):
+        pixels = np.full((16, 24, 3), frame / 10, np.float32)
+        imageio.write_image(folder / f"plate.{frame:04d}.exr", pixels, file_type="exr", datatype="float")
+    broken = folder / "plate.0007.exr"
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+
+
+def test_corrupt_frame_reported_and_path_map_applied_on_workers(tmp_path, cluster):
+    cluster, client = cluster
+    _corrupt_sequence(tmp_path / "storage" / "plates")
+    # The project names storage as the workers' mount /farm-storage; workers see it at tmp_path/storage.
+    project = _project(tmp_path / "shot.dbl", "/farm-storage/plates/plate.####.exr",
+                       "/farm-storage/out/out.####.exr", last=10, read_last=10)
+    path_map = [f"/farm-storage={tmp_path / 'storage'}"]
+    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map)
+    assert [(node, frame) for node, frame, _ in report.failures] == [("Write1", 7)]
+    assert "plate.0007.exr" in report.failures[0][2]
+    assert "FAILED Write1 frame 7" in report.summary()
+    assert _all_complete(tmp_path / "storage" / "out") == [1, 2, 3, 4, 5, 6, 8, 9, 10]
+
+    with pytest.raises(engine.DoublureError, match="frame 7"):
+        farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, halt_on_error=True)
+
+
+def test_path_map_rules():
+    pairs = parse_path_map(["/mnt/a=/net/b", "/mnt/a/deep=/fast/deep/"])
+    assert pairs == (("/mnt/a", "/net/b"), ("/mnt/a/deep", "/fast/deep"))
+    assert map_path("/mnt/a/shot/plate.exr", pairs) == "/net/b/shot/plate.exr"
+    assert map_path("/mnt/a/deep/x.exr", pairs) == "/fast/deep/x.exr"  # the longest prefix wins
+    assert map_path("/mnt/ab/x.exr", pairs) == "/mnt/ab/x.exr"  # whole components only
+    assert map_path("relative/x.exr", pairs) == "relative/x.exr"
+    with pytest.raises(engine.DoublureError, match="FROM=TO"):
+        parse_path_map(["/mnt/a"])
+
+    graph = engine.Graph()
+    read = graph.create("Read", file="/mnt/a/plate.####.exr")
+    graph.create("Write", file="out/f.####.exr").set_input(0, read)
+    graph.create("Write", file="../../../mnt/a/deep/f.####.exr").set_input(0, read)  # as a project stores it
+    changes = apply_path_map(graph, pairs, project_dir="/home/me/shots")
+    assert changes == [("Read1", "file", "/mnt/a/plate.####.exr", "/net/b/plate.####.exr"),
+                       ("Write2", "file", "../../../mnt/a/deep/f.####.exr", "/fast/deep/f.####.exr")]
+    assert graph.node("Write1")["file"] == "out/f.####.exr"  # not under a mapped folder: unchanged
+
+
+def test_movie_write_is_one_task_sequences_are_chunked():
+    graph = engine.Graph(first=1, last=25)
+    read = graph.create("Read", file="plate.mp4")
+    graph.create("Write", file="out/f.####.exr").set_input(0, read)
+    graph.create("Write", file="out/review.mov").set_input(0, read)
+    plan = plan_chunks(graph, None, None, 10)
+    assert plan == [(("Write1",), tuple(range(1, 11))), (("Write1",), tuple(range(11, 21))),
+                    (("Write1",), tuple(range(21, 26))), (("Write2",), tuple(range(1, 26)))]
+    with pytest.raises(engine.DoublureError, match="chunk"):
+        plan_chunks(graph, None, None, 0)
+
+
+def test_scheduler_and_workers_are_exclusive(tmp_path):
+    with pytest.raises(engine.DoublureError, match="not both"):
+        farm_render(str(tmp_path / "x.dbl"), scheduler="tcp://127.0.0.1:1", workers=2)
