@@ -24,6 +24,9 @@ SELECTIONS = ("largest", "by_id", "all")
 def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     """Head pose from the 3D mesh by a rigid fit of the canonical template.
 
+    The head's rotation is decomposed as R = R_yaw(about image y) . R_pitch(about x) . R_roll(about z): yaw
+    and pitch give where the face points, roll the tilt about that direction.
+
     Args:
         landmarks: (478, 3) x, y plate pixels (y down), z in the same scale (away from the camera).
 
@@ -34,11 +37,14 @@ def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     idx = list(STABLE_LANDMARKS)
     rot = _rotation_3d(TEMPLATE_3D[idx], np.asarray(landmarks, dtype=np.float64)[idx])
     fwd = rot @ np.array([0.0, 0.0, -1.0])          # the face looks along -z in the head frame
-    right = rot @ np.array([1.0, 0.0, 0.0])         # subject's right eye -> left eye
-    yaw = math.degrees(math.atan2(fwd[0], -fwd[2]))
-    pitch = math.degrees(math.atan2(-fwd[1], math.hypot(fwd[0], fwd[2])))
-    roll = math.degrees(math.atan2(right[1], right[0]))
-    return (yaw, pitch, roll)
+    yaw = math.atan2(fwd[0], -fwd[2])
+    pitch = math.atan2(-fwd[1], math.hypot(fwd[0], fwd[2]))
+    cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+    r_yaw = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
+    r_pitch = np.array([[1, 0, 0], [0, cp, sp], [0, -sp, cp]])
+    r_roll = (r_yaw @ r_pitch).T @ rot
+    roll = math.atan2(r_roll[1, 0], r_roll[0, 0])
+    return (math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
 
 
 def _rotation_3d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
