@@ -150,7 +150,7 @@ def extract_faceset(clips: Sequence[str], out_dir: str, size: int = 256, every: 
                 detections.append(raw)
                 if not raw:
                     skipped["no_face"] += 1
-                for cand in _crops_of_frame(idx, rgb, raw, size, face_type):
+                for cand in _crops_of_frame(idx, rgb, raw, size, face_type, opts, skipped):
                     cand.pending = os.path.join(pending, f"{len(candidates):06d}.png")
                     write_image(cand.pending, cand.crop, file_type="png", datatype="16 bit")
                     cand.crop = None
@@ -207,12 +207,22 @@ def _count_frames(clips: Sequence[str], every: int) -> int:
     return total
 
 
-def _crops_of_frame(idx: int, rgb: np.ndarray, raw, size: int, face_type: str) -> list[_Candidate]:
-    if not raw:
-        return []
+def _crops_of_frame(idx: int, rgb: np.ndarray, raw, size: int, face_type: str, opts: ExtractOptions,
+                    skipped: dict) -> list[_Candidate]:
     import cv2
 
-    faces = [make_face(-1, r.landmarks, r.confidence, face_type) for r in raw]
+    faces = []
+    for r in raw:
+        f = make_face(-1, r.landmarks, r.confidence, face_type)
+        footprint = 1.0 / math.sqrt(abs(np.linalg.det(f.to_crop[:, :2])))   # plate px across the crop
+        if footprint < opts.min_face_ratio * size:
+            skipped["too_small"] += 1
+        else:
+            faces.append((f, r))
+    if not faces:
+        return []
+    raw = [r for _, r in faces]
+    faces = [f for f, _ in faces]
     plate = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
     crops = warp_to_crop(plate, np.stack([f.to_crop for f in faces]), size, padding_mode="border")
     out = []
@@ -235,10 +245,6 @@ def _filter(candidates: list[_Candidate], track_of: dict, size: int, opts: Extra
     median_blur = float(np.median([c.blur for c in candidates]))
     last_by_track: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for cand in candidates:
-        footprint = 1.0 / math.sqrt(abs(np.linalg.det(cand.face.to_crop[:, :2])))   # plate px per crop side
-        if footprint < opts.min_face_ratio * size:
-            skipped["too_small"] += 1
-            continue
         if cand.blur < opts.blur_ratio * median_blur:
             skipped["blurry"] += 1
             continue

@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# OpenMP threads that spin while waiting make small torch ops 20-30x slower when the cores are shared (CI,
+# several test runs at once); passive waiting costs nothing when they are not. Must precede importing torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
