@@ -17,15 +17,20 @@ same grain and neighbouring frames different grain.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
 
+from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import knobs as K
 from doublure.engine import ops
+
+from ._finish import bbox_of, blend, frame_seed, luma_weights, mask_input, require_same_size, swap_region
 
 ANALYSIS_SCHEMA = "doublure.grain/1"
 TILE = 32
-RADIAL_BINS = 16
+RADIAL_BINS = TILE // 2
 
 
 def _plane_residual(tiles: torch.Tensor) -> torch.Tensor:
@@ -46,6 +51,24 @@ def _plane_residual(tiles: torch.Tensor) -> torch.Tensor:
     bx = (tiles * gx).sum(dim=(-2, -1), keepdim=True) / norm
     by = (tiles * gy).sum(dim=(-2, -1), keepdim=True) / norm
     return tiles - mean - bx * gx - by * gy
+
+
+def detrend_gain(tile: int, dtype=torch.float64, device=None) -> torch.Tensor:
+    """How much of each frequency's power survives :func:`_plane_residual` (for white noise, exactly).
+
+    For unit white noise w, E|FFT(R w)_k|^2 = n - sum_j |FFT(b_j)_k|^2 with R the projection removing the
+    orthonormal basis b_j (constant, x, y) and n = tile^2. Dividing a measured spectrum by this undoes the
+    loss at the lowest frequencies (the DC term, gain 0, stays lost).
+
+    Returns:
+        (tile, tile) gain in [0, 1], unshifted FFT layout.
+    """
+    coord = torch.arange(tile, dtype=dtype, device=device) - (tile - 1) / 2.0
+    ones = torch.ones(tile, tile, dtype=dtype, device=device)
+    basis = torch.stack([ones, coord.view(1, -1) * ones, coord.view(-1, 1) * ones])
+    basis = basis / basis.flatten(1).norm(dim=1).view(3, 1, 1)
+    n = tile * tile
+    return (1.0 - torch.fft.fft2(basis).abs().pow(2).sum(0) / n).clamp(0, 1)
 
 
 def _tiles(img: torch.Tensor, tile: int) -> torch.Tensor:
@@ -82,100 +105,151 @@ def radial_profile(power: torch.Tensor, bins: int = RADIAL_BINS) -> torch.Tensor
     return (sums / counts).reshape(*power.shape[:-2], bins).to(power.dtype)
 
 
-def flat_tiles(img: torch.Tensor, luma_weights: torch.Tensor, tile: int = TILE, keep: float = 0.3,
-               region: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Find flat, unclipped tiles of an image.
+def _structure(plane: torch.Tensor, tile: int) -> torch.Tensor:
+    """Mean gradient magnitude per tile of a (1, H, W) plane after a blur that removes most grain."""
+    gy, gx = torch.gradient(ops.gaussian_blur(plane, 2.0)[0])
+    return _tiles(torch.sqrt(gx**2 + gy**2)[None], tile).mean(dim=(1, 2, 3))
 
-    Flatness is the mean gradient magnitude of the luminance after a blur that removes most grain, so it
-    measures structure, not noise (ranking by raw variance would prefer the tiles with the least grain and
-    bias the measure low). Tiles touching a channel's extreme value are dropped: clipped blacks and
-    highlights hold no grain.
+
+def candidate_tiles(img: torch.Tensor, luma_weights: torch.Tensor, tile: int = TILE,
+                    region: torch.Tensor | None = None, next_img: torch.Tensor | None = None,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut an image into tiles that may hold measurable grain, with how much image content they hold.
+
+    Two views of the grain per tile, each the grain plus something that only adds variance:
+    - spatial: the tile itself (grain + texture); its "structure" is the mean gradient magnitude of the
+      luminance after a blur that removes most grain, so it measures content, not noise (ranking by raw
+      variance would prefer tiles with the least grain and bias the measure low);
+    - temporal (with ``next_img``, the following frame): (this - next) / sqrt(2), grain being independent
+      between frames (grain + motion); its structure is the same measure on the difference.
+    Each tile keeps the view with less structure, so textured but static areas (a face holding still) and
+    flat but moving areas both give clean grain. Tiles touching a channel's extreme value are dropped:
+    clipped blacks and highlights hold no grain.
 
     Args:
         img: (3, H, W) scene-linear.
         luma_weights: (3,) luminance weights.
         tile: tile size in pixels.
-        keep: fraction of candidate tiles kept (the flattest).
         region: optional (1, H, W) mask; only tiles entirely inside (min > 0.5) are candidates.
+        next_img: optional (3, H, W) following frame.
 
     Returns:
-        (tiles (N, 3, T, T), tile mean luminance (N,)).
+        (grain tiles (N, 3, T, T), mean luminance (N,), structure (N,)).
     """
-    lum = torch.einsum("c,chw->hw", luma_weights.to(img.dtype).to(img.device), img)[None]
-    gy, gx = torch.gradient(ops.gaussian_blur(lum, 2.0)[0])
-    structure = _tiles(torch.sqrt(gx**2 + gy**2)[None], tile).mean(dim=(1, 2, 3))
+    weights = luma_weights.to(img.dtype).to(img.device)
+    lum = torch.einsum("c,chw->hw", weights, img)[None]
+    structure = _structure(lum, tile)
     tiles = _tiles(img, tile)
+    if next_img is not None:
+        diff = (img - next_img.to(img.dtype)) / math.sqrt(2.0)
+        moving = _structure(torch.einsum("c,chw->hw", weights, diff)[None], tile)
+        diff_tiles = _tiles(diff, tile)
+        # a repeated frame (held, pulled down) differs by nothing: no grain to see there
+        use_diff = (moving < structure) & (diff_tiles.flatten(1).std(dim=1) > 1e-7)
+        tiles = torch.where(use_diff.view(-1, 1, 1, 1), diff_tiles, tiles)
+        structure = torch.where(use_diff, moving, structure)
     lo = img.amin(dim=(1, 2)).view(1, 3, 1, 1)
     hi = img.amax(dim=(1, 2)).view(1, 3, 1, 1)
     tol = 1e-6 * (hi - lo).clamp_min(1e-6)
-    clipped = ((tiles <= lo + tol) | (tiles >= hi - tol)).flatten(1).any(dim=1)
-    ok = ~clipped
+    frame_tiles = _tiles(img, tile)
+    ok = ~((frame_tiles <= lo + tol) | (frame_tiles >= hi - tol)).flatten(1).any(dim=1)
     if region is not None:
         ok &= _tiles(region.to(img.dtype).reshape(1, *img.shape[-2:]), tile).amin(dim=(1, 2, 3)) > 0.5
-    idx = torch.nonzero(ok).flatten()
-    if idx.numel() == 0:
-        return img.new_zeros(0, 3, tile, tile), img.new_zeros(0)
-    n_keep = max(1, int(math.ceil(keep * idx.numel())))
-    flattest = idx[torch.argsort(structure[idx])[:n_keep]]
-    return tiles[flattest], _tiles(lum, tile)[flattest].mean(dim=(1, 2, 3))
+    return tiles[ok], _tiles(lum, tile)[ok].mean(dim=(1, 2, 3)), structure[ok]
 
 
-def analyse_grain(frames, luma_weights: torch.Tensor, *, region: torch.Tensor | None = None, tile: int = TILE,
+def tile_size_for(hw: tuple[int, int]) -> int:
+    """Analysis tile size: TILE px, halved for small frames so enough tiles fit between features."""
+    return TILE if min(hw) >= 512 else TILE // 2
+
+
+def analyse_grain(frames, luma_weights: torch.Tensor, *, regions=None, next_frames=None, tile: int | None = None,
                   bands: int = 6, keep: float = 0.3) -> dict:
     """Measure grain from flat tiles of one or more frames.
+
+    Candidate tiles are split into ``bands`` luminance strata of equal count and the flattest ``keep``
+    fraction of each stratum is measured, so bright and dark areas are both represented even when the
+    flattest parts of the frame are all dark (a backdrop) or all bright (a sky).
 
     Args:
         frames: iterable of (3, H, W) scene-linear plates.
         luma_weights: (3,) luminance weights of the working space.
-        region: optional (1, H, W) mask restricting where flat tiles are looked for.
-        tile: tile size in pixels (sets the lowest frequency measured: 1 / tile cycles per pixel).
-        bands: number of luminance bands (equal tile counts each; fewer when tiles are scarce).
-        keep: fraction of each frame's candidate tiles kept as flat.
+        regions: optional list, one per frame, of (1, H, W) masks (or None) restricting where flat tiles
+            are looked for.
+        next_frames: optional list, one per frame, of the following frame (or None): enables the temporal
+            view of :func:`candidate_tiles`.
+        tile: tile size in pixels (sets the lowest frequency measured: 1 / tile cycles per pixel);
+            :func:`tile_size_for` the first frame when None.
+        bands: number of luminance bands (fewer when tiles are scarce).
+        keep: fraction of each band's candidate tiles measured (the flattest).
 
     Returns:
         JSON-able dict: ``schema``, ``tile``, ``tiles`` (count used), ``log2_lum`` (band centres, log2 of
-        luminance), ``std`` ([band][channel]), ``spectrum`` ([channel][RADIAL_BINS] radial power, mean 1
+        luminance), ``std`` ([band][channel]), ``exponent`` ([channel] slope of log2 std over log2
+        luminance, used beyond the measured bands), ``spectrum`` ([channel][tile / 2] radial power, mean 1
         over the 2D frequency grid), ``correlation`` (3x3).
 
     Raises:
         ValueError: no flat unclipped tile was found.
     """
-    picked, lums = [], []
-    for frame in frames:
-        t, l = flat_tiles(frame.float(), luma_weights, tile, keep, region)
-        picked.append(t)
-        lums.append(l)
-    tiles = torch.cat(picked).double()
-    lum = torch.cat(lums).double()
+    frames = list(frames)
+    regions = list(regions) if regions is not None else [None] * len(frames)
+    if tile is None:
+        tile = tile_size_for(tuple(frames[0].shape[-2:]))
+    next_frames = list(next_frames) if next_frames is not None else [None] * len(frames)
+    found = [candidate_tiles(f.float(), luma_weights, tile, r, None if nf is None else nf.float())
+             for f, r, nf in zip(frames, regions, next_frames)]
+    tiles = torch.cat([t for t, _, _ in found]).double()
+    lum = torch.cat([l for _, l, _ in found]).double()
+    structure = torch.cat([s for _, _, s in found]).double()
     if tiles.shape[0] == 0:
         raise ValueError("no flat, unclipped region found to measure grain in")
     n = tile * tile
-    res = _plane_residual(tiles)
+    log_lum = torch.log2(lum.clamp_min(1e-6))
+    n_bands = max(1, min(bands, tiles.shape[0] // 16))
+    strata = torch.tensor_split(torch.argsort(log_lum), n_bands)
+    kept = [chunk[torch.argsort(structure[chunk])[: max(1, int(math.ceil(keep * chunk.numel())))]] for chunk in strata]
+    res = _plane_residual(tiles[torch.cat(kept)])
     # std of a residual with 3 fitted parameters removed, made unbiased
     std = res.pow(2).mean(dim=(-2, -1)).mul(n / (n - 3)).sqrt()  # (N, 3)
-    log_lum = torch.log2(lum.clamp_min(1e-6))
-    n_bands = max(1, min(bands, tiles.shape[0] // 8))
-    order = torch.argsort(log_lum)
-    centres, band_std = [], []
-    for chunk in torch.tensor_split(order, n_bands):
+    centres, band_std, start = [], [], 0
+    for chunk in kept:
+        part = slice(start, start + chunk.numel())
+        start += chunk.numel()
         centres.append(float(log_lum[chunk].median()))
-        band_std.append([float(v) for v in std[chunk].median(dim=0).values])
+        band_std.append([float(v) for v in std[part].median(dim=0).values])
     # spectrum shape: each tile normalised to unit variance so bright and dark bands weigh the same
     unit = res / std.clamp_min(1e-12)[..., None, None]
     power = torch.fft.fft2(unit).abs().pow(2).mean(dim=0) / n  # (3, T, T), mean over the grid ~ 1
-    profile = radial_profile(power)
-    profile = profile / power.mean(dim=(-2, -1), keepdim=False)[:, None]
-    flat = unit.permute(1, 0, 2, 3).reshape(3, -1)
-    corr = torch.corrcoef(flat)
+    gain = detrend_gain(tile, power.dtype, power.device)
+    power = torch.where(gain > 0.05, power / gain.clamp_min(0.05), torch.zeros_like(power))
+    # one ring per FFT bin step: tile / 2 rings up to Nyquist
+    profile = radial_profile(power, bins=tile // 2) / power.mean(dim=(-2, -1))[:, None]
+    corr = torch.corrcoef(unit.permute(1, 0, 2, 3).reshape(3, -1))
     return {
         "schema": ANALYSIS_SCHEMA,
         "tile": tile,
-        "tiles": int(tiles.shape[0]),
+        "tiles": int(res.shape[0]),
         "log2_lum": centres,
         "std": band_std,
+        "exponent": _luminance_exponent(centres, band_std),
         "spectrum": [[float(v) for v in row] for row in profile],
         "correlation": [[float(v) for v in row] for row in corr],
     }
+
+
+# Grain std grows with exposure; where the bands span too little to tell how fast, assume photon shot noise.
+DEFAULT_EXPONENT = 0.5
+
+
+def _luminance_exponent(centres: list[float], band_std: list[list[float]]) -> list[float]:
+    """Per channel least-squares slope of log2(std) against log2(luminance), clamped to [0, 1]."""
+    x = np.asarray(centres)
+    if x.size < 2 or x.max() - x.min() < 1.0:
+        return [DEFAULT_EXPONENT] * 3
+    y = np.log2(np.maximum(np.asarray(band_std), 1e-9))
+    slopes = np.polyfit(x, y, 1)[0]
+    return [float(np.clip(s, 0.0, 1.0)) for s in np.atleast_1d(slopes)]
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
@@ -204,7 +278,11 @@ def grain_amplitude(spectrum: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor
     fy = torch.fft.fftfreq(h, dtype=torch.float64, device=spectrum.device).view(-1, 1)
     fx = torch.fft.fftfreq(w, dtype=torch.float64, device=spectrum.device).view(1, -1)
     r = torch.sqrt(fy**2 + fx**2).clamp(max=0.5).flatten()
-    amp = torch.stack([_interp(r, centres, spectrum[c].double().clamp_min(0)) for c in range(3)]).sqrt()
+    # The first ring holds only the tile's DC, which the analysis cannot see; below the first measured ring
+    # the grain is taken to keep that ring's power rather than fade to nothing.
+    spectrum = spectrum.double().clamp_min(0).clone()
+    spectrum[:, 0] = spectrum[:, 1]
+    amp = torch.stack([_interp(r, centres, spectrum[c]) for c in range(3)]).sqrt()
     amp = amp.reshape(3, h, w)
     return amp / amp.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
 
@@ -232,6 +310,157 @@ def synthesise_grain(lum: torch.Tensor, analysis: dict, seed: int) -> torch.Tens
     shaped = torch.einsum("ij,jhw->ihw", chol, shaped)
     xp = torch.tensor(analysis["log2_lum"], dtype=torch.float32, device=dev)
     stds = torch.tensor(analysis["std"], dtype=torch.float32, device=dev)  # (bands, 3)
+    exponent = analysis.get("exponent", [DEFAULT_EXPONENT] * 3)
     log_lum = torch.log2(lum.float().clamp_min(1e-6)).flatten()
-    scale = torch.stack([_interp(log_lum, xp, stds[:, c]) for c in range(3)]).reshape(3, h, w)
+    # inside the measured bands: interpolate; beyond them: follow the luminance power law from the end band
+    beyond = torch.where(log_lum < xp[0], log_lum - xp[0], torch.where(log_lum > xp[-1], log_lum - xp[-1], 0.0))
+    scale = torch.stack([_interp(log_lum, xp, stds[:, c]) * torch.exp2(exponent[c] * beyond) for c in range(3)])
+    scale = scale.reshape(3, h, w)
     return (shaped * scale).to(lum.dtype)
+
+
+# Light degrain: a Gaussian of this sigma (px) removes the finest noise of the swap before new grain goes on.
+DEGRAIN_SIGMA = 1.0
+
+
+@register_node
+class Grain(Node):
+    """Measure the plate's grain (Analyse) and add matching grain where the swap replaced the plate."""
+
+    type_name = "Grain"
+    version = 1
+    category = "Finish"
+    inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
+    knob_specs = (
+        K.Float("amount", default=1.0, min=0.0, max=4.0, soft_max=2.0, tooltip="Scales the measured grain."),
+        K.Float("degrain", default=0.0, min=0.0, max=1.0,
+                tooltip="Soften the swap's own fine noise before the new grain goes on."),
+        K.Int("seed", default=0, animatable=False, tooltip="Varies the grain pattern; the frame always does."),
+        K.FrameRange("analysis_frames", default="", label="analysis frames",
+                     tooltip="Frames to measure the grain on (Nuke syntax); empty: the project range."),
+        K.Int("analysis_samples", default=5, min=1, max=100, animatable=False, label="analysis samples",
+              tooltip="How many frames, spread over the range, the analysis reads."),
+        K.Enum("region", ("auto", "box"), default="auto",
+               tooltip="auto: flat areas found automatically; box: only inside the box below."),
+        K.Float("box_x0", default=0.0, min=0.0, max=1.0, animatable=False, tooltip="Box left, fraction of width."),
+        K.Float("box_y0", default=0.0, min=0.0, max=1.0, animatable=False, tooltip="Box top, fraction of height."),
+        K.Float("box_x1", default=1.0, min=0.0, max=1.0, animatable=False, tooltip="Box right."),
+        K.Float("box_y1", default=1.0, min=0.0, max=1.0, animatable=False, tooltip="Box bottom."),
+        K.Data("analysis", default=None),
+        K.Float("mix", default=1.0, min=0.0, max=1.0),
+    )
+    actions = (("analyse", "Analyse"),)
+
+    def pass_through(self, ctx: EvalContext) -> int | None:
+        if self.value("mix", ctx.frame) == 0.0:
+            return 0
+        return super().pass_through(ctx)
+
+    def hash(self, ctx: EvalContext, h: Hasher) -> None:
+        super().hash(ctx, h)
+        h.update(ctx.frame)  # the grain pattern is seeded by the frame
+        h.update(ctx.working_space)
+
+    # -- analysis ---------------------------------------------------------------------------------------
+    def analysis_frame_list(self, graph) -> list[int]:
+        """The frames Analyse reads: ``analysis_samples`` spread evenly over ``analysis_frames``."""
+        spec = self.value("analysis_frames", graph.current_frame).strip()
+        try:
+            frames = K.parse_frame_range(spec) if spec else list(range(graph.settings["first"], graph.settings["last"] + 1))
+        except ValueError as exc:
+            raise DoublureError(f"{self.name}: knob analysis_frames: {exc}") from None
+        n = min(self.value("analysis_samples", graph.current_frame), len(frames))
+        return [frames[i] for i in np.linspace(0, len(frames) - 1, n).round().astype(int)]
+
+    def _box_mask(self, hw: tuple[int, int], device) -> torch.Tensor | None:
+        if self.value("region") != "box":
+            return None
+        h, w = hw
+        x0, x1 = sorted((self.value("box_x0"), self.value("box_x1")))
+        y0, y1 = sorted((self.value("box_y0"), self.value("box_y1")))
+        m = torch.zeros(1, h, w, device=device)
+        m[:, int(y0 * h): max(int(y0 * h) + 1, int(round(y1 * h))), int(x0 * w): max(int(x0 * w) + 1, int(round(x1 * w)))] = 1
+        return m
+
+    def action_analyse(self, graph=None, progress: Callable[[int, int, int], None] | None = None,
+                       cancel=None) -> dict:
+        """Measure the plate's grain on a few frames and store it in the ``analysis`` knob (one undo step).
+
+        Reads the reference input (the plate) when connected, else the source outside its faces (where the
+        source still is the plate).
+
+        Args:
+            graph: the node's graph (default: its own).
+            progress: called as ``progress(done, total, frame)`` after each frame.
+            cancel: a ``CancelToken``; cancelling stops the analysis and stores nothing.
+
+        Returns:
+            The analysis dict.
+        """
+        graph = graph or self.graph
+        use_reference = self.input(1) is not None
+        node = self.input(1) if use_reference else self.input(0)
+        if node is None:
+            raise DoublureError(f"{self.name}: input 'source' is not connected")
+        frames = self.analysis_frame_list(graph)
+        last = max(frames)
+        images, regions, following = [], [], []
+        for i, frame in enumerate(frames):
+            ctx = graph.context(frame, 1.0, cancel)
+            ctx.check_cancelled()
+            img = graph.evaluate_node(node, ctx)
+            # the neighbouring frame gives the temporal view of the grain (see candidate_tiles)
+            other = frame + 1 if frame < last or frame == frames[0] else frame - 1
+            following.append(graph.evaluate_node(node, ctx.at(other)).tensor[:3].float())
+            hw = (img.height, img.width)
+            region = self._box_mask(hw, img.tensor.device)
+            if not use_reference and img.faces:
+                outside = 1.0 - swap_region(img.faces, hw, img.tensor.device)
+                region = outside if region is None else region * outside
+            images.append(img.tensor[:3].float())
+            regions.append(region)
+            if progress is not None:
+                progress(i + 1, len(frames), frame)
+        weights = luma_weights(graph.settings["working_space"], images[0].device)
+        try:
+            result = analyse_grain(images, weights, regions=regions, next_frames=following)
+        except ValueError as exc:
+            raise DoublureError(f"{self.name}: {exc} (frames {frames[0]}-{frames[-1]})") from None
+        result["frames"] = frames
+        self["analysis"] = result
+        return result
+
+    # -- apply ------------------------------------------------------------------------------------------
+    def compute(self, ctx: EvalContext, inputs) -> Image:
+        src = inputs.get(0)
+        analysis = self.value("analysis", ctx.frame)
+        if not analysis:
+            raise DoublureError(f"{self.name}: no grain analysis yet; press Analyse (frame {ctx.frame})")
+        if analysis.get("schema") != ANALYSIS_SCHEMA:
+            raise DoublureError(f"{self.name}: grain analysis has schema {analysis.get('schema')!r}, "
+                                f"expected {ANALYSIS_SCHEMA}; analyse again")
+        ref = inputs.get(1)
+        if ref is not None:
+            require_same_size(self.name, src, ref, "reference")
+        if not src.faces:
+            return src
+        hw = (src.height, src.width)
+        dev = src.tensor.device
+        region = swap_region(src.faces, hw, dev)
+        box = bbox_of(region, 0, hw)
+        if box is None:
+            return src
+        y0, y1, x0, x1 = box
+        swap = src.tensor[:3, y0:y1, x0:x1].float()
+        degrain = self.value("degrain", ctx.frame)
+        if degrain > 0:
+            swap = swap + (ops.gaussian_blur(swap, DEGRAIN_SIGMA) - swap) * degrain
+        lum = torch.einsum("c,chw->hw", luma_weights(ctx.working_space, dev), swap)[None]
+        grain = synthesise_grain(lum, analysis, frame_seed(ctx.frame, self.value("seed", ctx.frame)))
+        result = src.tensor[:3].float().clone()
+        result[:, y0:y1, x0:x1] = swap + grain * self.value("amount", ctx.frame)
+        weight = region * self.value("mix", ctx.frame)
+        limit = mask_input(inputs.get(2), self.name, hw, dev)
+        if limit is not None:
+            weight = weight * limit
+        return src.replace(tensor=blend(src.tensor, result, weight))

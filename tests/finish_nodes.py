@@ -45,6 +45,34 @@ class TestFinishShade(Node):
         return img.replace(tensor=img.tensor[:3] * light.view(1, 1, w))
 
 
-for _cls in (TestFinishRecolour, TestFinishShade):
+class TestFinishGrain(Node):
+    """Add known grain: Gaussian-blurred white noise (``size`` px), per-channel ``std`` at luminance 0.18,
+    growing with the square root of luminance, channels partly shared; seeded by the frame."""
+
+    type_name = "TestFinishGrain"
+    inputs = (Port("input"),)
+    knob_specs = (K.Color("std", (0.012, 0.010, 0.016)), K.Float("size", 0.8), K.Float("shared", 0.5))
+
+    def hash(self, ctx, h):
+        super().hash(ctx, h)
+        h.update(ctx.frame)
+
+    def known_grain(self, img, frame):
+        g = torch.Generator().manual_seed(1000 + frame)
+        c, h, w = img.tensor[:3].shape
+        shared = self.value("shared")
+        white = shared**0.5 * torch.randn(1, h, w, generator=g) + (1 - shared) ** 0.5 * torch.randn(3, h, w, generator=g)
+        blurred = ops.gaussian_blur(white, self.value("size"))
+        blurred = blurred / blurred.std(dim=(1, 2), keepdim=True)
+        lum = img.tensor[:3].mean(0, keepdim=True).clamp_min(0)
+        std = torch.tensor(self.value("std")).view(3, 1, 1)
+        return blurred.to(img.tensor.device) * std.to(img.tensor.device) * (lum / 0.18).sqrt()
+
+    def compute(self, ctx, inputs):
+        img = inputs.get(0)
+        return img.replace(tensor=img.tensor[:3] + self.known_grain(img, ctx.frame))
+
+
+for _cls in (TestFinishRecolour, TestFinishShade, TestFinishGrain):
     if _cls.type_name not in node_types():
         register_node(_cls)

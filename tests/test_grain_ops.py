@@ -26,7 +26,7 @@ def test_analysis_recovers_white_noise_std_per_channel():
     for k in range(3):
         g = torch.Generator().manual_seed(10 + k)
         frames.append(_scene() + sigma * torch.randn(3, 256, 384, generator=g, dtype=torch.float64))
-    a = grain.analyse_grain(frames, LUMA)
+    a = grain.analyse_grain(frames, LUMA, tile=32)
     measured = np.asarray(a["std"]).mean(axis=0)
     np.testing.assert_allclose(measured, sigma.flatten().numpy(), rtol=0.05)
     np.testing.assert_allclose(np.asarray(a["correlation"]), np.eye(3), atol=0.05)
@@ -42,7 +42,7 @@ def test_analysis_follows_luminance_dependent_grain():
     g = torch.Generator().manual_seed(3)
     frames = [scene + k * lum.clamp_min(0).sqrt() * torch.randn(3, 256, 384, generator=g, dtype=torch.float64)
               for _ in range(3)]
-    a = grain.analyse_grain(frames, LUMA, bands=4)
+    a = grain.analyse_grain(frames, LUMA, bands=4, tile=32)
     assert len(a["log2_lum"]) == 4 and a["log2_lum"] == sorted(a["log2_lum"])
     for centre, std in zip(a["log2_lum"], a["std"]):
         expect = k.flatten().numpy() * np.sqrt(2.0**centre)
@@ -59,14 +59,14 @@ def test_analysis_measures_grain_size_and_synthesis_reproduces_it():
     white = torch.randn(3, 256, 384, generator=g, dtype=torch.float64)
     coarse = ops.gaussian_blur(white, 1.0)
     coarse = coarse / coarse.std() * 0.02
-    a = grain.analyse_grain([_scene(seed=2) + coarse], LUMA)
+    a = grain.analyse_grain([_scene(seed=2) + coarse], LUMA, tile=32)
     expect = _gaussian_radial_power(1.0)
     for row in np.asarray(a["spectrum"]):
         assert np.corrcoef(row[2:], expect[2:])[0, 1] > 0.97  # past the detrended lowest ring
     # synthesise on a flat grey plate and measure it again
     flat_lum = torch.full((1, 256, 384), 0.3, dtype=torch.float64)
     synth = grain.synthesise_grain(flat_lum, a, seed=7)
-    b = grain.analyse_grain([flat_lum.expand(3, -1, -1) + synth], LUMA)
+    b = grain.analyse_grain([flat_lum.expand(3, -1, -1) + synth], LUMA, tile=32)
     np.testing.assert_allclose(np.asarray(b["std"]).mean(0), np.asarray(a["std"]).mean(0), rtol=0.06)
     for row_a, row_b in zip(a["spectrum"], b["spectrum"]):
         assert np.corrcoef(row_a[2:], row_b[2:])[0, 1] > 0.97
@@ -77,7 +77,7 @@ def test_synthesis_keeps_channel_correlation_and_is_seeded():
     shared = torch.randn(1, 256, 384, generator=g, dtype=torch.float64)
     own = torch.randn(3, 256, 384, generator=g, dtype=torch.float64)
     noise = (0.8 * shared + 0.6 * own) * 0.02  # channel correlation 0.64
-    a = grain.analyse_grain([_scene(seed=3) + noise], LUMA)
+    a = grain.analyse_grain([_scene(seed=3) + noise], LUMA, tile=32)
     corr = np.asarray(a["correlation"])
     assert abs(corr[0, 1] - 0.64) < 0.05 and abs(corr[1, 2] - 0.64) < 0.05
     lum = torch.full((1, 128, 128), 0.3)

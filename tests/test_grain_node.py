@@ -1,0 +1,92 @@
+"""Grain on a real MEAD plate carrying known synthetic grain: analyse, then regrain the clean face."""
+import numpy as np
+import pytest
+import torch
+
+import doublure.nodes  # noqa: F401
+from doublure import engine
+from doublure.engine import DoublureError
+from doublure.faces.masks import render_mask
+from doublure.nodes import grain as grain_mod
+
+import finish_nodes  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def shot(media_dir):
+    g = engine.Graph()
+    g.set_setting("first", 1)
+    g.set_setting("last", 40)
+    read = g.create("Read", file=str(media_dir / "mead" / "W009_front_neutral_level1_001.mp4"), first=1, last=40)
+    clean = g.create("FaceDetect")  # the clean face stands in for the swap
+    clean.set_input(0, read)
+    plate = g.create("TestFinishGrain")
+    plate.set_input(0, clean)
+    node = g.create("Grain", analysis_samples=4)
+    node.set_input(0, clean)
+    node.set_input(1, plate)
+    node.action_analyse()
+    return g, clean, plate, node
+
+
+def _tiles_power(noise, skin, tile=16):
+    """Radial power profile of (3, H, W) noise over tiles fully inside the skin mask."""
+    c, h, w = noise.shape
+    spectra = []
+    for y in range(0, h - tile + 1, tile // 2):
+        for x in range(0, w - tile + 1, tile // 2):
+            if skin[y : y + tile, x : x + tile].all():
+                t = noise[:, y : y + tile, x : x + tile].double()
+                t = t - t.mean(dim=(1, 2), keepdim=True)
+                spectra.append(torch.fft.fft2(t).abs().pow(2))
+    assert len(spectra) >= 8
+    return grain_mod.radial_profile(torch.stack(spectra).mean(0), bins=tile // 2)
+
+
+def test_analysis_is_stored_undoably_with_its_frames(shot):
+    g, clean, plate, node = shot
+    a = node["analysis"]
+    assert a["schema"] == grain_mod.ANALYSIS_SCHEMA and a["frames"] == [1, 14, 27, 40]
+    assert len(a["std"]) >= 2 and len(a["spectrum"]) == 3
+    g.undo()
+    assert node["analysis"] is None
+    g.redo()
+    assert node["analysis"] == a
+
+
+def test_regrained_face_matches_the_plate_grain(shot):
+    g, clean, plate, node = shot
+    frame = 20
+    c = g.evaluate(clean, frame)
+    p = g.evaluate(plate, frame)
+    out = g.evaluate(node, frame)
+    skin = render_mask(c.faces, "skin", (c.height, c.width), grow=-8)[0] > 0.999
+    known = (p.tensor - c.tensor)[:3]
+    added = (out.tensor - c.tensor)[:3]
+    std_plate = known[:, skin].std(dim=1)
+    std_out = added[:, skin].std(dim=1)
+    np.testing.assert_allclose(std_out.numpy(), std_plate.numpy(), rtol=0.10)
+    prof_plate = _tiles_power(known, skin)
+    prof_out = _tiles_power(added, skin)
+    for a, b in zip(prof_plate, prof_out):
+        assert np.corrcoef(a[1:].numpy(), b[1:].numpy())[0, 1] >= 0.9
+    # only where the swap replaced the plate: far from the face nothing is added
+    assert torch.equal(out.tensor[:, :, :20], c.tensor[:, :, :20])
+
+
+def test_grain_is_seeded_by_frame(shot):
+    g, clean, plate, node = shot
+    a1, a2 = g.evaluate(node, 20).tensor, g.evaluate(node, 21).tensor
+    c1, c2 = g.evaluate(clean, 20).tensor, g.evaluate(clean, 21).tensor
+    assert g.hash_of(node, g.context(20)) != g.hash_of(node, g.context(21))
+    n1, n2 = (a1 - c1).flatten(), (a2 - c2).flatten()
+    keep = (n1 != 0) & (n2 != 0)
+    assert abs(np.corrcoef(n1[keep].numpy(), n2[keep].numpy())[0, 1]) < 0.1
+
+
+def test_no_analysis_is_a_clear_error(shot):
+    g, clean, plate, _ = shot
+    fresh = g.create("Grain")
+    fresh.set_input(0, clean)
+    with pytest.raises(DoublureError, match="Analyse"):
+        g.evaluate(fresh, 5)
