@@ -29,9 +29,13 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
         (2, 3) affine mapping [u, v, 1] -> [x, y].
     """
     m = np.asarray(m, dtype=np.float64)
-    a = m[:, :2]
-    inv_a = np.linalg.inv(a)
-    return np.concatenate([inv_a, -inv_a @ m[:, 2:3]], axis=1)
+    (a, b, tx), (c, d, ty) = m
+    det = a * d - b * c
+    if det == 0.0:
+        raise ValueError("affine matrix is singular")
+    # closed form: a LAPACK call costs more than the whole rest of a face's bookkeeping
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    return np.array([[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)]])
 
 
 def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -252,10 +252,13 @@ def build_tracks(detections: Sequence[Sequence[RawFace]], params: TrackParams) -
             frames = np.arange(seg[0], seg[-1] + 1)
             obs = np.stack([tr.frames[f].landmarks for f in seg]).astype(np.float64)   # (K, 478, 3)
             conf = np.array([tr.frames[f].confidence for f in seg])
-            lm = np.empty((len(frames), obs.shape[1], 3))
-            for p in range(obs.shape[1]):
-                for c in range(3):
-                    lm[:, p, c] = np.interp(frames, seg, obs[:, p, c])
+            if len(seg) == len(frames):
+                lm = obs
+            else:   # linear interpolation across the gaps, every coordinate at once
+                pos = np.interp(frames, seg, np.arange(len(seg)))
+                lo = np.minimum(np.floor(pos).astype(int), len(seg) - 2)     # a gap means len(seg) >= 2
+                w = (pos - lo)[:, None, None]
+                lm = obs[lo] * (1 - w) + obs[lo + 1] * w
             # filter in eye-distance units so beta does not depend on resolution
             scale = float(np.median([_face_scale(o) for o in obs]))
             lm = smooth_zero_phase(lm / scale, params.fps, params.min_cutoff, params.beta) * scale
