@@ -83,7 +83,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("writes:")
         frames = resolve_frames(graph, None)
         for node in writes:
-            describe = getattr(node, "describe_output", None)
+            describe = getattr(node, "describe", None)
             what = describe(frames) if describe else node.path("file")
             print(f"  {node.name:<16} {what}")
     return 0

@@ -159,6 +159,13 @@ class Graph:
         self._hash_memo = {}
         self._notify(event)
 
+    def reload(self) -> None:
+        """Forget memoised hashes so files changed on disk are seen again (the viewer's Reload).
+
+        Hashes name files by path, size and mtime, but are memoised between edits for speed.
+        """
+        self._changed(GraphEvent("settings", name="reload"))
+
     # -- edits (all undoable) ---------------------------------------------------------------------------
     def unique_name(self, base: str) -> str:
         base = re.sub(r"\d+$", "", base) or "Node"

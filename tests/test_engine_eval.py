@@ -241,3 +241,30 @@ def test_missing_required_input_is_a_clear_error():
     gain = g.create("TestGain")
     with pytest.raises(engine.DoublureError, match="TestGain1: input 'input' is not connected"):
         g.evaluate(gain, 1)
+
+
+def test_reload_sees_a_changed_file(tmp_path):
+    from doublure.engine.hashing import file_identity
+
+    path = tmp_path / "source.txt"
+    path.write_text("one")
+
+    class FileStamp(engine.Node):
+        type_name = "TestFileStamp"
+        inputs = ()
+
+        def hash(self, ctx, h):
+            super().hash(ctx, h)
+            h.update(file_identity(path))
+
+        def compute(self, ctx, inputs):
+            return engine.Image(torch.full((3, 1, 1), float(len(path.read_text()))))
+
+    if "TestFileStamp" not in engine.node_types():
+        engine.register_node(FileStamp)
+    g = engine.Graph()
+    node = g.create("TestFileStamp")
+    assert g.evaluate(node, 1).tensor[0, 0, 0].item() == 3.0
+    path.write_text("three")
+    g.reload()
+    assert g.evaluate(node, 1).tensor[0, 0, 0].item() == 5.0
