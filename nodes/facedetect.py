@@ -13,7 +13,6 @@ encoding the footage was read from.
 """
 from __future__ import annotations
 
-import functools
 import os
 import threading
 from typing import Callable
@@ -36,25 +35,6 @@ ANALYSIS_KNOBS = ("detection_range", "max_faces", "min_confidence", "min_cutoff"
 
 # ------------------------------------------------------------------------------------ colour to 8 bit
 
-@functools.lru_cache(maxsize=8)
-def _linear_to_rec709_matrix(working_space: str) -> np.ndarray | None:
-    """(3, 3) matrix from the working space to linear Rec.709, or None when the space is not linear."""
-    probe = np.array([[[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.2, 0.5, 0.7]]], dtype=np.float32)
-    out = engine_colour.convert(probe, working_space, "linear")
-    m = out[0, :3].T.astype(np.float64)
-    if not np.allclose(m @ probe[0, 3], out[0, 3], atol=1e-5):
-        return None
-    return m
-
-
-@functools.lru_cache(maxsize=1)
-def _srgb_encode_lut() -> torch.Tensor:
-    """uint8 sRGB code value for linear values k / 65535 (IEC 61966-2-1 piecewise curve)."""
-    x = np.arange(65536, dtype=np.float64) / 65535.0
-    y = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return torch.from_numpy(np.round(y * 255.0).astype(np.uint8))
-
-
 def working_to_srgb8(tensor: torch.Tensor, working_space: str) -> np.ndarray:
     """Scene-linear working-space pixels to display-referred sRGB 8-bit, for the detector.
 
@@ -68,15 +48,16 @@ def working_to_srgb8(tensor: torch.Tensor, working_space: str) -> np.ndarray:
     Returns:
         (H, W, 3) uint8 C-contiguous numpy array.
     """
-    m = _linear_to_rec709_matrix(working_space)
-    if m is None:   # a non-linear working space: let OCIO do the whole conversion
-        rgb = engine_colour.convert(tensor[:3].float().cpu(), working_space, "srgb")
-        return np.ascontiguousarray((rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy())
-    mt = torch.as_tensor(m, dtype=torch.float32, device=tensor.device)
-    lin = torch.einsum("ij,jhw->hwi", mt, tensor[:3].float())
-    idx = (lin.clamp_(0.0, 1.0) * 65535.0 + 0.5).to(torch.int64)
-    lut = _srgb_encode_lut().to(tensor.device)
-    return np.ascontiguousarray(lut[idx].cpu().numpy())
+    import cv2
+
+    if tensor.device.type != "cpu":   # convert and quantise on the device, move a quarter of the bytes
+        rgb = engine_colour.convert(tensor[:3].float(), working_space, "srgb")
+        return np.ascontiguousarray((rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+    # a copy (never convert the cached image's own pixels in place), interleaved for OCIO
+    hwc = np.array(tensor[:3].float().permute(1, 2, 0).numpy(), dtype=np.float32, order="C", copy=True)
+    engine_colour.convert(hwc, working_space, "srgb", inplace=True)
+    np.clip(hwc, 0.0, 1.0, out=hwc)
+    return cv2.convertScaleAbs(hwc, alpha=255.0)   # rounds and saturates to uint8
 
 
 # ---------------------------------------------------------------------------------------- the node
