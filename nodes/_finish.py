@@ -10,10 +10,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from doublure.engine import DoublureError, Image
+from doublure.engine import DoublureError, Image, ops
 from doublure.engine import colour as engine_colour
 from doublure.faces.face import Face
-from doublure.faces.masks import render_mask
+from doublure.faces.masks import rasterize_shapes, region_shapes
 
 
 XYZ_D65_SPACE = "CIE XYZ-D65 - Scene-referred"
@@ -48,30 +48,57 @@ def face_width(face: Face) -> float:
     return max(1.0, float(face.width))
 
 
-def swap_region(faces: Sequence[Face], hw: tuple[int, int], device) -> torch.Tensor:
-    """Where the swap replaced the plate: each face's hull grown by REGION_GROW and feathered by
-    REGION_FEATHER face widths (the union over faces).
+Window = tuple  # (y0, y1, x0, x1) in plate pixels
+
+
+def face_window(face: Face, hw: tuple[int, int], margin: float) -> Window:
+    """The plate rectangle (y0, y1, x0, x1) holding a face's landmarks plus ``margin`` px, clipped."""
+    x0, y0, x1, y1 = face.box
+    m = int(np.ceil(margin))
+    return (max(int(np.floor(y0)) - m, 0), min(int(np.ceil(y1)) + m + 1, hw[0]),
+            max(int(np.floor(x0)) - m, 0), min(int(np.ceil(x1)) + m + 1, hw[1]))
+
+
+def region_mask(face: Face, region: str, window: Window, device, grow: float = 0.0,
+                feather: float = 0.0) -> torch.Tensor:
+    """A faces/masks region of one face rendered inside a window only (a 1080p frame need not be filled
+    for a 200 px face).
+
+    Args:
+        face: the face (plate pixels).
+        region: one of ``doublure.faces.masks.REGIONS``.
+        window: (y0, y1, x0, x1).
+        grow: dilate (> 0) / erode (< 0) in px.
+        feather: Gaussian sigma in px.
 
     Returns:
-        (1, H, W) float32 in [0, 1] on ``device``.
+        (1, y1 - y0, x1 - x0) float32 in [0, 1].
     """
-    out = torch.zeros(1, *hw, device=device)
-    for face in faces:
-        w = face_width(face)
-        m = render_mask([face], "face_hull", hw, grow=REGION_GROW * w, feather=REGION_FEATHER * w, device=device)
-        out = torch.maximum(out, m)
-    return out
+    y0, y1, x0, x1 = window
+    lm = np.asarray(face.landmarks, dtype=np.float64).copy()
+    lm[:, 0] -= x0
+    lm[:, 1] -= y0
+    iris = np.asarray(face.iris, dtype=np.float64).copy()
+    iris[:, 0] -= x0
+    iris[:, 1] -= y0
+    add, cut = region_shapes(lm, iris, region)
+    m = torch.from_numpy(rasterize_shapes(add, cut, (y1 - y0, x1 - x0), grow))[None].to(device)
+    if feather > 0:
+        m = ops.gaussian_blur(m, float(feather)).clamp_(0.0, 1.0)
+    return m
 
 
-def bbox_of(mask: torch.Tensor, margin: float, hw: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """(y0, y1, x0, x1) of a (1, H, W) mask's non-zero pixels grown by ``margin`` px, clipped; None if empty."""
-    nz = torch.nonzero(mask[0] > 0)
-    if nz.numel() == 0:
-        return None
-    m = int(np.ceil(margin))
-    y0, x0 = (nz.min(0).values - m).clamp_min(0).tolist()
-    y1, x1 = (nz.max(0).values + m + 1).tolist()
-    return y0, min(y1, hw[0]), x0, min(x1, hw[1])
+def swap_window(face: Face, hw: tuple[int, int], extra: float = 0.0) -> Window:
+    """The window a finishing node works in for a face: the swap region plus ``extra`` px of context."""
+    w = face_width(face)
+    return face_window(face, hw, (REGION_GROW + 3 * REGION_FEATHER) * w + extra + 2)
+
+
+def swap_region(face: Face, window: Window, device) -> torch.Tensor:
+    """Where the swap replaced the plate, inside a window: the face hull grown by REGION_GROW and feathered
+    by REGION_FEATHER face widths. Returns (1, h, w) float32 in [0, 1]."""
+    w = face_width(face)
+    return region_mask(face, "face_hull", window, device, grow=REGION_GROW * w, feather=REGION_FEATHER * w)
 
 
 def mask_input(img: Image | None, node_name: str, hw: tuple[int, int], device) -> torch.Tensor | None:
@@ -85,21 +112,18 @@ def mask_input(img: Image | None, node_name: str, hw: tuple[int, int], device) -
     return m.to(device=device, dtype=torch.float32).clamp(0, 1)
 
 
-def blend(src: torch.Tensor, result: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """``src + (result - src) * weight`` computed in float32, returned in ``src``'s dtype.
+def blend_window(out: torch.Tensor, result: torch.Tensor, weight: torch.Tensor, window: Window) -> None:
+    """In place: ``out[:3]`` inside ``window`` moves toward ``result`` by ``weight`` (computed in float32).
 
     Args:
-        src: (C, H, W) the untouched input.
-        result: (3, H, W) the node's result for the colour planes.
-        weight: (1, H, W) region x mask x mix.
-
-    Returns:
-        (C, H, W); planes beyond the first three (alpha) pass through.
+        out: (C, H, W) the frame being built (a copy of the source); planes beyond 3 (alpha) are untouched.
+        result: (3, h, w) the node's result inside the window.
+        weight: (1, h, w) region x mask x mix.
+        window: (y0, y1, x0, x1).
     """
-    out = src.clone()
-    s = src[:3].float()
-    out[:3] = (s + (result.float() - s) * weight).to(src.dtype)
-    return out
+    y0, y1, x0, x1 = window
+    s = out[:3, y0:y1, x0:x1].float()
+    out[:3, y0:y1, x0:x1] = (s + (result.float() - s) * weight).to(out.dtype)
 
 
 def require_same_size(node_name: str, source: Image, other: Image, port: str) -> None:

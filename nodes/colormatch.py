@@ -30,10 +30,8 @@ import torch
 from doublure.engine import EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
-from doublure.faces.masks import render_mask
-
-from ._finish import (bbox_of, blend, face_width, mask_input, require_same_size, swap_region,
-                      working_to_xyz_matrix)
+from ._finish import (blend_window, face_width, face_window, mask_input, region_mask, require_same_size,
+                      swap_region, swap_window, working_to_xyz_matrix)
 
 SPACES = ("lab", "oklab", "rgb")
 METHODS = ("meanstd", "mkl", "sot", "histogram")
@@ -418,12 +416,12 @@ def skin_samples(image: torch.Tensor, face, space: str, rgb_to_xyz: np.ndarray,
     Returns:
         (3, N) float32 samples (N may be 0 for a face with no visible skin).
     """
-    hw = tuple(image.shape[-2:])
-    mask = render_mask([face], "skin", hw, grow=-SKIN_ERODE * face_width(face), device=image.device)[0]
+    y0, y1, x0, x1 = window = face_window(face, tuple(image.shape[-2:]), 2)
+    mask = region_mask(face, "skin", window, image.device, grow=-SKIN_ERODE * face_width(face))[0]
     idx = torch.nonzero(mask.flatten() > 0.99).flatten()
     if idx.numel() > count:
         idx = idx[torch.linspace(0, idx.numel() - 1, count, device=idx.device).long()]
-    pixels = image[:3].float().reshape(3, -1)[:, idx]
+    pixels = image[:3, y0:y1, x0:x1].float().reshape(3, -1)[:, idx]
     return to_match_space(pixels, space, rgb_to_xyz)
 
 
@@ -494,7 +492,9 @@ class ColorMatch(Node):
         method, space = self.value("method", ctx.frame), self.value("space", ctx.frame)
         rgb_to_xyz = working_to_xyz_matrix(ctx.working_space)
         source = src.tensor[:3].float()
-        result = source.clone()
+        out = src.tensor.clone()
+        mix = float(self.value("mix", ctx.frame))
+        limit = mask_input(inputs.get(2), self.name, hw, source.device)
         for face in src.faces:
             ctx.check_cancelled()
             src_samples = skin_samples(source, face, space, rgb_to_xyz)
@@ -506,18 +506,12 @@ class ColorMatch(Node):
             ref_samples = torch.cat([s.to(source.device) for s in pooled], dim=1)
             # evenly thinned: the transforms' cost grows with the sample count, their accuracy barely does
             ref_samples = ref_samples[:, :: max(1, -(-ref_samples.shape[1] // MAX_POOLED_SAMPLES))]
-            face_region = swap_region([face], hw, source.device)
-            box = bbox_of(face_region, 1, hw)
-            if box is None:
-                continue
-            y0, y1, x0, x1 = box
+            window = swap_window(face, hw)
+            y0, y1, x0, x1 = window
             values = to_match_space(source[:, y0:y1, x0:x1], space, rgb_to_xyz)
             matched = from_match_space(transfer(method, values, src_samples, ref_samples), space, rgb_to_xyz)
-            w = face_region[:, y0:y1, x0:x1]
-            result[:, y0:y1, x0:x1] = result[:, y0:y1, x0:x1] * (1 - w) + matched * w
-        # ``result`` is already blended into the source through each face's region; mask and mix go on top
-        weight = torch.full((1, *hw), float(self.value("mix", ctx.frame)), device=source.device)
-        limit = mask_input(inputs.get(2), self.name, hw, source.device)
-        if limit is not None:
-            weight = weight * limit
-        return src.replace(tensor=blend(src.tensor, result, weight))
+            weight = swap_region(face, window, source.device) * mix
+            if limit is not None:
+                weight = weight * limit[:, y0:y1, x0:x1]
+            blend_window(out, matched, weight, window)
+        return src.replace(tensor=out)

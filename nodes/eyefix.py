@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import knobs as K
 from doublure.engine import ops
-from doublure.faces.masks import LEFT_EYE, RIGHT_EYE, rasterize_shapes, render_mask
+from doublure.faces.masks import LEFT_EYE, RIGHT_EYE, rasterize_shapes
 from doublure.faces.paint import render_strokes
 
-from ._finish import blend, luma_weights, mask_input, require_same_size
+from ._finish import blend_window, luma_weights, mask_input, region_mask, require_same_size
 
 # Row 0 of Face.iris is the subject's left eye, whose eyelid contour is mediapipe's LEFT_EYE.
 EYE_CONTOURS = (LEFT_EYE, RIGHT_EYE)
@@ -128,9 +128,11 @@ def catchlight_layer(eye: torch.Tensor, lum: torch.Tensor, iris_mask: torch.Tens
     return above * (contrast * brighter * iris_mask)[None]
 
 
-def _eye_opening(face, eye: int, hw: tuple[int, int], grow: float = 0.0) -> torch.Tensor:
-    poly = np.asarray(face.landmarks, dtype=np.float64)[list(EYE_CONTOURS[eye]), :2]
-    return torch.from_numpy(rasterize_shapes([poly], [], hw, grow))
+def _eye_opening(face, eye: int, window, grow: float = 0.0) -> torch.Tensor:
+    """(h, w) coverage of one eye's opening (between the eyelids) inside a window (y0, y1, x0, x1)."""
+    y0, y1, x0, x1 = window
+    poly = np.asarray(face.landmarks, dtype=np.float64)[list(EYE_CONTOURS[eye]), :2] - [x0, y0]
+    return torch.from_numpy(rasterize_shapes([poly], [], (y1 - y0, x1 - x0), grow))
 
 
 def _window(face, eye: int, hw: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
@@ -182,8 +184,12 @@ class EyeFix(Node):
         for face in faces:
             r = float(np.mean(face.iris[:, 2])) or 1.0
             grow, feather = self.value("eye_grow", frame) * r, self.value("eye_feather", frame) * r
-            for region in ("eyes", "irises"):
-                base = torch.maximum(base, render_mask([face], region, hw, grow=grow, feather=feather, device=device))
+            for eye in range(2):
+                window = _window(face, eye, hw, max(grow, 0.0) + 3 * feather + 2 * r + 2)
+                y0, y1, x0, x1 = window
+                for region in ("eyes", "irises"):
+                    m = region_mask(face, region, window, device, grow=grow, feather=feather)
+                    base[:, y0:y1, x0:x1] = torch.maximum(base[:, y0:y1, x0:x1], m)
         return render_strokes(self.value("strokes", frame), faces, frame, hw, base=base, device=device)
 
     def compute(self, ctx: EvalContext, inputs) -> Image:
@@ -202,28 +208,44 @@ class EyeFix(Node):
         weights = luma_weights(ctx.working_space, dev)
         result = src.tensor[:3].float().clone()
         plate = plate_img.tensor[:3].float().to(dev) if plate_img is not None else None
+        changed = []  # windows (y0, y1, x0, x1) where result differs from the source
         for face in src.faces:
             for eye in range(2):
                 ctx.check_cancelled()
-                self._fix_eye(ctx, face, eye, result, plate, weights, hw)
+                changed += self._fix_eye(ctx, face, eye, result, plate, weights, hw)
         if v("plate_eyes"):
             m = self.eye_mask(src.faces, ctx.frame, hw, dev)
-            result = result * (1 - m) + plate * m
-        weight = torch.full((1, *hw), float(v("mix")), device=dev)
+            nz = torch.nonzero(m[0] > 0)
+            if nz.numel():
+                (y0, x0), (y1, x1) = nz.min(0).values.tolist(), (nz.max(0).values + 1).tolist()
+                r, p, w = result[:, y0:y1, x0:x1], plate[:, y0:y1, x0:x1], m[:, y0:y1, x0:x1]
+                result[:, y0:y1, x0:x1] = r * (1 - w) + p * w
+                changed.append((y0, y1, x0, x1))
+        if not changed:
+            return src
+        # one blend over the rectangle holding every change
+        window = (min(c[0] for c in changed), max(c[1] for c in changed),
+                  min(c[2] for c in changed), max(c[3] for c in changed))
+        y0, y1, x0, x1 = window
+        weight = torch.full((1, y1 - y0, x1 - x0), float(v("mix")), device=dev)
         limit = mask_input(inputs.get(2), self.name, hw, dev)
         if limit is not None:
-            weight = weight * limit
-        return src.replace(tensor=blend(src.tensor, result, weight))
+            weight = weight * limit[:, y0:y1, x0:x1]
+        out = src.tensor.clone()
+        blend_window(out, result[:, y0:y1, x0:x1], weight, window)
+        return src.replace(tensor=out)
 
     def _fix_eye(self, ctx, face, eye: int, result: torch.Tensor, plate: torch.Tensor | None,
-                 weights: torch.Tensor, hw: tuple[int, int]) -> None:
-        """Iris align, sharpen and catchlight one eye of ``result`` in place."""
+                 weights: torch.Tensor, hw: tuple[int, int]) -> list:
+        """Iris align, sharpen and catchlight one eye of ``result`` in place; returns the changed window
+        as a one-item list (empty when nothing was done)."""
         v = lambda n: self.value(n, ctx.frame)  # noqa: E731
         radius = max(float(face.iris[eye, 2]), 1.0)
         y0, y1, x0, x1 = _window(face, eye, hw, 2.0 * radius + 2)
-        if y1 - y0 < 3 or x1 - x0 < 3:
-            return
-        opening = _eye_opening(face, eye, hw)[y0:y1, x0:x1].to(result.device)
+        if y1 - y0 < 3 or x1 - x0 < 3 or not (v("iris_align") or v("sharpen") > 0 or v("catchlight") > 0):
+            return []
+        window = (y0, y1, x0, x1)
+        opening = _eye_opening(face, eye, window).to(result.device)
         swap = result[:, y0:y1, x0:x1]
         lum = lambda t: torch.einsum("c,chw->hw", weights, t)  # noqa: E731
         shift = (0.0, 0.0)
@@ -237,13 +259,12 @@ class EyeFix(Node):
             fade = ops.gaussian_blur(opening[None], max(radius / 4.0, 0.7)).clamp(0, 1)
             swap = shift_inside(swap, fade, *shift)
         if v("sharpen") > 0:
-            fade = ops.gaussian_blur(_eye_opening(face, eye, hw, grow=radius / 3)[y0:y1, x0:x1].to(result.device)[None],
+            fade = ops.gaussian_blur(_eye_opening(face, eye, window, grow=radius / 3).to(result.device)[None],
                                      max(radius / 6.0, 0.7))
             swap = swap + (unsharp(swap, max(radius / 8.0, 0.7), v("sharpen")) - swap) * fade
         if v("catchlight") > 0 and plate is not None and swap_centre and plate_centre:
             plate_eye = plate[:, y0:y1, x0:x1]
-            cx, cy = plate_centre[0] + x0, plate_centre[1] + y0
-            iris = rasterize_shapes(*_circle(cx, cy, radius * 1.2), hw)[y0:y1, x0:x1]
+            iris = rasterize_shapes(*_circle(plate_centre[0], plate_centre[1], radius * 1.2), (y1 - y0, x1 - x0))
             plate_lum = lum(plate_eye)
             white = float(torch.quantile(plate_lum[opening > 0.5], 0.9))
             layer = catchlight_layer(plate_eye, plate_lum, torch.from_numpy(iris).to(result.device) * opening,
@@ -255,6 +276,7 @@ class EyeFix(Node):
                 layer = shift_inside(layer, torch.ones_like(opening)[None], *move)
             swap = swap + v("catchlight") * layer
         result[:, y0:y1, x0:x1] = swap
+        return [(y0, y1, x0, x1)]
 
 
 def _circle(cx: float, cy: float, r: float):

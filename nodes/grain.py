@@ -26,7 +26,8 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import knobs as K
 from doublure.engine import ops
 
-from ._finish import bbox_of, blend, frame_seed, luma_weights, mask_input, require_same_size, swap_region
+from ._finish import (blend_window, frame_seed, luma_weights, mask_input, require_same_size, swap_region,
+                      swap_window)
 
 ANALYSIS_SCHEMA = "doublure.grain/1"
 TILE = 32
@@ -415,7 +416,10 @@ class Grain(Node):
             hw = (img.height, img.width)
             region = self._box_mask(hw, img.tensor.device)
             if not use_reference and img.faces:
-                outside = 1.0 - swap_region(img.faces, hw, img.tensor.device)
+                outside = torch.ones(1, *hw, device=img.tensor.device)
+                for face in img.faces:
+                    y0, y1, x0, x1 = window = swap_window(face, hw)
+                    outside[:, y0:y1, x0:x1] *= 1.0 - swap_region(face, window, img.tensor.device)
                 region = outside if region is None else region * outside
             images.append(img.tensor[:3].float())
             regions.append(region)
@@ -446,21 +450,22 @@ class Grain(Node):
             return src
         hw = (src.height, src.width)
         dev = src.tensor.device
-        region = swap_region(src.faces, hw, dev)
-        box = bbox_of(region, 0, hw)
-        if box is None:
-            return src
-        y0, y1, x0, x1 = box
-        swap = src.tensor[:3, y0:y1, x0:x1].float()
-        degrain = self.value("degrain", ctx.frame)
-        if degrain > 0:
-            swap = swap + (ops.gaussian_blur(swap, DEGRAIN_SIGMA) - swap) * degrain
-        lum = torch.einsum("c,chw->hw", luma_weights(ctx.working_space, dev), swap)[None]
-        grain = synthesise_grain(lum, analysis, frame_seed(ctx.frame, self.value("seed", ctx.frame)))
-        result = src.tensor[:3].float().clone()
-        result[:, y0:y1, x0:x1] = swap + grain * self.value("amount", ctx.frame)
-        weight = region * self.value("mix", ctx.frame)
+        out = src.tensor.clone()
+        mix = float(self.value("mix", ctx.frame))
         limit = mask_input(inputs.get(2), self.name, hw, dev)
-        if limit is not None:
-            weight = weight * limit
-        return src.replace(tensor=blend(src.tensor, result, weight))
+        degrain = self.value("degrain", ctx.frame)
+        weights = luma_weights(ctx.working_space, dev)
+        for index, face in enumerate(src.faces):
+            window = swap_window(face, hw)
+            y0, y1, x0, x1 = window
+            swap = out[:3, y0:y1, x0:x1].float()
+            if degrain > 0:
+                swap = swap + (ops.gaussian_blur(swap, DEGRAIN_SIGMA) - swap) * degrain
+            lum = torch.einsum("c,chw->hw", weights, swap)[None]
+            seed = frame_seed(ctx.frame, self.value("seed", ctx.frame), index)
+            grained = swap + synthesise_grain(lum, analysis, seed) * self.value("amount", ctx.frame)
+            weight = swap_region(face, window, dev) * mix
+            if limit is not None:
+                weight = weight * limit[:, y0:y1, x0:x1]
+            blend_window(out, grained, weight, window)
+        return src.replace(tensor=out)

@@ -21,9 +21,8 @@ import torch
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import knobs as K
 from doublure.engine import ops
-from doublure.faces.masks import render_mask
-
-from ._finish import bbox_of, blend, face_width, luma_weights, mask_input, require_same_size, swap_region
+from ._finish import (blend_window, face_width, luma_weights, mask_input, region_mask, require_same_size,
+                      swap_region, swap_window)
 
 # Ratios beyond these come from near-black pixels, not from light; clamping keeps noise from exploding.
 MAX_GAIN = 16.0
@@ -151,24 +150,21 @@ class ShadowMatch(Node):
         weights = luma_weights(ctx.working_space, dev)
         radius, strength = self.value("radius", ctx.frame), self.value("strength", ctx.frame)
         preserve, sharp = self.value("preserve_colour", ctx.frame), self.value("sharp_shadows", ctx.frame)
-        result = swap.clone()
+        out = src.tensor.clone()
+        mix = float(self.value("mix", ctx.frame))
+        limit = mask_input(inputs.get(2), self.name, hw, dev)
         for face in src.faces:
             ctx.check_cancelled()
             sigma = radius * face_width(face)
-            region = swap_region([face], hw, dev)
-            box = bbox_of(region, 3 * sigma, hw)
-            if box is None:
-                continue
-            y0, y1, x0, x1 = box
+            window = swap_window(face, hw, extra=3 * sigma)
+            y0, y1, x0, x1 = window
             # shading is measured on skin only: the plate's and the swap's eyes, brows and mouth differ in
             # albedo, not in light, and the normalised blur fills them in from the skin around
-            skin = render_mask([face], "skin", hw, device=dev)[:, y0:y1, x0:x1]
-            out = shadow_match(swap[:, y0:y1, x0:x1], plate[:, y0:y1, x0:x1], skin, sigma, strength,
-                               preserve_colour=preserve, luma_weights=weights, sharp_shadows=sharp)
-            w = region[:, y0:y1, x0:x1]
-            result[:, y0:y1, x0:x1] = result[:, y0:y1, x0:x1] * (1 - w) + out * w
-        weight = torch.full((1, *hw), float(self.value("mix", ctx.frame)), device=dev)
-        limit = mask_input(inputs.get(2), self.name, hw, dev)
-        if limit is not None:
-            weight = weight * limit
-        return src.replace(tensor=blend(src.tensor, result, weight))
+            skin = region_mask(face, "skin", window, dev)
+            reshaded = shadow_match(swap[:, y0:y1, x0:x1], plate[:, y0:y1, x0:x1], skin, sigma, strength,
+                                    preserve_colour=preserve, luma_weights=weights, sharp_shadows=sharp)
+            weight = swap_region(face, window, dev) * mix
+            if limit is not None:
+                weight = weight * limit[:, y0:y1, x0:x1]
+            blend_window(out, reshaded, weight, window)
+        return src.replace(tensor=out)
