@@ -721,8 +721,8 @@ class ViewerPanel(QtWidgets.QWidget):
         self.canvas.set_frames(a, b)
 
     def is_current(self) -> bool:
-        """Every frame the mode needs is on screen for the current frame and settings."""
-        return not any(self._wanted[lane] is not None and (self._frames[lane] is None or
+        """Every frame the mode needs is on screen for the current frame, graph and settings."""
+        return not self._refresh_pending and not any(self._wanted[lane] is not None and (self._frames[lane] is None or
                        self._frames[lane].key != self._wanted[lane]) for lane in ("A", "B"))
 
     def _on_frame_ready(self, lane: str, frame: DisplayFrame) -> None:

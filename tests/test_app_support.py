@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from PySide6 import QtCore
+
 from doublure.engine import EvalContext, Graph, Hasher, Image, Node, Port, knobs as K, mask_image, register_node
 from doublure.engine.node import node_types
 from doublure.faces.face import Face
@@ -127,5 +129,16 @@ def test_support_nodes_evaluate():
 
 
 @pytest.fixture
-def app_graph() -> Graph:
-    return Graph(first=1, last=10, fps=24.0)
+def window(qtbot, tmp_path, monkeypatch):
+    """A main window over an empty 5-frame graph, with settings and autosaves in ``tmp_path``."""
+    from doublure.app.main_window import MainWindow
+
+    monkeypatch.setenv("DOUBLURE_AUTOSAVE_DIR", str(tmp_path / "autosave"))
+    settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
+    graph = Graph(first=1, last=5)
+    w = MainWindow(graph, settings=settings, autosave_s=3600)
+    w.show()
+    yield w
+    w.graph.undo_stack.set_clean()  # closing asks about unsaved changes otherwise
+    w.close()
+    w.deleteLater()

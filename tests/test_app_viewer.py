@@ -1,0 +1,173 @@
+"""The viewer driven through its widgets: knob edits reach the image, A/B wipe and flip (without
+recomputing cached frames), stale-frame cancellation while scrubbing real footage, painting into a strokes
+knob, face overlays and the pixel probe on real footage, playback and the cache line."""
+from __future__ import annotations
+
+from PySide6 import QtCore, QtGui, QtTest
+
+import doublure.nodes  # noqa: F401  (registers Read, FaceDetect...)
+
+from test_app_support import constant_chain, window  # noqa: F401
+
+
+def wait_current(qtbot, viewer, timeout=60000):
+    qtbot.waitUntil(viewer.is_current, timeout=timeout)
+    viewer.canvas.repaint()
+
+
+def shown_pixel(viewer, fx: float = 0.5, fy: float = 0.5) -> tuple[int, int, int]:
+    """The colour on screen at a fraction of the shown content's width and height (grabbed from the widget,
+    i.e. what was painted)."""
+    canvas = viewer.canvas
+    rect = canvas.content_rect()
+    p = canvas.to_widget(QtCore.QPointF(rect.left() + rect.width() * fx, rect.top() + rect.height() * fy))
+    image = canvas.grab().toImage()
+    c = image.pixelColor(int(p.x()), int(p.y()))
+    return c.red(), c.green(), c.blue()
+
+
+def test_knob_edit_in_properties_changes_the_viewer_image(qtbot, window):
+    graph, viewer = window.graph, window.viewer
+    const, gain = constant_chain(graph, width=160, height=120)
+    viewer.set_input(1, gain)
+    wait_current(qtbot, viewer)
+    before = shown_pixel(viewer)
+    panel = window.properties.open_node(gain)
+    field = panel.editors["gain"].field
+    field.setValue(3.0)  # what typing a value and Enter does
+    assert gain.value("gain") == 3.0
+    wait_current(qtbot, viewer)
+    after = shown_pixel(viewer)
+    assert after[0] > before[0] + 20
+    computes = graph.cache.stats.computes
+    window.graph_undo()  # back to a cached value: shown again without computing
+    wait_current(qtbot, viewer)
+    assert shown_pixel(viewer) == before
+    assert graph.cache.stats.computes == computes
+    assert panel.editors["gain"].field.value() == 1.0
+
+
+def test_wipe_flip_side_and_difference(qtbot, window):
+    graph, viewer = window.graph, window.viewer
+    const, gain = constant_chain(graph, width=160, height=120)
+    graph.set_knob(gain, "gain", 4.0)
+    viewer.set_input(1, const)
+    viewer.set_input(2, gain)
+    viewer.set_ab(1, 2)
+    viewer.set_mode("wipe")
+    wait_current(qtbot, viewer)
+    viewer.canvas.fit()
+    viewer.canvas.repaint()
+    # Wipe at the middle: A (dark) left of the line, B (bright) right of it.
+    left, right = shown_pixel(viewer, 0.3), shown_pixel(viewer, 0.7)
+    assert right[0] > left[0] + 40
+    # Both frames are cached now: flipping must not compute or convert anything.
+    computes = graph.cache.stats.computes
+    viewer.set_mode("a")
+    viewer.canvas.repaint()
+    a_pixel = shown_pixel(viewer)
+    viewer.canvas.setFocus()
+    qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_X)
+    assert viewer.state.mode == "b" and viewer.is_current() and not viewer.evaluator.busy()
+    viewer.canvas.repaint()
+    b_pixel = shown_pixel(viewer)
+    assert b_pixel[0] > a_pixel[0] + 40
+    qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_X)
+    viewer.canvas.repaint()
+    assert shown_pixel(viewer) == a_pixel
+    assert graph.cache.stats.computes == computes
+    # W toggles the wipe; flipping in wipe swaps the sides.
+    qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_W)
+    assert viewer.state.mode == "wipe"
+    qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_X)
+    viewer.canvas.repaint()
+    assert shown_pixel(viewer, 0.3)[0] > shown_pixel(viewer, 0.7)[0] + 40
+    assert graph.cache.stats.computes == computes
+    # Side by side: both images next to each other; difference: |A - B| is not black.
+    viewer.set_mode("side")
+    viewer.canvas.fit()
+    viewer.canvas.repaint()
+    assert abs(shown_pixel(viewer, 0.25)[0] - shown_pixel(viewer, 0.75)[0]) > 40
+    viewer.set_mode("diff")
+    viewer.canvas.repaint()
+    assert shown_pixel(viewer)[0] > 40
+    assert graph.cache.stats.computes == computes
+
+
+def test_scrubbing_real_footage_cancels_stale_frames(qtbot, window, media_dir):
+    graph, viewer = window.graph, window.viewer
+    graph.set_setting("last", 40)
+    read = graph.create("Read", file=str(media_dir / "plates_1080" / "demo1_video.mp4"), first=1, last=250)
+    viewer.set_input(1, read)
+    wait_current(qtbot, viewer)
+    reads_before = graph.timings[read.name].computes
+    # A fast scrub over 20 frames, the way dragging the timeline emits them.
+    for frame in range(2, 22):
+        viewer.timeline.ruler.scrubbed.emit(frame)
+    assert graph.current_frame == 21
+    wait_current(qtbot, viewer)
+    assert viewer.canvas.frame_a.frame == 21
+    decoded = graph.timings[read.name].computes - reads_before
+    assert decoded <= 4, f"scrubbing queued a backlog: {decoded} frames decoded for 20 scrub positions"
+    image = viewer.canvas.frame_a.image
+    assert (image.width, image.height) == (1080, 1920)
+
+
+def test_paint_stroke_changes_the_mask(qtbot, window):
+    graph, viewer = window.graph, window.viewer
+    const = graph.create("AppTestConstant", width=200, height=160)
+    faces = graph.create("AppTestFaces", inputs=[const])
+    mask = graph.create("AppTestStrokeMask", inputs=[faces])
+    viewer.set_input(1, mask)
+    wait_current(qtbot, viewer)
+    viewer.canvas.resize(400, 320)
+    viewer.canvas.fit()
+    assert shown_pixel(viewer) == (0, 0, 0)
+    window.graph_view.select([mask])
+    viewer.canvas.setFocus()
+    qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_P)
+    assert viewer.canvas.paint_enabled and viewer.paint_target is mask
+    viewer.brush_size.setValue(30)
+    centre = viewer.canvas.rect().center()
+    QtTest.QTest.mousePress(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=centre)
+    for dx in range(0, 40, 4):
+        QtTest.QTest.mouseMove(viewer.canvas, centre + QtCore.QPoint(dx, 0))
+    QtTest.QTest.mouseRelease(viewer.canvas, QtCore.Qt.MouseButton.LeftButton, pos=centre + QtCore.QPoint(40, 0))
+    strokes = mask.value("strokes")
+    assert len(strokes) == 1 and strokes[0]["track_id"] == 0 and len(strokes[0]["points"]) > 3
+    wait_current(qtbot, viewer)
+    assert shown_pixel(viewer) == (255, 255, 255)
+    assert shown_pixel(viewer, 0.1, 0.1) == (0, 0, 0)
+    window.graph_undo()  # one stroke, one undo step
+    assert mask.value("strokes") == []
+    wait_current(qtbot, viewer)
+    assert shown_pixel(viewer) == (0, 0, 0)
+
+
+def test_real_faces_overlay_probe_playback_and_cache_line(qtbot, window, media_dir):
+    graph, viewer = window.graph, window.viewer
+    read = graph.create("Read", file=str(media_dir / "mead" / "W009_front_happy_level3_001.mp4"), first=1, last=100)
+    detect = graph.create("FaceDetect", inputs=[read])
+    viewer.set_input(1, detect)
+    wait_current(qtbot, viewer, 120000)
+    frame = viewer.canvas.frame_a
+    assert len(frame.image.faces) == 1
+    # The overlay draws over the face: the painted canvas differs from the bare image with faces off.
+    with_faces = viewer.canvas.grab().toImage()
+    viewer.faces_check.setChecked(False)
+    without = viewer.canvas.grab().toImage()
+    assert with_faces != without
+    # The probe reads working-space values and display code values under the cursor.
+    QtTest.QTest.mouseMove(viewer.canvas, viewer.canvas.rect().center())
+    assert "R/G/B" in viewer.probe_label.text() and "display" in viewer.probe_label.text()
+    # Play three frames from 1 (frames are computed as they play), then stop; the cache line shows them.
+    viewer.timeline.toggle_in()
+    viewer.set_frame(3)
+    viewer.timeline.toggle_out()
+    viewer.set_frame(1)
+    qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_L)
+    qtbot.waitUntil(lambda: graph.current_frame == 3 and viewer.is_current(), timeout=60000)
+    qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_K)
+    viewer.update_cache_line()
+    assert {1, 2, 3} <= viewer.timeline.ruler.cached
+    assert graph.ui["timeline"] == {"in": 1, "out": 3}
