@@ -22,14 +22,23 @@ from doublure.farm.render import (FarmReport, apply_path_map, farm_render, map_p
 FRAMES = 20
 
 
-def _project(path: Path, read_file: str, write_file: str, last: int = FRAMES, read_last: int = 100) -> str:
+def _project(path: Path, read_file: str, write_file: str, last: int = FRAMES, read_last: int = FRAMES,
+             grain: bool = False) -> str:
+    """Read -> Dot -> Write saved to ``path``; with ``grain``, Read -> FaceDetect (tracked, tracks stored
+    beside the project) -> Grain (analysed; its pattern is seeded by the frame) -> Write."""
     graph = engine.Graph(first=1, last=last)
-    read = graph.create("Read", file=read_file, first=1, last=read_last)
-    dot = graph.create("Dot")
-    dot.set_input(0, read)
-    write = graph.create("Write", file=write_file)
-    write.set_input(0, dot)
-    graph.save(str(path))
+    node = graph.create("Read", file=read_file, first=1, last=read_last)
+    for type_name in ("FaceDetect", "Grain") if grain else ("Dot",):
+        below = graph.create(type_name)
+        below.set_input(0, node)
+        node = below
+    graph.create("Write", file=write_file).set_input(0, node)
+    graph.save(str(path))  # the track file goes beside the project
+    if grain:
+        graph.node("FaceDetect1").action_track(graph)
+        graph.node("Grain1")["analysis_samples"] = 2
+        graph.node("Grain1").action_analyse(graph)
+        graph.save(str(path))
     return str(path)
 
 
@@ -55,7 +64,7 @@ def cluster():
 
 def test_local_cluster_renders_frames_identical_to_one_process(tmp_path, media_dir):
     clip = str(media_dir / "mead" / "M030_front_angry_level3_001.mp4")
-    project = _project(tmp_path / "shot.dbl", clip, str(tmp_path / "farm" / "f.####.exr"))
+    project = _project(tmp_path / "shot.dbl", clip, str(tmp_path / "farm" / "f.####.exr"), grain=True)
     seen = []
     report = farm_render(project, frames=f"1-{FRAMES}", workers=2, chunk=3,
                          progress=lambda done, total: seen.append((done, total)))
@@ -72,6 +81,11 @@ def test_local_cluster_renders_frames_identical_to_one_process(tmp_path, media_d
         local = imageio.read_image(tmp_path / "local" / f"f.{frame:04d}.exr")
         assert np.array_equal(farm.pixels, local.pixels), frame
         assert farm.metadata["doublure/frame"] == frame
+    graph.node("Grain1")["disable"] = True  # the grain did something the frames agree on
+    graph.node("Write1")["file"] = str(tmp_path / "plain" / "f.####.exr")
+    engine.render(graph, frames="1")
+    plain = imageio.read_image(tmp_path / "plain" / "f.0001.exr").pixels
+    assert not np.allclose(imageio.read_image(tmp_path / "farm" / "f.0001.exr").pixels, plain, atol=1e-3)
     assert "frames/s" in report.summary()
 
 
@@ -114,7 +128,7 @@ def test_killed_worker_job_completes_every_frame_once(tmp_path, media_dir, clust
     client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker
 
 
-def test_interrupted_render_resumes_with_only_missing_frames(tmp_path, media_dir, cluster):
+def test_interrupted_render_resumes_with_only_missing_frames(tmp_path, media_dir, cluster, capsys):
     cluster, client = cluster
     plate = str(media_dir / "people" / "d11.mp4")  # 512 px: slow enough to interrupt mid-chunk
     out = tmp_path / "out"
@@ -131,10 +145,14 @@ def test_interrupted_render_resumes_with_only_missing_frames(tmp_path, media_dir
     time.sleep(1.0)
     assert _all_complete(out) == present  # the interrupt stopped every chunk: nothing still writes
 
-    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=2)
+    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=2, progress=True)
     assert sorted(f for _, f in report.skipped) == present
     assert sorted(f for _, f in report.written) == sorted(set(range(1, FRAMES + 1)) - set(present))
     assert _all_complete(out) == list(range(1, FRAMES + 1))
+    printed = capsys.readouterr().err  # the progress bar, then the totals and one line per worker
+    assert f"{FRAMES}/{FRAMES} frames" in printed and "ETA" in printed
+    assert f"{FRAMES - len(present)} written, {len(present)} skipped" in printed
+    assert sum(line.startswith("  tcp://127.0.0.1:") for line in printed.splitlines()) == 2
 
 
 def _corrupt_sequence(folder: Path) -> None:
@@ -153,7 +171,7 @@ def test_corrupt_frame_reported_and_path_map_applied_on_workers(tmp_path, cluste
     _corrupt_sequence(tmp_path / "storage" / "plates")
     # The project names storage as the workers' mount /farm-storage; workers see it at tmp_path/storage.
     project = _project(tmp_path / "shot.dbl", "/farm-storage/plates/plate.####.exr",
-                       "/farm-storage/out/out.####.exr", last=10, read_last=10)
+                       "/farm-storage/out/out.####.exr", last=10)
     path_map = [f"/farm-storage={tmp_path / 'storage'}"]
     report = farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map)
     assert [(node, frame) for node, frame, _ in report.failures] == [("Write1", 7)]
