@@ -59,7 +59,7 @@ class RenderPanel(QtWidgets.QWidget):
         self.frames = QtWidgets.QLineEdit(self)
         self.frames.setPlaceholderText("project range (1-100, 1-100x2, 1,5,10-20)")
         self.render_button = QtWidgets.QPushButton("Render", self)
-        self.render_button.clicked.connect(self.start)
+        self.render_button.clicked.connect(lambda: self.start())
         self.cancel_button = QtWidgets.QPushButton("Cancel", self)
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)

@@ -1,0 +1,146 @@
+"""Render, training and properties panels through their widgets: a real render of real footage on a
+background thread (progress, cancel, log, view the result), the training panel's plot/preview/rate over a
+running trainer, and typed knob editors with animation buttons, keyed-knob colours and node actions."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from PySide6 import QtCore
+
+import doublure.nodes  # noqa: F401
+from doublure.app.properties import ANIMATED_STYLE, KEY_STYLE, sequence_pattern_for
+from doublure.engine.imageio import read_image
+
+from test_app_support import constant_chain, window  # noqa: F401
+
+
+def test_render_panel_renders_real_footage_in_the_background(qtbot, window, tmp_path, media_dir):
+    graph = window.graph
+    read = graph.create("Read", file=str(media_dir / "mead" / "W009_front_happy_level3_001.mp4"), first=1, last=100)
+    write = graph.create("Write", inputs=[read], file=str(tmp_path / "out" / "plate.####.png"))
+    panel = window.render_panel
+    assert [panel.writes.item(i).text() for i in range(panel.writes.count())] == [write.name]
+    panel.frames.setText("1-3")
+    ticks = []
+    timer = QtCore.QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(5)
+    qtbot.mouseClick(panel.render_button, QtCore.Qt.MouseButton.LeftButton)
+    assert panel.job is not None and not panel.render_button.isEnabled()
+    qtbot.waitUntil(lambda: panel.job is None, timeout=120000)
+    timer.stop()
+    log = panel.log.toPlainText()
+    assert "finished: 3 written" in log, log
+    assert panel.progress.value() == 3 and "fps" in panel.rate.text()
+    for frame in (1, 2, 3):
+        assert read_image(str(tmp_path / "out" / f"plate.{frame:04d}.png")).pixels.shape[:2] == (256, 256)
+    assert len(ticks) > 3  # the event loop kept running while frames rendered
+    qtbot.mouseClick(panel.view_button, QtCore.Qt.MouseButton.LeftButton)
+    assert window.viewer.node_in_slot("1") is write
+
+    # Cancel: a long range stops early and says so.
+    panel.frames.setText("10-100")
+    job = panel.start()
+    qtbot.waitUntil(lambda: panel.progress.value() >= 1, timeout=60000)
+    qtbot.mouseClick(panel.cancel_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.job is None, timeout=60000)
+    assert job.cancel.cancelled and "render stopped: cancelled" in panel.log.toPlainText()
+    written = sorted((tmp_path / "out").glob("plate.*.png"))
+    assert 4 <= len(written) < 3 + 91
+
+
+class RunningTrainer:
+    """A training run with the shape the panel drives: reports progress from its own thread, keeps the
+    latest preview, stops when asked."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self._stop = threading.Event()
+        self.preview = None
+
+    def start(self) -> None:
+        iteration = 0
+        while not self._stop.is_set():
+            iteration += 1
+            self.preview = np.full((32, 96, 3), iteration % 255, np.uint8)
+            self.progress({"iteration": iteration, "losses": {"A": 1.0 / iteration, "B": 2.0 / iteration}})
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def latest_preview(self):
+        return self.preview
+
+
+def test_training_panel_plots_a_running_trainer(qtbot, window):
+    panel = window.training_panel
+    trainer = RunningTrainer(panel._progress.emit)
+    panel.attach(trainer)
+    qtbot.waitUntil(lambda: panel.iteration >= 20, timeout=20000)
+    assert panel.running() and not panel.start_button.isEnabled() and panel.stop_button.isEnabled()
+    assert set(panel.series) == {"A", "B"} and panel.series["A"].count() >= 20
+    assert "it/s" in panel.rate.text()
+    panel.update_preview()
+    assert panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull()
+    # Closing the panel does not stop the run.
+    window.training_dock.close()
+    done = panel.iteration
+    qtbot.waitUntil(lambda: panel.iteration > done + 5, timeout=20000)
+    qtbot.mouseClick(panel.stop_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.running(), timeout=20000)
+    assert not panel.stop_button.isEnabled()
+
+
+def test_knob_editors_animation_and_actions(qtbot, window, tmp_path, media_dir):
+    graph = window.graph
+    const, gain = constant_chain(graph)
+    panel = window.properties.open_node(const)
+    # Typed editors: a colour's fields, an int field, a slider released at a position.
+    colour = panel.editors["color"]
+    colour.fields[1].setValue(0.5)
+    assert const.value("color") == (0.18, 0.5, 0.18)
+    panel.editors["width"].field.setValue(80)
+    assert const.value("width") == 80
+    gain_panel = window.properties.open_node(gain)
+    slider = gain_panel.editors["gain"].slider
+    slider.setValue(500)  # a released drag over soft range 0-4: one commit
+    assert abs(gain.value("gain") - 2.0) < 1e-6
+    steps = len(graph.undo_stack)
+    # Animation: set a key at frame 1, another at frame 5 (editing an animated knob keys it).
+    ramp = panel.editors["ramp"]
+    anim = ramp.layout_.itemAt(ramp.layout_.count() - 1).widget()
+    anim.set_key()
+    window.viewer.set_frame(5)
+    ramp.field.setValue(0.05)
+    knob = const.knob("ramp")
+    assert knob.key_frames() == [1.0, 5.0] and knob.value_at(5) == 0.05
+    assert ramp.field.styleSheet() == KEY_STYLE
+    window.viewer.set_frame(3)
+    assert ramp.field.styleSheet() == ANIMATED_STYLE
+    assert abs(ramp.field.value() - knob.value_at(3)) < 1e-4
+    anim.jump(1)
+    assert graph.current_frame == 5
+    assert len(graph.undo_stack) == steps + 2
+    # A bad value is refused with a message, the knob keeps its value.
+    panel.editors["width"].commit(-3)
+    assert const.value("width") == 80 and "width" in window.statusBar().currentMessage()
+    # Renaming from the panel header.
+    panel.name_edit.setText("Plate")
+    panel.name_edit.editingFinished.emit()
+    assert const.name == "Plate"
+    # A node action runs in the background: Read's Detect range on real footage.
+    read = graph.create("Read", file=str(media_dir / "mead" / "W009_front_happy_level3_001.mp4"))
+    read_panel = window.properties.open_node(read)
+    assert set(read_panel.action_buttons) == {"detect_range"}
+    qtbot.mouseClick(read_panel.action_buttons["detect_range"], QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: read_panel.action_buttons["detect_range"].isEnabled(), timeout=60000)
+    assert read.value("last") > 90
+    assert read_panel.editors["last"].field.value() == read.value("last")
+    # Sequence detection in the file picker: one frame of a numbered sequence gives its pattern.
+    for frame in (1, 2, 3):
+        (tmp_path / f"plate.{frame:04d}.exr").write_bytes(b"")
+    assert sequence_pattern_for(str(tmp_path / "plate.0002.exr")) == str(tmp_path / "plate.####.exr")
+    assert sequence_pattern_for(str(tmp_path / "other.exr")) == str(tmp_path / "other.exr")
