@@ -3,7 +3,8 @@ and the timeline with playback.
 
 Viewer state saved in the project (``graph.ui["viewer"]``): ``inputs`` (slot "1".."9" -> node uuid), ``a``
 and ``b`` (the slots compared), ``mode`` (``a``, ``b``, ``wipe``, ``side``, ``diff``) and ``wipe`` (the split
-position, 0..1 of the width). In/out points live in ``graph.ui["timeline"]``.
+position, 0..1 of the width). The current frame and in/out points live in ``graph.ui["timeline"]``
+(``frame``, ``in``, ``out``).
 """
 from __future__ import annotations
 
@@ -552,6 +553,8 @@ class ViewerPanel(QtWidgets.QWidget):
         timeline = graph.ui.get("timeline") or {}
         self.timeline.set_range(graph.settings["first"], graph.settings["last"])
         self.timeline.set_in_out(timeline.get("in"), timeline.get("out"))
+        if isinstance(timeline.get("frame"), int):
+            graph.current_frame = max(graph.settings["first"], min(graph.settings["last"], timeline["frame"]))
         self.timeline.set_frame(graph.current_frame)
         self._unsubscribe = subscribe_on_ui_thread(graph, self._on_graph_event, self)
         self._store_state()
@@ -681,6 +684,7 @@ class ViewerPanel(QtWidgets.QWidget):
         frame = max(self.graph.settings["first"], min(self.graph.settings["last"], int(frame)))
         changed = frame != self.graph.current_frame
         self.graph.current_frame = frame
+        self.graph.ui.setdefault("timeline", {})["frame"] = frame
         self.timeline.set_frame(frame)
         self.refresh()
         if changed:
@@ -763,7 +767,7 @@ class ViewerPanel(QtWidgets.QWidget):
 
     # -- timeline and playback ------------------------------------------------------------------------
     def _on_in_out(self, in_point: int | None, out_point: int | None) -> None:
-        self.graph.ui["timeline"] = {"in": in_point, "out": out_point}
+        self.graph.ui.setdefault("timeline", {}).update({"in": in_point, "out": out_point})
 
     def update_cache_line(self) -> None:
         node = self.node_in_slot(self.state.b if self.state.mode == "b" else self.state.a)

@@ -170,4 +170,5 @@ def test_real_faces_overlay_probe_playback_and_cache_line(qtbot, window, media_d
     qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_K)
     viewer.update_cache_line()
     assert {1, 2, 3} <= viewer.timeline.ruler.cached
-    assert graph.ui["timeline"] == {"in": 1, "out": 3}
+    assert (graph.ui["timeline"]["in"], graph.ui["timeline"]["out"]) == (1, 3)
+    assert graph.ui["timeline"]["frame"] == graph.current_frame
