@@ -1,0 +1,241 @@
+"""Training data: facesets (``doublure.faceset/1``, see ``doublure.faces.extract``) read at the model's
+resolution, per-iteration batches, and a background loader with a bounded prefetch.
+
+A batch for iteration ``i`` depends only on ``(seed, i)`` (sample choice through
+``doublure.models.distributed.batch_indices``, augmentation through a generator seeded the same way), so a
+resumed run, or one on a different number of processes, sees exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from doublure.engine.errors import DoublureError
+from doublure.engine.ops import gaussian_blur
+from doublure.faces.extract import FACESET_SCHEMA
+from doublure.faces.masks import rasterize_shapes, region_shapes
+
+from .augment import AugmentSettings, augment_pair, colour_transfer, random_colour
+from .distributed import DistEnv, batch_indices
+
+MASK_CHANNELS = ("hull", "loss", "eyes_mouth")
+_NO_IRIS = np.zeros((2, 3))
+
+
+def faceset_digest(path: str) -> str:
+    """sha256 of a faceset's ``index.json`` (it names every crop and its landmarks)."""
+    with open(os.path.join(path, "index.json"), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def read_index(path: str) -> dict[str, Any]:
+    """A faceset's index, checked. Raises DoublureError naming the folder when it is not a faceset."""
+    index_path = os.path.join(path, "index.json")
+    if not os.path.isfile(index_path):
+        raise DoublureError(f"faceset {path}: no index.json (extract one with `doublure extract`)")
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            index = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DoublureError(f"faceset {index_path} is corrupt: {exc}") from None
+    if index.get("schema") != FACESET_SCHEMA:
+        raise DoublureError(f"faceset {index_path}: unknown schema {index.get('schema')!r} (expected {FACESET_SCHEMA})")
+    if not index.get("items"):
+        raise DoublureError(f"faceset {path} has no faces")
+    return index
+
+
+def face_masks(landmarks: np.ndarray, res: int) -> np.ndarray:
+    """The training masks of one face from its landmarks in crop pixels at ``res``.
+
+    Returns:
+        (3, res, res) float32: ``hull`` (the face oval's convex hull: the mask target), ``loss`` (the hull
+        grown by 3% of the side and feathered: where colour counts, including the hull's edge), and
+        ``eyes_mouth`` (eyes and mouth grown by 2% and feathered: the extra-weight region).
+    """
+    hull = rasterize_shapes(*region_shapes(landmarks, _NO_IRIS, "face_hull"), (res, res))
+    loss = rasterize_shapes(*region_shapes(landmarks, _NO_IRIS, "face_hull"), (res, res), grow=0.03 * res)
+    eyes = rasterize_shapes(*region_shapes(landmarks, _NO_IRIS, "eyes"), (res, res), grow=0.02 * res)
+    mouth = rasterize_shapes(*region_shapes(landmarks, _NO_IRIS, "mouth"), (res, res), grow=0.02 * res)
+    masks = torch.from_numpy(np.stack([hull, loss, np.maximum(eyes, mouth)]))
+    soft = gaussian_blur(masks[1:], 0.015 * res).clamp_(0, 1)
+    return torch.cat([masks[:1], soft]).numpy()
+
+
+class FaceData:
+    """The faces of one or more facesets at a model resolution, decoded on demand and kept in a bounded
+    cache (crops as 16-bit, masks as 8-bit).
+
+    Args:
+        paths: faceset folders.
+        res: model resolution; crops are resized with area averaging (or cubic when upscaling).
+        cache_bytes: how much decoded data to keep.
+    """
+
+    def __init__(self, paths: Sequence[str], res: int, cache_bytes: int = 2 << 30) -> None:
+        if not paths:
+            raise DoublureError("no faceset given")
+        self.res = res
+        self.facesets: list[dict[str, Any]] = []
+        self.items: list[tuple[str, dict[str, Any], float]] = []   # (crop path, item, crop px -> res px)
+        face_types = set()
+        for path in paths:
+            index = read_index(path)
+            face_types.add(index.get("face_type", "whole_face"))
+            scale = res / float(index["size"])
+            for item in index["items"]:
+                self.items.append((os.path.join(path, item["file"]), item, scale))
+            self.facesets.append({"path": os.path.abspath(path), "digest": faceset_digest(path),
+                                  "items": len(index["items"]), "size": int(index["size"]),
+                                  "face_type": index.get("face_type", "whole_face")})
+        if len(face_types) > 1:
+            raise DoublureError(f"facesets {list(paths)} mix face types {sorted(face_types)}")
+        self.face_type = face_types.pop()
+        self._cache: collections.OrderedDict[int, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
+        self._cache_bytes = cache_bytes
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        path, item, scale = self.items[i]
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if img is None or img.ndim != 3 or img.shape[2] < 3:
+            raise DoublureError(f"faceset crop {path} is missing or not an RGB image")
+        img = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
+        if img.dtype == np.uint8:
+            img = img.astype(np.uint16) * 257
+        if img.shape[0] != self.res:
+            interp = cv2.INTER_AREA if img.shape[0] > self.res else cv2.INTER_CUBIC
+            img = cv2.resize(img, (self.res, self.res), interpolation=interp)
+        # crop pixel centres sit at integers: x_res = (x + 0.5) * scale - 0.5
+        lm = (np.asarray(item["landmarks"], dtype=np.float64)[:, :2] + 0.5) * scale - 0.5
+        masks = (face_masks(lm, self.res) * 255 + 0.5).astype(np.uint8)
+        return np.ascontiguousarray(img.transpose(2, 0, 1)), masks
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Face ``i``: ((3, R, R) uint16 sRGB-encoded crop, (3, R, R) uint8 masks, see :data:`MASK_CHANNELS`)."""
+        with self._lock:
+            hit = self._cache.get(i)
+            if hit is not None:
+                self._cache.move_to_end(i)
+                return hit
+        value = self._decode(i)
+        with self._lock:
+            self._cache[i] = value
+            self._used += value[0].nbytes + value[1].nbytes
+            while self._used > self._cache_bytes and len(self._cache) > 1:
+                _, old = self._cache.popitem(last=False)
+                self._used -= old[0].nbytes + old[1].nbytes
+        return value
+
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """((N, 3, R, R) float32 crops in [0, 1], (N, 3, R, R) float32 masks)."""
+        faces = [self.get(int(i)) for i in indices]
+        rgb = torch.from_numpy(np.stack([f[0] for f in faces]).astype(np.float32) / 65535.0)
+        masks = torch.from_numpy(np.stack([f[1] for f in faces]).astype(np.float32) / 255.0)
+        return rgb, masks
+
+
+def make_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: int, seed: int, warp: bool,
+               settings: AugmentSettings, env: DistEnv | None = None) -> dict[str, torch.Tensor]:
+    """The training batch of one iteration (this rank's shard of it).
+
+    Returns:
+        dict with ``a_in``, ``a_target``, ``b_in``, ``b_target`` (N, 3, R, R) and ``a_masks``,
+        ``b_masks`` (N, 3, R, R) (channels :data:`MASK_CHANNELS`), all float32, channels-last.
+    """
+    env = env or DistEnv()
+    idx_a = batch_indices(len(data_a), batch, iteration, seed, env)
+    idx_b = batch_indices(len(data_b), batch, iteration, seed + 7919, env)
+    generator = torch.Generator().manual_seed((seed * 2_654_435_761 + iteration * 97 + env.rank) % (2 ** 63))
+    a, a_masks = data_a.batch(idx_a.tolist())
+    b, b_masks = data_b.batch(idx_b.tolist())
+    a = random_colour(a, settings.colour, generator)
+    b = random_colour(b, settings.colour, generator)
+    if settings.transfer > 0:
+        # some B faces take the colour of an A face (the plate's light), some A faces that of a B face
+        pick_b = (torch.rand(b.shape[0], generator=generator) < settings.transfer).view(-1, 1, 1, 1)
+        pick_a = (torch.rand(a.shape[0], generator=generator) < settings.transfer).view(-1, 1, 1, 1)
+        b = torch.where(pick_b, colour_transfer(b, a, b_masks[:, :1], a_masks[:, :1]), b)
+        a = torch.where(pick_a, colour_transfer(a, b, a_masks[:, :1], b_masks[:, :1]), a)
+    out = {}
+    for name, faces, masks in (("a", a, a_masks), ("b", b, b_masks)):
+        inp, target, tmasks = augment_pair(faces, masks, settings, warp, generator)
+        out[f"{name}_in"], out[f"{name}_target"], out[f"{name}_masks"] = inp, target, tmasks
+    return {k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()}
+
+
+class BatchLoader:
+    """Produces batches for consecutive iterations in background threads, at most ``prefetch`` ahead.
+
+    ``next()`` returns the batch of the next iteration in order and accounts the time spent waiting for it
+    (``wait_s``), so the trainer can report the fraction of step time spent waiting on data.
+
+    Args:
+        produce: ``produce(iteration) -> batch`` (thread-safe).
+        start: the first iteration.
+        prefetch: batches made ahead of the consumer (bounded memory).
+        workers: producer threads (decoding and augmentation release the GIL in cv2 and torch).
+    """
+
+    def __init__(self, produce: Callable[[int], Any], start: int, prefetch: int = 4, workers: int = 2) -> None:
+        self._produce = produce
+        self._next = start
+        self._taken = 0
+        self._workers = max(1, workers)
+        self._queues = [queue.Queue(maxsize=max(1, prefetch // self._workers)) for _ in range(self._workers)]
+        self._stop = threading.Event()
+        self.wait_s = 0.0
+        self._threads = [threading.Thread(target=self._run, args=(w,), daemon=True, name=f"doublure-data-{w}")
+                         for w in range(self._workers)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, worker: int) -> None:
+        # worker w makes iterations start + w, start + w + workers, ... into its own queue, so the
+        # consumer reads them back in order by cycling through the queues
+        it = self._next + worker
+        q = self._queues[worker]
+        while not self._stop.is_set():
+            try:
+                item = (it, self._produce(it), None)
+            except BaseException as exc:   # handed to the consumer, raised there
+                item = (it, None, exc)
+            while not self._stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if item[2] is not None:
+                return
+            it += self._workers
+
+    def next(self) -> Any:
+        """The next iteration's batch (blocks until it is ready; re-raises a producer's error)."""
+        q = self._queues[self._taken % self._workers]
+        t0 = time.perf_counter()
+        _, batch, exc = q.get()
+        self.wait_s += time.perf_counter() - t0
+        self._taken += 1
+        if exc is not None:
+            raise exc
+        return batch
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)

@@ -1,0 +1,737 @@
+"""Training an identity model (``doublure train``): the Python API the app drives and the command line.
+
+    trainer = Trainer(TrainConfig(out="actorB.dbm", source=["plate_faces/"], target=["actorB_faces/"],
+                                  res=128, iters=100_000), progress=print)
+    trainer.start()            # a background thread; or trainer.run() to block
+    trainer.latest_preview()   # (rows * R, 5 * R, 3) uint8 RGB: A, A->A, B, B->B, A->B
+    trainer.stop()             # finishes the step, writes a checkpoint, returns
+
+Files beside the model ``X.dbm``: ``X.training/loss.jsonl`` (one JSON object per logged iteration, plus
+``{"event": ...}`` lines for checkpoints and roll-backs) and ``X.training/preview.png``.
+
+Exact resumes: a checkpoint holds the weights, the optimiser state (safetensors, no pickles) and the
+iteration; every batch is a pure function of ``(seed, iteration)`` (:func:`doublure.models.data.make_batch`),
+the learning-rate and random-warp schedules are functions of the iteration, so a resumed run continues the
+same trajectory. Resuming into a different shape (architecture, resolution, widths) is refused.
+
+A loss or gradient that is NaN or infinite rolls the weights and optimiser state back to the last good
+checkpoint (the last one written, or the starting weights) and training continues with the next batch.
+
+Multi-GPU: :func:`train_step` takes the (possibly DDP-wrapped) model, a batch and the optimiser; batches
+are sharded per rank by ``doublure.models.distributed``; only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from doublure.engine.atomic import atomic_path
+from doublure.engine.errors import DoublureError
+
+from . import distributed as dist_helpers
+from .arch import ARCHITECTURES, IdentityModel, ModelConfig, config_for, parameter_count
+from .augment import AugmentSettings
+from .data import BatchLoader, FaceData, make_batch
+from .dbm import load_weights, read_training_state, resolve_model_path, rights_problems, save_model
+from .losses import LossWeights, identity_loss, ssim_window
+
+log = logging.getLogger("doublure.models")
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SHAPE_FIELDS = ("arch", "res", "e_ch", "d_ch", "d_mask_ch", "ae_dims", "depth", "res_blocks")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs.
+
+    Attributes:
+        out: the model path (``.dbm`` folder) written at every checkpoint.
+        source: facesets of the plate actor (identity A).
+        target: facesets of the target actor (identity B).
+        pretrain: facesets of many people: train a generic base model instead (A and B both drawn from them).
+        from_model: start from this model's weights (a pretrained base), with a fresh optimiser.
+        resume: continue the checkpoint at ``out`` (weights, optimiser, iteration).
+        res, arch, width: model resolution, architecture and width scale (see ``arch.config_for``);
+            ``res``/``arch`` None: 128 / df for a new model, the checkpoint's when resuming or starting from one.
+        model_overrides: explicit architecture fields (``e_ch``, ``d_ch``, ``ae_dims``, ``depth``...).
+        batch: faces of each identity per iteration (the global batch under DDP).
+        iters: stop at this total iteration count (None: no limit).
+        minutes: stop after this many minutes of this session (None: no limit).
+        lr, betas, warmup: Adam's learning rate and betas; linear warm-up over ``warmup`` iterations.
+        clip_grad: gradient norm clipping (0: off).
+        warp_until: fraction of the budget (iterations, else minutes) trained with the random warp; the rest
+            trains without it to sharpen the exact geometry. 1.0: always, 0: never.
+        loss, augment: loss weights and augmentation ranges.
+        seed: the data stream's and initialisation's seed.
+        checkpoint_minutes: write a checkpoint this often (and at the end, on stop, Ctrl-C and SIGTERM).
+        preview_every: write the preview grid every this many iterations (0: only at checkpoints).
+        log_every: log losses (file and progress callback) every this many iterations.
+        device: torch device (None: CUDA when present, else CPU; torchrun's local rank under DDP).
+        precision: ``auto`` (bf16 on CUDA with bf16 or on a CPU with native bf16, fp16 on older GPUs, else
+            fp32), or a forced one.
+        compile: ``torch.compile`` the model (None: on CUDA only).
+        rights: the rights record (see ``dbm.rights_record``).
+        name: a display name for the model.
+        max_rollbacks: give up after this many roll-backs in a row.
+        prefetch, workers: background data loading: batches made ahead and producer threads.
+        threads: torch CPU threads (0: leave torch's default).
+    """
+
+    out: str
+    source: Sequence[str] = ()
+    target: Sequence[str] = ()
+    pretrain: Sequence[str] = ()
+    from_model: str | None = None
+    resume: bool = False
+    res: int | None = None
+    arch: str | None = None
+    width: float = 1.0
+    model_overrides: dict[str, int] = dataclasses.field(default_factory=dict)
+    batch: int = 8
+    iters: int | None = None
+    minutes: float | None = None
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    warmup: int = 200
+    clip_grad: float = 1.0
+    warp_until: float = 0.8
+    loss: LossWeights = dataclasses.field(default_factory=LossWeights)
+    augment: AugmentSettings = dataclasses.field(default_factory=AugmentSettings)
+    seed: int = 0
+    checkpoint_minutes: float = 10.0
+    preview_every: int = 500
+    log_every: int = 10
+    device: str | None = None
+    precision: str = "auto"
+    compile: bool | None = None
+    rights: dict[str, Any] = dataclasses.field(default_factory=dict)
+    name: str = ""
+    max_rollbacks: int = 5
+    prefetch: int = 4
+    workers: int = 2
+    threads: int = 0
+
+    def hyper(self) -> dict[str, Any]:
+        """The training hyper-parameters recorded in model.json."""
+        return {"batch": self.batch, "lr": self.lr, "betas": list(self.betas), "warmup": self.warmup,
+                "clip_grad": self.clip_grad, "warp_until": self.warp_until, "seed": self.seed,
+                "loss_weights": dataclasses.asdict(self.loss), "augment": dataclasses.asdict(self.augment)}
+
+
+# ------------------------------------------------------------------------------------ precision
+
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (AVX-512 BF16 / AMX), where bf16 beats fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        flags = ""
+    return (" avx512_bf16" in flags or " amx_bf16" in flags) and torch.backends.mkldnn.is_available()
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting on a device (None: plain fp32)."""
+    if precision not in PRECISIONS:
+        raise DoublureError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+# ------------------------------------------------------------------------------------ the step
+
+@dataclasses.dataclass
+class StepResult:
+    """One optimisation step: the losses (floats) and whether everything stayed finite."""
+
+    losses: dict[str, float]
+    finite: bool
+    grad_norm: float
+
+
+def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, *,
+               weights: LossWeights, window: int, autocast: torch.dtype | None = None,
+               scaler: torch.amp.GradScaler | None = None, clip_grad: float = 1.0) -> StepResult:
+    """Forward both identities, backward, clip, step. The model may be DDP-wrapped (its ``forward`` is
+    ``reconstruct_both``). When the loss or the gradient norm is not finite, the optimiser does not step.
+
+    Args:
+        model: an :class:`IdentityModel` or a wrapper whose forward(a, b) calls it.
+        batch: from :func:`doublure.models.data.make_batch`, on the model's device.
+        optimizer: its optimiser.
+        weights, window: loss weights and SSIM window.
+        autocast: the autocast dtype, or None for fp32.
+        scaler: a GradScaler for fp16.
+        clip_grad: maximum gradient norm (0: no clipping).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    device_type = batch["a_in"].device.type
+    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        (rgb_aa, mask_aa), (rgb_bb, mask_bb) = model(batch["a_in"], batch["b_in"])
+    losses = {}
+    total = 0.0
+    for name, rgb, mask in (("a", rgb_aa, mask_aa), ("b", rgb_bb, mask_bb)):
+        masks = batch[f"{name}_masks"]
+        loss, terms = identity_loss(rgb, mask, batch[f"{name}_target"], masks[:, 1:2], masks[:, 2:3],
+                                    weights, window)
+        total = total + loss
+        losses[name] = loss
+        for k, v in terms.items():
+            losses[f"{name}_{k}"] = v
+    losses["loss"] = total
+    if scaler is not None:
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+    else:
+        total.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if clip_grad > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    values = {k: float(v.detach()) for k, v in losses.items()}
+    norm_value = float(norm)
+    # with a GradScaler an infinite gradient is routine (the scaler skips the step and lowers its scale)
+    finite = math.isfinite(values["loss"]) and (scaler is not None or math.isfinite(norm_value))
+    if finite:
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    return StepResult(values, finite, norm_value)
+
+
+# ------------------------------------------------------------------------------------ trainer
+
+class Trainer:
+    """Runs a training session (see the module docstring).
+
+    Args:
+        config: the run.
+        progress: called from the training thread with a dict: ``event`` (``"step"``, ``"checkpoint"``,
+            ``"preview"``, ``"rollback"``, ``"done"``), ``iteration``, ``iterations`` (target or None),
+            ``its_per_s``, ``samples_per_s``, ``losses``, ``data_wait_fraction``, ``elapsed_s``, ``lr``,
+            ``warp``. It may call :meth:`stop`.
+    """
+
+    def __init__(self, config: TrainConfig, progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.config = config
+        self.progress = progress
+        self.iteration = 0
+        self.last_losses: dict[str, float] = {}
+        self.rollbacks = 0
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._preview: np.ndarray | None = None
+        self._preview_lock = threading.Lock()
+        self._session_start = 0.0
+
+    # -- control ------------------------------------------------------------------------------------
+    def start(self) -> threading.Thread:
+        """Run in a background thread (for the app); returns the thread."""
+        if self._thread is not None and self._thread.is_alive():
+            raise DoublureError("training is already running")
+        self._stop.clear()
+
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException as exc:   # kept for the app to show
+                self.error = exc
+                log.exception("training failed")
+        self._thread = threading.Thread(target=target, name="doublure-train", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        """Ask the run to finish its step, write a checkpoint and return."""
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background run; True when it has finished."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def latest_preview(self) -> np.ndarray | None:
+        """The last preview grid: (rows * R, 5 * R, 3) uint8 RGB with columns A, A->A, B, B->B, A->B."""
+        with self._preview_lock:
+            return None if self._preview is None else self._preview.copy()
+
+    @property
+    def training_dir(self) -> str:
+        base = os.path.normpath(self.config.out)
+        return (base[:-4] if base.endswith(".dbm") else base) + ".training"
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.training_dir, "loss.jsonl")
+
+    # -- setup --------------------------------------------------------------------------------------
+    def _model_config(self, existing: ModelConfig | None, what: str) -> ModelConfig:
+        c = self.config
+        if existing is None:
+            return config_for(c.res or 128, c.arch or "df", c.width, **c.model_overrides)
+        asked = dict(c.model_overrides)
+        if c.res is not None:
+            asked["res"] = c.res
+        if c.arch is not None:
+            asked["arch"] = c.arch
+        if c.width != 1.0:
+            scaled = config_for(existing.res, existing.arch, c.width)
+            asked.update({k: getattr(scaled, k) for k in ("e_ch", "d_ch", "d_mask_ch", "ae_dims")})
+        diff = {k: (getattr(existing, k), v) for k, v in asked.items() if getattr(existing, k) != v}
+        if diff:
+            detail = ", ".join(f"{k} {a} in the model vs {b} asked" for k, (a, b) in diff.items())
+            raise DoublureError(f"refusing to {what} into a model of a different shape: {detail}")
+        return existing
+
+    def _setup(self) -> None:
+        c = self.config
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        if c.batch < 1:
+            raise DoublureError(f"batch {c.batch} must be at least 1")
+        self.env = dist_helpers.init_distributed(device=c.device)
+        self.device = self.env.device
+        if c.pretrain:
+            if c.source or c.target:
+                raise DoublureError("--pretrain trains on its own facesets: give no --source/--target")
+        elif not (c.source and c.target):
+            raise DoublureError("training needs --source (plate actor faces) and --target (target actor faces)")
+
+        self.start_meta: dict[str, Any] = {}
+        resume_state: dict[str, Any] | None = None
+        opt_state = None
+        state_dict = None
+        out = resolve_model_path(c.out)
+        if c.resume:
+            if not os.path.exists(out):
+                raise DoublureError(f"--resume: no checkpoint at {c.out}")
+            existing, state_dict, self.start_meta = load_weights(out)
+            resume_state, opt_state = read_training_state(out)
+            cfg = self._model_config(existing, "resume")
+        elif c.from_model:
+            existing, state_dict, base_meta = load_weights(c.from_model)
+            cfg = self._model_config(existing, "start")
+            self.start_meta = {"training": {"from": f"{base_meta.get('name') or c.from_model} "
+                                                    f"({base_meta['weights_sha256'][:12]})"}}
+        else:
+            if os.path.exists(out) and os.path.exists(os.path.join(out, "train_state.json")):
+                raise DoublureError(f"{c.out} already holds a model: pass --resume to continue it, or another --out")
+            cfg = self._model_config(None, "")
+        self.cfg = cfg
+
+        torch.manual_seed(c.seed)
+        model = IdentityModel(cfg)
+        if state_dict is not None:
+            model.load_state_dict(state_dict)
+        self.model = model.to(self.device)
+        if c.pretrain:
+            self.data_a = self.data_b = FaceData(c.pretrain, cfg.res)
+        else:
+            self.data_a = FaceData(c.source, cfg.res)
+            self.data_b = FaceData(c.target, cfg.res)
+        if self.data_a.face_type != self.data_b.face_type:
+            raise DoublureError(f"facesets mix face types: source {self.data_a.face_type}, "
+                                f"target {self.data_b.face_type}")
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=tuple(c.betas))
+        self.autocast = resolve_precision(c.precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast == torch.float16 else None
+        if opt_state is not None:
+            self.optimizer.load_state_dict(opt_state)
+        self.iteration = int(resume_state["iteration"]) if resume_state else 0
+        self.elapsed_before = float(resume_state.get("elapsed_s", 0.0)) if resume_state else 0.0
+        self.loss_first = (resume_state or {}).get("loss_first")
+        if resume_state and resume_state.get("seed") != c.seed:
+            log.warning("resuming with seed %s (checkpoint used %s): the data stream changes", c.seed,
+                        resume_state.get("seed"))
+        self.window = ssim_window(cfg.res)
+        use_compile = c.compile if c.compile is not None else self.device.type == "cuda"
+        self.step_model = dist_helpers.wrap(self.model, self.env)
+        if use_compile:
+            self.step_model = torch.compile(self.step_model)
+        # the roll-back target until the first checkpoint: the starting weights and optimiser state
+        self._good = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
+                      self.iteration)
+        if self.env.is_main:
+            os.makedirs(self.training_dir, exist_ok=True)
+            self._trim_log()
+            problems = rights_problems(c.rights or self.start_meta.get("rights"))
+            if problems:
+                log.warning("RIGHTS WARNING: %s: %s", c.out, "; ".join(problems))
+        log.info("model %s at %d px, %.1fM parameters, %s on %s, %d + %d faces", cfg.arch, cfg.res,
+                 parameter_count(self.model) / 1e6, self.precision_name, self.device, len(self.data_a),
+                 len(self.data_b))
+
+    @property
+    def precision_name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
+
+    def _trim_log(self) -> None:
+        """Drop logged iterations after the checkpoint we start from: they are about to be redone."""
+        if not os.path.exists(self.log_path):
+            return
+        with open(self.log_path, encoding="utf-8") as f:
+            lines = [ln for ln in f if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln).get("iteration", 0) <= self.iteration]
+        if len(kept) != len(lines) or self.iteration == 0:
+            with atomic_path(self.log_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(kept if self.iteration else [])
+
+    # -- schedules ----------------------------------------------------------------------------------
+    def _lr(self, iteration: int) -> float:
+        c = self.config
+        return c.lr * min(1.0, (iteration + 1) / c.warmup) if c.warmup > 0 else c.lr
+
+    def _warp(self, iteration: int) -> bool:
+        c = self.config
+        if c.warp_until >= 1.0:
+            return True
+        if c.warp_until <= 0.0:
+            return False
+        if c.iters:
+            return iteration < c.warp_until * c.iters
+        if c.minutes:
+            return (time.monotonic() - self._session_start) < c.warp_until * c.minutes * 60
+        return True
+
+    def _produce(self, iteration: int) -> dict[str, torch.Tensor]:
+        c = self.config
+        batch = make_batch(self.data_a, self.data_b, c.batch, iteration, c.seed, self._warp(iteration), c.augment,
+                           self.env)
+        if self.device.type == "cuda":
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return batch
+
+    # -- files --------------------------------------------------------------------------------------
+    def _meta(self, elapsed: float, recent: list[dict[str, float]]) -> dict[str, Any]:
+        c = self.config
+        meta = copy.deepcopy(self.start_meta)
+        meta.pop("schema", None)
+        training = dict(meta.get("training") or {})
+        last = {k: float(np.mean([r[k] for r in recent])) for k in recent[0]} if recent else training.get("loss", {}).get("last", {})
+        training.update({"iterations": self.iteration, "batch": c.batch, "elapsed_s": round(elapsed, 1),
+                         "device": str(self.device), "precision": self.precision_name, "hyper": c.hyper(),
+                         "loss": {"first": self.loss_first, "last": last}, "rollbacks": self.rollbacks,
+                         "pretrain": bool(c.pretrain)})
+        meta["training"] = training
+        if c.pretrain:
+            meta["facesets"] = {"pretrain": self.data_a.facesets}
+        else:
+            meta["facesets"] = {"a": self.data_a.facesets, "b": self.data_b.facesets}
+        meta["face_type"] = self.data_a.face_type
+        meta["encoding"] = "srgb"
+        if c.rights:
+            meta["rights"] = dict(c.rights)
+        meta.setdefault("rights", {})
+        meta["name"] = c.name or meta.get("name") or os.path.splitext(os.path.basename(os.path.normpath(c.out)))[0]
+        return meta
+
+    def save_checkpoint(self, elapsed: float, recent: list[dict[str, float]]) -> None:
+        """Write the model, optimiser and training state to ``out`` atomically (rank 0 only)."""
+        if not self.env.is_main:
+            return
+        c = self.config
+        state = {"iteration": self.iteration, "seed": c.seed, "elapsed_s": round(elapsed, 1),
+                 "loss_first": self.loss_first, "shape": self.cfg.to_json()}
+        save_model(c.out, self.model, self._meta(elapsed, recent), optimizer_state=self.optimizer.state_dict(),
+                   train_state=state)
+        self._good = None   # from now on roll back to the file
+        self._log_line({"event": "checkpoint", "iteration": self.iteration})
+
+    def _log_line(self, record: dict[str, Any]) -> None:
+        if self.env.is_main:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _rollback(self) -> int:
+        """Restore the last good weights and optimiser state; returns the iteration they are from."""
+        out = resolve_model_path(self.config.out)
+        if self._good is None and os.path.exists(out):
+            _, state_dict, _ = load_weights(out)
+            train_state, opt_state = read_training_state(out)
+            origin = int(train_state["iteration"])
+        else:
+            state_dict, opt_state, origin = self._good
+        self.model.load_state_dict(state_dict)
+        if opt_state is not None:
+            self.optimizer.load_state_dict(opt_state)
+        return origin
+
+    # -- preview ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def make_preview(self, rows: int = 4) -> np.ndarray:
+        """The preview grid of the first faces of each faceset (no augmentation)."""
+        n = min(rows, len(self.data_a), len(self.data_b))
+        step_a, step_b = max(1, len(self.data_a) // n), max(1, len(self.data_b) // n)
+        a = self.data_a.batch([i * step_a for i in range(n)])[0].to(self.device)
+        b = self.data_b.batch([i * step_b for i in range(n)])[0].to(self.device)
+        a = a.contiguous(memory_format=torch.channels_last)
+        b = b.contiguous(memory_format=torch.channels_last)
+        self.model.eval()
+        try:
+            with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
+                                enabled=self.autocast is not None):
+                (aa, _), (bb, _) = self.model.reconstruct_both(a, b)
+                ab, _ = self.model.swap(a)
+        finally:
+            self.model.train()
+        cols = [a, aa.float(), b, bb.float(), ab.float()]
+        grid = torch.cat([torch.cat(list(col), dim=1) for col in cols], dim=2)   # (3, n R, 5 R)
+        return (grid.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    def _write_preview(self) -> None:
+        grid = self.make_preview()
+        with self._preview_lock:
+            self._preview = grid
+        if self.env.is_main:
+            import cv2
+
+            with atomic_path(os.path.join(self.training_dir, "preview.png")) as tmp:
+                cv2.imwrite(tmp, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def _notify(self, event: str, **info: Any) -> None:
+        if self.progress is not None and self.env.is_main:
+            self.progress(dict(info, event=event, iteration=self.iteration, iterations=self.config.iters))
+
+    def run(self) -> dict[str, Any]:
+        """Train until the budget is spent or :meth:`stop` is called; always ends with a checkpoint.
+
+        Returns:
+            Summary: ``iteration``, ``losses`` (mean of the last logged steps), ``its_per_s``,
+            ``data_wait_fraction``, ``rollbacks``, ``elapsed_s``.
+        """
+        handlers = self._install_signal_handlers()
+        try:
+            self._setup()
+            return self._loop()
+        finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.getsignal(sig)
+            signal.signal(sig, lambda *_: self.stop())
+        return old
+
+    def _loop(self) -> dict[str, Any]:
+        c = self.config
+        self._session_start = time.monotonic()
+        last_checkpoint = time.monotonic()
+        loader = BatchLoader(self._produce, self.iteration, prefetch=c.prefetch, workers=c.workers)
+        recent: list[dict[str, float]] = []
+        window_start, window_iters, window_wait = time.monotonic(), 0, 0.0
+        total_wait = 0.0
+        consecutive_rollbacks = 0
+        its = 0.0
+        step_time = 0.0
+        try:
+            while not self._stop.is_set():
+                if c.iters is not None and self.iteration >= c.iters:
+                    break
+                if c.minutes is not None and time.monotonic() - self._session_start >= c.minutes * 60:
+                    break
+                wait_before = loader.wait_s
+                t0 = time.monotonic()
+                batch = loader.next()
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                lr = self._lr(self.iteration)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                result = train_step(self.step_model, batch, self.optimizer, weights=c.loss, window=self.window,
+                                    autocast=self.autocast, scaler=self.scaler, clip_grad=c.clip_grad)
+                step_time += time.monotonic() - t0
+                waited = loader.wait_s - wait_before
+                window_wait += waited
+                total_wait += waited
+                if not result.finite:
+                    consecutive_rollbacks += 1
+                    self.rollbacks += 1
+                    if consecutive_rollbacks > c.max_rollbacks:
+                        raise DoublureError(f"training of {c.out} diverged: {consecutive_rollbacks} non-finite "
+                                            f"steps in a row at iteration {self.iteration}; lower --lr")
+                    origin = self._rollback()
+                    log.warning("non-finite loss at iteration %d: rolled back to iteration %d's weights",
+                                self.iteration, origin)
+                    self._log_line({"event": "rollback", "iteration": self.iteration, "restored": origin})
+                    self._notify("rollback", restored=origin, losses=result.losses)
+                    self.iteration += 1
+                    continue
+                consecutive_rollbacks = 0
+                self.iteration += 1
+                window_iters += 1
+                losses = {k: v for k, v in result.losses.items()}
+                if self.loss_first is None:
+                    self.loss_first = {k: round(v, 6) for k, v in losses.items()}
+                recent.append(losses)
+                del recent[:-50]
+                self.last_losses = losses
+                if self.iteration % c.log_every == 0:
+                    now = time.monotonic()
+                    span = max(now - window_start, 1e-9)
+                    its = window_iters / span
+                    wait_fraction = window_wait / span
+                    self._log_line({"iteration": self.iteration, "time": round(self.elapsed_before + now -
+                                                                               self._session_start, 2),
+                                    "lr": lr, **{k: round(v, 6) for k, v in losses.items()},
+                                    "its_per_s": round(its, 3), "data_wait": round(wait_fraction, 4)})
+                    self._notify("step", its_per_s=its, samples_per_s=its * c.batch * 2, losses=losses,
+                                 data_wait_fraction=wait_fraction, lr=lr, warp=self._warp(self.iteration),
+                                 elapsed_s=self.elapsed_before + now - self._session_start)
+                    window_start, window_iters, window_wait = now, 0, 0.0
+                if c.preview_every and self.iteration % c.preview_every == 0:
+                    self._write_preview()
+                    self._notify("preview")
+                if time.monotonic() - last_checkpoint >= c.checkpoint_minutes * 60:
+                    self.save_checkpoint(self.elapsed_before + time.monotonic() - self._session_start, recent)
+                    self._notify("checkpoint")
+                    last_checkpoint = time.monotonic()
+        finally:
+            loader.close()
+        elapsed = self.elapsed_before + time.monotonic() - self._session_start
+        self.save_checkpoint(elapsed, recent)
+        self._write_preview()
+        session = time.monotonic() - self._session_start
+        summary = {"iteration": self.iteration, "losses": self._meta(elapsed, recent)["training"]["loss"]["last"],
+                   "its_per_s": its, "data_wait_fraction": total_wait / max(step_time, 1e-9),
+                   "rollbacks": self.rollbacks, "elapsed_s": elapsed, "session_s": session}
+        self._notify("done", **summary)
+        dist_helpers.shutdown(self.env)
+        return summary
+
+
+# ------------------------------------------------------------------------------------ command line
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="doublure train", description="Train an identity model (.dbm).")
+    p.add_argument("--target", nargs="+", default=[], metavar="FACESET", help="faceset(s) of the target actor (B)")
+    p.add_argument("--source", nargs="+", default=[], metavar="FACESET", help="faceset(s) of the plate actor (A)")
+    p.add_argument("--pretrain", nargs="+", default=[], metavar="FACESET",
+                   help="train a generic base model on many people's facesets")
+    p.add_argument("--from", dest="from_model", metavar="BASE.dbm", help="start from a pretrained base model")
+    p.add_argument("--out", required=True, help="the model to write (.dbm folder)")
+    p.add_argument("--res", type=int, help="crop resolution, 64..1024 in steps of 32 (default 128)")
+    p.add_argument("--arch", choices=ARCHITECTURES, help="df (one decoder per identity) or liae (default df)")
+    p.add_argument("--width", type=float, default=1.0, help="scale of the network widths (default 1.0)")
+    p.add_argument("--iters", type=int, help="stop at this total iteration count")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes")
+    p.add_argument("--batch", type=int, default=8, help="faces of each identity per iteration (default 8)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up iterations")
+    p.add_argument("--warp-until", type=float, default=0.8, help="fraction of the budget with random warp")
+    p.add_argument("--eyes-mouth-weight", type=float, default=LossWeights.eyes_mouth)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    p.add_argument("--preview-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--device", help="torch device (default: CUDA when present, else CPU)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
+    p.add_argument("--name", default="", help="display name of the model")
+    p.add_argument("--rights-subject", default="", help="whose face the model renders")
+    p.add_argument("--rights-consent-by", default="", help="who gave consent")
+    p.add_argument("--rights-consent-date", default="", help="when consent was given (YYYY-MM-DD)")
+    p.add_argument("--rights-agreement", default="", help="reference of the agreement")
+    p.add_argument("--rights-uses", default="", help="allowed uses, comma separated")
+    p.add_argument("--rights-expiry", default="", help="expiry date of the rights (YYYY-MM-DD)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from .dbm import rights_record
+
+    rights_given = any([args.rights_subject, args.rights_consent_by, args.rights_consent_date,
+                        args.rights_agreement, args.rights_uses, args.rights_expiry])
+    rights = rights_record(args.rights_subject, args.rights_consent_by, args.rights_consent_date,
+                           args.rights_agreement, args.rights_uses, args.rights_expiry) if rights_given else {}
+    return TrainConfig(out=args.out, source=args.source, target=args.target, pretrain=args.pretrain,
+                       from_model=args.from_model, resume=args.resume, res=args.res, arch=args.arch,
+                       width=args.width, batch=args.batch, iters=args.iters, minutes=args.minutes, lr=args.lr,
+                       warmup=args.warmup, warp_until=args.warp_until,
+                       loss=dataclasses.replace(LossWeights(), eyes_mouth=args.eyes_mouth_weight), seed=args.seed,
+                       checkpoint_minutes=args.checkpoint_minutes, preview_every=args.preview_every,
+                       log_every=args.log_every, device=args.device, precision=args.precision,
+                       threads=args.threads, name=args.name, rights=rights)
+
+
+class _ProgressLine:
+    """The terminal progress display: one line, redrawn in place on a terminal, every log step."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+
+    def __call__(self, info: dict[str, Any]) -> None:
+        event = info["event"]
+        it, total = info["iteration"], info.get("iterations")
+        if event == "step":
+            losses = info["losses"]
+            text = (f"it {it}{'/' + str(total) if total else ''}  {info['its_per_s']:.2f} it/s  "
+                    f"{info['samples_per_s']:.1f} samples/s  loss A {losses['a']:.4f} B {losses['b']:.4f}  "
+                    f"data wait {100 * info['data_wait_fraction']:.1f}%{'  warp' if info.get('warp') else ''}")
+            self.stream.write(("\r" + text + "\x1b[K") if self.tty else text + "\n")
+        elif event in ("checkpoint", "rollback"):
+            extra = f" (restored iteration {info['restored']})" if event == "rollback" else ""
+            self.stream.write(("\n" if self.tty else "") + f"{event} at iteration {it}{extra}\n")
+        elif event == "done":
+            self.stream.write(("\n" if self.tty else "") +
+                              f"done: {it} iterations, data wait {100 * info['data_wait_fraction']:.1f}% of step time\n")
+        self.stream.flush()
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``doublure train ...`` (see :func:`build_parser`). Returns the exit status.
+
+    Ctrl-C and SIGTERM finish the current step and write a checkpoint before exiting (status 0).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    trainer = Trainer(config_from_args(args), progress=_ProgressLine())
+    trainer.run()
+    print(f"model written to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":   # torchrun -m doublure.models.train ... (one process per GPU)
+    try:
+        sys.exit(train_main(sys.argv[1:]))
+    except DoublureError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
