@@ -30,6 +30,8 @@ STABLE_LANDMARKS = (33, 133, 362, 263,              # eye corners
                     234, 454, 93, 323, 127, 356,    # temples / cheeks at eye height
                     116, 345, 50, 280)              # upper cheeks
 
+_STABLE_INDEX = np.array(STABLE_LANDMARKS)
+
 _BROWS = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107, 276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
 _MARGIN = 1.2   # crop side / face extent: room around the face for blending and augmentation
 
@@ -82,6 +84,21 @@ def umeyama_2d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.concatenate([a, (mu_d - a @ mu_s)[:, None]], axis=1)
 
 
+def _similarity_2d(src: np.ndarray, dst_centred: np.ndarray, dst_mean: np.ndarray) -> np.ndarray:
+    """Least-squares similarity src -> dst in closed form with complex numbers (no reflection), the same
+    optimum as :func:`umeyama_2d` for proper similarities, at a fraction of the cost."""
+    zs = src[:, 0] + 1j * src[:, 1]
+    zs_mean = zs.mean()
+    zs = zs - zs_mean
+    zd = dst_centred[:, 0] + 1j * dst_centred[:, 1]
+    a = np.vdot(zs, zd) / np.vdot(zs, zs).real                  # scale * e^(i angle)
+    t = complex(dst_mean[0], dst_mean[1]) - a * zs_mean
+    return np.array([[a.real, -a.imag, t.real], [a.imag, a.real, t.imag]])
+
+
+_FIT_TARGETS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
 def estimate_to_crop(landmarks: np.ndarray, face_type: str = "whole_face") -> tuple[np.ndarray, np.ndarray]:
     """Fit the canonical crop transform to a face's landmarks.
 
@@ -93,9 +110,12 @@ def estimate_to_crop(landmarks: np.ndarray, face_type: str = "whole_face") -> tu
         to_crop: (2, 3) float64 plate pixel -> crop unit coords.
         from_crop: (2, 3) float64, its exact inverse.
     """
-    idx = list(STABLE_LANDMARKS)
-    target = template_in_crop(face_type)[idx]
-    to_crop = umeyama_2d(np.asarray(landmarks, dtype=np.float64)[idx, :2], target)
+    target = _FIT_TARGETS.get(face_type)
+    if target is None:
+        pts = template_in_crop(face_type)[list(STABLE_LANDMARKS)]
+        target = _FIT_TARGETS[face_type] = (pts - pts.mean(0), pts.mean(0))
+    src = np.asarray(landmarks, dtype=np.float64)[_STABLE_INDEX, :2]
+    to_crop = _similarity_2d(src, *target)
     return to_crop, invert_affine(to_crop)
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+import torch
+
+from doublure.engine import colour as engine_colour
 
 from .face import NUM_LANDMARKS
 
@@ -36,6 +40,10 @@ class RawFace:
     confidence: float
 
 
+_IRIS_CENTRES = np.array([LEFT_IRIS_CENTRE, RIGHT_IRIS_CENTRE])
+_IRIS_CONTOURS = np.array([LEFT_IRIS_CONTOUR, RIGHT_IRIS_CONTOUR])
+
+
 def iris_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     """Iris centres and radii from the refined mesh.
 
@@ -45,13 +53,11 @@ def iris_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     Returns:
         (2, 3) float32 rows (cx, cy, radius): subject's left eye, then right eye.
     """
-    out = np.zeros((2, 3), dtype=np.float32)
-    for row, (centre, contour) in enumerate(((LEFT_IRIS_CENTRE, LEFT_IRIS_CONTOUR),
-                                             (RIGHT_IRIS_CENTRE, RIGHT_IRIS_CONTOUR))):
-        c = landmarks[centre, :2]
-        r = np.linalg.norm(landmarks[list(contour), :2] - c, axis=1).mean()
-        out[row] = (c[0], c[1], r)
-    return out
+    lm = np.asarray(landmarks)
+    centres = lm[_IRIS_CENTRES, :2].astype(np.float64)                                # (2, 2)
+    offsets = lm[_IRIS_CONTOURS, :2] - centres[:, None, :]                           # (2, 4, 2)
+    radii = np.sqrt((offsets ** 2).sum(-1)).mean(-1)
+    return np.concatenate([centres, radii[:, None]], axis=1).astype(np.float32)
 
 
 def box_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float, float]:
@@ -198,8 +204,6 @@ def _square_crop(rgb: np.ndarray, cx: float, cy: float, side: float, out_px: int
         crop: (out_px, out_px, 3) uint8, C-contiguous.
         m: (2, 3) float64 plate pixel -> crop pixel affine (pixel centres at integers on both sides).
     """
-    import cv2
-
     h, w = rgb.shape[:2]
     s = max(int(round(side)), 1)
     x0 = int(np.floor(cx - s / 2 + 0.5))
@@ -217,8 +221,27 @@ def _square_crop(rgb: np.ndarray, cx: float, cy: float, side: float, out_px: int
     return crop, m
 
 
+# Serialized NormalizedLandmarkList with x, y, z set on every landmark: 17 bytes per landmark,
+# 0x0a 0x0f (field 1, length 15) then 0x0d x, 0x15 y, 0x1d z as little-endian float32.
+_LANDMARK_RECORD = np.dtype([("head", "u1", 2), ("tx", "u1"), ("x", "<f4"), ("ty", "u1"), ("y", "<f4"),
+                             ("tz", "u1"), ("z", "<f4")])
+
+
+def _landmark_array(lms) -> np.ndarray:
+    """(N, 3) float32 normalised landmarks; reads the serialized message in one go when it has the plain
+    x/y/z layout (reading 478 x 3 protobuf attributes one by one costs most of a millisecond)."""
+    raw = lms.SerializeToString()
+    n = len(lms.landmark)
+    if len(raw) == n * _LANDMARK_RECORD.itemsize:
+        rec = np.frombuffer(raw, dtype=_LANDMARK_RECORD)
+        if ((rec["head"][:, 0] == 0x0A).all() and (rec["head"][:, 1] == 0x0F).all() and (rec["tx"] == 0x0D).all()
+                and (rec["ty"] == 0x15).all() and (rec["tz"] == 0x1D).all()):
+            return np.stack([rec["x"], rec["y"], rec["z"]], axis=1)
+    return np.array([(p.x, p.y, p.z) for p in lms.landmark], dtype=np.float32)
+
+
 def _landmarks_to_pixels(lms, w: int, h: int) -> np.ndarray:
-    pts = np.array([(p.x, p.y, p.z) for p in lms.landmark], dtype=np.float32)
+    pts = _landmark_array(lms)
     if pts.shape[0] != NUM_LANDMARKS:
         raise RuntimeError(f"face mesh returned {pts.shape[0]} landmarks, expected {NUM_LANDMARKS}")
     # mediapipe: x, y normalised by width/height with 0 at the left edge of the image (pixel edge), so pixel
@@ -227,6 +250,29 @@ def _landmarks_to_pixels(lms, w: int, h: int) -> np.ndarray:
     pts[:, 1] = pts[:, 1] * h - 0.5
     pts[:, 2] = pts[:, 2] * w
     return pts
+
+
+def working_to_srgb8(tensor: torch.Tensor, working_space: str) -> np.ndarray:
+    """Scene-linear working-space pixels to display-referred sRGB 8-bit, for the detector.
+
+    The sRGB encoding is the inverse of reading sRGB-encoded footage into the working space, so a video
+    read and converted back gives the original code values (no view transform, no tone mapping).
+    TODO(lead): a generic ``engine.colour.to_uint8(tensor, dst)`` would belong in engine/colour.py.
+
+    Args:
+        tensor: (C >= 3, H, W) in ``working_space``, any device.
+
+    Returns:
+        (H, W, 3) uint8 C-contiguous numpy array.
+    """
+    if tensor.device.type != "cpu":   # convert and quantise on the device, move a quarter of the bytes
+        rgb = engine_colour.convert(tensor[:3].float(), working_space, "srgb")
+        return np.ascontiguousarray((rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+    # a copy (never convert the cached image's own pixels in place), interleaved for OCIO
+    hwc = np.array(tensor[:3].float().permute(1, 2, 0).numpy(), dtype=np.float32, order="C", copy=True)
+    engine_colour.convert(hwc, working_space, "srgb", inplace=True)
+    np.clip(hwc, 0.0, 1.0, out=hwc)
+    return cv2.convertScaleAbs(hwc, alpha=255.0)   # rounds and saturates to uint8
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -34,8 +34,7 @@ def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
         (yaw, pitch, roll) degrees: yaw > 0 turning toward the image's right, pitch > 0 chin up,
         roll > 0 tilting clockwise in the image.
     """
-    idx = list(STABLE_LANDMARKS)
-    rot = _rotation_3d(TEMPLATE_3D[idx], np.asarray(landmarks, dtype=np.float64)[idx])
+    rot = _rotation_3d(np.asarray(landmarks, dtype=np.float64)[_STABLE_INDEX])
     fwd = rot @ np.array([0.0, 0.0, -1.0])          # the face looks along -z in the head frame
     yaw = math.atan2(fwd[0], -fwd[2])
     pitch = math.atan2(-fwd[1], math.hypot(fwd[0], fwd[2]))
@@ -47,15 +46,20 @@ def head_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     return (math.degrees(yaw), math.degrees(pitch), math.degrees(roll))
 
 
-def _rotation_3d(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Rotation of the least-squares similarity src -> dst (Umeyama), (3, 3)."""
-    s = src - src.mean(0)
-    d = dst - dst.mean(0)
-    u, _, vt = np.linalg.svd(d.T @ s)
-    e = np.eye(3)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[2, 2] = -1
-    return u @ e @ vt
+_STABLE_INDEX = np.array(STABLE_LANDMARKS)
+_TEMPLATE_STABLE = TEMPLATE_3D[_STABLE_INDEX] - TEMPLATE_3D[_STABLE_INDEX].mean(0)
+
+
+def _rotation_3d(dst: np.ndarray) -> np.ndarray:
+    """Rotation of the least-squares similarity from the template's stable points to ``dst`` (Umeyama), (3, 3)."""
+    d = dst - dst.sum(0) / len(dst)
+    u, _, vt = np.linalg.svd(d.T @ _TEMPLATE_STABLE)
+    rot = u @ vt
+    (a, b, c), (d_, e, f), (g, h, i) = rot.tolist()
+    if a * (e * i - f * h) - b * (d_ * i - f * g) + c * (d_ * h - e * g) < 0:   # a reflection: flip the weakest axis
+        u[:, 2] = -u[:, 2]
+        rot = u @ vt
+    return rot
 
 
 # ---------------------------------------------------------------------------------------- One Euro

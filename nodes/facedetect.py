@@ -18,46 +18,17 @@ import threading
 from typing import Callable
 
 import numpy as np
-import torch
 
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
-from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
 from doublure.engine.hashing import file_identity
-from doublure.faces.detect import DETECTION_RANGES, MediapipeBackend
+from doublure.faces.detect import DETECTION_RANGES, MediapipeBackend, working_to_srgb8
 from doublure.faces.face import FACE_TYPES, Face, scale_faces
 from doublure.faces.trackfile import load_tracks, save_tracks
 from doublure.faces.track import SELECTIONS, TrackParams, build_tracks, faces_from_raw, select_tracks
 
 # Knobs whose values change the analysis (selection is applied when reading, so it is not among them).
 ANALYSIS_KNOBS = ("detection_range", "max_faces", "min_confidence", "min_cutoff", "beta", "max_gap", "face_type")
-
-
-# ------------------------------------------------------------------------------------ colour to 8 bit
-
-def working_to_srgb8(tensor: torch.Tensor, working_space: str) -> np.ndarray:
-    """Scene-linear working-space pixels to display-referred sRGB 8-bit, for the detector.
-
-    The sRGB encoding is the inverse of reading sRGB-encoded footage into the working space, so a video
-    read and converted back gives the original code values (no view transform, no tone mapping).
-    TODO(lead): a generic ``engine.colour.to_uint8(tensor, dst)`` would belong in engine/colour.py.
-
-    Args:
-        tensor: (C >= 3, H, W) in ``working_space``, any device.
-
-    Returns:
-        (H, W, 3) uint8 C-contiguous numpy array.
-    """
-    import cv2
-
-    if tensor.device.type != "cpu":   # convert and quantise on the device, move a quarter of the bytes
-        rgb = engine_colour.convert(tensor[:3].float(), working_space, "srgb")
-        return np.ascontiguousarray((rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
-    # a copy (never convert the cached image's own pixels in place), interleaved for OCIO
-    hwc = np.array(tensor[:3].float().permute(1, 2, 0).numpy(), dtype=np.float32, order="C", copy=True)
-    engine_colour.convert(hwc, working_space, "srgb", inplace=True)
-    np.clip(hwc, 0.0, 1.0, out=hwc)
-    return cv2.convertScaleAbs(hwc, alpha=255.0)   # rounds and saturates to uint8
 
 
 # ---------------------------------------------------------------------------------------- the node
