@@ -152,6 +152,20 @@ def all_reduce_mean(value: torch.Tensor | float, env: DistEnv) -> float:
     return float(tensor) / env.world_size
 
 
+def any_rank(flag: bool, env: DistEnv) -> bool:
+    """True on every rank if ``flag`` is true on any rank.
+
+    Decisions that change what a rank does next (stop now, skip a non-finite step and roll back) must be the
+    same on every rank: a rank that leaves the loop alone leaves the others blocked in the next all-reduce,
+    and a rank that rolls back alone no longer holds the weights the others hold.
+    """
+    if not env.distributed:
+        return bool(flag)
+    tensor = torch.tensor([1.0 if flag else 0.0], device=env.device if env.backend == "nccl" else "cpu")
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
 def barrier(env: DistEnv) -> None:
     """Wait for every rank (e.g. until rank 0 has written a checkpoint the others will read)."""
     if env.distributed:
