@@ -126,6 +126,7 @@ class ChunkTask:
     frames: tuple[int, ...]
     path_map: PathMap = ()
     halt_on_error: bool = False
+    proxy: float = 1.0
     topic: str | None = None  # the Dask event topic per-frame progress is logged under
     stop_event: str | None = None  # the Dask Event the client sets to stop every chunk of the job
 
@@ -201,8 +202,8 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
         graph = engine.load(map_path(task.project, task.path_map))
         apply_path_map(graph, task.path_map, os.path.dirname(task.project))
         rendering = True
-        report = engine.render(graph, list(task.writes), list(task.frames), halt_on_error=task.halt_on_error,
-                               progress=on_frame, cancel=cancel)
+        report = engine.render(graph, list(task.writes), list(task.frames), proxy=task.proxy,
+                               halt_on_error=task.halt_on_error, progress=on_frame, cancel=cancel)
     except engine.Cancelled:
         pass
     except DoublureError as exc:
@@ -440,7 +441,7 @@ def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> 
 
 def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, scheduler: str | None = None,
                 workers: int | None = None, chunk: int = 10, path_map: Iterable[str] | PathMap = (),
-                halt_on_error: bool = False,
+                halt_on_error: bool = False, proxy: float = 1.0,
                 progress: bool | Callable[[int, int], None] = False) -> FarmReport:
     """Render a project's Writes over ``frames`` as Dask tasks of ``chunk`` frames.
 
@@ -454,6 +455,7 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
         chunk: frames per task.
         path_map: ``"FROM=TO"`` strings: how the workers see the paths in the project.
         halt_on_error: stop the job at the first failed frame; otherwise failures are reported per frame.
+        proxy: render scale, as for a local render.
         progress: True prints a progress bar (frames, fps, ETA) and the per-worker summary to stderr; a
             callable gets ``(frames done, total)`` after each frame finishes.
 
@@ -489,7 +491,7 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
             client = Client(cluster, set_as_default=False)
             client.register_plugin(ImportNodeLibrary())
         try:
-            return _run(client, project_path, plan, total, pairs, halt_on_error, progress, cluster)
+            return _run(client, project_path, plan, total, pairs, halt_on_error, proxy, progress, cluster)
         finally:
             client.close()
     finally:
@@ -498,7 +500,7 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
 
 
 def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathMap, halt_on_error: bool,
-         progress: Any, cluster: Any) -> FarmReport:
+         proxy: float, progress: Any, cluster: Any) -> FarmReport:
     from distributed import Event, as_completed
 
     from doublure.engine.progress import ProgressBar
@@ -518,7 +520,7 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
     start = time.perf_counter()
     futures = []
     for index, (names, chunk_frames) in enumerate(plan):
-        task = ChunkTask(project_path, names, chunk_frames, path_map, halt_on_error, topic, stop.name)
+        task = ChunkTask(project_path, names, chunk_frames, path_map, halt_on_error, proxy, topic, stop.name)
         futures.append(client.submit(render_chunk, task, key=f"{topic}-chunk-{index}", pure=False,
                                      retries=TASK_RETRIES, priority=-index, resources=resources))
     pending = as_completed(futures, with_results=False, loop=client.loop)

@@ -173,8 +173,9 @@ def test_corrupt_frame_reported_and_path_map_applied_on_workers(tmp_path, cluste
     project = _project(tmp_path / "shot.dbl", "/farm-storage/plates/plate.####.exr",
                        "/farm-storage/out/out.####.exr", last=10)
     path_map = [f"/farm-storage={tmp_path / 'storage'}"]
-    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map)
+    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, proxy=0.5)
     assert [(node, frame) for node, frame, _ in report.failures] == [("Write1", 7)]
+    assert imageio.read_image(tmp_path / "storage" / "out" / "out.0001.exr").pixels.shape == (8, 12, 3)  # proxy
     assert "plate.0007.exr" in report.failures[0][2]
     assert "FAILED Write1 frame 7" in report.summary()
     assert _all_complete(tmp_path / "storage" / "out") == [1, 2, 3, 4, 5, 6, 8, 9, 10]
