@@ -6,6 +6,9 @@ Chunks are disjoint frame ranges, so no frame is written by two tasks at once; a
 task with it and the scheduler runs it again elsewhere, and frames the dead worker had finished are skipped
 because the Write skips complete frames (which is also what makes re-running an interrupted job render only
 the missing frames). A movie Write (one file for all frames) cannot be split: it renders in one task.
+When the job stops early (Ctrl-C, or a failure under ``halt_on_error``) the client sets a Dask Event that
+every running chunk polls; each stops before its next frame, and ``farm_render`` returns only once none
+runs, so a re-run never writes a frame that an old task is still writing.
 
 Either an existing scheduler is named (``scheduler="tcp://host:8786"``) or a ``LocalCluster`` is started on
 loopback only (``workers=N``); with GPUs, one worker per GPU, each seeing only its GPU and tagged with the
