@@ -383,9 +383,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
 
 def app_icon() -> QtGui.QIcon:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "resources", "icons",
-                        "doublure.svg")
-    return QtGui.QIcon(path) if os.path.exists(path) else QtGui.QIcon()
+    import doublure.resources
+
+    folder = os.path.join(os.path.dirname(os.path.abspath(doublure.resources.__file__)), "icons")
+    icon = QtGui.QIcon()
+    for name in ("doublure.svg", "doublure.png"):
+        if os.path.exists(os.path.join(folder, name)):
+            icon.addFile(os.path.join(folder, name))
+    return icon
 
 
 def _wait_for_viewer(window: MainWindow, timeout_s: float) -> bool:
