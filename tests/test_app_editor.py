@@ -147,3 +147,17 @@ def test_backdrops_and_dots_are_undoable(qtbot, window):
     assert tuple(gv.view_of(dot).pos()) == dot.position
     saved = graph_to_dict(graph)
     assert [n["type"] for n in saved["nodes"]] == ["AppTestConstant", "AppTestGain", "Dot"]
+
+
+def test_double_click_opens_knobs_and_number_keys_set_viewer_inputs(qtbot, window):
+    const, gain = constant_chain(window.graph)
+    gv = window.graph_view
+    viewer = node_viewer(window)
+    viewer.node_double_clicked.emit(gv.view_of(gain).id)
+    assert window.properties.panels[0].node is gain
+    gv.select([gain])
+    viewer.setFocus()
+    qtbot.keyClick(viewer, QtCore.Qt.Key.Key_2)
+    assert window.viewer.node_in_slot("2") is gain
+    assert window.graph.ui["viewer"]["inputs"]["2"] == gain.uuid
+

@@ -36,7 +36,7 @@ class AppTestConstant(Node):
 
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         super().hash(ctx, h)
-        h.update(ctx.frame)
+        h.update(ctx.frame).update(ctx.proxy)
 
     def compute(self, ctx, inputs) -> Image:
         w = max(1, round(self.value("width", ctx.frame) * ctx.proxy))

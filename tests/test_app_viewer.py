@@ -45,6 +45,11 @@ def test_knob_edit_in_properties_changes_the_viewer_image(qtbot, window):
     assert shown_pixel(viewer) == before
     assert graph.cache.stats.computes == computes
     assert panel.editors["gain"].field.value() == 1.0
+    # Proxy: the viewer evaluates at half resolution and still shows the full frame's size.
+    viewer.proxy_combo.setCurrentIndex(viewer.proxy_combo.findData(0.5))
+    wait_current(qtbot, viewer)
+    frame = viewer.canvas.frame_a
+    assert frame.rgba.shape[:2] == (60, 80) and viewer.canvas.frame_size(frame).width() == 160
 
 
 def test_wipe_flip_side_and_difference(qtbot, window):
