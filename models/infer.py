@@ -56,6 +56,8 @@ def swap_faces(loaded: LoadedModel, faces: torch.Tensor, chunk: int = 16) -> tup
     model = loaded.model
     device = next(model.parameters()).device
     autocast = resolve_precision("auto", device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)   # denormals slow CPU convolutions many times over
     rgbs, masks = [], []
     for start in range(0, faces.shape[0], chunk):
         x = faces[start:start + chunk].to(device).float().contiguous(memory_format=torch.channels_last)
