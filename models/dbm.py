@@ -270,7 +270,7 @@ def _identity(path: str) -> tuple:
     for p in ((os.path.join(path, WEIGHTS), os.path.join(path, META)) if os.path.isdir(path) else (path,)):
         try:
             st = os.stat(p)
-            parts.append((st.st_size, st.st_mtime_ns))
+            parts.append((st.st_ino, st.st_size, st.st_mtime_ns))
         except OSError:
             parts.append("missing")
     return tuple(parts)

@@ -1,0 +1,135 @@
+"""SwapModel on real footage (Read -> FaceDetect -> SwapModel): plate-sized output, the plate kept bit for bit
+outside the feathered mask, faceless frames untouched, provenance, one shared model, clear errors."""
+import json
+import os
+
+import pytest
+import torch
+
+import doublure.nodes  # noqa: F401  (registers the node library)
+from doublure import engine
+from doublure.engine.errors import DoublureError
+from doublure.models.arch import IdentityModel, config_for
+from doublure.models.dbm import model_digest, rights_record, save_model
+from doublure.models.infer import shared_model
+from doublure.nodes.swapmodel import crop_masks
+
+RIGHTS = rights_record("M030", "M030 (the actor)", "2024-01-10", "AGR-0042", "film", "2099-12-31")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("model") / "m030.dbm")
+    save_model(path, IdentityModel(config_for(64, "df", 0.125)), {"name": "m030", "rights": RIGHTS,
+                                                                   "face_type": "whole_face"})
+    return path
+
+
+def shot(clip, model, last):
+    g = engine.Graph()
+    read = g.create("Read", file=str(clip), first=1, last=last)
+    fd = g.create("FaceDetect")
+    fd.set_input(0, read)
+    sw = g.create("SwapModel", model=model)
+    sw.set_input(0, fd)
+    return g, fd, sw
+
+
+@pytest.mark.parametrize("blend", ["alpha", "seamless"])
+def test_swap_keeps_the_plate_outside_the_mask(media_dir, model_path, blend):
+    g, fd, sw = shot(media_dir / "mead/W009_front_angry_level3_001.mp4", model_path, 5)
+    sw["blend"] = blend
+    plate = g.evaluate(fd, frame=3)
+    assert len(plate.faces) == 1
+    out = g.evaluate(sw, frame=3)
+    assert out.tensor.shape == plate.tensor.shape and out.channels == plate.channels
+    sw["output"] = "mask"
+    mask = g.evaluate(sw, frame=3).tensor[0]
+    outside = mask == 0
+    inside = mask > 0.5
+    assert 0.2 < float(outside.float().mean()) < 0.95 and inside.any()
+    assert torch.equal(out.tensor[:, outside], plate.tensor[:, outside])
+    assert (out.tensor[:, inside] - plate.tensor[:, inside]).abs().mean() > 1e-3
+    meta = out.metadata
+    assert meta["doublure/synthetic_face"] is True and meta["doublure/model"] == "m030"
+    assert meta["doublure/model_digest"] == model_digest(model_path)
+    assert "AGR-0042" in meta["doublure/rights"] and "doublure/rights_warning" not in meta
+    sw["output"] = "swapped crop"
+    assert tuple(g.evaluate(sw, frame=3).tensor.shape) == (3, 64, 64)
+
+
+def test_frame_without_a_face_is_untouched(media_dir, model_path):
+    g, fd, sw = shot(media_dir / "pexels/face_noface.mov", model_path, 169)
+    plate = g.evaluate(fd, frame=121)       # the animated part: no human face
+    assert plate.faces == []
+    out = g.evaluate(sw, frame=121)
+    assert torch.equal(out.tensor, plate.tensor)
+    assert out.metadata["doublure/synthetic_face"] is False and "doublure/model_digest" in out.metadata
+    # a face on the frame, but not on a chosen track: untouched as well
+    sw["tracks"] = "7"
+    face_plate = g.evaluate(fd, frame=11)
+    assert len(face_plate.faces) == 1
+    assert torch.equal(g.evaluate(sw, frame=11).tensor, face_plate.tensor)
+    sw["tracks"] = "0, x"
+    with pytest.raises(DoublureError, match="SwapModel1: knob 'tracks'"):
+        g.evaluate(sw, frame=11)
+
+
+def test_one_shared_model_and_hash_follows_the_file(media_dir, model_path, tmp_path):
+    assert shared_model(model_path) is shared_model(model_path)
+    path = str(tmp_path / "copy.dbm")
+    torch.manual_seed(1)
+    model = IdentityModel(config_for(64, "df", 0.125))
+    save_model(path, model, {"name": "copy", "face_type": "whole_face"})
+    g, fd, sw = shot(media_dir / "mead/W009_front_angry_level3_001.mp4", path, 3)
+    ctx = engine.EvalContext(frame=2)
+    before = g.hash_of(sw, ctx)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)
+    save_model(path, model, {"name": "copy", "face_type": "whole_face"})
+    g.reload()   # the viewer's Reload: hashes are memoised between edits
+    assert g.hash_of(sw, ctx) != before
+    out = g.evaluate(sw, frame=2)
+    assert "no rights record" in out.metadata["doublure/rights_warning"]
+
+
+def test_bad_model_files_raise_naming_the_file(media_dir, model_path, tmp_path):
+    missing = str(tmp_path / "absent.dbm")
+    g, fd, sw = shot(media_dir / "mead/W009_front_angry_level3_001.mp4", missing, 3)
+    with pytest.raises(DoublureError, match=r"SwapModel1: model file .*absent\.dbm does not exist"):
+        g.evaluate(sw, frame=1)
+    unknown = str(tmp_path / "unknown.dbm")
+    save_model(unknown, IdentityModel(config_for(64, "df", 0.125)), {"face_type": "whole_face"})
+    meta = json.load(open(os.path.join(unknown, "model.json")))
+    meta["architecture"]["arch"] = "hyperswap"
+    json.dump(meta, open(os.path.join(unknown, "model.json"), "w"))
+    sw["model"] = unknown
+    with pytest.raises(DoublureError, match=r"SwapModel1: .*unknown\.dbm.*unknown model architecture 'hyperswap'"):
+        g.evaluate(sw, frame=1)
+    corrupt = str(tmp_path / "corrupt.dbm")
+    save_model(corrupt, IdentityModel(config_for(64, "df", 0.125)), {"face_type": "whole_face"})
+    with open(os.path.join(corrupt, "weights.safetensors"), "r+b") as f:
+        f.seek(200)
+        f.write(b"garbage!")
+    sw["model"] = corrupt
+    with pytest.raises(DoublureError, match=r"SwapModel1: .*corrupt\.dbm"):
+        g.evaluate(sw, frame=1)
+    sw["model"] = ""
+    with pytest.raises(DoublureError, match="SwapModel1: no model file set"):
+        g.evaluate(sw, frame=1)
+
+
+def test_crop_masks_erode_feather_and_border():
+    hull = torch.zeros(1, 1, 64, 64)
+    hull[..., 16:48, 16:48] = 1.0
+    pred = torch.ones(1, 1, 64, 64)
+    assert torch.equal(crop_masks(pred, hull, "landmark hull", 0, 0), hull)
+    eroded = crop_masks(pred, hull, "both", 2, 0)
+    assert float(eroded.sum()) == 28 * 28
+    grown = crop_masks(pred, hull, "landmark hull", -2, 0)
+    assert float(grown.sum()) == 36 * 36
+    soft = crop_masks(pred, hull, "landmark hull", 0, 2.0)
+    assert 0 < float(soft[0, 0, 32, 14]) < 0.5 < float(soft[0, 0, 32, 18]) < 1
+    border = crop_masks(pred, hull, "predicted", 0, 0)
+    assert float(border[0, 0, 0].max()) == 0 and float(border[0, 0, 32, 32]) == 1
