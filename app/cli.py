@@ -12,7 +12,13 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from doublure.engine import DoublureError
+# Before torch and mediapipe load: OpenMP threads that spin while waiting make small torch ops 20-30x slower
+# on shared cores (a farm node, a workstation also running the app); mediapipe's C++ logging is noise here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from doublure.engine import DoublureError  # noqa: E402
 
 SUBCOMMANDS = ("render", "info", "track", "extract", "train", "demo")
 
@@ -40,7 +46,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         report = farm_render(args.project, writes=args.write, frames=args.frames, scheduler=args.scheduler,
                              workers=args.workers, chunk=args.chunk, path_map=args.path_map,
-                             halt_on_error=args.halt_on_error, proxy=args.proxy)
+                             halt_on_error=args.halt_on_error, proxy=args.proxy, progress=True)
     else:
         if args.path_map:
             raise DoublureError("--path-map applies to farm workers: use it with --scheduler or --workers")
@@ -92,7 +98,18 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_track(args: argparse.Namespace) -> int:
     from doublure.nodes.facedetect import track_shot
 
-    path = track_shot(args.project, args.node)
+    from doublure.engine.progress import ProgressBar
+
+    bar: list[ProgressBar] = []
+
+    def progress(done: int, total: int, frame: int) -> None:
+        if not bar:
+            bar.append(ProgressBar(total, "frames"))
+        bar[0].update(done, f"frame {frame}")
+
+    path = track_shot(args.project, args.node, progress=progress)
+    if bar:
+        bar[0].close()
     print(f"tracks saved to {path}")
     return 0
 
@@ -100,7 +117,19 @@ def cmd_track(args: argparse.Namespace) -> int:
 def cmd_extract(args: argparse.Namespace) -> int:
     from doublure.faces.extract import extract_faceset
 
-    extract_faceset(args.clips, args.out, size=args.size, every=args.every)
+    from doublure.engine.progress import ProgressBar
+
+    bar: list[ProgressBar] = []
+
+    def progress(done: int, total: int, *_: object) -> None:
+        if not bar:
+            bar.append(ProgressBar(total, "frames"))
+        bar[0].update(done)
+
+    summary = extract_faceset(args.clips, args.out, size=args.size, every=args.every, progress=progress)
+    if bar:
+        bar[0].close()
+    print(summary["text"])
     return 0
 
 
