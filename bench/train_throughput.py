@@ -1,0 +1,129 @@
+"""Training throughput of the identity model: iterations/s, samples/s, achieved FLOP/s over a plain matmul's
+FLOP/s in the same dtype (measured in the same run), and the fraction of step time spent waiting on data.
+
+    python bench/train_throughput.py                       # 64 px batch 16 and 128 px batch 8, full width
+    python bench/train_throughput.py --cases 64:8 --iters 10 --width 0.5
+
+FLOPs per step are counted with torch.utils.flop_counter on one real step (forward, backward; the optimiser's
+elementwise work is not counted, so the ratio slightly understates the machine's useful work). The data
+comes from real facesets (two MEAD clips, extracted once into bench/out/) through the Trainer's background
+loader, so the data-wait figure includes PNG decoding, masks and augmentation.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = ROOT.parent / "shared" / "media"
+OUT = ROOT / "bench" / "out"
+
+
+def facesets() -> tuple[str, str]:
+    from doublure.faces.extract import extract_faceset
+
+    paths = []
+    for clip in ("W009_front_happy_level3_001.mp4", "M030_front_happy_level3_001.mp4"):
+        folder = OUT / f"faceset_{clip[:4]}_256"
+        if not (folder / "index.json").exists():
+            print(f"extracting {clip} ...", flush=True)
+            extract_faceset([str(MEDIA / "mead" / clip)], str(folder), size=256, every=2)
+        paths.append(str(folder))
+    return paths[0], paths[1]
+
+
+def matmul_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n matmul in ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
+    return best
+
+
+def step_flops(res: int, batch: int, width: float, arch: str, autocast) -> int:
+    from doublure.models.arch import IdentityModel, config_for
+    from doublure.models.losses import LossWeights, ssim_window
+    from doublure.models.train import train_step
+
+    model = IdentityModel(config_for(res, arch, width))
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    cl = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
+    batch_ = {k: cl(torch.rand(batch, 3, res, res)) for k in ("a_in", "a_target", "b_in", "b_target", "a_masks", "b_masks")}
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(model, batch_, opt, weights=LossWeights(), window=ssim_window(res), autocast=autocast)
+    return counter.get_total_flops()
+
+
+def run_case(res: int, batch: int, iters: int, width: float, arch: str, threads: int, fs: tuple[str, str]) -> dict:
+    from doublure.models.arch import config_for, parameter_count, IdentityModel
+    from doublure.models.train import TrainConfig, Trainer, resolve_precision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = resolve_precision("auto", device)
+    flops = step_flops(res, batch, width, arch, autocast)
+    params = parameter_count(IdentityModel(config_for(res, arch, width)))
+    windows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(out=os.path.join(tmp, "bench.dbm"), source=[fs[0]], target=[fs[1]], res=res, arch=arch,
+                          width=width, batch=batch, iters=iters, log_every=2, preview_every=0,
+                          checkpoint_minutes=1e9, threads=threads)
+        trainer = Trainer(cfg, progress=lambda e: windows.append(e) if e["event"] == "step" else None)
+        summary = trainer.run()
+    steady = [w["its_per_s"] for w in windows[1:]] or [windows[-1]["its_per_s"]]
+    waits = [w["data_wait_fraction"] for w in windows[1:]] or [summary["data_wait_fraction"]]
+    its = statistics.median(steady)
+    return {"res": res, "batch": batch, "params_m": params / 1e6, "gflop_per_step": flops / 1e9, "its_per_s": its,
+            "samples_per_s": its * batch * 2, "achieved_gflops": flops * its / 1e9,
+            "data_wait": statistics.mean(waits), "precision": trainer.precision_name}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default="64:16,128:8", help="res:batch pairs")
+    p.add_argument("--iters", type=int, default=12)
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--arch", default="df")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    fs = facesets()
+    from doublure.models.train import resolve_precision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = resolve_precision("auto", device)
+    dtype = autocast or torch.float32
+    print(f"device {device}, precision {dtype}, threads {args.threads}, arch {args.arch}, width {args.width}")
+    ref = matmul_flops(dtype)
+    print(f"reference: 2048^2 matmul in {dtype}: {ref / 1e9:.1f} GFLOP/s")
+    rows = []
+    for case in args.cases.split(","):
+        res, batch = (int(v) for v in case.split(":"))
+        r = run_case(res, batch, args.iters, args.width, args.arch, args.threads, fs)
+        ref_after = matmul_flops(dtype)   # the machine is shared: bracket the case with two references
+        r["ref_gflops"] = (ref + ref_after) / 2 / 1e9
+        r["ratio"] = r["achieved_gflops"] / r["ref_gflops"]
+        ref = ref_after
+        rows.append(r)
+        print(f"{res:5d} px batch {batch:3d}: {r['params_m']:.1f}M params, {r['gflop_per_step']:.1f} GFLOP/step, "
+              f"{r['its_per_s']:.3f} it/s, {r['samples_per_s']:.1f} samples/s, {r['achieved_gflops']:.1f} GFLOP/s "
+              f"= {r['ratio']:.2f} x matmul ({r['ref_gflops']:.1f}), data wait {100 * r['data_wait']:.1f}% "
+              f"[{r['precision']}]", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
