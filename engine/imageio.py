@@ -139,7 +139,8 @@ def _metadata_from_spec(spec: oiio.ImageSpec) -> dict[str, Any]:
 
 
 def _decode_json(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "{[":
+    """Undo ``_metadata_into_spec``'s JSON for values a header attribute cannot hold (bools, lists, dicts)."""
+    if isinstance(value, str) and (value[:1] in "{[" or value in ("true", "false", "null")):
         try:
             return json.loads(value)
         except ValueError:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Rebuild the demo identity model from the bundled MEAD clips (documented, not run in CI).
+# M030 is the target identity (B), W009 the plate actor (A). M030's neutral clip stays unseen for the quality
+# check. Usage: bash resources/demo/build_model.sh [MINUTES] [WORK_DIR]   (from the repository root)
+set -euo pipefail
+minutes=${1:-70}
+work=${2:-build/demo_model}
+media=resources/demo/media
+mkdir -p "$work"
+doublure=${DOUBLURE:-.venv/bin/doublure}
+"$doublure" extract $(ls $media/M030_*.mp4 | grep -v neutral) --out "$work/faceset_M030" --size 128
+"$doublure" extract $media/W009_*.mp4 --out "$work/faceset_W009" --size 128
+resume=()
+[ -f "$work/demo_model.dbm/model.json" ] && resume=(--resume)
+"$doublure" train --target "$work/faceset_M030" --source "$work/faceset_W009" --out "$work/demo_model.dbm" \
+  --res 64 --arch liae --width 0.3 --batch 16 --minutes "$minutes" --checkpoint-minutes 10 "${resume[@]}" \
+  --name "MEAD M030 demo" \
+  --rights-subject "MEAD actor M030" \
+  --rights-consent-by "MEAD participants, consent collected by the MEAD authors (Wang et al., ECCV 2020)" \
+  --rights-consent-date 2020-08-23 \
+  --rights-agreement "MEAD dataset terms: research use only; clips via ali-vilab/dreamtalk (MIT)" \
+  --rights-uses "research,demonstration" \
+  --rights-expiry 2030-12-31
+echo "model written to $work/demo_model.dbm; copy it to resources/demo/demo_model.dbm"
