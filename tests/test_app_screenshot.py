@@ -15,30 +15,19 @@ from pathlib import Path
 import numpy as np
 
 import doublure.nodes  # noqa: F401
-from doublure.engine import Graph
+from doublure.app.demo import prepare_demo
 from doublure.engine.imageio import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
-DEMO = ROOT / "resources" / "demo" / "demo.dbl"
 
 
 def shot_project(tmp_path: Path) -> Path:
-    """The bundled demo shot when it exists, else the same start of it: plate Read -> FaceDetect -> Write,
-    the viewer wiping between the plate (A) and the detection (B)."""
-    if DEMO.exists():
-        return DEMO
-    graph = Graph(first=1, last=40, name="demo")
-    read = graph.create("Read", file=str(ROOT / "resources" / "demo" / "media" / "W009_front_happy_level3_001.mp4"),
-                        first=1, last=100, position=(0, 0))
-    detect = graph.create("FaceDetect", inputs=[read], position=(0, 130))
-    graph.create("Write", inputs=[detect], file=str(tmp_path / "out.####.exr"), position=(0, 260))
-    graph.ui["viewer"] = {"inputs": {"1": read.uuid, "2": detect.uuid}, "a": "1", "b": "2", "mode": "wipe",
-                          "wipe": 0.5}
-    graph.ui["timeline"] = {"frame": 12}
-    path = tmp_path / "shot.dbl"
-    graph.save(str(path))
-    return path
+    """A working copy of the bundled demo shot (faces tracked, grain analysed, Writes aimed into
+    ``tmp_path``), so the app's autosaves and track files never land in the repository. Its viewer wipes
+    between the plate (A) and the finished swap (B)."""
+    graph = prepare_demo(tmp_path / "demo", log=lambda text: None)
+    return Path(graph.project_path)
 
 
 def start_xvfb() -> tuple[subprocess.Popen | None, dict]:
