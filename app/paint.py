@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from doublure.engine import DoublureError, Node
-from doublure.faces.face import apply_affine
+from doublure.faces.paint import plate_points_to_stroke
 
 FRAME_SCOPES = ("all", "from", "only")
 
@@ -73,13 +73,5 @@ def stroke_from_plate_path(faces: Sequence, points_px: Sequence[tuple[float, flo
         raise DoublureError(f"{node_name}: no face at frame {frame} to paint on (strokes live in a face's "
                             "space: put a FaceDetect upstream)")
     frames = None if brush.scope == "all" else {brush.scope: int(frame)}
-    radius_px = brush.size / 2.0
-    try:
-        from doublure.faces.paint import plate_points_to_stroke
-    except ImportError:  # until the finishing issue's faces/paint.py lands: the same mapping, inline
-        scale = float(np.sqrt(abs(np.linalg.det(np.asarray(face.to_crop, dtype=np.float64)[:, :2]))))
-        return {"track_id": int(face.track_id), "points": apply_affine(face.to_crop, points).tolist(),
-                "radius": radius_px * scale, "hardness": float(brush.hardness), "opacity": float(brush.opacity),
-                "mode": brush.mode, "frames": frames}
-    return plate_points_to_stroke(face, points, radius_px, hardness=brush.hardness, opacity=brush.opacity,
-                                  mode=brush.mode, frames=frames)
+    return plate_points_to_stroke(face, points, brush.size / 2.0, hardness=brush.hardness,
+                                  opacity=brush.opacity, mode=brush.mode, frames=frames)

@@ -3,11 +3,16 @@ recomputing cached frames), stale-frame cancellation while scrubbing real footag
 knob, face overlays and the pixel probe on real footage, playback and the cache line."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
 from PySide6 import QtCore, QtGui, QtTest
 
 import doublure.nodes  # noqa: F401  (registers Read, FaceDetect...)
 
 from test_app_support import constant_chain, window  # noqa: F401
+
+DEMO_MEDIA = Path(__file__).resolve().parents[1] / "resources" / "demo" / "media"
 
 
 def wait_current(qtbot, viewer, timeout=60000):
@@ -147,6 +152,59 @@ def test_paint_stroke_changes_the_mask(qtbot, window):
     assert mask.value("strokes") == []
     wait_current(qtbot, viewer)
     assert shown_pixel(viewer) == (0, 0, 0)
+
+
+def drag(canvas, points) -> None:
+    """A left-button brush drag through widget ``points``."""
+    QtTest.QTest.mousePress(canvas, QtCore.Qt.MouseButton.LeftButton, pos=points[0])
+    for p in points[1:]:
+        QtTest.QTest.mouseMove(canvas, p)
+    QtTest.QTest.mouseRelease(canvas, QtCore.Qt.MouseButton.LeftButton, pos=points[-1])
+
+
+def test_paint_stroke_on_a_real_eyefix_brings_back_the_plate_there(qtbot, window):
+    graph, viewer = window.graph, window.viewer
+    read = graph.create("Read", file=str(DEMO_MEDIA / "W009_front_happy_level3_001.mp4"), first=1, last=108)
+    detect = graph.create("FaceDetect", inputs=[read])
+    # Stands in for the swap: darker than the plate everywhere, so the plate coming back through EyeFix's
+    # mask shows wherever the mask is.
+    swap = graph.create("AppTestGain", inputs=[detect], gain=0.5)
+    eyefix = graph.create("EyeFix", inputs=[swap, read])
+    viewer.set_input(1, eyefix)
+    wait_current(qtbot, viewer, 120000)
+    viewer.canvas.resize(512, 512)
+    viewer.canvas.fit()
+    frame = viewer.canvas.frame_a
+    before = frame.image.tensor[:3].clone()
+    (face,) = frame.image.faces
+    x0, y0, x1, y1 = face.box
+    # Across the cheek, well below the eyes (EyeFix's own eye mask), in plate pixels.
+    path = [(x0 + 0.25 * (x1 - x0) + t, y0 + 0.75 * (y1 - y0)) for t in range(0, 21, 2)]
+    window.graph_view.select([eyefix])
+    viewer.canvas.setFocus()
+    qtbot.keyClick(viewer.canvas, QtCore.Qt.Key.Key_P)
+    assert viewer.paint_target is eyefix
+    viewer.brush_size.setValue(10)
+    drag(viewer.canvas, [viewer.canvas.to_widget(QtCore.QPointF(x, y)).toPoint() for x, y in path])
+    strokes = eyefix.value("strokes")
+    assert len(strokes) == 1 and strokes[0]["track_id"] == face.track_id and len(strokes[0]["points"]) > 3
+    wait_current(qtbot, viewer, 120000)
+    after = viewer.canvas.frame_a.image.tensor[:3]
+    plate = graph.evaluate(read, frame.frame).tensor[:3]
+    # On the stroke the plate is back; before painting it was the darkened source there.
+    cx, cy = (int(round(v)) for v in path[len(path) // 2])
+    assert torch.allclose(after[:, cy, cx], plate[:, cy, cx], atol=1e-3)
+    assert torch.allclose(before[:, cy, cx], 0.5 * plate[:, cy, cx], atol=1e-3)
+    # Nothing changed away from the stroke (brush radius 5 px, plus EyeFix's one-rectangle blend).
+    changed = torch.nonzero((after - before).abs().amax(0) > 1e-4)
+    assert len(changed) > 20
+    ys, xs = changed[:, 0], changed[:, 1]
+    assert ys.min() >= path[0][1] - 8 and ys.max() <= path[0][1] + 8
+    assert xs.min() >= path[0][0] - 8 and xs.max() <= path[-1][0] + 8
+    window.graph_undo()  # one stroke, one undo step
+    assert eyefix.value("strokes") == []
+    wait_current(qtbot, viewer, 120000)
+    assert torch.equal(viewer.canvas.frame_a.image.tensor[:3], before)
 
 
 def test_real_faces_overlay_probe_playback_and_cache_line(qtbot, window, media_dir):
