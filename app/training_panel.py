@@ -1,54 +1,37 @@
 """The training panel: start, stop and resume an identity-model training run, with a live loss plot, the
 latest preview grid and iterations per second.
 
-A thin layer over ``doublure.models.Trainer``. What the panel relies on:
-- ``Trainer(target=, source=, out=, res=, resume=, progress=callback)``;
-- ``start()`` (may block: the panel calls it on its own thread) and ``stop()`` (asks the run to checkpoint
-  and end);
-- ``callback(info)`` with ``info`` a mapping or object holding ``iteration`` and ``losses`` (name -> value)
-  or ``loss``, and optionally ``its`` (iterations per second);
-- ``latest_preview()`` -> an (H, W, 3) uint8 or float array in [0, 1], or None.
-The run lives on its own thread, so closing the panel does not stop it.
+A thin layer over :class:`doublure.models.train.Trainer`: the form fills a ``TrainConfig``,
+``Trainer.start()`` runs it on the trainer's own thread and ``Trainer.stop()`` asks it to finish the step,
+checkpoint and end. Progress dicts arrive on the training thread and are re-emitted to the UI thread: ``step``
+events carry ``losses`` (``a``/``b``: each identity's reconstruction loss, plotted) and ``its_per_s``;
+``preview`` and ``done`` events mean ``latest_preview()`` has a new grid. The run outlives the panel's dock
+being closed.
 """
 from __future__ import annotations
 
-import threading
-import time
+import os
 from typing import Any
 
 import numpy as np
 from PySide6 import QtCharts, QtCore, QtGui, QtWidgets
 
+from doublure.models.train import TrainConfig, Trainer
 
-def _field(info: Any, name: str, default: Any = None) -> Any:
-    if isinstance(info, dict):
-        return info.get(name, default)
-    return getattr(info, name, default)
-
-
-def trainer_class() -> type | None:
-    """``doublure.models.Trainer`` when the identity-model package provides it."""
-    try:
-        from doublure import models
-    except ImportError:
-        return None
-    return getattr(models, "Trainer", None)
+# The losses plotted, and their legend: each identity's masked reconstruction loss.
+PLOTTED_LOSSES = {"a": "A (plate actor)", "b": "B (target actor)"}
 
 
-def preview_qimage(preview: Any) -> QtGui.QImage | None:
-    """An (H, W, 3) uint8 or [0, 1] float array (or a (3, H, W) tensor) as an owned QImage."""
+def facesets(text: str) -> list[str]:
+    """Faceset folders typed into a field, separated by the platform's path separator."""
+    return [part.strip() for part in text.split(os.pathsep) if part.strip()]
+
+
+def preview_qimage(preview: np.ndarray | None) -> QtGui.QImage | None:
+    """``Trainer.latest_preview()``'s (H, W, 3) uint8 RGB grid as an owned QImage (None stays None)."""
     if preview is None:
         return None
-    if hasattr(preview, "detach"):
-        preview = preview.detach().cpu().numpy()
-        if preview.ndim == 3 and preview.shape[0] in (1, 3):
-            preview = np.moveaxis(preview, 0, -1)
-    arr = np.asarray(preview)
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    arr = np.ascontiguousarray(arr[..., :3])
+    arr = np.ascontiguousarray(preview)
     h, w = arr.shape[:2]
     return QtGui.QImage(arr.data, w, h, 3 * w, QtGui.QImage.Format.Format_RGB888).copy()
 
@@ -58,28 +41,41 @@ class TrainingPanel(QtWidgets.QWidget):
 
     status_message = QtCore.Signal(str)
     _progress = QtCore.Signal(object)
-    _ended = QtCore.Signal(str)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
-        self.trainer: Any = None
-        self.thread: threading.Thread | None = None
+        self.trainer: Trainer | None = None
         self.iteration = 0
         self.series: dict[str, QtCharts.QLineSeries] = {}
-        self._its_times: list[tuple[float, int]] = []
         self.target = QtWidgets.QLineEdit(self)
         self.target.setPlaceholderText("faceset of the identity to put in (B)")
         self.source = QtWidgets.QLineEdit(self)
         self.source.setPlaceholderText("faceset of the plate actor (A)")
+        for field in (self.target, self.source):
+            field.setToolTip(f"faceset folders, separated by '{os.pathsep}'")
         self.out = QtWidgets.QLineEdit(self)
         self.out.setPlaceholderText("models/actor.dbm")
         self.res = QtWidgets.QComboBox(self)
         self.res.addItems(["64", "128", "256", "512"])
         self.res.setCurrentText("128")
+        self.width_scale = QtWidgets.QDoubleSpinBox(self)
+        self.width_scale.setRange(0.125, 4.0)
+        self.width_scale.setSingleStep(0.125)
+        self.width_scale.setDecimals(3)
+        self.width_scale.setValue(1.0)
+        self.width_scale.setToolTip("scale of the model's channel widths (smaller trains faster, holds less)")
+        self.batch = QtWidgets.QSpinBox(self)
+        self.batch.setRange(1, 256)
+        self.batch.setValue(TrainConfig.batch)
+        self.iterations = QtWidgets.QSpinBox(self)
+        self.iterations.setRange(0, 10_000_000)
+        self.iterations.setSpecialValueText("until stopped")
         self.resume = QtWidgets.QCheckBox("resume the run in the output model", self)
+        self.resume.setToolTip("continue the checkpoint: its resolution and widths are kept")
         form = QtWidgets.QFormLayout()
         for label, w in (("Target", self.target), ("Source", self.source), ("Model", self.out),
-                         ("Resolution", self.res), ("", self.resume)):
+                         ("Resolution", self.res), ("Width", self.width_scale), ("Batch", self.batch),
+                         ("Iterations", self.iterations), ("", self.resume)):
             form.addRow(label, w)
         self.start_button = QtWidgets.QPushButton("Start", self)
         self.start_button.clicked.connect(self.start)
@@ -104,92 +100,100 @@ class TrainingPanel(QtWidgets.QWidget):
         self.preview = QtWidgets.QLabel("no preview yet", self)
         self.preview.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.preview.setMinimumHeight(120)
+        self.preview.setToolTip("columns: A, A->A, B, B->B, A->B")
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.chart_view, 2)
         layout.addWidget(self.preview, 1)
         self._progress.connect(self.on_progress)
-        self._ended.connect(self._on_ended)
-        self._preview_timer = QtCore.QTimer(self)
-        self._preview_timer.setInterval(2000)
-        self._preview_timer.timeout.connect(self.update_preview)
-        if trainer_class() is None:
-            self.start_button.setEnabled(False)
-            self.start_button.setToolTip("doublure.models has no Trainer yet")
-            self.rate.setText("training needs doublure.models.Trainer")
+        # Trainer.start() gives no end signal when the run fails (the error is kept on the trainer), so the
+        # panel watches the run's thread.
+        self._watch = QtCore.QTimer(self)
+        self._watch.setInterval(250)
+        self._watch.timeout.connect(self._check_ended)
 
     # -- running --------------------------------------------------------------------------------------
-    def start(self) -> None:
-        cls = trainer_class()
-        if cls is None or self.running():
-            return
-        trainer = cls(target=self.target.text(), source=self.source.text(), out=self.out.text(),
-                      res=int(self.res.currentText()), resume=self.resume.isChecked(), progress=self._progress.emit)
-        self.attach(trainer)
+    def config(self, **overrides: Any) -> TrainConfig:
+        """The run the form describes (``overrides``: other ``TrainConfig`` fields)."""
+        resume = self.resume.isChecked()
+        fields = dict(out=self.out.text().strip(), source=facesets(self.source.text()),
+                      target=facesets(self.target.text()), resume=resume,
+                      # a resumed run keeps its checkpoint's shape; asking for another one is refused
+                      res=None if resume else int(self.res.currentText()),
+                      width=self.width_scale.value(), batch=self.batch.value(),
+                      iters=self.iterations.value() or None)
+        fields.update(overrides)
+        return TrainConfig(**fields)
 
-    def attach(self, trainer: Any) -> None:
-        """Run ``trainer`` (see the module docstring for what it must offer) and show its progress."""
-        self.trainer = trainer
+    def start(self) -> None:
+        """Start the run the form describes."""
+        if self.running():
+            return
+        if not self.out.text().strip():
+            self.status_message.emit("training: choose the model file (.dbm) to write")
+            return
+        self.start_run(self.config())
+
+    def start_run(self, config: TrainConfig) -> Trainer:
+        """Train ``config`` on the trainer's thread and show its progress. Returns the trainer."""
+        self.trainer = Trainer(config, progress=self._progress.emit)
         self.iteration = 0
-        self._its_times.clear()
         for series in self.series.values():
             series.clear()
+        self.rate.setText("starting…")
+        self.trainer.start()
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
-        self._preview_timer.start()
-        self.thread = threading.Thread(target=self._run, name="doublure-train", daemon=True)
-        self.thread.start()
-        self.status_message.emit("training started")
-
-    def _run(self) -> None:
-        try:
-            self.trainer.start()
-        except Exception as exc:  # the run's error belongs in the panel, not on a dead thread
-            self._ended.emit(f"{type(exc).__name__}: {exc}")
-        else:
-            self._ended.emit("")
+        self._watch.start()
+        self.status_message.emit(f"training {config.out} started")
+        return self.trainer
 
     def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+        return self.trainer is not None and self.trainer.running
 
     def stop(self) -> None:
-        if self.trainer is not None:
+        if self.running():
             self.trainer.stop()
             self.status_message.emit("stopping training (checkpointing)…")
 
-    def _on_ended(self, error: str) -> None:
-        self.start_button.setEnabled(trainer_class() is not None)
+    def _check_ended(self) -> None:
+        if self.running():
+            return
+        self._watch.stop()
+        self.start_button.setEnabled(True)
         self.stop_button.setEnabled(False)
-        self._preview_timer.stop()
-        self.update_preview()
-        self.status_message.emit(f"training stopped: {error}" if error else "training stopped")
+        error = self.trainer.error
+        if error is not None:
+            self.rate.setText(f"failed: {error}")
+            self.status_message.emit(f"training failed: {error}")
+        else:
+            self.update_preview()
+            self.status_message.emit(f"training stopped at iteration {self.trainer.iteration}; "
+                                     f"model saved to {self.trainer.config.out}")
 
     # -- display --------------------------------------------------------------------------------------
-    def on_progress(self, info: Any) -> None:
-        """Add one progress report (UI thread) to the plot and the rate."""
-        iteration = int(_field(info, "iteration", self.iteration + 1))
-        losses = _field(info, "losses")
-        if losses is None and _field(info, "loss") is not None:
-            losses = {"loss": _field(info, "loss")}
-        for name, value in (losses or {}).items():
+    def on_progress(self, info: dict[str, Any]) -> None:
+        """One ``Trainer`` progress report (UI thread): plot ``step`` losses, show new previews."""
+        event = info["event"]
+        if event in ("preview", "done"):
+            self.update_preview()
+        if event != "step":
+            return
+        iteration = int(info["iteration"])
+        for name, label in PLOTTED_LOSSES.items():
             series = self.series.get(name)
             if series is None:
                 series = self.series[name] = QtCharts.QLineSeries()
-                series.setName(name)
+                series.setName(label)
                 self.chart.addSeries(series)
                 series.attachAxis(self.x_axis)
                 series.attachAxis(self.y_axis)
-            series.append(float(iteration), float(value))
+            series.append(float(iteration), float(info["losses"][name]))
         self.iteration = iteration
-        now = time.perf_counter()
-        self._its_times.append((now, iteration))
-        self._its_times = self._its_times[-50:]
-        its = _field(info, "its")
-        if its is None and len(self._its_times) >= 2:
-            (t0, i0), (t1, i1) = self._its_times[0], self._its_times[-1]
-            its = (i1 - i0) / (t1 - t0) if t1 > t0 else None
-        self.rate.setText(f"iteration {iteration}" + (f"   {its:.2f} it/s" if its else ""))
+        total = info.get("iterations")
+        self.rate.setText(f"iteration {iteration}{'/' + str(total) if total else ''}   "
+                          f"{info['its_per_s']:.2f} it/s")
         self._rescale()
 
     def _rescale(self) -> None:
@@ -203,7 +207,8 @@ class TrainingPanel(QtWidgets.QWidget):
         self.y_axis.setRange(lo - pad, hi + pad)
 
     def update_preview(self) -> None:
-        if self.trainer is None or not hasattr(self.trainer, "latest_preview"):
+        """Show the trainer's latest preview grid, if it has one."""
+        if self.trainer is None:
             return
         image = preview_qimage(self.trainer.latest_preview())
         if image is not None:

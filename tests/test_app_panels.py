@@ -1,12 +1,12 @@
 """Render, training and properties panels through their widgets: a real render of real footage on a
-background thread (progress, cancel, log, view the result), the training panel's plot/preview/rate over a
-running trainer, and typed knob editors with animation buttons, keyed-knob colours and node actions."""
+background thread (progress, cancel, log, view the result), the training panel driving a real training run
+on two small MEAD facesets (plot, rate, stop, preview), and typed knob editors with animation buttons,
+keyed-knob colours and node actions."""
 from __future__ import annotations
 
-import threading
 import time
+from pathlib import Path
 
-import numpy as np
 from PySide6 import QtCore
 
 import doublure.nodes  # noqa: F401
@@ -14,6 +14,8 @@ from doublure.app.properties import ANIMATED_STYLE, KEY_STYLE, sequence_pattern_
 from doublure.engine.imageio import read_image
 
 from test_app_support import constant_chain, window  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_render_panel_renders_real_footage_in_the_background(qtbot, window, tmp_path, media_dir):
@@ -51,47 +53,45 @@ def test_render_panel_renders_real_footage_in_the_background(qtbot, window, tmp_
     assert 4 <= len(written) < 3 + 91
 
 
-class RunningTrainer:
-    """A training run with the shape the panel drives: reports progress from its own thread, keeps the
-    latest preview, stops when asked."""
+def test_training_panel_drives_a_real_training_run(qtbot, window, tmp_path):
+    from doublure.faces.extract import extract_faceset
 
-    def __init__(self, progress) -> None:
-        self.progress = progress
-        self._stop = threading.Event()
-        self.preview = None
-
-    def start(self) -> None:
-        iteration = 0
-        while not self._stop.is_set():
-            iteration += 1
-            self.preview = np.full((32, 96, 3), iteration % 255, np.uint8)
-            self.progress({"iteration": iteration, "losses": {"A": 1.0 / iteration, "B": 2.0 / iteration}})
-            time.sleep(0.005)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def latest_preview(self):
-        return self.preview
-
-
-def test_training_panel_plots_a_running_trainer(qtbot, window):
+    media = ROOT / "resources" / "demo" / "media"
+    for actor in ("W009", "M030"):
+        extract_faceset([str(media / f"{actor}_front_happy_level3_001.mp4")], str(tmp_path / actor), size=64, every=8)
     panel = window.training_panel
-    trainer = RunningTrainer(panel._progress.emit)
-    panel.attach(trainer)
-    qtbot.waitUntil(lambda: panel.iteration >= 20, timeout=20000)
+    panel.out.setText(str(tmp_path / "w009_to_m030.dbm"))
+    # Without facesets the run fails at once; the panel says why and can start again.
+    qtbot.mouseClick(panel.start_button, QtCore.Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.start_button.isEnabled(), timeout=20000)
+    assert "failed" in panel.rate.text() and "--source" in panel.rate.text()
+    panel.source.setText(str(tmp_path / "W009"))
+    panel.target.setText(str(tmp_path / "M030"))
+    panel.res.setCurrentText("64")
+    panel.width_scale.setValue(0.125)
+    panel.batch.setValue(4)
+    assert panel.iterations.value() == 0  # until stopped
+    qtbot.mouseClick(panel.start_button, QtCore.Qt.MouseButton.LeftButton)
     assert panel.running() and not panel.start_button.isEnabled() and panel.stop_button.isEnabled()
-    assert set(panel.series) == {"A", "B"} and panel.series["A"].count() >= 20
+    config = panel.trainer.config
+    assert (config.res, config.width, config.batch, config.iters) == (64, 0.125, 4, None)
+    # The trainer reports every 10 iterations: two points per identity's curve.
+    qtbot.waitUntil(lambda: panel.iteration >= 20, timeout=60000)
+    assert set(panel.series) == {"a", "b"} and panel.series["a"].count() >= 2
+    assert all(0 < p.y() < 10 for s in panel.series.values() for p in s.points())
     assert "it/s" in panel.rate.text()
-    panel.update_preview()
-    assert panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull()
-    # Closing the panel does not stop the run.
+    # Closing the panel's dock does not stop the run.
     window.training_dock.close()
-    done = panel.iteration
-    qtbot.waitUntil(lambda: panel.iteration > done + 5, timeout=20000)
+    reached = panel.iteration
+    qtbot.waitUntil(lambda: panel.iteration > reached, timeout=60000)
     qtbot.mouseClick(panel.stop_button, QtCore.Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: not panel.running(), timeout=20000)
-    assert not panel.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: not panel.running() and panel.start_button.isEnabled(), timeout=60000)
+    assert panel.trainer.error is None and not panel.stop_button.isEnabled()
+    # Stopping checkpoints the model and shows the final preview grid (A, A->A, B, B->B, A->B).
+    assert (tmp_path / "w009_to_m030.dbm" / "model.json").is_file()
+    grid = panel.trainer.latest_preview()
+    assert grid.shape[1] == 5 * 64
+    assert panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull()
 
 
 def test_knob_editors_animation_and_actions(qtbot, window, tmp_path, media_dir):
