@@ -7,7 +7,7 @@ import threading
 import torch
 
 from .dbm import LoadedModel, load_model, model_digest
-from .train import resolve_precision
+from .train import flush_denormals, resolve_precision
 
 _CACHE: "collections.OrderedDict[tuple[str, str], LoadedModel]" = collections.OrderedDict()
 _LOCK = threading.Lock()
@@ -56,13 +56,12 @@ def swap_faces(loaded: LoadedModel, faces: torch.Tensor, chunk: int = 16) -> tup
     model = loaded.model
     device = next(model.parameters()).device
     autocast = resolve_precision("auto", device)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)   # denormals slow CPU convolutions many times over
     rgbs, masks = [], []
-    for start in range(0, faces.shape[0], chunk):
-        x = faces[start:start + chunk].to(device).float().contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            rgb, mask = model.swap(x)
-        rgbs.append(rgb.float())
-        masks.append(mask.float())
+    with flush_denormals(device):
+        for start in range(0, faces.shape[0], chunk):
+            x = faces[start:start + chunk].to(device).float().contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                rgb, mask = model.swap(x)
+            rgbs.append(rgb.float())
+            masks.append(mask.float())
     return torch.cat(rgbs), torch.cat(masks)
