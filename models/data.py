@@ -2,8 +2,9 @@
 resolution, per-iteration batches, and a background loader with a bounded prefetch.
 
 A batch for iteration ``i`` depends only on ``(seed, i)`` (sample choice through
-``doublure.models.distributed.batch_indices``, augmentation through a generator seeded the same way), so a
-resumed run, or one on a different number of processes, sees exactly the batches it would have seen.
+``doublure.models.distributed.batch_indices``, the augmentation of each sample through a generator seeded by
+``(seed, i, its index in the global batch)``), so a resumed run, or one on a different number of processes,
+sees exactly the batches it would have seen.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from doublure.faces.extract import FACESET_SCHEMA
 from doublure.faces.masks import rasterize_shapes, region_shapes
 
 from .augment import AugmentSettings, augment_pair, colour_transfer, random_colour
-from .distributed import DistEnv, batch_indices
+from .distributed import DistEnv, batch_indices, shard_bounds
 
 MASK_CHANNELS = ("hull", "loss", "eyes_mouth")
 _NO_IRIS = np.zeros((2, 3))
@@ -160,22 +161,36 @@ def make_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: int, s
     env = env or DistEnv()
     idx_a = batch_indices(len(data_a), batch, iteration, seed, env)
     idx_b = batch_indices(len(data_b), batch, iteration, seed + 7919, env)
-    generator = torch.Generator().manual_seed((seed * 2_654_435_761 + iteration * 97 + env.rank) % (2 ** 63))
+    first, _ = shard_bounds(batch, env)
     a, a_masks = data_a.batch(idx_a.tolist())
     b, b_masks = data_b.batch(idx_b.tolist())
-    a = random_colour(a, settings.colour, generator)
-    b = random_colour(b, settings.colour, generator)
-    if settings.transfer > 0:
-        # some B faces take the colour of an A face (the plate's light), some A faces that of a B face
-        pick_b = (torch.rand(b.shape[0], generator=generator) < settings.transfer).view(-1, 1, 1, 1)
-        pick_a = (torch.rand(a.shape[0], generator=generator) < settings.transfer).view(-1, 1, 1, 1)
-        b = torch.where(pick_b, colour_transfer(b, a, b_masks[:, :1], a_masks[:, :1]), b)
-        a = torch.where(pick_a, colour_transfer(a, b, a_masks[:, :1], b_masks[:, :1]), a)
-    out = {}
-    for name, faces, masks in (("a", a, a_masks), ("b", b, b_masks)):
-        inp, target, tmasks = augment_pair(faces, masks, settings, warp, generator)
-        out[f"{name}_in"], out[f"{name}_target"], out[f"{name}_masks"] = inp, target, tmasks
+    parts: dict[str, list[torch.Tensor]] = collections.defaultdict(list)
+    # Each sample is augmented alone with its own generator, keyed by its index in the global batch: its
+    # random draws and its arithmetic are then the same whichever rank holds it and however many ranks there are.
+    for j in range(a.shape[0]):
+        generator = torch.Generator().manual_seed(_sample_seed(seed, iteration, first + j))
+        a_j, b_j = a[j:j + 1], b[j:j + 1]
+        a_masks_j, b_masks_j = a_masks[j:j + 1], b_masks[j:j + 1]
+        a_j = random_colour(a_j, settings.colour, generator)
+        b_j = random_colour(b_j, settings.colour, generator)
+        if settings.transfer > 0:
+            # some B faces take the colour of an A face (the plate's light), some A faces that of a B face
+            if torch.rand(1, generator=generator).item() < settings.transfer:
+                b_j = colour_transfer(b_j, a_j, b_masks_j[:, :1], a_masks_j[:, :1])
+            if torch.rand(1, generator=generator).item() < settings.transfer:
+                a_j = colour_transfer(a_j, b_j, a_masks_j[:, :1], b_masks_j[:, :1])
+        for name, faces, masks in (("a", a_j, a_masks_j), ("b", b_j, b_masks_j)):
+            inp, target, tmasks = augment_pair(faces, masks, settings, warp, generator)
+            parts[f"{name}_in"].append(inp)
+            parts[f"{name}_target"].append(target)
+            parts[f"{name}_masks"].append(tmasks)
+    out = {k: torch.cat(v) for k, v in parts.items()}
     return {k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()}
+
+
+def _sample_seed(seed: int, iteration: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` of the global batch of ``iteration``."""
+    return int(np.random.SeedSequence([seed % 2 ** 64, iteration, index]).generate_state(1, np.uint64)[0]) >> 1
 
 
 class BatchLoader:

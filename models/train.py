@@ -388,7 +388,7 @@ class Trainer:
         self.iteration = int(resume_state["iteration"]) if resume_state else 0
         self.elapsed_before = float(resume_state.get("elapsed_s", 0.0)) if resume_state else 0.0
         self.loss_first = (resume_state or {}).get("loss_first")
-        if resume_state and resume_state.get("seed") != c.seed:
+        if resume_state and resume_state.get("seed") != c.seed and self.env.is_main:
             log.warning("resuming with seed %s (checkpoint used %s): the data stream changes", c.seed,
                         resume_state.get("seed"))
         self.window = ssim_window(cfg.res)
@@ -405,9 +405,9 @@ class Trainer:
             problems = rights_problems(c.rights or self.start_meta.get("rights"))
             if problems:
                 log.warning("RIGHTS WARNING: %s: %s", c.out, "; ".join(problems))
-        log.info("model %s at %d px, %.1fM parameters, %s on %s, %d + %d faces", cfg.arch, cfg.res,
-                 parameter_count(self.model) / 1e6, self.precision_name, self.device, len(self.data_a),
-                 len(self.data_b))
+            log.info("model %s at %d px, %.1fM parameters, %s on %s, %d + %d faces", cfg.arch, cfg.res,
+                     parameter_count(self.model) / 1e6, self.precision_name, self.device, len(self.data_a),
+                     len(self.data_b))
 
     @property
     def precision_name(self) -> str:
@@ -474,16 +474,17 @@ class Trainer:
         return meta
 
     def save_checkpoint(self, elapsed: float, recent: list[dict[str, float]]) -> None:
-        """Write the model, optimiser and training state to ``out`` atomically (rank 0 only)."""
-        if not self.env.is_main:
-            return
-        c = self.config
-        state = {"iteration": self.iteration, "seed": c.seed, "elapsed_s": round(elapsed, 1),
-                 "loss_first": self.loss_first, "shape": self.cfg.to_json()}
-        save_model(c.out, self.model, self._meta(elapsed, recent), optimizer_state=self.optimizer.state_dict(),
-                   train_state=state)
+        """Write the model, optimiser and training state to ``out`` atomically. Called on every rank: rank 0
+        writes, then all ranks wait for the file and roll back to it from now on."""
+        if self.env.is_main:
+            c = self.config
+            state = {"iteration": self.iteration, "seed": c.seed, "elapsed_s": round(elapsed, 1),
+                     "loss_first": self.loss_first, "shape": self.cfg.to_json()}
+            save_model(c.out, self.model, self._meta(elapsed, recent), optimizer_state=self.optimizer.state_dict(),
+                       train_state=state)
+            self._log_line({"event": "checkpoint", "iteration": self.iteration})
+        dist_helpers.barrier(self.env)
         self._good = None   # from now on roll back to the file
-        self._log_line({"event": "checkpoint", "iteration": self.iteration})
 
     def _log_line(self, record: dict[str, Any]) -> None:
         if self.env.is_main:
@@ -578,10 +579,11 @@ class Trainer:
         its = 0.0
         step_time = 0.0
         try:
-            while not self._stop.is_set():
-                if c.iters is not None and self.iteration >= c.iters:
-                    break
-                if c.minutes is not None and time.monotonic() - self._session_start >= c.minutes * 60:
+            while True:
+                stop = (self._stop.is_set() or (c.iters is not None and self.iteration >= c.iters) or
+                        (c.minutes is not None and time.monotonic() - self._session_start >= c.minutes * 60))
+                # a rank that left alone would leave the others blocked in the next all-reduce
+                if dist_helpers.any_rank(stop, self.env):
                     break
                 wait_before = loader.wait_s
                 t0 = time.monotonic()
@@ -596,15 +598,16 @@ class Trainer:
                 waited = loader.wait_s - wait_before
                 window_wait += waited
                 total_wait += waited
-                if not result.finite:
+                if dist_helpers.any_rank(not result.finite, self.env):
                     consecutive_rollbacks += 1
                     self.rollbacks += 1
                     if consecutive_rollbacks > c.max_rollbacks:
                         raise DoublureError(f"training of {c.out} diverged: {consecutive_rollbacks} non-finite "
                                             f"steps in a row at iteration {self.iteration}; lower --lr")
                     origin = self._rollback()
-                    log.warning("non-finite loss at iteration %d: rolled back to iteration %d's weights",
-                                self.iteration, origin)
+                    if self.env.is_main:
+                        log.warning("non-finite loss at iteration %d: rolled back to iteration %d's weights",
+                                    self.iteration, origin)
                     self._log_line({"event": "rollback", "iteration": self.iteration, "restored": origin})
                     self._notify("rollback", restored=origin, losses=result.losses)
                     self.iteration += 1
@@ -634,7 +637,7 @@ class Trainer:
                 if c.preview_every and self.iteration % c.preview_every == 0:
                     self._write_preview()
                     self._notify("preview")
-                if time.monotonic() - last_checkpoint >= c.checkpoint_minutes * 60:
+                if dist_helpers.any_rank(time.monotonic() - last_checkpoint >= c.checkpoint_minutes * 60, self.env):
                     self.save_checkpoint(self.elapsed_before + time.monotonic() - self._session_start, recent)
                     self._notify("checkpoint")
                     last_checkpoint = time.monotonic()
@@ -677,6 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--preview-every", type=int, default=500)
     p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--gpus", type=int, default=1,
+                   help="train on this many GPUs of this machine, one process each (torchrun)")
     p.add_argument("--device", help="torch device (default: CUDA when present, else CPU)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
@@ -737,12 +742,33 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
     Ctrl-C and SIGTERM finish the current step and write a checkpoint before exiting (status 0).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.gpus > 1 and "WORLD_SIZE" not in os.environ:
+        return dist_helpers.launch("doublure.models.train", _without_gpus_option(argv), args.gpus)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    # the other ranks of a torchrun job only report problems
+    logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     trainer = Trainer(config_from_args(args), progress=_ProgressLine())
     trainer.run()
-    print(f"model written to {args.out}", file=sys.stderr)
+    if main_rank:
+        print(f"model written to {args.out}", file=sys.stderr)
     return 0
+
+
+def _without_gpus_option(argv: Sequence[str]) -> list[str]:
+    """``argv`` less ``--gpus N`` / ``--gpus=N``: what each torchrun process gets."""
+    kept: list[str] = []
+    skip_value = False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg == "--gpus":
+            skip_value = True
+        elif not arg.startswith("--gpus="):
+            kept.append(arg)
+    return kept
 
 
 if __name__ == "__main__":   # torchrun -m doublure.models.train ... (one process per GPU)

@@ -3,7 +3,10 @@
 - one step of the identity model's ``train_step``: the DDP-averaged gradients equal one process's gradients
   on the concatenated batch (and the same for a toy model, step by step);
 - the real ``Trainer`` resumes a 1-process checkpoint on 2 processes, the ranks stay in sync and only rank 0
-  writes; with the toy model, the 2-process continuation equals the 1-process one exactly.
+  writes; with the toy model, the 2-process continuation equals the 1-process one exactly;
+- the ranks agree: a stop on one rank ends both (no hang), a non-finite step on one rank rolls both back to
+  the same checkpoint;
+- ``make_batch``'s shards on 2 processes are exactly the 1-process batch.
 
 Starting processes is the slow part, so one 2-process job (``ddp_run``) does all of it.
 """
@@ -11,6 +14,7 @@ import dataclasses
 import json
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -19,6 +23,8 @@ import torch.multiprocessing as mp
 from doublure.faces.extract import extract_faceset
 from doublure.models import distributed as D
 from doublure.models.arch import IdentityModel, config_for
+from doublure.models.augment import AugmentSettings
+from doublure.models.data import FaceData, make_batch
 from doublure.models.dbm import load_weights, read_training_state
 from doublure.models.losses import LossWeights, ssim_window
 from doublure.models.train import TrainConfig, Trainer, train_step
@@ -105,7 +111,20 @@ def _weights_digest(model: torch.nn.Module) -> float:
     return float(sum(p.detach().double().abs().sum() for p in model.parameters()))
 
 
-def _ddp_job(rank: int, world_size: int, port: int, folder: str, iterations: int) -> None:
+NAN_ITERATION = 1
+
+
+class _NonFiniteOnRank1(Trainer):
+    """A Trainer whose rank 1 alone gets a NaN batch at :data:`NAN_ITERATION`."""
+
+    def _produce(self, iteration: int) -> dict[str, torch.Tensor]:
+        batch = super()._produce(iteration)
+        if self.env.rank == 1 and iteration == NAN_ITERATION:
+            batch["a_in"] = torch.full_like(batch["a_in"], float("nan"))
+        return batch
+
+
+def _ddp_job(rank: int, world_size: int, port: int, folder: str, iterations: int, port2: int) -> None:
     """Everything that needs 2 processes, in one job; rank 0 saves what the tests compare."""
     env = _join(rank, world_size, port)
     results = {"any_rank": (D.any_rank(rank == 1, env), D.any_rank(False, env)),
@@ -138,17 +157,33 @@ def _ddp_job(rank: int, world_size: int, port: int, folder: str, iterations: int
         json.dump(_weights_digest(trainer.model), f)
     if env.is_main:
         torch.save(results, os.path.join(folder, "results.pt"))
-    D.shutdown(env)
+
+    # agreement: a checkpoint every step, a NaN batch on rank 1 only (both roll back to the same file), and
+    # rank 1 alone out of budget one iteration early (both stop there)
+    _join(rank, world_size, port2)
+    trainer = _NonFiniteOnRank1(_train_config(folder, out=os.path.join(folder, "agree.dbm"),
+                                              iters=3 if rank == 1 else 4, checkpoint_minutes=0.0))
+    trainer.run()
+    with open(os.path.join(folder, f"agree_rank{rank}.json"), "w", encoding="utf-8") as f:
+        json.dump({"digest": _weights_digest(trainer.model), "iteration": trainer.iteration,
+                   "rollbacks": trainer.rollbacks}, f)
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    """A 1-process run of 3 iterations checkpointed, then the 2-process job; returns the folder and the
-    1-process model and optimiser to continue."""
+def facesets(tmp_path_factory):
+    """A folder with two small facesets, ``faces_a`` and ``faces_b``."""
     folder = tmp_path_factory.mktemp("ddp")
     media = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "media", "mead")
     for name, clip in (("faces_a", "M030_front_angry_level3_001.mp4"), ("faces_b", "W009_front_angry_level3_001.mp4")):
         extract_faceset([os.path.join(media, clip)], str(folder / name), size=64, every=12)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ddp_run(facesets):
+    """A 1-process run of 3 iterations checkpointed, then the 2-process job; returns the folder and the
+    1-process model and optimiser to continue."""
+    folder = facesets
     Trainer(_train_config(str(folder), iters=2)).run()  # the 1-process checkpoint the 2 processes resume
 
     model = _model()
@@ -156,8 +191,14 @@ def ddp_run(tmp_path_factory):
     _train(model, optimizer, D.DistEnv(), 0, 3)
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": 3},
                folder / "one.pt")
-    mp.start_processes(_ddp_job, args=(2, _free_port(), str(folder), 6), nprocs=2, join=True,
-                       start_method="spawn")
+    job = mp.start_processes(_ddp_job, args=(2, _free_port(), str(folder), 6, _free_port()), nprocs=2,
+                             join=False, start_method="spawn")
+    deadline = time.monotonic() + 300
+    while not job.join(timeout=2):   # raises when a rank failed
+        if time.monotonic() > deadline:   # a rank left waiting in a collective: end them all
+            for process in job.processes:
+                process.kill()
+            pytest.fail("the 2-process job hung")
     return folder, model, optimizer
 
 
@@ -220,6 +261,37 @@ def test_rank_agreement(ddp_run):
     results = torch.load(folder / "results.pt", weights_only=True)
     assert results["any_rank"] == (True, False)  # rank 1's flag reached rank 0
     assert results["mean"] == 1.5
+
+
+def test_one_rank_stopping_stops_both(ddp_run):
+    folder, _, _ = ddp_run
+    ranks = [json.loads((folder / f"agree_rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["iteration"] for r in ranks] == [3, 3]  # rank 0 had budget for 4 but stopped with rank 1
+    assert read_training_state(str(folder / "agree.dbm"))[0]["iteration"] == 3
+
+
+def test_non_finite_step_on_one_rank_rolls_both_back_to_the_same_checkpoint(ddp_run):
+    folder, _, _ = ddp_run
+    ranks = [json.loads((folder / f"agree_rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["rollbacks"] for r in ranks] == [1, 1]
+    assert ranks[0]["digest"] == ranks[1]["digest"]  # same roll-back target, so the same weights after
+    with open(folder / "agree.training" / "loss.jsonl", encoding="utf-8") as f:
+        events = [json.loads(line) for line in f if line.strip()]
+    rollbacks = [e for e in events if e.get("event") == "rollback"]
+    assert rollbacks == [{"event": "rollback", "iteration": NAN_ITERATION, "restored": NAN_ITERATION}]
+
+
+def test_two_process_batches_equal_the_one_process_batch(facesets):
+    data_a = FaceData([str(facesets / "faces_a")], 64)
+    data_b = FaceData([str(facesets / "faces_b")], 64)
+    settings = AugmentSettings(transfer=0.5)
+    one = make_batch(data_a, data_b, 4, 3, SEED, True, settings, D.DistEnv())
+    shards = [make_batch(data_a, data_b, 4, 3, SEED, True, settings, D.DistEnv(rank=r, world_size=2))
+              for r in (0, 1)]
+    for key, value in one.items():
+        assert value.shape[0] == 4
+        assert torch.equal(torch.cat([shards[0][key], shards[1][key]]), value), key
+    assert not torch.equal(one["a_in"][0], one["a_in"][1])
 
 
 def test_uneven_batch_is_refused():
