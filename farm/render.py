@@ -33,6 +33,7 @@ import dask
 from distributed import WorkerPlugin
 
 from doublure.engine.errors import DoublureError
+from doublure.engine.render import RenderReport
 
 # Writes whose file_type knob names a movie container (one file for every frame).
 MOVIE_FILE_TYPES = frozenset({"mov", "mp4"})
@@ -306,20 +307,12 @@ class WorkerSummary:
 
 
 @dataclasses.dataclass
-class FarmReport:
-    """A farm render's outcome: the same fields as ``engine.RenderReport`` plus each chunk's result."""
+class FarmReport(RenderReport):
+    """A farm render's outcome: a local render's report plus each chunk's result."""
 
-    written: list[tuple[str, int]] = dataclasses.field(default_factory=list)
-    skipped: list[tuple[str, int]] = dataclasses.field(default_factory=list)
-    failures: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
     frames: int = 0
     chunks: list[ChunkResult] = dataclasses.field(default_factory=list)
     scheduler: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
 
     @property
     def fps(self) -> float:

@@ -34,6 +34,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
+from doublure.engine.atomic import atomic_path
 from doublure.engine.errors import DoublureError
 
 from .arch import IdentityModel, ModelConfig
@@ -197,16 +198,7 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     if as_zip:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
-                for name, data in files.items():
-                    zf.writestr(name, data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        _write_zip(path, files)
     else:
         tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
         try:
@@ -416,18 +408,15 @@ def model_card(path: str) -> str:
 
 def zip_model(folder: str, out: str) -> None:
     """Pack a .dbm folder into a single-file zip (inference files only; training state left out)."""
-    files = _read_files(folder, (WEIGHTS, META))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(out)))
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
+    _write_zip(out, _read_files(folder, (WEIGHTS, META)))
+
+
+def _write_zip(path: str, files: dict[str, bytes]) -> None:
+    """An uncompressed zip of ``files``, written atomically (weights barely compress; stored reads fast)."""
+    with atomic_path(path, suffix="") as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
             for name, data in files.items():
                 zf.writestr(name, data)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 __all__ = ["LoadedModel", "ModelFileError", "load_model", "load_weights", "model_card", "model_digest",
