@@ -1,10 +1,21 @@
-"""Atomic file writes: write beside the target under a temporary name, then rename over it."""
+"""Atomic file writes: write beside the target under a temporary name, then rename over it.
+
+The temporary is ``.<target name>.<8 random characters>.tmp<suffix>`` in the target's folder, and its writer
+holds an exclusive ``flock`` on it until the rename. A writer that is killed (SIGKILL, a lost farm node)
+leaves its temporary behind but loses the lock with the process, which is how ``remove_stale_temps`` tells
+an abandoned temporary from one that a live process is still writing.
+"""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import tempfile
-from typing import Iterator
+from typing import Iterable, Iterator
+
+# mkstemp's random part: 8 characters of [a-z0-9_].
+_TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?:\.[^.]*)?")
 
 
 @contextlib.contextmanager
@@ -19,8 +30,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.makedirs(folder, exist_ok=True)
     if suffix is None:
         suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp" + suffix, dir=folder)
-    os.close(fd)
+    fd, tmp = _locked_temp(folder, "." + os.path.basename(path) + ".", ".tmp" + suffix)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -28,6 +38,61 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    finally:
+        os.close(fd)
+
+
+def _locked_temp(folder: str, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new temporary file, open and locked (the lock is held on this descriptor while the writer opens the
+    path again). A sweep may unlink the file between its creation and the lock; then it is made again."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(tmp)):
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def remove_stale_temps(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Delete the temporaries that killed writers of ``paths`` left behind; returns the paths removed.
+
+    Only names of ``atomic_path``'s pattern for exactly these targets are considered, and a temporary is
+    stale only when no process holds its lock: a temporary another live process (a farm worker of this
+    job or of another one) is writing is kept, whatever its age. The lock is taken before the file is
+    unlinked, so a writer cannot take it between the check and the removal. A temporary whose lock cannot
+    be tested (it vanished, or is not ours to open) is left alone.
+    """
+    targets: dict[str, set[str]] = {}
+    for path in paths:
+        folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+        targets.setdefault(folder, set()).add(name)
+    removed = []
+    for folder, names in targets.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:  # no folder yet: nothing was written there
+            continue
+        for entry in entries:
+            match = _TEMP_NAME.fullmatch(entry)
+            if match is None or match["target"] not in names:
+                continue
+            tmp = os.path.join(folder, entry)
+            try:
+                fd = os.open(tmp, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(tmp)
+                removed.append(tmp)
+            except OSError:  # BlockingIOError: a live writer holds it
+                pass
+            finally:
+                os.close(fd)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -5,9 +5,11 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from .atomic import remove_stale_temps
 from .context import CancelToken
 from .errors import Cancelled, DoublureError
-from .knobs import parse_frame_range
+from .imageio import frame_path
+from .knobs import File, parse_frame_range
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -21,6 +23,7 @@ class RenderReport:
     written: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     skipped: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     failures: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
+    stale_temps: list[str] = dataclasses.field(default_factory=list)  # removed: left by killed writers
     seconds: float = 0.0
 
     @property
@@ -50,6 +53,13 @@ def executable_nodes(graph: "Graph", names: "Iterable[str | Node] | str | None" 
     return nodes
 
 
+def output_paths(node: "Node", frames: Iterable[int]) -> set[str]:
+    """The files ``node`` writes over ``frames``: its output File knobs (``save``), frame numbers filled in
+    (a name without one, a movie, is the same file for every frame)."""
+    names = [name for name, knob in node.knobs.items() if isinstance(knob.spec, File) and knob.spec.save]
+    return {frame_path(path, frame) for frame in frames for name in names if (path := node.path(name, frame))}
+
+
 def resolve_frames(graph: "Graph", frames: Any) -> list[int]:
     if frames is None or frames == "":
         return list(range(graph.settings["first"], graph.settings["last"] + 1))
@@ -76,6 +86,9 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     template = graph.context(frame_list[0], proxy, cancel)
     for node in nodes:
         node.validate_inputs()
+    # A resumed or re-run render clears what killed writers of its own files left (see remove_stale_temps:
+    # a temporary that a live process still writes is kept).
+    report.stale_temps = remove_stale_temps(set().union(*(output_paths(n, frame_list) for n in nodes)))
     begun = []
     completed = False
     try:

@@ -5,7 +5,9 @@ renders its chunk with ``engine.render``, the same code as a local render, so th
 Chunks are disjoint frame ranges, so no frame is written by two tasks at once; a worker that dies takes its
 task with it and the scheduler runs it again elsewhere, and frames the dead worker had finished are skipped
 because the Write skips complete frames (which is also what makes re-running an interrupted job render only
-the missing frames). A movie Write (one file for all frames) cannot be split: it renders in one task.
+the missing frames). The hidden temporary a killed worker was writing is removed when a chunk over its frame
+starts again (``engine.render`` sweeps the temporaries of its outputs that no live process holds). A movie
+Write (one file for all frames) cannot be split: it renders in one task.
 When the job stops early (Ctrl-C, or a failure under ``halt_on_error``) the client sets a Dask Event that
 every running chunk polls; each stops before its next frame, and ``farm_render`` returns only once none
 runs, so a re-run never writes a frame that an old task is still writing.
@@ -148,6 +150,7 @@ class ChunkResult:
     written: list[tuple[str, int]]
     skipped: list[tuple[str, int]]
     failures: list[tuple[str, int, str]]
+    stale_temps: list[str]
     seconds: float
     worker: str
     host: str
@@ -222,8 +225,9 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
             watcher.done.set()
     worker_address, host = _where()
     return ChunkResult(frames=task.frames, written=report.written, skipped=report.skipped,
-                       failures=report.failures, seconds=time.perf_counter() - start, worker=worker_address,
-                       host=host, pid=os.getpid(), error=error, stopped=cancel.cancelled)
+                       failures=report.failures, stale_temps=report.stale_temps,
+                       seconds=time.perf_counter() - start, worker=worker_address, host=host, pid=os.getpid(),
+                       error=error, stopped=cancel.cancelled)
 
 
 class _StopWatcher(threading.Thread):
@@ -323,6 +327,7 @@ class FarmReport(RenderReport):
         self.written.extend(result.written)
         self.skipped.extend(result.skipped)
         self.failures.extend(result.failures)
+        self.stale_temps.extend(result.stale_temps)
 
     def workers(self) -> list[WorkerSummary]:
         by_worker: dict[str, WorkerSummary] = {}
@@ -341,6 +346,8 @@ class FarmReport(RenderReport):
         lines = [f"{len(self.written)} written, {len(self.skipped)} skipped (already complete), "
                  f"{len(self.failures)} failed; {self.frames} frames in {self.seconds:.1f} s "
                  f"({self.fps:.2f} frames/s) on {self.scheduler}"]
+        if self.stale_temps:
+            lines.append(f"  removed {len(self.stale_temps)} temporary file(s) that killed writers left")
         lines += ["  " + w.line() for w in self.workers()]
         lines += [f"  FAILED {node} frame {frame}: {why}" for node, frame, why in sorted(self.failures,
                                                                                         key=lambda f: f[1])]

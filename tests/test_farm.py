@@ -18,6 +18,7 @@ from doublure import engine
 from doublure.engine import imageio
 from doublure.farm.render import (FarmReport, apply_path_map, farm_render, map_path, parse_path_map, plan_chunks,
                                   start_local_cluster)
+from test_read_write import start_atomic_write
 
 FRAMES = 20
 
@@ -125,7 +126,25 @@ def test_killed_worker_job_completes_every_frame_once(tmp_path, media_dir, clust
     files = _frames_on_disk(out)
     assert [p.name for p in files] == [f"f.{f:04d}.exr" for f in range(1, FRAMES + 1)]
     assert _all_complete(out) == list(range(1, FRAMES + 1))
+    # the chunk that ran again removed the temporary the killed worker was writing, if it was mid-write
+    assert sorted(os.listdir(out)) == [p.name for p in files]
     client.wait_for_workers(2, timeout=120)  # the nanny restarted the killed worker
+
+
+def test_rerun_removes_the_temporary_of_a_killed_writer(tmp_path, media_dir, cluster):
+    cluster, client = cluster
+    out = tmp_path / "out"
+    project = _project(tmp_path / "shot.dbl", str(media_dir / "people" / "d11.mp4"), str(out / "f.####.exr"),
+                       last=4)
+    farm_render(project, scheduler=cluster.scheduler_address, chunk=2)
+    os.unlink(out / "f.0003.exr")
+    killed, tmp = start_atomic_write(out / "f.0003.exr")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=2)
+    assert report.stale_temps == [tmp] and report.written == [("Write1", 3)]
+    assert sorted(os.listdir(out)) == [f"f.{f:04d}.exr" for f in range(1, 5)]
+    assert "removed 1 temporary file(s)" in report.summary()
 
 
 def test_interrupted_render_resumes_with_only_missing_frames(tmp_path, media_dir, cluster, capsys):

@@ -1,5 +1,8 @@
 """Read and Write nodes through the engine, on real files written and read back."""
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -150,6 +153,52 @@ def test_resumed_render_skips_complete_frames_only(tmp_path):
     assert report.written == [("Write1", 3)]
     assert sorted(report.skipped) == [("Write1", 1), ("Write1", 2), ("Write1", 4)]
     assert imageio.is_complete_image(broken)
+
+
+# Begins an atomic write of argv[1] (part of the file written), prints the temporary's path and waits.
+_WRITER = """
+import sys, time
+from doublure.engine.atomic import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    with open(tmp, "wb") as f:
+        f.write(b"part of a frame")
+    print(tmp, flush=True)
+    time.sleep(600)
+"""
+
+
+def start_atomic_write(target) -> tuple[subprocess.Popen, str]:
+    """A real process in the middle of an atomic write of ``target``; returns it and its temporary's path."""
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    tmp = proc.stdout.readline().strip()
+    assert os.path.exists(tmp), f"the writer process did not start its write: {proc.poll()}"
+    return proc, tmp
+
+
+def test_resumed_render_removes_temporaries_of_killed_writers_only(tmp_path):
+    out = tmp_path / "out" / "comp.####.exr"
+    g, _, _ = exr_graph(tmp_path, file=str(out))
+    g.render("Write1", frames="1-4")
+    os.unlink(imageio.frame_path(str(out), 3))
+    killed, killed_tmp = start_atomic_write(imageio.frame_path(str(out), 3))
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    other, other_tmp = start_atomic_write(tmp_path / "out" / "notes.txt")  # not an output of this render
+    other.send_signal(signal.SIGKILL)
+    other.wait()
+    live, live_tmp = start_atomic_write(imageio.frame_path(str(out), 2))  # another process still writing
+    try:
+        assert os.path.exists(killed_tmp)
+        report = g.render("Write1", frames="1-4")
+        assert report.stale_temps == [killed_tmp] and not os.path.exists(killed_tmp)
+        assert report.written == [("Write1", 3)]
+        assert os.path.exists(live_tmp) and os.path.exists(other_tmp)
+    finally:
+        live.kill()
+        live.wait()
+    assert g.render("Write1", frames="1-4").stale_temps == [live_tmp]
+    assert sorted(os.listdir(tmp_path / "out")) == [os.path.basename(other_tmp)] + \
+        [f"comp.{f:04d}.exr" for f in range(1, 5)]
 
 
 def test_failed_render_leaves_no_partial_output(tmp_path):
