@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metrics import Identity, centroid, detect_one, frames_of, pearson
+
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
 OUT = ROOT / "bench" / "out"
@@ -55,54 +57,6 @@ def faceset(name: str, clips: list[str], size: int, every: int) -> str:
     return str(folder)
 
 
-# ---------------------------------------------------------------------------------------- dlib identity
-
-class Identity:
-    """dlib's ResNet face descriptor on a face box (5-point alignment)."""
-
-    def __init__(self) -> None:
-        try:
-            import dlib
-            import face_recognition_models as frm
-        except ImportError as exc:
-            raise SystemExit(f"bench-only dependencies missing ({exc}): pip install dlib-bin face-recognition-models")
-        self.dlib = dlib
-        self.shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self.net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
-
-    def descriptor(self, rgb8: np.ndarray, box) -> np.ndarray:
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
-        rect = self.dlib.rectangle(x0, y0, x1, y1)
-        return np.asarray(self.net.compute_face_descriptor(rgb8, self.shape(rgb8, rect)))
-
-
-def frames_of(path: str, every: int):
-    from doublure.faces.extract import iter_video_frames
-
-    yield from iter_video_frames(path, every)
-
-
-def detect_one(backend, rgb8: np.ndarray):
-    from doublure.faces.track import make_face
-
-    raw = backend.detect(rgb8)
-    if not raw:
-        return None
-    return make_face(0, raw[0].landmarks, raw[0].confidence, "whole_face")
-
-
-def centroid(ident: Identity, path: str, every: int) -> np.ndarray:
-    from doublure.faces.detect import MediapipeBackend
-
-    descs = []
-    with MediapipeBackend("short+full", max_faces=1) as backend:
-        for _, rgb in frames_of(path, every):
-            face = detect_one(backend, rgb)
-            if face is not None:
-                descs.append(ident.descriptor(rgb, face.box))
-    return np.mean(descs, axis=0)
-
-
 # ---------------------------------------------------------------------------------------- measurements
 
 def skin_sharpness(crop_srgb: np.ndarray, face) -> float:
@@ -114,13 +68,6 @@ def skin_sharpness(crop_srgb: np.ndarray, face) -> float:
     skin = render_crop_mask(face, "skin", res)[0].numpy()
     gray = (crop_srgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)) * 255.0
     return laplacian_variance(gray, skin)
-
-
-def pearson(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.std() < 1e-12 or b.std() < 1e-12:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def evaluate_swaps(swap_fn, ident: Identity, c_m030: np.ndarray, c_w009: np.ndarray, res: int, every: int) -> dict:
