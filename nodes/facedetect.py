@@ -5,8 +5,9 @@ has no face). The shot is analysed once with the Track action (``action_track`` 
 ``doublure track shot.dbl -n FaceDetect1``): every frame of the range is detected in order, faces are
 linked into tracks, short gaps are filled and the landmarks smoothed, and the result is stored beside the
 project (``<project_dir>/<project_stem>.tracks/<NodeName>.npz``). The ``analysis`` knob records the file
-and the validity key (the upstream hashes at the range ends and the analysis knobs); while the key matches,
-compute reads the stored faces; otherwise it detects on the frame alone (untracked, unsmoothed).
+and the validity key (the upstream at the range ends, its files by content identity rather than path, and the
+analysis knobs); while the key matches, compute reads the stored faces; otherwise it detects on the frame
+alone (untracked, unsmoothed).
 
 Mediapipe sees display-referred sRGB 8-bit: the scene-linear working space is converted back to the sRGB
 encoding the footage was read from.
@@ -14,13 +15,14 @@ encoding the footage was read from.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Callable
 
 import numpy as np
 
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
-from doublure.engine import knobs as K
+from doublure.engine import colour, imageio, knobs as K
 from doublure.engine.hashing import file_identity
 from doublure.faces.detect import DETECTION_RANGES, MediapipeBackend, working_to_srgb8
 from doublure.faces.face import FACE_TYPES, Face, scale_faces
@@ -29,6 +31,32 @@ from doublure.faces.track import SELECTIONS, TrackParams, build_tracks, faces_fr
 
 # Knobs whose values change the analysis (selection is applied when reading, so it is not among them).
 ANALYSIS_KNOBS = ("detection_range", "max_faces", "min_confidence", "min_cutoff", "beta", "max_gap", "face_type")
+
+
+# A frame placeholder (####, %04d) in a re.escape'd file name.
+_ESCAPED_PLACEHOLDER = re.compile(r"(?:\\#)+|%0?\d*d")
+
+
+def content_identity(path: str) -> list[tuple]:
+    """The files behind a File knob's path as (name, size, mtime_ns), every frame file of a sequence pattern:
+    what they hold, not where they are mounted (a farm worker sees the same files through --path-map; a
+    copied project sees copies that kept their times). A path that is not there is (name, "missing")."""
+    folder, name = os.path.split(path)
+    names = [name]
+    if imageio.is_sequence_pattern(name):
+        frame_file = re.compile(_ESCAPED_PLACEHOLDER.sub(r"-?\\d+", re.escape(name), count=1))
+        try:
+            names = sorted(entry for entry in os.listdir(folder) if frame_file.fullmatch(entry))
+        except OSError:
+            pass
+    identities = []
+    for entry in names:
+        try:
+            st = os.stat(os.path.join(folder, entry))
+            identities.append((entry, st.st_size, st.st_mtime_ns))
+        except OSError:
+            identities.append((entry, "missing"))
+    return identities
 
 
 # ---------------------------------------------------------------------------------------- the node
@@ -91,6 +119,7 @@ class FaceDetect(Node):
         self._backend_lock = threading.Lock()
         self._backend: MediapipeBackend | None = None
         self._backend_key: tuple | None = None
+        self._upstream_memo: dict[int, tuple[str | None, list]] = {}
 
     # -- knobs ------------------------------------------------------------------------------------------
     def _track_ids(self, frame: int) -> tuple[int, ...]:
@@ -108,12 +137,43 @@ class FaceDetect(Node):
             return int(src.value("first")), int(src.value("last"))
         return int(self.graph.settings["first"]), int(self.graph.settings["last"])
 
+    def upstream_identity(self, frame: int) -> list:
+        """The input's pixels at ``frame`` as the project describes them: every upstream node's type, version
+        and knob values, with File knobs as their files' ``content_identity`` instead of their paths.
+
+        The upstream hash would do, but it holds absolute paths: a farm worker that sees the plate through
+        --path-map, or a copy of the show at another root, would find the stored tracks stale and detect
+        again. Memoised per frame on the upstream hash, which changes with any upstream edit or file.
+        """
+        upstream_hash = self.input_hash(0, self.graph.context(frame, 1.0))
+        memo = self._upstream_memo.get(frame)
+        if memo is not None and memo[0] == upstream_hash:
+            return memo[1]
+        identity, stack, seen = [], [self.input(0)], set()
+        while stack:
+            node = stack.pop()
+            if node is None or node.uuid in seen:
+                continue
+            seen.add(node.uuid)
+            knob_values = []
+            for name, knob in node.knobs.items():
+                value = knob.value_at(frame)
+                if isinstance(knob.spec, K.File) and value:
+                    knob_values.append((name, content_identity(node.path(name, frame))))
+                else:
+                    knob_values.append((name, knob.spec.to_json(value)))
+            identity.append((node.type_name, node.version, knob_values))
+            stack.extend(node.input_nodes)
+        self._upstream_memo[frame] = (upstream_hash, identity)
+        return identity
+
     def analysis_key(self, first: int, last: int) -> str:
-        """Identity of what an analysis depends on: the upstream at both ends of the range (full resolution)
-        and the analysis knobs; a new Read file or a changed knob makes the stored tracks stale."""
-        h = Hasher().update("FaceDetect.analysis/1")
-        h.update(self.input_hash(0, self.graph.context(first, 1.0)))
-        h.update(self.input_hash(0, self.graph.context(last, 1.0)))
+        """Identity of what an analysis depends on: the upstream at both ends of the range (``upstream_identity``
+        at full resolution, in the working space) and the analysis knobs; a new or rewritten Read file or a
+        changed knob makes the stored tracks stale, the same files at another path do not."""
+        h = Hasher().update("FaceDetect.analysis/2")
+        h.update(self.upstream_identity(first)).update(self.upstream_identity(last))
+        h.update(self.graph.settings["working_space"]).update(colour.config_cache_id())
         for name in ANALYSIS_KNOBS:
             h.update(name).update(self.knob(name).spec.to_json(self.value(name, first)))
         return h.update(first).update(last).update(float(self.graph.settings["fps"])).hexdigest()

@@ -1,6 +1,7 @@
 """The FaceDetect node in a real graph: Read (video) -> FaceDetect; on-the-fly detection, the Track action,
 stored tracks beside the project, invalidation, proxy, the CLI entry point and the overlay description."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import doublure.nodes  # noqa: F401  (registers the node types)
 from doublure import engine
 from doublure.engine import colour
 from doublure.faces.face import Face
-from doublure.nodes.facedetect import FaceDetect, overlay_for, track_shot, working_to_srgb8
+from doublure.nodes.facedetect import FaceDetect, content_identity, overlay_for, track_shot, working_to_srgb8
 
 CLIP = "mead/M030_front_surprised_level3_001.mp4"
 
@@ -119,3 +120,19 @@ def test_track_shot_for_the_cli_and_overlay(media_dir, tmp_path):
     assert f["track_id"] == 0 and len(f["landmarks"]) == 478 and len(f["irises"]) == 2 and len(f["box"]) == 4
     with pytest.raises(engine.DoublureError, match="Read1 is a Read"):
         track_shot(str(project), "Read1")
+
+
+def test_content_identity_is_the_files_not_their_folder(tmp_path):
+    """What the stored tracks' key holds of a file: a copy elsewhere that kept its times is the same, a
+    rewritten frame or another file is not; a sequence pattern stands for each of its frames."""
+    (tmp_path / "a").mkdir()
+    for name in ("plate.0001.exr", "plate.0002.exr", "plate.v2.0001.exr", "notes.txt"):
+        (tmp_path / "a" / name).write_bytes(name.encode())
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy2)
+    seq = content_identity(str(tmp_path / "a" / "plate.####.exr"))
+    assert [entry[0] for entry in seq] == ["plate.0001.exr", "plate.0002.exr"]
+    assert content_identity(str(tmp_path / "b" / "plate.%04d.exr")) == seq
+    assert content_identity(str(tmp_path / "b" / "notes.txt")) == content_identity(str(tmp_path / "a" / "notes.txt"))
+    (tmp_path / "b" / "plate.0002.exr").write_bytes(b"a re-rendered frame")
+    assert content_identity(str(tmp_path / "b" / "plate.####.exr")) != seq
+    assert content_identity(str(tmp_path / "nowhere" / "plate.mp4")) == [("plate.mp4", "missing")]

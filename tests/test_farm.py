@@ -3,7 +3,9 @@
 Worker processes are slow to start on a small machine, so one cluster (``cluster`` fixture) serves the
 tests that name a scheduler; ``farm_render(workers=2)`` starts its own in the first test.
 """
+import dataclasses
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -16,30 +18,32 @@ from distributed import Client
 import doublure.nodes  # noqa: F401  (registers Read and Write)
 from doublure import engine
 from doublure.engine import imageio
-from doublure.farm.render import (FarmReport, apply_path_map, farm_render, map_path, parse_path_map, plan_chunks,
-                                  start_local_cluster)
+from doublure.farm.render import (ChunkTask, FarmReport, apply_path_map, farm_render, map_path, parse_path_map,
+                                  plan_chunks, render_chunk, start_local_cluster)
 from test_read_write import start_atomic_write
 
 FRAMES = 20
 
 
 def _project(path: Path, read_file: str, write_file: str, last: int = FRAMES, read_last: int = FRAMES,
-             grain: bool = False) -> str:
-    """Read -> Dot -> Write saved to ``path``; with ``grain``, Read -> FaceDetect (tracked, tracks stored
-    beside the project) -> Grain (analysed; its pattern is seeded by the frame) -> Write."""
+             grain: bool = False, track: bool = False) -> str:
+    """Read -> Dot -> Write saved to ``path``; with ``track``, Read -> FaceDetect (tracked, tracks stored
+    beside the project) -> Write; with ``grain``, the tracked FaceDetect and a Grain (analysed; its pattern
+    is seeded by the frame) before the Write."""
     graph = engine.Graph(first=1, last=last)
     node = graph.create("Read", file=read_file, first=1, last=read_last)
-    for type_name in ("FaceDetect", "Grain") if grain else ("Dot",):
+    for type_name in ("FaceDetect", "Grain") if grain else ("FaceDetect",) if track else ("Dot",):
         below = graph.create(type_name)
         below.set_input(0, node)
         node = below
     graph.create("Write", file=write_file).set_input(0, node)
     graph.save(str(path))  # the track file goes beside the project
-    if grain:
+    if grain or track:
         graph.node("FaceDetect1").action_track(graph)
+    if grain:
         graph.node("Grain1")["analysis_samples"] = 2
         graph.node("Grain1").action_analyse(graph)
-        graph.save(str(path))
+    graph.save(str(path))
     return str(path)
 
 
@@ -201,6 +205,44 @@ def test_corrupt_frame_reported_and_path_map_applied_on_workers(tmp_path, cluste
 
     with pytest.raises(engine.DoublureError, match="frame 7"):
         farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, halt_on_error=True)
+
+
+def test_path_mapped_worker_uses_the_stored_tracks(tmp_path, media_dir, monkeypatch):
+    """A shot tracked where the artist sees it, rendered by a worker that sees a copy of the show at another
+    root through --path-map: the worker reads the stored tracks (no detection); a different plate there does
+    not pass for the tracked one. ``render_chunk`` is what a worker runs; here it runs in this process so the
+    detector's constructions can be counted."""
+    from doublure.nodes import facedetect
+
+    built = []
+
+    class CountingBackend(facedetect.MediapipeBackend):
+        def __init__(self, *args, **kwargs):
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    show = tmp_path / "studio" / "show"
+    (show / "media").mkdir(parents=True)
+    shutil.copy2(media_dir / "mead" / "M030_front_surprised_level3_001.mp4", show / "media" / "plate.mp4")
+    project = _project(show / "shot.dbl", str(show / "media" / "plate.mp4"), str(show / "out" / "f.####.exr"),
+                       last=4, read_last=4, track=True)
+    farm_root = tmp_path / "farm"
+    shutil.copytree(tmp_path / "studio", farm_root / "studio", copy_function=shutil.copy2)  # keeps the times
+    (tmp_path / "studio").rename(tmp_path / "elsewhere")  # the worker cannot reach the artist's paths
+    monkeypatch.setattr(facedetect, "MediapipeBackend", CountingBackend)
+    path_map = parse_path_map([f"{tmp_path / 'studio'}={farm_root / 'studio'}"])
+    task = ChunkTask(project, ("Write1",), (1, 2, 3, 4), path_map)
+    result = render_chunk(task)
+    assert result.error is None and result.failures == [] and len(result.written) == 4
+    assert _all_complete(farm_root / "studio" / "show" / "out") == [1, 2, 3, 4]
+    assert built == []  # the stored tracks were valid on the worker: nothing was detected
+
+    # another plate under the same name at the worker's mount: the tracks do not describe it
+    shutil.copy2(media_dir / "mead" / "W009_front_surprised_level3_001.mp4",
+                 farm_root / "studio" / "show" / "media" / "plate.mp4")
+    os.unlink(farm_root / "studio" / "show" / "out" / "f.0001.exr")
+    result = render_chunk(dataclasses.replace(task, frames=(1,)))
+    assert result.written == [("Write1", 1)] and built
 
 
 def test_path_map_rules():
