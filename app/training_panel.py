@@ -1,7 +1,8 @@
 """The training panel: start, stop and resume an identity-model training run, with a live loss plot, the
 latest preview grid and iterations per second.
 
-A thin layer over :class:`doublure.models.train.Trainer`: the form fills a ``TrainConfig``,
+A thin layer over :class:`doublure.models.train.Trainer`: the form fills a ``TrainConfig``, including the
+rights record every identity model carries (the fields of ``doublure train --rights-*``),
 ``Trainer.start()`` runs it on the trainer's own thread and ``Trainer.stop()`` asks it to finish the step,
 checkpoint and end. Progress dicts arrive on the training thread and are re-emitted to the UI thread: ``step``
 events carry ``losses`` (``a``/``b``: each identity's reconstruction loss, plotted) and ``its_per_s``;
@@ -16,10 +17,22 @@ from typing import Any
 import numpy as np
 from PySide6 import QtCharts, QtCore, QtGui, QtWidgets
 
+from doublure.engine.errors import DoublureError
+from doublure.models.dbm import ModelFileError, read_meta, rights_problems, rights_record
 from doublure.models.train import TrainConfig, Trainer
 
 # The losses plotted, and their legend: each identity's masked reconstruction loss.
 PLOTTED_LOSSES = {"a": "A (plate actor)", "b": "B (target actor)"}
+# The rights form: record field (dbm.rights_record's argument), its label and its hint.
+RIGHTS_FORM = (("subject", "Subject", "whose face the model renders"),
+               ("consent_given_by", "Consent given by", "who gave consent"),
+               ("consent_date", "Consent date", "YYYY-MM-DD"),
+               ("agreement", "Agreement", "reference of the signed agreement"),
+               ("allowed_uses", "Allowed uses", "comma separated, e.g. film,trailer"),
+               ("expiry", "Expiry", "YYYY-MM-DD, after the consent date"))
+# What a run needs before it starts, unless the user acknowledges training without a rights record.
+REQUIRED_RIGHTS = ("subject", "consent_given_by", "agreement")
+NO_RIGHTS_STYLE = "QCheckBox { color: #e04040; font-weight: bold; }"
 
 
 def facesets(text: str) -> list[str]:
@@ -77,6 +90,18 @@ class TrainingPanel(QtWidgets.QWidget):
                          ("Resolution", self.res), ("Width", self.width_scale), ("Batch", self.batch),
                          ("Iterations", self.iterations), ("", self.resume)):
             form.addRow(label, w)
+        rights_box = QtWidgets.QGroupBox("Rights and consent (stored in the model)", self)
+        rights_form = QtWidgets.QFormLayout(rights_box)
+        self.rights: dict[str, QtWidgets.QLineEdit] = {}
+        for name, label, hint in RIGHTS_FORM:
+            field = self.rights[name] = QtWidgets.QLineEdit(rights_box)
+            field.setPlaceholderText(hint)
+            rights_form.addRow(label + (" *" if name in REQUIRED_RIGHTS else ""), field)
+        self.no_rights = QtWidgets.QCheckBox("Train WITHOUT a rights record", rights_box)
+        self.no_rights.setStyleSheet(NO_RIGHTS_STYLE)
+        self.no_rights.setToolTip("the model will not say whose face it is or who consented; every load and render "
+                                  "of it warns (RIGHTS WARNING)")
+        rights_form.addRow("", self.no_rights)
         self.start_button = QtWidgets.QPushButton("Start", self)
         self.start_button.clicked.connect(self.start)
         self.stop_button = QtWidgets.QPushButton("Stop", self)
@@ -103,6 +128,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self.preview.setToolTip("columns: A, A->A, B, B->B, A->B")
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(rights_box)
         layout.addLayout(buttons)
         layout.addWidget(self.chart_view, 2)
         layout.addWidget(self.preview, 1)
@@ -114,26 +140,63 @@ class TrainingPanel(QtWidgets.QWidget):
         self._watch.timeout.connect(self._check_ended)
 
     # -- running --------------------------------------------------------------------------------------
+    def rights_record(self) -> dict[str, Any]:
+        """The rights record the form describes, ``{}`` when it is empty.
+
+        Raises:
+            DoublureError: a date that is not YYYY-MM-DD or an expiry not after the consent (naming the field),
+                or a required field that is empty while training without a record is not acknowledged. A
+                resumed run with an empty form keeps its checkpoint's record, if that one is complete.
+        """
+        values = {name: field.text().strip() for name, field in self.rights.items()}
+        record = rights_record(**values) if any(values.values()) else {}  # checks the dates in any case
+        if self.no_rights.isChecked():
+            return record
+        kept = record
+        if not record and self.resume.isChecked():  # as with the CLI, the trainer keeps the checkpoint's record
+            try:
+                kept = read_meta(self.out.text().strip()).get("rights") or {}
+            except ModelFileError:  # nothing to resume: the trainer says so
+                return record
+        missing = [label for name, label, _ in RIGHTS_FORM if name in REQUIRED_RIGHTS and not kept.get(name)]
+        if missing:
+            raise DoublureError(f"the rights record needs {', '.join(missing)} (or tick 'Train WITHOUT a rights "
+                                f"record')")
+        return record
+
     def config(self, **overrides: Any) -> TrainConfig:
-        """The run the form describes (``overrides``: other ``TrainConfig`` fields)."""
+        """The run the form describes (``overrides``: other ``TrainConfig`` fields).
+
+        Raises:
+            DoublureError: the rights form is incomplete or wrong (see ``rights_record``).
+        """
         resume = self.resume.isChecked()
         fields = dict(out=self.out.text().strip(), source=facesets(self.source.text()),
                       target=facesets(self.target.text()), resume=resume,
                       # a resumed run keeps its checkpoint's shape; asking for another one is refused
                       res=None if resume else int(self.res.currentText()),
                       width=self.width_scale.value(), batch=self.batch.value(),
-                      iters=self.iterations.value() or None)
+                      iters=self.iterations.value() or None, rights=self.rights_record())
         fields.update(overrides)
         return TrainConfig(**fields)
 
     def start(self) -> None:
-        """Start the run the form describes."""
+        """Start the run the form describes; an incomplete or wrong rights form refuses, saying why."""
         if self.running():
             return
         if not self.out.text().strip():
             self.status_message.emit("training: choose the model file (.dbm) to write")
             return
-        self.start_run(self.config())
+        try:
+            config = self.config()
+        except DoublureError as exc:
+            self.rate.setText(f"not started: {exc}")
+            self.status_message.emit(f"training not started: {exc}")
+            return
+        problems = rights_problems(config.rights)
+        if self.no_rights.isChecked() and problems:
+            self.status_message.emit(f"RIGHTS WARNING: training {config.out}: {'; '.join(problems)}")
+        self.start_run(config)
 
     def start_run(self, config: TrainConfig) -> Trainer:
         """Train ``config`` on the trainer's thread and show its progress. Returns the trainer."""

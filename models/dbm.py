@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -57,17 +58,26 @@ class ModelFileError(DoublureError):
 
 def rights_record(subject: str = "", consent_given_by: str = "", consent_date: str = "", agreement: str = "",
                   allowed_uses: list[str] | tuple[str, ...] | str = (), expiry: str = "") -> dict[str, Any]:
-    """A rights record dict; ``allowed_uses`` may be a comma-separated string. Dates are ISO ``YYYY-MM-DD``."""
+    """A rights record dict; ``allowed_uses`` may be a comma-separated string. Dates are ISO ``YYYY-MM-DD``,
+    the expiry after the consent. Raises DoublureError naming the field that is wrong."""
     if isinstance(allowed_uses, str):
         allowed_uses = [u.strip() for u in allowed_uses.split(",") if u.strip()]
-    for name, value in (("consent_date", consent_date), ("expiry", expiry)):
-        if value:
-            try:
-                datetime.date.fromisoformat(value)
-            except ValueError:
-                raise DoublureError(f"rights {name} {value!r} is not a date (YYYY-MM-DD)") from None
+    dates = {name: _iso_date(name, value) for name, value in (("consent_date", consent_date), ("expiry", expiry))
+             if value}
+    if len(dates) == 2 and dates["expiry"] <= dates["consent_date"]:
+        raise DoublureError(f"rights expiry {expiry} is not after consent_date {consent_date}")
     return {"subject": subject, "consent_given_by": consent_given_by, "consent_date": consent_date,
             "agreement": agreement, "allowed_uses": list(allowed_uses), "expiry": expiry}
+
+
+def _iso_date(field: str, value: str) -> datetime.date:
+    # Only the YYYY-MM-DD form: Python also reads 20240110 and week dates, which a record should not hold.
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return datetime.date.fromisoformat(value)
+    except ValueError:  # a day or month out of range
+        pass
+    raise DoublureError(f"rights {field} {value!r} is not a date (YYYY-MM-DD)")
 
 
 def rights_problems(rights: dict[str, Any] | None, today: datetime.date | None = None) -> list[str]:

@@ -4,6 +4,7 @@ on two small MEAD facesets (plot, rate, stop, preview), and typed knob editors w
 keyed-knob colours and node actions."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -61,6 +62,23 @@ def test_training_panel_drives_a_real_training_run(qtbot, window, tmp_path):
         extract_faceset([str(media / f"{actor}_front_happy_level3_001.mp4")], str(tmp_path / actor), size=64, every=8)
     panel = window.training_panel
     panel.out.setText(str(tmp_path / "w009_to_m030.dbm"))
+    messages = []
+    panel.status_message.connect(messages.append)
+    # No run without the rights record (or the acknowledgement of training without one); each refusal names
+    # the field.
+    qtbot.mouseClick(panel.start_button, QtCore.Qt.MouseButton.LeftButton)
+    assert not panel.running() and panel.trainer is None
+    assert "needs Subject, Consent given by, Agreement" in panel.rate.text() and "not started" in messages[-1]
+    rights = {"subject": "M030", "consent_given_by": "M030 (the actor)", "consent_date": "10/01/2024",
+              "agreement": "AGR-0042", "allowed_uses": "film, trailer", "expiry": "2023-12-31"}
+    for name, value in rights.items():
+        qtbot.keyClicks(panel.rights[name], value)
+    qtbot.mouseClick(panel.start_button, QtCore.Qt.MouseButton.LeftButton)
+    assert panel.trainer is None and "consent_date '10/01/2024' is not a date (YYYY-MM-DD)" in panel.rate.text()
+    panel.rights["consent_date"].setText("2024-01-10")
+    qtbot.mouseClick(panel.start_button, QtCore.Qt.MouseButton.LeftButton)
+    assert panel.trainer is None and "expiry 2023-12-31 is not after consent_date 2024-01-10" in panel.rate.text()
+    panel.rights["expiry"].setText("2099-12-31")
     # Without facesets the run fails at once; the panel says why and can start again.
     qtbot.mouseClick(panel.start_button, QtCore.Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: panel.start_button.isEnabled(), timeout=20000)
@@ -87,11 +105,32 @@ def test_training_panel_drives_a_real_training_run(qtbot, window, tmp_path):
     qtbot.mouseClick(panel.stop_button, QtCore.Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not panel.running() and panel.start_button.isEnabled(), timeout=60000)
     assert panel.trainer.error is None and not panel.stop_button.isEnabled()
-    # Stopping checkpoints the model and shows the final preview grid (A, A->A, B, B->B, A->B).
-    assert (tmp_path / "w009_to_m030.dbm" / "model.json").is_file()
+    # Stopping checkpoints the model, with the form's rights record, and shows the final preview grid
+    # (A, A->A, B, B->B, A->B).
+    meta = json.loads((tmp_path / "w009_to_m030.dbm" / "model.json").read_text())
+    assert meta["rights"] == {"subject": "M030", "consent_given_by": "M030 (the actor)", "consent_date": "2024-01-10",
+                              "agreement": "AGR-0042", "allowed_uses": ["film", "trailer"], "expiry": "2099-12-31"}
+    assert not any("RIGHTS WARNING" in m for m in messages)
     grid = panel.trainer.latest_preview()
     assert grid.shape[1] == 5 * 64
     assert panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull()
+    # Resuming with an empty form keeps the checkpoint's record (as the CLI does).
+    for field in panel.rights.values():
+        field.clear()
+    panel.resume.setChecked(True)
+    assert panel.config().rights == {}
+    # A new model without a record only starts once that is acknowledged, and then loudly.
+    panel.resume.setChecked(False)
+    panel.out.setText(str(tmp_path / "no_rights.dbm"))
+    panel.iterations.setValue(1)
+    qtbot.mouseClick(panel.start_button, QtCore.Qt.MouseButton.LeftButton)
+    assert not panel.running() and "needs Subject" in panel.rate.text()
+    panel.no_rights.setChecked(True)
+    qtbot.mouseClick(panel.start_button, QtCore.Qt.MouseButton.LeftButton)
+    assert panel.trainer.config.rights == {} and "RIGHTS WARNING" in messages[-2] and "no rights record" in messages[-2]
+    qtbot.waitUntil(lambda: not panel.running() and panel.start_button.isEnabled(), timeout=60000)
+    assert panel.trainer.error is None
+    assert json.loads((tmp_path / "no_rights.dbm" / "model.json").read_text())["rights"] == {}
 
 
 def test_knob_editors_animation_and_actions(qtbot, window, tmp_path, media_dir):

@@ -204,6 +204,10 @@ def test_rights_warnings(tmp_path, caplog):
     assert "no rights record" in rights_problems({})[0]
     with pytest.raises(DoublureError, match="not a date"):
         rights_record(expiry="next year")
+    with pytest.raises(DoublureError, match=r"consent_date '20240110' is not a date \(YYYY-MM-DD\)"):
+        rights_record(consent_date="20240110")  # Python's own parser takes it
+    with pytest.raises(DoublureError, match="expiry 2024-01-10 is not after consent_date 2024-01-10"):
+        rights_record(consent_date="2024-01-10", expiry="2024-01-10")
     path = str(tmp_path / "old.dbm")
     save_model(path, tiny(), {"rights": expired})
     with caplog.at_level("WARNING", logger="doublure.models"):
