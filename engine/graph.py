@@ -187,6 +187,7 @@ class Graph:
         for knob_name, value in knob_values.items():
             knob = node.knob(knob_name)
             knob.restore(knob.state_with_value(value))
+        node.knobs_given(knob_values)
 
         def add() -> None:
             self._nodes[node.uuid] = node

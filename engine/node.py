@@ -121,6 +121,11 @@ class Node:
             return value
         return os.path.normpath(os.path.join(self.graph.project_dir or os.getcwd(), value))
 
+    def knobs_given(self, given: dict[str, Any]) -> None:
+        """Called by ``Graph.create`` once the knob values it was given are set, before the node joins the
+        graph: a node may derive the knobs left out from them (Read fills first/last from its file, as
+        Nuke's Read does). Project loading restores knobs as saved and does not call it."""
+
     # -- connections ----------------------------------------------------------------------------------
     def input(self, index: int) -> "Node | None":
         return self.input_nodes[index]

@@ -110,6 +110,17 @@ class VideoReader:
             MediaError: the index is outside 0..frame_count-1, or the frame cannot be decoded (truncated
                 or corrupt file); the message names the file and the frame.
         """
+        codes, scale = self.read_codes(index)
+        pixels = codes.astype(np.float32)
+        pixels *= scale
+        return pixels
+
+    def read_codes(self, index: int) -> tuple[np.ndarray, np.float32]:
+        """Frame ``index`` (0-based) as decoded RGB code values: (H, W, 3) uint8 (or uint16 for deeper
+        video) and the float32 factor that takes them to [0, 1] (what :meth:`read` applies).
+
+        Lets a caller convert to float in the layout it needs with one full-frame pass. Raises as ``read``.
+        """
         if not 0 <= index < self.frame_count:
             raise MediaError(f"frame {index} is out of range for {self.path} (frames 0-{self.frame_count - 1})")
         if index >= len(self._pts):
@@ -117,7 +128,7 @@ class VideoReader:
                              f"(the file holds {len(self._pts)} of its {self.frame_count} frames)")
         with self._lock:
             frame = self._decode(index)
-            return self._to_rgb(frame)
+            return self._to_codes(frame)
 
     def _decode(self, index: int) -> av.VideoFrame:
         target = self._pts[index]
@@ -150,15 +161,14 @@ class VideoReader:
         self.seeks += 1
         self._decoded = self._container.decode(self._stream)
 
-    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+    def _to_codes(self, frame: av.VideoFrame) -> tuple[np.ndarray, np.float32]:
         deep = frame.format.components and max(c.bits for c in frame.format.components) > 8
         colorspace = frame.colorspace if frame.colorspace in (1, 4, 5, 6, 7, 9) else (
             "ITU709" if frame.height >= 720 else "ITU601")  # ffmpeg's guess for untagged video
         color_range = frame.color_range if frame.color_range in (1, 2) else None
-        pixels = frame.to_ndarray(format="rgb48le" if deep else "rgb24", src_colorspace=colorspace,
-                                  src_color_range=color_range, dst_color_range="JPEG")
-        scale = 1.0 / (65535.0 if deep else 255.0)
-        return pixels.astype(np.float32) * np.float32(scale)
+        codes = frame.to_ndarray(format="rgb48le" if deep else "rgb24", src_colorspace=colorspace,
+                                 src_color_range=color_range, dst_color_range="JPEG")
+        return codes, np.float32(1.0 / (65535.0 if deep else 255.0))
 
 
 # --------------------------------------------------------------------------------------------------------

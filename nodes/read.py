@@ -72,6 +72,20 @@ class Read(Node):
     )
     actions = (("detect_range", "Detect range"),)
 
+    def knobs_given(self, given) -> None:
+        """``graph.create("Read", file=...)`` covers the file's frames: first/last left out are detected
+        from the files on disk (a file that cannot be read yet keeps the defaults; compute reports it)."""
+        if "file" not in given or ("first" in given and "last" in given):
+            return
+        try:
+            found = dict(zip(("first", "last"), detect_range(self.path("file"))))
+        except DoublureError:
+            return
+        for name in ("first", "last"):
+            if name not in given:
+                knob = self.knob(name)
+                knob.restore(knob.state_with_value(found[name]))
+
     # -- which file and frame a timeline frame reads ---------------------------------------------------
     def _source(self, frame: int) -> tuple[str, int | None, str | None]:
         """(file path, frame number in the file, error) for a timeline frame.
@@ -134,15 +148,15 @@ class Read(Node):
             return self._black(ctx)
         try:
             if video.is_video(path):
-                pixels, channels, metadata, aspect = self._read_video(path, file_frame)
+                tensor, channels, metadata, aspect = self._read_video(path, file_frame)
             else:
                 image = imageio.read_image(path, frame=file_frame)
-                pixels, channels, metadata, aspect = image.pixels, image.channels, image.metadata, image.pixel_aspect
+                tensor, channels = _planes(image.pixels, image.channels)
+                metadata, aspect = image.metadata, image.pixel_aspect
         except MediaError as exc:
             if self.value("on_missing", ctx.frame) == "black":
                 return self._black(ctx)
             raise MediaError(f"{self.name}: {exc}") from None
-        tensor, channels = _planes(pixels, channels)
         ctx.check_cancelled()
         alpha = channels.index("A") if "A" in channels else None
         src = self.input_colorspace(path, ctx.frame)
@@ -158,10 +172,13 @@ class Read(Node):
     def _read_video(self, path: str, file_frame: int):
         reader = VIDEO_READERS.get(path)
         try:
-            pixels = reader.read(file_frame - 1)  # file frames count from 1, like Nuke
+            codes, scale = reader.read_codes(file_frame - 1)  # file frames count from 1, like Nuke
         except MediaError as exc:
             raise MediaError(f"{exc} (file frame {file_frame})") from None
-        return pixels, ("R", "G", "B"), dict(reader.metadata), 1.0
+        # (H, W, 3) codes -> (3, H, W) float32 in one pass, scaled as VideoReader.read does (same values)
+        tensor = torch.empty((3,) + codes.shape[:2], dtype=torch.float32)
+        tensor.copy_(torch.from_numpy(codes).permute(2, 0, 1)).mul_(float(scale))
+        return tensor, ("R", "G", "B"), dict(reader.metadata), 1.0
 
     def _black(self, ctx) -> Image:
         """Black at the size of the nearest readable frame (a missing frame keeps the plate's format)."""
