@@ -22,7 +22,7 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import knobs as K
 from doublure.engine import ops
 from doublure.faces.masks import LEFT_EYE, RIGHT_EYE, rasterize_shapes
-from doublure.faces.paint import render_strokes
+from doublure.faces.paint import render_strokes, stroke_active
 
 from ._finish import blend_window, luma_weights, mask_input, region_mask, require_same_size
 
@@ -177,20 +177,53 @@ class EyeFix(Node):
         h.update(ctx.working_space)
         h.update(ctx.frame)  # strokes may be limited to frames ("only" / "from")
 
-    def eye_mask(self, faces, frame: int, hw: tuple[int, int], device) -> torch.Tensor:
-        """The plate-eyes mask at a frame: eye openings and irises, grown and feathered in iris radii, with
-        the painted strokes composited on top. Returns (1, H, W)."""
-        base = torch.zeros(1, *hw, device=device)
+    def _mask_margin(self, face, frame: int) -> tuple[float, float, float]:
+        """(grow, feather, window margin) of a face's plate-eyes mask, in pixels."""
+        r = float(np.mean(face.iris[:, 2])) or 1.0
+        grow, feather = self.value("eye_grow", frame) * r, self.value("eye_feather", frame) * r
+        return grow, feather, max(grow, 0.0) + 3 * feather + 2 * r + 2
+
+    def region(self, faces, frame: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The plate rectangle (y0, y1, x0, x1) this node may change at a frame: the union of the eye
+        windows, or the whole plate when strokes are painted on the frame (a stroke may reach anywhere)."""
+        if any(stroke_active(s, frame) for s in self.value("strokes", frame)):
+            return 0, hw[0], 0, hw[1]
+        windows = []
         for face in faces:
-            r = float(np.mean(face.iris[:, 2])) or 1.0
-            grow, feather = self.value("eye_grow", frame) * r, self.value("eye_feather", frame) * r
+            margin = max(self._mask_margin(face, frame)[2], 2.0 * max(float(face.iris[:, 2].max()), 1.0) + 2)
+            windows += [_window(face, eye, hw, margin) for eye in range(2)]
+        return (min(w[0] for w in windows), max(w[1] for w in windows),
+                min(w[2] for w in windows), max(w[3] for w in windows))
+
+    def eye_mask(self, faces, frame: int, hw: tuple[int, int], device,
+                 window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """The plate-eyes mask at a frame: eye openings and irises, grown and feathered in iris radii, with
+        the painted strokes composited on top.
+
+        Returns:
+            (1, H, W), or (1, y1 - y0, x1 - x0) of ``window`` (y0, y1, x0, x1) of the plate.
+        """
+        wy0, wy1, wx0, wx1 = window or (0, hw[0], 0, hw[1])
+        base = torch.zeros(1, wy1 - wy0, wx1 - wx0, device=device)
+        for face in faces:
+            grow, feather, margin = self._mask_margin(face, frame)
             for eye in range(2):
-                window = _window(face, eye, hw, max(grow, 0.0) + 3 * feather + 2 * r + 2)
-                y0, y1, x0, x1 = window
+                eye_window = _window(face, eye, hw, margin)
+                y0, y1, x0, x1 = eye_window
+                # the part of the eye's window inside the requested one, in both windows' coordinates
+                iy0, iy1, ix0, ix1 = max(y0, wy0), min(y1, wy1), max(x0, wx0), min(x1, wx1)
+                if iy1 <= iy0 or ix1 <= ix0:
+                    continue
+                dst = base[:, iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0]
                 for region in ("eyes", "irises"):
-                    m = region_mask(face, region, window, device, grow=grow, feather=feather)
-                    base[:, y0:y1, x0:x1] = torch.maximum(base[:, y0:y1, x0:x1], m)
-        return render_strokes(self.value("strokes", frame), faces, frame, hw, base=base, device=device)
+                    m = region_mask(face, region, eye_window, device, grow=grow, feather=feather)
+                    dst.copy_(torch.maximum(dst, m[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]))
+        strokes = self.value("strokes", frame)
+        if not any(stroke_active(s, frame) for s in strokes):
+            return base
+        plate = torch.zeros(1, *hw, device=device)
+        plate[:, wy0:wy1, wx0:wx1] = base
+        return render_strokes(strokes, faces, frame, hw, base=plate, device=device)[:, wy0:wy1, wx0:wx1]
 
     def compute(self, ctx: EvalContext, inputs) -> Image:
         src = inputs.get(0)
@@ -206,15 +239,18 @@ class EyeFix(Node):
         hw = (src.height, src.width)
         dev = src.tensor.device
         weights = luma_weights(ctx.working_space, dev)
-        result = src.tensor[:3].float().clone()
-        plate = plate_img.tensor[:3].float().to(dev) if plate_img is not None else None
-        changed = []  # windows (y0, y1, x0, x1) where result differs from the source
+        # Everything happens inside the eyes' region; the rest of the frame is the source, copied once.
+        region = self.region(src.faces, ctx.frame, hw)
+        ry0, ry1, rx0, rx1 = region
+        result = src.tensor[:3, ry0:ry1, rx0:rx1].float().clone()
+        plate = plate_img.tensor[:3, ry0:ry1, rx0:rx1].float().to(dev) if plate_img is not None else None
+        changed = []  # windows (y0, y1, x0, x1) of the region where result differs from the source
         for face in src.faces:
             for eye in range(2):
                 ctx.check_cancelled()
-                changed += self._fix_eye(ctx, face, eye, result, plate, weights, hw)
+                changed += self._fix_eye(ctx, face, eye, result, plate, weights, hw, (ry0, rx0))
         if v("plate_eyes"):
-            m = self.eye_mask(src.faces, ctx.frame, hw, dev)
+            m = self.eye_mask(src.faces, ctx.frame, hw, dev, region)
             nz = torch.nonzero(m[0] > 0)
             if nz.numel():
                 (y0, x0), (y1, x1) = nz.min(0).values.tolist(), (nz.max(0).values + 1).tolist()
@@ -224,28 +260,33 @@ class EyeFix(Node):
         if not changed:
             return src
         # one blend over the rectangle holding every change
-        window = (min(c[0] for c in changed), max(c[1] for c in changed),
-                  min(c[2] for c in changed), max(c[3] for c in changed))
-        y0, y1, x0, x1 = window
+        y0, y1 = min(c[0] for c in changed), max(c[1] for c in changed)
+        x0, x1 = min(c[2] for c in changed), max(c[3] for c in changed)
+        window = (y0 + ry0, y1 + ry0, x0 + rx0, x1 + rx0)
         weight = torch.full((1, y1 - y0, x1 - x0), float(v("mix")), device=dev)
         limit = mask_input(inputs.get(2), self.name, hw, dev)
         if limit is not None:
-            weight = weight * limit[:, y0:y1, x0:x1]
+            weight = weight * limit[:, window[0]:window[1], window[2]:window[3]]
         out = src.tensor.clone()
         blend_window(out, result[:, y0:y1, x0:x1], weight, window)
         return src.replace(tensor=out)
 
     def _fix_eye(self, ctx, face, eye: int, result: torch.Tensor, plate: torch.Tensor | None,
-                 weights: torch.Tensor, hw: tuple[int, int]) -> list:
+                 weights: torch.Tensor, hw: tuple[int, int], origin: tuple[int, int]) -> list:
         """Iris align, sharpen and catchlight one eye of ``result`` in place; returns the changed window
-        as a one-item list (empty when nothing was done)."""
+        as a one-item list (empty when nothing was done).
+
+        ``result`` and ``plate`` hold the plate region whose top-left corner is ``origin`` (y, x); the
+        returned window is in the region's coordinates.
+        """
         v = lambda n: self.value(n, ctx.frame)  # noqa: E731
         radius = max(float(face.iris[eye, 2]), 1.0)
         y0, y1, x0, x1 = _window(face, eye, hw, 2.0 * radius + 2)
         if y1 - y0 < 3 or x1 - x0 < 3 or not (v("iris_align") or v("sharpen") > 0 or v("catchlight") > 0):
             return []
-        window = (y0, y1, x0, x1)
-        opening = _eye_opening(face, eye, window).to(result.device)
+        eye_window = (y0, y1, x0, x1)  # on the plate; the landmarks are plate pixels
+        opening = _eye_opening(face, eye, eye_window).to(result.device)
+        y0, y1, x0, x1 = y0 - origin[0], y1 - origin[0], x0 - origin[1], x1 - origin[1]
         swap = result[:, y0:y1, x0:x1]
         lum = lambda t: torch.einsum("c,chw->hw", weights, t)  # noqa: E731
         shift = (0.0, 0.0)
@@ -259,7 +300,7 @@ class EyeFix(Node):
             fade = ops.gaussian_blur(opening[None], max(radius / 4.0, 0.7)).clamp(0, 1)
             swap = shift_inside(swap, fade, *shift)
         if v("sharpen") > 0:
-            fade = ops.gaussian_blur(_eye_opening(face, eye, window, grow=radius / 3).to(result.device)[None],
+            fade = ops.gaussian_blur(_eye_opening(face, eye, eye_window, grow=radius / 3).to(result.device)[None],
                                      max(radius / 6.0, 0.7))
             swap = swap + (unsharp(swap, max(radius / 8.0, 0.7), v("sharpen")) - swap) * fade
         if v("catchlight") > 0 and plate is not None and swap_centre and plate_centre:

@@ -14,6 +14,7 @@ rights record is missing or expired loads with a loud warning (log and ``doublur
 """
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import torch
@@ -96,6 +97,32 @@ def seamless_correction(plate_crop: torch.Tensor, swap: torch.Tensor, mask: torc
         membrane = normalized_blur(plate_crop[i] - swap[i], band[i], size / 8.0)
         out.append(swap[i] + membrane)
     return torch.stack(out)
+
+
+def plate_window(from_crop: np.ndarray, res: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The plate rectangle the faces' crops are read from and put back onto, so a 200 px face on a 1080p
+    plate costs a 200 px window, not the frame.
+
+    The crops' footprint grows by the mip filter's reach (two pixels of the coarsest pyramid level that
+    :func:`doublure.faces.align.warp_affine` samples), and the window's edges sit on that level's grid, so
+    the window's pyramid is the plate's pyramid cut out and the crops come out as from the whole plate.
+
+    Args:
+        from_crop: (N, 2, 3) crop unit -> plate pixel affines.
+        res: crop side in pixels.
+        hw: plate (H, W).
+
+    Returns:
+        (y0, y1, x0, x1), clipped to the plate.
+    """
+    corners = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    xy = np.concatenate([corners @ m.T for m in from_crop])
+    plate_px_per_crop_px = max(math.sqrt(abs(np.linalg.det(m[:, :2]))) for m in from_crop) / res
+    step = 2 ** max(0, math.ceil(math.log2(max(plate_px_per_crop_px, 1e-12))))
+    margin = 2 * step + 2
+    x0, y0 = ((np.floor((xy.min(0) - margin) / step)) * step).astype(int)
+    x1, y1 = ((np.ceil((xy.max(0) + margin) / step)) * step).astype(int)
+    return max(int(y0), 0), min(int(y1), hw[0]), max(int(x0), 0), min(int(x1), hw[1])
 
 
 def _to_encoding(crops: torch.Tensor, src: str, dst: str) -> torch.Tensor:
@@ -192,9 +219,13 @@ class SwapModel(Node):
         ctx.check_cancelled()
         res = loaded.model.cfg.res
         device = ctx.device
-        rgb_plate = plate.tensor[:3].float()
         to_crop = np.stack([f.to_crop for f in faces])
         from_crop = np.stack([f.from_crop for f in faces])
+        # Work in the plate window the faces cover: the same affines with the window's origin moved to 0.
+        y0, y1, x0, x1 = plate_window(from_crop, res, (plate.height, plate.width))
+        to_crop[:, :, 2] += to_crop[:, :, :2] @ np.array([x0, y0], dtype=np.float64)
+        from_crop[:, :, 2] -= np.array([x0, y0], dtype=np.float64)
+        rgb_plate = plate.tensor[:3, y0:y1, x0:x1].float()
         plate_crops = warp_to_crop(rgb_plate, to_crop, res, padding_mode="border")          # (N, 3, R, R) linear
         model_in = _to_encoding(plate_crops, ctx.working_space, "srgb").clamp(0.0, 1.0)
         swap_srgb, pred_mask = swap_faces(loaded, model_in.to(device))
@@ -211,24 +242,26 @@ class SwapModel(Node):
             tiles = torch.cat(list(swap), dim=2)                                             # (3, R, N R)
             return Image(tiles.to(plate.tensor.dtype).contiguous(), metadata=metadata)
 
-        placed, _ = warp_from_crop(torch.cat([swap * mask, mask], 1), from_crop, (plate.height, plate.width))
+        placed, _ = warp_from_crop(torch.cat([swap * mask, mask], 1), from_crop, (y1 - y0, x1 - x0))
         if output == "mask":
-            alpha = torch.zeros_like(placed[0, 3:])
+            alpha = torch.zeros_like(plate.tensor[:1], dtype=placed.dtype)
+            window_alpha = alpha[:, y0:y1, x0:x1]
             for i in range(placed.shape[0]):   # 'over' accumulation: a tiny alpha stays non-zero
-                alpha = alpha + placed[i, 3:] * (1.0 - alpha)
+                window_alpha.copy_(window_alpha + placed[i, 3:] * (1.0 - window_alpha))
             return plate.replace(tensor=alpha.expand(3, -1, -1).to(plate.tensor.dtype).contiguous(),
                                  channels=("R", "G", "B"), metadata=metadata)
         out = plate.tensor.float().clone()
+        window = out[:, y0:y1, x0:x1]   # a view: compositing into it fills out
         alpha_index = plate.channels.index("A") if "A" in plate.channels else None
         for i in range(placed.shape[0]):
             colour, alpha = placed[i, :3], placed[i, 3:]
             inside = alpha > 0
             # only where the face lands: elsewhere the plate's values are kept bit for bit
-            out[:3] = torch.where(inside, out[:3] * (1.0 - alpha) + colour, out[:3])
+            window[:3] = torch.where(inside, window[:3] * (1.0 - alpha) + colour, window[:3])
             if alpha_index is not None:
-                out[alpha_index:alpha_index + 1] = torch.where(
-                    inside, out[alpha_index:alpha_index + 1] * (1.0 - alpha) + alpha, out[alpha_index:alpha_index + 1])
+                a = window[alpha_index:alpha_index + 1]
+                a.copy_(torch.where(inside, a * (1.0 - alpha) + alpha, a))
         return plate.replace(tensor=out.to(plate.tensor.dtype), metadata=metadata)
 
 
-__all__ = ["SwapModel", "crop_masks", "seamless_correction", "parse_tracks"]
+__all__ = ["SwapModel", "crop_masks", "seamless_correction", "parse_tracks", "plate_window"]

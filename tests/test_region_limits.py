@@ -1,0 +1,137 @@
+"""Nodes that change only the face work in the face's region of the plate: the region-limited result must
+equal the whole-frame one (the same code with the region widened to the frame), so the speed-up cannot
+change pixels. Also the 1080p I/O fast paths: Read of video and EXR half writes, bit for bit."""
+import numpy as np
+import OpenImageIO as oiio
+import pytest
+import torch
+
+import doublure.nodes  # noqa: F401  (registers the node library)
+from doublure import engine
+from doublure.engine import colour, imageio, video
+from doublure.models.arch import IdentityModel, config_for
+from doublure.models.dbm import rights_record, save_model
+from doublure.nodes import eyefix, swapmodel
+
+import finish_nodes  # noqa: F401
+
+CLIP = ("mead", "M030_front_happy_level3_001.mp4")
+
+
+def _whole_frame(*args) -> tuple:
+    """Stand-in for a region function (its last argument is the plate's (H, W)): the whole plate, which
+    gives the node's whole-frame result."""
+    hw = args[-1]
+    return 0, hw[0], 0, hw[1]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("model") / "m.dbm")
+    rights = rights_record("M030", "M030 (the actor)", "2024-01-10", "AGR-0042", "film", "2099-12-31")
+    save_model(path, IdentityModel(config_for(64, "df", 0.125)), {"name": "m", "rights": rights,
+                                                                 "face_type": "whole_face"})
+    return path
+
+
+def _evaluate(build, frame: int):
+    """Build a fresh graph (no cache shared between the two runs) and evaluate its last node."""
+    g, node = build()
+    return g.evaluate(node, frame).tensor
+
+
+@pytest.mark.parametrize("output", ["composite", "mask"])
+def test_swapmodel_window_equals_the_whole_frame(media_dir, model_path, monkeypatch, output):
+    def build():
+        g = engine.Graph()
+        read = g.create("Read", file=str(media_dir.joinpath(*CLIP)), first=1, last=5)
+        fd = g.create("FaceDetect", inputs=[read])
+        return g, g.create("SwapModel", inputs=[fd], model=model_path, output=output)
+
+    g, sw = build()
+    faces = g.evaluate(g["FaceDetect1"], 3).faces
+    plate = g.evaluate(g["Read1"], 3).tensor
+    y0, y1, x0, x1 = swapmodel.plate_window(np.stack([f.from_crop for f in faces]), 64, tuple(plate.shape[-2:]))
+    assert y1 - y0 < plate.shape[-2] and x1 - x0 < plate.shape[-1]  # the face's window, not the frame
+    windowed = g.evaluate(sw, 3).tensor
+    monkeypatch.setattr(swapmodel, "plate_window", _whole_frame)
+    whole = _evaluate(build, 3)
+    torch.testing.assert_close(windowed, whole, atol=2e-5, rtol=0)
+    if output == "composite":
+        outside = (whole == plate).all(0)  # where the whole-frame swap kept the plate, the window does too
+        assert torch.equal(windowed[:, outside], plate[:, outside])
+
+
+def test_eyefix_region_equals_the_whole_frame(media_dir, monkeypatch):
+    def build():
+        g = engine.Graph()
+        read = g.create("Read", file=str(media_dir.joinpath(*CLIP)), first=1, last=20)
+        plate = g.create("FaceDetect", inputs=[read])
+        swap = g.create("TestFinishRecolour", inputs=[plate], gain=(0.8, 1.0, 1.2), blur=1.5)
+        return g, g.create("EyeFix", inputs=[swap, plate], iris_align=True, catchlight=1.0, sharpen=1.0)
+
+    g, node = build()
+    p = g.evaluate(g["FaceDetect1"], 12)
+    y0, y1, x0, x1 = node.region(p.faces, 12, (p.height, p.width))
+    assert (y1 - y0) * (x1 - x0) < 0.5 * p.height * p.width
+    windowed = g.evaluate(node, 12).tensor
+    monkeypatch.setattr(eyefix.EyeFix, "region", lambda self, faces, frame, hw: _whole_frame(hw))
+    assert torch.equal(windowed, _evaluate(build, 12))
+
+
+def test_eye_mask_of_a_window_is_the_whole_mask_cut_out(media_dir):
+    g = engine.Graph()
+    read = g.create("Read", file=str(media_dir.joinpath(*CLIP)), first=1, last=20)
+    plate = g.create("FaceDetect", inputs=[read])
+    node = g.create("EyeFix", inputs=[plate, plate])
+    p = g.evaluate(plate, 12)
+    hw = (p.height, p.width)
+    whole = node.eye_mask(p.faces, 12, hw, "cpu")
+    y0, y1, x0, x1 = node.region(p.faces, 12, hw)
+    assert torch.equal(node.eye_mask(p.faces, 12, hw, "cpu", (y0, y1, x0, x1)), whole[:, y0:y1, x0:x1])
+    assert whole[:, :y0].max() == 0 and whole[:, y1:].max() == 0  # nothing of the mask lies outside the region
+    half = (y0, (y0 + y1) // 2, x0, x1)  # a window cutting through the eyes
+    assert torch.equal(node.eye_mask(p.faces, 12, hw, "cpu", half), whole[:, half[0]:half[1], x0:x1])
+
+
+def test_read_of_video_is_the_reader_frame_converted(media_dir):
+    path = str(media_dir.joinpath(*CLIP))
+    g = engine.Graph()
+    read = g.create("Read", file=path)
+    pixels = video.VideoReader(path).read(6)
+    expected = colour.convert(torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), "srgb", "ACEScg")
+    assert torch.equal(g.evaluate(read, 7).tensor, expected)
+
+
+def test_read_created_with_a_file_covers_its_frames_and_projects_keep_theirs(media_dir, tmp_path):
+    path = str(media_dir.joinpath(*CLIP))
+    count = video.VideoReader(path).frame_count
+    g = engine.Graph()
+    read = g.create("Read", file=path)
+    assert (read["first"], read["last"]) == (1, count) and count > 50
+    assert g.create("Read", file=path, last=10)["last"] == 10  # a value given is kept
+    assert (g.create("Read", file=str(tmp_path / "none.####.exr"))["last"]) == 1  # nothing on disk yet
+    g.undo()
+    g.undo()
+    assert [n.name for n in g.nodes] == ["Read1"]
+    # A saved project keeps its ranges, the default 1-1 included (it is not written to the file).
+    read["last"] = 5
+    g.create("Read", file=path, first=1, last=1)
+    g.save(str(tmp_path / "shot.dbl"))
+    loaded = engine.load(str(tmp_path / "shot.dbl"))
+    assert (loaded["Read1"]["first"], loaded["Read1"]["last"]) == (1, 5)
+    assert (loaded["Read2"]["first"], loaded["Read2"]["last"]) == (1, 1)
+
+
+def test_exr_half_is_written_as_oiio_rounds_it(tmp_path):
+    rng = np.random.default_rng(3)
+    pixels = np.concatenate([rng.standard_normal((64, 64, 3)).astype(np.float32) * s for s in (1e-6, 1, 1e5)])
+    pixels[0, :3, 0] = (np.inf, 65519.0, 3e-8)
+    path = str(tmp_path / "half.exr")
+    imageio.write_image(path, pixels, file_type="exr", datatype="half")
+    spec = oiio.ImageSpec(64, 192, 3, "half")
+    buf = oiio.ImageBuf(spec)
+    buf.set_pixels(oiio.ROI(), pixels)  # OIIO's own float -> half conversion
+    written = oiio.ImageInput.open(path).read_image(oiio.HALF)
+    assert np.array_equal(written.view(np.uint16), buf.get_pixels(oiio.HALF).view(np.uint16))
