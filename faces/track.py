@@ -282,9 +282,10 @@ def select_tracks(per_frame: Sequence[Sequence[Face]], selection: str, track_ids
 
     Args:
         per_frame: per frame, the faces of every track.
-        selection: ``"all"``; ``"largest"``: the one track with the largest median box area over the shot
-            (a shot-wide choice, so the selected face does not flip between frames); ``"by_id"``: the ids in
-            ``track_ids``.
+        selection: ``"all"``; ``"largest"``: the shot's main face, the one track with the largest box area
+            summed over its frames (a shot-wide choice, so the selected face does not flip between frames; the
+            sum, unlike a per-frame median, lets a brief false detection with a big box lose to the face that
+            is there all shot long); ``"by_id"``: the ids in ``track_ids``.
 
     Returns:
         Per frame, the kept faces.
@@ -294,11 +295,11 @@ def select_tracks(per_frame: Sequence[Sequence[Face]], selection: str, track_ids
     if selection == "by_id":
         keep = {int(i) for i in track_ids}
     elif selection == "largest":
-        areas: dict[int, list[float]] = {}
+        presence: dict[int, float] = {}
         for faces in per_frame:
             for fc in faces:
-                areas.setdefault(fc.track_id, []).append(fc.area)
-        keep = {max(areas, key=lambda k: (np.median(areas[k]), -k))} if areas else set()
+                presence[fc.track_id] = presence.get(fc.track_id, 0.0) + fc.area
+        keep = {max(presence, key=lambda k: (presence[k], -k))} if presence else set()
     else:
         raise ValueError(f"track selection must be one of {SELECTIONS}, got {selection!r}")
     return [[fc for fc in faces if fc.track_id in keep] for faces in per_frame]

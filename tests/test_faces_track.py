@@ -66,6 +66,12 @@ def test_association_gap_filling_and_selection():
     largest = select_tracks(per_frame, "largest")
     assert all(len(f) == 1 and f[0].track_id == 0 for f in largest)
     assert all([fc.track_id for fc in f] == [1] for f in select_tracks(per_frame, "by_id", [1]))
+    # a brief false detection with a bigger box does not become the shot's main face
+    flash = [frame + [_raw((600, 500), scale=3.0)] if t in (3, 4, 5) else frame for t, frame in enumerate(dets)]
+    per_frame_flash = build_tracks(flash, TrackParams(max_gap=1, min_cutoff=50.0, beta=0.0))
+    flash_ids = {f.track_id for f in per_frame_flash[4] if f.box[0] > 500}
+    main = select_tracks(per_frame_flash, "largest")
+    assert all(len(f) == 1 and f[0].track_id not in flash_ids and f[0].area > 1.5 * 60 * 60 for f in main[6:])
     # a gap longer than max_gap is not filled
     per_frame = build_tracks(dets, TrackParams(max_gap=0))
     assert len(per_frame[5]) == 1
