@@ -2,6 +2,11 @@
 # Rebuild the demo identity model from the bundled MEAD clips (documented, not run in CI).
 # M030 is the target identity (B), W009 the plate actor (A). M030's neutral clip stays unseen for the quality
 # check. Usage: bash resources/demo/build_model.sh [MINUTES] [WORK_DIR]   (from the repository root)
+# Run it again to continue: it resumes the checkpoint in WORK_DIR (weights, optimiser, iteration), so hours of
+# background training can be spent in sessions of any length. Each session trains with the random warp for its
+# first 70% and without it for the rest. The bundled model's history (iterations, batch, learning rate per
+# session) is in bench/RESULTS.md; from the second session on it trains batch 8 at lr 3e-4 (twice the updates per
+# CPU-minute of the first session's batch 16 at 1e-4).
 set -euo pipefail
 minutes=${1:-70}
 work=${2:-build/demo_model}
@@ -13,7 +18,8 @@ doublure=${DOUBLURE:-.venv/bin/doublure}
 resume=()
 [ -f "$work/demo_model.dbm/model.json" ] && resume=(--resume)
 "$doublure" train --target "$work/faceset_M030" --source "$work/faceset_W009" --out "$work/demo_model.dbm" \
-  --res 64 --arch liae --width 0.3 --batch 16 --minutes "$minutes" --checkpoint-minutes 10 "${resume[@]}" \
+  --res 64 --arch liae --width 0.3 --batch 8 --lr 3e-4 --warp-until 0.7 --minutes "$minutes" \
+  --checkpoint-minutes 10 "${resume[@]}" \
   --name "MEAD M030 demo" \
   --rights-subject "MEAD actor M030" \
   --rights-consent-by "MEAD participants, consent collected by the MEAD authors (Wang et al., ECCV 2020)" \
