@@ -46,7 +46,7 @@ def build_demo_graph():
     g.create("Write", inputs=[node], file=str(DEMO_DIR / "render" / "demo.####.exr"), file_type="exr",
              compression="zip", position=(0, 720))
     g.create("Write", inputs=[node], file=str(DEMO_DIR / "render" / "demo_preview.mp4"), file_type="mp4",
-             colorspace="srgb", position=(200, 720))
+             colorspace="srgb", preset="veryfast", position=(200, 720))
     g.ui["viewer"] = {"inputs": {"1": read.uuid, "2": node.uuid}, "a": "1", "b": "2", "mode": "wipe", "wipe": 0.5}
     g.ui["timeline"] = {"frame": first + (last - first) // 2}
     return g

@@ -28,10 +28,13 @@ from .errors import MediaError
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".m4v", ".webm", ".mxf"}
 # codec knob value -> (PyAV encoder, pixel format, encoder options, container extension it belongs in)
 CODECS = {
-    "h264": ("libx264", "yuv420p", {"preset": "medium"}, (".mp4", ".mov", ".mkv")),
+    "h264": ("libx264", "yuv420p", {}, (".mp4", ".mov", ".mkv")),
     "prores_422hq": ("prores_ks", "yuv422p10le", {"profile": "3", "vendor": "apl0"}, (".mov",)),
     "prores_4444": ("prores_ks", "yuva444p10le", {"profile": "4", "vendor": "apl0"}, (".mov",)),
 }
+# libx264's speed presets, fastest first: a faster preset spends less CPU per frame for a larger file at the
+# same crf (quality); "medium" is x264's own default.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 METADATA_TAG = "comment"  # container tag holding the doublure/ metadata as JSON (mp4 and mov keep it)
 
 
@@ -193,7 +196,8 @@ class VideoWriter:
 
     Args:
         path: .mp4 / .mov / .mkv.
-        codec: "h264" (yuv420p; ``crf`` sets quality), "prores_422hq" or "prores_4444" (mov, 10-bit).
+        codec: "h264" (yuv420p; ``crf`` sets quality, ``preset`` one of X264_PRESETS the encoding speed),
+            "prores_422hq" or "prores_4444" (mov, 10-bit).
         fps: frames per second (a Fraction for 23.976 = 24000/1001).
         metadata: ``doublure/...`` keys go into the container's comment tag as JSON; other str values
             become tags of their own.
@@ -204,12 +208,16 @@ class VideoWriter:
     codec: str = "h264"
     fps: Fraction | float = 25
     crf: int = 18
+    preset: str = "medium"
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.path = os.fspath(self.path)
         if self.codec not in CODECS:
             raise MediaError(f"cannot write {self.path}: unknown codec {self.codec!r} (use {', '.join(CODECS)})")
+        if self.preset not in X264_PRESETS:
+            raise MediaError(f"cannot write {self.path}: unknown preset {self.preset!r} "
+                             f"(use {', '.join(X264_PRESETS)})")
         encoder, self._pix_fmt, self._options, extensions = CODECS[self.codec]
         ext = os.path.splitext(self.path)[1].lower()
         if ext not in extensions:
@@ -238,6 +246,7 @@ class VideoWriter:
             options = dict(self._options)
             if self.codec == "h264":
                 options["crf"] = str(int(self.crf))
+                options["preset"] = self.preset
             self._stream.options = options
             cc = self._stream.codec_context
             cc.colorspace, cc.color_range = 1, 1  # tag as BT.709, limited range: what players assume

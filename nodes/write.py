@@ -38,6 +38,9 @@ class Write(Node):
         K.Enum("codec", tuple(video.CODECS), default="h264", tooltip="Video codec (mp4: h264 only)"),
         K.Int("crf", 18, min=0, max=51, animatable=False, tooltip="H.264 quality: lower is better, 18 is "
               "visually lossless"),
+        K.Enum("preset", video.X264_PRESETS, default="medium",
+               tooltip="H.264 encoding speed: faster presets take less CPU for a somewhat larger file at the "
+                       "same crf; veryfast suits previews"),
         K.Bool("skip_existing", True, tooltip="On a resumed render, keep image files that are already "
                "complete (they open and decode)."),
     )
@@ -95,6 +98,7 @@ class Write(Node):
                 raise DoublureError(f"{self.name}: a video needs consecutive frames in order, got a stepped range")
             self._video_writer = video.VideoWriter(path, codec=codec, fps=Fraction(self.graph.settings["fps"])
                                                    .limit_denominator(1001), crf=self.value("crf"),
+                                                   preset=self.value("preset"),
                                                    metadata=self._metadata(ctx_template.frame, {}, frames))
             return
         if ext != imageio.FILE_TYPES[kind] and not (kind == "tiff" and ext == ".tiff") and \

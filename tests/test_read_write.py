@@ -226,6 +226,14 @@ def test_write_video_with_provenance(tmp_path, name, codec):
         assert reader.read(2)[6, 8, 1] == pytest.approx(srgb, abs=0.02)
 
 
+@pytest.mark.parametrize("preset,cabac", [("medium", b"cabac=1"), ("ultrafast", b"cabac=0")])
+def test_write_h264_preset_reaches_the_encoder(tmp_path, preset, cabac):
+    # x264 records its settings in the stream; ultrafast is the preset that turns CABAC off
+    g, _, write = exr_graph(tmp_path, file=str(tmp_path / "comp.mp4"), preset=preset)
+    assert g.render("Write1", frames="1-4").ok
+    assert cabac in (tmp_path / "comp.mp4").read_bytes()
+
+
 def test_write_refuses_bad_settings(tmp_path):
     g, _, write = exr_graph(tmp_path, file=str(tmp_path / "single.exr"))
     with pytest.raises(DoublureError, match=r"Write1: .*single\.exr has no frame number"):

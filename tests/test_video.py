@@ -91,6 +91,12 @@ def test_writer_roundtrip_with_provenance(tmp_path, mead_frames, codec, ext, tol
             assert np.abs(reader.read(i) - mead_frames[i]).mean() < tolerance
 
 
+def test_writer_refuses_an_unknown_preset(tmp_path):
+    with pytest.raises(MediaError, match=r"a\.mp4: unknown preset 'quick'"):
+        video.VideoWriter(tmp_path / "a.mp4", preset="quick")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writer_abort_and_bad_input_leave_nothing(tmp_path, mead_frames):
     writer = video.VideoWriter(tmp_path / "a.mp4")
     writer.write(mead_frames[0])
