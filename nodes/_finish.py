@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -59,10 +61,20 @@ def face_window(face: Face, hw: tuple[int, int], margin: float) -> Window:
             max(int(np.floor(x0)) - m, 0), min(int(np.ceil(x1)) + m + 1, hw[1]))
 
 
+# (face geometry, region, window, grow, feather, device) -> mask: the finishing nodes of one graph render
+# the same masks of the same face (ColorMatch's and Grain's swap region; ColorMatch's skin of a frame, as
+# the swap's and, frames earlier, as the plate's pooled reference), and the anti-aliased, distance-grown
+# rasterisation costs more than the node's own maths on a 200 px face.
+_mask_memo: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_MASK_MEMO_SIZE = 64
+_mask_memo_lock = threading.Lock()
+
+
 def region_mask(face: Face, region: str, window: Window, device, grow: float = 0.0,
                 feather: float = 0.0) -> torch.Tensor:
     """A faces/masks region of one face rendered inside a window only (a 1080p frame need not be filled
-    for a 200 px face).
+    for a 200 px face). Recently rendered masks are remembered (by the face's landmarks and irises, not
+    by the Face object), and each call returns a tensor of its own.
 
     Args:
         face: the face (plate pixels).
@@ -74,11 +86,31 @@ def region_mask(face: Face, region: str, window: Window, device, grow: float = 0
     Returns:
         (1, y1 - y0, x1 - x0) float32 in [0, 1].
     """
+    lm = np.ascontiguousarray(face.landmarks, dtype=np.float64)
+    iris = np.ascontiguousarray(face.iris, dtype=np.float64)
+    key = (lm.tobytes(), lm.shape, iris.tobytes(), iris.shape, region, tuple(window), float(grow), float(feather),
+           str(device))
+    with _mask_memo_lock:
+        mask = _mask_memo.get(key)
+        if mask is not None:
+            _mask_memo.move_to_end(key)
+            return mask.clone()
+    mask = _render_region_mask(lm, iris, region, window, device, grow, feather)
+    with _mask_memo_lock:
+        _mask_memo[key] = mask
+        while len(_mask_memo) > _MASK_MEMO_SIZE:
+            _mask_memo.popitem(last=False)
+    return mask.clone()
+
+
+def _render_region_mask(landmarks: np.ndarray, iris: np.ndarray, region: str, window: Window, device,
+                        grow: float, feather: float) -> torch.Tensor:
+    """:func:`region_mask` without the memo: (N, 2+) landmarks and (2, 3) irises in plate pixels."""
     y0, y1, x0, x1 = window
-    lm = np.asarray(face.landmarks, dtype=np.float64).copy()
+    lm = landmarks.copy()
     lm[:, 0] -= x0
     lm[:, 1] -= y0
-    iris = np.asarray(face.iris, dtype=np.float64).copy()
+    iris = iris.copy()
     iris[:, 0] -= x0
     iris[:, 1] -= y0
     add, cut = region_shapes(lm, iris, region)

@@ -1,6 +1,8 @@
 """Nodes that change only the face work in the face's region of the plate: the region-limited result must
 equal the whole-frame one (the same code with the region widened to the frame), so the speed-up cannot
 change pixels. Also the 1080p I/O fast paths: Read of video and EXR half writes, bit for bit."""
+import dataclasses
+
 import numpy as np
 import OpenImageIO as oiio
 import pytest
@@ -11,7 +13,7 @@ from doublure import engine
 from doublure.engine import colour, imageio, video
 from doublure.models.arch import IdentityModel, config_for
 from doublure.models.dbm import rights_record, save_model
-from doublure.nodes import eyefix, swapmodel
+from doublure.nodes import _finish, eyefix, swapmodel
 
 import finish_nodes  # noqa: F401
 
@@ -135,3 +137,24 @@ def test_exr_half_is_written_as_oiio_rounds_it(tmp_path):
     buf.set_pixels(oiio.ROI(), pixels)  # OIIO's own float -> half conversion
     written = oiio.ImageInput.open(path).read_image(oiio.HALF)
     assert np.array_equal(written.view(np.uint16), buf.get_pixels(oiio.HALF).view(np.uint16))
+
+
+def test_remembered_region_masks_equal_fresh_ones_and_are_the_callers_own(media_dir, monkeypatch):
+    g = engine.Graph()
+    read = g.create("Read", file=str(media_dir.joinpath(*CLIP)), first=1, last=20)
+    plate = g.create("FaceDetect", inputs=[read])
+    face = g.evaluate(plate, 12).faces[0]
+    hw = (256, 256)
+    window = _finish.swap_window(face, hw)
+    monkeypatch.setattr(_finish, "_mask_memo", type(_finish._mask_memo)())
+    first = _finish.swap_region(face, window, "cpu")
+    first.mul_(0)  # a caller scribbling on its mask must not reach the next caller
+    again = _finish.swap_region(face, window, "cpu")
+    assert len(_finish._mask_memo) == 1
+    w = _finish.face_width(face)
+    fresh = _finish._render_region_mask(np.asarray(face.landmarks, np.float64), np.asarray(face.iris, np.float64),
+                                        "face_hull", window, "cpu", _finish.REGION_GROW * w,
+                                        _finish.REGION_FEATHER * w)
+    assert torch.equal(again, fresh) and again.max() == 1
+    moved = dataclasses.replace(face, landmarks=face.landmarks + np.float32(1.0))
+    assert not torch.equal(_finish.swap_region(moved, window, "cpu"), again)  # keyed on the geometry
