@@ -44,6 +44,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import shutil  # noqa: E402
@@ -101,14 +102,25 @@ class Capture:
 
 # ---------------------------------------------------------------------------------------- the graph
 
-def prepare_shot(shot: Shot, work: Path, frames: int | None):
-    """The demo project saved into ``work``, its plate retargeted to the shot, Writes into ``work/render``,
+def snapshot_demo(work: Path) -> Path:
+    """The demo project as it is now, saved into ``work`` (paths rebased): every shot starts from this copy,
+    so an edit of ``demo.dbl`` while the report runs does not change the graph halfway."""
+    import doublure.nodes  # noqa: F401
+    from doublure import engine
+
+    work.mkdir(parents=True, exist_ok=True)
+    engine.load(str(DEMO_PROJECT)).save(str(work / "base.dbl"))
+    return work / "base.dbl"
+
+
+def prepare_shot(shot: Shot, base: Path, work: Path, frames: int | None):
+    """The demo project (``base``) saved into ``work``, its plate retargeted to the shot, Writes into ``work/render``,
     faces tracked and grain analysed. Returns (graph, frame list, {"track": s, "grain": s})."""
     import doublure.nodes  # noqa: F401
     from doublure import engine
     from doublure.engine.video import VideoReader
 
-    g = engine.load(str(DEMO_PROJECT))
+    g = engine.load(str(base))
     work.mkdir(parents=True, exist_ok=True)
     g.save(str(work / f"{shot.name}.dbl"))       # relative paths rebased; tracks are stored beside the copy
     read = g["Read1"]
@@ -168,22 +180,26 @@ def render_and_capture(g, frames: list[int], faces: list, every: int, hw: tuple[
     win = face_window(faces, hw)
     x0, y0, x1, y1 = win
     cap = Capture(win, frames, {fr for i, fr in enumerate(frames) if i % every == 0})
+    cap.overhead_cpu = 0.0
     cap.faces = [M.shift_face(f, -x0, -y0) if f is not None else None for f in faces]
     read, result, mask_node = g["Read1"], g["Grain1"], g[MASK_NODE]
 
     def keep(done: int, total: int, frame: int) -> None:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         cap.cache_misses += (not g.is_cached(read, frame)) + (not g.is_cached(result, frame))
         cap.plates.append(working_to_srgb8(g.evaluate(read, frame).tensor[:3, y0:y1, x0:x1], ws))
         cap.results.append(working_to_srgb8(g.evaluate(result, frame).tensor[:3, y0:y1, x0:x1], ws))
         if frame in cap.sampled:
             cap.masks[frame] = g.evaluate(mask_node, frame).tensor[0, y0:y1, x0:x1].float().numpy().copy()
         cap.overhead += time.perf_counter() - t0
+        cap.overhead_cpu += time.process_time() - c0
         if done % 25 == 0 or done == total:
             print(f"    rendered {done}/{total}", flush=True)
 
     g.timings.clear()
+    c0 = time.process_time()
     report = g.render(None, frames, progress=keep)
+    cap.render_cpu = time.process_time() - c0 - cap.overhead_cpu
     if not report.ok:
         raise SystemExit(f"render failed: {report.failures[:3]}")
     return cap, report
@@ -288,18 +304,22 @@ def fmt(v, spec=".2f") -> str:
     return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
 
 
-def contact_sheet(captures: dict[str, Capture], path: Path, tile: int = 240) -> None:
+def sheet_frames(cap: Capture) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(frame, plate, result) at a third and two thirds of the shot: what the contact sheet shows."""
+    n = len(cap.frames)
+    return [(cap.frames[i], cap.plates[i], cap.results[i]) for i in sorted({n // 3, (2 * n) // 3})]
+
+
+def contact_sheet(picks: dict[str, list], path: Path, tile: int = 240) -> None:
     rows = []
-    for name, cap in captures.items():
-        n = len(cap.frames)
-        picks = sorted({n // 3, (2 * n) // 3})
+    for name, shot_picks in picks.items():
         tiles = []
-        for i in picks:
-            for img, label in ((cap.plates[i], "plate"), (cap.results[i], "result")):
+        for frame, plate, result in shot_picks:
+            for img, label in ((plate, "plate"), (result, "result")):
                 h, w = img.shape[:2]
                 t = cv2.resize(img, (max(1, int(round(w * tile / h))), tile), interpolation=cv2.INTER_AREA)
                 t = np.ascontiguousarray(t)
-                cv2.putText(t, f"{name} f{cap.frames[i]} {label}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                cv2.putText(t, f"{name} f{frame} {label}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                             (255, 255, 0), 1, cv2.LINE_AA)
                 tiles.append(t)
                 tiles.append(np.zeros((tile, 4, 3), np.uint8))
@@ -392,7 +412,7 @@ def write_report(out: Path, results: dict, speed: dict | None, meta: dict, image
     L = [f"# Doublure end-to-end report (`bench/e2e.py`)", "",
          f"{meta['date']}, {meta['machine']}, command: `{meta['command']}`", "",
          f"Graph: `resources/demo/demo.dbl` (model `{meta['model']}`), plate retargeted per shot. Per-frame measures "
-         f"on every {meta['every']}th frame, stability on every frame. Target centroid: M030's unseen neutral clip; "
+         f"on every {meta['every']}-th frame, stability on every frame. Target centroid: M030's unseen neutral clip; "
          "plate actor: W009's neutral clip (demo), the plate's own frames elsewhere.", ""]
     L += ["## Identity, expression, pose", "",
           "| shot | frames (sampled / mesh) | dist. to target: result (plate) | dist. to plate actor: result (plate) | "
@@ -445,6 +465,8 @@ def write_report(out: Path, results: dict, speed: dict | None, meta: dict, image
               f"{speed['read_fps'] / speed['fps']:.1f}x a Read |",
               f"| reference: 2048^2 fp32 matmul | {speed['gflops']:.0f} GFLOP/s (before {speed['gflops_runs'][0]:.0f}, "
               f"after {speed['gflops_runs'][1]:.0f}) |",
+              f"| CPU time of the render per frame (user + sys, all threads) | {speed['cpu_ms']:.0f} ms (load average "
+              f"{speed['load']:.1f} at the end) |",
               f"| capture for the quality measures (taken out) | {speed['overhead_s']:.1f} s |", "",
               "| node | ms / frame |", "|---|---|"]
         for name, ms in sorted(speed["node_ms"].items(), key=lambda kv: -kv[1]):
@@ -490,6 +512,8 @@ def main(argv=None) -> int:
     p.add_argument("--every", type=int, default=2, help="per-frame measures on every K-th frame")
     p.add_argument("--shots", default="all", help="comma-separated: demo, people, d0..d20, plates_1080 (default all)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--speed-frames", type=int, default=250, help="frames of the 1080p shot (default 250)")
+    p.add_argument("--reuse", action="store_true", help="take shots already measured in OUT/shots from there")
     p.add_argument("--keep", action="store_true", help="keep the rendered files (in OUT/render)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -516,50 +540,33 @@ def main(argv=None) -> int:
     demo_actor = M.centroid(ident, str(DEMO_ACTOR_CLIP), 2)
     meta["centroid_distance_W009_M030"] = float(np.linalg.norm(target - demo_actor))
     results, captures, speed = {}, {}, None
+    saved = out / "shots"
+    saved.mkdir(exist_ok=True)
+    base = snapshot_demo(work)
     try:
         with MediapipeBackend("short+full", 1, video=False) as det_p, MediapipeBackend("short+full", 1, video=False) as det_r:
             for name in wanted:
                 shot = shots[name]
-                t_shot = time.perf_counter()
-                print(f"{name}: prepare (track, grain) ...", flush=True)
-                g, frames, passes = prepare_shot(shot, work / name, args.frames)
-                faces = tracked_faces(g, frames)
-                if not any(f is not None for f in faces):
-                    print(f"{name}: no face tracked, skipped", flush=True)
+                if args.reuse and (saved / f"{name}.json").exists():
+                    done = json.loads((saved / f"{name}.json").read_text())
+                    results[name], speed = done["result"], done["speed"] or speed
+                    with np.load(saved / f"{name}.npz") as z:
+                        captures[name] = [(int(f), z[f"p{i}"], z[f"r{i}"]) for i, f in enumerate(z["frames"])]
+                    print(f"{name}: taken from {saved}", flush=True)
                     continue
-                plate0 = g.evaluate(g["Read1"], frames[0])
-                hw = (plate0.height, plate0.width)
-                gflops_before = matmul_gflops() if name == SPEED_SHOT else None
-                read_fps = read_only_fps(Path(g["Read1"].path("file")), len(frames)) if name == SPEED_SHOT else None
-                g.cache.clear()   # the tracking pass left plate frames in the cache: the render decodes anew
-                print(f"{name}: render {len(frames)} frames ({hw[1]}x{hw[0]}) ...", flush=True)
-                cap, report = render_and_capture(g, frames, faces, args.every, hw)
-                render_s = report.seconds - cap.overhead
-                fps = len(frames) / render_s
-                ms = node_ms(g)
-                if name == SPEED_SHOT:
-                    gflops_after = matmul_gflops()
-                    speed = {"clip": str(shot.clip.relative_to(MEDIA.parent)), "size": f"{hw[1]}x{hw[0]}",
-                             "frames": len(frames), "fps": fps, "seconds": render_s, "node_ms": ms,
-                             "write_ms": render_s / len(frames) * 1e3 - sum(ms.values()),
-                             "track_s": passes["track"], "grain_s": passes["grain"], "read_fps": read_fps,
-                             "gflops": 0.5 * (gflops_before + gflops_after), "gflops_runs": [gflops_before, gflops_after],
-                             "overhead_s": cap.overhead, "cache_misses": cap.cache_misses}
-                print(f"{name}: {fps:.2f} fps; measuring ...", flush=True)
-                r = measure(cap, ident, target, shot.actor_clip and demo_actor, (det_p, det_r))
-                r.update({"fps": fps, "size": f"{hw[1]}x{hw[0]}", "track_s": passes["track"], "grain_s": passes["grain"],
-                          "node_ms": ms, "cache_misses": cap.cache_misses})
-                results[name] = r
-                captures[name] = cap
-                s = r["stability"]
-                print(f"{name}: identity {r['identity']['distance_target']:.3f} (plate {r['identity_plate']['distance_target']:.3f}), "
-                      f"nearer target {100 * r['identity']['nearer_target']:.0f}%, landmarks {r['landmark_error']:.3f} IOD, "
-                      f"pose {np.mean(r['pose_diff']):.1f} deg, stability {s['ratio_raw']:.2f} / {s['ratio_flow']:.2f} "
-                      f"(self {r['stability_self'][0]:.2f}), dE {r['de_mean_lab']:.2f}, grain "
-                      f"{np.mean(r['grain_ratio']):.2f}, seam {r['seam']:.2f} (hard {r['seam_hard']:.2f}; worst sector "
-                      f"{r['seam_worst']:.2f}, hard {r['seam_hard_worst']:.2f}) "
-                      f"[{time.perf_counter() - t_shot:.0f} s]", flush=True)
-                del g
+                try:
+                    r, picks, shot_speed = run_shot(shot, base, work, args, ident, target, demo_actor, (det_p, det_r))
+                except Exception:   # one shot failing (a bad clip, an edit of the graph) keeps the others
+                    import traceback
+
+                    traceback.print_exc()
+                    print(f"{name}: FAILED, left out of the report", flush=True)
+                    continue
+                results[name], captures[name], speed = r, picks, shot_speed or speed
+                (saved / f"{name}.json").write_text(json.dumps({"result": r, "speed": shot_speed}, default=float))
+                np.savez_compressed(saved / f"{name}.npz", frames=np.array([f for f, _, _ in picks]),
+                                    **{f"p{i}": p_ for i, (_, p_, _) in enumerate(picks)},
+                                    **{f"r{i}": r_ for i, (_, _, r_) in enumerate(picks)})
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -570,9 +577,64 @@ def main(argv=None) -> int:
     meta["minutes"] = (time.perf_counter() - started) / 60
     (out / "results.json").write_text(json.dumps({"meta": meta, "speed": speed, "shots": results}, indent=1, default=float))
     write_report(out, results, speed, meta, images)
+    headline(results, speed)
+    print(f"report: {out / 'report.md'} ({meta['minutes']:.1f} min)")
+    return 0
+
+
+def run_shot(shot: Shot, base: Path, work: Path, args, ident, target, demo_actor, detectors):
+    """Prepare, render and measure one shot. Returns (result, contact sheet picks, speed figures or None)."""
+    name = shot.name
+    t_shot = time.perf_counter()
+    print(f"{name}: prepare (track, grain) ...", flush=True)
+    cap_frames = args.speed_frames if name == SPEED_SHOT else args.frames
+    g, frames, passes = prepare_shot(shot, base, work / name, cap_frames)
+    faces = tracked_faces(g, frames)
+    if not any(f is not None for f in faces):
+        raise RuntimeError(f"{name}: no face tracked")
+    plate0 = g.evaluate(g["Read1"], frames[0])
+    hw = (plate0.height, plate0.width)
+    gflops_before = matmul_gflops() if name == SPEED_SHOT else None
+    read_fps = read_only_fps(Path(g["Read1"].path("file")), len(frames)) if name == SPEED_SHOT else None
+    g.cache.clear()   # the tracking pass left plate frames in the cache: the render decodes anew
+    print(f"{name}: render {len(frames)} frames ({hw[1]}x{hw[0]}) ...", flush=True)
+    cap, report = render_and_capture(g, frames, faces, args.every, hw)
+    render_s = report.seconds - cap.overhead
+    fps = len(frames) / render_s
+    ms = node_ms(g)
+    speed = None
+    if name == SPEED_SHOT:
+        gflops_after = matmul_gflops()
+        speed = {"clip": str(shot.clip.relative_to(MEDIA.parent)), "size": f"{hw[1]}x{hw[0]}",
+                 "frames": len(frames), "fps": fps, "seconds": render_s, "node_ms": ms,
+                 "write_ms": render_s / len(frames) * 1e3 - sum(ms.values()),
+                 "track_s": passes["track"], "grain_s": passes["grain"], "read_fps": read_fps,
+                 "gflops": 0.5 * (gflops_before + gflops_after), "gflops_runs": [gflops_before, gflops_after],
+                 "overhead_s": cap.overhead, "cache_misses": cap.cache_misses,
+                 "cpu_ms": cap.render_cpu / len(frames) * 1e3, "load": os.getloadavg()[0]}
+    print(f"{name}: {fps:.2f} fps; measuring ...", flush=True)
+    r = measure(cap, ident, target, demo_actor if shot.actor_clip else None, detectors)
+    r.update({"fps": fps, "size": f"{hw[1]}x{hw[0]}", "track_s": passes["track"], "grain_s": passes["grain"],
+              "node_ms": ms, "cache_misses": cap.cache_misses})
+    picks = sheet_frames(cap)
+    s = r["stability"]
+    print(f"{name}: identity {r['identity']['distance_target']:.3f} (plate {r['identity_plate']['distance_target']:.3f}), "
+          f"nearer target {100 * r['identity']['nearer_target']:.0f}%, landmarks {r['landmark_error']:.3f} IOD, "
+          f"pose {np.mean(r['pose_diff']):.1f} deg, stability {s['ratio_raw']:.2f} / {s['ratio_flow']:.2f} "
+          f"(self {r['stability_self'][0]:.2f}), dE {r['de_mean_lab']:.2f}, grain "
+          f"{np.mean(r['grain_ratio']):.2f}, seam {r['seam']:.2f} (hard {r['seam_hard']:.2f}; worst sector "
+          f"{r['seam_worst']:.2f}, hard {r['seam_hard_worst']:.2f}) "
+          f"[{time.perf_counter() - t_shot:.0f} s]", flush=True)
+    g.cache.clear()
+    del g, cap
+    gc.collect()
+    return r, picks, speed
+
+
+def headline(results: dict, speed: dict | None) -> None:
     print("\n== headline ==")
-    for g, a in aggregate(results).items():
-        print(f"{g:>12}: dlib dist. to target {a['distance_target']:.3f}, nearer target {100 * a['nearer_target']:.0f}%, "
+    for group, a in aggregate(results).items():
+        print(f"{group:>12}: dlib dist. to target {a['distance_target']:.3f}, nearer target {100 * a['nearer_target']:.0f}%, "
               f"landmarks {a['landmark_error']:.3f} IOD, pose {a['pose_mean']:.1f} deg, stability raw "
               f"{a['ratio_raw']:.2f} / flow {a['ratio_flow']:.2f} (goal <= 1.1), dE2000 {a['de_mean_lab']:.2f}, "
               f"grain {a['grain']:.2f}, seam {a['seam']:.2f} (hard paste {a['seam_hard']:.2f}), worst sector "
@@ -582,8 +644,6 @@ def main(argv=None) -> int:
               f"{speed['read_fps']:.1f} fps; matmul {speed['gflops']:.0f} GFLOP/s; tracking {speed['track_s']:.1f} s")
         print("  per node ms: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(speed["node_ms"].items(), key=lambda kv: -kv[1]))
               + f", Writes {speed['write_ms']:.0f}")
-    print(f"report: {out / 'report.md'} ({meta['minutes']:.1f} min)")
-    return 0
 
 
 if __name__ == "__main__":
