@@ -201,7 +201,40 @@ def reconstruction_ssim(model_path: str | None, neutral_dir: str, res: int, base
     return masked_ssim(recon, crops, hull, res)
 
 
+# ---------------------------------------------------------------------------------------- training
+
+def add_training_arguments(p: argparse.ArgumentParser) -> None:
+    """The model and training flags :func:`bench_train_config` reads (a tiny LIAE at 64 px by default)."""
+    p.add_argument("--res", type=int, default=64)
+    p.add_argument("--arch", default="liae")
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--threads", type=int, default=2)
+
+
+def bench_train_config(out: str, args, name: str, **fields):
+    """The benches' training run: the architecture, batch, learning rate and threads of ``args``, a short
+    warm-up, no previews or timed checkpoints (one at the end), a research-use rights record on the MEAD
+    terms; ``fields`` adds the data (``source``/``target``/``pretrain``/``from_model``) and the budget."""
+    from doublure.models.dbm import rights_record
+    from doublure.models.train import TrainConfig
+
+    return TrainConfig(out=out, res=args.res, arch=args.arch, width=args.width, batch=args.batch, lr=args.lr,
+                       warmup=100, preview_every=0, checkpoint_minutes=1e9, threads=args.threads, name=name,
+                       rights=rights_record("M030 (MEAD)", "MEAD dataset terms", "2020-08-23", "MEAD research use",
+                                            "research", "2099-12-31"), **fields)
+
+
 # ---------------------------------------------------------------------------------------- main
+
+def save_result(kind: str, result: dict) -> Path:
+    """Write a bench's results to ``bench/out/<kind>_<time>.json`` and say where."""
+    path = OUT / f"{kind}_{time.strftime('%Y%m%d_%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"written {path}")
+    return path
+
 
 def report(name: str, r: dict) -> None:
     marks = {k: ("ok" if (r[k] <= g if op == "<=" else r[k] >= g) else "--") for k, (op, g) in GOALS.items()}
@@ -216,14 +249,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="an existing model (skips training)")
     p.add_argument("--train-minutes", type=float, default=10.0)
-    p.add_argument("--res", type=int, default=64)
-    p.add_argument("--arch", default="liae")
-    p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-4)
+    add_training_arguments(p)
     p.add_argument("--extract-size", type=int, default=128)
     p.add_argument("--every", type=int, default=4, help="evaluate every N-th frame")
-    p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -233,15 +261,11 @@ def main(argv=None) -> int:
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": os.environ.get("BENCH_MACHINE", "")}
     model = args.model
     if model is None:
-        from doublure.models.dbm import rights_record
-        from doublure.models.train import TrainConfig, Trainer
+        from doublure.models.train import Trainer
 
         model = str(OUT / f"quality_{args.arch}_{args.res}.dbm")
-        cfg = TrainConfig(out=model, source=[fs_a], target=[fs_b], res=args.res, arch=args.arch, width=args.width,
-                          batch=args.batch, minutes=args.train_minutes, lr=args.lr, warmup=100, log_every=50,
-                          preview_every=0, checkpoint_minutes=1e9, threads=args.threads, name="M030 quality run",
-                          rights=rights_record("M030 (MEAD)", "MEAD dataset terms", "2020-08-23", "MEAD research use",
-                                               "research", "2099-12-31"))
+        cfg = bench_train_config(model, args, "M030 quality run", source=[fs_a], target=[fs_b],
+                                 minutes=args.train_minutes, log_every=50)
         t0 = time.monotonic()
         summary = Trainer(cfg, progress=lambda e: print(f"  it {e['iteration']} loss {e['losses']['loss']:.3f} "
                                                         f"{e['its_per_s']:.2f} it/s", flush=True)
@@ -272,9 +296,7 @@ def main(argv=None) -> int:
         r["ssim"] = ssim_value
         result[name] = r
         report(name, r)
-    path = OUT / f"quality_{time.strftime('%Y%m%d_%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"written {path}")
+    save_result("quality", result)
     return 0
 
 
