@@ -54,7 +54,10 @@ def crop_masks(pred: torch.Tensor, hull: torch.Tensor, source: str, erode: float
         feather: Gaussian sigma in crop pixels.
 
     Returns:
-        (N, 1, R, R) in [0, 1], zero on the crop's outer ring so nothing of the crop's edge shows.
+        (N, 1, R, R) in [0, 1], fading to zero towards the crop's edge so nothing of the edge shows. The
+        fade is wide (8% of the crop, or twice the feather if wider; smoothstep) because the landmark hull
+        and the predicted mask of a ``whole_face`` crop run past its top: there the fade is the mask's only
+        edge, and a narrow one drew a straight seam across the forehead.
     """
     m = {"predicted": pred, "landmark hull": hull, "both": pred * hull}[source]
     r = int(round(abs(erode)))
@@ -64,9 +67,10 @@ def crop_masks(pred: torch.Tensor, hull: torch.Tensor, source: str, erode: float
     if feather > 0:
         m = gaussian_blur(m, feather).clamp(0.0, 1.0)
     size = m.shape[-1]
-    ramp = torch.linspace(0, size - 1, size, device=m.device, dtype=m.dtype)
-    ramp = ((torch.minimum(ramp, size - 1 - ramp)) / max(1.0, 0.02 * size)).clamp(0.0, 1.0)
-    return m * (ramp[None, :] * ramp[:, None])
+    pos = torch.linspace(0, size - 1, size, device=m.device, dtype=m.dtype)
+    t = (torch.minimum(pos, size - 1 - pos) / max(1.0, 0.08 * size, 2.0 * feather)).clamp(0.0, 1.0)
+    fade = t * t * (3.0 - 2.0 * t)
+    return m * (fade[None, :] * fade[:, None])
 
 
 def seamless_correction(plate_crop: torch.Tensor, swap: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

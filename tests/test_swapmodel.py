@@ -133,3 +133,9 @@ def test_crop_masks_erode_feather_and_border():
     assert 0 < float(soft[0, 0, 32, 14]) < 0.5 < float(soft[0, 0, 32, 18]) < 1
     border = crop_masks(pred, hull, "predicted", 0, 0)
     assert float(border[0, 0, 0].max()) == 0 and float(border[0, 0, 32, 32]) == 1
+    # a mask that runs off the crop (a whole_face hull above the forehead) fades over 8% of the crop, so
+    # no straight seam is drawn at the crop's edge
+    column = border[0, 0, :8, 32]
+    assert bool((column[1:] >= column[:-1]).all()) and 0.1 < float(column[2]) < 0.6 and float(column[6]) == 1
+    wide = crop_masks(pred, hull, "predicted", 0, 4.0)
+    assert float(wide[0, 0, 6, 32]) < 0.9 and float(wide[0, 0, 8, 32]) > 0.999
