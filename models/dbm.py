@@ -281,12 +281,15 @@ def _identity(path: str) -> tuple:
 @functools.lru_cache(maxsize=64)
 def _digest_for(identity: tuple) -> str:
     meta = read_meta(identity[0])
-    return hashlib.sha256(json.dumps([meta["architecture"], meta["weights_sha256"]],
-                                     sort_keys=True).encode()).hexdigest()
+    # Name, face type and rights travel into every rendered frame's provenance, so they are content too: two
+    # files with the same weights under different rights records must not share a cache entry or a hash.
+    return hashlib.sha256(json.dumps([meta["architecture"], meta["weights_sha256"], meta.get("face_type"),
+                                      meta.get("name"), meta.get("rights")], sort_keys=True).encode()).hexdigest()
 
 
 def model_digest(path: str) -> str:
-    """The model's content digest (architecture + weights checksum), cached by the files' size and mtime.
+    """The model's content digest (architecture, weights checksum, face type, name and rights record), cached
+    by the files' size and mtime.
 
     This is what a SwapModel hashes and what keys the shared weight cache. Raises ModelFileError for a
     missing or unreadable model.

@@ -146,6 +146,22 @@ def test_save_load_round_trip(tmp_path, as_zip):
     assert sorted(os.listdir(tmp_path)) == sorted(["m.dbm"] + (["z.dbm"] if not as_zip else []))
 
 
+def test_same_weights_under_other_rights_are_another_model(tmp_path):
+    """The shared cache must not hand one file's name and rights record to another file with equal weights:
+    they go into every rendered frame's provenance."""
+    from doublure.models.infer import shared_model
+
+    model = tiny().eval()
+    first, second = str(tmp_path / "a.dbm"), str(tmp_path / "b.dbm")
+    save_model(first, model, {"name": "actor A", "rights": RIGHTS, "face_type": "whole_face"})
+    save_model(second, model, {"name": "actor B", "rights": {**RIGHTS, "agreement": "AGR-0043"},
+                               "face_type": "whole_face"})
+    assert model_digest(first) != model_digest(second)
+    a, b = shared_model(first), shared_model(second)
+    assert (a.name, a.rights["agreement"]) == ("actor A", "AGR-0042")
+    assert (b.name, b.rights["agreement"]) == ("actor B", "AGR-0043")
+
+
 def test_optimizer_state_round_trip_without_pickles(tmp_path):
     model = tiny()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
