@@ -553,7 +553,7 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
     finally:
         report.seconds = time.perf_counter() - start
         if not finished:  # interrupted, or a failure under halt_on_error: stop the chunks still running
-            _stop_chunks(stop, futures)
+            _stop_chunks(client, stop, futures)
         for future in futures:
             future.cancel()
         client.unsubscribe_topic(topic)
@@ -564,14 +564,18 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
     return report
 
 
-def _stop_chunks(stop: Any, futures: list, grace_s: float = 60.0) -> None:
+def _stop_chunks(client: Any, stop: Any, futures: list, grace_s: float = 60.0) -> None:
     """Ask every chunk to stop after its current frame and wait until none runs (queued chunks start,
     see the event and return at once), so nothing of this job writes after farm_render returns."""
     from distributed import wait
 
     try:
         stop.set()
-        wait(futures, timeout=grace_s)
+        # distributed.wait finds its client through the default client, which ours is not (set_as_default
+        # False, so a farm render never changes the caller's Dask setup): without as_current it raised
+        # "No clients found" and returned at once, while chunks still wrote frames.
+        with client.as_current():
+            wait(futures, timeout=grace_s)
         stop.clear()  # frees the event on the scheduler
     except Exception as exc:  # the scheduler is unreachable, or a chunk outlived the grace period
         print(f"doublure: could not confirm that every chunk stopped: {exc!r}", file=sys.stderr)

@@ -163,6 +163,7 @@ def test_interrupted_render_resumes_with_only_missing_frames(tmp_path, media_dir
 
     with pytest.raises(KeyboardInterrupt):
         farm_render(project, scheduler=cluster.scheduler_address, chunk=2, progress=interrupt)
+    assert "could not confirm" not in capsys.readouterr().err  # the client waited for every chunk to stop
     present = _all_complete(out)
     assert 4 <= len(present) < FRAMES
     time.sleep(1.0)
