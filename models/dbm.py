@@ -363,6 +363,12 @@ def load_model(path: str, device: torch.device | str = "cpu") -> LoadedModel:
     return LoadedModel(model, meta, model_digest(path), path, warning)
 
 
+def has_training_state(path: str) -> bool:
+    """Whether a model holds its training state (``train_state.json``), as checkpoints do; a model shipped as
+    weights and card alone (``weights.safetensors`` + ``model.json``) does not."""
+    return TRAIN_STATE in _read_files(path, (TRAIN_STATE,))
+
+
 def read_training_state(path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The training state of a checkpoint: (``train_state.json`` dict, optimizer state dict or None)."""
     files = _read_files(path, (TRAIN_STATE, OPTIMIZER))
@@ -432,6 +438,6 @@ def _write_zip(path: str, files: dict[str, bytes]) -> None:
                 zf.writestr(name, data)
 
 
-__all__ = ["LoadedModel", "ModelFileError", "load_model", "load_weights", "model_card", "model_digest",
-           "read_meta", "read_training_state", "rights_problems", "rights_record", "rights_reference",
+__all__ = ["LoadedModel", "ModelFileError", "has_training_state", "load_model", "load_weights", "model_card",
+           "model_digest", "read_meta", "read_training_state", "rights_problems", "rights_record", "rights_reference",
            "save_model", "zip_model"]

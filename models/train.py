@@ -46,7 +46,8 @@ from . import distributed as dist_helpers
 from .arch import ARCHITECTURES, IdentityModel, ModelConfig, config_for, parameter_count
 from .augment import AugmentSettings
 from .data import BatchLoader, FaceData, make_batch
-from .dbm import load_weights, read_training_state, resolve_model_path, rights_problems, save_model
+from .dbm import (has_training_state, load_weights, read_training_state, resolve_model_path, rights_problems,
+                  save_model)
 from .losses import LossWeights, identity_loss, ssim_window
 
 log = logging.getLogger("doublure.models")
@@ -313,6 +314,17 @@ class Trainer:
         return os.path.join(self.training_dir, "loss.jsonl")
 
     # -- setup --------------------------------------------------------------------------------------
+    def _state_of_shipped_model(self, out: str) -> dict[str, Any]:
+        """The training state to resume a model that was shipped without its checkpoint files (weights and
+        ``model.json`` only, like the bundled demo model): its recorded iterations and time, a fresh optimiser."""
+        trained = self.start_meta.get("training") or {}
+        state = {"iteration": int(trained.get("iterations", 0)), "elapsed_s": float(trained.get("elapsed_s", 0.0)),
+                 "seed": self.config.seed, "loss_first": (trained.get("loss") or {}).get("first")}
+        if self.env.is_main:
+            log.warning("%s holds no optimiser state (a shipped model): continuing from its iteration %d with a "
+                        "fresh optimiser, warmed up over %d iterations", out, state["iteration"], self.config.warmup)
+        return state
+
     def _model_config(self, existing: ModelConfig | None, what: str) -> ModelConfig:
         c = self.config
         if existing is None:
@@ -354,7 +366,10 @@ class Trainer:
             if not os.path.exists(out):
                 raise DoublureError(f"--resume: no checkpoint at {c.out}")
             existing, state_dict, self.start_meta = load_weights(out)
-            resume_state, opt_state = read_training_state(out)
+            if has_training_state(out):
+                resume_state, opt_state = read_training_state(out)
+            else:
+                resume_state = self._state_of_shipped_model(out)
             cfg = self._model_config(existing, "resume")
         elif c.from_model:
             existing, state_dict, base_meta = load_weights(c.from_model)
@@ -386,6 +401,9 @@ class Trainer:
         if opt_state is not None:
             self.optimizer.load_state_dict(opt_state)
         self.iteration = int(resume_state["iteration"]) if resume_state else 0
+        # a fresh optimiser (a new model, --from, or a shipped model resumed) warms up from where it starts:
+        # Adam's first steps move every weight by about the learning rate, which would undo a trained model
+        self.warmup_start = self.iteration if opt_state is None else 0
         self.elapsed_before = float(resume_state.get("elapsed_s", 0.0)) if resume_state else 0.0
         self.loss_first = (resume_state or {}).get("loss_first")
         if resume_state and resume_state.get("seed") != c.seed and self.env.is_main:
@@ -427,7 +445,7 @@ class Trainer:
     # -- schedules ----------------------------------------------------------------------------------
     def _lr(self, iteration: int) -> float:
         c = self.config
-        return c.lr * min(1.0, (iteration + 1) / c.warmup) if c.warmup > 0 else c.lr
+        return c.lr * min(1.0, (iteration - self.warmup_start + 1) / c.warmup) if c.warmup > 0 else c.lr
 
     def _warp(self, iteration: int) -> bool:
         c = self.config

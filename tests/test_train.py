@@ -121,6 +121,23 @@ def test_resume_refuses_a_different_shape(trained, facesets):
         Trainer(config(facesets, out, iters=250)).run()
 
 
+def test_resume_a_shipped_model_continues_its_iterations(trained, facesets, tmp_path):
+    _, out, _, _ = trained
+    shipped = tmp_path / "shipped.dbm"
+    zip_model(str(out), str(shipped))            # weights and card alone: no optimiser, no training state
+    before = load_model(str(shipped)).model.state_dict()
+    events = []
+    Trainer(config(facesets, shipped, iters=250, resume=True, res=None), progress=events.append).run()
+    state, opt = read_training_state(str(shipped))
+    assert state["iteration"] == 250 and opt is not None
+    assert read_meta(str(shipped))["training"]["iterations"] == 250
+    # the fresh optimiser warms up from iteration 240: the step logged at 250 ran at half the learning rate
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps[-1]["lr"] == pytest.approx(TINY["lr"] * 10 / TINY["warmup"])
+    after = load_model(str(shipped)).model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
 def test_nan_rolls_back_to_the_last_checkpoint(facesets, tmp_path):
     out = tmp_path / "nan.dbm"
     poisoned = []

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Rebuild the demo identity model from the bundled MEAD clips (documented, not run in CI).
 # M030 is the target identity (B), W009 the plate actor (A). M030's neutral clip stays unseen for the quality
-# check. Usage: bash resources/demo/build_model.sh [MINUTES] [WORK_DIR]   (from the repository root)
+# check. Usage, from the repository root: [START=bundled] [WARP_UNTIL=0.7] bash resources/demo/build_model.sh
+# [MINUTES] [WORK_DIR].
 # Run it again to continue: it resumes the checkpoint in WORK_DIR (weights, optimiser, iteration), so hours of
-# background training can be spent in sessions of any length. Each session trains with the random warp for its
-# first 70% and without it for the rest. The bundled model's history (iterations, batch, learning rate per
+# background training can be spent in sessions of any length. With START=bundled and no checkpoint in WORK_DIR it
+# continues the bundled model instead of starting from scratch (its iteration count goes on; the optimiser state,
+# which is not shipped, starts fresh with a warm-up). Each session trains with the random warp for its
+# first 70% (WARP_UNTIL) and without it for the rest. The bundled model's history (iterations, batch, learning rate per
 # session) is in bench/RESULTS.md; from the second session on it trains batch 8 at lr 3e-4 (twice the updates per
 # CPU-minute of the first session's batch 16 at 1e-4).
 set -euo pipefail
@@ -16,9 +19,12 @@ doublure=${DOUBLURE:-.venv/bin/doublure}
 "$doublure" extract $(ls $media/M030_*.mp4 | grep -v neutral) --out "$work/faceset_M030" --size 128
 "$doublure" extract $media/W009_*.mp4 --out "$work/faceset_W009" --size 128
 resume=()
+if [ ! -f "$work/demo_model.dbm/model.json" ] && [ "${START:-scratch}" = bundled ]; then
+  cp -r resources/demo/demo_model.dbm "$work/demo_model.dbm"
+fi
 [ -f "$work/demo_model.dbm/model.json" ] && resume=(--resume)
 "$doublure" train --target "$work/faceset_M030" --source "$work/faceset_W009" --out "$work/demo_model.dbm" \
-  --res 64 --arch liae --width 0.3 --batch 8 --lr 3e-4 --warp-until 0.7 --minutes "$minutes" \
+  --res 64 --arch liae --width 0.3 --batch 8 --lr 3e-4 --warp-until "${WARP_UNTIL:-0.7}" --minutes "$minutes" \
   --checkpoint-minutes 10 "${resume[@]}" \
   --name "MEAD M030 demo" \
   --rights-subject "MEAD actor M030" \
