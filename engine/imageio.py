@@ -155,7 +155,8 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, channels: tuple[str
     """Write pixels atomically: to a temporary name in the same folder, then renamed over ``path``.
 
     Args:
-        pixels: (H, W, C) float32 (other dtypes are converted). Integer file types clamp to [0, 1].
+        pixels: (H, W, C) float32 (other dtypes are converted; float16 is kept for a half file). Integer
+            file types clamp to [0, 1].
         channels: channel names; default R, G, B(, A).
         file_type: "exr", "dpx", "tiff", "png" or "jpeg"; default from the extension.
         datatype: "half", "float", "8 bit", "10 bit", "12 bit", "16 bit"; default the type's first choice.
@@ -175,7 +176,8 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, channels: tuple[str
     if datatype not in SUPPORTED_DATATYPES[file_type]:
         raise MediaError(f"cannot write {path}: {file_type} does not take datatype {datatype!r} "
                          f"(use {', '.join(SUPPORTED_DATATYPES[file_type])})")
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+    half_given = datatype == "half" and pixels.dtype == np.float16  # already rounded: written as it is
+    pixels = np.ascontiguousarray(pixels, dtype=np.float16 if half_given else np.float32)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     height, width, nchannels = pixels.shape
@@ -189,7 +191,7 @@ def write_image(path: str | os.PathLike, pixels: np.ndarray, channels: tuple[str
     if pixel_type == "uint16" and bits != 16:
         spec.attribute("oiio:BitsPerSample", bits)
         pixels = _quantise_uint16(pixels, bits)
-    elif pixel_type == "half":
+    elif pixel_type == "half" and not half_given:
         # OIIO's float -> half conversion costs more than the zip compression of a 1080p frame; torch's
         # rounds the same way (to nearest even, bit for bit) several times faster.
         pixels = torch.from_numpy(pixels).half().numpy()

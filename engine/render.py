@@ -1,8 +1,10 @@
 """Rendering: executing Write-like nodes over a frame list, the same code locally and on the farm."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .atomic import remove_stale_temps
@@ -69,6 +71,19 @@ def resolve_frames(graph: "Graph", frames: Any) -> list[int]:
         raise DoublureError(f"frame range: {exc}") from None
 
 
+# Frames whose file work may wait behind the one being computed: one frame is written while the next one
+# computes; a deeper queue would only hold more converted frames in memory (the writer is the slower side).
+WRITE_QUEUE_FRAMES = 1
+
+
+class _FrameWrites:
+    """One frame's file work on the render's writer thread: (node, job future or a finished bool) per Write."""
+
+    def __init__(self, frame: int) -> None:
+        self.frame = frame
+        self.results: list[tuple["Node", "Future[None] | bool"]] = []
+
+
 def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, frames: Any = None, *,
            proxy: float = 1.0, cancel: CancelToken | None = None, halt_on_error: bool = True,
            progress: Callable[[int, int, int], None] | None = None) -> RenderReport:
@@ -76,7 +91,13 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
 
     Frames go in order; for each frame every Write executes, so they share the upstream cache. A frame
     that fails for a data reason raises unless ``halt_on_error`` is false, then it is recorded and the
-    render goes on. ``progress(done, total, frame)`` is called after each frame.
+    render goes on. ``progress(done, total, frame)`` is called after each frame is written.
+
+    A node with ``stage(ctx)`` (Write) evaluates its input here and hands back its file work (colour
+    conversion, encoding, compression), which one writer thread runs in order while the next frame computes;
+    at most ``WRITE_QUEUE_FRAMES`` frames wait for it. Its errors are reported for the frame they belong to,
+    and the frames already handed over are finished before the render returns or raises (an error or a
+    cancel in a later frame does not drop them). Other executable nodes run ``execute(ctx)`` inline.
     """
     nodes = executable_nodes(graph, writes)
     frame_list = resolve_frames(graph, frames)
@@ -89,29 +110,69 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     # A resumed or re-run render clears what killed writers of its own files left (see remove_stale_temps:
     # a temporary that a live process still writes is kept).
     report.stale_temps = remove_stale_temps(set().union(*(output_paths(n, frame_list) for n in nodes)))
+    pending: collections.deque[_FrameWrites] = collections.deque()
+    done = 0
+
+    def failed(node: "Node", frame: int, exc: DoublureError) -> None:
+        if halt_on_error:
+            raise exc
+        report.failures.append((node.name, frame, str(exc)))
+
+    def finish_oldest(record_errors_only: bool = False) -> None:
+        """Wait for the oldest handed-over frame's file work and account for it."""
+        nonlocal done
+        writes_of_frame = pending.popleft()
+        for node, result in writes_of_frame.results:
+            wrote = result
+            if isinstance(result, Future):
+                try:
+                    result.result()
+                    wrote = True
+                except Exception as exc:
+                    if record_errors_only:  # unwinding from another error: keep this one in the report
+                        report.failures.append((node.name, writes_of_frame.frame, str(exc)))
+                        continue
+                    if not isinstance(exc, DoublureError):
+                        raise
+                    failed(node, writes_of_frame.frame, exc)
+                    continue
+            (report.written if wrote else report.skipped).append((node.name, writes_of_frame.frame))
+        done += 1
+        if progress is not None and not record_errors_only:
+            progress(done, len(frame_list), writes_of_frame.frame)
+
     begun = []
     completed = False
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="doublure-writer")
     try:
         for node in nodes:
             node.begin_render(template, frame_list)
             begun.append(node)
-        for done, frame in enumerate(frame_list, 1):
+        for frame in frame_list:
             ctx = template.at(frame)
+            writes_of_frame = _FrameWrites(frame)
+            pending.append(writes_of_frame)
             for node in nodes:
                 try:
-                    wrote = node.execute(ctx)
+                    if callable(getattr(node, "stage", None)):
+                        job = node.stage(ctx)
+                        writes_of_frame.results.append((node, False if job is None else writer.submit(job)))
+                    else:
+                        writes_of_frame.results.append((node, node.execute(ctx)))
                 except Cancelled:
                     raise
                 except DoublureError as exc:
-                    if halt_on_error:
-                        raise
-                    report.failures.append((node.name, frame, str(exc)))
-                    continue
-                (report.written if wrote else report.skipped).append((node.name, frame))
-            if progress is not None:
-                progress(done, len(frame_list), frame)
+                    failed(node, frame, exc)
+            while len(pending) > WRITE_QUEUE_FRAMES:
+                finish_oldest()
+        while pending:
+            finish_oldest()
         completed = True
     finally:
+        if not completed:
+            while pending:
+                finish_oldest(record_errors_only=True)
+        writer.shutdown(wait=True)
         for node in begun:
             node.end_render(completed)
         report.seconds = time.perf_counter() - start

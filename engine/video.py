@@ -255,8 +255,16 @@ class VideoWriter:
             self.abort()
             raise MediaError(f"cannot write {self.path}: {exc}") from None
 
+    @property
+    def code_type(self) -> tuple[int, type]:
+        """(channels, numpy dtype) of the code values ``write`` takes as they are: 3, or 4 for the alpha
+        codecs, of uint8, or of uint16 for the 10-bit codecs (0..65535, narrowed by the encoder)."""
+        return (4 if self._pix_fmt.startswith("yuva") else 3), (np.uint16 if self._pix_fmt.endswith("10le")
+                                                                else np.uint8)
+
     def write(self, pixels: np.ndarray) -> None:
-        """Append one frame (H, W, 3 or 4) float in [0, 1]."""
+        """Append one frame: (H, W, 3 or 4) float in [0, 1], or code values as ``code_type`` says (what a
+        float frame becomes here: clipped to [0, 1], times the largest code, plus 0.5, truncated)."""
         h, w = pixels.shape[:2]
         if self._container is None:
             self._open(w, h)
@@ -264,13 +272,15 @@ class VideoWriter:
             self.abort()
             raise MediaError(f"cannot write {self.path}: frame {self.frames_written} is {w}x{h}, "
                              f"the video is {self._stream.width}x{self._stream.height}")
-        alpha = self._pix_fmt.startswith("yuva")
-        channels = 4 if alpha else 3
-        if pixels.shape[2] < channels:  # no alpha given: opaque
-            pixels = np.concatenate([pixels[..., :3], np.ones((h, w, 1), np.float32)], axis=2)
-        deep = self._pix_fmt.endswith("10le")
-        code = np.clip(pixels[..., :channels], 0.0, 1.0) * (65535.0 if deep else 255.0) + 0.5
-        data = np.ascontiguousarray(code.astype(np.uint16 if deep else np.uint8))
+        channels, code_dtype = self.code_type
+        alpha, deep = channels == 4, code_dtype == np.uint16
+        if pixels.dtype == code_dtype and pixels.shape[2] == channels:
+            data = np.ascontiguousarray(pixels)
+        else:
+            if pixels.shape[2] < channels:  # no alpha given: opaque
+                pixels = np.concatenate([pixels[..., :3], np.ones((h, w, 1), np.float32)], axis=2)
+            code = np.clip(pixels[..., :channels], 0.0, 1.0) * (65535.0 if deep else 255.0) + 0.5
+            data = np.ascontiguousarray(code.astype(code_dtype))
         fmt = {(False, False): "rgb24", (True, False): "rgb48le", (True, True): "rgba64le",
                (False, True): "rgba"}[(deep, alpha)]
         frame = av.VideoFrame.from_ndarray(data, format=fmt)

@@ -1,8 +1,10 @@
 """Write: render frames to image sequences (OpenImageIO) or a video file (PyAV), atomically."""
 from __future__ import annotations
 
+import functools
 import os
 from fractions import Fraction
+from typing import Callable
 
 import numpy as np
 import torch
@@ -112,40 +114,81 @@ class Write(Node):
                                 f"(use {', '.join(imageio.SUPPORTED_DATATYPES[kind])})")
 
     def execute(self, ctx) -> bool:
-        """Write one frame; False when an existing complete file was kept."""
+        """Write one frame now; False when an existing complete file was kept."""
+        job = self.stage(ctx)
+        if job is None:
+            return False
+        job()
+        return True
+
+    def stage(self, ctx) -> "Callable[[], None] | None":
+        """Evaluate the input for one frame (on the calling thread) and return the rest of the frame's work:
+        the conversion into the file's colour space and the encoded or atomically written file. ``engine.render``
+        runs these jobs in frame order on its writer thread while the next frame computes. None when an
+        existing complete file is kept (``skip_existing``)."""
         kind = self.resolved_file_type(ctx.frame)
         path = imageio.frame_path(self.path("file", ctx.frame), ctx.frame) if kind in IMAGE_TYPES else None
         if path is not None and self.value("skip_existing", ctx.frame) and os.path.exists(path) \
                 and imageio.is_complete_image(path):
-            return False
+            return None
         image = self.graph.evaluate_node(self.input_nodes[0], ctx)
         ctx.check_cancelled()
+        colorspace = self.output_colorspace(ctx.frame)
+        if kind in VIDEO_TYPES:
+            writer = self._video_writer
+            if writer is None:
+                raise DoublureError(f"{self.name}: execute called outside begin_render/end_render")
+            return functools.partial(self._encode_frame, writer, image, ctx.working_space, colorspace, ctx.frame)
+        return functools.partial(self._write_file, path, image, ctx.working_space, colorspace, kind,
+                                 self._datatype(kind), self.value("compression", ctx.frame),
+                                 self._metadata(ctx.frame, image.metadata), ctx.frame)
+
+    @staticmethod
+    def _file_planes(image, working_space: str, colorspace: str) -> tuple[torch.Tensor, int | None]:
+        """(C, H, W) float32 CPU planes in the file's colour space, a tensor of their own (the cached
+        image stays untouched), and the alpha plane's index (None: no alpha)."""
         alpha = image.channels.index("A") if "A" in image.channels else None
         tensor = image.tensor
         if image.channels[:3] != ("R", "G", "B"):  # a Mask: write it as grey
             tensor = tensor[:1].expand(3, -1, -1)
             alpha = None
-        # The (H, W, C) copy for the file is ours to convert in place (the cached image stays untouched).
-        pixels = np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy().transpose(1, 2, 0))
-        pixels = colour.convert_premultiplied(pixels, ctx.working_space, self.output_colorspace(ctx.frame),
-                                              alpha, inplace=True)
-        if kind in VIDEO_TYPES:
-            writer = self._video_writer
-            if writer is None:
-                raise DoublureError(f"{self.name}: execute called outside begin_render/end_render")
-            if writer.frames_written == 0:  # container tags are written with the first frame
-                writer.metadata.update({k: v for k, v in image.metadata.items() if k.startswith("doublure/")})
-            writer.write(pixels)
-            return True
-        channels = ("R", "G", "B", "A") if alpha is not None and pixels.shape[2] == 4 else ("R", "G", "B")
-        pixels = pixels[:, :, :len(channels)]
+        planes = colour.convert_premultiplied(tensor, working_space, colorspace, alpha)
+        if planes.data_ptr() == image.tensor.data_ptr():  # no conversion: still the cached tensor
+            planes = planes.clone()
+        return planes.to("cpu", torch.float32), alpha
+
+    def _encode_frame(self, writer: video.VideoWriter, image, working_space: str, colorspace: str,
+                      frame: int) -> None:
+        planes, _ = self._file_planes(image, working_space, colorspace)
+        channels, code_dtype = writer.code_type
+        if code_dtype == np.uint8 and planes.shape[0] >= channels:
+            # 8-bit codes on the planes, VideoWriter.write's rounding op for op in float32 (the same codes),
+            # before the interleave: a quarter of the bytes to reorder
+            codes = planes[:channels].clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)
+            pixels = codes.permute(1, 2, 0).contiguous().numpy()
+        else:
+            pixels = planes.permute(1, 2, 0).contiguous().numpy()
+        if writer.frames_written == 0:  # container tags are written with the first frame
+            writer.metadata.update({k: v for k, v in image.metadata.items() if k.startswith("doublure/")})
         try:
-            imageio.write_image(path, pixels, channels=channels, file_type=kind, datatype=self._datatype(kind),
-                                compression=self.value("compression", ctx.frame),
-                                metadata=self._metadata(ctx.frame, image.metadata))
+            writer.write(pixels)
         except MediaError as exc:
-            raise MediaError(f"{self.name}: frame {ctx.frame}: {exc}") from None
-        return True
+            raise MediaError(f"{self.name}: frame {frame}: {exc}") from None
+
+    def _write_file(self, path: str, image, working_space: str, colorspace: str, kind: str, datatype: str,
+                    compression: str, metadata: dict, frame: int) -> None:
+        planes, alpha = self._file_planes(image, working_space, colorspace)
+        channels = ("R", "G", "B", "A") if alpha is not None and planes.shape[0] == 4 else ("R", "G", "B")
+        planes = planes[:len(channels)]
+        # Half files get half pixels from the interleaving copy itself (torch rounds as write_image would).
+        interleaved = torch.empty(planes.shape[1:] + planes.shape[:1],
+                                  dtype=torch.float16 if datatype == "half" else torch.float32)
+        pixels = interleaved.copy_(planes.permute(1, 2, 0)).numpy()
+        try:
+            imageio.write_image(path, pixels, channels=channels, file_type=kind, datatype=datatype,
+                                compression=compression, metadata=metadata)
+        except MediaError as exc:
+            raise MediaError(f"{self.name}: frame {frame}: {exc}") from None
 
     def end_render(self, completed: bool = True) -> None:
         writer, self._video_writer = self._video_writer, None

@@ -153,3 +153,11 @@ def test_detect_sequences(tmp_path):
     assert (plate.first, plate.last, plate.missing) == (8, 12, (11,))
     assert found["loose.#.tif"].frames == (9, 10)
     assert imageio.frame_path(plate.pattern, 8) == str(tmp_path / "plate.0008.exr")
+
+
+def test_exr_half_given_as_half_is_written_as_it_is(tmp_path):
+    pixels = gradient() * 4.0
+    imageio.write_image(tmp_path / "f.exr", pixels, datatype="half")
+    imageio.write_image(tmp_path / "h.exr", pixels.astype(np.float16), datatype="half")
+    a, b = imageio.read_image(tmp_path / "f.exr"), imageio.read_image(tmp_path / "h.exr")
+    assert np.array_equal(a.pixels, b.pixels) and b.bits == 16

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -247,3 +248,68 @@ def test_write_refuses_bad_settings(tmp_path):
     with pytest.raises(DoublureError, match=r"Write1: png cannot store half"):
         g.render("Write1", frames="1")
     assert os.listdir(tmp_path) == ["in"]
+
+
+def two_writes(tmp_path):
+    """The plate into an EXR sequence (Write1) and an H.264 movie (Write2), as the demo renders."""
+    g, read, exr = exr_graph(tmp_path, file=str(tmp_path / "out" / "comp.####.exr"))
+    movie = g.create("Write", file=str(tmp_path / "out" / "comp.mp4"), preset="ultrafast")
+    movie.set_input(0, read)
+    return g
+
+
+def test_writes_run_on_the_writer_thread_in_frame_order(tmp_path, monkeypatch):
+    g = two_writes(tmp_path)
+    files, encoded = [], []
+    write_image, encode = imageio.write_image, video.VideoWriter.write
+
+    def recording_write(path, *args, **kwargs):
+        files.append((os.path.basename(path), threading.current_thread().name))
+        return write_image(path, *args, **kwargs)
+
+    def recording_encode(writer, pixels):
+        encoded.append(threading.current_thread().name)
+        return encode(writer, pixels)
+
+    monkeypatch.setattr(imageio, "write_image", recording_write)
+    monkeypatch.setattr(video.VideoWriter, "write", recording_encode)
+    progress = []
+    report = g.render(None, "1-4", progress=lambda done, total, frame: progress.append((done, total, frame)))
+    assert report.ok and report.written == [(w, f) for f in range(1, 5) for w in ("Write1", "Write2")]
+    assert progress == [(f, 4, f) for f in range(1, 5)]
+    assert [name for name, _ in files] == [f"comp.{f:04d}.exr" for f in range(1, 5)]
+    assert {thread for _, thread in files} | set(encoded) == {"doublure-writer_0"} and len(encoded) == 4
+    with video.VideoReader(tmp_path / "out" / "comp.mp4") as reader:  # frames in order: 0.1, 0.2, ...
+        greys = [reader.read(i)[6, 8, 1] for i in range(4)]
+    assert greys == sorted(greys) and greys[0] < greys[-1]
+
+
+def test_writer_errors_name_write_file_and_frame(tmp_path):
+    g = two_writes(tmp_path)
+    (tmp_path / "out" / "comp.0003.exr").mkdir(parents=True)  # frame 3 cannot be renamed into place
+    with pytest.raises(MediaError, match=r"Write1: frame 3: cannot write .*comp\.0003\.exr"):
+        g.render(None, "1-4")
+    assert not (tmp_path / "out" / "comp.mp4").exists()  # the movie of a failed render is dropped
+    assert {f"comp.{f:04d}.exr" for f in (1, 2)} <= set(os.listdir(tmp_path / "out"))
+    assert not [name for name in os.listdir(tmp_path / "out") if name.startswith(".")]  # no temporaries
+    report = g.render(None, "1-4", halt_on_error=False)
+    assert [(w, f) for w, f, _ in report.failures] == [("Write1", 3)]
+    assert "comp.0003.exr" in report.failures[0][2]
+    assert ("Write1", 4) in report.written + report.skipped and ("Write2", 4) in report.written
+
+
+def test_cancelled_render_finishes_handed_over_frames_and_drops_the_movie(tmp_path):
+    g = two_writes(tmp_path)
+    cancel = engine.CancelToken()
+
+    def cancel_after_two(done, total, frame):
+        if done == 2:
+            cancel.cancel()
+
+    with pytest.raises(engine.Cancelled):
+        g.render(None, "1-4", cancel=cancel, progress=cancel_after_two)
+    names = os.listdir(tmp_path / "out")
+    assert "comp.mp4" not in names and not [n for n in names if n.startswith(".")]
+    for name in names:  # every frame file there is complete
+        assert imageio.is_complete_image(tmp_path / "out" / name)
+    assert {"comp.0001.exr", "comp.0002.exr"} <= set(names)

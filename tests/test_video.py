@@ -136,3 +136,21 @@ def test_truncated_videos_name_file_and_frame(tmp_path, mead_frames):
     headless.write_bytes(MEAD.read_bytes()[:40000])
     with pytest.raises(MediaError, match=r"cannot open video .*headless\.mp4"):
         video.VideoReader(headless)
+
+
+@pytest.mark.parametrize("codec,ext", [("h264", "mp4"), ("prores_422hq", "mov")])
+def test_writer_takes_code_values_as_it_rounds_floats(tmp_path, mead_frames, codec, ext):
+    """Code values given as they are encode to the same file as the float frames they round from."""
+    frames = [f * 1.1 - 0.05 for f in mead_frames[:3]]  # values beyond [0, 1] are clipped either way
+    paths = []
+    for given in ("float", "codes"):
+        path = tmp_path / f"{given}.{ext}"
+        writer = video.VideoWriter(path, codec=codec, preset="ultrafast")
+        channels, dtype = writer.code_type
+        top = float(np.iinfo(dtype).max)
+        for frame in frames:
+            writer.write(frame if given == "float" else (np.clip(frame, 0.0, 1.0) * top + 0.5).astype(dtype))
+        writer.close()
+        paths.append(path)
+    assert channels == 3 and (dtype == np.uint8) == (codec == "h264")
+    assert paths[0].read_bytes() == paths[1].read_bytes()
