@@ -146,21 +146,22 @@ class Read(Node):
             raise MediaError(error)
         if not path:
             return self._black(ctx)
+        src = self.input_colorspace(path, ctx.frame)
         try:
             if video.is_video(path):
-                tensor, channels, metadata, aspect = self._read_video(path, file_frame)
+                tensor, metadata = self._read_video(path, file_frame, src, ctx.working_space)
+                channels, aspect = ("R", "G", "B"), 1.0
             else:
                 image = imageio.read_image(path, frame=file_frame)
                 tensor, channels = _planes(image.pixels, image.channels)
                 metadata, aspect = image.metadata, image.pixel_aspect
+                ctx.check_cancelled()
+                alpha = channels.index("A") if "A" in channels else None
+                tensor = colour.convert_premultiplied(tensor, src, ctx.working_space, alpha, inplace=True)  # ours
         except MediaError as exc:
             if self.value("on_missing", ctx.frame) == "black":
                 return self._black(ctx)
             raise MediaError(f"{self.name}: {exc}") from None
-        ctx.check_cancelled()
-        alpha = channels.index("A") if "A" in channels else None
-        src = self.input_colorspace(path, ctx.frame)
-        tensor = colour.convert_premultiplied(tensor, src, ctx.working_space, alpha, inplace=True)  # ours
         tensor = tensor.to(ctx.device, non_blocking=True)
         if ctx.proxy != 1.0:
             h, w = tensor.shape[-2:]
@@ -169,16 +170,16 @@ class Read(Node):
         metadata.update({"input/filename": path, "input/frame": file_frame, "input/colorspace": src})
         return Image(tensor.contiguous(), channels=channels, metadata=metadata, pixel_aspect=aspect)
 
-    def _read_video(self, path: str, file_frame: int):
+    def _read_video(self, path: str, file_frame: int, src: str, working_space: str):
+        """(3, H, W) float32 in the working space and the container's metadata of one video frame."""
         reader = VIDEO_READERS.get(path)
         try:
             codes, scale = reader.read_codes(file_frame - 1)  # file frames count from 1, like Nuke
         except MediaError as exc:
             raise MediaError(f"{exc} (file frame {file_frame})") from None
-        # (H, W, 3) codes -> (3, H, W) float32 in one pass, scaled as VideoReader.read does (same values)
-        tensor = torch.empty((3,) + codes.shape[:2], dtype=torch.float32)
-        tensor.copy_(torch.from_numpy(codes).permute(2, 0, 1)).mul_(float(scale))
-        return tensor, ("R", "G", "B"), dict(reader.metadata), 1.0
+        # (H, W, 3) codes -> converted (3, H, W) float32 planes: a table per code value instead of the
+        # transfer curve on every pixel (see colour.codes_to_planes)
+        return colour.codes_to_planes(codes, scale, src, working_space), dict(reader.metadata)
 
     def _black(self, ctx) -> Image:
         """Black at the size of the nearest readable frame (a missing frame keeps the plate's format)."""
