@@ -102,6 +102,7 @@ class FaceData:
         if len(face_types) > 1:
             raise DoublureError(f"facesets {list(paths)} mix face types {sorted(face_types)}")
         self.face_type = face_types.pop()
+        self._expression_weights: torch.Tensor | None = None
         self._cache: collections.OrderedDict[int, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
         self._cache_bytes = cache_bytes
         self._used = 0
@@ -109,6 +110,28 @@ class FaceData:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def expression_weights(self, bins: int = 6) -> torch.Tensor:
+        """Sampling weights that even out expressions, the way DeepFaceLab evens out head yaw.
+
+        Each face is binned by mouth opening and eye opening (``bins`` equal steps over each measure's range in
+        the set) and weighs ``1 / sqrt(n)`` for the ``n`` faces in its bin: the few wide-open mouths and closed
+        eyes come up several times more often than in a uniform draw, while the square root keeps a
+        handful of faces from being seen all the time. Faces without expression measures share one bin.
+
+        Returns:
+            (len(self),) float64 weights summing to 1.
+        """
+        if self._expression_weights is None:
+            measures = np.array([[item.get("expression", {}).get(k, 0.0) for k in ("mouth_open", "eyes_open")]
+                                 for _, item, _ in self.items], dtype=np.float64).reshape(-1, 2)
+            low, span = measures.min(0), np.maximum(np.ptp(measures, 0), 1e-9)
+            cells = np.minimum((bins * (measures - low) / span).astype(np.int64), bins - 1)
+            keys = cells[:, 0] * bins + cells[:, 1]
+            counts = np.bincount(keys, minlength=bins * bins)
+            weights = 1.0 / np.sqrt(counts[keys])
+            self._expression_weights = torch.from_numpy(weights / weights.sum())
+        return self._expression_weights
 
     def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         path, item, scale = self.items[i]
@@ -151,16 +174,20 @@ class FaceData:
 
 
 def make_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: int, seed: int, warp: bool,
-               settings: AugmentSettings, env: DistEnv | None = None) -> dict[str, torch.Tensor]:
-    """The training batch of one iteration (this rank's shard of it).
+               settings: AugmentSettings, env: DistEnv | None = None,
+               balance_expressions: bool = False) -> dict[str, torch.Tensor]:
+    """The training batch of one iteration (this rank's shard of it); with ``balance_expressions`` the faces
+    are drawn by :meth:`FaceData.expression_weights` instead of uniformly.
 
     Returns:
         dict with ``a_in``, ``a_target``, ``b_in``, ``b_target`` (N, 3, R, R) and ``a_masks``,
         ``b_masks`` (N, 3, R, R) (channels :data:`MASK_CHANNELS`), all float32, channels-last.
     """
     env = env or DistEnv()
-    idx_a = batch_indices(len(data_a), batch, iteration, seed, env)
-    idx_b = batch_indices(len(data_b), batch, iteration, seed + 7919, env)
+    weights_a, weights_b = ((data_a.expression_weights(), data_b.expression_weights()) if balance_expressions
+                            else (None, None))
+    idx_a = batch_indices(len(data_a), batch, iteration, seed, env, weights_a)
+    idx_b = batch_indices(len(data_b), batch, iteration, seed + 7919, env, weights_b)
     first, _ = shard_bounds(batch, env)
     a, a_masks = data_a.batch(idx_a.tolist())
     b, b_masks = data_b.batch(idx_b.tolist())

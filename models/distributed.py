@@ -123,10 +123,12 @@ def shard_bounds(global_batch: int, env: DistEnv) -> tuple[int, int]:
     return env.rank * per_rank, (env.rank + 1) * per_rank
 
 
-def batch_indices(dataset_size: int, global_batch: int, iteration: int, seed: int, env: DistEnv) -> torch.Tensor:
+def batch_indices(dataset_size: int, global_batch: int, iteration: int, seed: int, env: DistEnv,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
     """This rank's sample indices for ``iteration``: its shard of the global batch drawn with a generator
     seeded by ``(seed, iteration)``, so the stream is the same for any number of processes and a resumed
-    run continues it exactly.
+    run continues it exactly. ``weights`` ((dataset_size,), optional) draws samples in proportion to them
+    instead of uniformly.
 
     Returns:
         int64 tensor of shape (global_batch // world_size,).
@@ -135,7 +137,10 @@ def batch_indices(dataset_size: int, global_batch: int, iteration: int, seed: in
         raise DoublureError("the training set is empty")
     generator = torch.Generator().manual_seed((seed * 1_000_003 + iteration) % (2**63))
     # Without replacement within a batch when the set is large enough, so a batch has no duplicate.
-    if dataset_size >= global_batch:
+    if weights is not None:
+        chosen = torch.multinomial(weights, global_batch, replacement=dataset_size < global_batch,
+                                   generator=generator)
+    elif dataset_size >= global_batch:
         chosen = torch.randperm(dataset_size, generator=generator)[:global_batch]
     else:
         chosen = torch.randint(dataset_size, (global_batch,), generator=generator)

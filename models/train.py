@@ -77,6 +77,8 @@ class TrainConfig:
         clip_grad: gradient norm clipping (0: off).
         warp_until: fraction of the budget (iterations, else minutes) trained with the random warp; the rest
             trains without it to sharpen the exact geometry. 1.0: always, 0: never.
+        balance_expressions: draw faces evened out by mouth and eye opening (``FaceData.expression_weights``),
+            so rare expressions (wide-open mouths, closed eyes) are learnt too; off: uniform draws.
         loss, augment: loss weights and augmentation ranges.
         seed: the data stream's and initialisation's seed.
         checkpoint_minutes: write a checkpoint this often (and at the end, on stop, Ctrl-C and SIGTERM).
@@ -111,6 +113,7 @@ class TrainConfig:
     warmup: int = 200
     clip_grad: float = 1.0
     warp_until: float = 0.8
+    balance_expressions: bool = False
     loss: LossWeights = dataclasses.field(default_factory=LossWeights)
     augment: AugmentSettings = dataclasses.field(default_factory=AugmentSettings)
     seed: int = 0
@@ -130,7 +133,8 @@ class TrainConfig:
     def hyper(self) -> dict[str, Any]:
         """The training hyper-parameters recorded in model.json."""
         return {"batch": self.batch, "lr": self.lr, "betas": list(self.betas), "warmup": self.warmup,
-                "clip_grad": self.clip_grad, "warp_until": self.warp_until, "seed": self.seed,
+                "clip_grad": self.clip_grad, "warp_until": self.warp_until,
+                "balance_expressions": self.balance_expressions, "seed": self.seed,
                 "loss_weights": dataclasses.asdict(self.loss), "augment": dataclasses.asdict(self.augment)}
 
 
@@ -462,7 +466,7 @@ class Trainer:
     def _produce(self, iteration: int) -> dict[str, torch.Tensor]:
         c = self.config
         batch = make_batch(self.data_a, self.data_b, c.batch, iteration, c.seed, self._warp(iteration), c.augment,
-                           self.env)
+                           self.env, c.balance_expressions)
         if self.device.type == "cuda":
             batch = {k: v.pin_memory() for k, v in batch.items()}
         return batch
@@ -694,6 +698,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up iterations")
     p.add_argument("--warp-until", type=float, default=0.8, help="fraction of the budget with random warp")
     p.add_argument("--eyes-mouth-weight", type=float, default=LossWeights.eyes_mouth)
+    p.add_argument("--balance-expressions", action="store_true",
+                   help="draw faces evened out by mouth and eye opening (rare expressions more often)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--preview-every", type=int, default=500)
@@ -723,7 +729,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(out=args.out, source=args.source, target=args.target, pretrain=args.pretrain,
                        from_model=args.from_model, resume=args.resume, res=args.res, arch=args.arch,
                        width=args.width, batch=args.batch, iters=args.iters, minutes=args.minutes, lr=args.lr,
-                       warmup=args.warmup, warp_until=args.warp_until,
+                       warmup=args.warmup, warp_until=args.warp_until, balance_expressions=args.balance_expressions,
                        loss=dataclasses.replace(LossWeights(), eyes_mouth=args.eyes_mouth_weight), seed=args.seed,
                        checkpoint_minutes=args.checkpoint_minutes, preview_every=args.preview_every,
                        log_every=args.log_every, device=args.device, precision=args.precision,

@@ -15,6 +15,8 @@ import torch
 from doublure.engine.errors import DoublureError
 from doublure.faces.extract import extract_faceset
 from doublure.models.dbm import load_model, model_card, read_meta, read_training_state, rights_record, zip_model
+from doublure.models.data import FaceData
+from doublure.models.distributed import DistEnv, batch_indices
 from doublure.models.train import TrainConfig, Trainer
 
 RIGHTS = rights_record("M030", "M030 (the actor)", "2024-01-10", "AGR-0042", "film", "2099-12-31")
@@ -136,6 +138,26 @@ def test_resume_a_shipped_model_continues_its_iterations(trained, facesets, tmp_
     assert steps[-1]["lr"] == pytest.approx(TINY["lr"] * 10 / TINY["warmup"])
     after = load_model(str(shipped)).model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_balanced_expressions_draw_rare_expressions_more_often(facesets):
+    data = FaceData([facesets[0]], 64)
+    weights = data.expression_weights()
+    assert weights.shape == (len(data),) and float(weights.sum()) == pytest.approx(1.0)
+    # the faces alone in their (mouth, eyes) bin against those of the most crowded bin
+    rare, common = weights == weights.max(), weights == weights.min()
+    assert weights.max() > 2 * weights.min() and rare.sum() >= 1 and common.sum() >= 4
+    env = DistEnv()
+
+    def rare_over_common(w):
+        counts = torch.bincount(torch.cat([batch_indices(len(data), 4, it, 0, env, w) for it in range(600)]),
+                                minlength=len(data)).double()
+        return float(counts[rare].mean() / counts[common].mean())
+
+    assert rare_over_common(None) < 1.3 < 1.6 < rare_over_common(weights)
+    drawn = batch_indices(len(data), 4, 7, 0, env, weights)
+    assert torch.equal(drawn, batch_indices(len(data), 4, 7, 0, env, weights))     # the stream is repeatable
+    assert len(set(drawn.tolist())) == 4                                          # no face twice in a batch
 
 
 def test_nan_rolls_back_to_the_last_checkpoint(facesets, tmp_path):

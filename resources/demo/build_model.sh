@@ -9,7 +9,8 @@
 # which is not shipped, starts fresh with a warm-up). Each session trains with the random warp for its
 # first 70% (WARP_UNTIL) and without it for the rest. The bundled model's history (iterations, batch, learning rate per
 # session) is in bench/RESULTS.md; from the second session on it trains batch 8 at lr 3e-4 (twice the updates per
-# CPU-minute of the first session's batch 16 at 1e-4).
+# CPU-minute of the first session's batch 16 at 1e-4); from the third on it draws faces evened out by expression
+# (--balance-expressions: M030's few wide-open mouths were too rare for the swap to open as wide as W009's).
 set -euo pipefail
 minutes=${1:-70}
 work=${2:-build/demo_model}
@@ -24,7 +25,8 @@ if [ ! -f "$work/demo_model.dbm/model.json" ] && [ "${START:-scratch}" = bundled
 fi
 [ -f "$work/demo_model.dbm/model.json" ] && resume=(--resume)
 "$doublure" train --target "$work/faceset_M030" --source "$work/faceset_W009" --out "$work/demo_model.dbm" \
-  --res 64 --arch liae --width 0.3 --batch 8 --lr 3e-4 --warp-until "${WARP_UNTIL:-0.7}" --minutes "$minutes" \
+  --res 64 --arch liae --width 0.3 --batch 8 --lr 3e-4 --warp-until "${WARP_UNTIL:-0.7}" --balance-expressions \
+  --minutes "$minutes" \
   --checkpoint-minutes 10 "${resume[@]}" \
   --name "MEAD M030 demo" \
   --rights-subject "MEAD actor M030" \
