@@ -38,6 +38,7 @@ MEDIA = ROOT.parent / "shared" / "media"
 OUT = ROOT / "bench" / "out"
 EMOTIONS = ("angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised")
 EVAL_CLIPS = ("angry", "happy", "surprised", "sad")
+EXPRESSIONS = ("mouth_open", "eyes_open", "brow_raise")
 GOALS = {"identity_distance": ("<=", 0.40), "nearer_fraction": (">=", 0.95), "mouth_r": (">=", 0.85),
          "eyes_r": (">=", 0.85), "brow_r": (">=", 0.85), "sharpness": (">=", 0.6), "ssim": (">=", 0.80)}
 
@@ -77,10 +78,11 @@ def evaluate_swaps(swap_fn, ident: Identity, c_m030: np.ndarray, c_w009: np.ndar
     from doublure.faces.extract import expression_measures
 
     dist_m, nearer, sharp = [], [], []
-    plate_expr, swap_expr = {k: [] for k in ("mouth_open", "eyes_open", "brow_raise")}, {k: [] for k in ("mouth_open", "eyes_open", "brow_raise")}
+    plate_expr, swap_expr = {k: [] for k in EXPRESSIONS}, {k: [] for k in EXPRESSIONS}
+    expression_frames = []
     with MediapipeBackend("short+full", max_faces=1) as plate_det, MediapipeBackend("short+full", max_faces=1) as swap_det:
         for emotion in EVAL_CLIPS:
-            for _, rgb in frames_of(clip("W009", emotion), every):
+            for index, rgb in frames_of(clip("W009", emotion), every):
                 face = detect_one(plate_det, rgb)
                 if face is None:
                     continue
@@ -93,16 +95,20 @@ def evaluate_swaps(swap_fn, ident: Identity, c_m030: np.ndarray, c_w009: np.ndar
                 sharp.append(skin_sharpness(crop.permute(1, 2, 0).numpy(), face))
                 swapped_face = detect_one(swap_det, out)
                 if swapped_face is not None:
-                    for k, v in expression_measures(face.landmarks).items():
-                        plate_expr[k].append(v)
-                    for k, v in expression_measures(swapped_face.landmarks).items():
-                        swap_expr[k].append(v)
+                    plate_values = expression_measures(face.landmarks)
+                    swap_values = expression_measures(swapped_face.landmarks)
+                    for k in EXPRESSIONS:
+                        plate_expr[k].append(plate_values[k])
+                        swap_expr[k].append(swap_values[k])
+                    expression_frames.append({"clip": emotion, "frame": index, "plate": plate_values,
+                                              "swap": swap_values})
     return {"frames": len(dist_m), "identity_distance": float(np.mean(dist_m)),
             "nearer_fraction": float(np.mean(nearer)),
             "mouth_r": pearson(plate_expr["mouth_open"], swap_expr["mouth_open"]),
             "eyes_r": pearson(plate_expr["eyes_open"], swap_expr["eyes_open"]),
             "brow_r": pearson(plate_expr["brow_raise"], swap_expr["brow_raise"]),
-            "expression_frames": len(plate_expr["mouth_open"]), "_sharp": float(np.mean(sharp))}
+            "expression_frames": len(plate_expr["mouth_open"]), "_sharp": float(np.mean(sharp)),
+            "per_frame_expression": expression_frames}
 
 
 def real_sharpness(res: int, every: int) -> float:
