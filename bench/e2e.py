@@ -114,9 +114,10 @@ def snapshot_demo(work: Path) -> Path:
     return work / "base.dbl"
 
 
-def prepare_shot(shot: Shot, base: Path, work: Path, frames: int | None):
+def prepare_shot(shot: Shot, base: Path, work: Path, frames: int | None, knobs: dict | None = None):
     """The demo project (``base``) saved into ``work``, its plate retargeted to the shot, Writes into ``work/render``,
-    faces tracked and grain analysed. Returns (graph, frame list, {"track": s, "grain": s})."""
+    ``knobs`` ({(node, knob): value}) set, faces tracked and grain analysed. Returns (graph, frame list,
+    {"track": s, "grain": s})."""
     import doublure.nodes  # noqa: F401
     from doublure import engine
     from doublure.engine.video import VideoReader
@@ -137,9 +138,11 @@ def prepare_shot(shot: Shot, base: Path, work: Path, frames: int | None):
     g.set_setting("fps", fps)
     g["Write1"]["file"] = str(work / "render" / f"{shot.name}.####.exr")
     g["Write2"]["file"] = str(work / "render" / f"{shot.name}.mp4")
+    for (node, knob), value in (knobs or {}).items():
+        g[node][knob] = value
     swap = g["SwapModel1"]
     g.create("SwapModel", name=MASK_NODE, inputs=[g["FaceDetect1"]], model=swap.path("model"), output="mask",
-             **{k: swap.value(k) for k in ("mask_source", "erode", "feather", "tracks")})
+             **{k: swap.value(k) for k in ("mask_source", "erode", "feather", "tracks", "stabilise", "temporal")})
     seconds = {}
     t0 = time.perf_counter()
     g["FaceDetect1"].action_track(g)
@@ -518,7 +521,16 @@ def main(argv=None) -> int:
     p.add_argument("--speed-frames", type=int, default=250, help="frames of the 1080p shot (default 250)")
     p.add_argument("--reuse", action="store_true", help="take shots already measured in OUT/shots from there")
     p.add_argument("--keep", action="store_true", help="keep the rendered files (in OUT/render)")
+    p.add_argument("--knob", action="append", default=[], metavar="NODE.KNOB=VALUE",
+                   help="set a knob of the demo graph first (repeatable), e.g. SwapModel1.temporal=0")
     args = p.parse_args(argv)
+    args.knobs = {}
+    for item in args.knob:
+        target, _, value = item.partition("=")
+        node, _, knob = target.partition(".")
+        if not (node and knob and value):
+            raise SystemExit(f"--knob wants NODE.KNOB=VALUE, got {item!r}")
+        args.knobs[(node, knob)] = json.loads(value) if value[:1].isdigit() or value[:1] in "-[{" else value
     torch.set_num_threads(args.threads)
     shots = all_shots()
     wanted = []
@@ -534,7 +546,8 @@ def main(argv=None) -> int:
     meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": "python bench/e2e.py " + " ".join(argv or sys.argv[1:]),
             "machine": os.environ.get("BENCH_MACHINE", f"{platform.processor() or platform.machine()}, "
                                       f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"),
-            "every": args.every, "threads": args.threads, "model": "resources/demo/demo_model.dbm"}
+            "every": args.every, "threads": args.threads, "model": "resources/demo/demo_model.dbm",
+            "knobs": {f"{n}.{k}": v for (n, k), v in args.knobs.items()}}
     from doublure.faces.detect import MediapipeBackend
 
     ident = M.Identity()
@@ -591,7 +604,7 @@ def run_shot(shot: Shot, base: Path, work: Path, args, ident, target, demo_actor
     t_shot = time.perf_counter()
     print(f"{name}: prepare (track, grain) ...", flush=True)
     cap_frames = args.speed_frames if name == SPEED_SHOT else args.frames
-    g, frames, passes = prepare_shot(shot, base, work / name, cap_frames)
+    g, frames, passes = prepare_shot(shot, base, work / name, cap_frames, args.knobs)
     faces = tracked_faces(g, frames)
     if not any(f is not None for f in faces):
         raise RuntimeError(f"{name}: no face tracked")
