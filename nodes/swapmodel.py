@@ -2,10 +2,20 @@
 
 Per frame, for each chosen face (``Image.faces`` from FaceDetect): warp the plate into the model's aligned
 crop (anti-aliased), convert it from the scene-linear working space to the model's display encoding
-(sRGB, like the faceset crops it learned from), decode it as the target identity (A->B; all faces of the
-frame in one batch), convert back to linear, and warp colour and mask onto the plate with the exact inverse
-transform, composited with ``over`` in linear light. Outside the (feathered) mask the output is the plate,
-bit for bit; a frame without a chosen face is the plate unchanged.
+(sRGB, like the faceset crops it learned from), decode it as the target identity (A->B), convert back to
+linear, and warp colour and mask onto the plate with the exact inverse transform, composited with ``over``
+in linear light. Outside the (feathered) mask the output is the plate, bit for bit; a frame without a chosen
+face is the plate unchanged.
+
+Temporal stability (bench/RESULTS.md, 2026-11-29): the tracker's smoothed landmark fit lags a fast-moving
+head by several pixels and disagrees with the skin's own motion by about a pixel even on a still one, so a
+swap placed by it swims on the skin; and the decoder's output changes a little from frame to frame on its
+own. ``stabilise`` makes the crop transform follow the plate: the face fits of +-N frames are carried to
+this frame by the plate's optical flow inside the face (a similarity per frame pair) and averaged, which
+removes the fit's noise without the filter's lag. ``temporal`` blends the decoded faces of +-N frames in
+the aligned crop (triangular weights), where, once the transform follows the skin, the same pixel is the
+same point of the face. The output at a frame therefore reads the plate (and its faces) at the frames
+around it, and hashes them.
 
 The model is loaded once per process and device and shared (keyed by its content digest, which is also
 what this node hashes). Every output frame carries provenance metadata: ``doublure/synthetic_face``, the
@@ -14,8 +24,12 @@ rights record is missing or expired loads with a loud warning (log and ``doublur
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import threading
+from collections import OrderedDict
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +38,9 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
 from doublure.engine.ops import gaussian_blur, normalized_blur
-from doublure.faces.align import warp_from_crop, warp_to_crop
+from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
+from doublure.faces.detect import working_to_srgb8
+from doublure.faces.face import invert_affine
 from doublure.faces.masks import render_crop_mask
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
 from doublure.models.infer import shared_model, swap_faces
@@ -129,6 +145,126 @@ def plate_window(from_crop: np.ndarray, res: int, hw: tuple[int, int]) -> tuple[
     return max(int(y0), 0), min(int(y1), hw[0]), max(int(x0), 0), min(int(x1), hw[1])
 
 
+# The plate's motion is measured in the face's box grown by this fraction of its size, at most this many
+# pixels on a side (a 1080p close-up's face is resampled: the flow's precision in plate pixels barely drops).
+MOTION_MARGIN = 0.2
+MOTION_SIDE = 256
+
+
+def _affine3(m: np.ndarray) -> np.ndarray:
+    return np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+def skin_motion(prev8: np.ndarray, cur8: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The similarity that best explains how the skin moved between two frames: optical flow (OpenCV DIS)
+    from ``cur8`` back to ``prev8``, fitted by least squares (Umeyama) over the face region.
+
+    Args:
+        prev8: (H, W) uint8 grey, the earlier frame.
+        cur8: (H, W) uint8 grey, the later frame.
+        region: (H, W) bool, where the face is in ``cur8``.
+
+    Returns:
+        (3, 3) float64 map from pixel (x, y) of ``cur8`` to where that skin was in ``prev8``.
+    """
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(cur8, prev8, None)
+    ys, xs = np.nonzero(region)
+    if len(xs) < 3:
+        return np.eye(3)
+    points = np.stack([xs, ys], 1).astype(np.float64)
+    return _affine3(umeyama_2d(points, points + flow[ys, xs].astype(np.float64)))
+
+
+def plate_face_motion(prev: torch.Tensor, cur: torch.Tensor, face, working_space: str) -> np.ndarray:
+    """:func:`skin_motion` of one face between two plate frames, in plate pixels.
+
+    Args:
+        prev: (C, H, W) the plate at the earlier frame (scene-linear working space).
+        cur: (C, H, W) the plate at the later frame.
+        face: the face at the later frame.
+        working_space: the working space's OCIO name (the flow runs on the sRGB encoding, like the footage).
+
+    Returns:
+        (3, 3) float64 map from plate pixel (x, y) at the later frame to the same skin at the earlier one.
+    """
+    h, w = cur.shape[-2:]
+    bx0, by0, bx1, by1 = face.box
+    grow = MOTION_MARGIN * max(bx1 - bx0, by1 - by0)
+    x0, y0 = max(int(bx0 - grow), 0), max(int(by0 - grow), 0)
+    x1, y1 = min(int(math.ceil(bx1 + grow)), w), min(int(math.ceil(by1 + grow)), h)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return np.eye(3)
+    scale = min(1.0, MOTION_SIDE / max(x1 - x0, y1 - y0))
+    size = (max(8, int(round((x1 - x0) * scale))), max(8, int(round((y1 - y0) * scale))))
+
+    def grey(plate: torch.Tensor) -> np.ndarray:
+        rgb8 = cv2.cvtColor(working_to_srgb8(plate[:3, y0:y1, x0:x1], working_space), cv2.COLOR_RGB2GRAY)
+        return cv2.resize(rgb8, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else rgb8
+
+    sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+    to_window = np.array([[sx, 0.0, -sx * x0], [0.0, sy, -sy * y0], [0.0, 0.0, 1.0]])
+    hull_points = (face.landmarks[:468, :2].astype(np.float64) - (x0, y0)) * (sx, sy)
+    region = np.zeros((size[1], size[0]), np.uint8)
+    cv2.fillConvexPoly(region, cv2.convexHull(np.round(hull_points).astype(np.int32)), 1)
+    motion = skin_motion(grey(prev), grey(cur), region.astype(bool))
+    return np.linalg.inv(to_window) @ motion @ to_window
+
+
+def carried_to_crop(frame: int, to_crops: dict[int, np.ndarray], motions: dict[int, np.ndarray]) -> np.ndarray:
+    """A face's crop transform at ``frame`` as the mean of its fits at neighbouring frames, each carried to
+    ``frame`` by the plate's motion: noisy fits average out, and none lags, because every neighbour's fit
+    is moved to where the skin is at ``frame``.
+
+    Args:
+        frame: the frame whose transform is wanted.
+        to_crops: frame -> (2, 3) the face's fitted plate pixel -> crop unit transform there (frames
+            contiguous around ``frame``, which is among them).
+        motions: frame a -> (3, 3) map from plate pixels at a to the same skin at a - 1, for every a with
+            a and a - 1 in ``to_crops``.
+
+    Returns:
+        (2, 3) float64 plate pixel -> crop unit transform at ``frame``.
+    """
+    carried = []
+    for other in to_crops:
+        to_other = np.eye(3)            # plate pixels at frame -> the same skin at other
+        for a in range(frame + 1, other + 1):
+            to_other = np.linalg.inv(motions[a]) @ to_other
+        for a in range(frame, other, -1):
+            to_other = motions[a] @ to_other
+        carried.append(_affine3(to_crops[other]) @ to_other)
+    return np.mean(carried, axis=0)[:2]
+
+
+def temporal_weights(offsets, reach: int) -> np.ndarray:
+    """Triangular weights (reach + 1 - |d|) of frame offsets d within +-reach, normalised to sum 1."""
+    w = reach + 1.0 - np.abs(np.asarray(list(offsets), dtype=np.float64))
+    return w / w.sum()
+
+
+# (plate hash at a - 1, plate hash at a, track id, working space) -> the face's motion (plate_face_motion);
+# (model digest, plate hash, track id, to_crop, working space, device) -> the decoded face (sRGB rgb, mask).
+# Neighbouring frames' outputs read the same frame pairs and decode the same crops: each is done once. A
+# sequential render needs 2 * temporal + 1 decoded faces per face at a time; at 1024 px each is 16 MB.
+_motion_memo: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_decode_memo: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
+_MOTION_MEMO_SIZE, _DECODE_MEMO_SIZE = 256, 24
+_memo_lock = threading.Lock()
+
+
+def _recall(memo: OrderedDict, key: tuple):
+    with _memo_lock:
+        return memo.get(key)
+
+
+def _remember(memo: OrderedDict, key: tuple, value, size: int):
+    with _memo_lock:
+        memo[key] = value
+        while len(memo) > size:
+            memo.popitem(last=False)
+    return value
+
+
 def _to_encoding(crops: torch.Tensor, src: str, dst: str) -> torch.Tensor:
     """Colour-convert a (N, 3, R, R) batch through the engine's (C, H, W) conversion."""
     n, c, r, _ = crops.shape
@@ -142,7 +278,7 @@ class SwapModel(Node):
     """Replace the plate's faces with an identity model's target actor."""
 
     type_name = "SwapModel"
-    version = 1
+    version = 2
     category = "Face"
     inputs = (Port("plate", "Image"),)
     knob_specs = (
@@ -159,6 +295,12 @@ class SwapModel(Node):
                 tooltip="Soften the mask edge (Gaussian sigma in percent of the face crop)."),
         K.Enum("blend", BLEND_MODES, default="alpha",
                tooltip="alpha: over in linear light; seamless: also cancel the colour step along the edge."),
+        K.Int("stabilise", default=4, min=0, max=12, soft_max=8, animatable=False, label="stabilise (frames)",
+              tooltip="Average the face fits of +- this many frames, carried along by the plate's optical flow, "
+                      "into each frame's crop: the swap sticks to the moving skin. 0: the tracked fit alone."),
+        K.Int("temporal", default=2, min=0, max=8, soft_max=4, animatable=False, label="temporal (frames)",
+              tooltip="Blend the decoded faces of +- this many frames in the aligned crop (triangular weights): "
+                      "less flicker. 0: this frame's face alone."),
         K.Enum("output", OUTPUTS, default="composite",
                tooltip="composite: the plate with the new faces; swapped crop: the model's output crops side "
                        "by side; mask: where the new faces go."),
@@ -174,10 +316,20 @@ class SwapModel(Node):
         except DoublureError as exc:   # compute raises it with the node's name
             return f"unreadable: {exc}"
 
+    def _reach(self, frame: int) -> tuple[int, int]:
+        """(stabilise, temporal) frames at ``frame``."""
+        return int(self.value("stabilise", frame)), int(self.value("temporal", frame))
+
+    def _neighbours(self, frame: int, reach: int) -> list[int]:
+        first, last = self.graph.settings["first"], self.graph.settings["last"]
+        return [f for f in range(frame - reach, frame + reach + 1) if first <= f <= last and f != frame]
+
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         super().hash(ctx, h)
         h.update(self._model_identity())
         h.update(ctx.working_space).update(engine_colour.config_cache_id())
+        for f in self._neighbours(ctx.frame, sum(self._reach(ctx.frame))):
+            h.update(f).update(self.input_hash(0, ctx.at(f)))   # plate pixels and faces around the frame
 
     # -- compute ------------------------------------------------------------------------------------
     def _model_path(self) -> str:
@@ -194,6 +346,67 @@ class SwapModel(Node):
         if problems:
             out["doublure/rights_warning"] = "; ".join(problems)
         return out
+
+    def _track(self, ctx: EvalContext, inputs, face, reach: int) -> dict:
+        """frame -> the face of ``face``'s track, over the frames within ``reach`` where the track runs
+        unbroken through ``ctx.frame`` (a frame without it ends the run on that side)."""
+        near = {ctx.frame: face}
+        first, last = self.graph.settings["first"], self.graph.settings["last"]
+        for step in (-1, 1):
+            for f in range(ctx.frame + step, ctx.frame + step * (reach + 1), step):
+                if not first <= f <= last:
+                    break
+                found = next((o for o in inputs.get(0, frame=f).faces if o.track_id == face.track_id), None)
+                if found is None:
+                    break
+                near[f] = found
+        return near
+
+    def _motion(self, ctx: EvalContext, inputs, frame: int, face) -> np.ndarray:
+        """plate_face_motion from frame - 1 to ``frame`` (remembered)."""
+        key = (self.input_hash(0, ctx.at(frame - 1)), self.input_hash(0, ctx.at(frame)), face.track_id,
+               ctx.working_space)
+        hit = _recall(_motion_memo, key)
+        if hit is not None:
+            return hit
+        prev, cur = inputs.get(0, frame=frame - 1), inputs.get(0, frame=frame)
+        return _remember(_motion_memo, key, plate_face_motion(prev.tensor, cur.tensor, face, ctx.working_space),
+                         _MOTION_MEMO_SIZE)
+
+    def _stabilised(self, ctx: EvalContext, inputs, frame: int, near: dict, stabilise: int):
+        """The face at ``frame`` (one of ``near``) with its crop transform carried from the fits of +-stabilise
+        frames (:func:`carried_to_crop`)."""
+        face = near[frame]
+        around = [f for f in range(frame - stabilise, frame + stabilise + 1) if f in near]
+        if len(around) < 2:
+            return face
+        to_crops = {f: near[f].to_crop for f in around}
+        motions = {f: self._motion(ctx, inputs, f, near[f]) for f in around if f - 1 in to_crops}
+        to_crop = carried_to_crop(frame, to_crops, motions)
+        return dataclasses.replace(face, to_crop=to_crop, from_crop=invert_affine(to_crop))
+
+    @staticmethod
+    def _plate_crops(plate: torch.Tensor, to_crop: np.ndarray, res: int) -> torch.Tensor:
+        """(N, 3, R, R) linear aligned crops of a (C, H, W) plate, read from the window the faces cover."""
+        from_crop = np.stack([invert_affine(m) for m in to_crop])
+        y0, y1, x0, x1 = plate_window(from_crop, res, tuple(plate.shape[-2:]))
+        to_crop = to_crop.copy()
+        to_crop[:, :, 2] += to_crop[:, :, :2] @ np.array([x0, y0], dtype=np.float64)
+        return warp_to_crop(plate[:3, y0:y1, x0:x1].float(), to_crop, res, padding_mode="border")
+
+    def _decoded(self, ctx: EvalContext, inputs, loaded, frame: int, face) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's face (sRGB (3, R, R), mask (1, R, R)) decoded from the plate at ``frame`` through
+        ``face``'s crop transform (remembered: neighbouring frames' outputs blend the same decoded faces)."""
+        key = (loaded.digest, self.input_hash(0, ctx.at(frame)), face.track_id, face.to_crop.tobytes(),
+               ctx.working_space, str(ctx.device))
+        hit = _recall(_decode_memo, key)
+        if hit is not None:
+            return hit
+        plate = inputs.get(0, frame=frame)
+        crop = self._plate_crops(plate.tensor, face.to_crop[None], loaded.model.cfg.res)
+        model_in = _to_encoding(crop, ctx.working_space, "srgb").clamp(0.0, 1.0)
+        rgb, mask = swap_faces(loaded, model_in.to(ctx.device))
+        return _remember(_decode_memo, key, (rgb[0], mask[0]), _DECODE_MEMO_SIZE)
 
     def compute(self, ctx: EvalContext, inputs) -> Image:
         plate = inputs.get(0)
@@ -222,24 +435,31 @@ class SwapModel(Node):
                                 f"{faces[0].face_type}; set FaceDetect's face type to {face_type}")
         ctx.check_cancelled()
         res = loaded.model.cfg.res
-        device = ctx.device
+        stabilise, temporal = self._reach(ctx.frame)
+        tracks_near = [self._track(ctx, inputs, f, stabilise + temporal) for f in faces]
+        faces = [self._stabilised(ctx, inputs, ctx.frame, near, stabilise) for near in tracks_near]
         to_crop = np.stack([f.to_crop for f in faces])
         from_crop = np.stack([f.from_crop for f in faces])
         # Work in the plate window the faces cover: the same affines with the window's origin moved to 0.
         y0, y1, x0, x1 = plate_window(from_crop, res, (plate.height, plate.width))
-        to_crop[:, :, 2] += to_crop[:, :, :2] @ np.array([x0, y0], dtype=np.float64)
         from_crop[:, :, 2] -= np.array([x0, y0], dtype=np.float64)
-        rgb_plate = plate.tensor[:3, y0:y1, x0:x1].float()
-        plate_crops = warp_to_crop(rgb_plate, to_crop, res, padding_mode="border")          # (N, 3, R, R) linear
-        model_in = _to_encoding(plate_crops, ctx.working_space, "srgb").clamp(0.0, 1.0)
-        swap_srgb, pred_mask = swap_faces(loaded, model_in.to(device))
+        swaps, masks = [], []
+        for face, near in zip(faces, tracks_near):
+            offsets = [d for d in range(-temporal, temporal + 1) if ctx.frame + d in near]
+            decoded = [self._decoded(ctx, inputs, loaded, ctx.frame + d,
+                                     face if d == 0 else self._stabilised(ctx, inputs, ctx.frame + d, near, stabilise))
+                       for d in offsets]
+            weights = temporal_weights(offsets, temporal)
+            swaps.append(sum(float(w) * rgb for w, (rgb, _) in zip(weights, decoded)))
+            masks.append(sum(float(w) * m for w, (_, m) in zip(weights, decoded)))
         ctx.check_cancelled()
-        swap = _to_encoding(swap_srgb, "srgb", ctx.working_space).to(plate_crops.device)
+        swap = _to_encoding(torch.stack(swaps), "srgb", ctx.working_space).to(plate.tensor.device)
+        pred_mask = torch.stack(masks)
         hull = torch.stack([render_crop_mask(f, "face_hull", res, device=swap.device) for f in faces])
         mask = crop_masks(pred_mask.to(swap.device), hull, self.value("mask_source", ctx.frame),
                           self.value("erode", ctx.frame) * res / 100.0, self.value("feather", ctx.frame) * res / 100.0)
         if self.value("blend", ctx.frame) == "seamless":
-            swap = seamless_correction(plate_crops, swap, mask)
+            swap = seamless_correction(self._plate_crops(plate.tensor, to_crop, res), swap, mask)
         metadata = dict(plate.metadata, **self._provenance(loaded.meta, loaded.digest, path, len(faces)))
 
         if output == "swapped crop":
@@ -268,4 +488,5 @@ class SwapModel(Node):
         return plate.replace(tensor=out.to(plate.tensor.dtype), metadata=metadata)
 
 
-__all__ = ["SwapModel", "crop_masks", "seamless_correction", "parse_tracks", "plate_window"]
+__all__ = ["SwapModel", "carried_to_crop", "crop_masks", "parse_tracks", "plate_face_motion", "plate_window",
+           "seamless_correction", "skin_motion", "temporal_weights"]
