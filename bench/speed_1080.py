@@ -1,0 +1,185 @@
+"""1080p speed of the demo graph (issue 8): wall fps and CPU time per frame, with same-run references.
+
+    python bench/speed_1080.py                      # prepare (track, grain) into build/speed_1080, then measure
+    python bench/speed_1080.py --reuse --frames 20  # measure again on the prepared project (no tracking)
+    python bench/speed_1080.py --reuse --profile build/render.prof   # also a cProfile of the render
+
+The demo project (``resources/demo/demo.dbl``, snapshot as ``bench/e2e.py`` takes it) with Read retargeted at
+``plates_1080/demo1_video.mp4`` (1080x1920, face ~200 px), faces tracked and grain analysed once (stored beside
+the project copy in ``--work`` and reused with ``--reuse``). Measured after one untimed pass over the frames
+(see ``measure``), each part from an empty frame cache:
+
+- reference: a 2048^2 fp32 matmul (GFLOP/s, before and after) and the Read node alone (decode + colour).
+- view: the graph pulled up to Grain, frame by frame (what a compositor's viewer gets; no files written).
+- render: ``Graph.render`` of both Writes (EXR half zip + H.264 preview), as ``doublure render`` runs it.
+- each Write alone: its own CPU per frame (conversion, encoding, file), its input computed beforehand.
+
+For each: wall fps, CPU time of the process per frame (user + sys, all threads; the comparable figure on a
+machine shared with other jobs), of it sys time and the calling thread's own, minor page faults, and for
+view and render the engine's per-node ms (own compute, wall). The Writes' share is the render's frame time
+minus its nodes'. One JSON line at the end (``--json``) lets a shell loop alternate two trees
+(``PYTHONPATH`` pointing at another checkout's package) and compare.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+import e2e  # noqa: E402  (the demo snapshot, the shot preparation and the speed references)
+
+SHOT = e2e.all_shots()[e2e.SPEED_SHOT]
+
+
+def prepared_graph(work: Path, frames: int, reuse: bool):
+    """The retargeted demo project in ``work`` (tracked and analysed), loaded; prepared unless ``reuse``."""
+    import doublure.nodes  # noqa: F401
+    from doublure import engine
+
+    project = work / SHOT.name / f"{SHOT.name}.dbl"
+    if reuse and project.exists():
+        g = engine.load(str(project))
+        if g["Read1"].value("last") >= frames:
+            return g
+    base = e2e.snapshot_demo(work)
+    g, _, seconds = e2e.prepare_shot(SHOT, base, work / SHOT.name, frames)
+    print(f"prepared: tracking {seconds['track']:.1f} s, grain analysis {seconds['grain']:.1f} s", flush=True)
+    return g
+
+
+def timed(fn, frames: int) -> dict:
+    """Run ``fn`` once; per frame over ``frames`` frames: wall fps, CPU ms of the process (user + sys, all
+    threads), of it sys ms and the calling thread's own CPU ms (the pipeline's compute side; torch's
+    intra-op helpers, the writer thread and the codecs' threads count in the process figure only)."""
+    w0, t0, m0 = time.perf_counter(), os.times(), time.thread_time()
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    fn()
+    wall, t1, main = time.perf_counter() - w0, os.times(), time.thread_time() - m0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    user, system = t1.user - t0.user, t1.system - t0.system
+    return {"fps": frames / wall, "cpu_ms": (user + system) / frames * 1e3, "sys_ms": system / frames * 1e3,
+            "main_ms": main / frames * 1e3, "wall_ms": wall / frames * 1e3, "faults": faults / frames}
+
+
+def node_ms(g, frames: int) -> dict[str, float]:
+    return {name: t.seconds / frames * 1e3 for name, t in g.timings.items() if name != e2e.MASK_NODE}
+
+
+def measure(g, frames: list[int], out_dir: Path, profile: str | None) -> dict:
+    result = {"frames": len(frames), "gflops_before": e2e.matmul_gflops()}
+    # An untimed pass first: the memory the cache then gives back is reused by every timed part, as in a
+    # long render whose cache is full and evicting (a first touch of fresh memory costs a page fault per
+    # 4 KiB: on a cold process that alone is ~130 ms of sys time per 1080p frame of the graph).
+    for f in frames:
+        g.evaluate(g["Grain1"], f)
+    read = g["Read1"]
+    g.cache.clear()
+    result["read"] = timed(lambda: [g.evaluate(read, f) for f in frames], len(frames))
+
+    g.cache.clear()
+    g.timings.clear()
+    result["view"] = timed(lambda: [g.evaluate(g["Grain1"], f) for f in frames], len(frames))
+    result["view"]["node_ms"] = node_ms(g, len(frames))
+
+    g.cache.clear()
+    g.timings.clear()
+    g["Write1"]["file"] = str(out_dir / "speed.####.exr")
+    g["Write2"]["file"] = str(out_dir / "speed.mp4")
+    profiler = cProfile.Profile() if profile else None
+
+    def render() -> None:
+        if profiler:
+            profiler.enable()
+        report = g.render(None, frames)
+        if profiler:
+            profiler.disable()
+        if not report.ok or len(report.written) != 2 * len(frames):
+            raise SystemExit(f"render failed: {report.failures[:3]} ({len(report.written)} written)")
+
+    result["render"] = timed(render, len(frames))
+    nodes = node_ms(g, len(frames))
+    result["render"]["node_ms"] = nodes
+    result["render"]["writes_ms"] = result["render"]["wall_ms"] - sum(nodes.values())
+    if profiler:
+        profiler.dump_stats(profile)
+    result["writes_alone"] = writes_alone(g, frames, out_dir)
+    result["gflops_after"] = e2e.matmul_gflops()
+    result["load"] = os.getloadavg()[0]
+    return result
+
+
+def writes_alone(g, frames: list[int], out_dir: Path) -> dict[str, float]:
+    """CPU ms per frame of each Write's own work (conversion, encoding, file), run inline with its input
+    already computed (evaluated before the timing; the render left most frames in the cache)."""
+    writes = [g["Write1"], g["Write2"]]
+    for w in writes:
+        stem, ext = os.path.splitext(os.path.basename(w.value("file")))
+        w["file"] = str(out_dir / f"alone_{stem}{ext}")
+        w.begin_render(g.context(frames[0]), frames)
+    cpu = {w.name: 0.0 for w in writes}
+    try:
+        for frame in frames:
+            ctx = g.context(frame)
+            g.evaluate_node(g["Grain1"], ctx)
+            for w in writes:
+                t0 = os.times()
+                w.execute(ctx)
+                t1 = os.times()
+                cpu[w.name] += (t1.user - t0.user + t1.system - t0.system) / len(frames) * 1e3
+    finally:
+        for w in writes:
+            w.end_render(True)
+    return cpu
+
+
+def report(r: dict) -> None:
+    print(f"{r['frames']} frames of {SHOT.clip.name}, load average {r['load']:.1f}, matmul "
+          f"{r['gflops_before']:.0f} / {r['gflops_after']:.0f} GFLOP/s (before / after)")
+    for part, label in (("read", "Read alone"), ("view", "view (up to Grain)"), ("render", "render (both Writes)")):
+        m = r[part]
+        print(f"  {label:22s} {m['fps']:6.2f} fps wall  {m['cpu_ms']:5.0f} ms CPU / frame (sys {m['sys_ms']:.0f}, "
+              f"main thread {m['main_ms']:.0f}; {m['faults']:.0f} page faults)  ({m['fps'] / r['read']['fps']:.2f}x Read)")
+    for part in ("view", "render"):
+        nodes = sorted(r[part]["node_ms"].items(), key=lambda kv: -kv[1])
+        extra = f", Writes + engine {r[part]['writes_ms']:.0f}" if part == "render" else ""
+        print(f"  {part} per node ms: " + ", ".join(f"{k} {v:.0f}" for k, v in nodes) + extra)
+    print("  each Write alone, CPU ms / frame: " + ", ".join(f"{k} {v:.0f}" for k, v in r["writes_alone"].items()))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=20, help="frames measured (default 20)")
+    p.add_argument("--work", type=Path, default=e2e.ROOT / "build" / "speed_1080",
+                   help="where the prepared project and its tracks live (default build/speed_1080)")
+    p.add_argument("--reuse", action="store_true", help="reuse a prepared project in --work")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--profile", help="write a cProfile of the render to this file")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
+    p.add_argument("--exr-compression", help="what if: Write1's compression (e.g. piz), not the project's")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    g = prepared_graph(args.work, args.frames, args.reuse)
+    if args.exr_compression:
+        g["Write1"]["compression"] = args.exr_compression
+    frames = list(range(1, args.frames + 1))
+    with tempfile.TemporaryDirectory(prefix="speed_1080_") as tmp:
+        r = measure(g, frames, Path(tmp), args.profile)
+    report(r)
+    if args.json:
+        print(json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
