@@ -15,7 +15,9 @@ this frame by the plate's optical flow inside the face (a similarity per frame p
 removes the fit's noise without the filter's lag. ``temporal`` blends the decoded faces of +-N frames in
 the aligned crop (triangular weights), where, once the transform follows the skin, the same pixel is the
 same point of the face. The output at a frame therefore reads the plate (and its faces) at the frames
-around it, and hashes them.
+around it, and hashes them. The output carries each swapped face as it was placed (landmarks moved with
+the stabilised crop, :func:`placed_face`), so the finishing nodes below act where the swap is: with the
+tracker's landmarks their face regions trailed a fast head and recoloured off the swap.
 
 The model is loaded once per process and device and shared (keyed by its content digest, which is also
 what this node hashes). Every output frame carries provenance metadata: ``doublure/synthetic_face``, the
@@ -39,8 +41,8 @@ from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
 from doublure.engine.ops import gaussian_blur, normalized_blur
 from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
-from doublure.faces.detect import working_to_srgb8
-from doublure.faces.face import invert_affine
+from doublure.faces.detect import box_from_landmarks, working_to_srgb8
+from doublure.faces.face import Face, apply_affine, invert_affine
 from doublure.faces.masks import render_crop_mask
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
 from doublure.models.infer import shared_model, swap_faces
@@ -236,6 +238,31 @@ def carried_to_crop(frame: int, to_crops: dict[int, np.ndarray], motions: dict[i
     return np.mean(carried, axis=0)[:2]
 
 
+def placed_face(face: Face, to_crop: np.ndarray) -> Face:
+    """``face`` moved with its crop: landmarks, irises and box carried by the similarity from its fitted crop
+    transform to ``to_crop``. The landmarks lag a fast head as much as the fit they came with, so the
+    placed face is where the stabilised swap is, and the nodes below (their face regions) find it there.
+
+    Args:
+        face: a face with its fitted ``to_crop``.
+        to_crop: (2, 3) the plate pixel -> crop unit transform the face is placed by.
+
+    Returns:
+        The Face with ``to_crop``, its inverse, and every pixel quantity moved (depths and radii scaled).
+    """
+    from_crop = invert_affine(to_crop)
+    move = _affine3(from_crop) @ _affine3(face.to_crop)        # fitted plate pixel -> placed plate pixel
+    scale = math.sqrt(abs(np.linalg.det(move[:2, :2])))
+    landmarks = face.landmarks.astype(np.float64)
+    landmarks[:, :2] = apply_affine(move[:2], landmarks[:, :2])
+    landmarks[:, 2] *= scale
+    iris = face.iris.astype(np.float64)
+    iris[:, :2] = apply_affine(move[:2], iris[:, :2])
+    iris[:, 2] *= scale
+    return dataclasses.replace(face, landmarks=landmarks, iris=iris, box=box_from_landmarks(landmarks),
+                               to_crop=to_crop, from_crop=from_crop)
+
+
 def temporal_weights(offsets, reach: int) -> np.ndarray:
     """Triangular weights (reach + 1 - |d|) of frame offsets d within +-reach, normalised to sum 1."""
     w = reach + 1.0 - np.abs(np.asarray(list(offsets), dtype=np.float64))
@@ -382,8 +409,7 @@ class SwapModel(Node):
             return face
         to_crops = {f: near[f].to_crop for f in around}
         motions = {f: self._motion(ctx, inputs, f, near[f]) for f in around if f - 1 in to_crops}
-        to_crop = carried_to_crop(frame, to_crops, motions)
-        return dataclasses.replace(face, to_crop=to_crop, from_crop=invert_affine(to_crop))
+        return placed_face(face, carried_to_crop(frame, to_crops, motions))
 
     @staticmethod
     def _plate_crops(plate: torch.Tensor, to_crop: np.ndarray, res: int) -> torch.Tensor:
@@ -461,6 +487,8 @@ class SwapModel(Node):
         if self.value("blend", ctx.frame) == "seamless":
             swap = seamless_correction(self._plate_crops(plate.tensor, to_crop, res), swap, mask)
         metadata = dict(plate.metadata, **self._provenance(loaded.meta, loaded.digest, path, len(faces)))
+        placed = {f.track_id: f for f in faces}
+        out_faces = [placed.get(f.track_id, f) for f in plate.faces]
 
         if output == "swapped crop":
             tiles = torch.cat(list(swap), dim=2)                                             # (3, R, N R)
@@ -473,7 +501,7 @@ class SwapModel(Node):
             for i in range(placed.shape[0]):   # 'over' accumulation: a tiny alpha stays non-zero
                 window_alpha.copy_(window_alpha + placed[i, 3:] * (1.0 - window_alpha))
             return plate.replace(tensor=alpha.expand(3, -1, -1).to(plate.tensor.dtype).contiguous(),
-                                 channels=("R", "G", "B"), metadata=metadata)
+                                 channels=("R", "G", "B"), metadata=metadata, faces=out_faces)
         out = plate.tensor.float().clone()
         window = out[:, y0:y1, x0:x1]   # a view: compositing into it fills out
         alpha_index = plate.channels.index("A") if "A" in plate.channels else None
@@ -485,8 +513,8 @@ class SwapModel(Node):
             if alpha_index is not None:
                 a = window[alpha_index:alpha_index + 1]
                 a.copy_(torch.where(inside, a * (1.0 - alpha) + alpha, a))
-        return plate.replace(tensor=out.to(plate.tensor.dtype), metadata=metadata)
+        return plate.replace(tensor=out.to(plate.tensor.dtype), metadata=metadata, faces=out_faces)
 
 
-__all__ = ["SwapModel", "carried_to_crop", "crop_masks", "parse_tracks", "plate_face_motion", "plate_window",
-           "seamless_correction", "skin_motion", "temporal_weights"]
+__all__ = ["SwapModel", "carried_to_crop", "crop_masks", "parse_tracks", "placed_face", "plate_face_motion",
+           "plate_window", "seamless_correction", "skin_motion", "temporal_weights"]

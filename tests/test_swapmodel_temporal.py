@@ -12,7 +12,7 @@ import torch
 import doublure.nodes  # noqa: F401  (registers the node library)
 from doublure import engine
 from doublure.faces.detect import working_to_srgb8
-from doublure.nodes.swapmodel import carried_to_crop, skin_motion, temporal_weights
+from doublure.nodes.swapmodel import carried_to_crop, placed_face, skin_motion, temporal_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import metrics as M  # noqa: E402
@@ -119,6 +119,26 @@ def test_stabilised_swap_sticks_to_a_fast_moving_head(media_dir):
     assert 0.3 < float(outside.float().mean()) < 0.98
     assert torch.equal(out.tensor[:, outside], plates[2].tensor[:, outside])
     assert out.metadata["doublure/synthetic_face"] is True
+    # the faces passed on are where the swap was placed: same landmarks in the crop, another crop transform
+    passed, tracked = out.faces[0], plates[2].faces[0]
+    assert np.abs(passed.to_crop - tracked.to_crop).max() > 1e-4
+    assert np.allclose(passed.landmarks_in_crop(64), tracked.landmarks_in_crop(64), atol=1e-3)
+    sw["stabilise"] = 0
+    assert np.array_equal(g.evaluate(sw, frame=7).faces[0].landmarks, tracked.landmarks)
+
+
+def test_placed_face_moves_every_pixel_quantity_with_the_crop(media_dir):
+    g, fd, _ = swap_graph(media_dir / "mead/W009_front_happy_level3_001.mp4", 3, track=False)
+    face = g.evaluate(fd, frame=2).faces[0]
+    move = similarity(2.0, 1.1, 4.0, -3.0, centre=(128, 128))           # plate pixel -> plate pixel
+    placed = placed_face(face, (np.vstack([face.to_crop, [0, 0, 1]]) @ np.linalg.inv(move))[:2])
+    expect = face.landmarks[:, :2] @ move[:2, :2].T + move[:2, 2]
+    assert np.allclose(placed.landmarks[:, :2], expect, atol=1e-3)
+    assert np.allclose(placed.landmarks[:, 2], face.landmarks[:, 2] * 1.1, atol=1e-3)
+    assert np.allclose(placed.iris[:, 2], face.iris[:, 2] * 1.1, atol=1e-4)
+    assert np.allclose(placed.landmarks_in_crop(64), face.landmarks_in_crop(64), atol=1e-3)
+    assert placed.box[0] == pytest.approx(float(expect[:, 0].min()), abs=1e-3)
+    assert placed.track_id == face.track_id and placed.pose == face.pose
 
 
 def test_hash_covers_the_frames_read_around(media_dir):
