@@ -510,6 +510,18 @@ def aggregate(results: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------- main
 
+def parse_knobs(items: list[str]) -> dict:
+    """``["SwapModel1.temporal=0", "ColorMatch1.method=sot"]`` -> {(node, knob): value} (numbers parsed)."""
+    knobs = {}
+    for item in items:
+        target, _, value = item.partition("=")
+        node, _, knob = target.partition(".")
+        if not (node and knob and value):
+            raise SystemExit(f"--knob wants NODE.KNOB=VALUE, got {item!r}")
+        knobs[(node, knob)] = json.loads(value) if value[:1].isdigit() or value[:1] in "-[{" else value
+    return knobs
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(ROOT / "build" / "e2e_report"))
@@ -524,13 +536,7 @@ def main(argv=None) -> int:
     p.add_argument("--knob", action="append", default=[], metavar="NODE.KNOB=VALUE",
                    help="set a knob of the demo graph first (repeatable), e.g. SwapModel1.temporal=0")
     args = p.parse_args(argv)
-    args.knobs = {}
-    for item in args.knob:
-        target, _, value = item.partition("=")
-        node, _, knob = target.partition(".")
-        if not (node and knob and value):
-            raise SystemExit(f"--knob wants NODE.KNOB=VALUE, got {item!r}")
-        args.knobs[(node, knob)] = json.loads(value) if value[:1].isdigit() or value[:1] in "-[{" else value
+    args.knobs = parse_knobs(args.knob)
     torch.set_num_threads(args.threads)
     shots = all_shots()
     wanted = []

@@ -169,7 +169,7 @@ def skin_motion(prev8: np.ndarray, cur8: np.ndarray, region: np.ndarray) -> np.n
     Returns:
         (3, 3) float64 map from pixel (x, y) of ``cur8`` to where that skin was in ``prev8``.
     """
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(cur8, prev8, None)
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST).calc(cur8, prev8, None)
     ys, xs = np.nonzero(region)
     if len(xs) < 3:
         return np.eye(3)
