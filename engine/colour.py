@@ -239,13 +239,14 @@ def convert_premultiplied(pixels, src: str, dst: str, alpha_index: int | None, i
 
 
 def codes_to_planes(codes: np.ndarray, scale: float, src: str, dst: str) -> torch.Tensor:
-    """Integer code values of an opaque RGB image (decoded video) to converted float planes, in one pass.
+    """Integer code values of an opaque RGB image (decoded video) to converted float planes.
 
     Where the conversion is per-channel curves followed by a 3x3 matrix (an sRGB or Rec.709 plate into a
     linear working space), each code's curve value comes from a table OCIO fills once per code (256 or 65536
     entries), and the matrix is one ``torch.mm`` into the (3, H, W) result: the same values OCIO gives for
     the frame within float32 rounding of the matrix (the test holds it to 1e-6), at a fraction of the cost
-    of converting every pixel. Other conversions take the general path (``convert``).
+    of converting every pixel. Other conversions (or curves that differ per channel) take the general path
+    (``convert``).
 
     Args:
         codes: (H, W, 3) uint8 or uint16 code values.
@@ -257,23 +258,25 @@ def codes_to_planes(codes: np.ndarray, scale: float, src: str, dst: str) -> torc
     """
     h, w, _ = codes.shape
     conv = _conversion(src, dst)
-    if conv.matrix is None or is_raw(src) or is_raw(dst):
+    table = None
+    if conv.matrix is not None and not (is_raw(src) or is_raw(dst)):
+        table = _code_table(conv, np.iinfo(codes.dtype).max + 1, float(scale))
+    if table is None:
         planes = torch.empty((3, h, w), dtype=torch.float32)
         planes.copy_(torch.from_numpy(codes).permute(2, 0, 1)).mul_(float(scale))
         return convert(planes, src, dst, inplace=True)
-    table = _code_table(conv, np.iinfo(codes.dtype).max + 1, float(scale))
     curved = torch.from_numpy(np.take(table, codes.transpose(2, 0, 1)))  # (3, H, W): the gather also de-interleaves
     return torch.mm(conv.matrix, curved.view(3, h * w)).view(3, h, w)
 
 
 @functools.lru_cache(maxsize=32)
-def _code_table(conv: _Conversion, size: int, scale: float) -> np.ndarray:
-    """(size,) float32: the conversion's per-channel curves at code * scale (the same curve on R, G and B
-    is checked; a conversion with different curves per channel is not one a plate reads through)."""
+def _code_table(conv: _Conversion, size: int, scale: float) -> np.ndarray | None:
+    """(size,) float32: the conversion's per-channel curves at code * scale, one table for R, G and B; None
+    when the curves differ per channel (then the caller converts every pixel)."""
     ramp = (np.arange(size, dtype=np.float32) * np.float32(scale))[:, None].repeat(3, axis=1)[None].copy()
     conv.curves_cpu.apply(OCIO.PackedImageDesc(ramp, size, 1, 3))
     if not (np.array_equal(ramp[0, :, 0], ramp[0, :, 1]) and np.array_equal(ramp[0, :, 0], ramp[0, :, 2])):
-        raise DoublureError("codes_to_planes: the conversion's curves differ per channel")
+        return None
     return np.ascontiguousarray(ramp[0, :, 0])
 
 
