@@ -41,7 +41,7 @@ from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
 from doublure.engine.ops import gaussian_blur, normalized_blur
 from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
-from doublure.faces.detect import box_from_landmarks, working_to_srgb8
+from doublure.faces.detect import box_from_landmarks
 from doublure.faces.face import Face, apply_affine, invert_affine
 from doublure.faces.masks import render_crop_mask
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
@@ -151,9 +151,12 @@ def plate_window(from_crop: np.ndarray, res: int, hw: tuple[int, int]) -> tuple[
 # pixels on a side (a 1080p close-up's face is resampled: the flow's precision in plate pixels barely drops).
 MOTION_MARGIN = 0.2
 MOTION_SIDE = 256
+MOTION_POINTS = 4096   # flow vectors the similarity is fitted to, evenly spread over the face
 
 
 def _affine3(m: np.ndarray) -> np.ndarray:
+    """(2, 3) affine -> (3, 3) homogeneous matrix. (Inverses go through faces.face.invert_affine: a LAPACK
+    3x3 inverse cost milliseconds each on the loaded CPU, more than the node's own maths.)"""
     return np.vstack([m, [0.0, 0.0, 1.0]])
 
 
@@ -173,18 +176,19 @@ def skin_motion(prev8: np.ndarray, cur8: np.ndarray, region: np.ndarray) -> np.n
     ys, xs = np.nonzero(region)
     if len(xs) < 3:
         return np.eye(3)
+    keep = slice(None, None, max(1, len(xs) // MOTION_POINTS))   # a least-squares fit of 4 numbers
+    ys, xs = ys[keep], xs[keep]
     points = np.stack([xs, ys], 1).astype(np.float64)
     return _affine3(umeyama_2d(points, points + flow[ys, xs].astype(np.float64)))
 
 
-def plate_face_motion(prev: torch.Tensor, cur: torch.Tensor, face, working_space: str) -> np.ndarray:
+def plate_face_motion(prev: torch.Tensor, cur: torch.Tensor, face) -> np.ndarray:
     """:func:`skin_motion` of one face between two plate frames, in plate pixels.
 
     Args:
         prev: (C, H, W) the plate at the earlier frame (scene-linear working space).
         cur: (C, H, W) the plate at the later frame.
         face: the face at the later frame.
-        working_space: the working space's OCIO name (the flow runs on the sRGB encoding, like the footage).
 
     Returns:
         (3, 3) float64 map from plate pixel (x, y) at the later frame to the same skin at the earlier one.
@@ -200,8 +204,11 @@ def plate_face_motion(prev: torch.Tensor, cur: torch.Tensor, face, working_space
     size = (max(8, int(round((x1 - x0) * scale))), max(8, int(round((y1 - y0) * scale))))
 
     def grey(plate: torch.Tensor) -> np.ndarray:
-        rgb8 = cv2.cvtColor(working_to_srgb8(plate[:3, y0:y1, x0:x1], working_space), cv2.COLOR_RGB2GRAY)
-        return cv2.resize(rgb8, size, interpolation=cv2.INTER_AREA) if scale < 1.0 else rgb8
+        # the flow needs the same grey in both frames, not exact colour: the channels' mean, gamma 2.2
+        plane = plate[:3, y0:y1, x0:x1].float().mean(0)[None, None]
+        if scale < 1.0:
+            plane = F.interpolate(plane, size=(size[1], size[0]), mode="area")
+        return (plane[0, 0].clamp(0.0, 1.0) ** (1 / 2.2) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
     sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
     to_window = np.array([[sx, 0.0, -sx * x0], [0.0, sy, -sy * y0], [0.0, 0.0, 1.0]])
@@ -209,7 +216,7 @@ def plate_face_motion(prev: torch.Tensor, cur: torch.Tensor, face, working_space
     region = np.zeros((size[1], size[0]), np.uint8)
     cv2.fillConvexPoly(region, cv2.convexHull(np.round(hull_points).astype(np.int32)), 1)
     motion = skin_motion(grey(prev), grey(cur), region.astype(bool))
-    return np.linalg.inv(to_window) @ motion @ to_window
+    return _affine3(invert_affine(to_window[:2])) @ motion @ to_window
 
 
 def carried_to_crop(frame: int, to_crops: dict[int, np.ndarray], motions: dict[int, np.ndarray]) -> np.ndarray:
@@ -231,7 +238,7 @@ def carried_to_crop(frame: int, to_crops: dict[int, np.ndarray], motions: dict[i
     for other in to_crops:
         to_other = np.eye(3)            # plate pixels at frame -> the same skin at other
         for a in range(frame + 1, other + 1):
-            to_other = np.linalg.inv(motions[a]) @ to_other
+            to_other = _affine3(invert_affine(motions[a][:2])) @ to_other
         for a in range(frame, other, -1):
             to_other = motions[a] @ to_other
         carried.append(_affine3(to_crops[other]) @ to_other)
@@ -252,7 +259,7 @@ def placed_face(face: Face, to_crop: np.ndarray) -> Face:
     """
     from_crop = invert_affine(to_crop)
     move = _affine3(from_crop) @ _affine3(face.to_crop)        # fitted plate pixel -> placed plate pixel
-    scale = math.sqrt(abs(np.linalg.det(move[:2, :2])))
+    scale = math.sqrt(abs(move[0, 0] * move[1, 1] - move[0, 1] * move[1, 0]))
     landmarks = face.landmarks.astype(np.float64)
     landmarks[:, :2] = apply_affine(move[:2], landmarks[:, :2])
     landmarks[:, 2] *= scale
@@ -269,7 +276,7 @@ def temporal_weights(offsets, reach: int) -> np.ndarray:
     return w / w.sum()
 
 
-# (plate hash at a - 1, plate hash at a, track id, working space) -> the face's motion (plate_face_motion);
+# (plate hash at a - 1, plate hash at a, track id) -> the face's motion (plate_face_motion);
 # (model digest, plate hash, track id, to_crop, working space, device) -> the decoded face (sRGB rgb, mask).
 # Neighbouring frames' outputs read the same frame pairs and decode the same crops: each is done once. A
 # sequential render needs 2 * temporal + 1 decoded faces per face at a time; at 1024 px each is 16 MB.
@@ -391,13 +398,12 @@ class SwapModel(Node):
 
     def _motion(self, ctx: EvalContext, inputs, frame: int, face) -> np.ndarray:
         """plate_face_motion from frame - 1 to ``frame`` (remembered)."""
-        key = (self.input_hash(0, ctx.at(frame - 1)), self.input_hash(0, ctx.at(frame)), face.track_id,
-               ctx.working_space)
+        key = (self.input_hash(0, ctx.at(frame - 1)), self.input_hash(0, ctx.at(frame)), face.track_id)
         hit = _recall(_motion_memo, key)
         if hit is not None:
             return hit
         prev, cur = inputs.get(0, frame=frame - 1), inputs.get(0, frame=frame)
-        return _remember(_motion_memo, key, plate_face_motion(prev.tensor, cur.tensor, face, ctx.working_space),
+        return _remember(_motion_memo, key, plate_face_motion(prev.tensor, cur.tensor, face),
                          _MOTION_MEMO_SIZE)
 
     def _stabilised(self, ctx: EvalContext, inputs, frame: int, near: dict, stabilise: int):
