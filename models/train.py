@@ -183,6 +183,30 @@ def flush_denormals(device: torch.device) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------ the step
 
+def make_optimizer(model: torch.nn.Module, lr: float, betas: Sequence[float]) -> torch.optim.Adam:
+    """Adam, with torch's fused kernel where the parameters allow it: one pass over each tensor instead of
+    about ten elementwise passes per parameter (0.7-1.5 s instead of 2.4-4.7 s per step of the 57.5M-parameter
+    128 px model, on the shared 2-core CPU)."""
+    params = list(model.parameters())
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=fused)
+    optimizer.register_load_state_dict_post_hook(_moments_like_parameters)
+    return optimizer
+
+
+def _moments_like_parameters(optimizer: torch.optim.Optimizer) -> None:
+    """Give each loaded moment its parameter's strides. The fused kernel walks a parameter, its gradient and
+    its moments as flat memory, while checkpoints store the moments contiguous and the convolution weights
+    are channels-last: without this, a resumed run paired the wrong elements (caught by the exact-resume
+    test)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for name, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 @dataclasses.dataclass
 class StepResult:
     """One optimisation step: the losses (floats) and whether everything stayed finite."""
@@ -229,7 +253,8 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer
         total.backward()
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if clip_grad > 0:
-        norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        # foreach: one fused norm and scale over all gradients (torch enables it by itself only on CUDA)
+        norm = torch.nn.utils.clip_grad_norm_(params, clip_grad, foreach=True)
     else:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
     values = {k: float(v.detach()) for k, v in losses.items()}
@@ -399,7 +424,7 @@ class Trainer:
         if self.data_a.face_type != self.data_b.face_type:
             raise DoublureError(f"facesets mix face types: source {self.data_a.face_type}, "
                                 f"target {self.data_b.face_type}")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=tuple(c.betas))
+        self.optimizer = make_optimizer(self.model, c.lr, c.betas)
         self.autocast = resolve_precision(c.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast == torch.float16 else None
         if opt_state is not None:

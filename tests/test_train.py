@@ -14,10 +14,11 @@ import torch
 
 from doublure.engine.errors import DoublureError
 from doublure.faces.extract import extract_faceset
-from doublure.models.dbm import load_model, model_card, read_meta, read_training_state, rights_record, zip_model
+from doublure.models.dbm import (load_model, model_card, optimizer_from_files, optimizer_to_files, read_meta,
+                                 read_training_state, rights_record, zip_model)
 from doublure.models.data import FaceData
 from doublure.models.distributed import DistEnv, batch_indices
-from doublure.models.train import TrainConfig, Trainer
+from doublure.models.train import TrainConfig, Trainer, make_optimizer
 
 RIGHTS = rights_record("M030", "M030 (the actor)", "2024-01-10", "AGR-0042", "film", "2099-12-31")
 TINY = dict(res=64, width=0.125, batch=4, lr=5e-4, warmup=20, threads=2, workers=1)
@@ -224,3 +225,30 @@ def test_pretrain_then_from(facesets, tmp_path):
         Trainer(config(facesets, tmp_path / "x.dbm", iters=5, from_model=str(base), res=128)).run()
     with pytest.raises(DoublureError, match="--pretrain trains on its own facesets"):
         Trainer(TrainConfig(out=str(tmp_path / "y.dbm"), pretrain=[a], source=[a], target=[b], iters=1)).run()
+
+
+def test_fused_adam_resumes_channels_last_moments_exactly():
+    """The moments come back from a checkpoint contiguous; the fused kernel needs the parameters' strides."""
+    def conv_and_optimizer():
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(4, 6, 3).to(memory_format=torch.channels_last)
+        return conv, make_optimizer(conv, 1e-2, (0.9, 0.99))
+
+    def step(conv, optimizer, seed):
+        optimizer.zero_grad()
+        conv(torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(seed))).square().mean().backward()
+        optimizer.step()
+
+    straight, straight_opt = conv_and_optimizer()
+    assert straight_opt.param_groups[0]["fused"]
+    for seed in range(4):
+        step(straight, straight_opt, seed)
+    first, first_opt = conv_and_optimizer()
+    for seed in range(2):
+        step(first, first_opt, seed)
+    resumed, resumed_opt = conv_and_optimizer()
+    resumed.load_state_dict(first.state_dict())
+    resumed_opt.load_state_dict(optimizer_from_files(*optimizer_to_files(first_opt.state_dict())))
+    for seed in range(2, 4):
+        step(resumed, resumed_opt, seed)
+    assert torch.equal(resumed.weight, straight.weight)
