@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .fast_conv import TunedConv2d
+
 from doublure.engine.errors import DoublureError
 
 ARCHITECTURES = ("df", "liae")
@@ -105,7 +107,7 @@ class Downscale(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 5, stride=2, padding=2)
+        self.conv = TunedConv2d(cin, cout, 5, stride=2, padding=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _lrelu(self.conv(x))
@@ -116,7 +118,7 @@ class Upscale(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout * 4, 3, padding=1)
+        self.conv = TunedConv2d(cin, cout * 4, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_shuffle(_lrelu(self.conv(x)), 2)
@@ -127,8 +129,8 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, ch: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv1 = TunedConv2d(ch, ch, 3, padding=1)
+        self.conv2 = TunedConv2d(ch, ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = _lrelu(self.conv1(x), 0.2)
