@@ -128,9 +128,24 @@ def swap_window(face: Face, hw: tuple[int, int], extra: float = 0.0) -> Window:
 
 def swap_region(face: Face, window: Window, device) -> torch.Tensor:
     """Where the swap replaced the plate, inside a window: the face hull grown by REGION_GROW and feathered
-    by REGION_FEATHER face widths. Returns (1, h, w) float32 in [0, 1]."""
+    by REGION_FEATHER face widths. Returns (1, h, w) float32 in [0, 1].
+
+    The region is rendered in the face's swap window (the part inside ``window``) and placed into ``window``:
+    beyond it the region is 0 (the swap window's margin holds the grow and the feather's ceil(3 sigma)
+    kernel), so a node working in a wider window (ShadowMatch) gets the same values (to the float rounding
+    of a blur over another size, < 1e-6) and shares the rendering, and its memo entry, with ColorMatch and
+    Grain.
+    """
     w = face_width(face)
-    return region_mask(face, "face_hull", window, device, grow=REGION_GROW * w, feather=REGION_FEATHER * w)
+    y0, y1, x0, x1 = window
+    sy0, sy1, sx0, sx1 = swap_window(face, (y1, x1))
+    own = (max(sy0, y0), min(sy1, y1), max(sx0, x0), min(sx1, x1))
+    region = region_mask(face, "face_hull", own, device, grow=REGION_GROW * w, feather=REGION_FEATHER * w)
+    if own == tuple(window):
+        return region
+    placed = torch.zeros((1, y1 - y0, x1 - x0), dtype=region.dtype, device=region.device)
+    placed[:, own[0] - y0:own[1] - y0, own[2] - x0:own[3] - x0] = region
+    return placed
 
 
 def mask_input(img: Image | None, node_name: str, hw: tuple[int, int], device) -> torch.Tensor | None:

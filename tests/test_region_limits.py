@@ -158,3 +158,25 @@ def test_remembered_region_masks_equal_fresh_ones_and_are_the_callers_own(media_
     assert torch.equal(again, fresh) and again.max() == 1
     moved = dataclasses.replace(face, landmarks=face.landmarks + np.float32(1.0))
     assert not torch.equal(_finish.swap_region(moved, window, "cpu"), again)  # keyed on the geometry
+
+
+def test_swap_region_in_a_wider_window_is_the_same_rendering_placed(media_dir, monkeypatch):
+    """ShadowMatch's wider window gets what rendering the region there gives (it is 0 beyond the face's swap
+    window), from the one rendering ColorMatch and Grain remember."""
+    g = engine.Graph()
+    read = g.create("Read", file=str(media_dir.joinpath(*CLIP)), first=1, last=20)
+    plate = g.create("FaceDetect", inputs=[read])
+    face = g.evaluate(plate, 12).faces[0]
+    w = _finish.face_width(face)
+    monkeypatch.setattr(_finish, "_mask_memo", type(_finish._mask_memo)())
+    sizes = ((256, 256), (400, 600), (120, 140))  # the frame clips the wider windows, or both, or none
+    for hw in sizes:
+        for extra in (0.0, 6.0, 40.0):
+            window = _finish.swap_window(face, hw, extra=extra)
+            fresh = _finish._render_region_mask(np.asarray(face.landmarks, np.float64),
+                                                np.asarray(face.iris, np.float64), "face_hull", window, "cpu",
+                                                _finish.REGION_GROW * w, _finish.REGION_FEATHER * w)
+            # the same up to the blur's float rounding on another size (bit for bit on the 1080p demo shot)
+            torch.testing.assert_close(_finish.swap_region(face, window, "cpu"), fresh, rtol=0, atol=1e-6)
+    # one rendering per swap window, whatever the wider windows asked for
+    assert len(_finish._mask_memo) == len({_finish.swap_window(face, hw) for hw in sizes})
