@@ -44,6 +44,7 @@ from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
 from doublure.faces.detect import box_from_landmarks
 from doublure.faces.face import Face, apply_affine, invert_affine
 from doublure.faces.masks import render_crop_mask
+from doublure.faces.track import box_iou
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
 from doublure.models.infer import shared_model, swap_faces
 
@@ -152,6 +153,7 @@ def plate_window(from_crop: np.ndarray, res: int, hw: tuple[int, int]) -> tuple[
 MOTION_MARGIN = 0.2
 MOTION_SIDE = 256
 MOTION_POINTS = 4096   # flow vectors the similarity is fitted to, evenly spread over the face
+MIN_LINK_IOU = 0.1     # box overlap of one frame's face with the next's for them to be one face (as Track)
 
 
 def _affine3(m: np.ndarray) -> np.ndarray:
@@ -383,17 +385,20 @@ class SwapModel(Node):
 
     def _track(self, ctx: EvalContext, inputs, face, reach: int) -> dict:
         """frame -> the face of ``face``'s track, over the frames within ``reach`` where the track runs
-        unbroken through ``ctx.frame`` (a frame without it ends the run on that side)."""
+        unbroken through ``ctx.frame``. A frame without it, or with a face of that id whose box does not
+        overlap the previous one's (FaceDetect without its Track analysis numbers a frame's faces by size,
+        so the id can pass to another face), ends the run on that side."""
         near = {ctx.frame: face}
         first, last = self.graph.settings["first"], self.graph.settings["last"]
         for step in (-1, 1):
+            previous = face
             for f in range(ctx.frame + step, ctx.frame + step * (reach + 1), step):
                 if not first <= f <= last:
                     break
                 found = next((o for o in inputs.get(0, frame=f).faces if o.track_id == face.track_id), None)
-                if found is None:
+                if found is None or box_iou(found.box, previous.box) < MIN_LINK_IOU:
                     break
-                near[f] = found
+                near[f] = previous = found
         return near
 
     def _motion(self, ctx: EvalContext, inputs, frame: int, face) -> np.ndarray:

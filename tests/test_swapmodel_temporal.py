@@ -164,3 +164,20 @@ def test_hash_covers_the_frames_read_around(media_dir):
     flat = g.hash_of(sw, ctx)
     g.set_key(merge, "mix", 8, 0.8)
     assert g.hash_of(sw, ctx) == flat      # reading frame 5 alone, nothing around it enters the hash
+
+
+def test_a_run_of_neighbours_ends_where_the_id_passes_to_another_face(media_dir):
+    """Without the Track analysis a frame's faces are numbered by size, so id 0 can be another person on the
+    next frame: the frames read around a face stop where the face with its id is somewhere else."""
+    import dataclasses
+
+    g, fd, sw = swap_graph(media_dir / "mead/W009_front_happy_level3_001.mp4", 12, track=False)
+    faces = {f: g.evaluate(fd, frame=f).faces[0] for f in range(3, 10)}
+    elsewhere = dataclasses.replace(faces[8], box=tuple(v + 400.0 for v in faces[8].box))
+
+    class Around:   # the faces FaceDetect would pass on, with another face taking id 0 at frame 8
+        def get(self, index, frame=None):
+            return g.evaluate(fd, frame=frame).replace(faces=[elsewhere if frame == 8 else faces[frame]])
+
+    near = sw._track(engine.EvalContext(frame=6), Around(), faces[6], 3)
+    assert sorted(near) == [3, 4, 5, 6, 7]
