@@ -43,8 +43,9 @@ def build_demo_graph():
     node = swap
     for i, type_name in enumerate(("ColorMatch", "ShadowMatch", "EyeFix", "Grain")):
         node = g.create(type_name, inputs=[node, read], position=(0, 300 + 100 * i))
+    # PIZ: lossless like zip, and on a grainy plate 40% smaller and a third cheaper to write (bench/RESULTS.md)
     g.create("Write", inputs=[node], file=str(DEMO_DIR / "render" / "demo.####.exr"), file_type="exr",
-             compression="zip", position=(0, 720))
+             compression="piz", position=(0, 720))
     g.create("Write", inputs=[node], file=str(DEMO_DIR / "render" / "demo_preview.mp4"), file_type="mp4",
              colorspace="srgb", preset="veryfast", position=(200, 720))
     g.ui["viewer"] = {"inputs": {"1": read.uuid, "2": node.uuid}, "a": "1", "b": "2", "mode": "wipe", "wipe": 0.5}
