@@ -31,9 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .fast_conv import TunedConv2d
-
 from doublure.engine.errors import DoublureError
+
+from .fast_conv import TunedConv2d
 
 ARCHITECTURES = ("df", "liae")
 MIN_RES, MAX_RES, RES_STEP = 64, 1024, 32
