@@ -94,7 +94,8 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     render goes on. ``progress(done, total, frame)`` is called after each frame is written.
 
     A node with ``stage(ctx)`` (Write) evaluates its input here and hands back its file work (colour
-    conversion, encoding, compression), which one writer thread runs in order while the next frame computes;
+    conversion, encoding, compression), which a writer thread of its own runs in frame order while the next
+    frame computes;
     at most ``WRITE_QUEUE_FRAMES`` frames wait for it. Its errors are reported for the frame they belong to,
     and the frames already handed over are finished before the render returns or raises (an error or a
     cancel in a later frame does not drop them). Other executable nodes run ``execute(ctx)`` inline.
@@ -143,7 +144,10 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
 
     begun = []
     completed = False
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="doublure-writer")
+    # One writer thread per Write: each file's frames go in order, and different files (an EXR sequence and
+    # its preview movie) compress side by side instead of one after the other.
+    writers = {node: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"doublure-writer-{node.name}")
+               for node in nodes if callable(getattr(node, "stage", None))}
     try:
         for node in nodes:
             node.begin_render(template, frame_list)
@@ -156,7 +160,7 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
                 try:
                     if callable(getattr(node, "stage", None)):
                         job = node.stage(ctx)
-                        writes_of_frame.results.append((node, False if job is None else writer.submit(job)))
+                        writes_of_frame.results.append((node, False if job is None else writers[node].submit(job)))
                     else:
                         writes_of_frame.results.append((node, node.execute(ctx)))
                 except Cancelled:
@@ -172,7 +176,8 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
         if not completed:
             while pending:
                 finish_oldest(record_errors_only=True)
-        writer.shutdown(wait=True)
+        for writer in writers.values():
+            writer.shutdown(wait=True)
         for node in begun:
             node.end_render(completed)
         report.seconds = time.perf_counter() - start

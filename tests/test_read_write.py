@@ -258,7 +258,7 @@ def two_writes(tmp_path):
     return g
 
 
-def test_writes_run_on_the_writer_thread_in_frame_order(tmp_path, monkeypatch):
+def test_each_write_runs_on_a_writer_thread_of_its_own_in_frame_order(tmp_path, monkeypatch):
     g = two_writes(tmp_path)
     files, encoded = [], []
     write_image, encode = imageio.write_image, video.VideoWriter.write
@@ -278,7 +278,8 @@ def test_writes_run_on_the_writer_thread_in_frame_order(tmp_path, monkeypatch):
     assert report.ok and report.written == [(w, f) for f in range(1, 5) for w in ("Write1", "Write2")]
     assert progress == [(f, 4, f) for f in range(1, 5)]
     assert [name for name, _ in files] == [f"comp.{f:04d}.exr" for f in range(1, 5)]
-    assert {thread for _, thread in files} | set(encoded) == {"doublure-writer_0"} and len(encoded) == 4
+    assert {thread for _, thread in files} == {"doublure-writer-Write1_0"}
+    assert set(encoded) == {"doublure-writer-Write2_0"} and len(encoded) == 4
     with video.VideoReader(tmp_path / "out" / "comp.mp4") as reader:  # frames in order: 0.1, 0.2, ...
         greys = [reader.read(i)[6, 8, 1] for i in range(4)]
     assert greys == sorted(greys) and greys[0] < greys[-1]
