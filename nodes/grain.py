@@ -7,17 +7,28 @@ channel is removed and what is left is the grain. From those residuals:
 - ``std``: per channel noise standard deviation in a few luminance bands (grain depends on exposure),
 - ``spectrum``: per channel radial power spectrum (energy at each spatial frequency, normalised to unit
   variance), which is the grain's size and softness,
-- ``correlation``: the 3x3 correlation between channels (film and sensor grain is partly shared).
+- ``correlation``: the 3x3 correlation between channels (film and sensor grain is partly shared),
+- ``renewal``: per channel, the share of that variance which is new in the next frame (the same tiles'
+  frame difference / sqrt(2), against the tile itself), and ``renewing_spectrum``, the renewing part's shape.
 
-Synthesis (``synthesise_grain``): seeded white noise is shaped in the Fourier domain by the measured
-amplitude response, mixed across channels by the Cholesky factor of the correlation, and scaled per pixel by
-the std interpolated at the pixel's luminance. The seed comes from the frame, so a frame always gets the
-same grain and neighbouring frames different grain.
+Film grain renews every frame (renewal ~1). Compressed video does not: most of what looks like grain in one
+frame (pores, fine texture, the codec's texture) stays from frame to frame, and the encoder drops much of
+the sensor's noise, so its temporal noise is far below its spatial one (the people/ and MEAD plates measure
+renewal 0.01-0.04; bench/RESULTS.md, 2026-11-29 grain renewal).
+
+Synthesis: seeded white noise is shaped in the Fourier domain by the measured amplitude response, mixed
+across channels by the Cholesky factor of the correlation, and scaled per pixel by the std interpolated at
+the pixel's luminance. ``synthesise_grain`` seeds it by the frame (every frame new grain).
+``synthesise_face_grain`` splits the grain into that renewing part and an attached part: a stationary
+random field fixed in the face's own frame (its crop transform's rotation and translation; a sum of plane
+waves drawn from the spectrum, evaluated exactly at the plate's pixels, so it needs no resampling), seeded by
+the face's track, so it rides on the face like the skin's texture does. The variances add up to the measured
+spatial std; the frame-to-frame change is the renewing part's.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +40,9 @@ from doublure.engine import ops
 from ._finish import (blend_window, frame_seed, luma_weights, mask_input, require_same_size, swap_region,
                       swap_window)
 
-ANALYSIS_SCHEMA = "doublure.grain/1"
+ANALYSIS_SCHEMA = "doublure.grain/2"
+# Analyses of schema 1 measured no renewal; they are read as fully renewing grain, which is how they rendered.
+OLD_SCHEMAS = ("doublure.grain/1",)
 TILE = 32
 RADIAL_BINS = TILE // 2
 
@@ -112,20 +125,32 @@ def _structure(plane: torch.Tensor, tile: int) -> torch.Tensor:
     return _tiles(torch.sqrt(gx**2 + gy**2)[None], tile).mean(dim=(1, 2, 3))
 
 
+class GrainTiles(NamedTuple):
+    """Candidate tiles of one frame (see :func:`candidate_tiles`); N tiles, T px."""
+
+    tiles: torch.Tensor             # (N, 3, T, T) each tile's cleaner view of the grain
+    lum: torch.Tensor               # (N,) mean luminance
+    structure: torch.Tensor         # (N,) the cleaner view's structure
+    spatial: torch.Tensor           # (N, 3, T, T) the tile itself
+    spatial_structure: torch.Tensor  # (N,)
+    temporal: torch.Tensor | None   # (N, 3, T, T) (this - next) / sqrt(2); None without a usable next frame
+
+
 def candidate_tiles(img: torch.Tensor, luma_weights: torch.Tensor, tile: int = TILE,
-                    region: torch.Tensor | None = None, next_img: torch.Tensor | None = None,
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    region: torch.Tensor | None = None, next_img: torch.Tensor | None = None) -> GrainTiles:
     """Cut an image into tiles that may hold measurable grain, with how much image content they hold.
 
     Two views of the grain per tile, each the grain plus something that only adds variance:
     - spatial: the tile itself (grain + texture); its "structure" is the mean gradient magnitude of the
       luminance after a blur that removes most grain, so it measures content, not noise (ranking by raw
       variance would prefer tiles with the least grain and bias the measure low);
-    - temporal (with ``next_img``, the following frame): (this - next) / sqrt(2), grain being independent
-      between frames (grain + motion); its structure is the same measure on the difference.
-    Each tile keeps the view with less structure, so textured but static areas (a face holding still) and
-    flat but moving areas both give clean grain. Tiles touching a channel's extreme value are dropped:
-    clipped blacks and highlights hold no grain.
+    - temporal (with ``next_img``, the following frame): (this - next) / sqrt(2) (grain that renews + motion);
+      its structure is the same measure on the difference.
+    ``tiles`` keeps the view with less structure, so textured but static areas (a face holding still) and
+    flat but moving areas both give clean grain. Both views are returned too: on flat tiles their variances
+    tell how much of the grain renews from frame to frame (see :func:`analyse_grain`). A repeated frame
+    (held, pulled down: the whole frame identical) has no temporal view. Tiles touching a channel's extreme
+    value are dropped: clipped blacks and highlights hold no grain.
 
     Args:
         img: (3, H, W) scene-linear.
@@ -135,28 +160,30 @@ def candidate_tiles(img: torch.Tensor, luma_weights: torch.Tensor, tile: int = T
         next_img: optional (3, H, W) following frame.
 
     Returns:
-        (grain tiles (N, 3, T, T), mean luminance (N,), structure (N,)).
+        :class:`GrainTiles` of the N candidate tiles.
     """
     weights = luma_weights.to(img.dtype).to(img.device)
     lum = torch.einsum("c,chw->hw", weights, img)[None]
-    structure = _structure(lum, tile)
-    tiles = _tiles(img, tile)
+    spatial_structure = structure = _structure(lum, tile)
+    spatial = tiles = _tiles(img, tile)
+    diff_tiles = None
     if next_img is not None:
         diff = (img - next_img.to(img.dtype)) / math.sqrt(2.0)
-        moving = _structure(torch.einsum("c,chw->hw", weights, diff)[None], tile)
-        diff_tiles = _tiles(diff, tile)
-        # a repeated frame (held, pulled down) differs by nothing: no grain to see there
-        use_diff = (moving < structure) & (diff_tiles.flatten(1).std(dim=1) > 1e-7)
-        tiles = torch.where(use_diff.view(-1, 1, 1, 1), diff_tiles, tiles)
-        structure = torch.where(use_diff, moving, structure)
+        if bool((diff != 0).any()):
+            moving = _structure(torch.einsum("c,chw->hw", weights, diff)[None], tile)
+            diff_tiles = _tiles(diff, tile)
+            # a tile the codec repeated differs by nothing: no grain to see there
+            use_diff = (moving < structure) & (diff_tiles.flatten(1).std(dim=1) > 1e-7)
+            tiles = torch.where(use_diff.view(-1, 1, 1, 1), diff_tiles, tiles)
+            structure = torch.where(use_diff, moving, structure)
     lo = img.amin(dim=(1, 2)).view(1, 3, 1, 1)
     hi = img.amax(dim=(1, 2)).view(1, 3, 1, 1)
     tol = 1e-6 * (hi - lo).clamp_min(1e-6)
-    frame_tiles = _tiles(img, tile)
-    ok = ~((frame_tiles <= lo + tol) | (frame_tiles >= hi - tol)).flatten(1).any(dim=1)
+    ok = ~((spatial <= lo + tol) | (spatial >= hi - tol)).flatten(1).any(dim=1)
     if region is not None:
         ok &= _tiles(region.to(img.dtype).reshape(1, *img.shape[-2:]), tile).amin(dim=(1, 2, 3)) > 0.5
-    return tiles[ok], _tiles(lum, tile)[ok].mean(dim=(1, 2, 3)), structure[ok]
+    return GrainTiles(tiles[ok], _tiles(lum, tile)[ok].mean(dim=(1, 2, 3)), structure[ok], spatial[ok],
+                      spatial_structure[ok], None if diff_tiles is None else diff_tiles[ok])
 
 
 def tile_size_for(hw: tuple[int, int]) -> int:
@@ -164,13 +191,37 @@ def tile_size_for(hw: tuple[int, int]) -> int:
     return TILE if min(hw) >= 512 else TILE // 2
 
 
+def _residual_spectrum(res: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Radial power profile of plane-removed residuals, each tile normalised to unit variance.
+
+    Args:
+        res: (N, 3, T, T) residuals of :func:`_plane_residual`.
+        std: (N, 3) their std.
+
+    Returns:
+        (3, T / 2) radial power, mean 1 over the 2D frequency grid, the detrending's loss undone.
+    """
+    n = res.shape[-1] ** 2
+    unit = res / std.clamp_min(1e-12)[..., None, None]
+    power = torch.fft.fft2(unit).abs().pow(2).mean(dim=0) / n  # (3, T, T), mean over the grid ~ 1
+    gain = detrend_gain(res.shape[-1], power.dtype, power.device)
+    power = torch.where(gain > 0.05, power / gain.clamp_min(0.05), torch.zeros_like(power))
+    # one ring per FFT bin step: tile / 2 rings up to Nyquist
+    return radial_profile(power, bins=res.shape[-1] // 2) / power.mean(dim=(-2, -1))[:, None]
+
+
 def analyse_grain(frames, luma_weights: torch.Tensor, *, regions=None, next_frames=None, tile: int | None = None,
                   bands: int = 6, keep: float = 0.3) -> dict:
-    """Measure grain from flat tiles of one or more frames.
+    """Measure grain from flat tiles of one or more frames, and how much of it renews from frame to frame.
 
     Candidate tiles are split into ``bands`` luminance strata of equal count and the flattest ``keep``
     fraction of each stratum is measured, so bright and dark areas are both represented even when the
     flattest parts of the frame are all dark (a backdrop) or all bright (a sky).
+
+    Renewal: on the flattest ``keep`` fraction of the tiles that have a temporal view (ranked by their
+    spatial structure, so shading does not count as grain), per channel the median over tiles of
+    (variance of the frame difference / 2) / (variance of the tile). Grain that is new every frame gives 1,
+    a texture that stays gives 0. The median keeps a few moving tiles from raising it.
 
     Args:
         frames: iterable of (3, H, W) scene-linear plates.
@@ -178,7 +229,7 @@ def analyse_grain(frames, luma_weights: torch.Tensor, *, regions=None, next_fram
         regions: optional list, one per frame, of (1, H, W) masks (or None) restricting where flat tiles
             are looked for.
         next_frames: optional list, one per frame, of the following frame (or None): enables the temporal
-            view of :func:`candidate_tiles`.
+            view of :func:`candidate_tiles`, and the renewal.
         tile: tile size in pixels (sets the lowest frequency measured: 1 / tile cycles per pixel);
             :func:`tile_size_for` the first frame when None.
         bands: number of luminance bands (fewer when tiles are scarce).
@@ -188,7 +239,9 @@ def analyse_grain(frames, luma_weights: torch.Tensor, *, regions=None, next_fram
         JSON-able dict: ``schema``, ``tile``, ``tiles`` (count used), ``log2_lum`` (band centres, log2 of
         luminance), ``std`` ([band][channel]), ``exponent`` ([channel] slope of log2 std over log2
         luminance, used beyond the measured bands), ``spectrum`` ([channel][tile / 2] radial power, mean 1
-        over the 2D frequency grid), ``correlation`` (3x3).
+        over the 2D frequency grid), ``correlation`` (3x3), ``renewal`` ([channel] in [0, 1]; None without
+        a temporal view, and then the grain is taken to renew fully), ``renewing_spectrum`` (like
+        ``spectrum``, of the frame difference; None with ``renewal``), ``renewal_tiles`` (count).
 
     Raises:
         ValueError: no flat unclipped tile was found.
@@ -200,9 +253,9 @@ def analyse_grain(frames, luma_weights: torch.Tensor, *, regions=None, next_fram
     next_frames = list(next_frames) if next_frames is not None else [None] * len(frames)
     found = [candidate_tiles(f.float(), luma_weights, tile, r, None if nf is None else nf.float())
              for f, r, nf in zip(frames, regions, next_frames)]
-    tiles = torch.cat([t for t, _, _ in found]).double()
-    lum = torch.cat([l for _, l, _ in found]).double()
-    structure = torch.cat([s for _, _, s in found]).double()
+    tiles = torch.cat([c.tiles for c in found]).double()
+    lum = torch.cat([c.lum for c in found]).double()
+    structure = torch.cat([c.structure for c in found]).double()
     if tiles.shape[0] == 0:
         raise ValueError("no flat, unclipped region found to measure grain in")
     n = tile * tile
@@ -211,8 +264,7 @@ def analyse_grain(frames, luma_weights: torch.Tensor, *, regions=None, next_fram
     strata = torch.tensor_split(torch.argsort(log_lum), n_bands)
     kept = [chunk[torch.argsort(structure[chunk])[: max(1, int(math.ceil(keep * chunk.numel())))]] for chunk in strata]
     res = _plane_residual(tiles[torch.cat(kept)])
-    # std of a residual with 3 fitted parameters removed, made unbiased
-    std = res.pow(2).mean(dim=(-2, -1)).mul(n / (n - 3)).sqrt()  # (N, 3)
+    std = _residual_std(res)  # (N, 3)
     centres, band_std, start = [], [], 0
     for chunk in kept:
         part = slice(start, start + chunk.numel())
@@ -220,13 +272,10 @@ def analyse_grain(frames, luma_weights: torch.Tensor, *, regions=None, next_fram
         centres.append(float(log_lum[chunk].median()))
         band_std.append([float(v) for v in std[part].median(dim=0).values])
     # spectrum shape: each tile normalised to unit variance so bright and dark bands weigh the same
+    profile = _residual_spectrum(res, std)
     unit = res / std.clamp_min(1e-12)[..., None, None]
-    power = torch.fft.fft2(unit).abs().pow(2).mean(dim=0) / n  # (3, T, T), mean over the grid ~ 1
-    gain = detrend_gain(tile, power.dtype, power.device)
-    power = torch.where(gain > 0.05, power / gain.clamp_min(0.05), torch.zeros_like(power))
-    # one ring per FFT bin step: tile / 2 rings up to Nyquist
-    profile = radial_profile(power, bins=tile // 2) / power.mean(dim=(-2, -1))[:, None]
     corr = torch.corrcoef(unit.permute(1, 0, 2, 3).reshape(3, -1))
+    renewal, renewing_profile, count = _renewal(found, keep)
     return {
         "schema": ANALYSIS_SCHEMA,
         "tile": tile,
@@ -236,7 +285,37 @@ def analyse_grain(frames, luma_weights: torch.Tensor, *, regions=None, next_fram
         "exponent": _luminance_exponent(centres, band_std),
         "spectrum": [[float(v) for v in row] for row in profile],
         "correlation": [[float(v) for v in row] for row in corr],
+        "renewal": None if renewal is None else [float(v) for v in renewal],
+        "renewing_spectrum": None if renewing_profile is None else [[float(v) for v in row] for row in renewing_profile],
+        "renewal_tiles": count,
     }
+
+
+def _residual_std(res: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, T) plane residuals -> (N, C) std, made unbiased for the 3 fitted parameters."""
+    n = res.shape[-1] * res.shape[-2]
+    return res.pow(2).mean(dim=(-2, -1)).mul(n / (n - 3)).sqrt()
+
+
+def _renewal(found: list[GrainTiles], keep: float) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+    """The renewal of :func:`analyse_grain`: (renewal (3,), renewing spectrum (3, T / 2), tile count), or
+    (None, None, 0) when no frame has a temporal view."""
+    with_next = [c for c in found if c.temporal is not None and c.spatial.shape[0] > 0]
+    if not with_next:
+        return None, None, 0
+    spatial = torch.cat([c.spatial for c in with_next]).double()
+    temporal = torch.cat([c.temporal for c in with_next]).double()
+    flatness = torch.cat([c.spatial_structure for c in with_next]).double()
+    flat = torch.argsort(flatness)[: max(1, int(math.ceil(keep * flatness.numel())))]
+    res_s, res_t = _plane_residual(spatial[flat]), _plane_residual(temporal[flat])
+    std_s, std_t = _residual_std(res_s), _residual_std(res_t)
+    seen = std_s.amin(dim=1) > 0
+    if not bool(seen.any()):
+        return None, None, 0
+    share = (std_t[seen] / std_s[seen]).pow(2).median(dim=0).values.clamp(0.0, 1.0)
+    moving = seen & (std_t.amin(dim=1) > 0)
+    spectrum = _residual_spectrum(res_t[moving], std_t[moving]) if bool(moving.any()) else _residual_spectrum(res_s, std_s)
+    return share, spectrum, int(seen.sum())
 
 
 # Grain std grows with exposure; where the bands span too little to tell how fast, assume photon shot noise.
@@ -263,6 +342,26 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
     return fp[idx - 1] + t * (fp[idx] - fp[idx - 1])
 
 
+def _radial_power(spectrum: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Power of radial spectra at frequency radii.
+
+    Args:
+        spectrum: (3, B) radial power per channel, bins evenly over [0, 0.5] cycles per pixel.
+        r: (M,) radii in cycles per pixel (beyond 0.5: the last bin's power).
+
+    Returns:
+        (3, M) float64 power.
+    """
+    bins = spectrum.shape[-1]
+    centres = (torch.arange(bins, dtype=torch.float64, device=spectrum.device) + 0.5) * (0.5 / bins)
+    # The first ring holds only the tile's DC, which the analysis cannot see; below the first measured ring
+    # the grain is taken to keep that ring's power rather than fade to nothing.
+    spectrum = spectrum.double().clamp_min(0).clone()
+    spectrum[:, 0] = spectrum[:, 1]
+    r = r.to(torch.float64).clamp(max=0.5)
+    return torch.stack([_interp(r, centres, spectrum[c]) for c in range(spectrum.shape[0])])
+
+
 def grain_amplitude(spectrum: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """Fourier amplitude filter for an (H, W) noise field with the given radial power spectra.
 
@@ -274,22 +373,155 @@ def grain_amplitude(spectrum: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor
         (3, H, W) amplitude, scaled so filtered unit white noise keeps unit variance.
     """
     h, w = hw
-    bins = spectrum.shape[-1]
-    centres = (torch.arange(bins, dtype=torch.float64, device=spectrum.device) + 0.5) * (0.5 / bins)
     fy = torch.fft.fftfreq(h, dtype=torch.float64, device=spectrum.device).view(-1, 1)
     fx = torch.fft.fftfreq(w, dtype=torch.float64, device=spectrum.device).view(1, -1)
-    r = torch.sqrt(fy**2 + fx**2).clamp(max=0.5).flatten()
-    # The first ring holds only the tile's DC, which the analysis cannot see; below the first measured ring
-    # the grain is taken to keep that ring's power rather than fade to nothing.
-    spectrum = spectrum.double().clamp_min(0).clone()
-    spectrum[:, 0] = spectrum[:, 1]
-    amp = torch.stack([_interp(r, centres, spectrum[c]) for c in range(3)]).sqrt()
-    amp = amp.reshape(3, h, w)
+    r = torch.sqrt(fy**2 + fx**2).flatten()
+    amp = _radial_power(spectrum, r).sqrt().reshape(3, h, w)
     return amp / amp.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
 
 
+def renewing_noise(hw: tuple[int, int], spectrum: torch.Tensor, seed: int, device=None) -> torch.Tensor:
+    """Unit-variance noise with the given radial spectra on the pixel grid, a new pattern per seed.
+
+    Args:
+        hw: (H, W).
+        spectrum: (3, B) radial power per channel.
+        seed: random seed (the frame's, for grain that renews every frame).
+
+    Returns:
+        (3, H, W) float32, channels independent.
+    """
+    h, w = hw
+    # White noise is drawn on the CPU so the same seed gives the same grain on every device.
+    gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    white = torch.randn(3, h, w, generator=gen).to(device)
+    amp = grain_amplitude(spectrum.to(device), (h, w)).float()
+    return torch.fft.ifft2(torch.fft.fft2(white) * amp).real
+
+
+# The attached grain is a sum of this many plane waves per channel; their frequencies are drawn on a grid of
+# _WAVE_CELLS^2 cells over [-0.5, 0.5)^2 cycles per pixel, jittered inside the cell.
+ATTACHED_WAVES = 1024
+_WAVE_CELLS = 64
+
+
+def attached_waves(spectrum: torch.Tensor, seed: int, waves: int = ATTACHED_WAVES) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plane waves of an attached grain field: frequencies drawn in proportion to the channels' mean
+    power, each channel weighting them by its own power over that mean (importance sampling), with complex
+    Gaussian coefficients normalised so each channel's field has unit variance.
+
+    The field at a point q (pixels, in the face's frame) is ``Re(sum_k coefs[c, k] exp(2 pi i freqs[k] . q))``.
+
+    Args:
+        spectrum: (3, B) radial power per channel.
+        seed: random seed (the track's: the same pattern on every frame).
+        waves: number of plane waves.
+
+    Returns:
+        (freqs (K, 2) float64 cycles per pixel (x, y), coefs (3, K) complex128).
+    """
+    gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    centre = (torch.arange(_WAVE_CELLS, dtype=torch.float64) + 0.5) / _WAVE_CELLS - 0.5
+    fy, fx = torch.meshgrid(centre, centre, indexing="ij")
+    power = _radial_power(spectrum.cpu(), torch.sqrt(fx**2 + fy**2).flatten())  # (3, cells^2)
+    mean = power.mean(dim=0)
+    cell = torch.multinomial(mean.float(), waves, replacement=True, generator=gen)
+    jitter = (torch.rand(waves, 2, generator=gen, dtype=torch.float64) - 0.5) / _WAVE_CELLS
+    freqs = torch.stack([fx.flatten()[cell], fy.flatten()[cell]], dim=1) + jitter
+    weight = (power[:, cell] / mean[cell].clamp_min(1e-300)).sqrt()  # (3, K)
+    coefs = torch.complex(torch.randn(3, waves, generator=gen, dtype=torch.float64),
+                          torch.randn(3, waves, generator=gen, dtype=torch.float64)) * weight
+    # a wave Re(c e^(i theta)) has spatial variance |c|^2 / 2; distinct waves add
+    coefs = coefs / (coefs.abs().pow(2).sum(dim=1, keepdim=True) / 2).sqrt().clamp_min(1e-300)
+    return freqs, coefs
+
+
+def face_frame(to_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The face's own frame in plate pixels: q = M p + t, the crop transform's rotation (and any shear)
+    about the crop's centre at the plate's pixel scale, so a pattern fixed in q moves and turns with the
+    face but keeps its size in plate pixels (grain size is the camera's, not the face's).
+
+    Args:
+        to_crop: (2, 3) plate pixel -> crop unit affine (``Face.to_crop``).
+
+    Returns:
+        (M (2, 2), t (2,)) float64.
+    """
+    to_crop = np.asarray(to_crop, dtype=np.float64)
+    a, b = to_crop[:, :2], to_crop[:, 2]
+    scale = 1.0 / math.sqrt(max(abs(float(np.linalg.det(a))), 1e-300))  # plate px per crop unit
+    return scale * a, scale * (b - 0.5)
+
+
+def attached_noise(spectrum: torch.Tensor, to_crop: np.ndarray, window: tuple[int, int, int, int], seed: int,
+                   waves: int = ATTACHED_WAVES, device=None) -> torch.Tensor:
+    """A stationary random field with the given radial spectra, fixed in a face's frame (see
+    :func:`face_frame`), evaluated exactly at the plate pixels of a window: moving the face moves the pattern
+    with it, with no resampling (a plane wave stays a plane wave under an affine map).
+
+    Each wave exp(2 pi i f . (M p + t)) over the window's pixel grid is the outer product of a column and a
+    row factor, so the field is one (h, 2K) @ (2K, w) product per channel.
+
+    Args:
+        spectrum: (3, B) radial power per channel.
+        to_crop: (2, 3) the face's plate pixel -> crop unit affine.
+        window: (y0, y1, x0, x1) plate pixels.
+        seed: random seed (per track).
+        waves: number of plane waves (:func:`attached_waves`).
+
+    Returns:
+        (3, y1 - y0, x1 - x0) float32, unit variance per channel, channels independent.
+    """
+    freqs, coefs = attached_waves(spectrum, seed, waves)
+    m, t = face_frame(to_crop)
+    y0, y1, x0, x1 = window
+    f = freqs.numpy()
+    plate_freq = torch.from_numpy(f @ m)                      # (K, 2): the wave's frequency in plate pixels
+    phase0 = torch.from_numpy(f @ t) + plate_freq[:, 0] * x0 + plate_freq[:, 1] * y0
+    xs = torch.arange(x1 - x0, dtype=torch.float64)
+    ys = torch.arange(y1 - y0, dtype=torch.float64)
+    two_pi = 2.0 * math.pi
+    row = torch.exp(1j * two_pi * plate_freq[:, 0:1] * xs[None, :])                  # (K, w)
+    col = torch.exp(1j * two_pi * (ys[:, None] * plate_freq[None, :, 1] + phase0[None, :]))  # (h, K)
+    z = coefs[:, :, None] * row[None]                                                 # (3, K, w)
+    a = torch.cat([col.real, -col.imag], dim=1).float().to(device)                   # (h, 2K)
+    b = torch.cat([z.real, z.imag], dim=1).float().to(device)                        # (3, 2K, w)
+    return torch.matmul(a, b)
+
+
+def grain_std_map(lum: torch.Tensor, analysis: dict) -> torch.Tensor:
+    """The grain's std at each pixel, per channel, from the analysis' luminance bands.
+
+    Args:
+        lum: (1, H, W) luminance of the image the grain goes on.
+        analysis: a dict from :func:`analyse_grain`.
+
+    Returns:
+        (3, H, W) float32.
+    """
+    h, w = lum.shape[-2:]
+    dev = lum.device
+    xp = torch.tensor(analysis["log2_lum"], dtype=torch.float32, device=dev)
+    stds = torch.tensor(analysis["std"], dtype=torch.float32, device=dev)  # (bands, 3)
+    exponent = analysis.get("exponent", [DEFAULT_EXPONENT] * 3)
+    log_lum = torch.log2(lum.float().clamp_min(1e-6)).flatten()
+    # inside the measured bands: interpolate; beyond them: follow the luminance power law from the end band
+    beyond = torch.where(log_lum < xp[0], log_lum - xp[0], torch.where(log_lum > xp[-1], log_lum - xp[-1], 0.0))
+    scale = torch.stack([_interp(log_lum, xp, stds[:, c]) * torch.exp2(exponent[c] * beyond) for c in range(3)])
+    return scale.reshape(3, h, w)
+
+
+def _mix_and_scale(field: torch.Tensor, lum: torch.Tensor, analysis: dict) -> torch.Tensor:
+    """(3, H, W) unit-variance independent channels -> grain: mixed by the channel correlation's Cholesky
+    factor and scaled by :func:`grain_std_map`; ``lum``'s dtype."""
+    corr = torch.tensor(analysis["correlation"], dtype=torch.float64)
+    chol = torch.linalg.cholesky(corr + 1e-6 * torch.eye(3, dtype=torch.float64)).float().to(lum.device)
+    field = torch.einsum("ij,jhw->ihw", chol, field)
+    return (field * grain_std_map(lum, analysis)).to(lum.dtype)
+
+
 def synthesise_grain(lum: torch.Tensor, analysis: dict, seed: int) -> torch.Tensor:
-    """Grain with the analysed character for an image of the given luminance.
+    """Grain with the analysed character for an image of the given luminance, all of it new per seed.
 
     Args:
         lum: (1, H, W) luminance of the image the grain goes on (grain strength follows exposure).
@@ -299,25 +531,70 @@ def synthesise_grain(lum: torch.Tensor, analysis: dict, seed: int) -> torch.Tens
     Returns:
         (3, H, W) zero-mean grain, same dtype and device as ``lum``.
     """
-    h, w = lum.shape[-2:]
+    field = renewing_noise(tuple(lum.shape[-2:]), torch.tensor(analysis["spectrum"]), seed, lum.device)
+    return _mix_and_scale(field, lum, analysis)
+
+
+def grain_parts(analysis: dict, renewal: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How a face's grain splits into its renewing and attached parts.
+
+    With the measured renewal, the renewing part takes the frame difference's spectrum and the attached part
+    what the one-frame spectrum has beyond it, so the sum keeps the one-frame spectrum. With a given
+    ``renewal`` (a compositor's choice), both take the one-frame spectrum: the grain looks the same in
+    a still and only its motion changes. An analysis without a temporal view renews fully.
+
+    Args:
+        analysis: a dict from :func:`analyse_grain`.
+        renewal: None for the measured renewal, else the share of the variance new each frame, in [0, 1].
+
+    Returns:
+        (renewal (3,) float64, renewing spectrum (3, B), attached spectrum (3, B)).
+    """
+    total = torch.tensor(analysis["spectrum"])  # float32, as the renewing synthesis always read it
+    measured = analysis.get("renewal")
+    if renewal is not None:
+        return torch.full((3,), float(min(max(renewal, 0.0), 1.0)), dtype=torch.float64), total, total
+    if measured is None:
+        return torch.ones(3, dtype=torch.float64), total, total
+    share = torch.tensor(measured, dtype=torch.float64).clamp(0.0, 1.0)
+    renewing = torch.tensor(analysis["renewing_spectrum"])
+    attached = (total.double() - share[:, None] * renewing.double()).clamp_min(0.0)
+    # where the frame difference holds everything (renewal ~1) nothing is left to attach: keep the shape
+    attached = torch.where(attached.sum(dim=1, keepdim=True) > 1e-9, attached, total)
+    return share, renewing, attached
+
+
+def synthesise_face_grain(lum: torch.Tensor, analysis: dict, seed: int, track_seed: int, to_crop: np.ndarray,
+                          window: tuple[int, int, int, int], renewal: float | None = None) -> torch.Tensor:
+    """Grain for a face's window: a renewing part seeded by ``seed`` (the frame) and a part attached to the
+    face (seeded by ``track_seed``, fixed in the face's frame, see :func:`attached_noise`), with variances
+    ``renewal`` and ``1 - renewal`` of the analysed std (see :func:`grain_parts`).
+
+    Args:
+        lum: (1, h, w) luminance of the window the grain goes on.
+        analysis: a dict from :func:`analyse_grain`.
+        seed: the renewing part's seed (per frame).
+        track_seed: the attached part's seed (per face track: the same on every frame).
+        to_crop: (2, 3) the face's plate pixel -> crop unit affine this frame.
+        window: (y0, y1, x0, x1) the plate window ``lum`` covers.
+        renewal: None for the measured renewal, else the share of the variance new each frame.
+
+    Returns:
+        (3, h, w) zero-mean grain, ``lum``'s dtype and device; the same as :func:`synthesise_grain` with
+        ``seed`` when the renewal is 1.
+    """
+    share, renewing, attached = grain_parts(analysis, renewal)
+    hw = tuple(lum.shape[-2:])
     dev = lum.device
-    # White noise is drawn on the CPU so the same seed gives the same grain on every device.
-    gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
-    white = torch.randn(3, h, w, generator=gen).to(dev)
-    amp = grain_amplitude(torch.tensor(analysis["spectrum"], device=dev), (h, w)).float()
-    shaped = torch.fft.ifft2(torch.fft.fft2(white) * amp).real
-    corr = torch.tensor(analysis["correlation"], dtype=torch.float64)
-    chol = torch.linalg.cholesky(corr + 1e-6 * torch.eye(3, dtype=torch.float64)).float().to(dev)
-    shaped = torch.einsum("ij,jhw->ihw", chol, shaped)
-    xp = torch.tensor(analysis["log2_lum"], dtype=torch.float32, device=dev)
-    stds = torch.tensor(analysis["std"], dtype=torch.float32, device=dev)  # (bands, 3)
-    exponent = analysis.get("exponent", [DEFAULT_EXPONENT] * 3)
-    log_lum = torch.log2(lum.float().clamp_min(1e-6)).flatten()
-    # inside the measured bands: interpolate; beyond them: follow the luminance power law from the end band
-    beyond = torch.where(log_lum < xp[0], log_lum - xp[0], torch.where(log_lum > xp[-1], log_lum - xp[-1], 0.0))
-    scale = torch.stack([_interp(log_lum, xp, stds[:, c]) * torch.exp2(exponent[c] * beyond) for c in range(3)])
-    scale = scale.reshape(3, h, w)
-    return (shaped * scale).to(lum.dtype)
+    if bool((share >= 1.0).all()):
+        field = renewing_noise(hw, renewing, seed, dev)
+    elif bool((share <= 0.0).all()):
+        field = attached_noise(attached, to_crop, window, track_seed, device=dev)
+    else:
+        w = share.float().to(dev).view(3, 1, 1)
+        field = (renewing_noise(hw, renewing, seed, dev) * w.sqrt()
+                 + attached_noise(attached, to_crop, window, track_seed, device=dev) * (1.0 - w).sqrt())
+    return _mix_and_scale(field, lum, analysis)
 
 
 # Light degrain: a Gaussian of this sigma (px) removes the finest noise of the swap before new grain goes on.
@@ -329,14 +606,21 @@ class Grain(Node):
     """Measure the plate's grain (Analyse) and add matching grain where the swap replaced the plate."""
 
     type_name = "Grain"
-    version = 1
+    version = 2
     category = "Finish"
     inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
     knob_specs = (
         K.Float("amount", default=1.0, min=0.0, max=4.0, soft_max=2.0, tooltip="Scales the measured grain."),
         K.Float("degrain", default=0.0, min=0.0, max=1.0,
                 tooltip="Soften the swap's own fine noise before the new grain goes on."),
-        K.Int("seed", default=0, animatable=False, tooltip="Varies the grain pattern; the frame always does."),
+        K.Int("seed", default=0, animatable=False,
+              tooltip="Varies the grain pattern; the frame always varies its renewing part."),
+        K.Enum("renewal_mode", ("measured", "manual"), default="measured", label="renewal mode",
+               tooltip="measured: renew as much of the grain each frame as the plate does (Analyse measures "
+                       "it) and keep the rest on the face, moving with it; manual: the renewal knob below."),
+        K.Float("renewal", default=1.0, min=0.0, max=1.0,
+                tooltip="manual renewal mode: the share of the grain that is new each frame. 1: all of it "
+                        "(film grain); 0: a fixed pattern that moves with the face."),
         K.FrameRange("analysis_frames", default="", label="analysis frames",
                      tooltip="Frames to measure the grain on (Nuke syntax); empty: the project range."),
         K.Int("analysis_samples", default=5, min=1, max=100, animatable=False, label="analysis samples",
@@ -440,7 +724,7 @@ class Grain(Node):
         analysis = self.value("analysis", ctx.frame)
         if not analysis:
             raise DoublureError(f"{self.name}: no grain analysis yet; press Analyse (frame {ctx.frame})")
-        if analysis.get("schema") != ANALYSIS_SCHEMA:
+        if analysis.get("schema") != ANALYSIS_SCHEMA and analysis.get("schema") not in OLD_SCHEMAS:
             raise DoublureError(f"{self.name}: grain analysis has schema {analysis.get('schema')!r}, "
                                 f"expected {ANALYSIS_SCHEMA}; analyse again")
         ref = inputs.get(1)
@@ -455,6 +739,7 @@ class Grain(Node):
         limit = mask_input(inputs.get(2), self.name, hw, dev)
         degrain = self.value("degrain", ctx.frame)
         weights = luma_weights(ctx.working_space, dev)
+        renewal = self.value("renewal", ctx.frame) if self.value("renewal_mode", ctx.frame) == "manual" else None
         for index, face in enumerate(src.faces):
             window = swap_window(face, hw)
             y0, y1, x0, x1 = window
@@ -463,7 +748,9 @@ class Grain(Node):
                 swap = swap + (ops.gaussian_blur(swap, DEGRAIN_SIGMA) - swap) * degrain
             lum = torch.einsum("c,chw->hw", weights, swap)[None]
             seed = frame_seed(ctx.frame, self.value("seed", ctx.frame), index)
-            grained = swap + synthesise_grain(lum, analysis, seed) * self.value("amount", ctx.frame)
+            track_seed = frame_seed("attached", self.value("seed", ctx.frame), face.track_id)
+            grain = synthesise_face_grain(lum, analysis, seed, track_seed, face.to_crop, window, renewal)
+            grained = swap + grain * self.value("amount", ctx.frame)
             weight = swap_region(face, window, dev) * mix
             if limit is not None:
                 weight = weight * limit[:, y0:y1, x0:x1]

@@ -90,3 +90,50 @@ def test_no_analysis_is_a_clear_error(shot):
     fresh.set_input(0, clean)
     with pytest.raises(DoublureError, match="Analyse"):
         g.evaluate(fresh, 5)
+
+
+def test_renewal_is_measured_on_the_plate_and_the_grain_stays_on_the_face(shot):
+    g, clean, plate, node = shot
+    # the fixture's plate carries synthetic grain that is new every frame
+    assert min(node["analysis"]["renewal"]) > 0.7
+    # the MEAD plate itself (H.264): what looks like grain in one frame mostly stays
+    own = g.create("Grain", analysis_samples=4)
+    own.set_input(0, clean)
+    own.set_input(1, clean.input(0))  # the Read
+    analysis = own.action_analyse()
+    assert max(analysis["renewal"]) < 0.1
+    c1, c2 = g.evaluate(clean, 20), g.evaluate(clean, 21)
+    skin = render_mask(c1.faces, "skin", (c1.height, c1.width), grow=-8)[0] > 0.999
+    n1 = (g.evaluate(own, 20).tensor - c1.tensor)[:3, skin]
+    n2 = (g.evaluate(own, 21).tensor - c2.tensor)[:3, skin]
+    # the face barely moves between these frames: the attached grain is nearly the same
+    assert np.corrcoef(n1.flatten().numpy(), n2.flatten().numpy())[0, 1] > 0.6
+    np.testing.assert_allclose(n1.std(dim=1).numpy(), n2.std(dim=1).numpy(), rtol=0.1)
+    own["renewal_mode"] = "manual"
+    own["renewal"] = 1.0
+    m1 = (g.evaluate(own, 20).tensor - c1.tensor)[:3, skin]
+    m2 = (g.evaluate(own, 21).tensor - c2.tensor)[:3, skin]
+    assert abs(np.corrcoef(m1.flatten().numpy(), m2.flatten().numpy())[0, 1]) < 0.1
+    # the same spatial strength either way
+    np.testing.assert_allclose(m1.std(dim=1).numpy(), n1.std(dim=1).numpy(), rtol=0.1)
+
+
+def test_an_analysis_of_schema_1_renders_as_it_did(shot):
+    g, clean, plate, node = shot
+    old = dict(node["analysis"], schema="doublure.grain/1")
+    for key in ("renewal", "renewing_spectrum", "renewal_tiles"):
+        old.pop(key)
+    legacy = g.create("Grain", analysis=old)
+    legacy.set_input(0, clean)
+    c = g.evaluate(clean, 20)
+    face = c.faces[0]
+    window = grain_mod.swap_window(face, (c.height, c.width))
+    lum = torch.einsum("c,chw->hw", grain_mod.luma_weights("ACEScg"), c.tensor[:3].float())[None]
+    y0, y1, x0, x1 = window
+    expect = grain_mod.synthesise_grain(lum[:, y0:y1, x0:x1], old, grain_mod.frame_seed(20, 0, 0))
+    added = (g.evaluate(legacy, 20).tensor - c.tensor)[:3, y0:y1, x0:x1]
+    weight = grain_mod.swap_region(face, window, "cpu")
+    torch.testing.assert_close(added, expect * weight, atol=2e-6, rtol=0)
+    legacy["analysis"] = dict(old, schema="doublure.grain/0")
+    with pytest.raises(DoublureError, match="analyse again"):
+        g.evaluate(legacy, 20)
