@@ -16,9 +16,12 @@ Spaces: ``lab`` (CIE 1976 L*a*b*, D65: the working space goes to CIE XYZ D65 thr
 uses a Bradford adaptation; L* of scene-linear white Y=1 is 100), ``oklab`` (Ottosson 2020, from XYZ D65)
 and ``rgb`` (the scene-linear working space itself).
 
-Temporal stability: the plate's statistics are pooled over +-``window`` frames of the same face track, so
-the target the swap is matched to moves smoothly; the swap's own statistics are taken on the current frame
-only, so the swap's frame-to-frame colour flicker is normalised away rather than passed through.
+Temporal stability: the statistics of both sides are pooled over +-``window`` frames of the same face track,
+so the transfer moves smoothly from frame to frame: a change of the swap's skin in one frame (the mouth
+opens, a shadow crosses) changes only those pixels, not the whole face's colour. With ``pool`` set to
+``reference`` the swap's statistics are taken on the current frame alone, which also evens out a swap's
+frame-to-frame colour flicker, at the price of that whole-face colour change (issue 8: ColorMatch added
+~0.1 to the flow-compensated frame-to-frame change that way).
 """
 from __future__ import annotations
 
@@ -396,8 +399,9 @@ SAMPLES_PER_FRAME = 20000
 MAX_POOLED_SAMPLES = 40000
 SKIN_ERODE = 0.02  # face widths: keep the skin samples off the mask's edge (hair, eyelids, background)
 
-# (reference input hash, track id, space, working space) -> (3, N) samples; shared by neighbouring frames'
-# windows so each plate frame's skin is sampled once, not 2N + 1 times.
+# (input index, its hash, the source's hash when the faces are borrowed from it, track id, space, working space)
+# -> (3, N) samples; shared by neighbouring frames' windows so each frame's skin is sampled once, not 2N + 1
+# times.
 _sample_memo: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _SAMPLE_MEMO_SIZE = 256
 
@@ -430,7 +434,7 @@ class ColorMatch(Node):
     """Match the swapped face's colour to the plate face under it (skin statistics, temporally pooled)."""
 
     type_name = "ColorMatch"
-    version = 1
+    version = 2
     category = "Finish"
     inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
     knob_specs = (
@@ -439,7 +443,11 @@ class ColorMatch(Node):
                        "transport; histogram: per-channel histogram matching."),
         K.Enum("space", SPACES, default="oklab", tooltip="Colour space the statistics are matched in."),
         K.Int("window", default=3, min=0, max=50, soft_max=12, animatable=False,
-              tooltip="Pool the plate's skin statistics over +- this many frames of the face track."),
+              tooltip="Pool the skin statistics over +- this many frames of the face track."),
+        K.Enum("pool", ("both", "reference"), default="both",
+               tooltip="both: pool the swap's skin statistics over the window too, so the colour transfer "
+                       "moves smoothly; reference: the swap's are taken from each frame alone, which evens out "
+                       "a swap's colour flicker but lets any change of its skin move the whole face's colour."),
         K.Float("mix", default=1.0, min=0.0, max=1.0),
     )
 
@@ -459,27 +467,41 @@ class ColorMatch(Node):
         h.update(ctx.working_space).update(engine_colour.config_cache_id())
         for f in self._window(ctx):
             if f != ctx.frame:
-                # reference pixels at f; the source's faces at f stand in when the reference has none
+                # reference and source pixels at f (the source's faces stand in when the reference has none)
                 h.update(f).update(self.input_hash(1, ctx.at(f))).update(self.input_hash(0, ctx.at(f)))
 
-    def _reference_samples(self, ctx: EvalContext, inputs, frame: int, track_id: int, space: str,
-                           rgb_to_xyz: np.ndarray) -> torch.Tensor | None:
-        ref_index = 1 if inputs.connected(1) else 0
-        key = (self.input_hash(ref_index, ctx.at(frame)), track_id, space, ctx.working_space)
+    def _skin_samples(self, ctx: EvalContext, inputs, index: int, frame: int, track_id: int, space: str,
+                      rgb_to_xyz: np.ndarray) -> torch.Tensor | None:
+        """Skin samples of input ``index`` at ``frame`` for a track (memoised), None without that face there.
+        A reference without faces is sampled with the source's faces of that frame."""
+        borrowed = self.input_hash(0, ctx.at(frame)) if index == 1 else None
+        key = (index, self.input_hash(index, ctx.at(frame)), borrowed, track_id, space, ctx.working_space)
         cached = _sample_memo.get(key)
         if cached is not None:
             _sample_memo.move_to_end(key)
             return cached.to(ctx.device)
-        ref = inputs.get(ref_index, frame=frame)
-        faces = ref.faces or (inputs.get(0, frame=frame).faces if ref_index == 1 else [])
+        image = inputs.get(index, frame=frame)
+        faces = image.faces or (inputs.get(0, frame=frame).faces if index == 1 else [])
         face = next((f for f in faces if f.track_id == track_id), None)
         if face is None:
             return None
-        samples = skin_samples(ref.tensor, face, space, rgb_to_xyz)
+        samples = skin_samples(image.tensor, face, space, rgb_to_xyz)
         _sample_memo[key] = samples
         while len(_sample_memo) > _SAMPLE_MEMO_SIZE:
             _sample_memo.popitem(last=False)
         return samples
+
+    def _pooled(self, ctx: EvalContext, inputs, index: int, frames: list[int], track_id: int, space: str,
+                rgb_to_xyz: np.ndarray, device) -> torch.Tensor | None:
+        """(3, N) skin samples of input ``index`` over ``frames`` of a track, evenly thinned to at most
+        MAX_POOLED_SAMPLES; None when no frame shows that face's skin."""
+        pooled = [s for f in frames if (s := self._skin_samples(ctx, inputs, index, f, track_id, space, rgb_to_xyz))
+                  is not None and s.shape[1] > 0]
+        if not pooled:
+            return None
+        samples = torch.cat([s.to(device) for s in pooled], dim=1)
+        # evenly thinned: the transforms' cost grows with the sample count, their accuracy barely does
+        return samples[:, :: max(1, -(-samples.shape[1] // MAX_POOLED_SAMPLES))]
 
     def compute(self, ctx: EvalContext, inputs) -> Image:
         src = inputs.get(0)
@@ -495,17 +517,18 @@ class ColorMatch(Node):
         out = src.tensor.clone()
         mix = float(self.value("mix", ctx.frame))
         limit = mask_input(inputs.get(2), self.name, hw, source.device)
+        ref_index = 1 if inputs.connected(1) else 0
         for face in src.faces:
             ctx.check_cancelled()
-            src_samples = skin_samples(source, face, space, rgb_to_xyz)
-            pooled = [s for f in self._window(ctx)
-                      if (s := self._reference_samples(ctx, inputs, f, face.track_id, space, rgb_to_xyz)) is not None]
-            pooled = [s for s in pooled if s.shape[1] > 0]
-            if src_samples.shape[1] < 16 or not pooled:
+            frames = self._window(ctx)
+            ref_samples = self._pooled(ctx, inputs, ref_index, frames, face.track_id, space, rgb_to_xyz, source.device)
+            if self.value("pool", ctx.frame) == "both":
+                src_samples = self._pooled(ctx, inputs, 0, frames, face.track_id, space, rgb_to_xyz, source.device)
+            else:
+                src_samples = skin_samples(source, face, space, rgb_to_xyz)
+            if src_samples is None or src_samples.shape[1] < 16 or ref_samples is None:
                 continue  # no skin visible on one side: leave this face alone
-            ref_samples = torch.cat([s.to(source.device) for s in pooled], dim=1)
-            # evenly thinned: the transforms' cost grows with the sample count, their accuracy barely does
-            ref_samples = ref_samples[:, :: max(1, -(-ref_samples.shape[1] // MAX_POOLED_SAMPLES))]
+            src_samples = src_samples.to(source.device)
             window = swap_window(face, hw)
             y0, y1, x0, x1 = window
             values = to_match_space(source[:, y0:y1, x0:x1], space, rgb_to_xyz)

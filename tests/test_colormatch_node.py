@@ -10,6 +10,32 @@ from doublure.faces.masks import render_mask
 from doublure.nodes import colormatch as cm
 
 import finish_nodes  # noqa: F401  (registers TestFinishRecolour)
+from doublure.engine import Node, Port, knobs as K, node_types, register_node
+
+
+class TestHoldPatchFlicker(Node):
+    """Frame ``hold`` of the input every frame, with the left part of the face (x < its box's centre - 10%)
+    brightened by ``amount`` on odd frames: a swap whose skin changes in one place from frame to frame."""
+
+    type_name = "TestHoldPatchFlicker"
+    inputs = (Port("input"),)
+    knob_specs = (K.Int("hold", 20), K.Float("amount", 0.0))
+
+    def hash(self, ctx, h):
+        h.update(self.type_name).update(self.value("amount")).update(ctx.frame % 2)
+        h.update(self.input_hash(0, ctx.at(self.value("hold"))))
+
+    def compute(self, ctx, inputs):
+        img = inputs.get(0, frame=self.value("hold"))
+        out = img.tensor[:3].clone()
+        x0, _, x1, _ = img.faces[0].box
+        edge = int((x0 + x1) / 2 - 0.1 * (x1 - x0))
+        out[:, :, :edge] *= 1 + self.value("amount") * (ctx.frame % 2)
+        return img.replace(tensor=out)
+
+
+if TestHoldPatchFlicker.type_name not in node_types():
+    register_node(TestHoldPatchFlicker)
 
 M = cm.working_to_xyz_matrix("ACEScg")
 
@@ -69,7 +95,8 @@ def test_matched_face_flickers_no_more_than_the_plate(shot):
     g, plate, swap = shot
     flickering = g.create("TestFinishRecolour", flicker=0.05)
     flickering.set_input(0, plate)
-    node = g.create("ColorMatch", window=2)
+    # pool "reference": the swap's statistics per frame, which evens out a swap's colour flicker
+    node = g.create("ColorMatch", window=2, pool="reference")
     node.set_input(0, flickering)
     node.set_input(1, plate)
     means = {"plate": [], "swap": [], "matched": []}
@@ -110,3 +137,39 @@ def test_hash_follows_the_window(shot):
     h2 = g.hash_of(node, g.context(20))
     node["window"] = 3
     assert g.hash_of(node, g.context(20)) != h2
+
+
+def test_pooled_transfer_keeps_a_local_change_local(shot):
+    # the swap's left cheek brightens every other frame; the rest of its face holds still. Matched per frame,
+    # that change moves the whole face's colour; pooled on both sides the transfer barely moves.
+    g, plate, _ = shot
+    still = g.create("TestHoldPatchFlicker", amount=0.0)
+    still.set_input(0, plate)
+    patchy = g.create("TestHoldPatchFlicker", amount=0.15)
+    patchy.set_input(0, plate)
+    change = {}
+    for pool in ("both", "reference"):
+        node = g.create("ColorMatch", window=3, pool=pool)
+        node.set_input(0, patchy)
+        node.set_input(1, still)
+        p = g.evaluate(still, 30)
+        face = p.faces[0]
+        x0, _, x1, _ = face.box
+        right = _skin(face, p.tensor.shape[-2:])
+        right[:, : int((x0 + x1) / 2 + 0.05 * (x1 - x0))] = False
+        labs = [_lab(g.evaluate(node, f).tensor)[right] for f in range(30, 36)]
+        change[pool] = np.mean([np.abs(b - a).mean() for a, b in zip(labs, labs[1:])])
+    assert change["reference"] > 0.3, change  # the per-frame match really moves the still half
+    assert change["both"] < 0.35 * change["reference"], change
+
+
+def test_hash_covers_the_source_frames_pooled(shot):
+    g, plate, swap = shot
+    node = g.create("ColorMatch", window=2)
+    node.set_input(0, swap)
+    node.set_input(1, plate)
+    before = g.hash_of(node, g.context(20))
+    swap["gain"] = (1.2, 0.95, 0.7)  # the source changes at every frame, the pooled ones included
+    assert g.hash_of(node, g.context(20)) != before
+    node["pool"] = "reference"
+    assert g.hash_of(node, g.context(20)) != before
