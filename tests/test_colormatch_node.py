@@ -22,8 +22,8 @@ class TestHoldPatchFlicker(Node):
     knob_specs = (K.Int("hold", 20), K.Float("amount", 0.0))
 
     def hash(self, ctx, h):
-        h.update(self.type_name).update(self.value("amount")).update(ctx.frame % 2)
-        h.update(self.input_hash(0, ctx.at(self.value("hold"))))
+        super().hash(ctx, h)
+        h.update(ctx.frame % 2).update(self.input_hash(0, ctx.at(self.value("hold"))))
 
     def compute(self, ctx, inputs):
         img = inputs.get(0, frame=self.value("hold"))
