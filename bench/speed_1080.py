@@ -10,7 +10,8 @@ the project copy in ``--work`` and reused with ``--reuse``). Measured after one 
 (see ``measure``), each part from an empty frame cache:
 
 - reference: a 2048^2 fp32 matmul (GFLOP/s, before and after) and the Read node alone (decode + colour).
-- view: the graph pulled up to Grain, frame by frame (what a compositor's viewer gets; no files written).
+- view: the graph pulled up to Grain, frame by frame, its whole frame built as the viewer shows it (what a
+  compositor's viewer gets; no files written).
 - render: ``Graph.render`` of both Writes (EXR half zip + H.264 preview), as ``doublure render`` runs it.
 - each Write alone: its own CPU per frame (conversion, encoding, file), its input computed beforehand.
 
@@ -89,7 +90,7 @@ def measure(g, frames: list[int], out_dir: Path, profile: str | None) -> dict:
 
     g.cache.clear()
     g.timings.clear()
-    result["view"] = timed(lambda: [g.evaluate(g["Grain1"], f) for f in frames], len(frames))
+    result["view"] = timed(lambda: [g.evaluate(g["Grain1"], f).tensor for f in frames], len(frames))
     result["view"]["node_ms"] = node_ms(g, len(frames))
 
     g.cache.clear()

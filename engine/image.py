@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import threading
+from typing import Any, Callable
 
 import torch
 
@@ -16,9 +17,18 @@ class Format:
     pixel_aspect: float = 1.0
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+# A window of a frame: (y0, y1, x0, x1), rows y0..y1-1 and columns x0..x1-1.
+Window = tuple[int, int, int, int]
+
+# Guards the one-time materialisation of a patched Image's tensor (an Image may be read from several threads:
+# the viewer's, a render's writers).
+_materialise_lock = threading.Lock()
+
+_FIELDS = ("channels", "metadata", "faces", "pixel_aspect", "data_window")
+
+
 class Image:
-    """Pixels with their description.
+    """Pixels with their description. Immutable: nodes build new Images with :meth:`replace` and :meth:`paste`.
 
     Attributes:
         tensor: (C, H, W), scene-linear in the working space; float32 on CPU, float16 or float32 on GPU.
@@ -27,30 +37,122 @@ class Image:
         metadata: header-like information; ``doublure/...`` keys (provenance) are written into every frame.
         faces: the frame's faces (``doublure.faces.Face``) attached by FaceDetect, read by the nodes below.
         data_window: (x0, y0, x1, y1), the part of the format that holds pixels; the whole frame by default.
+
+    A node that changes only a window of its input (a face) returns ``image.paste(window, pixels)``: the new
+    Image shares its input's tensor and keeps the window's new pixels beside it, so a chain of face nodes
+    does not copy the whole frame once per node (at 1080p each copy, with its page faults, costs about as
+    much as a finishing node's own maths). Such nodes read their input with :meth:`window`. ``tensor`` is
+    built from the shared one and the pasted windows the first time something asks for the whole frame (a
+    Write, the viewer), once per Image.
     """
 
-    tensor: torch.Tensor
-    channels: tuple[str, ...] = ("R", "G", "B")
-    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-    faces: list = dataclasses.field(default_factory=list)
-    pixel_aspect: float = 1.0
-    data_window: tuple[int, int, int, int] | None = None
+    __slots__ = ("_base", "_patches", "_nbytes", *_FIELDS)
 
-    def __post_init__(self) -> None:
-        if self.tensor.dim() != 3:
-            raise ValueError(f"Image tensor must be (C, H, W), got shape {tuple(self.tensor.shape)}")
-        if self.tensor.shape[0] != len(self.channels):
-            raise ValueError(f"Image has {self.tensor.shape[0]} planes but channels {self.channels}")
-        if self.data_window is None:
-            object.__setattr__(self, "data_window", (0, 0, self.width, self.height))
+    def __init__(self, tensor: torch.Tensor, channels: tuple[str, ...] = ("R", "G", "B"),
+                 metadata: dict[str, Any] | None = None, faces: list | None = None, pixel_aspect: float = 1.0,
+                 data_window: tuple[int, int, int, int] | None = None) -> None:
+        if tensor.dim() != 3:
+            raise ValueError(f"Image tensor must be (C, H, W), got shape {tuple(tensor.shape)}")
+        if tensor.shape[0] != len(channels):
+            raise ValueError(f"Image has {tensor.shape[0]} planes but channels {channels}")
+        setattr_ = object.__setattr__
+        setattr_(self, "_base", tensor)
+        setattr_(self, "_patches", ())
+        setattr_(self, "_nbytes", tensor.element_size() * tensor.nelement())
+        setattr_(self, "channels", tuple(channels))
+        setattr_(self, "metadata", {} if metadata is None else metadata)
+        setattr_(self, "faces", [] if faces is None else faces)
+        setattr_(self, "pixel_aspect", pixel_aspect)
+        setattr_(self, "data_window", (0, 0, int(tensor.shape[2]), int(tensor.shape[1]))
+                 if data_window is None else data_window)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Image is immutable: build a new one with replace() (setting {name!r})")
+
+    def __getstate__(self) -> dict:
+        return {"tensor": self.tensor, **{name: getattr(self, name) for name in _FIELDS}}
+
+    def __setstate__(self, state: dict) -> None:
+        Image.__init__(self, **state)
+
+    def __repr__(self) -> str:
+        return (f"Image({self.width}x{self.height}, channels={self.channels}, faces={len(self.faces)}, "
+                f"{len(self._patches)} pasted windows)")
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The whole frame (C, H, W); for a patched Image built once, on first use."""
+        if self._patches:
+            with _materialise_lock:
+                if self._patches:
+                    frame = self._base.clone()
+                    for (y0, y1, x0, x1), pixels in self._patches:
+                        frame[:, y0:y1, x0:x1] = pixels
+                    object.__setattr__(self, "_base", frame)
+                    object.__setattr__(self, "_patches", ())
+        return self._base
+
+    def window(self, window: Window) -> torch.Tensor:
+        """The pixels of ``window`` (y0, y1, x0, x1), (C, y1 - y0, x1 - x0), without building the whole frame.
+
+        Read-only: the result may share memory with this Image or its inputs; clone it before writing."""
+        y0, y1, x0, x1 = window
+        patches = self._patches
+        pixels = self._base[:, y0:y1, x0:x1]
+        copied = False
+        for (py0, py1, px0, px1), patch in patches:
+            iy0, iy1, ix0, ix1 = max(y0, py0), min(y1, py1), max(x0, px0), min(x1, px1)
+            if iy0 >= iy1 or ix0 >= ix1:
+                continue
+            if not copied:
+                pixels, copied = pixels.clone(), True
+            pixels[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = patch[:, iy0 - py0:iy1 - py0, ix0 - px0:ix1 - px0]
+        return pixels
+
+    def paste(self, window: Window, pixels: torch.Tensor) -> "Image":
+        """A new Image, this one with ``pixels`` (C, y1 - y0, x1 - x0) in ``window``; the rest is shared."""
+        y0, y1, x0, x1 = (int(v) for v in window)
+        if not (0 <= y0 <= y1 <= self.height and 0 <= x0 <= x1 <= self.width):
+            raise ValueError(f"window {window} is outside the {self.width}x{self.height} image")
+        if tuple(pixels.shape) != (len(self.channels), y1 - y0, x1 - x0):
+            raise ValueError(f"pixels {tuple(pixels.shape)} do not fill window {window} of {len(self.channels)} planes")
+        if pixels.dtype != self._base.dtype or pixels.device != self._base.device:
+            raise ValueError(f"pixels are {pixels.dtype} on {pixels.device}, the image {self._base.dtype} on "
+                             f"{self._base.device}")
+        image = self.replace()
+        object.__setattr__(image, "_patches", self._patches + (((y0, y1, x0, x1), pixels),))
+        object.__setattr__(image, "_nbytes", self._nbytes + pixels.element_size() * pixels.nelement())
+        return image
+
+    def map_pixels(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``fn`` over the whole frame, as a tensor of its own, without building :attr:`tensor` first: for a
+        patched Image, ``fn`` of the shared frame with ``fn`` of each pasted window placed over it.
+
+        Args:
+            fn: a per-pixel map (each output pixel depends on that input pixel only, as a colour conversion
+                does) from (C, h, w) to (C', h, w).
+
+        Returns:
+            (C', H, W).
+        """
+        frame = fn(self._base)
+        if frame.untyped_storage().data_ptr() == self._base.untyped_storage().data_ptr():
+            frame = frame.clone()  # fn returned (a view of) the shared frame: the windows must not go into it
+        for (y0, y1, x0, x1), pixels in self._patches:
+            frame[:, y0:y1, x0:x1] = fn(pixels)
+        return frame
 
     @property
     def width(self) -> int:
-        return int(self.tensor.shape[2])
+        return int(self._base.shape[2])
 
     @property
     def height(self) -> int:
-        return int(self.tensor.shape[1])
+        return int(self._base.shape[1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._base.dtype
 
     @property
     def format(self) -> Format:
@@ -58,22 +160,36 @@ class Image:
 
     @property
     def nbytes(self) -> int:
-        return self.tensor.element_size() * self.tensor.nelement()
+        """Bytes held: the frame and the pasted windows; fixed for the Image's life (the cache adds it on
+        insertion and takes it off on removal), so building :attr:`tensor` later does not change it."""
+        return self._nbytes
 
     @property
     def device(self) -> torch.device:
-        return self.tensor.device
+        return self._base.device
 
     def replace(self, **changes: Any) -> "Image":
-        """A new Image with some attributes changed (the data window follows a new tensor's size)."""
+        """A new Image with some attributes changed (the data window follows a new tensor's size). A new
+        ``tensor`` is the whole frame: the pasted windows go with the old one."""
         if "tensor" in changes and "data_window" not in changes:
             changes["data_window"] = None
-        return dataclasses.replace(self, **changes)
+        unknown = set(changes) - {"tensor", *_FIELDS}
+        if unknown:
+            raise TypeError(f"Image has no attribute(s) {sorted(unknown)}")
+        if "tensor" in changes:
+            return Image(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
+        image = object.__new__(Image)
+        for name in ("_base", "_patches", "_nbytes", *_FIELDS):
+            object.__setattr__(image, name, changes.get(name, getattr(self, name)))
+        return image
 
     def to(self, device: torch.device) -> "Image":
-        if self.tensor.device == device:
+        if self._base.device == device:
             return self
-        return dataclasses.replace(self, tensor=self.tensor.to(device, non_blocking=True))
+        image = self.replace()
+        object.__setattr__(image, "_base", self._base.to(device, non_blocking=True))
+        object.__setattr__(image, "_patches", tuple((w, p.to(device, non_blocking=True)) for w, p in self._patches))
+        return image
 
     def channel(self, name: str) -> torch.Tensor:
         """One plane, (H, W)."""

@@ -14,6 +14,7 @@ import torch
 
 from doublure.engine import DoublureError, Image, ops
 from doublure.engine import colour as engine_colour
+from doublure.engine.image import Window
 from doublure.faces.face import Face
 from doublure.faces.masks import rasterize_shapes, region_shapes
 
@@ -48,9 +49,6 @@ def luma_weights(working_space: str, device=None) -> torch.Tensor:
 def face_width(face: Face) -> float:
     """A face's size in plate pixels: the landmarks' bounding-box width (never below 1)."""
     return max(1.0, float(face.width))
-
-
-Window = tuple  # (y0, y1, x0, x1) in plate pixels
 
 
 def face_window(face: Face, hw: tuple[int, int], margin: float) -> Window:
@@ -159,18 +157,20 @@ def mask_input(img: Image | None, node_name: str, hw: tuple[int, int], device) -
     return m.to(device=device, dtype=torch.float32).clamp(0, 1)
 
 
-def blend_window(out: torch.Tensor, result: torch.Tensor, weight: torch.Tensor, window: Window) -> None:
-    """In place: ``out[:3]`` inside ``window`` moves toward ``result`` by ``weight`` (computed in float32).
+def blend_into(image: Image, result: torch.Tensor, weight: torch.Tensor, window: Window) -> Image:
+    """``image`` with its colour planes inside ``window`` moved toward ``result`` by ``weight`` (computed in
+    float32); planes beyond 3 (alpha) are kept. The rest of the frame is shared, not copied (``Image.paste``).
 
     Args:
-        out: (C, H, W) the frame being built (a copy of the source); planes beyond 3 (alpha) are untouched.
+        image: the frame being built (the source, with the faces done so far pasted in).
         result: (3, h, w) the node's result inside the window.
         weight: (1, h, w) region x mask x mix.
         window: (y0, y1, x0, x1).
     """
-    y0, y1, x0, x1 = window
-    s = out[:3, y0:y1, x0:x1].float()
-    out[:3, y0:y1, x0:x1] = (s + (result.float() - s) * weight).to(out.dtype)
+    pixels = image.window(window).clone()
+    s = pixels[:3].float()
+    pixels[:3] = (s + (result.float() - s) * weight).to(pixels.dtype)
+    return image.paste(window, pixels)
 
 
 def require_same_size(node_name: str, source: Image, other: Image, port: str) -> None:

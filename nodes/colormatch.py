@@ -33,7 +33,7 @@ import torch
 from doublure.engine import EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
-from ._finish import (blend_window, face_width, face_window, mask_input, region_mask, require_same_size,
+from ._finish import (blend_into, face_width, face_window, mask_input, region_mask, require_same_size,
                       swap_region, swap_window, working_to_xyz_matrix)
 
 SPACES = ("lab", "oklab", "rgb")
@@ -406,12 +406,12 @@ _sample_memo: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _SAMPLE_MEMO_SIZE = 256
 
 
-def skin_samples(image: torch.Tensor, face, space: str, rgb_to_xyz: np.ndarray,
+def skin_samples(image: Image, face, space: str, rgb_to_xyz: np.ndarray,
                  count: int = SAMPLES_PER_FRAME) -> torch.Tensor:
     """Colours of a face's skin (eyes, brows and mouth excluded, edge eroded) in the match space.
 
     Args:
-        image: (3, H, W) scene-linear working-space pixels.
+        image: scene-linear working-space pixels (its face window is read, not the whole frame).
         face: the face whose skin is sampled.
         space: one of ``SPACES``.
         rgb_to_xyz: (3, 3) working space -> XYZ D65.
@@ -420,12 +420,12 @@ def skin_samples(image: torch.Tensor, face, space: str, rgb_to_xyz: np.ndarray,
     Returns:
         (3, N) float32 samples (N may be 0 for a face with no visible skin).
     """
-    y0, y1, x0, x1 = window = face_window(face, tuple(image.shape[-2:]), 2)
+    window = face_window(face, (image.height, image.width), 2)
     mask = region_mask(face, "skin", window, image.device, grow=-SKIN_ERODE * face_width(face))[0]
     idx = torch.nonzero(mask.flatten() > 0.99).flatten()
     if idx.numel() > count:
         idx = idx[torch.linspace(0, idx.numel() - 1, count, device=idx.device).long()]
-    pixels = image[:3, y0:y1, x0:x1].float().reshape(3, -1)[:, idx]
+    pixels = image.window(window)[:3].float().reshape(3, -1)[:, idx]
     return to_match_space(pixels, space, rgb_to_xyz)
 
 
@@ -485,7 +485,7 @@ class ColorMatch(Node):
         face = next((f for f in faces if f.track_id == track_id), None)
         if face is None:
             return None
-        samples = skin_samples(image.tensor, face, space, rgb_to_xyz)
+        samples = skin_samples(image, face, space, rgb_to_xyz)
         _sample_memo[key] = samples
         while len(_sample_memo) > _SAMPLE_MEMO_SIZE:
             _sample_memo.popitem(last=False)
@@ -513,28 +513,28 @@ class ColorMatch(Node):
         hw = (src.height, src.width)
         method, space = self.value("method", ctx.frame), self.value("space", ctx.frame)
         rgb_to_xyz = working_to_xyz_matrix(ctx.working_space)
-        source = src.tensor[:3].float()
-        out = src.tensor.clone()
+        out = src
         mix = float(self.value("mix", ctx.frame))
-        limit = mask_input(inputs.get(2), self.name, hw, source.device)
+        limit = mask_input(inputs.get(2), self.name, hw, src.device)
         ref_index = 1 if inputs.connected(1) else 0
         for face in src.faces:
             ctx.check_cancelled()
             frames = self._window(ctx)
-            ref_samples = self._pooled(ctx, inputs, ref_index, frames, face.track_id, space, rgb_to_xyz, source.device)
+            ref_samples = self._pooled(ctx, inputs, ref_index, frames, face.track_id, space, rgb_to_xyz, src.device)
             if self.value("pool", ctx.frame) == "both":
-                src_samples = self._pooled(ctx, inputs, 0, frames, face.track_id, space, rgb_to_xyz, source.device)
+                src_samples = self._pooled(ctx, inputs, 0, frames, face.track_id, space, rgb_to_xyz, src.device)
             else:
-                src_samples = skin_samples(source, face, space, rgb_to_xyz)
+                src_samples = skin_samples(src, face, space, rgb_to_xyz)
             if src_samples is None or src_samples.shape[1] < 16 or ref_samples is None:
                 continue  # no skin visible on one side: leave this face alone
-            src_samples = src_samples.to(source.device)
+            src_samples = src_samples.to(src.device)
             window = swap_window(face, hw)
             y0, y1, x0, x1 = window
-            values = to_match_space(source[:, y0:y1, x0:x1], space, rgb_to_xyz)
+            # each face matches the swap as it came in (not with an overlapping face's result pasted in)
+            values = to_match_space(src.window(window)[:3].float(), space, rgb_to_xyz)
             matched = from_match_space(transfer(method, values, src_samples, ref_samples), space, rgb_to_xyz)
-            weight = swap_region(face, window, source.device) * mix
+            weight = swap_region(face, window, src.device) * mix
             if limit is not None:
                 weight = weight * limit[:, y0:y1, x0:x1]
-            blend_window(out, matched, weight, window)
-        return src.replace(tensor=out)
+            out = blend_into(out, matched, weight, window)
+        return out

@@ -24,7 +24,7 @@ from doublure.engine import ops
 from doublure.faces.masks import LEFT_EYE, RIGHT_EYE, rasterize_shapes
 from doublure.faces.paint import render_strokes, stroke_active
 
-from ._finish import blend_window, luma_weights, mask_input, region_mask, require_same_size
+from ._finish import blend_into, luma_weights, mask_input, region_mask, require_same_size
 
 # Row 0 of Face.iris is the subject's left eye, whose eyelid contour is mediapipe's LEFT_EYE.
 EYE_CONTOURS = (LEFT_EYE, RIGHT_EYE)
@@ -237,13 +237,13 @@ class EyeFix(Node):
         if plate_img is not None:
             require_same_size(self.name, src, plate_img, "reference")
         hw = (src.height, src.width)
-        dev = src.tensor.device
+        dev = src.device
         weights = luma_weights(ctx.working_space, dev)
         # Everything happens inside the eyes' region; the rest of the frame is the source, copied once.
         region = self.region(src.faces, ctx.frame, hw)
         ry0, ry1, rx0, rx1 = region
-        result = src.tensor[:3, ry0:ry1, rx0:rx1].float().clone()
-        plate = plate_img.tensor[:3, ry0:ry1, rx0:rx1].float().to(dev) if plate_img is not None else None
+        result = src.window(region)[:3].float().clone()
+        plate = plate_img.window(region)[:3].float().to(dev) if plate_img is not None else None
         changed = []  # windows (y0, y1, x0, x1) of the region where result differs from the source
         for face in src.faces:
             for eye in range(2):
@@ -267,9 +267,7 @@ class EyeFix(Node):
         limit = mask_input(inputs.get(2), self.name, hw, dev)
         if limit is not None:
             weight = weight * limit[:, window[0]:window[1], window[2]:window[3]]
-        out = src.tensor.clone()
-        blend_window(out, result[:, y0:y1, x0:x1], weight, window)
-        return src.replace(tensor=out)
+        return blend_into(src, result[:, y0:y1, x0:x1], weight, window)
 
     def _fix_eye(self, ctx, face, eye: int, result: torch.Tensor, plate: torch.Tensor | None,
                  weights: torch.Tensor, hw: tuple[int, int], origin: tuple[int, int]) -> list:

@@ -37,7 +37,7 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import knobs as K
 from doublure.engine import ops
 
-from ._finish import (blend_window, frame_seed, luma_weights, mask_input, require_same_size, swap_region,
+from ._finish import (blend_into, frame_seed, luma_weights, mask_input, require_same_size, swap_region,
                       swap_window)
 
 ANALYSIS_SCHEMA = "doublure.grain/2"
@@ -733,8 +733,8 @@ class Grain(Node):
         if not src.faces:
             return src
         hw = (src.height, src.width)
-        dev = src.tensor.device
-        out = src.tensor.clone()
+        dev = src.device
+        out = src
         mix = float(self.value("mix", ctx.frame))
         limit = mask_input(inputs.get(2), self.name, hw, dev)
         degrain = self.value("degrain", ctx.frame)
@@ -743,7 +743,7 @@ class Grain(Node):
         for index, face in enumerate(src.faces):
             window = swap_window(face, hw)
             y0, y1, x0, x1 = window
-            swap = out[:3, y0:y1, x0:x1].float()
+            swap = out.window(window)[:3].float()
             if degrain > 0:
                 swap = swap + (ops.gaussian_blur(swap, DEGRAIN_SIGMA) - swap) * degrain
             lum = torch.einsum("c,chw->hw", weights, swap)[None]
@@ -754,5 +754,5 @@ class Grain(Node):
             weight = swap_region(face, window, dev) * mix
             if limit is not None:
                 weight = weight * limit[:, y0:y1, x0:x1]
-            blend_window(out, grained, weight, window)
-        return src.replace(tensor=out)
+            out = blend_into(out, grained, weight, window)
+        return out

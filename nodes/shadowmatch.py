@@ -21,7 +21,7 @@ import torch
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import knobs as K
 from doublure.engine import ops
-from ._finish import (blend_window, face_width, luma_weights, mask_input, region_mask, require_same_size,
+from ._finish import (blend_into, face_width, luma_weights, mask_input, region_mask, require_same_size,
                       swap_region, swap_window)
 
 # Ratios beyond these come from near-black pixels, not from light; clamping keeps noise from exploding.
@@ -145,12 +145,11 @@ class ShadowMatch(Node):
             raise DoublureError(f"{self.name}: connect the plate to the reference input")
         require_same_size(self.name, src, plate_img, "reference")
         hw = (src.height, src.width)
-        dev = src.tensor.device
-        swap, plate = src.tensor[:3].float(), plate_img.tensor[:3].float().to(dev)
+        dev = src.device
         weights = luma_weights(ctx.working_space, dev)
         radius, strength = self.value("radius", ctx.frame), self.value("strength", ctx.frame)
         preserve, sharp = self.value("preserve_colour", ctx.frame), self.value("sharp_shadows", ctx.frame)
-        out = src.tensor.clone()
+        out = src
         mix = float(self.value("mix", ctx.frame))
         limit = mask_input(inputs.get(2), self.name, hw, dev)
         for face in src.faces:
@@ -161,10 +160,12 @@ class ShadowMatch(Node):
             # shading is measured on skin only: the plate's and the swap's eyes, brows and mouth differ in
             # albedo, not in light, and the normalised blur fills them in from the skin around
             skin = region_mask(face, "skin", window, dev)
-            reshaded = shadow_match(swap[:, y0:y1, x0:x1], plate[:, y0:y1, x0:x1], skin, sigma, strength,
+            # each face measures the swap as it came in (not with an overlapping face's result pasted in)
+            swap, plate = src.window(window)[:3].float(), plate_img.window(window)[:3].float().to(dev)
+            reshaded = shadow_match(swap, plate, skin, sigma, strength,
                                     preserve_colour=preserve, luma_weights=weights, sharp_shadows=sharp)
             weight = swap_region(face, window, dev) * mix
             if limit is not None:
                 weight = weight * limit[:, y0:y1, x0:x1]
-            blend_window(out, reshaded, weight, window)
-        return src.replace(tensor=out)
+            out = blend_into(out, reshaded, weight, window)
+        return out

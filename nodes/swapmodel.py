@@ -490,7 +490,7 @@ class SwapModel(Node):
             swaps.append(sum(float(w) * rgb for w, (rgb, _) in zip(weights, decoded)))
             masks.append(sum(float(w) * m for w, (_, m) in zip(weights, decoded)))
         ctx.check_cancelled()
-        swap = _to_encoding(torch.stack(swaps), "srgb", ctx.working_space).to(plate.tensor.device)
+        swap = _to_encoding(torch.stack(swaps), "srgb", ctx.working_space).to(plate.device)
         pred_mask = torch.stack(masks)
         hull = torch.stack([render_crop_mask(f, "face_hull", res, device=swap.device) for f in faces])
         mask = crop_masks(pred_mask.to(swap.device), hull, self.value("mask_source", ctx.frame),
@@ -503,7 +503,7 @@ class SwapModel(Node):
 
         if output == "swapped crop":
             tiles = torch.cat(list(swap), dim=2)                                             # (3, R, N R)
-            return Image(tiles.to(plate.tensor.dtype).contiguous(), metadata=metadata)
+            return Image(tiles.to(plate.dtype).contiguous(), metadata=metadata)
 
         placed, _ = warp_from_crop(torch.cat([swap * mask, mask], 1), from_crop, (y1 - y0, x1 - x0))
         if output == "mask":
@@ -511,10 +511,10 @@ class SwapModel(Node):
             window_alpha = alpha[:, y0:y1, x0:x1]
             for i in range(placed.shape[0]):   # 'over' accumulation: a tiny alpha stays non-zero
                 window_alpha.copy_(window_alpha + placed[i, 3:] * (1.0 - window_alpha))
-            return plate.replace(tensor=alpha.expand(3, -1, -1).to(plate.tensor.dtype).contiguous(),
+            return plate.replace(tensor=alpha.expand(3, -1, -1).to(plate.dtype).contiguous(),
                                  channels=("R", "G", "B"), metadata=metadata, faces=out_faces)
-        out = plate.tensor.float().clone()
-        window = out[:, y0:y1, x0:x1]   # a view: compositing into it fills out
+        # only the faces' window is composited; the rest of the frame stays the plate's, shared (Image.paste)
+        window = plate.window((y0, y1, x0, x1)).to(torch.float32, copy=True)
         alpha_index = plate.channels.index("A") if "A" in plate.channels else None
         for i in range(placed.shape[0]):
             colour, alpha = placed[i, :3], placed[i, 3:]
@@ -524,7 +524,7 @@ class SwapModel(Node):
             if alpha_index is not None:
                 a = window[alpha_index:alpha_index + 1]
                 a.copy_(torch.where(inside, a * (1.0 - alpha) + alpha, a))
-        return plate.replace(tensor=out.to(plate.tensor.dtype), metadata=metadata, faces=out_faces)
+        return plate.replace(metadata=metadata, faces=out_faces).paste((y0, y1, x0, x1), window.to(plate.dtype))
 
 
 __all__ = ["SwapModel", "carried_to_crop", "crop_masks", "parse_tracks", "placed_face", "plate_face_motion",

@@ -146,16 +146,19 @@ class Write(Node):
     @staticmethod
     def _file_planes(image, working_space: str, colorspace: str) -> tuple[torch.Tensor, int | None]:
         """(C, H, W) float32 CPU planes in the file's colour space, a tensor of their own (the cached
-        image stays untouched), and the alpha plane's index (None: no alpha)."""
+        image stays untouched), and the alpha plane's index (None: no alpha). A patched image (a face
+        chain's output) is converted window by window, never copied whole first (``Image.map_pixels``)."""
         alpha = image.channels.index("A") if "A" in image.channels else None
-        tensor = image.tensor
-        if image.channels[:3] != ("R", "G", "B"):  # a Mask: write it as grey
-            tensor = tensor[:1].expand(3, -1, -1)
+        grey = image.channels[:3] != ("R", "G", "B")  # a Mask: write it as grey
+        if grey:
             alpha = None
-        planes = colour.convert_premultiplied(tensor, working_space, colorspace, alpha)
-        if planes.data_ptr() == image.tensor.data_ptr():  # no conversion: still the cached tensor
-            planes = planes.clone()
-        return planes.to("cpu", torch.float32), alpha
+
+        def convert(pixels: torch.Tensor) -> torch.Tensor:
+            if grey:
+                pixels = pixels[:1].expand(3, -1, -1)
+            return colour.convert_premultiplied(pixels, working_space, colorspace, alpha)
+
+        return image.map_pixels(convert).to("cpu", torch.float32), alpha
 
     def _encode_frame(self, writer: video.VideoWriter, image, working_space: str, colorspace: str,
                       frame: int) -> None:

@@ -180,3 +180,32 @@ def test_swap_region_in_a_wider_window_is_the_same_rendering_placed(media_dir, m
             torch.testing.assert_close(_finish.swap_region(face, window, "cpu"), fresh, rtol=0, atol=1e-6)
     # one rendering per swap window, whatever the wider windows asked for
     assert len(_finish._mask_memo) == len({_finish.swap_window(face, hw) for hw in sizes})
+
+
+def test_the_face_chain_shares_the_plates_frame_and_equals_whole_frame_copies(media_dir, model_path, monkeypatch):
+    """SwapModel and the finishing nodes paste their windows over the plate's frame (Image.paste) instead of
+    each copying the frame: the chain's output still shares the Read's tensor, and it is bit for bit what
+    the same nodes give when every input is first built as a whole frame of its own."""
+    def build():
+        g = engine.Graph()
+        g.settings.update(first=1, last=8)
+        # 1080p: a face of ~200 px leaves most of the frame outside every node's window
+        read = g.create("Read", file=str(media_dir / "plates_1080" / "demo1_video.mp4"), first=1, last=8)
+        plate = g.create("FaceDetect", inputs=[read])
+        node = g.create("SwapModel", inputs=[plate], model=model_path)
+        for kind in ("ColorMatch", "ShadowMatch", "EyeFix"):
+            node = g.create(kind, inputs=[node, plate])
+        grain = g.create("Grain", inputs=[node, plate])
+        grain.action_analyse(g)
+        return g, grain
+
+    g, grain = build()
+    out = g.evaluate(grain, 4)
+    plate = g.evaluate(g["Read1"], 4).tensor
+    corner = out.window((0, 1, 0, 1))  # far from the face
+    assert corner.untyped_storage().data_ptr() == plate.untyped_storage().data_ptr()
+    chained = out.tensor
+    assert not torch.equal(chained, plate)
+    assert torch.equal(out.tensor, chained) and plate.untyped_storage().data_ptr() != chained.untyped_storage().data_ptr()
+    monkeypatch.setattr(engine.Image, "window", lambda self, w: self.tensor[:, w[0]:w[1], w[2]:w[3]].clone())
+    assert torch.equal(_evaluate(build, 4), chained)
