@@ -481,12 +481,15 @@ def attached_noise(spectrum: torch.Tensor, to_crop: np.ndarray, window: tuple[in
     xs = torch.arange(x1 - x0, dtype=torch.float64)
     ys = torch.arange(y1 - y0, dtype=torch.float64)
     two_pi = 2.0 * math.pi
-    row = torch.exp(1j * two_pi * plate_freq[:, 0:1] * xs[None, :])                  # (K, w)
-    col = torch.exp(1j * two_pi * (ys[:, None] * plate_freq[None, :, 1] + phase0[None, :]))  # (h, K)
-    z = coefs[:, :, None] * row[None]                                                 # (3, K, w)
-    a = torch.cat([col.real, -col.imag], dim=1).float().to(device)                   # (h, 2K)
-    b = torch.cat([z.real, z.imag], dim=1).float().to(device)                        # (3, 2K, w)
-    return torch.matmul(a, b)
+    # phases in cycles, reduced to [0, 1) in float64 (they reach hundreds of cycles across a 1080p frame),
+    # then cos and sin in float32: half the time of float64 complex exponentials, within 2e-6 of them
+    row = (plate_freq[:, 0:1] * xs[None, :]).frac_().float().mul_(two_pi)                   # (K, w)
+    col = (ys[:, None] * plate_freq[None, :, 1] + phase0[None, :]).frac_().float().mul_(two_pi)  # (h, K)
+    row_cos, row_sin = torch.cos(row), torch.sin(row)
+    c_re, c_im = coefs.real.float()[:, :, None], coefs.imag.float()[:, :, None]        # (3, K, 1)
+    z = torch.cat([c_re * row_cos - c_im * row_sin, c_re * row_sin + c_im * row_cos], dim=1)  # (3, 2K, w)
+    a = torch.cat([torch.cos(col), -torch.sin(col)], dim=1)                            # (h, 2K)
+    return torch.matmul(a.to(device), z.to(device))
 
 
 def grain_std_map(lum: torch.Tensor, analysis: dict) -> torch.Tensor:
