@@ -69,9 +69,7 @@ def _delta_e(a, b, face):
                                           ("meanstd", "rgb")])
 def test_colormatch_brings_skin_delta_e_below_one(shot, method, space):
     g, plate, swap = shot
-    node = g.create("ColorMatch", method=method, space=space, window=1)
-    node.set_input(0, swap)
-    node.set_input(1, plate)
+    node = g.create("ColorMatch", inputs=[swap, plate], method=method, space=space, window=1)
     p = g.evaluate(plate, 20)
     face = p.faces[0]
     before = _delta_e(g.evaluate(swap, 20).tensor, p.tensor, face)
@@ -84,9 +82,7 @@ def test_meanstd_in_lab_improves_most_of_the_way(shot):
     # Per-channel mean/std in L*a*b* cannot undo a per-channel linear gain exactly (Lab is not linear in it),
     # but it removes most of the difference.
     g, plate, swap = shot
-    node = g.create("ColorMatch", method="meanstd", space="lab", window=1)
-    node.set_input(0, swap)
-    node.set_input(1, plate)
+    node = g.create("ColorMatch", inputs=[swap, plate], method="meanstd", space="lab", window=1)
     p = g.evaluate(plate, 20)
     assert _delta_e(g.evaluate(node, 20).tensor, p.tensor, p.faces[0]) < 1.2
 
@@ -96,9 +92,7 @@ def test_matched_face_flickers_no_more_than_the_plate(shot):
     flickering = g.create("TestFinishRecolour", flicker=0.05)
     flickering.set_input(0, plate)
     # pool "reference": the swap's statistics per frame, which evens out a swap's colour flicker
-    node = g.create("ColorMatch", window=2, pool="reference")
-    node.set_input(0, flickering)
-    node.set_input(1, plate)
+    node = g.create("ColorMatch", inputs=[flickering, plate], window=2, pool="reference")
     means = {"plate": [], "swap": [], "matched": []}
     for f in range(30, 38):
         p = g.evaluate(plate, f)
@@ -112,9 +106,7 @@ def test_matched_face_flickers_no_more_than_the_plate(shot):
 
 def test_mask_and_mix_limit_the_change_and_mix_zero_passes_through(shot):
     g, plate, swap = shot
-    node = g.create("ColorMatch", window=0)
-    node.set_input(0, swap)
-    node.set_input(1, plate)
+    node = g.create("ColorMatch", inputs=[swap, plate], window=0)
     src = g.evaluate(swap, 20).tensor
     full = g.evaluate(node, 20).tensor
     assert (full - src).abs().amax() > 0.01
@@ -131,9 +123,7 @@ def test_mask_and_mix_limit_the_change_and_mix_zero_passes_through(shot):
 
 def test_hash_follows_the_window(shot):
     g, plate, swap = shot
-    node = g.create("ColorMatch", window=2)
-    node.set_input(0, swap)
-    node.set_input(1, plate)
+    node = g.create("ColorMatch", inputs=[swap, plate], window=2)
     h2 = g.hash_of(node, g.context(20))
     node["window"] = 3
     assert g.hash_of(node, g.context(20)) != h2
@@ -149,9 +139,7 @@ def test_pooled_transfer_keeps_a_local_change_local(shot):
     patchy.set_input(0, plate)
     change = {}
     for pool in ("both", "reference"):
-        node = g.create("ColorMatch", window=3, pool=pool)
-        node.set_input(0, patchy)
-        node.set_input(1, still)
+        node = g.create("ColorMatch", inputs=[patchy, still], window=3, pool=pool)
         p = g.evaluate(still, 30)
         face = p.faces[0]
         x0, _, x1, _ = face.box
@@ -165,9 +153,7 @@ def test_pooled_transfer_keeps_a_local_change_local(shot):
 
 def test_hash_covers_the_source_frames_pooled(shot):
     g, plate, swap = shot
-    node = g.create("ColorMatch", window=2)
-    node.set_input(0, swap)
-    node.set_input(1, plate)
+    node = g.create("ColorMatch", inputs=[swap, plate], window=2)
     before = g.hash_of(node, g.context(20))
     swap["gain"] = (1.2, 0.95, 0.7)  # the source changes at every frame, the pooled ones included
     assert g.hash_of(node, g.context(20)) != before
