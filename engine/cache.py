@@ -10,7 +10,7 @@ import collections
 import dataclasses
 import os
 import threading
-from typing import Callable
+from typing import Callable, MutableMapping
 
 import torch
 
@@ -19,6 +19,27 @@ from .errors import Cancelled
 from .image import Image
 
 _WAIT_SLICE_S = 0.02
+
+# Memos that node modules keep beside the frame cache (face masks, decoded faces, optical flows, skin
+# samples): keyed by content like the frame cache and filled by the modules themselves; registered here so
+# one call empties them all (a benchmark's cold start, a purge).
+_memos: list[tuple[MutableMapping, "threading.Lock | None"]] = []
+
+
+def register_memo(memo: MutableMapping, lock: "threading.Lock | None" = None) -> MutableMapping:
+    """Register a module's memo (with the lock that guards it, if any) for :func:`clear_memos`; returns it."""
+    _memos.append((memo, lock))
+    return memo
+
+
+def clear_memos() -> None:
+    """Empty every registered memo (the frame caches are separate: ``FrameCache.clear``)."""
+    for memo, lock in _memos:
+        if lock is None:
+            memo.clear()
+        else:
+            with lock:
+                memo.clear()
 
 
 def _budget_from_env(name: str, default: int) -> int:

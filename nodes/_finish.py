@@ -14,6 +14,7 @@ import torch
 
 from doublure.engine import DoublureError, Image, ops
 from doublure.engine import colour as engine_colour
+from doublure.engine.cache import register_memo
 from doublure.engine.image import Window
 from doublure.faces.face import Face
 from doublure.faces.masks import rasterize_shapes, region_shapes
@@ -63,9 +64,9 @@ def face_window(face: Face, hw: tuple[int, int], margin: float) -> Window:
 # the same masks of the same face (ColorMatch's and Grain's swap region; ColorMatch's skin of a frame, as
 # the swap's and, frames earlier, as the plate's pooled reference), and the anti-aliased, distance-grown
 # rasterisation costs more than the node's own maths on a 200 px face.
-_mask_memo: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
-_MASK_MEMO_SIZE = 64
 _mask_memo_lock = threading.Lock()
+_mask_memo: "OrderedDict[tuple, torch.Tensor]" = register_memo(OrderedDict(), _mask_memo_lock)
+_MASK_MEMO_SIZE = 64
 
 
 def region_mask(face: Face, region: str, window: Window, device, grow: float = 0.0,

@@ -209,3 +209,20 @@ def test_the_face_chain_shares_the_plates_frame_and_equals_whole_frame_copies(me
     assert torch.equal(out.tensor, chained) and plate.untyped_storage().data_ptr() != chained.untyped_storage().data_ptr()
     monkeypatch.setattr(engine.Image, "window", lambda self, w: self.tensor[:, w[0]:w[1], w[2]:w[3]].clone())
     assert torch.equal(_evaluate(build, 4), chained)
+
+
+def test_clear_memos_empties_the_node_memos_and_the_result_comes_back_the_same(media_dir):
+    from doublure.engine.cache import clear_memos
+    from doublure.nodes import colormatch
+
+    g = engine.Graph()
+    read = g.create("Read", file=str(media_dir.joinpath(*CLIP)), first=1, last=20)
+    plate = g.create("FaceDetect", inputs=[read])
+    swap = g.create("TestFinishRecolour", inputs=[plate])
+    node = g.create("ColorMatch", inputs=[swap, plate], window=1)
+    first = g.evaluate(node, 12).tensor
+    assert len(_finish._mask_memo) > 0 and len(colormatch._sample_memo) > 0
+    clear_memos()
+    assert len(_finish._mask_memo) == 0 and len(colormatch._sample_memo) == 0
+    g.cache.clear()
+    assert torch.equal(g.evaluate(node, 12).tensor, first)
