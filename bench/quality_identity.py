@@ -5,7 +5,10 @@
 
 Training data (``--train-minutes``): B = the seven expressive ``mead/M030_*`` clips (the neutral clip stays
 unseen), A = the ``mead/W009_*`` clips (the plate actor's own faces, as in production). The swap runs the
-product path: Read -> FaceDetect -> SwapModel on W009 clips. Metrics (goals from issue 4):
+product path: Read -> FaceDetect -> SwapModel on W009 clips, twice: each sampled frame swapped on its own
+("model": the model's single-frame output) and the clips rendered through a shot graph with SwapModel's
+defaults ("model, shot graph": faces stabilised over +-4 frames and decoded faces blended over +-2, what a
+render gives), measured on the same frames. Metrics (goals from issue 4):
 
 - identity: dlib's 128-d face descriptor (``dlib-bin`` + ``face-recognition-models``, bench-only) of each
   swapped frame; mean distance to M030's centroid (his unseen neutral clip) and the fraction of frames
@@ -72,7 +75,8 @@ def skin_sharpness(crop_srgb: np.ndarray, face) -> float:
 
 
 def evaluate_swaps(swap_fn, ident: Identity, c_m030: np.ndarray, c_w009: np.ndarray, res: int, every: int) -> dict:
-    """Identity, expression and sharpness of ``swap_fn(plate_rgb8, face) -> swapped rgb8`` on W009 clips."""
+    """Identity, expression and sharpness of ``swap_fn(plate_rgb8, face, clip_path, frame_index) -> swapped
+    rgb8`` on W009 clips."""
     from doublure.faces.align import warp_to_crop
     from doublure.faces.detect import MediapipeBackend
     from doublure.faces.extract import expression_measures
@@ -86,7 +90,7 @@ def evaluate_swaps(swap_fn, ident: Identity, c_m030: np.ndarray, c_w009: np.ndar
                 face = detect_one(plate_det, rgb)
                 if face is None:
                     continue
-                out = swap_fn(rgb, face)
+                out = swap_fn(rgb, face, clip("W009", emotion), index)
                 d = ident.descriptor(out, face.box)
                 dm, dw = np.linalg.norm(d - c_m030), np.linalg.norm(d - c_w009)
                 dist_m.append(dm)
@@ -156,10 +160,35 @@ def model_swapper(model_path: str):
         def get(self, index, frame=None):
             return self.image
 
-    def swap(rgb8: np.ndarray, face) -> np.ndarray:
+    def swap(rgb8: np.ndarray, face, clip_path: str, index: int) -> np.ndarray:
         lin = colour.convert(torch.from_numpy(rgb8).permute(2, 0, 1).float().div(255.0).contiguous(), "srgb", "ACEScg")
         image = engine.Image(lin, faces=[face])
         out = node.compute(engine.EvalContext(frame=1), _Inputs(image))
+        return working_to_srgb8(out.tensor, "ACEScg")
+    return swap
+
+
+def shot_swapper(model_path: str):
+    """The clip rendered as a shot: Read -> FaceDetect -> SwapModel (the node's defaults, so each frame's face
+    is stabilised and blended with its neighbours' decodes), evaluated at the asked frame. One graph per clip,
+    so SwapModel's neighbours are the clip's own frames."""
+    import doublure.nodes  # noqa: F401
+    from doublure import engine
+    from doublure.nodes.facedetect import working_to_srgb8
+
+    graphs: dict[str, tuple] = {}
+
+    def swap(rgb8: np.ndarray, face, clip_path: str, index: int) -> np.ndarray:
+        if clip_path not in graphs:
+            g = engine.Graph()
+            read = g.create("Read", file=clip_path)
+            g.settings.update(first=read.value("first"), last=read.value("last"))
+            detect = g.create("FaceDetect", inputs=[read])
+            detect.action_track(g)
+            graphs.clear()  # one clip at a time: its frames and decodes are what the cache should hold
+            graphs[clip_path] = (g, read, g.create("SwapModel", inputs=[detect], model=model_path))
+        g, read, node = graphs[clip_path]
+        out = g.evaluate(node, read.value("first") + index)
         return working_to_srgb8(out.tensor, "ACEScg")
     return swap
 
@@ -180,7 +209,7 @@ def blurred_average_swapper(faceset_dir: str, res: int):
     blurred = torch.from_numpy(cv2.GaussianBlur(mean.permute(1, 2, 0).numpy(), (0, 0), res / 32)).permute(2, 0, 1)
     mean_lin = colour.convert(blurred.contiguous(), "srgb", "ACEScg")
 
-    def swap(rgb8: np.ndarray, face) -> np.ndarray:
+    def swap(rgb8: np.ndarray, face, clip_path: str, index: int) -> np.ndarray:
         plate = colour.convert(torch.from_numpy(rgb8).permute(2, 0, 1).float().div(255.0).contiguous(), "srgb", "ACEScg")
         hull = render_crop_mask(face, "face_hull", res)[None]
         mask = crop_masks(hull, hull, "landmark hull", 0.0, 0.015 * res)
@@ -294,8 +323,10 @@ def main(argv=None) -> int:
           f"centroid, W009 at {result['scale']['W009_neutral_to_M030_neutral']:.2f}", flush=True)
     sharp_real = real_sharpness(res, 2)
     baseline_swap, baseline_face = blurred_average_swapper(fs_b, res)
+    model_ssim = reconstruction_ssim(model, fs_neutral, res)
     for name, fn, ssim_value in (
-            ("model", model_swapper(model), reconstruction_ssim(model, fs_neutral, res)),
+            ("model", model_swapper(model), model_ssim),
+            ("model, shot graph", shot_swapper(model), model_ssim),
             ("blurred average", baseline_swap, reconstruction_ssim(None, fs_neutral, res, baseline_face))):
         r = evaluate_swaps(fn, ident, c_m030, c_w009, res, args.every)
         r["sharpness"] = r.pop("_sharp") / sharp_real
