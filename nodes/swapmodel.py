@@ -14,10 +14,13 @@ own. ``stabilise`` makes the crop transform follow the plate: the face fits of +
 this frame by the plate's optical flow inside the face (a similarity per frame pair) and averaged, which
 removes the fit's noise without the filter's lag. ``temporal`` blends the decoded faces of +-N frames in
 the aligned crop (triangular weights), where, once the transform follows the skin, the same pixel is the
-same point of the face. The output at a frame therefore reads the plate (and its faces) at the frames
-around it, and hashes them. The output carries each swapped face as it was placed (landmarks moved with
-the stabilised crop, :func:`placed_face`), so the finishing nodes below act where the swap is: with the
-tracker's landmarks their face regions trailed a fast head and recoloured off the swap.
+same point of the face; ``temporal_align`` (flow) first moves each neighbour's decoded face onto this
+frame's by the plate's optical flow between the two crops, so what no similarity follows (head turn,
+expression) is the same point too, and leaves out its pixels where that flow is not to be trusted. The
+output at a frame therefore reads the plate (and its faces) at the frames around it, and hashes them. The
+output carries each swapped face as it was placed (landmarks moved with the stabilised crop,
+:func:`placed_face`), so the finishing nodes below act where the swap is: with the tracker's landmarks their
+face regions trailed a fast head and recoloured off the swap.
 
 The model is loaded once per process and device and shared (keyed by its content digest, which is also
 what this node hashes). Every output frame carries provenance metadata: ``doublure/synthetic_face``, the
@@ -49,6 +52,7 @@ from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_
 from doublure.models.infer import shared_model, swap_faces
 
 MASK_SOURCES = ("predicted", "landmark hull", "both")
+TEMPORAL_ALIGN = ("none", "flow")
 BLEND_MODES = ("alpha", "seamless")
 OUTPUTS = ("composite", "swapped crop", "mask")
 DIRECTIONS = ("A->B",)
@@ -153,6 +157,10 @@ def plate_window(from_crop: np.ndarray, res: int, hw: tuple[int, int]) -> tuple[
 MOTION_MARGIN = 0.2
 MOTION_SIDE = 256
 MOTION_POINTS = 4096   # flow vectors the similarity is fitted to, evenly spread over the face
+FLOW_SIDE = 128         # crop side the residual flow of ``temporal_align`` is measured at (R if larger, <= 256)
+FLOW_TRUST_PX = 0.5     # forward-backward disagreement (crop pixels at that side) still trusted fully ...
+FLOW_TRUST_REL = 0.1    # ... plus this fraction of the motion; twice that and the neighbour's pixel counts 0
+FLOW_TRUST_GREY = 8.0   # mean grey difference (8-bit, 5 px box) of the plate where the flow lands, the same way
 MIN_LINK_IOU = 0.1     # box overlap of one frame's face with the next's for them to be one face (as Track)
 
 
@@ -160,6 +168,12 @@ def _affine3(m: np.ndarray) -> np.ndarray:
     """(2, 3) affine -> (3, 3) homogeneous matrix. (Inverses go through faces.face.invert_affine: a LAPACK
     3x3 inverse cost milliseconds each on the loaded CPU, more than the node's own maths.)"""
     return np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+def _grey8(plane: torch.Tensor) -> np.ndarray:
+    """(H, W) linear grey -> (H, W) uint8 with gamma 2.2: the optical flow needs the same grey in both frames,
+    not exact colour."""
+    return (plane.clamp(0.0, 1.0) ** (1 / 2.2) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
 def skin_motion(prev8: np.ndarray, cur8: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -206,11 +220,10 @@ def plate_face_motion(prev: torch.Tensor, cur: torch.Tensor, face) -> np.ndarray
     size = (max(8, int(round((x1 - x0) * scale))), max(8, int(round((y1 - y0) * scale))))
 
     def grey(plate: torch.Tensor) -> np.ndarray:
-        # the flow needs the same grey in both frames, not exact colour: the channels' mean, gamma 2.2
         plane = plate[:3, y0:y1, x0:x1].float().mean(0)[None, None]
         if scale < 1.0:
             plane = F.interpolate(plane, size=(size[1], size[0]), mode="area")
-        return (plane[0, 0].clamp(0.0, 1.0) ** (1 / 2.2) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+        return _grey8(plane[0, 0])
 
     sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
     to_window = np.array([[sx, 0.0, -sx * x0], [0.0, sy, -sy * y0], [0.0, 0.0, 1.0]])
@@ -247,6 +260,132 @@ def carried_to_crop(frame: int, to_crops: dict[int, np.ndarray], motions: dict[i
     return np.mean(carried, axis=0)[:2]
 
 
+def crop_grey8(plate: torch.Tensor, to_crop: np.ndarray, side: int) -> np.ndarray:
+    """A face's aligned crop of the plate in grey, for the optical flow between crops: the window the crop
+    covers, box-filtered to about the crop's scale and sampled bilinearly (a third of the time of the
+    anti-aliased :func:`doublure.faces.align.warp_to_crop`, and as good for the flow).
+
+    Args:
+        plate: (C, H, W) scene-linear.
+        to_crop: (2, 3) plate pixel -> crop unit.
+        side: crop side in pixels.
+
+    Returns:
+        (side, side) uint8, gamma 2.2 (:func:`_grey8`).
+    """
+    from_crop = invert_affine(to_crop)
+    y0, y1, x0, x1 = plate_window(from_crop[None], side, tuple(plate.shape[-2:]))
+    a = from_crop[:, :2]
+    k = max(1, int(math.sqrt(abs(a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0])) / side))   # plate px per crop px
+    h, w = (y1 - y0) // k, (x1 - x0) // k
+    grey = plate[:3, y0:y0 + h * k, x0:x0 + w * k].float().mean(0)[None, None]
+    if k > 1:
+        grey = F.avg_pool2d(grey, k)
+    # crop pixel centre (i + 0.5) / side -> plate pixel -> grid_sample's normalised coordinates of the pooled
+    # window (plate pixel centres on integers, as faces.align has them)
+    pos = (np.arange(side, dtype=np.float64) + 0.5) / side
+    u, v = np.meshgrid(pos, pos)
+    x = from_crop[0, 0] * u + from_crop[0, 1] * v + from_crop[0, 2] - x0
+    y = from_crop[1, 0] * u + from_crop[1, 1] * v + from_crop[1, 2] - y0
+    grid = torch.from_numpy(np.stack([(2 * x + 1) / (k * w) - 1, (2 * y + 1) / (k * h) - 1], -1).astype(np.float32))
+    crop = F.grid_sample(grey, grid[None].to(grey.device), mode="bilinear", padding_mode="border",
+                         align_corners=False)
+    return _grey8(crop[0, 0])
+
+
+def crop_flow(a8: np.ndarray, b8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The residual motion between two aligned crops of one face, both ways, and where it can be trusted.
+
+    Optical flow (OpenCV DIS) from ``a8`` to ``b8`` and back; a pixel's flow is trusted where the two agree
+    (forward-backward check: going there and back lands within :data:`FLOW_TRUST_PX` crop pixels, plus
+    :data:`FLOW_TRUST_REL` of the motion), where the plate looks the same at both ends (:data:`FLOW_TRUST_GREY`)
+    and where it lands inside the other crop. Where something covers the face in one frame only, or the flow
+    fails, a check fails.
+
+    Args:
+        a8: (S, S) uint8 grey crop.
+        b8: (S, S) uint8 grey crop of the same face at another frame.
+
+    Returns:
+        (flow a->b, trust a, flow b->a, trust b): flows (S, S, 2) float32 such that pixel x of ``a8`` shows
+        the point at x + flow(x) in ``b8``; trusts (S, S) float32 in [0, 1] (1: reliable, 0: not).
+    """
+    # DIS "medium" with fewer iterations: half its time for 0.03 px more error on a real face at 128 px
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis.setGradientDescentIterations(12)
+    dis.setVariationalRefinementIterations(2)
+    ab, ba = dis.calc(a8, b8, None), dis.calc(b8, a8, None)
+    side = a8.shape[0]
+    grid = np.stack(np.meshgrid(np.arange(side, dtype=np.float32), np.arange(side, dtype=np.float32)), -1)
+
+    def trust(src8: np.ndarray, dst8: np.ndarray, fw: np.ndarray, bw: np.ndarray) -> np.ndarray:
+        to = grid + fw
+        there = cv2.remap(np.dstack([bw, dst8.astype(np.float32)]), to[..., 0], to[..., 1], cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)       # the way back and the plate, where the flow lands
+        loop = fw + there[..., :2]
+        err = cv2.magnitude(loop[..., 0], loop[..., 1]) / (
+            FLOW_TRUST_PX + FLOW_TRUST_REL * cv2.magnitude(fw[..., 0], fw[..., 1]))
+        differs = cv2.blur(np.abs(src8.astype(np.float32) - there[..., 2]), (5, 5)) / FLOW_TRUST_GREY
+        inside = cv2.inRange(to, (0.0, 0.0), (side - 1.0, side - 1.0)) > 0
+        return (np.clip(2.0 - np.maximum(err, differs), 0.0, 1.0) * inside).astype(np.float32)
+
+    return ab, trust(a8, b8, ab, ba), ba, trust(b8, a8, ba, ab)
+
+
+def flow_warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """``image`` sampled at x + flow(x) (bilinear; the border repeated).
+
+    Args:
+        image: (C, R, R), or (N, C, R, R) with one flow each.
+        flow: (R, R, 2), or (N, R, R, 2), in pixels of ``image``, same device.
+
+    Returns:
+        The image moved onto the flow's frame, shaped as ``image``.
+    """
+    batched = image.dim() == 4
+    image, flow = (image, flow) if batched else (image[None], flow[None])
+    r = image.shape[-1]
+    pos = torch.arange(r, device=image.device, dtype=flow.dtype)
+    grid = (2.0 * (torch.stack(torch.meshgrid(pos, pos, indexing="xy"), -1) + flow) + 1.0) / r - 1.0
+    out = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out if batched else out[0]
+
+
+def compose_flows(first: tuple[torch.Tensor, torch.Tensor], then: tuple[torch.Tensor, torch.Tensor]):
+    """The flow (and trust) from crop a to crop c through crop b: a->b followed by b->c, each (flow (R, R, 2),
+    trust (R, R)) as :func:`crop_flow` gives them. A pixel is trusted as much as both of its hops."""
+    flow, trust = first
+    hop = flow_warp(torch.cat([then[0].permute(2, 0, 1), then[1][None]]), flow)
+    return flow + hop[:2].permute(1, 2, 0), trust * hop[2]
+
+
+def aligned_blend(decoded, weights, flows) -> tuple[torch.Tensor, torch.Tensor]:
+    """The temporal blend of decoded faces with each neighbour moved onto this frame's crop first.
+
+    Args:
+        decoded: [(rgb (3, R, R), mask (1, R, R))] per offset.
+        weights: per offset, summing to 1 (:func:`temporal_weights`).
+        flows: per offset, None for this frame, else (flow (R, R, 2), trust (R, R)) from this frame's crop to
+            the neighbour's (:func:`crop_flow` at the model's resolution).
+
+    Returns:
+        rgb (3, R, R), mask (1, R, R): per pixel, the neighbours' weights scaled by their trust and
+        renormalised (this frame always counts fully).
+    """
+    this = next(i for i, f in enumerate(flows) if f is None)
+    others = [i for i, f in enumerate(flows) if f is not None]
+    total = torch.cat(decoded[this]).float() * float(weights[this])
+    weight = float(weights[this])
+    if others:
+        moved = flow_warp(torch.stack([torch.cat(decoded[i]) for i in others]),
+                          torch.stack([flows[i][0] for i in others]))                       # (N, 4, R, R)
+        w = torch.stack([float(weights[i]) * flows[i][1] for i in others])[:, None]        # (N, 1, R, R)
+        total = total + (w * moved).sum(0)
+        weight = weight + w.sum(0)
+    total = total / weight
+    return total[:3], total[3:]
+
+
 def placed_face(face: Face, to_crop: np.ndarray) -> Face:
     """``face`` moved with its crop: landmarks, irises and box carried by the similarity from its fitted crop
     transform to ``to_crop``. The landmarks lag a fast head as much as the fit they came with, so the
@@ -279,12 +418,16 @@ def temporal_weights(offsets, reach: int) -> np.ndarray:
 
 
 # (plate hash at a - 1, plate hash at a, track id) -> the face's motion (plate_face_motion);
-# (model digest, plate hash, track id, to_crop, working space, device) -> the decoded face (sRGB rgb, mask).
+# (model digest, plate hash, track id, to_crop, working space, device) -> the decoded face (sRGB rgb, mask);
+# ((plate hash, track id, to_crop) at a, the same at b, R, device) -> flow and trust from a's crop to b's, and
+# (plate hash, track id, to_crop, side) -> the grey plate crop it is measured on.
 # Neighbouring frames' outputs read the same frame pairs and decode the same crops: each is done once. A
 # sequential render needs 2 * temporal + 1 decoded faces per face at a time; at 1024 px each is 16 MB.
 _motion_memo: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
 _decode_memo: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
-_MOTION_MEMO_SIZE, _DECODE_MEMO_SIZE = 256, 24
+_flow_memo: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
+_grey_memo: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_MOTION_MEMO_SIZE, _DECODE_MEMO_SIZE, _FLOW_MEMO_SIZE = 256, 24, 64
 _memo_lock = threading.Lock()
 
 
@@ -314,7 +457,7 @@ class SwapModel(Node):
     """Replace the plate's faces with an identity model's target actor."""
 
     type_name = "SwapModel"
-    version = 2
+    version = 3
     category = "Face"
     inputs = (Port("plate", "Image"),)
     knob_specs = (
@@ -337,6 +480,10 @@ class SwapModel(Node):
         K.Int("temporal", default=2, min=0, max=8, soft_max=4, animatable=False, label="temporal (frames)",
               tooltip="Blend the decoded faces of +- this many frames in the aligned crop (triangular weights): "
                       "less flicker. 0: this frame's face alone."),
+        K.Enum("temporal_align", TEMPORAL_ALIGN, default="flow", label="temporal align",
+               tooltip="none: blend the neighbours' faces as decoded in their crops; flow: first move each "
+                       "onto this frame's face by the plate's optical flow (head turn, expression), leaving "
+                       "out its pixels where the flow fails (occlusion): less ghosting."),
         K.Enum("output", OUTPUTS, default="composite",
                tooltip="composite: the plate with the new faces; swapped crop: the model's output crops side "
                        "by side; mask: where the new faces go."),
@@ -445,6 +592,35 @@ class SwapModel(Node):
         rgb, mask = swap_faces(loaded, model_in.to(ctx.device))
         return _remember(_decode_memo, key, (rgb[0], mask[0]), _DECODE_MEMO_SIZE)
 
+    def _crop_flow(self, ctx: EvalContext, inputs, res: int, a: int, face_a, b: int, face_b):
+        """(flow (R, R, 2), trust (R, R)) on ``ctx.device`` from ``face_a``'s crop of the plate at frame ``a``
+        to ``face_b``'s at ``b`` (:func:`crop_flow`, measured at :data:`FLOW_SIDE` or R up to 256 and
+        resampled to R; remembered both ways)."""
+        side = max(FLOW_SIDE, min(res, 256))
+        ka = (self.input_hash(0, ctx.at(a)), face_a.track_id, face_a.to_crop.tobytes())
+        kb = (self.input_hash(0, ctx.at(b)), face_b.track_id, face_b.to_crop.tobytes())
+        hit = _recall(_flow_memo, (ka, kb, res, str(ctx.device)))
+        if hit is not None:
+            return hit
+        greys = []
+        for f, face, k in ((a, face_a, ka), (b, face_b, kb)):
+            grey = _recall(_grey_memo, (k, side))
+            if grey is None:
+                grey = _remember(_grey_memo, (k, side), crop_grey8(inputs.get(0, frame=f).tensor, face.to_crop, side),
+                                 _FLOW_MEMO_SIZE)
+            greys.append(grey)
+        ab, trust_a, ba, trust_b = crop_flow(*greys)
+
+        def at_res(flow: np.ndarray, trust: np.ndarray):
+            both = torch.from_numpy(np.concatenate([flow * (res / side), trust[..., None]], -1)).permute(2, 0, 1)
+            if side != res:
+                both = F.interpolate(both[None], size=(res, res), mode="area" if side > res else "bilinear")[0]
+            both = both.permute(1, 2, 0).contiguous().to(ctx.device)
+            return both[..., :2], both[..., 2]
+
+        _remember(_flow_memo, (kb, ka, res, str(ctx.device)), at_res(ba, trust_b), _FLOW_MEMO_SIZE)
+        return _remember(_flow_memo, (ka, kb, res, str(ctx.device)), at_res(ab, trust_a), _FLOW_MEMO_SIZE)
+
     def compute(self, ctx: EvalContext, inputs) -> Image:
         plate = inputs.get(0)
         path = self._model_path()
@@ -473,6 +649,7 @@ class SwapModel(Node):
         ctx.check_cancelled()
         res = loaded.model.cfg.res
         stabilise, temporal = self._reach(ctx.frame)
+        align = self.value("temporal_align", ctx.frame)
         tracks_near = [self._track(ctx, inputs, f, stabilise + temporal) for f in faces]
         faces = [self._stabilised(ctx, inputs, ctx.frame, near, stabilise) for near in tracks_near]
         to_crop = np.stack([f.to_crop for f in faces])
@@ -483,10 +660,24 @@ class SwapModel(Node):
         swaps, masks = [], []
         for face, near in zip(faces, tracks_near):
             offsets = [d for d in range(-temporal, temporal + 1) if ctx.frame + d in near]
-            decoded = [self._decoded(ctx, inputs, loaded, ctx.frame + d,
-                                     face if d == 0 else self._stabilised(ctx, inputs, ctx.frame + d, near, stabilise))
-                       for d in offsets]
+            around = {d: face if d == 0 else self._stabilised(ctx, inputs, ctx.frame + d, near, stabilise)
+                      for d in offsets}
+            decoded = [self._decoded(ctx, inputs, loaded, ctx.frame + d, around[d]) for d in offsets]
             weights = temporal_weights(offsets, temporal)
+            if align == "flow" and len(offsets) > 1:
+                # hop by hop from this frame outwards (offsets are contiguous): one new pair of crops per frame
+                flows = {0: None}
+                for step in (-1, 1):
+                    for d in range(step, step * (temporal + 1), step):
+                        if d not in around:
+                            break
+                        hop = self._crop_flow(ctx, inputs, res, ctx.frame + d - step, around[d - step],
+                                              ctx.frame + d, around[d])
+                        flows[d] = hop if d == step else compose_flows(flows[d - step], hop)
+                rgb, m = aligned_blend(decoded, weights, [flows[d] for d in offsets])
+                swaps.append(rgb)
+                masks.append(m)
+                continue
             swaps.append(sum(float(w) * rgb for w, (rgb, _) in zip(weights, decoded)))
             masks.append(sum(float(w) * m for w, (_, m) in zip(weights, decoded)))
         ctx.check_cancelled()
@@ -527,5 +718,6 @@ class SwapModel(Node):
         return plate.replace(metadata=metadata, faces=out_faces).paste((y0, y1, x0, x1), window.to(plate.dtype))
 
 
-__all__ = ["SwapModel", "carried_to_crop", "crop_masks", "parse_tracks", "placed_face", "plate_face_motion",
-           "plate_window", "seamless_correction", "skin_motion", "temporal_weights"]
+__all__ = ["SwapModel", "aligned_blend", "carried_to_crop", "compose_flows", "crop_flow", "crop_grey8", "crop_masks",
+           "flow_warp", "parse_tracks", "placed_face", "plate_face_motion", "plate_window", "seamless_correction",
+           "skin_motion", "temporal_weights"]

@@ -83,6 +83,8 @@ def test_temporal_blend_steadies_the_decoded_face(media_dir):
     g, fd, sw = swap_graph(media_dir / "mead/W009_front_happy_level3_001.mp4", 10, track=True)
     sw["output"] = "swapped crop"
     sw["stabilise"] = 2     # the same crop transforms either way: only the decoded faces' blend differs
+    sw["temporal_align"] = "none"   # the plain blend (flow-aligned, the crop moves as the plate's face does:
+                                    # tests/test_swapmodel_flow_align.py measures it after the plate's flow)
 
     def change(temporal: int) -> float:
         sw["temporal"] = temporal
