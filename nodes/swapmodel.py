@@ -157,7 +157,7 @@ def plate_window(from_crop: np.ndarray, res: int, hw: tuple[int, int]) -> tuple[
 MOTION_MARGIN = 0.2
 MOTION_SIDE = 256
 MOTION_POINTS = 4096   # flow vectors the similarity is fitted to, evenly spread over the face
-FLOW_SIDE = 128         # crop side the residual flow of ``temporal_align`` is measured at (R if larger, <= 256)
+FLOW_SIDE = 96          # crop side the residual flow of ``temporal_align`` is measured at (R if larger, <= 256)
 FLOW_TRUST_PX = 0.5     # forward-backward disagreement (crop pixels at that side) still trusted fully ...
 FLOW_TRUST_REL = 0.1    # ... plus this fraction of the motion; twice that and the neighbour's pixel counts 0
 FLOW_TRUST_GREY = 8.0   # mean grey difference (8-bit, 5 px box) of the plate where the flow lands, the same way
