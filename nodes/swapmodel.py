@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
+from doublure.engine.cache import register_memo
 from doublure.engine.ops import gaussian_blur, normalized_blur
 from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
 from doublure.faces.detect import box_from_landmarks
@@ -423,12 +424,12 @@ def temporal_weights(offsets, reach: int) -> np.ndarray:
 # (plate hash, track id, to_crop, side) -> the grey plate crop it is measured on.
 # Neighbouring frames' outputs read the same frame pairs and decode the same crops: each is done once. A
 # sequential render needs 2 * temporal + 1 decoded faces per face at a time; at 1024 px each is 16 MB.
-_motion_memo: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-_decode_memo: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
-_flow_memo: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = OrderedDict()
-_grey_memo: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
-_MOTION_MEMO_SIZE, _DECODE_MEMO_SIZE, _FLOW_MEMO_SIZE = 256, 24, 64
 _memo_lock = threading.Lock()
+_motion_memo: "OrderedDict[tuple, np.ndarray]" = register_memo(OrderedDict(), _memo_lock)
+_decode_memo: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = register_memo(OrderedDict(), _memo_lock)
+_flow_memo: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = register_memo(OrderedDict(), _memo_lock)
+_grey_memo: "OrderedDict[tuple, np.ndarray]" = register_memo(OrderedDict(), _memo_lock)
+_MOTION_MEMO_SIZE, _DECODE_MEMO_SIZE, _FLOW_MEMO_SIZE = 256, 24, 64
 
 
 def _recall(memo: OrderedDict, key: tuple):
@@ -477,7 +478,7 @@ class SwapModel(Node):
         K.Int("stabilise", default=4, min=0, max=12, soft_max=8, animatable=False, label="stabilise (frames)",
               tooltip="Average the face fits of +- this many frames, carried along by the plate's optical flow, "
                       "into each frame's crop: the swap sticks to the moving skin. 0: the tracked fit alone."),
-        K.Int("temporal", default=2, min=0, max=8, soft_max=4, animatable=False, label="temporal (frames)",
+        K.Int("temporal", default=3, min=0, max=8, soft_max=4, animatable=False, label="temporal (frames)",
               tooltip="Blend the decoded faces of +- this many frames in the aligned crop (triangular weights): "
                       "less flicker. 0: this frame's face alone."),
         K.Enum("temporal_align", TEMPORAL_ALIGN, default="flow", label="temporal align",
