@@ -161,7 +161,9 @@ def rasterize_shapes(add: Sequence[np.ndarray], cut: Sequence[np.ndarray], hw: t
             hi = (dist > -grow * k + 0.5).astype(np.float32)
     else:
         hi = _centre_edge(hi) * (1.0 - _centre_edge(holes))
-    cov = hi.reshape(y1 - y0, k, x1 - x0, k).mean(axis=(1, 3))
+    # the mean of each k x k block: OpenCV's area resize at an integer factor computes exactly that, ~10x
+    # faster than numpy's strided mean (the samples are multiples of 1/4, so every sum is exact either way)
+    cov = cv2.resize(hi, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
     out[y0:y1, x0:x1] = cov
     return out
 

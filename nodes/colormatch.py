@@ -25,6 +25,7 @@ frame-to-frame colour flicker, at the price of that whole-face colour change (is
 """
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 
@@ -56,6 +57,10 @@ _OKLAB_M2 = (
     (1.9779984951, -2.4285922050, 0.4505937099),
     (0.0259040371, 0.7827717662, -0.8086757660),
 )
+# their inverses, once: a 3x3 inverse per call is microseconds alone but waits on numpy's BLAS threads
+# (milliseconds) while torch's own threads are busy
+_OKLAB_M1_INV = np.linalg.inv(np.asarray(_OKLAB_M1))
+_OKLAB_M2_INV = np.linalg.inv(np.asarray(_OKLAB_M2))
 
 _LAB_EPSILON = (6.0 / 29.0) ** 3
 _LAB_SLOPE = 1.0 / (3.0 * (6.0 / 29.0) ** 2)
@@ -127,8 +132,8 @@ def oklab_to_xyz(oklab: torch.Tensor) -> torch.Tensor:
     Returns:
         (3, *) CIE XYZ, D65.
     """
-    lms_ = _apply_matrix(np.linalg.inv(np.asarray(_OKLAB_M2)), oklab)
-    return _apply_matrix(np.linalg.inv(np.asarray(_OKLAB_M1)), lms_.pow(3))
+    lms_ = _apply_matrix(_OKLAB_M2_INV, oklab)
+    return _apply_matrix(_OKLAB_M1_INV, lms_.pow(3))
 
 
 def to_match_space(rgb: torch.Tensor, space: str, rgb_to_xyz: np.ndarray) -> torch.Tensor:
@@ -153,7 +158,13 @@ def from_match_space(values: torch.Tensor, space: str, rgb_to_xyz: np.ndarray) -
     if space == "rgb":
         return values
     xyz = lab_to_xyz(values) if space == "lab" else oklab_to_xyz(values)
-    return _apply_matrix(np.linalg.inv(rgb_to_xyz), xyz)
+    return _apply_matrix(_inverse(np.asarray(rgb_to_xyz, dtype=np.float64).tobytes()), xyz)
+
+
+@functools.lru_cache(maxsize=8)
+def _inverse(matrix_bytes: bytes) -> np.ndarray:
+    """The inverse of a (3, 3) float64 matrix given as its bytes (a working space's RGB -> XYZ)."""
+    return np.linalg.inv(np.frombuffer(matrix_bytes, dtype=np.float64).reshape(3, 3))
 
 
 # ----------------------------------------------------------------------------------------------------------
