@@ -10,7 +10,8 @@ import collections
 import dataclasses
 import os
 import threading
-from typing import Callable, MutableMapping
+import weakref
+from typing import Callable
 
 import torch
 
@@ -20,26 +21,49 @@ from .image import Image
 
 _WAIT_SLICE_S = 0.02
 
-# Memos that node modules keep beside the frame cache (face masks, decoded faces, optical flows, skin
-# samples): keyed by content like the frame cache and filled by the modules themselves; registered here so
-# one call empties them all (a benchmark's cold start, a purge).
-_memos: list[tuple[MutableMapping, "threading.Lock | None"]] = []
+class Memo:
+    """A small thread-safe LRU of what a node module computes beside the frame cache (face masks, decoded
+    faces, optical flows, skin samples), keyed by content like the frame cache. Every Memo is emptied by
+    :func:`clear_memos` (a benchmark's cold start, a purge)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+        _memos.add(self)
+
+    def get(self, key):
+        """The value remembered for ``key`` (now the most recently used), or None."""
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key, value):
+        """Remember ``value`` for ``key``, dropping the least recently used beyond ``size``; returns ``value``."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
-def register_memo(memo: MutableMapping, lock: "threading.Lock | None" = None) -> MutableMapping:
-    """Register a module's memo (with the lock that guards it, if any) for :func:`clear_memos`; returns it."""
-    _memos.append((memo, lock))
-    return memo
+_memos: "weakref.WeakSet[Memo]" = weakref.WeakSet()
 
 
 def clear_memos() -> None:
-    """Empty every registered memo (the frame caches are separate: ``FrameCache.clear``)."""
-    for memo, lock in _memos:
-        if lock is None:
-            memo.clear()
-        else:
-            with lock:
-                memo.clear()
+    """Empty every :class:`Memo` (the frame caches are separate: ``FrameCache.clear``)."""
+    for memo in list(_memos):
+        memo.clear()
 
 
 def _budget_from_env(name: str, default: int) -> int:

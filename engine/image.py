@@ -85,10 +85,7 @@ class Image:
         if self._patches:
             with _materialise_lock:
                 if self._patches:
-                    frame = self._base.clone()
-                    for (y0, y1, x0, x1), pixels in self._patches:
-                        frame[:, y0:y1, x0:x1] = pixels
-                    object.__setattr__(self, "_base", frame)
+                    object.__setattr__(self, "_base", self.map_pixels(lambda pixels: pixels))
                     object.__setattr__(self, "_patches", ())
         return self._base
 

@@ -95,10 +95,9 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
 
     A node with ``stage(ctx)`` (Write) evaluates its input here and hands back its file work (colour
     conversion, encoding, compression), which a writer thread of its own runs in frame order while the next
-    frame computes;
-    at most ``WRITE_QUEUE_FRAMES`` frames wait for it. Its errors are reported for the frame they belong to,
-    and the frames already handed over are finished before the render returns or raises (an error or a
-    cancel in a later frame does not drop them). Other executable nodes run ``execute(ctx)`` inline.
+    frame computes; at most ``WRITE_QUEUE_FRAMES`` frames wait for it. Its errors are reported for the frame
+    they belong to, and the frames already handed over are finished before the render returns or raises (an
+    error or a cancel in a later frame does not drop them). Other executable nodes run ``execute(ctx)`` inline.
     """
     nodes = executable_nodes(graph, writes)
     frame_list = resolve_frames(graph, frames)
@@ -158,7 +157,7 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
             pending.append(writes_of_frame)
             for node in nodes:
                 try:
-                    if callable(getattr(node, "stage", None)):
+                    if node in writers:
                         job = node.stage(ctx)
                         writes_of_frame.results.append((node, False if job is None else writers[node].submit(job)))
                     else:

@@ -27,7 +27,7 @@ from doublure.engine.errors import DoublureError, MediaError
 
 from .align import warp_to_crop
 from .detect import MediapipeBackend
-from .face import Face
+from .face import Face, affine_scale
 from .masks import render_crop_mask
 from .track import associate, make_face
 
@@ -214,7 +214,7 @@ def _crops_of_frame(idx: int, rgb: np.ndarray, raw, size: int, face_type: str, o
     faces = []
     for r in raw:
         f = make_face(-1, r.landmarks, r.confidence, face_type)
-        footprint = 1.0 / math.sqrt(abs(np.linalg.det(f.to_crop[:, :2])))   # plate px across the crop
+        footprint = 1.0 / affine_scale(f.to_crop)   # plate px across the crop
         if footprint < opts.min_face_ratio * size:
             skipped["too_small"] += 1
         else:

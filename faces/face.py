@@ -5,6 +5,7 @@ centre is at integer coordinates (mediapipe's normalised landmarks are converted
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -36,6 +37,13 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     # closed form: a LAPACK call costs more than the whole rest of a face's bookkeeping
     ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
     return np.array([[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)]])
+
+
+def affine_scale(m: np.ndarray) -> float:
+    """How much a (2, 3) affine (or its (2, 2) part) scales lengths: sqrt |det| of its linear part (a
+    similarity's scale), in closed form for the same reason as :func:`invert_affine`."""
+    (a, b), (c, d) = np.asarray(m, dtype=np.float64)[:, :2]
+    return math.sqrt(abs(a * d - b * c))
 
 
 def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from mediapipe.python.solutions import face_mesh_connections as fmc
 from doublure.engine.ops import gaussian_blur
 
 from .align import TEMPLATE_2D
-from .face import Face, apply_affine, crop_matrix
+from .face import Face, affine_scale, apply_affine, crop_matrix
 
 REGIONS = ("face_hull", "skin", "eyes", "irises", "mouth")
 _SUPERSAMPLE = 4
@@ -208,7 +208,7 @@ def render_crop_mask(face: Face, region: str, size: int, grow: float = 0.0, feat
     """
     m = crop_matrix(face.to_crop, size)
     lm = apply_affine(m, face.landmarks)
-    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    scale = affine_scale(m)
     iris = np.asarray(face.iris, dtype=np.float64).copy()
     iris[:, :2] = apply_affine(m, iris[:, :2])
     iris[:, 2] *= scale

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .face import Face, apply_affine
+from .face import Face, affine_scale, apply_affine
 
 # Pixels per chunk when measuring distances to many segments (bounds memory to a few tens of MB).
 _CHUNK = 1 << 16
@@ -41,7 +41,7 @@ def stroke_active(stroke: dict, frame: int) -> bool:
 
 def crop_units_per_pixel(face: Face) -> float:
     """Size of one plate pixel in the face's crop unit coordinates (the crop transform is a similarity)."""
-    return float(np.sqrt(abs(np.linalg.det(np.asarray(face.to_crop, dtype=np.float64)[:, :2]))))
+    return affine_scale(face.to_crop)
 
 
 def plate_points_to_stroke(face: Face, points_px, radius_px: float, *, hardness: float = 0.5,

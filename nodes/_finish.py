@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import threading
-from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -14,7 +12,7 @@ import torch
 
 from doublure.engine import DoublureError, Image, ops
 from doublure.engine import colour as engine_colour
-from doublure.engine.cache import register_memo
+from doublure.engine.cache import Memo
 from doublure.engine.image import Window
 from doublure.faces.face import Face
 from doublure.faces.masks import rasterize_shapes, region_shapes
@@ -64,9 +62,7 @@ def face_window(face: Face, hw: tuple[int, int], margin: float) -> Window:
 # the same masks of the same face (ColorMatch's and Grain's swap region; ColorMatch's skin of a frame, as
 # the swap's and, frames earlier, as the plate's pooled reference), and the anti-aliased, distance-grown
 # rasterisation costs more than the node's own maths on a 200 px face.
-_mask_memo_lock = threading.Lock()
-_mask_memo: "OrderedDict[tuple, torch.Tensor]" = register_memo(OrderedDict(), _mask_memo_lock)
-_MASK_MEMO_SIZE = 64
+_mask_memo = Memo(64)
 
 
 def region_mask(face: Face, region: str, window: Window, device, grow: float = 0.0,
@@ -89,16 +85,9 @@ def region_mask(face: Face, region: str, window: Window, device, grow: float = 0
     iris = np.ascontiguousarray(face.iris, dtype=np.float64)
     key = (lm.tobytes(), lm.shape, iris.tobytes(), iris.shape, region, tuple(window), float(grow), float(feather),
            str(device))
-    with _mask_memo_lock:
-        mask = _mask_memo.get(key)
-        if mask is not None:
-            _mask_memo.move_to_end(key)
-            return mask.clone()
-    mask = _render_region_mask(lm, iris, region, window, device, grow, feather)
-    with _mask_memo_lock:
-        _mask_memo[key] = mask
-        while len(_mask_memo) > _MASK_MEMO_SIZE:
-            _mask_memo.popitem(last=False)
+    mask = _mask_memo.get(key)
+    if mask is None:
+        mask = _mask_memo.put(key, _render_region_mask(lm, iris, region, window, device, grow, feather))
     return mask.clone()
 
 

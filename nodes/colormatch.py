@@ -26,8 +26,6 @@ frame-to-frame colour flicker, at the price of that whole-face colour change (is
 from __future__ import annotations
 
 import functools
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -35,7 +33,7 @@ import torch
 from doublure.engine import EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
-from doublure.engine.cache import register_memo
+from doublure.engine.cache import Memo
 from ._finish import (blend_into, face_width, face_window, mask_input, region_mask, require_same_size,
                       swap_region, swap_window, working_to_xyz_matrix)
 
@@ -415,9 +413,7 @@ SKIN_ERODE = 0.02  # face widths: keep the skin samples off the mask's edge (hai
 # (input index, its hash, the source's hash when the faces are borrowed from it, track id, space, working space)
 # -> (3, N) samples; shared by neighbouring frames' windows so each frame's skin is sampled once, not 2N + 1
 # times.
-_sample_memo_lock = threading.Lock()
-_sample_memo: "OrderedDict[tuple, torch.Tensor]" = register_memo(OrderedDict(), _sample_memo_lock)
-_SAMPLE_MEMO_SIZE = 256
+_sample_memo = Memo(256)
 
 
 def skin_samples(image: Image, face, space: str, rgb_to_xyz: np.ndarray,
@@ -490,10 +486,7 @@ class ColorMatch(Node):
         A reference without faces is sampled with the source's faces of that frame."""
         borrowed = self.input_hash(0, ctx.at(frame)) if index == 1 else None
         key = (index, self.input_hash(index, ctx.at(frame)), borrowed, track_id, space, ctx.working_space)
-        with _sample_memo_lock:
-            cached = _sample_memo.get(key)
-            if cached is not None:
-                _sample_memo.move_to_end(key)
+        cached = _sample_memo.get(key)
         if cached is not None:
             return cached.to(ctx.device)
         image = inputs.get(index, frame=frame)
@@ -501,12 +494,7 @@ class ColorMatch(Node):
         face = next((f for f in faces if f.track_id == track_id), None)
         if face is None:
             return None
-        samples = skin_samples(image, face, space, rgb_to_xyz)
-        with _sample_memo_lock:
-            _sample_memo[key] = samples
-            while len(_sample_memo) > _SAMPLE_MEMO_SIZE:
-                _sample_memo.popitem(last=False)
-        return samples
+        return _sample_memo.put(key, skin_samples(image, face, space, rgb_to_xyz))
 
     def _pooled(self, ctx: EvalContext, inputs, index: int, frames: list[int], track_id: int, space: str,
                 rgb_to_xyz: np.ndarray, device) -> torch.Tensor | None:

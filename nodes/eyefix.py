@@ -239,7 +239,7 @@ class EyeFix(Node):
         hw = (src.height, src.width)
         dev = src.device
         weights = luma_weights(ctx.working_space, dev)
-        # Everything happens inside the eyes' region; the rest of the frame is the source, copied once.
+        # Everything happens inside the eyes' region; the rest of the frame stays the source's, shared.
         region = self.region(src.faces, ctx.frame, hw)
         ry0, ry1, rx0, rx1 = region
         result = src.window(region)[:3].float().clone()

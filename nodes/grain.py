@@ -36,6 +36,8 @@ import torch
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import knobs as K
 from doublure.engine import ops
+from doublure.engine.cache import Memo
+from doublure.faces.face import affine_scale
 
 from ._finish import (blend_into, frame_seed, luma_weights, mask_input, require_same_size, swap_region,
                       swap_window)
@@ -405,6 +407,10 @@ ATTACHED_WAVES = 1024
 _WAVE_CELLS = 64
 
 
+# (spectrum, seed, waves) -> attached_waves(...): a track's waves are the same on every frame it is on.
+_waves_memo = Memo(16)
+
+
 def attached_waves(spectrum: torch.Tensor, seed: int, waves: int = ATTACHED_WAVES) -> tuple[torch.Tensor, torch.Tensor]:
     """The plane waves of an attached grain field: frequencies drawn in proportion to the channels' mean
     power, each channel weighting them by its own power over that mean (importance sampling), with complex
@@ -449,7 +455,7 @@ def face_frame(to_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     to_crop = np.asarray(to_crop, dtype=np.float64)
     a, b = to_crop[:, :2], to_crop[:, 2]
-    scale = 1.0 / math.sqrt(max(abs(float(np.linalg.det(a))), 1e-300))  # plate px per crop unit
+    scale = 1.0 / max(affine_scale(a), 1e-150)  # plate px per crop unit
     return scale * a, scale * (b - 0.5)
 
 
@@ -472,7 +478,8 @@ def attached_noise(spectrum: torch.Tensor, to_crop: np.ndarray, window: tuple[in
     Returns:
         (3, y1 - y0, x1 - x0) float32, unit variance per channel, channels independent.
     """
-    freqs, coefs = attached_waves(spectrum, seed, waves)
+    key = (spectrum.cpu().numpy().tobytes(), int(seed), int(waves))
+    freqs, coefs = _waves_memo.get(key) or _waves_memo.put(key, attached_waves(spectrum, seed, waves))
     m, t = face_frame(to_crop)
     y0, y1, x0, x1 = window
     f = freqs.numpy()

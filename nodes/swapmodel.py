@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
-from collections import OrderedDict
 
 import cv2
 import numpy as np
@@ -42,11 +40,11 @@ import torch.nn.functional as F
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
-from doublure.engine.cache import register_memo
+from doublure.engine.cache import Memo
 from doublure.engine.ops import gaussian_blur, normalized_blur
 from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
 from doublure.faces.detect import box_from_landmarks
-from doublure.faces.face import Face, apply_affine, invert_affine
+from doublure.faces.face import Face, affine_scale, apply_affine, invert_affine
 from doublure.faces.masks import render_crop_mask
 from doublure.faces.track import box_iou
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
@@ -145,7 +143,7 @@ def plate_window(from_crop: np.ndarray, res: int, hw: tuple[int, int]) -> tuple[
     """
     corners = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
     xy = np.concatenate([corners @ m.T for m in from_crop])
-    plate_px_per_crop_px = max(math.sqrt(abs(np.linalg.det(m[:, :2]))) for m in from_crop) / res
+    plate_px_per_crop_px = max(affine_scale(m) for m in from_crop) / res
     step = 2 ** max(0, math.ceil(math.log2(max(plate_px_per_crop_px, 1e-12))))
     margin = 2 * step + 2
     x0, y0 = ((np.floor((xy.min(0) - margin) / step)) * step).astype(int)
@@ -276,8 +274,7 @@ def crop_grey8(plate: torch.Tensor, to_crop: np.ndarray, side: int) -> np.ndarra
     """
     from_crop = invert_affine(to_crop)
     y0, y1, x0, x1 = plate_window(from_crop[None], side, tuple(plate.shape[-2:]))
-    a = from_crop[:, :2]
-    k = max(1, int(math.sqrt(abs(a[0, 0] * a[1, 1] - a[0, 1] * a[1, 0])) / side))   # plate px per crop px
+    k = max(1, int(affine_scale(from_crop) / side))   # plate px per crop px
     h, w = (y1 - y0) // k, (x1 - x0) // k
     grey = plate[:3, y0:y0 + h * k, x0:x0 + w * k].float().mean(0)[None, None]
     if k > 1:
@@ -401,7 +398,7 @@ def placed_face(face: Face, to_crop: np.ndarray) -> Face:
     """
     from_crop = invert_affine(to_crop)
     move = _affine3(from_crop) @ _affine3(face.to_crop)        # fitted plate pixel -> placed plate pixel
-    scale = math.sqrt(abs(move[0, 0] * move[1, 1] - move[0, 1] * move[1, 0]))
+    scale = affine_scale(move[:2])
     landmarks = face.landmarks.astype(np.float64)
     landmarks[:, :2] = apply_affine(move[:2], landmarks[:, :2])
     landmarks[:, 2] *= scale
@@ -424,25 +421,7 @@ def temporal_weights(offsets, reach: int) -> np.ndarray:
 # (plate hash, track id, to_crop, side) -> the grey plate crop it is measured on.
 # Neighbouring frames' outputs read the same frame pairs and decode the same crops: each is done once. A
 # sequential render needs 2 * temporal + 1 decoded faces per face at a time; at 1024 px each is 16 MB.
-_memo_lock = threading.Lock()
-_motion_memo: "OrderedDict[tuple, np.ndarray]" = register_memo(OrderedDict(), _memo_lock)
-_decode_memo: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = register_memo(OrderedDict(), _memo_lock)
-_flow_memo: "OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]]" = register_memo(OrderedDict(), _memo_lock)
-_grey_memo: "OrderedDict[tuple, np.ndarray]" = register_memo(OrderedDict(), _memo_lock)
-_MOTION_MEMO_SIZE, _DECODE_MEMO_SIZE, _FLOW_MEMO_SIZE = 256, 24, 64
-
-
-def _recall(memo: OrderedDict, key: tuple):
-    with _memo_lock:
-        return memo.get(key)
-
-
-def _remember(memo: OrderedDict, key: tuple, value, size: int):
-    with _memo_lock:
-        memo[key] = value
-        while len(memo) > size:
-            memo.popitem(last=False)
-    return value
+_motion_memo, _decode_memo, _flow_memo, _grey_memo = Memo(256), Memo(24), Memo(64), Memo(64)
 
 
 def _to_encoding(crops: torch.Tensor, src: str, dst: str) -> torch.Tensor:
@@ -552,12 +531,11 @@ class SwapModel(Node):
     def _motion(self, ctx: EvalContext, inputs, frame: int, face) -> np.ndarray:
         """plate_face_motion from frame - 1 to ``frame`` (remembered)."""
         key = (self.input_hash(0, ctx.at(frame - 1)), self.input_hash(0, ctx.at(frame)), face.track_id)
-        hit = _recall(_motion_memo, key)
+        hit = _motion_memo.get(key)
         if hit is not None:
             return hit
         prev, cur = inputs.get(0, frame=frame - 1), inputs.get(0, frame=frame)
-        return _remember(_motion_memo, key, plate_face_motion(prev.tensor, cur.tensor, face),
-                         _MOTION_MEMO_SIZE)
+        return _motion_memo.put(key, plate_face_motion(prev.tensor, cur.tensor, face))
 
     def _stabilised(self, ctx: EvalContext, inputs, frame: int, near: dict, stabilise: int):
         """The face at ``frame`` (one of ``near``) with its crop transform carried from the fits of +-stabilise
@@ -584,14 +562,14 @@ class SwapModel(Node):
         ``face``'s crop transform (remembered: neighbouring frames' outputs blend the same decoded faces)."""
         key = (loaded.digest, self.input_hash(0, ctx.at(frame)), face.track_id, face.to_crop.tobytes(),
                ctx.working_space, str(ctx.device))
-        hit = _recall(_decode_memo, key)
+        hit = _decode_memo.get(key)
         if hit is not None:
             return hit
         plate = inputs.get(0, frame=frame)
         crop = self._plate_crops(plate.tensor, face.to_crop[None], loaded.model.cfg.res)
         model_in = _to_encoding(crop, ctx.working_space, "srgb").clamp(0.0, 1.0)
         rgb, mask = swap_faces(loaded, model_in.to(ctx.device))
-        return _remember(_decode_memo, key, (rgb[0], mask[0]), _DECODE_MEMO_SIZE)
+        return _decode_memo.put(key, (rgb[0], mask[0]))
 
     def _crop_flow(self, ctx: EvalContext, inputs, res: int, a: int, face_a, b: int, face_b):
         """(flow (R, R, 2), trust (R, R)) on ``ctx.device`` from ``face_a``'s crop of the plate at frame ``a``
@@ -600,15 +578,14 @@ class SwapModel(Node):
         side = max(FLOW_SIDE, min(res, 256))
         ka = (self.input_hash(0, ctx.at(a)), face_a.track_id, face_a.to_crop.tobytes())
         kb = (self.input_hash(0, ctx.at(b)), face_b.track_id, face_b.to_crop.tobytes())
-        hit = _recall(_flow_memo, (ka, kb, res, str(ctx.device)))
+        hit = _flow_memo.get((ka, kb, res, str(ctx.device)))
         if hit is not None:
             return hit
         greys = []
         for f, face, k in ((a, face_a, ka), (b, face_b, kb)):
-            grey = _recall(_grey_memo, (k, side))
+            grey = _grey_memo.get((k, side))
             if grey is None:
-                grey = _remember(_grey_memo, (k, side), crop_grey8(inputs.get(0, frame=f).tensor, face.to_crop, side),
-                                 _FLOW_MEMO_SIZE)
+                grey = _grey_memo.put((k, side), crop_grey8(inputs.get(0, frame=f).tensor, face.to_crop, side))
             greys.append(grey)
         ab, trust_a, ba, trust_b = crop_flow(*greys)
 
@@ -619,8 +596,22 @@ class SwapModel(Node):
             both = both.permute(1, 2, 0).contiguous().to(ctx.device)
             return both[..., :2], both[..., 2]
 
-        _remember(_flow_memo, (kb, ka, res, str(ctx.device)), at_res(ba, trust_b), _FLOW_MEMO_SIZE)
-        return _remember(_flow_memo, (ka, kb, res, str(ctx.device)), at_res(ab, trust_a), _FLOW_MEMO_SIZE)
+        _flow_memo.put((kb, ka, res, str(ctx.device)), at_res(ba, trust_b))
+        return _flow_memo.put((ka, kb, res, str(ctx.device)), at_res(ab, trust_a))
+
+    def _neighbour_flows(self, ctx: EvalContext, inputs, res: int, around: dict) -> dict:
+        """offset -> (flow, trust) from this frame's crop to the neighbour's at that offset (None at 0), for
+        the faces ``around`` this frame (offset -> placed face, contiguous offsets): hop by hop outwards, so a
+        sequential render measures one new pair of crops per frame."""
+        flows = {0: None}
+        for step in (-1, 1):
+            d = step
+            while d in around:
+                hop = self._crop_flow(ctx, inputs, res, ctx.frame + d - step, around[d - step], ctx.frame + d,
+                                      around[d])
+                flows[d] = hop if d == step else compose_flows(flows[d - step], hop)
+                d += step
+        return flows
 
     def compute(self, ctx: EvalContext, inputs) -> Image:
         plate = inputs.get(0)
@@ -666,21 +657,13 @@ class SwapModel(Node):
             decoded = [self._decoded(ctx, inputs, loaded, ctx.frame + d, around[d]) for d in offsets]
             weights = temporal_weights(offsets, temporal)
             if align == "flow" and len(offsets) > 1:
-                # hop by hop from this frame outwards (offsets are contiguous): one new pair of crops per frame
-                flows = {0: None}
-                for step in (-1, 1):
-                    for d in range(step, step * (temporal + 1), step):
-                        if d not in around:
-                            break
-                        hop = self._crop_flow(ctx, inputs, res, ctx.frame + d - step, around[d - step],
-                                              ctx.frame + d, around[d])
-                        flows[d] = hop if d == step else compose_flows(flows[d - step], hop)
+                flows = self._neighbour_flows(ctx, inputs, res, around)
                 rgb, m = aligned_blend(decoded, weights, [flows[d] for d in offsets])
-                swaps.append(rgb)
-                masks.append(m)
-                continue
-            swaps.append(sum(float(w) * rgb for w, (rgb, _) in zip(weights, decoded)))
-            masks.append(sum(float(w) * m for w, (_, m) in zip(weights, decoded)))
+            else:
+                rgb = sum(float(w) * rgb for w, (rgb, _) in zip(weights, decoded))
+                m = sum(float(w) * m for w, (_, m) in zip(weights, decoded))
+            swaps.append(rgb)
+            masks.append(m)
         ctx.check_cancelled()
         swap = _to_encoding(torch.stack(swaps), "srgb", ctx.working_space).to(plate.device)
         pred_mask = torch.stack(masks)

@@ -148,10 +148,8 @@ class Write(Node):
         """(C, H, W) float32 CPU planes in the file's colour space, a tensor of their own (the cached
         image stays untouched), and the alpha plane's index (None: no alpha). A patched image (a face
         chain's output) is converted window by window, never copied whole first (``Image.map_pixels``)."""
-        alpha = image.channels.index("A") if "A" in image.channels else None
         grey = image.channels[:3] != ("R", "G", "B")  # a Mask: write it as grey
-        if grey:
-            alpha = None
+        alpha = image.channels.index("A") if "A" in image.channels and not grey else None
 
         def convert(pixels: torch.Tensor) -> torch.Tensor:
             if grey:
