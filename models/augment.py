@@ -9,6 +9,13 @@ final iterations sharpen the exact geometry.
 Colour changes are applied to input and target alike, so the decoder learns to take colour and light from
 its input instead of baking in the references' colour; a colour transfer between the two identities
 (matching the face's per-channel mean and spread to a face of the other identity) adds realistic shifts.
+
+The blink warp adds what a reference shoot often lacks: the target actor with the eyes shut. A decoder
+cannot render an expression it never saw (the demo's 353 M030 faces never close the eyes, narrowest 0.11 of
+the eye's width, while the W009 plates blink to 0.06), so the swap kept the eyes open through the plate's
+blinks. It moves the face's own upper-lid landmarks down onto the lower lids and warps the face, input and
+target alike, with the thin-plate spline through them (Bookstein 1989): the model sees the actor's own lids
+closed.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ class AugmentSettings:
         warp_amount: standard deviation of each control point's shift, as a fraction of the crop side.
         colour: strength of the random colour matrix, gain, offset and gamma (0 disables).
         transfer: probability of matching a face's colour statistics to a face of the other identity.
+        blink: probability that a face gets its eyes closed by :func:`blink_warp` (0 disables).
     """
 
     rotation: float = 10.0
@@ -42,6 +50,7 @@ class AugmentSettings:
     warp_amount: float = 0.02
     colour: float = 1.0
     transfer: float = 0.3
+    blink: float = 0.1
 
 
 def random_similarity(n: int, s: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
@@ -141,3 +150,112 @@ def augment_pair(images: torch.Tensor, masks: torch.Tensor, s: AugmentSettings, 
     warped_grid = grid + random_warp_offsets(n, size, s, generator)
     inp = F.grid_sample(images, warped_grid, mode="bilinear", padding_mode="border", align_corners=False)
     return inp, target, target_masks
+
+
+# ------------------------------------------------------------------------------------- blink warp
+
+# Landmark indices of the 478-point face mesh (MediaPipe's topology, see doublure.faces.masks).
+#: upper-lid points and the lower-lid points below them, both eyes
+_UPPER_LIDS = (246, 161, 160, 159, 158, 157, 173, 466, 388, 387, 386, 385, 384, 398)
+_LOWER_LIDS = (7, 163, 144, 145, 153, 154, 155, 249, 390, 373, 374, 380, 381, 382)
+#: points that stay while the lids close: eye corners, brows, nose, lips, cheeks and face oval
+_STILL = (33, 133, 362, 263,
+          61, 291, 0, 17, 13, 14, 37, 267, 84, 314, 50, 280, 116, 345, 205, 425,
+          46, 53, 52, 65, 55, 70, 63, 105, 66, 107, 276, 283, 282, 295, 285, 300, 293, 334, 296, 336,
+          168, 6, 197, 195, 5, 4, 1, 2, 98, 327,
+          10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+          148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+_TPS_GRID = 64   # the spline is evaluated on this grid and the sampling grid upsampled: cost independent of res
+
+
+def _tps_kernel(r2: torch.Tensor) -> torch.Tensor:
+    """The thin-plate spline's radial function U = r^2 log r^2 (0 at r = 0), from squared distances."""
+    return torch.where(r2 > 0, r2 * torch.log(r2.clamp_min(1e-12)), torch.zeros_like(r2))
+
+
+def thin_plate_grid(dst: torch.Tensor, src: torch.Tensor, size: int, regularisation: float = 1e-3) -> torch.Tensor:
+    """A ``grid_sample`` grid whose output moves the points ``src`` to ``dst``: the thin-plate spline
+    (Bookstein 1989) mapping each output position to the input position it samples, through the control
+    points (``dst[i] -> src[i]``).
+
+    Args:
+        dst, src: (P, 2) float64 control points in normalised coords (-1..1, x then y, align_corners=False).
+        size: side of the square output.
+        regularisation: smoothing of the interpolation, which keeps near-coincident control points with
+            different targets (closed lids over open ones) from folding the warp.
+
+    Returns:
+        (1, size, size, 2) float32 sampling grid.
+    """
+    p = dst.shape[0]
+    k = _tps_kernel(torch.cdist(dst, dst).square()) + regularisation * torch.eye(p, dtype=dst.dtype)
+    affine = torch.cat([torch.ones(p, 1, dtype=dst.dtype), dst], 1)
+    system = torch.zeros(p + 3, p + 3, dtype=dst.dtype)
+    system[:p, :p], system[:p, p:], system[p:, :p] = k, affine, affine.T
+    rhs = torch.cat([src, torch.zeros(3, 2, dtype=dst.dtype)])
+    coeffs = torch.linalg.solve(system, rhs)
+    n = min(size, _TPS_GRID)
+    # n points from the first pixel centre to the last, interpolated with align_corners=True below: exact
+    # for the spline's affine part right to the crop's edges
+    axis = torch.linspace(1 / size - 1, 1 - 1 / size, n, dtype=dst.dtype)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    points = torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
+    basis = torch.cat([_tps_kernel(torch.cdist(points, dst).square()), torch.ones(n * n, 1, dtype=dst.dtype),
+                       points], 1)
+    grid = (basis @ coeffs).reshape(1, n, n, 2).float()
+    if n != size:
+        grid = F.interpolate(grid.permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                             align_corners=True).permute(0, 2, 3, 1)
+    return grid
+
+
+def blink_grid(landmarks: torch.Tensor, size: int, closure: float) -> torch.Tensor:
+    """The ``grid_sample`` grid that closes both eyes: each upper-lid landmark moves ``closure`` of the way to
+    the lower-lid landmark below it; eye corners, brows, nose, lips, cheeks, face oval and the crop's border stay.
+
+    Args:
+        landmarks: (478, 2) landmark positions in crop pixels at ``size`` (pixel centres at integers).
+        size: side of the square crop.
+        closure: fraction of the gap between the lids that closes (1: shut).
+
+    Returns:
+        (1, size, size, 2) float32 sampling grid.
+    """
+    lm = landmarks.to(torch.float64)
+    upper, lower, still = list(_UPPER_LIDS), list(_LOWER_LIDS), list(_STILL)
+    moved_upper = lm[upper] + closure * (lm[lower] - lm[upper])
+    edge = torch.linspace(-1, 1, 9, dtype=torch.float64)
+    ones = torch.ones_like(edge)
+    border = torch.cat([torch.stack([edge, -ones], 1), torch.stack([edge, ones], 1),
+                        torch.stack([-ones, edge], 1), torch.stack([ones, edge], 1)])
+    to_grid = lambda p: (p + 0.5) / size * 2 - 1   # noqa: E731  (crop pixels -> grid_sample coords)
+    fixed = to_grid(torch.cat([lm[lower], lm[still]]))
+    return thin_plate_grid(torch.cat([to_grid(moved_upper), fixed, border]),
+                           torch.cat([to_grid(lm[upper]), fixed, border]), size)
+
+
+def blink_warp(images: torch.Tensor, masks: torch.Tensor, landmarks: torch.Tensor, s: AugmentSettings,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """With probability ``s.blink``, close the eyes of one face 55-80% of the way: the lid skin above the eye
+    stretches down over it and the iris and lashes squeeze into a lash line, as in a blink (MediaPipe reads
+    the demo's M030 faces at 64 px closed 70% of the way at a mean eye opening of 0.12, from 0.32 unwarped).
+
+    Args:
+        images: (1, 3, S, S) face; masks: (1, K, S, S) its masks (warped alike).
+        landmarks: (478, 2) landmark positions in crop pixels at S (pixel centres at integers).
+        s: settings (``blink`` is the probability).
+        generator: the sample's random source; it is not drawn from when ``s.blink`` is 0, so runs without
+            the warp see exactly the batches they saw before it existed.
+
+    Returns:
+        (images, masks), warped or unchanged.
+    """
+    if s.blink <= 0:
+        return images, masks
+    u = torch.rand(2, generator=generator, dtype=torch.float64)
+    if u[0] >= s.blink:
+        return images, masks
+    grid = blink_grid(landmarks, images.shape[-1], 0.55 + 0.25 * float(u[1]))
+    both = F.grid_sample(torch.cat([images, masks], 1), grid, mode="bilinear", padding_mode="border",
+                         align_corners=False)
+    return both[:, :3], both[:, 3:]

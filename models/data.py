@@ -26,7 +26,7 @@ from doublure.engine.ops import gaussian_blur
 from doublure.faces.extract import FACESET_SCHEMA
 from doublure.faces.masks import rasterize_shapes, region_shapes
 
-from .augment import AugmentSettings, augment_pair, colour_transfer, random_colour
+from .augment import AugmentSettings, augment_pair, blink_warp, colour_transfer, random_colour
 from .distributed import DistEnv, batch_indices, shard_bounds
 
 MASK_CHANNELS = ("hull", "loss", "eyes_mouth")
@@ -147,10 +147,11 @@ class FaceData:
         # crop pixel centres sit at integers: x_res = (x + 0.5) * scale - 0.5
         lm = (np.asarray(item["landmarks"], dtype=np.float64)[:, :2] + 0.5) * scale - 0.5
         masks = (face_masks(lm, self.res) * 255 + 0.5).astype(np.uint8)
-        return np.ascontiguousarray(img.transpose(2, 0, 1)), masks
+        return np.ascontiguousarray(img.transpose(2, 0, 1)), masks, lm[:, :2].astype(np.float32)
 
-    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Face ``i``: ((3, R, R) uint16 sRGB-encoded crop, (3, R, R) uint8 masks, see :data:`MASK_CHANNELS`)."""
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Face ``i``: ((3, R, R) uint16 sRGB-encoded crop, (3, R, R) uint8 masks, see :data:`MASK_CHANNELS`,
+        (478, 2) float32 landmarks in crop pixels at R)."""
         with self._lock:
             hit = self._cache.get(i)
             if hit is not None:
@@ -159,18 +160,18 @@ class FaceData:
         value = self._decode(i)
         with self._lock:
             self._cache[i] = value
-            self._used += value[0].nbytes + value[1].nbytes
+            self._used += sum(part.nbytes for part in value)
             while self._used > self._cache_bytes and len(self._cache) > 1:
                 _, old = self._cache.popitem(last=False)
-                self._used -= old[0].nbytes + old[1].nbytes
+                self._used -= sum(part.nbytes for part in old)
         return value
 
-    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """((N, 3, R, R) float32 crops in [0, 1], (N, 3, R, R) float32 masks)."""
+    def batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """((N, 3, R, R) float32 crops in [0, 1], (N, 3, R, R) float32 masks, (N, 478, 2) float32 landmarks)."""
         faces = [self.get(int(i)) for i in indices]
         rgb = torch.from_numpy(np.stack([f[0] for f in faces]).astype(np.float32) / 65535.0)
         masks = torch.from_numpy(np.stack([f[1] for f in faces]).astype(np.float32) / 255.0)
-        return rgb, masks
+        return rgb, masks, torch.from_numpy(np.stack([f[2] for f in faces]))
 
 
 def make_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: int, seed: int, warp: bool,
@@ -189,8 +190,8 @@ def make_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: int, s
     idx_a = batch_indices(len(data_a), batch, iteration, seed, env, weights_a)
     idx_b = batch_indices(len(data_b), batch, iteration, seed + 7919, env, weights_b)
     first, _ = shard_bounds(batch, env)
-    a, a_masks = data_a.batch(idx_a.tolist())
-    b, b_masks = data_b.batch(idx_b.tolist())
+    a, a_masks, a_landmarks = data_a.batch(idx_a.tolist())
+    b, b_masks, b_landmarks = data_b.batch(idx_b.tolist())
     parts: dict[str, list[torch.Tensor]] = collections.defaultdict(list)
     # Each sample is augmented alone with its own generator, keyed by its index in the global batch: its
     # random draws and its arithmetic are then the same whichever rank holds it and however many ranks there are.
@@ -206,7 +207,9 @@ def make_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: int, s
                 b_j = colour_transfer(b_j, a_j, b_masks_j[:, :1], a_masks_j[:, :1])
             if torch.rand(1, generator=generator).item() < settings.transfer:
                 a_j = colour_transfer(a_j, b_j, a_masks_j[:, :1], b_masks_j[:, :1])
-        for name, faces, masks in (("a", a_j, a_masks_j), ("b", b_j, b_masks_j)):
+        for name, faces, masks, landmarks in (("a", a_j, a_masks_j, a_landmarks[j]),
+                                              ("b", b_j, b_masks_j, b_landmarks[j])):
+            faces, masks = blink_warp(faces, masks, landmarks, settings, generator)
             inp, target, tmasks = augment_pair(faces, masks, settings, warp, generator)
             parts[f"{name}_in"].append(inp)
             parts[f"{name}_target"].append(target)

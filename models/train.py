@@ -723,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up iterations")
     p.add_argument("--warp-until", type=float, default=0.8, help="fraction of the budget with random warp")
     p.add_argument("--eyes-mouth-weight", type=float, default=LossWeights.eyes_mouth)
+    p.add_argument("--blink", type=float, default=AugmentSettings.blink,
+                   help="probability of closing a face's eyes by a warp, for facesets without blinks "
+                        f"(default {AugmentSettings.blink})")
     p.add_argument("--balance-expressions", action="store_true",
                    help="draw faces evened out by mouth and eye opening (rare expressions more often)")
     p.add_argument("--seed", type=int, default=0)
@@ -755,7 +758,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        from_model=args.from_model, resume=args.resume, res=args.res, arch=args.arch,
                        width=args.width, batch=args.batch, iters=args.iters, minutes=args.minutes, lr=args.lr,
                        warmup=args.warmup, warp_until=args.warp_until, balance_expressions=args.balance_expressions,
-                       loss=dataclasses.replace(LossWeights(), eyes_mouth=args.eyes_mouth_weight), seed=args.seed,
+                       loss=dataclasses.replace(LossWeights(), eyes_mouth=args.eyes_mouth_weight),
+                       augment=dataclasses.replace(AugmentSettings(), blink=args.blink), seed=args.seed,
                        checkpoint_minutes=args.checkpoint_minutes, preview_every=args.preview_every,
                        log_every=args.log_every, device=args.device, precision=args.precision,
                        threads=args.threads, name=args.name, rights=rights)
