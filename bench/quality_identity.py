@@ -225,7 +225,7 @@ def reconstruction_ssim(model_path: str | None, neutral_dir: str, res: int, base
     from doublure.models.dbm import load_model
 
     data = FaceData([neutral_dir], res)
-    crops, masks = data.batch(range(len(data)))
+    crops, masks, _ = data.batch(range(len(data)))
     hull = masks[:, :1]
     if baseline is not None:
         recon = baseline[None].expand_as(crops)
