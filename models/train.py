@@ -725,7 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eyes-mouth-weight", type=float, default=LossWeights.eyes_mouth)
     p.add_argument("--blink", type=float, default=AugmentSettings.blink,
                    help="probability of closing a face's eyes by a warp, for facesets without blinks "
-                        f"(default {AugmentSettings.blink})")
+                        f"(default {AugmentSettings.blink}: off)")
     p.add_argument("--balance-expressions", action="store_true",
                    help="draw faces evened out by mouth and eye opening (rare expressions more often)")
     p.add_argument("--seed", type=int, default=0)

@@ -98,6 +98,6 @@ def test_train_command_line_sets_the_blink_probability():
     from doublure.models.train import build_parser, config_from_args
 
     base = ["--target", "b/", "--source", "a/", "--out", "m.dbm"]
-    assert config_from_args(build_parser().parse_args(base)).augment.blink == AugmentSettings().blink > 0
+    assert config_from_args(build_parser().parse_args(base)).augment.blink == AugmentSettings().blink == 0.0
     config = config_from_args(build_parser().parse_args(base + ["--blink", "0.25"]))
     assert config.augment.blink == 0.25 and config.hyper()["augment"]["blink"] == 0.25

@@ -10,9 +10,7 @@
 # first 70% (WARP_UNTIL) and without it for the rest. The bundled model's history (iterations, batch, learning rate per
 # session) is in bench/RESULTS.md; from the second session on it trains batch 8 at lr 3e-4 (twice the updates per
 # CPU-minute of the first session's batch 16 at 1e-4); from the third on it draws faces evened out by expression
-# (--balance-expressions: M030's few wide-open mouths were too rare for the swap to open as wide as W009's);
-# from the fifth on, 15% of faces get their eyes closed by the blink warp (--blink 0.15): M030 never blinks
-# shut in these clips, so without it the swap kept his eyes open through W009's blinks.
+# (--balance-expressions: M030's few wide-open mouths were too rare for the swap to open as wide as W009's).
 set -euo pipefail
 minutes=${1:-70}
 work=${2:-build/demo_model}
@@ -27,7 +25,7 @@ if [ ! -f "$work/demo_model.dbm/model.json" ] && [ "${START:-scratch}" = bundled
 fi
 [ -f "$work/demo_model.dbm/model.json" ] && resume=(--resume)
 "$doublure" train --target "$work/faceset_M030" --source "$work/faceset_W009" --out "$work/demo_model.dbm" \
-  --res 64 --arch liae --width 0.3 --batch 8 --lr 3e-4 --warp-until "${WARP_UNTIL:-0.7}" --balance-expressions --blink 0.15 \
+  --res 64 --arch liae --width 0.3 --batch 8 --lr 3e-4 --warp-until "${WARP_UNTIL:-0.7}" --balance-expressions \
   --minutes "$minutes" \
   --checkpoint-minutes 10 "${resume[@]}" \
   --name "MEAD M030 demo" \
