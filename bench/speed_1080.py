@@ -52,8 +52,14 @@ def prepared_graph(work: Path, frames: int, reuse: bool):
     project = work / SHOT.name / f"{SHOT.name}.dbl"
     if reuse and project.exists():
         g = engine.load(str(project))
-        if g["Read1"].value("last") >= frames:
+        detect = g["FaceDetect1"]
+        analysis = detect.value("analysis") or {}
+        # stored tracks go stale when the code upstream changes its hash (a new Read version): FaceDetect
+        # then detects every frame live (~50 ms) and the figures would measure that instead
+        fresh = bool(analysis) and analysis.get("key") == detect.analysis_key(analysis["first"], analysis["last"])
+        if g["Read1"].value("last") >= frames and fresh:
             return g
+        print("the prepared project's tracks are stale or too short: preparing again", flush=True)
     base = e2e.snapshot_demo(work)
     g, _, seconds = e2e.prepare_shot(SHOT, base, work / SHOT.name, frames)
     print(f"prepared: tracking {seconds['track']:.1f} s, grain analysis {seconds['grain']:.1f} s", flush=True)
