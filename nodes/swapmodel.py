@@ -457,7 +457,7 @@ class SwapModel(Node):
         K.Int("stabilise", default=4, min=0, max=12, soft_max=8, animatable=False, label="stabilise (frames)",
               tooltip="Average the face fits of +- this many frames, carried along by the plate's optical flow, "
                       "into each frame's crop: the swap sticks to the moving skin. 0: the tracked fit alone."),
-        K.Int("temporal", default=4, min=0, max=8, soft_max=4, animatable=False, label="temporal (frames)",
+        K.Int("temporal", default=6, min=0, max=8, soft_max=8, animatable=False, label="temporal (frames)",
               tooltip="Blend the decoded faces of +- this many frames in the aligned crop (triangular weights): "
                       "less flicker. 0: this frame's face alone."),
         K.Enum("temporal_align", TEMPORAL_ALIGN, default="flow", label="temporal align",
