@@ -461,7 +461,7 @@ def write_report(out: Path, results: dict, speed: dict | None, meta: dict, image
     if speed:
         L += ["", "## Speed at 1080p", "",
               f"`{speed['clip']}` ({speed['size']}), {speed['frames']} frames, the whole graph with both Writes "
-              f"(EXR zip + H.264) into a temporary folder, headless, {meta['threads']} torch threads.", "",
+              f"(EXR as demo.dbl compresses it, piz + H.264) into a temporary folder, headless, {meta['threads']} torch threads.", "",
               "| measure | figure |", "|---|---|",
               f"| **whole graph** | **{speed['fps']:.2f} fps** ({speed['seconds']:.1f} s; goal >= {GOALS['fps_cpu']:.0f} "
               f"on CPU, >= {GOALS['fps_gpu']:.0f} on GPU) |",
