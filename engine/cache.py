@@ -49,6 +49,12 @@ class Memo:
                 self._items.popitem(last=False)
         return value
 
+    def reserve(self, size: int) -> None:
+        """Hold at least ``size`` items from now on (a node whose working set grows with its knobs and its
+        faces sizes its memo to it: an LRU smaller than a sequential working set misses on every access)."""
+        with self._lock:
+            self.size = max(self.size, int(size))
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()

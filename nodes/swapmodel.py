@@ -420,7 +420,9 @@ def temporal_weights(offsets, reach: int) -> np.ndarray:
 # ((plate hash, track id, to_crop) at a, the same at b, R, device) -> flow and trust from a's crop to b's, and
 # (plate hash, track id, to_crop, side) -> the grey plate crop it is measured on.
 # Neighbouring frames' outputs read the same frame pairs and decode the same crops: each is done once. A
-# sequential render needs 2 * temporal + 1 decoded faces per face at a time; at 1024 px each is 16 MB.
+# sequential render needs 2 * temporal + 2 decoded faces and grey crops per face at a time (the window and the
+# frame it slides to), and twice that many flows (each hop both ways): ``compute`` reserves that much, since
+# an LRU smaller than the window misses on every frame. At 1024 px a decoded face is 16 MB.
 _motion_memo, _decode_memo, _flow_memo, _grey_memo = Memo(256), Memo(24), Memo(64), Memo(64)
 
 
@@ -642,6 +644,10 @@ class SwapModel(Node):
         res = loaded.model.cfg.res
         stabilise, temporal = self._reach(ctx.frame)
         align = self.value("temporal_align", ctx.frame)
+        window = (2 * temporal + 2) * len(faces)
+        _decode_memo.reserve(window)
+        _grey_memo.reserve(window)
+        _flow_memo.reserve(2 * window)
         tracks_near = [self._track(ctx, inputs, f, stabilise + temporal) for f in faces]
         faces = [self._stabilised(ctx, inputs, ctx.frame, near, stabilise) for near in tracks_near]
         to_crop = np.stack([f.to_crop for f in faces])

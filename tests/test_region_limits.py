@@ -226,3 +226,24 @@ def test_clear_memos_empties_the_node_memos_and_the_result_comes_back_the_same(m
     assert len(_finish._mask_memo) == 0 and len(colormatch._sample_memo) == 0
     g.cache.clear()
     assert torch.equal(g.evaluate(node, 12).tensor, first)
+
+
+def test_memo_reserve_keeps_a_sliding_window_that_a_smaller_lru_would_lose():
+    from doublure.engine.cache import Memo
+
+    def misses(memo: Memo) -> int:
+        """SwapModel's access pattern: per frame, each of two faces reads its 13 frames in order."""
+        missed = 0
+        for centre in range(10, 30):
+            for face in (0, 1):
+                for frame in range(centre - 6, centre + 7):
+                    if memo.get((face, frame)) is None:
+                        missed += 1
+                        memo.put((face, frame), frame)
+        return missed
+
+    assert misses(Memo(24)) == 20 * 26      # under the two windows: every access misses
+    reserved = Memo(24)
+    reserved.reserve(28)
+    reserved.reserve(4)                     # never shrinks
+    assert reserved.size == 28 and misses(reserved) == 26 + 19 * 2   # each frame computed once per face

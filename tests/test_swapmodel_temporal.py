@@ -95,6 +95,20 @@ def test_temporal_blend_steadies_the_decoded_face(media_dir):
     assert blended < 0.8 * alone
 
 
+def test_the_memos_hold_the_window_of_a_sequential_render(media_dir, monkeypatch):
+    from doublure.engine.cache import Memo
+    from doublure.nodes import swapmodel
+
+    for name in ("_decode_memo", "_grey_memo", "_flow_memo"):
+        monkeypatch.setattr(swapmodel, name, Memo(2))
+    g, fd, sw = swap_graph(media_dir / "mead/W009_front_happy_level3_001.mp4", 10, track=True)
+    sw["temporal"] = 3
+    g.evaluate(sw, frame=5)
+    # one face: the 7 frames blended and the one the window slides to next; flows both ways
+    assert swapmodel._decode_memo.size == 8 and swapmodel._grey_memo.size == 8 and swapmodel._flow_memo.size == 16
+    assert len(swapmodel._decode_memo) == 7
+
+
 def test_stabilised_swap_sticks_to_a_fast_moving_head(media_dir):
     """people/d12 turns its head fast: after taking out the plate's motion (its optical flow), the swap
     changes less from frame to frame when its crop follows the skin than with the tracker's fit alone, and
