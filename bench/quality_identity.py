@@ -7,8 +7,8 @@ Training data (``--train-minutes``): B = the seven expressive ``mead/M030_*`` cl
 unseen), A = the ``mead/W009_*`` clips (the plate actor's own faces, as in production). The swap runs the
 product path: Read -> FaceDetect -> SwapModel on W009 clips, twice: each sampled frame swapped on its own
 ("model": the model's single-frame output) and the clips rendered through a shot graph with SwapModel's
-defaults ("model, shot graph": faces stabilised over +-4 frames and decoded faces blended over +-2, what a
-render gives), measured on the same frames. Metrics (goals from issue 4):
+defaults ("model, shot graph": each face stabilised and blended with its neighbours' decodes, what a render
+gives), measured on the same frames. Metrics (goals from issue 4):
 
 - identity: dlib's 128-d face descriptor (``dlib-bin`` + ``face-recognition-models``, bench-only) of each
   swapped frame; mean distance to M030's centroid (his unseen neutral clip) and the fraction of frames

@@ -27,6 +27,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from doublure.faces.masks import FACE_OVAL, LEFT_BROW, RIGHT_BROW
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentSettings:
@@ -160,13 +162,10 @@ def augment_pair(images: torch.Tensor, masks: torch.Tensor, s: AugmentSettings, 
 #: upper-lid points and the lower-lid points below them, both eyes
 _UPPER_LIDS = (246, 161, 160, 159, 158, 157, 173, 466, 388, 387, 386, 385, 384, 398)
 _LOWER_LIDS = (7, 163, 144, 145, 153, 154, 155, 249, 390, 373, 374, 380, 381, 382)
-#: points that stay while the lids close: eye corners, brows, nose, lips, cheeks and face oval
-_STILL = (33, 133, 362, 263,
-          61, 291, 0, 17, 13, 14, 37, 267, 84, 314, 50, 280, 116, 345, 205, 425,
-          46, 53, 52, 65, 55, 70, 63, 105, 66, 107, 276, 283, 282, 295, 285, 300, 293, 334, 296, 336,
-          168, 6, 197, 195, 5, 4, 1, 2, 98, 327,
-          10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
-          148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+#: points that stay while the lids close: eye corners, lips, cheeks, nose, brows and face oval (each once)
+_STILL = tuple(dict.fromkeys((33, 133, 362, 263,
+                              61, 291, 0, 17, 13, 14, 37, 267, 84, 314, 50, 280, 116, 345, 205, 425,
+                              168, 6, 197, 195, 5, 4, 1, 2, 98, 327) + LEFT_BROW + RIGHT_BROW + FACE_OVAL))
 _TPS_GRID = 64   # the spline is evaluated on this grid and the sampling grid upsampled: cost independent of res
 
 

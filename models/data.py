@@ -147,7 +147,7 @@ class FaceData:
         # crop pixel centres sit at integers: x_res = (x + 0.5) * scale - 0.5
         lm = (np.asarray(item["landmarks"], dtype=np.float64)[:, :2] + 0.5) * scale - 0.5
         masks = (face_masks(lm, self.res) * 255 + 0.5).astype(np.uint8)
-        return np.ascontiguousarray(img.transpose(2, 0, 1)), masks, lm[:, :2].astype(np.float32)
+        return np.ascontiguousarray(img.transpose(2, 0, 1)), masks, lm.astype(np.float32)
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Face ``i``: ((3, R, R) uint16 sRGB-encoded crop, (3, R, R) uint8 masks, see :data:`MASK_CHANNELS`,
