@@ -1,4 +1,5 @@
-"""Which torch device evaluation runs on: CUDA when present, else CPU; ``DOUBLURE_DEVICE`` overrides."""
+"""Which torch device evaluation runs on (CUDA when present, else CPU; ``DOUBLURE_DEVICE`` overrides), and
+whether this CPU runs bf16 natively."""
 from __future__ import annotations
 
 import functools
@@ -25,3 +26,17 @@ def _resolve(requested: str | None) -> torch.device:
 def default_device() -> torch.device:
     """The evaluation device: ``DOUBLURE_DEVICE`` if set (``cpu``, ``cuda``, ``cuda:1``), else CUDA if present."""
     return _resolve(os.environ.get("DOUBLURE_DEVICE") or None)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (AVX-512 BF16 / AMX), where bf16 beats fp32.
+
+    Elsewhere torch emulates bf16 on the CPU, hundreds of times slower than fp32. Read once per process.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        flags = ""
+    return (" avx512_bf16" in flags or " amx_bf16" in flags) and torch.backends.mkldnn.is_available()

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from doublure.engine.atomic import atomic_path
+from doublure.engine.device import cpu_has_native_bf16
 from doublure.engine.errors import DoublureError
 
 from . import distributed as dist_helpers
@@ -139,16 +140,6 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------ precision
-
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN runs bf16 natively on this CPU (AVX-512 BF16 / AMX), where bf16 beats fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = f.read()
-    except OSError:
-        flags = ""
-    return (" avx512_bf16" in flags or " amx_bf16" in flags) and torch.backends.mkldnn.is_available()
-
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a precision setting on a device (None: plain fp32)."""

@@ -37,6 +37,7 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import knobs as K
 from doublure.engine import ops
 from doublure.engine.cache import Memo
+from doublure.engine.device import cpu_has_native_bf16
 from doublure.faces.face import affine_scale
 
 from ._finish import (blend_into, frame_seed, luma_weights, mask_input, require_same_size, swap_region,
@@ -335,13 +336,26 @@ def _luminance_exponent(centres: list[float], band_std: list[list[float]]) -> li
 
 
 def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """np.interp for torch: piecewise linear through (xp, fp), constant beyond the ends. xp increasing."""
+    """np.interp for torch, for several curves through the same knots at once: piecewise linear through
+    (xp, fp[..., k]), constant beyond the ends. xp increasing.
+
+    The knot search is done once for all the curves (it is most of the cost: 3 colour channels share it).
+
+    Args:
+        x: (M,) points.
+        xp: (K,) knots.
+        fp: (..., K) values at the knots.
+
+    Returns:
+        (..., M).
+    """
     if xp.numel() == 1:
-        return fp.expand_as(x).clone() if fp.numel() == 1 else fp[0].expand_as(x).clone()
-    idx = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp(1, xp.numel() - 1)
+        return fp[..., :1].expand(*fp.shape[:-1], x.numel()).clone()
+    idx = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp_(1, xp.numel() - 1)
     x0, x1 = xp[idx - 1], xp[idx]
-    t = ((x - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0, 1)
-    return fp[idx - 1] + t * (fp[idx] - fp[idx - 1])
+    t = ((x - x0) / (x1 - x0).clamp_min(1e-12)).clamp_(0, 1)
+    lo = fp[..., idx - 1]
+    return lo + t * (fp[..., idx] - lo)
 
 
 def _radial_power(spectrum: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -361,25 +375,33 @@ def _radial_power(spectrum: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     spectrum = spectrum.double().clamp_min(0).clone()
     spectrum[:, 0] = spectrum[:, 1]
     r = r.to(torch.float64).clamp(max=0.5)
-    return torch.stack([_interp(r, centres, spectrum[c]) for c in range(spectrum.shape[0])])
+    return _interp(r, centres, spectrum)
 
 
 def grain_amplitude(spectrum: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """Fourier amplitude filter for an (H, W) noise field with the given radial power spectra.
+    """Fourier amplitude filter for an (H, W) noise field with the given radial power spectra, on the
+    half-spectrum grid of ``torch.fft.rfft2`` (a radial filter is symmetric, so the other half is implied).
 
     Args:
         spectrum: (3, B) radial power per channel, bins evenly over [0, 0.5] cycles per pixel.
         hw: (H, W) of the field.
 
     Returns:
-        (3, H, W) amplitude, scaled so filtered unit white noise keeps unit variance.
+        (3, H, W // 2 + 1) amplitude, scaled so filtered unit white noise keeps unit variance.
     """
     h, w = hw
     fy = torch.fft.fftfreq(h, dtype=torch.float64, device=spectrum.device).view(-1, 1)
-    fx = torch.fft.fftfreq(w, dtype=torch.float64, device=spectrum.device).view(1, -1)
+    fx = torch.fft.rfftfreq(w, dtype=torch.float64, device=spectrum.device).view(1, -1)
     r = torch.sqrt(fy**2 + fx**2).flatten()
-    amp = _radial_power(spectrum, r).sqrt().reshape(3, h, w)
-    return amp / amp.pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
+    amp = _radial_power(spectrum, r).sqrt().reshape(3, h, w // 2 + 1)
+    # the mean power over the full grid: every half-grid column but the first (and, for even W, the last)
+    # stands for two columns of the full spectrum
+    count = torch.full((w // 2 + 1,), 2.0, dtype=amp.dtype, device=amp.device)
+    count[0] = 1.0
+    if w % 2 == 0:
+        count[-1] = 1.0
+    power = (amp.pow(2).sum(dim=-2) * count).sum(dim=-1) / (h * w)
+    return amp / power.sqrt().clamp_min(1e-12).view(3, 1, 1)
 
 
 def renewing_noise(hw: tuple[int, int], spectrum: torch.Tensor, seed: int, device=None) -> torch.Tensor:
@@ -398,7 +420,8 @@ def renewing_noise(hw: tuple[int, int], spectrum: torch.Tensor, seed: int, devic
     gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
     white = torch.randn(3, h, w, generator=gen).to(device)
     amp = grain_amplitude(spectrum.to(device), (h, w)).float()
-    return torch.fft.ifft2(torch.fft.fft2(white) * amp).real
+    # real noise through a real, symmetric filter: the half spectrum does it in half the work of fft2
+    return torch.fft.irfft2(torch.fft.rfft2(white) * amp, s=(h, w))
 
 
 # The attached grain is a sum of this many plane waves per channel; their frequencies are drawn on a grid of
@@ -496,7 +519,12 @@ def attached_noise(spectrum: torch.Tensor, to_crop: np.ndarray, window: tuple[in
     c_re, c_im = coefs.real.float()[:, :, None], coefs.imag.float()[:, :, None]        # (3, K, 1)
     z = torch.cat([c_re * row_cos - c_im * row_sin, c_re * row_sin + c_im * row_cos], dim=1)  # (3, 2K, w)
     a = torch.cat([torch.cos(col), -torch.sin(col)], dim=1)                            # (h, 2K)
-    return torch.matmul(a.to(device), z.to(device))
+    a, z = a.to(device), z.to(device)
+    if a.device.type == "cpu" and cpu_has_native_bf16():
+        # 2.7x faster here; each pixel sums 2K terms of ~1/sqrt(K) with 8-bit mantissas and an fp32
+        # accumulator: ~0.3% of the field's std, ~1e-5 of the plate's level at the grain's usual strength
+        return torch.matmul(a.bfloat16(), z.bfloat16()).float()
+    return torch.matmul(a, z)
 
 
 def grain_std_map(lum: torch.Tensor, analysis: dict) -> torch.Tensor:
@@ -517,7 +545,8 @@ def grain_std_map(lum: torch.Tensor, analysis: dict) -> torch.Tensor:
     log_lum = torch.log2(lum.float().clamp_min(1e-6)).flatten()
     # inside the measured bands: interpolate; beyond them: follow the luminance power law from the end band
     beyond = torch.where(log_lum < xp[0], log_lum - xp[0], torch.where(log_lum > xp[-1], log_lum - xp[-1], 0.0))
-    scale = torch.stack([_interp(log_lum, xp, stds[:, c]) * torch.exp2(exponent[c] * beyond) for c in range(3)])
+    slope = torch.tensor(exponent, dtype=torch.float32, device=dev).view(3, 1)
+    scale = _interp(log_lum, xp, stds.t()) * torch.exp2(slope * beyond)
     return scale.reshape(3, h, w)
 
 
