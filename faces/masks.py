@@ -150,15 +150,22 @@ def rasterize_shapes(add: Sequence[np.ndarray], cut: Sequence[np.ndarray], hw: t
     if cut:
         cv2.fillPoly(holes, [to_hi(np.asarray(s, dtype=np.float64)) for s in cut], 1, lineType=cv2.LINE_8,
                      shift=shift)
-    if grow != 0:
-        inside = hi & (1 - holes)
-        # the filled samples reach half a sample past the edge: measure distances from the true edge
-        if grow > 0:
-            dist = cv2.distanceTransform(1 - inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-            hi = (dist <= grow * k - 0.5).astype(np.float32)
-        else:
-            dist = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-            hi = (dist > -grow * k + 0.5).astype(np.float32)
+    if grow < 0 or (grow > 0 and not cut):
+        # Within |grow| of the shapes' outlines is the union of a capsule (a rectangle and two discs) per
+        # edge. Growing the union of the shapes adds that band; shrinking (shapes minus holes) removes the
+        # band of every outline, the holes' too: a sample inside keeps its place iff it is farther than
+        # |grow| from each. Painting the band costs its area, not the box's distance transform (5x faster on
+        # a face's hull). The filled samples reach half a sample past an edge, so the band is drawn half a
+        # sample narrower (as the distance transform below measures from the true edge).
+        band = np.zeros_like(hi)
+        outlines = [to_hi(np.asarray(s, dtype=np.float64)) for s in list(add) + (list(cut) if grow < 0 else [])]
+        _paint_band(band, outlines, (abs(grow) * k - 0.5) * (1 << shift), shift)
+        hi = (hi | band) if grow > 0 else (hi & (1 - holes) & (1 - band))
+        hi = hi.astype(np.float32)
+    elif grow > 0:
+        # grown shapes with holes: the distance from (shapes minus holes), measured from the true edge
+        dist = cv2.distanceTransform(1 - (hi & (1 - holes)), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        hi = (dist <= grow * k - 0.5).astype(np.float32)
     else:
         hi = _centre_edge(hi) * (1.0 - _centre_edge(holes))
     # the mean of each k x k block: OpenCV's area resize at an integer factor computes exactly that, ~10x
@@ -166,6 +173,33 @@ def rasterize_shapes(add: Sequence[np.ndarray], cut: Sequence[np.ndarray], hw: t
     cov = cv2.resize(hi, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
     out[y0:y1, x0:x1] = cov
     return out
+
+
+def _paint_band(canvas: np.ndarray, outlines: Sequence[np.ndarray], radius: float, shift: int) -> None:
+    """Set every sample of ``canvas`` within ``radius`` of a closed outline's edges to 1.
+
+    Args:
+        canvas: (H, W) uint8, painted in place.
+        outlines: (N, 2) int32 closed polygons in fixed point (``shift`` fractional bits).
+        radius: the band's half width, in the same fixed point units.
+        shift: fractional bits.
+    """
+    if radius <= 0:
+        return
+    r = int(round(radius))
+    for poly in outlines:
+        pts = poly.astype(np.float64)
+        ends = np.roll(pts, -1, axis=0)
+        edge = ends - pts
+        length = np.hypot(edge[:, 0], edge[:, 1])
+        keep = length > 0
+        normal = np.stack([-edge[keep, 1], edge[keep, 0]], 1) / length[keep, None] * radius
+        a, b = pts[keep], ends[keep]
+        quads = np.round(np.stack([a + normal, b + normal, b - normal, a - normal], 1)).astype(np.int32)
+        for quad in quads:
+            cv2.fillConvexPoly(canvas, quad, 1, lineType=cv2.LINE_8, shift=shift)
+        for x, y in poly:
+            cv2.circle(canvas, (int(x), int(y)), r, 1, thickness=-1, lineType=cv2.LINE_8, shift=shift)
 
 
 def _centre_edge(binary: np.ndarray) -> np.ndarray:

@@ -29,6 +29,26 @@ def test_grow_and_shrink_a_disc_by_exact_radii():
         assert abs(area - np.pi * radius ** 2) / (np.pi * radius ** 2) < 0.02, (grow, area)
 
 
+@pytest.mark.parametrize("offset", [(30.3, 31.7), (30.55, 30.12), (30.9, 30.4)])
+@pytest.mark.parametrize("radius", [0.8, 3.3, 7.6, 15.2])
+def test_grown_and_shrunk_squares_have_their_exact_areas(offset, radius):
+    """A square off the pixel grid grown by r covers s^2 + 4 s r + pi r^2 (rounded corners), shrunk
+    (s - 2r)^2, and shrunk around a square hole (which grows by r as the shape shrinks) that less the grown
+    hole: each within a tenth of a pixel times the outline's length."""
+    def square(x, y, a):
+        return np.array([[x, y], [x + a, y], [x + a, y + a], [x, y + a]])
+
+    s, x, y = 40.0, *offset
+    grown = rasterize_shapes([square(x, y, s)], [], (120, 120), radius).sum()
+    assert abs(grown - (s * s + 4 * s * radius + np.pi * radius ** 2)) < 0.1 * (4 * s + 2 * np.pi * radius)
+    shrunk = rasterize_shapes([square(x, y, s)], [], (120, 120), -radius).sum()
+    assert abs(shrunk - (s - 2 * radius) ** 2) < 0.1 * 4 * (s - 2 * radius)
+    r = min(radius, 4.0)
+    holed = rasterize_shapes([square(x, y, s)], [square(x + 15, y + 15, 8)], (120, 120), -r).sum()
+    hole = (8 + 2 * r) ** 2 - (4 - np.pi) * r * r
+    assert abs(holed - ((s - 2 * r) ** 2 - hole)) < 0.1 * (4 * (s - 2 * r) + 32 + 2 * np.pi * r)
+
+
 @pytest.fixture(scope="module")
 def face_and_plate(media_dir):
     from doublure.engine.video import VideoReader
