@@ -168,10 +168,10 @@ def model_swapper(model_path: str):
     return swap
 
 
-def shot_swapper(model_path: str):
+def shot_swapper(model_path: str, knobs: dict | None = None):
     """The clip rendered as a shot: Read -> FaceDetect -> SwapModel (the node's defaults, so each frame's face
-    is stabilised and blended with its neighbours' decodes), evaluated at the asked frame. One graph per clip,
-    so SwapModel's neighbours are the clip's own frames."""
+    is stabilised and blended with its neighbours' decodes, and any ``knobs`` set), evaluated at the asked
+    frame. One graph per clip, so SwapModel's neighbours are the clip's own frames."""
     import doublure.nodes  # noqa: F401
     from doublure import engine
     from doublure.nodes.facedetect import working_to_srgb8
@@ -186,7 +186,7 @@ def shot_swapper(model_path: str):
             detect = g.create("FaceDetect", inputs=[read])
             detect.action_track(g)
             graphs.clear()  # one clip at a time: its frames and decodes are what the cache should hold
-            graphs[clip_path] = (g, read, g.create("SwapModel", inputs=[detect], model=model_path))
+            graphs[clip_path] = (g, read, g.create("SwapModel", inputs=[detect], model=model_path, **(knobs or {})))
         g, read, node = graphs[clip_path]
         out = g.evaluate(node, read.value("first") + index)
         return working_to_srgb8(out.tensor, "ACEScg")
@@ -287,7 +287,17 @@ def main(argv=None) -> int:
     add_training_arguments(p)
     p.add_argument("--extract-size", type=int, default=128)
     p.add_argument("--every", type=int, default=4, help="evaluate every N-th frame")
+    p.add_argument("--shot-knob", action="append", default=[], metavar="KNOB=VALUE",
+                   help="also measure the shot graph with this SwapModel knob set (repeatable; a JSON value or "
+                        "a string), e.g. plate_mouth=true")
     args = p.parse_args(argv)
+    shot_knobs = {}
+    for item in args.shot_knob:
+        key, _, value = item.partition("=")
+        try:
+            shot_knobs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            shot_knobs[key] = value
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
     fs_b = faceset("M030_train", [clip("M030", e) for e in EMOTIONS], args.extract_size, 2)
@@ -324,10 +334,12 @@ def main(argv=None) -> int:
     sharp_real = real_sharpness(res, 2)
     baseline_swap, baseline_face = blurred_average_swapper(fs_b, res)
     model_ssim = reconstruction_ssim(model, fs_neutral, res)
-    for name, fn, ssim_value in (
-            ("model", model_swapper(model), model_ssim),
-            ("model, shot graph", shot_swapper(model), model_ssim),
-            ("blurred average", baseline_swap, reconstruction_ssim(None, fs_neutral, res, baseline_face))):
+    lines = [("model", model_swapper(model), model_ssim), ("model, shot graph", shot_swapper(model), model_ssim)]
+    if shot_knobs:
+        label = ", ".join(f"{k}={v}" for k, v in shot_knobs.items())
+        lines.append((f"model, shot graph, {label}", shot_swapper(model, shot_knobs), model_ssim))
+    lines.append(("blurred average", baseline_swap, reconstruction_ssim(None, fs_neutral, res, baseline_face)))
+    for name, fn, ssim_value in lines:
         r = evaluate_swaps(fn, ident, c_m030, c_w009, res, args.every)
         r["sharpness"] = r.pop("_sharp") / sharp_real
         r["ssim"] = ssim_value

@@ -1,7 +1,8 @@
 """Face masks from the mesh topology (mediapipe's FACEMESH_* connection sets), rendered anti-aliased.
 
 Regions: ``face_hull`` (convex hull of the face oval), ``skin`` (the face oval with eyes, brows and mouth cut
-out), ``eyes``, ``irises`` (circles from the iris centres and radii), ``mouth`` (outer lip contour).
+out), ``eyes``, ``irises`` (circles from the iris centres and radii), ``mouth`` (outer lip contour),
+``mouth_inner`` (inner lip contour: the mouth's opening, empty when the lips are closed).
 Masks render at plate resolution or in crop space (landmarks mapped through a face's crop transform), with
 grow (dilate, positive px) / shrink (erode, negative px) and a Gaussian feather.
 
@@ -23,7 +24,7 @@ from doublure.engine.ops import gaussian_blur
 from .align import TEMPLATE_2D
 from .face import Face, affine_scale, apply_affine, crop_matrix
 
-REGIONS = ("face_hull", "skin", "eyes", "irises", "mouth")
+REGIONS = ("face_hull", "skin", "eyes", "irises", "mouth", "mouth_inner")
 _SUPERSAMPLE = 4
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
@@ -104,6 +105,8 @@ def region_shapes(landmarks: np.ndarray, iris: np.ndarray, region: str):
         return [p[list(LEFT_EYE)], p[list(RIGHT_EYE)]], []
     if region == "mouth":
         return [p[list(LIPS_OUTER)]], []
+    if region == "mouth_inner":
+        return [p[list(LIPS_INNER)]], []
     if region == "irises":
         ang = np.linspace(0, 2 * np.pi, 64, endpoint=False)
         circles = [np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], 1) for cx, cy, r in np.asarray(iris)]

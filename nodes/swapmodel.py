@@ -50,6 +50,8 @@ from doublure.faces.track import box_iou
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
 from doublure.models.infer import shared_model, swap_faces
 
+from ._finish import region_mask
+
 MASK_SOURCES = ("predicted", "landmark hull", "both")
 TEMPORAL_ALIGN = ("none", "flow")
 BLEND_MODES = ("alpha", "seamless")
@@ -454,6 +456,10 @@ class SwapModel(Node):
                 tooltip="Shrink (positive) or grow (negative) the mask, in percent of the face crop."),
         K.Float("feather", default=1.5, min=0.0, max=20.0, soft_max=5.0, label="feather (% of face)",
                 tooltip="Soften the mask edge (Gaussian sigma in percent of the face crop)."),
+        K.Bool("plate_mouth", default=False, label="plate mouth",
+               tooltip="Keep the plate's mouth opening (teeth, tongue, the dark inside): the new face is held "
+                       "out inside the plate face's inner lip line. A model that never saw its actor's mouth "
+                       "open that wide draws a smaller, softer opening."),
         K.Enum("blend", BLEND_MODES, default="alpha",
                tooltip="alpha: over in linear light; seamless: also cancel the colour step along the edge."),
         K.Int("stabilise", default=4, min=0, max=12, soft_max=8, animatable=False, label="stabilise (frames)",
@@ -687,6 +693,16 @@ class SwapModel(Node):
             return Image(tiles.to(plate.dtype).contiguous(), metadata=metadata)
 
         placed, _ = warp_from_crop(torch.cat([swap * mask, mask], 1), from_crop, (y1 - y0, x1 - x0))
+        if self.value("plate_mouth", ctx.frame):
+            # drawn at the plate's resolution (the crop holds the opening in a few of its pixels), its edge
+            # as soft as the new face's own detail there: half a crop pixel. The mask's feather would be
+            # wider than a mouth's opening, and the plate's teeth would only show through half.
+            for i, face in enumerate(faces):
+                opening = region_mask(face, "mouth_inner", (y0, y1, x0, x1), placed.device,
+                                      feather=0.5 * affine_scale(face.from_crop) / res)
+                keep = 1.0 - opening
+                # the blur's weights sum to 1 within float rounding: its core is the plate, bit for bit
+                placed[i] *= torch.where(keep < 1e-6, 0.0, keep)
         if output == "mask":
             alpha = torch.zeros_like(plate.tensor[:1], dtype=placed.dtype)
             window_alpha = alpha[:, y0:y1, x0:x1]

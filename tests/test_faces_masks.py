@@ -69,7 +69,8 @@ def test_regions_on_a_real_face(face_and_plate):
         add, cut = region_shapes(face.landmarks, face.iris, r)
         area = sum(cv2.contourArea(a.astype(np.float32)) for a in add) - \
             sum(cv2.contourArea(c.astype(np.float32)) for c in cut)
-        assert abs(m.sum() - area) / area < 0.03, r
+        # (a closed mouth's opening has next to no area: within a pixel and a half of it)
+        assert abs(m.sum() - area) < max(0.03 * area, 1.5), r
     hull, skin = masks["face_hull"], masks["skin"]
     # skin is inside the hull and excludes eyes and mouth
     assert (skin <= hull + 1e-6).all()

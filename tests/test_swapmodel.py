@@ -1,6 +1,7 @@
 """SwapModel on real footage (Read -> FaceDetect -> SwapModel): plate-sized output, the plate kept bit for bit
 outside the feathered mask, faceless frames untouched, provenance, one shared model, clear errors."""
 import json
+import math
 import os
 
 import pytest
@@ -57,6 +58,34 @@ def test_swap_keeps_the_plate_outside_the_mask(media_dir, model_path, blend):
     assert "AGR-0042" in meta["doublure/rights"] and "doublure/rights_warning" not in meta
     sw["output"] = "swapped crop"
     assert tuple(g.evaluate(sw, frame=3).tensor.shape) == (3, 64, 64)
+
+
+def test_plate_mouth_keeps_the_plates_mouth_opening(media_dir, model_path):
+    """With plate_mouth the plate shows through the placed face's inner lip line (teeth, tongue), bit for
+    bit where the hold-out is whole; away from the mouth the output is the swap without it."""
+    from doublure.faces.face import affine_scale
+    from doublure.nodes._finish import region_mask
+
+    g, fd, sw = shot(media_dir / "mead/W009_front_surprised_level3_001.mp4", model_path, 30)
+    frame = 15  # her mouth is wide open
+    plate = g.evaluate(fd, frame=frame)
+    plain = g.evaluate(sw, frame=frame)
+    sw["plate_mouth"] = True
+    out = g.evaluate(sw, frame=frame)
+    face = out.faces[0]
+    hw = (plate.height, plate.width)
+    whole = (0, hw[0], 0, hw[1])
+    # the hold-out's edge is softened over half a crop pixel: beyond the blur's ceil(3 sigma) radius and the
+    # anti-aliased pixel on the line, it is whole (inside) or nothing (outside)
+    reach = math.ceil(3 * 0.5 * affine_scale(face.from_crop) / 64) + 2
+    held = region_mask(face, "mouth_inner", whole, "cpu", grow=-reach)[0] > 0.999
+    assert int(held.sum()) > 30  # the opening is tens of pixels: the test sees a real open mouth
+    assert torch.equal(out.tensor[:, held], plate.tensor[:, held])
+    assert (plain.tensor[:, held] - plate.tensor[:, held]).abs().mean() > 1e-3
+    near = region_mask(face, "mouth_inner", whole, "cpu", grow=reach)[0] > 0
+    assert torch.equal(out.tensor[:, ~near], plain.tensor[:, ~near])
+    sw["output"] = "mask"
+    assert float(g.evaluate(sw, frame=frame).tensor[0][held].max()) == 0.0
 
 
 def test_frame_without_a_face_is_untouched(media_dir, model_path):
