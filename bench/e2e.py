@@ -511,14 +511,15 @@ def aggregate(results: dict) -> dict:
 # ---------------------------------------------------------------------------------------- main
 
 def parse_knobs(items: list[str]) -> dict:
-    """``["SwapModel1.temporal=0", "ColorMatch1.method=sot"]`` -> {(node, knob): value} (numbers parsed)."""
+    """``["SwapModel1.temporal=0", "ColorMatch1.method=sot"]`` -> {(node, knob): value} (see
+    ``metrics.knob_value``)."""
     knobs = {}
     for item in items:
         target, _, value = item.partition("=")
         node, _, knob = target.partition(".")
         if not (node and knob and value):
             raise SystemExit(f"--knob wants NODE.KNOB=VALUE, got {item!r}")
-        knobs[(node, knob)] = json.loads(value) if value[:1].isdigit() or value[:1] in "-[{" else value
+        knobs[(node, knob)] = M.knob_value(value)
     return knobs
 
 

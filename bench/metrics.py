@@ -8,6 +8,7 @@ one on inputs whose answer is known.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import cv2
 import numpy as np
@@ -36,6 +37,14 @@ class Identity:
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         rect = self.dlib.rectangle(x0, y0, x1, y1)
         return np.asarray(self.net.compute_face_descriptor(np.ascontiguousarray(rgb8), self.shape(rgb8, rect)))
+
+
+def knob_value(text: str):
+    """A knob value given on a bench's command line: JSON (numbers, true/false, lists) or else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def frames_of(path: str, every: int):

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metrics import Identity, centroid, detect_one, frames_of, pearson
+from metrics import Identity, centroid, detect_one, frames_of, knob_value, pearson
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
@@ -291,13 +291,7 @@ def main(argv=None) -> int:
                    help="also measure the shot graph with this SwapModel knob set (repeatable; a JSON value or "
                         "a string), e.g. plate_mouth=true")
     args = p.parse_args(argv)
-    shot_knobs = {}
-    for item in args.shot_knob:
-        key, _, value = item.partition("=")
-        try:
-            shot_knobs[key] = json.loads(value)
-        except json.JSONDecodeError:
-            shot_knobs[key] = value
+    shot_knobs = {key: knob_value(value) for key, _, value in (item.partition("=") for item in args.shot_knob)}
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
     fs_b = faceset("M030_train", [clip("M030", e) for e in EMOTIONS], args.extract_size, 2)
