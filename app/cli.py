@@ -46,10 +46,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
         report = farm_render(args.project, writes=args.write, frames=args.frames, scheduler=args.scheduler,
                              workers=args.workers, chunk=args.chunk, path_map=args.path_map,
-                             halt_on_error=args.halt_on_error, proxy=args.proxy, progress=True)
+                             halt_on_error=args.halt_on_error, proxy=args.proxy,
+                             frame_timeout=args.frame_timeout, progress=True)
     else:
-        if args.path_map:
-            raise DoublureError("--path-map applies to farm workers: use it with --scheduler or --workers")
+        if args.path_map or args.frame_timeout:
+            raise DoublureError("--path-map and --frame-timeout apply to farm workers: use them with --scheduler "
+                                "or --workers")
         graph = _load_project(args.project)
         frames = resolve_frames(graph, args.frames)
         bar = ProgressBar(len(frames), "frames")
@@ -171,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--chunk", type=int, default=10, help="frames per farm task")
     render.add_argument("--path-map", type=_path_map, action="append", default=[],
                         help="FROM=TO: rewrite file paths on farm workers")
+    render.add_argument("--frame-timeout", type=float, metavar="SECONDS",
+                        help="farm: a chunk that finishes no frame for this long ends its worker process and "
+                             "runs again (a stuck read); default: no limit")
     render.set_defaults(func=cmd_render, halt_on_error=None)
 
     info = sub.add_parser("info", help="describe a project (.dbl) or an identity model (.dbm)")

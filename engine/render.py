@@ -86,12 +86,14 @@ class _FrameWrites:
 
 def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, frames: Any = None, *,
            proxy: float = 1.0, cancel: CancelToken | None = None, halt_on_error: bool = True,
-           progress: Callable[[int, int, int], None] | None = None) -> RenderReport:
+           progress: Callable[[int, int, int], None] | None = None,
+           starting: Callable[[int], None] | None = None) -> RenderReport:
     """Render ``writes`` (names or nodes; every enabled Write by default) over ``frames`` (Nuke syntax).
 
     Frames go in order; for each frame every Write executes, so they share the upstream cache. A frame
     that fails for a data reason raises unless ``halt_on_error`` is false, then it is recorded and the
-    render goes on. ``progress(done, total, frame)`` is called after each frame is written.
+    render goes on. ``progress(done, total, frame)`` is called after each frame is written, ``starting(frame)``
+    as each frame's computation begins.
 
     A node with ``stage(ctx)`` (Write) evaluates its input here and hands back its file work (colour
     conversion, encoding, compression), which a writer thread of its own runs in frame order while the next
@@ -152,6 +154,8 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
             node.begin_render(template, frame_list)
             begun.append(node)
         for frame in frame_list:
+            if starting is not None:
+                starting(frame)
             ctx = template.at(frame)
             writes_of_frame = _FrameWrites(frame)
             pending.append(writes_of_frame)

@@ -8,6 +8,10 @@ because the Write skips complete frames (which is also what makes re-running an 
 the missing frames). The hidden temporary a killed worker was writing is removed when a chunk over its frame
 starts again (``engine.render`` sweeps the temporaries of its outputs that no live process holds). A movie
 Write (one file for all frames) cannot be split: it renders in one task.
+A frame stuck beyond ``frame_timeout`` (a hung file server, a decoder waiting forever inside a library;
+a thread cannot be stopped from Python) ends its worker process: the worker's nanny starts a new one and the
+scheduler runs the chunk again, like any dead worker's, so a stall that does not recur costs one timeout;
+one that does fails the job naming the frame once Dask's allowed failures are spent.
 When the job stops early (Ctrl-C, or a failure under ``halt_on_error``) the client sets a Dask Event that
 every running chunk polls; each stops before its next frame, and ``farm_render`` returns only once none
 runs, so a re-run never writes a frame that an old task is still writing.
@@ -135,6 +139,7 @@ class ChunkTask:
     proxy: float = 1.0
     topic: str | None = None  # the Dask event topic per-frame progress is logged under
     stop_event: str | None = None  # the Dask Event the client sets to stop every chunk of the job
+    frame_timeout: float | None = None  # seconds without a finished frame before the worker ends itself
 
     @property
     def label(self) -> str:
@@ -194,9 +199,13 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
     start = time.perf_counter()
     done_frames: list[int] = []
 
+    watchdog = _FrameWatchdog(task) if task.frame_timeout else None
+
     def on_frame(done: int, total: int, frame: int) -> None:
         done_frames.append(frame)
         log_frame(frame)
+        if watchdog is not None:
+            watchdog.finished(frame)
 
     report = engine.RenderReport()
     error = None
@@ -210,7 +219,8 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
         apply_path_map(graph, task.path_map, os.path.dirname(task.project))
         rendering = True
         report = engine.render(graph, list(task.writes), list(task.frames), proxy=task.proxy,
-                               halt_on_error=task.halt_on_error, progress=on_frame, cancel=cancel)
+                               halt_on_error=task.halt_on_error, progress=on_frame, cancel=cancel,
+                               starting=watchdog.started if watchdog is not None else None)
     except engine.Cancelled:
         pass
     except DoublureError as exc:
@@ -223,6 +233,8 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
     finally:
         if watcher is not None:
             watcher.done.set()
+        if watchdog is not None:
+            watchdog.done.set()
     worker_address, host = _where()
     return ChunkResult(frames=task.frames, written=report.written, skipped=report.skipped,
                        failures=report.failures, stale_temps=report.stale_temps,
@@ -260,6 +272,89 @@ class _StopWatcher(threading.Thread):
                     return
             except Exception:  # the scheduler is gone: the worker is shutting down as well
                 return
+
+
+class _FrameWatchdog(threading.Thread):
+    """Ends the worker process when the chunk's render makes no progress (no frame starts or finishes) for
+    ``task.frame_timeout`` seconds.
+
+    A frame stuck inside a library call (a read from a hung file server, a decoder waiting forever) cannot
+    be interrupted from Python, and it holds the worker's only thread, so the process goes: first the
+    stall is logged to the job's topic (the client names the frame), then ``os._exit``. The worker's nanny
+    starts a new process and the scheduler runs the chunk again; frames already written are skipped. Only
+    armed in a worker process that has a nanny: elsewhere (a threaded worker in the client's process, a
+    direct call) the stall is printed and the render waits.
+
+    Made on the thread that renders, which it watches: while that thread waits for a Write's file work the
+    stuck frame is the oldest one not finished (its writing), otherwise the last one started (its
+    computation); the message names the innermost code of the stuck thread.
+    """
+
+    POLL_S = 0.25
+
+    def __init__(self, task: ChunkTask) -> None:
+        super().__init__(name="doublure-frame-watchdog", daemon=True)
+        self.task = task
+        self.render_thread = threading.get_ident()
+        self.done = threading.Event()
+        self.unfinished: list[int] = []
+        self.since = time.monotonic()
+        try:
+            from distributed import get_worker
+
+            self.worker = get_worker()
+        except (ImportError, ValueError):
+            self.worker = None
+        self.start()
+
+    def started(self, frame: int) -> None:
+        self.unfinished.append(frame)
+        self.since = time.monotonic()
+
+    def finished(self, frame: int) -> None:
+        if frame in self.unfinished:
+            self.unfinished.remove(frame)
+        self.since = time.monotonic()
+
+    def _stuck(self) -> tuple[int | None, str]:
+        """The stuck frame (None before the first starts: the project is loading) and where the code is."""
+        stacks = sys._current_frames()
+        stack = stacks.get(self.render_thread)
+        chain = []
+        while stack is not None:
+            chain.append(stack)
+            stack = stack.f_back
+        writing = any(f.f_code.co_name == "finish_oldest" for f in chain)
+        where = chain[0] if chain else None
+        if writing:  # the render waits for a Write's file work: look at the writer threads instead
+            for thread in threading.enumerate():
+                top = stacks.get(thread.ident) if thread.name.startswith("doublure-writer") else None
+                if top is not None and top.f_code.co_name not in ("_worker", "wait"):
+                    where = top
+                    break
+        frame = (self.unfinished[0] if writing else self.unfinished[-1]) if self.unfinished else None
+        place = f"{os.path.basename(where.f_code.co_filename)}:{where.f_lineno} {where.f_code.co_name}" if where \
+            else "unknown"
+        return frame, place
+
+    def run(self) -> None:
+        timeout = float(self.task.frame_timeout)
+        while not self.done.wait(self.POLL_S):
+            if time.monotonic() - self.since < timeout:
+                continue
+            frame, place = self._stuck()
+            armed = self.worker is not None and getattr(self.worker, "nanny", None) is not None
+            what = f"frame {frame}" if frame is not None else f"loading the project for frames {self.task.label}"
+            print(f"doublure: {what} did not finish within {timeout:g} s (in {place})"
+                  f"{': ending this worker process so the chunk runs again' if armed else ''}",
+                  file=sys.stderr, flush=True)
+            if self.worker is not None and self.task.topic:
+                self.worker.log_event(self.task.topic, {"stalled": frame, "seconds": timeout, "where": place,
+                                                        "worker": self.worker.address})
+            if not armed:
+                return
+            time.sleep(1.0)  # the event goes out with the worker's next batched message
+            os._exit(3)
 
 
 def _frame_logger(topic: str | None) -> Callable[[int], None]:
@@ -317,6 +412,8 @@ class FarmReport(RenderReport):
     frames: int = 0
     chunks: list[ChunkResult] = dataclasses.field(default_factory=list)
     scheduler: str = ""
+    # (frame, worker, timeout, code it was stuck in) of each chunk that ended its worker; frame None: loading
+    stalls: list[tuple[int | None, str, float, str]] = dataclasses.field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -349,6 +446,8 @@ class FarmReport(RenderReport):
         if self.stale_temps:
             lines.append(f"  removed {len(self.stale_temps)} temporary file(s) that killed writers left")
         lines += ["  " + w.line() for w in self.workers()]
+        lines += [f"  frame {frame} did not finish within {seconds:g} s on {worker} (in {where}): that worker "
+                  f"process was ended and its chunk ran again" for frame, worker, seconds, where in self.stalls]
         lines += [f"  FAILED {node} frame {frame}: {why}" for node, frame, why in sorted(self.failures,
                                                                                         key=lambda f: f[1])]
         return "\n".join(lines)
@@ -407,6 +506,27 @@ class ImportNodeLibrary(WorkerPlugin):
         _import_node_library()
 
 
+def _restarting_local_cluster(**options: Any) -> Any:
+    """A ``LocalCluster`` that keeps its workers: a dead worker's nanny starts it again, always.
+
+    Dask's SpecCluster also closes a worker's nanny when no worker of that name is back within
+    ``distributed.deploy.lost-worker-timeout`` of a worker's removal. A worker ended twice in a row (a frame
+    stalling on each attempt, see ``_FrameWatchdog``) is often between lives at that moment, and the
+    cluster lost that worker for the rest of its life. Here a removal only updates what the cluster knows.
+    """
+    from distributed import LocalCluster
+    from distributed.deploy.cluster import Cluster
+
+    class RestartingLocalCluster(LocalCluster):
+        def _update_worker_status(self, op: str, msg: Any) -> None:
+            if op == "remove":
+                Cluster._update_worker_status(self, op, msg)
+            else:
+                super()._update_worker_status(op, msg)
+
+    return RestartingLocalCluster(**options)
+
+
 def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> Any:
     """A LocalCluster on loopback only: worker processes with one thread each.
 
@@ -414,8 +534,6 @@ def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> 
     (``CUDA_VISIBLE_DEVICES``) and carries the resource ``GPU=1``; ``workers`` may then be at most the GPU
     count. Without GPUs, ``workers`` CPU workers (default: the CPU count).
     """
-    from distributed import LocalCluster
-
     gpus = gpu_count() if gpus is None else gpus
     if gpus:
         workers = gpus if workers is None else workers
@@ -428,9 +546,10 @@ def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> 
     # Dask sets MALLOC_TRIM_THRESHOLD_ in workers to return memory to the OS sooner; that also pins glibc's
     # mmap threshold, so every frame-sized buffer is mapped and unmapped anew: frames render ~2x slower.
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
-        cluster = LocalCluster(n_workers=0 if gpus else workers, threads_per_worker=1, processes=True,
-                               host=LOOPBACK, scheduler_port=0, dashboard_address=None,
-                               worker_dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = _restarting_local_cluster(n_workers=0 if gpus else workers, threads_per_worker=1,
+                                            processes=True, host=LOOPBACK, scheduler_port=0,
+                                            dashboard_address=None, worker_dashboard_address=None,
+                                            silence_logs=logging.ERROR)
         if gpus:
             for i in range(workers):
                 spec = copy.deepcopy(cluster.new_spec)
@@ -444,7 +563,7 @@ def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> 
 
 def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, scheduler: str | None = None,
                 workers: int | None = None, chunk: int = 10, path_map: Iterable[str] | PathMap = (),
-                halt_on_error: bool = False, proxy: float = 1.0,
+                halt_on_error: bool = False, proxy: float = 1.0, frame_timeout: float | None = None,
                 progress: bool | Callable[[int, int], None] = False) -> FarmReport:
     """Render a project's Writes over ``frames`` as Dask tasks of ``chunk`` frames.
 
@@ -459,6 +578,8 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
         path_map: ``"FROM=TO"`` strings: how the workers see the paths in the project.
         halt_on_error: stop the job at the first failed frame; otherwise failures are reported per frame.
         proxy: render scale, as for a local render.
+        frame_timeout: seconds a chunk may go without finishing a frame; then its worker process ends and
+            the chunk runs again (see the module's notes). None: wait however long a frame takes.
         progress: True prints a progress bar (frames, fps, ETA) and the per-worker summary to stderr; a
             callable gets ``(frames done, total)`` after each frame finishes.
 
@@ -475,6 +596,8 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
 
     if scheduler and workers is not None:
         raise DoublureError("give either --scheduler (an existing cluster) or --workers (a local one), not both")
+    if frame_timeout is not None and not frame_timeout > 0:
+        raise DoublureError(f"--frame-timeout {frame_timeout}: give a number of seconds above 0")
     _import_node_library()
     project_path = os.path.abspath(project_path)
     pairs = parse_path_map(path_map)
@@ -494,7 +617,8 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
             client = Client(cluster, set_as_default=False)
             client.register_plugin(ImportNodeLibrary())
         try:
-            return _run(client, project_path, plan, total, pairs, halt_on_error, proxy, progress, cluster)
+            return _run(client, project_path, plan, total, pairs, halt_on_error, proxy, frame_timeout, progress,
+                        cluster)
         finally:
             client.close()
     finally:
@@ -503,7 +627,7 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
 
 
 def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathMap, halt_on_error: bool,
-         proxy: float, progress: Any, cluster: Any) -> FarmReport:
+         proxy: float, frame_timeout: float | None, progress: Any, cluster: Any) -> FarmReport:
     from distributed import Event, as_completed
 
     from doublure.engine.progress import ProgressBar
@@ -517,13 +641,22 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
     topic = f"doublure-render-{uuid.uuid4().hex}"
     stop = Event(f"{topic}-stop", client=client)
     finished_frames: queue.Queue[int] = queue.Queue()
-    client.subscribe_topic(topic, lambda event: finished_frames.put(event[1]["frame"]))
-    bar = ProgressBar(total, "frames") if progress is True else None
     report = FarmReport(frames=total, scheduler=client.scheduler.address)
+
+    def on_event(event: tuple[float, dict]) -> None:
+        message = event[1]
+        if "stalled" in message:
+            report.stalls.append((message["stalled"], message["worker"], message["seconds"], message["where"]))
+        else:
+            finished_frames.put(message["frame"])
+
+    client.subscribe_topic(topic, on_event)
+    bar = ProgressBar(total, "frames") if progress is True else None
     start = time.perf_counter()
     futures = []
     for index, (names, chunk_frames) in enumerate(plan):
-        task = ChunkTask(project_path, names, chunk_frames, path_map, halt_on_error, proxy, topic, stop.name)
+        task = ChunkTask(project_path, names, chunk_frames, path_map, halt_on_error, proxy, topic, stop.name,
+                         frame_timeout)
         futures.append(client.submit(render_chunk, task, key=f"{topic}-chunk-{index}", pure=False,
                                      retries=TASK_RETRIES, priority=-index, resources=resources))
     pending = as_completed(futures, with_results=False, loop=client.loop)
@@ -533,7 +666,7 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
         while not pending.is_empty():
             batch = pending.next_batch(block=False) if pending.has_ready() else []
             for future in batch:
-                result = _chunk_result(future, plan[futures.index(future)][1])
+                result = _chunk_result(future, plan[futures.index(future)][1], report.stalls)
                 report.add(result)
                 done.update(result.frames)
                 if result.error is not None:
@@ -581,11 +714,17 @@ def _stop_chunks(client: Any, stop: Any, futures: list, grace_s: float = 60.0) -
         print(f"doublure: could not confirm that every chunk stopped: {exc!r}", file=sys.stderr)
 
 
-def _chunk_result(future: Any, frames: tuple[int, ...]) -> ChunkResult:
+def _chunk_result(future: Any, frames: tuple[int, ...], stalls: Sequence[tuple] = ()) -> ChunkResult:
     from distributed.scheduler import KilledWorker
 
     try:
         return future.result()
     except KilledWorker as exc:
+        stalled = [(frame, seconds, where) for frame, _, seconds, where in stalls if frame in frames]
+        if stalled:
+            frame, seconds, where = stalled[-1]
+            raise DoublureError(f"frame {frame} did not finish within {seconds:g} s, on every worker that tried "
+                                f"it (frames {frames_label(frames)}; stuck in {where}: a hung file server or "
+                                f"a decoder waiting forever?)") from None
         raise DoublureError(f"frames {frames_label(frames)}: the workers rendering them died repeatedly "
                             f"(out of memory? a crash in a node?): {exc}") from None

@@ -20,6 +20,7 @@ from doublure import engine
 from doublure.engine import imageio
 from doublure.farm.render import (ChunkTask, FarmReport, apply_path_map, farm_render, map_path, parse_path_map,
                                   plan_chunks, render_chunk, start_local_cluster)
+from farm_nodes import FarmTestNodes
 from test_read_write import start_atomic_write
 
 FRAMES = 20
@@ -197,7 +198,9 @@ def test_corrupt_frame_reported_and_path_map_applied_on_workers(tmp_path, cluste
     project = _project(tmp_path / "shot.dbl", "/farm-storage/plates/plate.####.exr",
                        "/farm-storage/out/out.####.exr", last=10)
     path_map = [f"/farm-storage={tmp_path / 'storage'}"]
-    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, proxy=0.5)
+    # the frame timeout guards the run: a truncated EXR once left OIIO's reader waiting forever on a worker
+    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, proxy=0.5,
+                         frame_timeout=60)
     assert [(node, frame) for node, frame, _ in report.failures] == [("Write1", 7)]
     assert imageio.read_image(tmp_path / "storage" / "out" / "out.0001.exr").pixels.shape == (8, 12, 3)  # proxy
     assert "plate.0007.exr" in report.failures[0][2]
@@ -205,7 +208,54 @@ def test_corrupt_frame_reported_and_path_map_applied_on_workers(tmp_path, cluste
     assert _all_complete(tmp_path / "storage" / "out") == [1, 2, 3, 4, 5, 6, 8, 9, 10]
 
     with pytest.raises(engine.DoublureError, match="frame 7"):
-        farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, halt_on_error=True)
+        farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, halt_on_error=True,
+                    frame_timeout=60)
+
+
+def _stall_project(path: Path, out: Path, marker: str) -> str:
+    graph = engine.Graph(first=1, last=10)
+    stall = graph.create("TestStall", stall_frame=7, marker=marker)
+    graph.create("Write", file=str(out / "f.####.exr")).set_input(0, stall)
+    graph.save(str(path))
+    return str(path)
+
+
+def test_a_stalled_frame_ends_its_worker_and_its_chunk_runs_again(tmp_path, cluster):
+    """Frame 7 blocks (as a read from a hung file server would) on the first attempt only: after the frame
+    timeout its worker process ends, the nanny starts another, the chunk runs again and the job completes,
+    the stall named in the report."""
+    cluster, client = cluster
+    client.register_plugin(FarmTestNodes())
+    out = tmp_path / "out"
+    marker = tmp_path / "stalled-once"
+    project = _stall_project(tmp_path / "shot.dbl", out, str(marker))
+    start = time.monotonic()
+    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=5, frame_timeout=3)
+    assert marker.exists() and report.ok and time.monotonic() - start < 90
+    assert sorted(f for _, f in report.written + report.skipped) == list(range(1, 11))
+    assert _all_complete(out) == list(range(1, 11))
+    assert [(frame, seconds) for frame, _, seconds, _ in report.stalls] == [(7, 3.0)]
+    assert "farm_nodes.py" in report.stalls[0][3]  # where the frame was stuck: the stalling node's code
+    assert "frame 7 did not finish within 3 s" in report.summary()
+    client.wait_for_workers(2, timeout=120)
+
+
+def test_a_frame_that_always_stalls_fails_the_job_naming_it(tmp_path, cluster):
+    cluster, client = cluster
+    client.register_plugin(FarmTestNodes())
+    project = _stall_project(tmp_path / "shot.dbl", tmp_path / "out", "")
+    # two attempts instead of Dask's default four keep the test short
+    allowed = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
+    client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 1))
+    try:
+        with pytest.raises(engine.DoublureError, match="frame 7 did not finish within 2 s, on every worker"):
+            farm_render(project, scheduler=cluster.scheduler_address, chunk=5, frame_timeout=2)
+    finally:
+        client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", allowed))
+    assert _all_complete(tmp_path / "out") == [1, 2, 3, 4, 5, 6]
+    client.wait_for_workers(2, timeout=120)
+    with pytest.raises(engine.DoublureError, match="frame-timeout 0"):
+        farm_render(project, scheduler=cluster.scheduler_address, frame_timeout=0)
 
 
 def test_path_mapped_worker_uses_the_stored_tracks(tmp_path, media_dir, monkeypatch):
