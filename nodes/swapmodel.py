@@ -5,7 +5,10 @@ crop (anti-aliased), convert it from the scene-linear working space to the model
 (sRGB, like the faceset crops it learned from), decode it as the target identity (A->B), convert back to
 linear, and warp colour and mask onto the plate with the exact inverse transform, composited with ``over``
 in linear light. Outside the (feathered) mask the output is the plate, bit for bit; a frame without a chosen
-face is the plate unchanged.
+face is the plate unchanged. ``plate_mouth`` also holds the new face out of the plate's mouth opening (inside
+the inner lip line), so the plate's teeth and tongue stay: a compositor's fix for a model that draws the
+opening smaller and softer than the plate actor's (bench/RESULTS.md, session 6: mouth r up, identity and
+stability down a little, so it is off by default).
 
 Temporal stability (bench/RESULTS.md, 2026-11-29): the tracker's smoothed landmark fit lags a fast-moving
 head by several pixels and disagrees with the skin's own motion by about a pixel even on a still one, so a
