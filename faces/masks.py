@@ -148,11 +148,12 @@ def rasterize_shapes(add: Sequence[np.ndarray], cut: Sequence[np.ndarray], hw: t
         q = ((poly - [x0, y0]) + 0.5) * k - 0.5
         return np.round(q * (1 << shift)).astype(np.int32)
 
-    cv2.fillPoly(hi, [to_hi(s) for s in add], 1, lineType=cv2.LINE_8, shift=shift)
+    add_hi = [to_hi(s) for s in pts]
+    cut_hi = [to_hi(np.asarray(s, dtype=np.float64)) for s in cut]
+    cv2.fillPoly(hi, add_hi, 1, lineType=cv2.LINE_8, shift=shift)
     holes = np.zeros_like(hi)
-    if cut:
-        cv2.fillPoly(holes, [to_hi(np.asarray(s, dtype=np.float64)) for s in cut], 1, lineType=cv2.LINE_8,
-                     shift=shift)
+    if cut_hi:
+        cv2.fillPoly(holes, cut_hi, 1, lineType=cv2.LINE_8, shift=shift)
     if grow < 0 or (grow > 0 and not cut):
         # Within |grow| of the shapes' outlines is the union of a capsule (a rectangle and two discs) per
         # edge. Growing the union of the shapes adds that band; shrinking (shapes minus holes) removes the
@@ -161,8 +162,7 @@ def rasterize_shapes(add: Sequence[np.ndarray], cut: Sequence[np.ndarray], hw: t
         # a face's hull). The filled samples reach half a sample past an edge, so the band is drawn half a
         # sample narrower (as the distance transform below measures from the true edge).
         band = np.zeros_like(hi)
-        outlines = [to_hi(np.asarray(s, dtype=np.float64)) for s in list(add) + (list(cut) if grow < 0 else [])]
-        _paint_band(band, outlines, (abs(grow) * k - 0.5) * (1 << shift), shift)
+        _paint_band(band, add_hi + (cut_hi if grow < 0 else []), (abs(grow) * k - 0.5) * (1 << shift), shift)
         hi = (hi | band) if grow > 0 else (hi & (1 - holes) & (1 - band))
         hi = hi.astype(np.float32)
     elif grow > 0:

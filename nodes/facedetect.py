@@ -178,6 +178,14 @@ class FaceDetect(Node):
             h.update(name).update(self.knob(name).spec.to_json(self.value(name, first)))
         return h.update(first).update(last).update(float(self.graph.settings["fps"])).hexdigest()
 
+    def current_analysis(self, frame: int | None = None) -> dict | None:
+        """The stored Track analysis when it is still current (its key matches the upstream and the analysis
+        knobs as they are now), else None: stale tracks are not used, the faces are detected live."""
+        analysis = self.value("analysis", frame)
+        if not analysis or analysis.get("key") != self.analysis_key(int(analysis["first"]), int(analysis["last"])):
+            return None
+        return analysis
+
     def tracks_path(self) -> str:
         """Where the Track action writes: beside the project, or a cache folder for an unsaved graph."""
         if self.graph.project_path:
@@ -188,11 +196,8 @@ class FaceDetect(Node):
     def _stored_faces(self, ctx: EvalContext, width: int) -> tuple[list[Face], dict] | None:
         """The analysed faces of ctx.frame (all tracks) and the analysis description, or None when no valid
         analysis covers the frame."""
-        analysis = self.value("analysis", ctx.frame)
-        if not analysis:
-            return None
-        first, last = int(analysis["first"]), int(analysis["last"])
-        if not first <= ctx.frame <= last or analysis.get("key") != self.analysis_key(first, last):
+        analysis = self.current_analysis(ctx.frame)
+        if analysis is None or not int(analysis["first"]) <= ctx.frame <= int(analysis["last"]):
             return None
         path = analysis["file"]
         if not os.path.isabs(path):
