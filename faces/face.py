@@ -13,6 +13,9 @@ import numpy as np
 
 FACE_TYPES = ("whole_face", "full")
 NUM_LANDMARKS = 478
+# Held plate frames a face can repeat (``Face.repeats``): a 2:3 pulldown repeats a frame once, a 25 -> 30 fps
+# conversion once in six.
+MAX_REPEATS = 2
 FACE_SCHEMA = "doublure.faces/1"
 
 
@@ -81,6 +84,9 @@ class Face:
         confidence: detection confidence in [0, 1]; 0 for a gap filled by interpolation.
         face_type: framing of the canonical crop, ``"whole_face"`` or ``"full"``.
         interpolated: True when this face was filled in between detections (a short gap).
+        repeats: > 0 when the plate frame repeats the one this many frames earlier (a held frame, found by
+            SwapModel, which then repeats its swap, at most MAX_REPEATS); the nodes below that change from
+            frame to frame (Grain's renewing noise, ColorMatch's window) take this frame as that one.
     """
 
     track_id: int
@@ -93,6 +99,7 @@ class Face:
     confidence: float = 1.0
     face_type: str = "whole_face"
     interpolated: bool = False
+    repeats: int = 0
 
     def __post_init__(self) -> None:
         self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(NUM_LANDMARKS, 3)
@@ -138,6 +145,8 @@ class Face:
             "confidence": round(float(self.confidence), 4),
             "face_type": self.face_type,
             "interpolated": bool(self.interpolated),
+            # only where set, so stored tracks (FaceDetect never sets it) keep their form
+            **({"repeats": int(self.repeats)} if self.repeats else {}),
         }
 
     @classmethod
@@ -153,6 +162,7 @@ class Face:
             confidence=float(d.get("confidence", 1.0)),
             face_type=d.get("face_type", "whole_face"),
             interpolated=bool(d.get("interpolated", False)),
+            repeats=int(d.get("repeats", 0)),
         )
 
 

@@ -34,6 +34,7 @@ from doublure.engine import EvalContext, Hasher, Image, Node, Port, register_nod
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
 from doublure.engine.cache import Memo
+from doublure.faces.face import MAX_REPEATS
 from ._finish import (blend_into, face_width, face_window, mask_input, region_mask, require_same_size,
                       swap_region, swap_window, working_to_xyz_matrix)
 
@@ -466,16 +467,19 @@ class ColorMatch(Node):
             return 0
         return super().pass_through(ctx)
 
-    def _window(self, ctx: EvalContext) -> list[int]:
-        w = self.value("window", ctx.frame)
+    def _window(self, ctx: EvalContext, repeats: int = 0) -> list[int]:
+        """The frames pooled for a face that repeats the one ``repeats`` frames earlier (a held plate frame,
+        ``Face.repeats``): those around that frame, so the repeated swap is recoloured as it was there."""
+        w, centre = self.value("window", ctx.frame), ctx.frame - repeats
         first, last = self.graph.settings["first"], self.graph.settings["last"]
-        frames = [f for f in range(ctx.frame - w, ctx.frame + w + 1) if first <= f <= last]
-        return frames or [ctx.frame]
+        frames = [f for f in range(centre - w, centre + w + 1) if first <= f <= last]
+        return frames or [centre]
 
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         super().hash(ctx, h)
         h.update(ctx.working_space).update(engine_colour.config_cache_id())
-        for f in self._window(ctx):
+        reach = self._window(ctx, MAX_REPEATS) + self._window(ctx)
+        for f in sorted(set(reach)):
             if f != ctx.frame:
                 # reference and source pixels at f (the source's faces stand in when the reference has none)
                 h.update(f).update(self.input_hash(1, ctx.at(f))).update(self.input_hash(0, ctx.at(f)))
@@ -524,7 +528,7 @@ class ColorMatch(Node):
         ref_index = 1 if inputs.connected(1) else 0
         for face in src.faces:
             ctx.check_cancelled()
-            frames = self._window(ctx)
+            frames = self._window(ctx, face.repeats)
             ref_samples = self._pooled(ctx, inputs, ref_index, frames, face.track_id, space, rgb_to_xyz, src.device)
             if self.value("pool", ctx.frame) == "both":
                 src_samples = self._pooled(ctx, inputs, 0, frames, face.track_id, space, rgb_to_xyz, src.device)

@@ -786,7 +786,8 @@ class Grain(Node):
             if degrain > 0:
                 swap = swap + (ops.gaussian_blur(swap, DEGRAIN_SIGMA) - swap) * degrain
             lum = torch.einsum("c,chw->hw", weights, swap)[None]
-            seed = frame_seed(ctx.frame, self.value("seed", ctx.frame), index)
+            # a held plate frame (the swap repeated) repeats its grain too: the plate's own does not renew there
+            seed = frame_seed(ctx.frame - face.repeats, self.value("seed", ctx.frame), index)
             track_seed = frame_seed("attached", self.value("seed", ctx.frame), face.track_id)
             grain = synthesise_face_grain(lum, analysis, seed, track_seed, face.to_crop, window, renewal)
             grained = swap + grain * self.value("amount", ctx.frame)

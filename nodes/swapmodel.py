@@ -19,11 +19,15 @@ removes the fit's noise without the filter's lag. ``temporal`` blends the decode
 the aligned crop (triangular weights), where, once the transform follows the skin, the same pixel is the
 same point of the face; ``temporal_align`` (flow) first moves each neighbour's decoded face onto this
 frame's by the plate's optical flow between the two crops, so what no similarity follows (head turn,
-expression) is the same point too, and leaves out its pixels where that flow is not to be trusted. The
-output at a frame therefore reads the plate (and its faces) at the frames around it, and hashes them. The
-output carries each swapped face as it was placed (landmarks moved with the stabilised crop,
-:func:`placed_face`), so the finishing nodes below act where the swap is: with the tracker's landmarks their
-face regions trailed a fast head and recoloured off the swap.
+expression) is the same point too, and leaves out its pixels where that flow is not to be trusted. Footage
+converted to another frame rate repeats frames (people/d6, d10, d12, d20: one in three to six); ``holds``
+computes a repeated frame's swap at the frame it repeats (:func:`is_held`), so the face holds with the head
+instead of moving on with a window that slid by a frame, and marks the faces it passes on
+(``Face.repeats``) for the finishing nodes to hold too. The output at a frame therefore reads the plate
+(and its faces) at the frames around it, and hashes them. The output carries each swapped face as it was
+placed (landmarks moved with the stabilised crop, :func:`placed_face`), so the finishing nodes below act
+where the swap is: with the tracker's landmarks their face regions trailed a fast head and recoloured off
+the swap.
 
 The model is loaded once per process and device and shared (keyed by its content digest, which is also
 what this node hashes). Every output frame carries provenance metadata: ``doublure/synthetic_face``, the
@@ -47,7 +51,7 @@ from doublure.engine.cache import Memo
 from doublure.engine.ops import gaussian_blur, normalized_blur
 from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
 from doublure.faces.detect import box_from_landmarks
-from doublure.faces.face import Face, affine_scale, apply_affine, invert_affine
+from doublure.faces.face import MAX_REPEATS, Face, affine_scale, apply_affine, invert_affine
 from doublure.faces.masks import render_crop_mask
 from doublure.faces.track import box_iou
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
@@ -166,6 +170,28 @@ FLOW_TRUST_PX = 0.5     # forward-backward disagreement (crop pixels at that sid
 FLOW_TRUST_REL = 0.1    # ... plus this fraction of the motion; twice that and the neighbour's pixel counts 0
 FLOW_TRUST_GREY = 8.0   # mean grey difference (8-bit, 5 px box) of the plate where the flow lands, the same way
 MIN_LINK_IOU = 0.1     # box overlap of one frame's face with the next's for them to be one face (as Track)
+# Held frames (a frame-rate conversion or pulldown repeats plate frames): a face crop whose mean grey change
+# (8-bit, at FLOW_SIDE) from the frame before is under HOLD_GREY and under HOLD_RATIO of the larger change of
+# the pairs on either side. Repeats measured on people/ clips (d6, d10, d12, d20): 0.01-0.4, at most 0.19 of
+# the pairs around; the smallest changes of shots without repeats: 0.2-0.45 at 0.26-0.8 of their neighbours',
+# or 0.68-0.83 at 0.18 (a moving head slowing down for a frame).
+HOLD_GREY = 0.5
+HOLD_RATIO = 0.2
+
+
+def is_held(change: float, before: float | None, after: float | None) -> bool:
+    """Whether a plate frame repeats the one before it (see HOLD_GREY).
+
+    Args:
+        change: mean |grey difference| (8-bit) of the face crop from the frame before to this one.
+        before, after: the same for the pair before and the pair after (None where there is none).
+
+    Returns:
+        True when ``change`` is under HOLD_GREY and under HOLD_RATIO of the larger neighbouring change: a
+        still shot, whose every pair changes little, holds nothing.
+    """
+    neighbours = [c for c in (before, after) if c is not None]
+    return bool(neighbours) and change < HOLD_GREY and change < HOLD_RATIO * max(neighbours)
 
 
 def _affine3(m: np.ndarray) -> np.ndarray:
@@ -429,6 +455,7 @@ def temporal_weights(offsets, reach: int) -> np.ndarray:
 # frame it slides to), and twice that many flows (each hop both ways): ``compute`` reserves that much, since
 # an LRU smaller than the window misses on every frame. At 1024 px a decoded face is 16 MB.
 _motion_memo, _decode_memo, _flow_memo, _grey_memo = Memo(256), Memo(24), Memo(64), Memo(64)
+_change_memo = Memo(256)   # a float per frame pair and track (held-frame tests)
 
 
 def _to_encoding(crops: torch.Tensor, src: str, dst: str) -> torch.Tensor:
@@ -444,7 +471,7 @@ class SwapModel(Node):
     """Replace the plate's faces with an identity model's target actor."""
 
     type_name = "SwapModel"
-    version = 3
+    version = 4
     category = "Face"
     inputs = (Port("plate", "Image"),)
     knob_specs = (
@@ -471,6 +498,10 @@ class SwapModel(Node):
         K.Int("temporal", default=6, min=0, max=8, soft_max=8, animatable=False, label="temporal (frames)",
               tooltip="Blend the decoded faces of +- this many frames in the aligned crop (triangular weights): "
                       "less flicker. 0: this frame's face alone."),
+        K.Bool("holds", default=True, label="follow held frames",
+               tooltip="Where the plate repeats a frame (a frame-rate conversion, pulldown), repeat the swap: "
+                       "the face holds with the head instead of drifting on through the repeated frames with "
+                       "its neighbours' average. Only with stabilise or temporal above 0."),
         K.Enum("temporal_align", TEMPORAL_ALIGN, default="flow", label="temporal align",
                tooltip="none: blend the neighbours' faces as decoded in their crops; flow: first move each "
                        "onto this frame's face by the plate's optical flow (head turn, expression), leaving "
@@ -494,16 +525,27 @@ class SwapModel(Node):
         """(stabilise, temporal) frames at ``frame``."""
         return int(self.value("stabilise", frame)), int(self.value("temporal", frame))
 
-    def _neighbours(self, frame: int, reach: int) -> list[int]:
-        first, last = self.graph.settings["first"], self.graph.settings["last"]
-        return [f for f in range(frame - reach, frame + reach + 1) if first <= f <= last and f != frame]
+    def _follows_holds(self, frame: int) -> bool:
+        return bool(self.value("holds", frame)) and sum(self._reach(frame)) > 0
+
+    def _read_range(self, frame: int) -> tuple[int, int]:
+        """(first, last) plate frame the output at ``frame`` reads: +-(stabilise + temporal) around the frame
+        it is computed at, which a held frame moves back by up to MAX_REPEATS; telling a held frame reads the
+        change of the pair before and after each frame it steps back over."""
+        reach = sum(self._reach(frame))
+        if not self._follows_holds(frame):
+            return frame - reach, frame + reach
+        return frame - MAX_REPEATS - max(reach, 1), frame + max(reach, 1)
 
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         super().hash(ctx, h)
         h.update(self._model_identity())
         h.update(ctx.working_space).update(engine_colour.config_cache_id())
-        for f in self._neighbours(ctx.frame, sum(self._reach(ctx.frame))):
-            h.update(f).update(self.input_hash(0, ctx.at(f)))   # plate pixels and faces around the frame
+        first, last = self.graph.settings["first"], self.graph.settings["last"]
+        lo, hi = self._read_range(ctx.frame)
+        for f in range(max(lo, first), min(hi, last) + 1):
+            if f != ctx.frame:
+                h.update(f).update(self.input_hash(0, ctx.at(f)))   # plate pixels and faces around the frame
 
     # -- compute ------------------------------------------------------------------------------------
     def _model_path(self) -> str:
@@ -521,23 +563,56 @@ class SwapModel(Node):
             out["doublure/rights_warning"] = "; ".join(problems)
         return out
 
-    def _track(self, ctx: EvalContext, inputs, face, reach: int) -> dict:
-        """frame -> the face of ``face``'s track, over the frames within ``reach`` where the track runs
-        unbroken through ``ctx.frame``. A frame without it, or with a face of that id whose box does not
-        overlap the previous one's (FaceDetect without its Track analysis numbers a frame's faces by size,
-        so the id can pass to another face), ends the run on that side."""
-        near = {ctx.frame: face}
+    def _linked(self, inputs, frame: int, face):
+        """The face of ``face``'s track at ``frame`` (next to ``face``'s frame), or None: none there, outside
+        the frame range, or a face of that id whose box does not overlap ``face``'s (FaceDetect without its
+        Track analysis numbers a frame's faces by size, so the id can pass to another face)."""
         first, last = self.graph.settings["first"], self.graph.settings["last"]
+        if not first <= frame <= last:
+            return None
+        found = next((o for o in inputs.get(0, frame=frame).faces if o.track_id == face.track_id), None)
+        return found if found is not None and box_iou(found.box, face.box) >= MIN_LINK_IOU else None
+
+    def _track(self, inputs, frame: int, face, reach: int) -> dict:
+        """frame -> the face of ``face``'s track, over the frames within ``reach`` of ``frame`` where the track
+        runs unbroken through it (:meth:`_linked` ends the run on a side)."""
+        near = {frame: face}
         for step in (-1, 1):
             previous = face
-            for f in range(ctx.frame + step, ctx.frame + step * (reach + 1), step):
-                if not first <= f <= last:
+            for f in range(frame + step, frame + step * (reach + 1), step):
+                previous = self._linked(inputs, f, previous)
+                if previous is None:
                     break
-                found = next((o for o in inputs.get(0, frame=f).faces if o.track_id == face.track_id), None)
-                if found is None or box_iou(found.box, previous.box) < MIN_LINK_IOU:
-                    break
-                near[f] = previous = found
+                near[f] = previous
         return near
+
+    def _change(self, ctx: EvalContext, inputs, frame: int, face) -> float:
+        """Mean |grey difference| (8-bit) from the plate at ``frame`` - 1 to ``frame`` inside ``face``'s crop
+        (``face`` at ``frame``; both frames through its transform, at FLOW_SIDE; remembered)."""
+        key = (self.input_hash(0, ctx.at(frame - 1)), self.input_hash(0, ctx.at(frame)), face.track_id,
+               face.to_crop.tobytes())
+        hit = _change_memo.get(key)
+        if hit is None:
+            a, b = (crop_grey8(inputs.get(0, frame=f).tensor, face.to_crop, FLOW_SIDE) for f in (frame - 1, frame))
+            hit = _change_memo.put(key, float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()))
+        return hit
+
+    def _held_from(self, ctx: EvalContext, inputs, face) -> tuple[int, Face]:
+        """(frame, face there) the swap at ``ctx.frame`` is computed at: the frame this one repeats (up to
+        MAX_REPEATS frames back, :func:`is_held`), else this frame and ``face``."""
+        frame, here = ctx.frame, face
+        for _ in range(MAX_REPEATS):
+            before = self._linked(inputs, frame - 1, here)
+            if before is None:
+                break
+            earlier = self._linked(inputs, frame - 2, before)
+            later = self._linked(inputs, frame + 1, here)
+            if not is_held(self._change(ctx, inputs, frame, here),
+                           self._change(ctx, inputs, frame - 1, before) if earlier is not None else None,
+                           self._change(ctx, inputs, frame + 1, later) if later is not None else None):
+                break
+            frame, here = frame - 1, before
+        return frame, here
 
     def _motion(self, ctx: EvalContext, inputs, frame: int, face) -> np.ndarray:
         """plate_face_motion from frame - 1 to ``frame`` (remembered)."""
@@ -610,16 +685,15 @@ class SwapModel(Node):
         _flow_memo.put((kb, ka, res, str(ctx.device)), at_res(ba, trust_b))
         return _flow_memo.put((ka, kb, res, str(ctx.device)), at_res(ab, trust_a))
 
-    def _neighbour_flows(self, ctx: EvalContext, inputs, res: int, around: dict) -> dict:
-        """offset -> (flow, trust) from this frame's crop to the neighbour's at that offset (None at 0), for
-        the faces ``around`` this frame (offset -> placed face, contiguous offsets): hop by hop outwards, so a
+    def _neighbour_flows(self, ctx: EvalContext, inputs, res: int, frame: int, around: dict) -> dict:
+        """offset -> (flow, trust) from ``frame``'s crop to the neighbour's at that offset (None at 0), for
+        the faces ``around`` it (offset -> placed face, contiguous offsets): hop by hop outwards, so a
         sequential render measures one new pair of crops per frame."""
         flows = {0: None}
         for step in (-1, 1):
             d = step
             while d in around:
-                hop = self._crop_flow(ctx, inputs, res, ctx.frame + d - step, around[d - step], ctx.frame + d,
-                                      around[d])
+                hop = self._crop_flow(ctx, inputs, res, frame + d - step, around[d - step], frame + d, around[d])
                 flows[d] = hop if d == step else compose_flows(flows[d - step], hop)
                 d += step
         return flows
@@ -657,22 +731,25 @@ class SwapModel(Node):
         _decode_memo.reserve(window)
         _grey_memo.reserve(window)
         _flow_memo.reserve(2 * window)
-        tracks_near = [self._track(ctx, inputs, f, stabilise + temporal) for f in faces]
-        faces = [self._stabilised(ctx, inputs, ctx.frame, near, stabilise) for near in tracks_near]
+        # each face is computed at the frame this one repeats, if it does: a held plate frame holds the swap
+        keys = [self._held_from(ctx, inputs, f) if self._follows_holds(ctx.frame) else (ctx.frame, f)
+                for f in faces]
+        tracks_near = [self._track(inputs, frame, f, stabilise + temporal) for frame, f in keys]
+        faces = [self._stabilised(ctx, inputs, frame, near, stabilise) for (frame, _), near in zip(keys, tracks_near)]
         to_crop = np.stack([f.to_crop for f in faces])
         from_crop = np.stack([f.from_crop for f in faces])
         # Work in the plate window the faces cover: the same affines with the window's origin moved to 0.
         y0, y1, x0, x1 = plate_window(from_crop, res, (plate.height, plate.width))
         from_crop[:, :, 2] -= np.array([x0, y0], dtype=np.float64)
         swaps, masks = [], []
-        for face, near in zip(faces, tracks_near):
-            offsets = [d for d in range(-temporal, temporal + 1) if ctx.frame + d in near]
-            around = {d: face if d == 0 else self._stabilised(ctx, inputs, ctx.frame + d, near, stabilise)
+        for face, near, (frame, _) in zip(faces, tracks_near, keys):
+            offsets = [d for d in range(-temporal, temporal + 1) if frame + d in near]
+            around = {d: face if d == 0 else self._stabilised(ctx, inputs, frame + d, near, stabilise)
                       for d in offsets}
-            decoded = [self._decoded(ctx, inputs, loaded, ctx.frame + d, around[d]) for d in offsets]
+            decoded = [self._decoded(ctx, inputs, loaded, frame + d, around[d]) for d in offsets]
             weights = temporal_weights(offsets, temporal)
             if align == "flow" and len(offsets) > 1:
-                flows = self._neighbour_flows(ctx, inputs, res, around)
+                flows = self._neighbour_flows(ctx, inputs, res, frame, around)
                 rgb, m = aligned_blend(decoded, weights, [flows[d] for d in offsets])
             else:
                 rgb = sum(float(w) * rgb for w, (rgb, _) in zip(weights, decoded))
@@ -688,7 +765,8 @@ class SwapModel(Node):
         if self.value("blend", ctx.frame) == "seamless":
             swap = seamless_correction(self._plate_crops(plate.tensor, to_crop, res), swap, mask)
         metadata = dict(plate.metadata, **self._provenance(loaded.meta, loaded.digest, path, len(faces)))
-        placed = {f.track_id: f for f in faces}
+        placed = {f.track_id: dataclasses.replace(f, repeats=ctx.frame - frame)
+                  for f, (frame, _) in zip(faces, keys)}
         out_faces = [placed.get(f.track_id, f) for f in plate.faces]
 
         if output == "swapped crop":
@@ -728,5 +806,5 @@ class SwapModel(Node):
 
 
 __all__ = ["SwapModel", "aligned_blend", "carried_to_crop", "compose_flows", "crop_flow", "crop_grey8", "crop_masks",
-           "flow_warp", "parse_tracks", "placed_face", "plate_face_motion", "plate_window", "seamless_correction",
-           "skin_motion", "temporal_weights"]
+           "flow_warp", "is_held", "parse_tracks", "placed_face", "plate_face_motion", "plate_window",
+           "seamless_correction", "skin_motion", "temporal_weights"]

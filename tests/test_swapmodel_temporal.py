@@ -157,12 +157,19 @@ def test_placed_face_moves_every_pixel_quantity_with_the_crop(media_dir):
     assert placed.track_id == face.track_id and placed.pose == face.pose
 
 
-def test_hash_covers_the_frames_read_around(media_dir):
-    g = engine.Graph(first=1, last=12)
-    read = g.create("Read", file=str(media_dir / "mead/W009_front_happy_level3_001.mp4"), first=1, last=12)
+def keyable_plate_graph(media_dir, last: int):
+    """Read -> Merge (of the plate with itself: its mix keys edit the plate at chosen frames) -> FaceDetect ->
+    SwapModel (stabilise 2, temporal 1). Returns (graph, merge, swap)."""
+    g = engine.Graph(first=1, last=last)
+    read = g.create("Read", file=str(media_dir / "mead/W009_front_happy_level3_001.mp4"), first=1, last=last)
     merge = g.create("Merge", inputs=[read, read])
     fd = g.create("FaceDetect", inputs=[merge])
-    sw = g.create("SwapModel", model=str(DEMO_MODEL), inputs=[fd], stabilise=2, temporal=1)
+    return g, merge, g.create("SwapModel", model=str(DEMO_MODEL), inputs=[fd], stabilise=2, temporal=1)
+
+
+def test_hash_covers_the_frames_read_around(media_dir):
+    g, merge, sw = keyable_plate_graph(media_dir, 12)
+    sw["holds"] = False    # what a held frame reads as well: the next test
     ctx = engine.EvalContext(frame=5)
     before = g.hash_of(sw, ctx)
     sw["temporal"] = 0
@@ -195,5 +202,24 @@ def test_a_run_of_neighbours_ends_where_the_id_passes_to_another_face(media_dir)
         def get(self, index, frame=None):
             return g.evaluate(fd, frame=frame).replace(faces=[elsewhere if frame == 8 else faces[frame]])
 
-    near = sw._track(engine.EvalContext(frame=6), Around(), faces[6], 3)
+    near = sw._track(Around(), 6, faces[6], 3)
     assert sorted(near) == [3, 4, 5, 6, 7]
+
+
+def test_hash_reads_back_over_the_frames_a_held_frame_may_repeat(media_dir):
+    g, merge, sw = keyable_plate_graph(media_dir, 14)
+    ctx = engine.EvalContext(frame=8)
+    before = g.hash_of(sw, ctx)
+    g.set_key(merge, "mix", 2, 1.0)        # keys that keep every frame as it was
+    g.set_key(merge, "mix", 4, 1.0)
+    assert g.hash_of(sw, ctx) == before
+    g.set_key(merge, "mix", 3, 0.5)        # frame 3 only: 8 - 3 - 2, read when 7 and 8 repeat frame 6
+    assert g.hash_of(sw, ctx) != before
+    sw["holds"] = False
+    flat = g.hash_of(sw, ctx)
+    g.set_key(merge, "mix", 3, 0.7)
+    assert g.hash_of(sw, ctx) == flat      # without holds the output at 8 reads 5..11 only
+    sw["holds"] = True
+    held = g.hash_of(sw, ctx)
+    g.set_key(merge, "mix", 2, 0.5)        # frames 1 and 2 are beyond any repeat
+    assert g.hash_of(sw, ctx) == held
