@@ -64,6 +64,19 @@ def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     return p @ m[:, :2].T + m[:, 2]
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """Where a swap replaced the plate for one face: the alpha it was composited with, inside a window.
+
+    Attributes:
+        window: (y0, y1, x0, x1) in plate pixels.
+        alpha: (1, y1 - y0, x1 - x0) float32 torch tensor in [0, 1]; 0 beyond the window.
+    """
+
+    window: tuple[int, int, int, int]
+    alpha: object
+
+
 @dataclass
 class Face:
     """One face in one frame.
@@ -87,6 +100,8 @@ class Face:
         repeats: > 0 when the plate frame repeats the one this many frames earlier (a held frame, found by
             SwapModel, which then repeats its swap, at most MAX_REPEATS); the nodes below that change from
             frame to frame (Grain's renewing noise, ColorMatch's window) take this frame as that one.
+        coverage: where SwapModel put its new face (:class:`Coverage`), so the finishing nodes below change
+            the new face and leave the plate around it alone; None before a swap. Not stored with tracks.
     """
 
     track_id: int
@@ -100,6 +115,7 @@ class Face:
     face_type: str = "whole_face"
     interpolated: bool = False
     repeats: int = 0
+    coverage: Coverage | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(NUM_LANDMARKS, 3)

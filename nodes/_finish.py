@@ -115,24 +115,38 @@ def swap_window(face: Face, hw: tuple[int, int], extra: float = 0.0) -> Window:
 
 
 def swap_region(face: Face, window: Window, device) -> torch.Tensor:
-    """Where the swap replaced the plate, inside a window: the face hull grown by REGION_GROW and feathered
-    by REGION_FEATHER face widths. Returns (1, h, w) float32 in [0, 1].
+    """Where the swap replaced the plate, inside a window. Returns (1, h, w) float32 in [0, 1].
 
-    The region is rendered in the face's swap window (the part inside ``window``) and placed into ``window``:
-    beyond it the region is 0 (the swap window's margin holds the grow and the feather's ceil(3 sigma)
-    kernel), so a node working in a wider window (ShadowMatch) gets the same values (to the float rounding
-    of a blur over another size, < 1e-6) and shares the rendering, and its memo entry, with ColorMatch and
-    Grain.
+    A face SwapModel passed on carries the alpha it composited the new face with (``Face.coverage``): that
+    is the region, so a finishing node changes the new face only, in proportion to how much of each pixel it
+    is. Where the plate shows through, at the mask's feathered edge or where the model's mask leaves out
+    forehead and hair inside the face hull, the plate stays as it is (bench/RESULTS.md, session 7:
+    recolouring and re-graining the plate there moved its own detail with the swap's statistics).
+
+    Without coverage (a plate face from FaceDetect), the face hull grown by REGION_GROW and feathered by
+    REGION_FEATHER face widths, rendered in the face's swap window (the part inside ``window``) and placed
+    into ``window``: beyond it the region is 0 (the swap window's margin holds the grow and the feather's
+    ceil(3 sigma) kernel), so a node working in a wider window (ShadowMatch) gets the same values (to the
+    float rounding of a blur over another size, < 1e-6) and shares the rendering, and its memo entry, with
+    ColorMatch and Grain.
     """
-    w = face_width(face)
     y0, y1, x0, x1 = window
-    sy0, sy1, sx0, sx1 = swap_window(face, (y1, x1))
-    own = (max(sy0, y0), min(sy1, y1), max(sx0, x0), min(sx1, x1))
-    region = region_mask(face, "face_hull", own, device, grow=REGION_GROW * w, feather=REGION_FEATHER * w)
+    if face.coverage is not None:
+        cy0, cy1, cx0, cx1 = face.coverage.window
+        region, own = face.coverage.alpha, (max(cy0, y0), min(cy1, y1), max(cx0, x0), min(cx1, x1))
+        # a tensor of its own, as region_mask's are: the face's stays as SwapModel made it
+        region = region[:, own[0] - cy0:own[1] - cy0, own[2] - cx0:own[3] - cx0].to(device, torch.float32,
+                                                                                      copy=True)
+    else:
+        w = face_width(face)
+        sy0, sy1, sx0, sx1 = swap_window(face, (y1, x1))
+        own = (max(sy0, y0), min(sy1, y1), max(sx0, x0), min(sx1, x1))
+        region = region_mask(face, "face_hull", own, device, grow=REGION_GROW * w, feather=REGION_FEATHER * w)
     if own == tuple(window):
         return region
     placed = torch.zeros((1, y1 - y0, x1 - x0), dtype=region.dtype, device=region.device)
-    placed[:, own[0] - y0:own[1] - y0, own[2] - x0:own[3] - x0] = region
+    if own[1] > own[0] and own[3] > own[2]:
+        placed[:, own[0] - y0:own[1] - y0, own[2] - x0:own[3] - x0] = region
     return placed
 
 

@@ -445,7 +445,7 @@ class ColorMatch(Node):
     """Match the swapped face's colour to the plate face under it (skin statistics, temporally pooled)."""
 
     type_name = "ColorMatch"
-    version = 2
+    version = 3
     category = "Finish"
     inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
     knob_specs = (

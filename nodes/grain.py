@@ -645,7 +645,7 @@ class Grain(Node):
     """Measure the plate's grain (Analyse) and add matching grain where the swap replaced the plate."""
 
     type_name = "Grain"
-    version = 2
+    version = 3
     category = "Finish"
     inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
     knob_specs = (

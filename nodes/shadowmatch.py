@@ -113,7 +113,7 @@ class ShadowMatch(Node):
     """Give the swapped face the plate's low-frequency shading (light, shadows), keeping the swap's detail."""
 
     type_name = "ShadowMatch"
-    version = 1
+    version = 2
     category = "Finish"
     inputs = (Port("source", "Image"), Port("reference", "Image"), Port("mask", "Mask", optional=True))
     knob_specs = (

@@ -25,9 +25,10 @@ computes a repeated frame's swap at the frame it repeats (:func:`is_held`), so t
 instead of moving on with a window that slid by a frame, and marks the faces it passes on
 (``Face.repeats``) for the finishing nodes to hold too. The output at a frame therefore reads the plate
 (and its faces) at the frames around it, and hashes them. The output carries each swapped face as it was
-placed (landmarks moved with the stabilised crop, :func:`placed_face`), so the finishing nodes below act
-where the swap is: with the tracker's landmarks their face regions trailed a fast head and recoloured off
-the swap.
+placed (landmarks moved with the stabilised crop, :func:`placed_face`) and with the alpha it was composited
+with (``Face.coverage``), so the finishing nodes below act where the swap is and only on it: with the
+tracker's landmarks their face regions trailed a fast head and recoloured off the swap, and with the face
+hull they also recoloured and re-grained the plate wherever it showed through the mask.
 
 The model is loaded once per process and device and shared (keyed by its content digest, which is also
 what this node hashes). Every output frame carries provenance metadata: ``doublure/synthetic_face``, the
@@ -51,7 +52,7 @@ from doublure.engine.cache import Memo
 from doublure.engine.ops import gaussian_blur, normalized_blur
 from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
 from doublure.faces.detect import box_from_landmarks
-from doublure.faces.face import MAX_REPEATS, Face, affine_scale, apply_affine, invert_affine
+from doublure.faces.face import MAX_REPEATS, Coverage, Face, affine_scale, apply_affine, invert_affine
 from doublure.faces.masks import render_crop_mask
 from doublure.faces.track import box_iou
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
@@ -765,10 +766,6 @@ class SwapModel(Node):
         if self.value("blend", ctx.frame) == "seamless":
             swap = seamless_correction(self._plate_crops(plate.tensor, to_crop, res), swap, mask)
         metadata = dict(plate.metadata, **self._provenance(loaded.meta, loaded.digest, path, len(faces)))
-        placed = {f.track_id: dataclasses.replace(f, repeats=ctx.frame - frame)
-                  for f, (frame, _) in zip(faces, keys)}
-        out_faces = [placed.get(f.track_id, f) for f in plate.faces]
-
         if output == "swapped crop":
             tiles = torch.cat(list(swap), dim=2)                                             # (3, R, N R)
             return Image(tiles.to(plate.dtype).contiguous(), metadata=metadata)
@@ -784,6 +781,10 @@ class SwapModel(Node):
                 keep = 1.0 - opening
                 # the blur's weights sum to 1 within float rounding: its core is the plate, bit for bit
                 placed[i] *= torch.where(keep < 1e-6, 0.0, keep)
+        swapped = {f.track_id: dataclasses.replace(f, repeats=ctx.frame - frame,
+                                                   coverage=Coverage((y0, y1, x0, x1), placed[i, 3:].clone()))
+                   for i, (f, (frame, _)) in enumerate(zip(faces, keys))}
+        out_faces = [swapped.get(f.track_id, f) for f in plate.faces]
         if output == "mask":
             alpha = torch.zeros_like(plate.tensor[:1], dtype=placed.dtype)
             window_alpha = alpha[:, y0:y1, x0:x1]

@@ -248,3 +248,27 @@ def test_memo_reserve_keeps_a_sliding_window_that_a_smaller_lru_would_lose():
     reserved.reserve(28)
     reserved.reserve(4)                     # never shrinks
     assert reserved.size == 28 and misses(reserved) == 26 + 19 * 2   # each frame computed once per face
+
+
+def test_swap_region_is_the_swaps_coverage_in_any_window(media_dir):
+    """A face SwapModel passed on carries its alpha (Face.coverage): the finishing nodes' region is that
+    alpha wherever their window lies, 0 beyond it, and a tensor of their own."""
+    from doublure.faces.face import Coverage
+
+    g = engine.Graph()
+    read = g.create("Read", file=str(media_dir.joinpath(*CLIP)), first=1, last=5)
+    face = g.evaluate(g.create("FaceDetect", inputs=[read]), 3).faces[0]
+    alpha = torch.rand(1, 40, 50)
+    covered = dataclasses.replace(face, coverage=Coverage((100, 140, 60, 110), alpha))
+    whole = torch.zeros(1, 256, 256)
+    whole[:, 100:140, 60:110] = alpha
+    for window in ((90, 150, 50, 120), (110, 130, 70, 100), (0, 256, 0, 256), (0, 50, 0, 50)):
+        y0, y1, x0, x1 = window
+        region = _finish.swap_region(covered, window, "cpu")
+        assert torch.equal(region, whole[:, y0:y1, x0:x1]), window
+    region = _finish.swap_region(covered, (110, 130, 70, 100), "cpu")
+    region += 1.0
+    assert torch.equal(covered.coverage.alpha, alpha)
+    # without coverage (a plate face), the face hull: wider than the swap's own mask would be
+    hull = _finish.swap_region(face, (0, 256, 0, 256), "cpu")
+    assert hull.max() == 1.0 and not torch.equal(hull, whole)

@@ -61,18 +61,19 @@ def test_a_held_plate_frame_holds_the_swap_and_its_finish(d12_demo_graph):
         return (float(np.abs(result[y0:y1, x0:x1]).mean()),
                 float(np.abs(plates[frame] - plates[frame - 1])[y0:y1, x0:x1].mean()))
 
-    for f in held:
-        result, plate = face_change(f)
+    holding = {f: face_change(f) for f in held}
+    for f, (result, plate) in holding.items():
         assert result < 1.5 * plate + 0.05, (f, result, plate)   # the whole chain repeats with the plate
     exact = [f for f in held if change[f] < 0.2]  # frame 4 (0.32) changes a little: a slow frame or a noisy repeat
     assert len(exact) >= 3
     g["SwapModel1"]["holds"] = False
     try:
-        drifting = [face_change(f) for f in exact]
+        drifting = {f: face_change(f) for f in exact}
     finally:
         g["SwapModel1"]["holds"] = True
-    for (result, plate), f in zip(drifting, exact):
-        assert result > 5 * plate, (f, result, plate)             # without: the face moves on a held frame
+    for f, (result, plate) in drifting.items():
+        # without: the face moves on a held frame, several times what the plate's repeat changes
+        assert result > max(4 * plate, 4 * holding[f][0], 0.3), (f, result, plate, holding[f])
 
 
 
