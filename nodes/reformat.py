@@ -61,10 +61,12 @@ def _affine_faces(faces: list, sx: float, sy: float, dx: float, dy: float) -> li
         from_crop = m[:, :2] @ f.from_crop
         from_crop[:, 2] += m[:, 2]
         x0, y0, x1, y1 = f.box
+        # a swap's coverage is left behind (its alpha is in the old pixels): the finishing nodes below a
+        # Reformat fall back to the face hull
         out.append(Face(track_id=f.track_id, box=(x0 * sx + ox, y0 * sy + oy, x1 * sx + ox, y1 * sy + oy),
                         landmarks=lm, iris=iris, pose=f.pose, to_crop=invert_affine(from_crop),
                         from_crop=from_crop, confidence=f.confidence, face_type=f.face_type,
-                        interpolated=f.interpolated))
+                        interpolated=f.interpolated, repeats=f.repeats))
     return out
 
 

@@ -147,13 +147,16 @@ def test_reformat_node_to_format_pads_and_scales():
 
 
 def test_reformat_moves_faces_with_the_pixels():
-    from doublure.faces.face import NUM_LANDMARKS, Face
+    from doublure.faces.face import NUM_LANDMARKS, Coverage, Face
     from doublure.nodes.reformat import _affine_faces
 
     lm = np.zeros((NUM_LANDMARKS, 3), np.float32)
     lm[0] = (10.0, 4.0, 1.0)
-    face = Face(track_id=0, box=(10.0, 4.0, 10.0, 4.0), landmarks=lm, iris=np.zeros((2, 3)), pose=(0, 0, 0))
+    face = Face(track_id=0, box=(10.0, 4.0, 10.0, 4.0), landmarks=lm, iris=np.zeros((2, 3)), pose=(0, 0, 0),
+                repeats=1, coverage=Coverage((0, 8, 6, 14), torch.ones(1, 8, 8)))
     moved = _affine_faces([face], 0.5, 0.5, 3, 0)[0]
+    assert moved.repeats == 1          # a held frame stays held
+    assert moved.coverage is None      # the swap's alpha is in the old pixels: the nodes below use the hull
     # pixel centres align: x -> (x + 0.5) * 0.5 - 0.5 + 3
     np.testing.assert_allclose(moved.landmarks[0, :2], [(10.5 * 0.5) - 0.5 + 3, (4.5 * 0.5) - 0.5])
     np.testing.assert_allclose(moved.from_crop @ np.array([0.3, 0.7, 1.0]),
