@@ -16,6 +16,12 @@ Spaces: ``lab`` (CIE 1976 L*a*b*, D65: the working space goes to CIE XYZ D65 thr
 uses a Bradford adaptation; L* of scene-linear white Y=1 is 100), ``oklab`` (Ottosson 2020, from XYZ D65)
 and ``rgb`` (the scene-linear working space itself).
 
+Gain: the linear methods (meanstd, mkl) keep their gain along any colour direction within [1 / ``max_gain``,
+``max_gain``] (1.5 by default). A plate's skin often varies more than the swap's for reasons that are not light
+(glasses rims, stubble, make-up, hard shadows), and matched in full that stretch (up to 3.6 along yellow-blue on
+people/d13) pushes the swap's dark features (brows, nostrils) toward purple; the means still match exactly
+(bench/RESULTS.md, session 7).
+
 Temporal stability: the statistics of both sides are pooled over +-``window`` frames of the same face track,
 so the transfer moves smoothly from frame to frame: a change of the swap's skin in one frame (the mouth
 opens, a shadow crosses) changes only those pixels, not the whole face's colour. With ``pool`` set to
@@ -171,13 +177,15 @@ def _inverse(matrix_bytes: bytes) -> np.ndarray:
 # and the plate's skin in the same space.
 
 
-def meanstd_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+def meanstd_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor, eps: float = 1e-6,
+                     max_gain: float | None = None) -> torch.Tensor:
     """Reinhard et al. (2001): per channel, ``(x - mean_src) / std_src * std_ref + mean_ref``.
 
     Args:
         x: (3, *) values to recolour.
         src: (3, N) samples of the source distribution (swap skin).
         ref: (3, M) samples of the target distribution (plate skin).
+        max_gain: each channel's gain is kept within [1 / max_gain, max_gain] (None: unlimited).
 
     Returns:
         (3, *) recoloured values.
@@ -186,6 +194,8 @@ def meanstd_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor, eps:
     mu_s, sd_s = src.mean(1), src.std(1, unbiased=False)
     mu_r, sd_r = ref.mean(1), ref.std(1, unbiased=False)
     gain = sd_r / sd_s.clamp_min(eps)
+    if max_gain is not None:
+        gain = gain.clamp(1.0 / max_gain, max_gain)
     return (x - mu_s.view(shape)) * gain.view(shape) + mu_r.view(shape)
 
 
@@ -219,13 +229,21 @@ def mkl_matrix(cov_src: torch.Tensor, cov_ref: torch.Tensor, eps: float = 1e-8) 
     return s_inv_half @ middle @ s_inv_half
 
 
-def mkl_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+def limit_gain(t: torch.Tensor, max_gain: float) -> torch.Tensor:
+    """A symmetric linear colour map with its gains (eigenvalues) kept within [1 / max_gain, max_gain], its
+    directions (eigenvectors) unchanged. Shapes (3, 3) -> (3, 3)."""
+    vals, vecs = torch.linalg.eigh(t)
+    return (vecs * vals.clamp(1.0 / max_gain, max_gain)) @ vecs.T
+
+
+def mkl_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor, max_gain: float | None = None) -> torch.Tensor:
     """Apply the MKL map fitted on the sample sets: ``T (x - mean_src) + mean_ref``.
 
     Args:
         x: (3, *) values to recolour.
         src: (3, N) source samples.
         ref: (3, M) target samples.
+        max_gain: T's gains are kept within [1 / max_gain, max_gain] (:func:`limit_gain`; None: unlimited).
 
     Returns:
         (3, *) recoloured values.
@@ -233,7 +251,10 @@ def mkl_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor) -> torch
     mu_s, mu_r = src.double().mean(1, keepdim=True), ref.double().mean(1, keepdim=True)
     cov_s = torch.cov(src.double(), correction=0)
     cov_r = torch.cov(ref.double(), correction=0)
-    t = mkl_matrix(cov_s, cov_r).to(x.dtype)
+    t = mkl_matrix(cov_s, cov_r)
+    if max_gain is not None:
+        t = limit_gain(t, max_gain)
+    t = t.to(x.dtype)
     flat = x.reshape(3, -1)
     out = t @ (flat - mu_s.to(x.dtype)) + mu_r.to(x.dtype)
     return out.reshape(x.shape)
@@ -391,12 +412,14 @@ def sot_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor, iteratio
     return carry(flat).reshape(x.shape)
 
 
-def transfer(method: str, x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Dispatch to one of ``METHODS``; shapes as in :func:`meanstd_transfer`."""
+def transfer(method: str, x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor,
+             max_gain: float | None = None) -> torch.Tensor:
+    """Dispatch to one of ``METHODS``; shapes as in :func:`meanstd_transfer`. ``max_gain`` limits the linear
+    methods' gains (meanstd, mkl); the distribution-matching ones (sot, histogram) take none."""
     if method == "meanstd":
-        return meanstd_transfer(x, src, ref)
+        return meanstd_transfer(x, src, ref, max_gain=max_gain)
     if method == "mkl":
-        return mkl_transfer(x, src, ref)
+        return mkl_transfer(x, src, ref, max_gain=max_gain)
     if method == "sot":
         return sot_transfer(x, src, ref)
     if method == "histogram":
@@ -459,6 +482,11 @@ class ColorMatch(Node):
                tooltip="both: pool the swap's skin statistics over the window too, so the colour transfer "
                        "moves smoothly; reference: the swap's are taken from each frame alone, which evens out "
                        "a swap's colour flicker but lets any change of its skin move the whole face's colour."),
+        K.Float("max_gain", default=1.5, min=1.0, max=10.0, soft_max=4.0, label="max gain",
+                tooltip="meanstd and mkl: the most the transfer may stretch (or 1 / this, shrink) the swap's skin "
+                        "colours along any direction. The plate's skin often varies more than the swap's for "
+                        "reasons that are not light (glasses, stubble, make-up): matched in full, such a gain "
+                        "(up to 3.6 on people/d13) turns the swap's brows and shadows purple."),
         K.Float("mix", default=1.0, min=0.0, max=1.0),
     )
 
@@ -541,7 +569,9 @@ class ColorMatch(Node):
             y0, y1, x0, x1 = window
             # each face matches the swap as it came in (not with an overlapping face's result pasted in)
             values = to_match_space(src.window(window)[:3].float(), space, rgb_to_xyz)
-            matched = from_match_space(transfer(method, values, src_samples, ref_samples), space, rgb_to_xyz)
+            matched = from_match_space(transfer(method, values, src_samples, ref_samples,
+                                                max_gain=float(self.value("max_gain", ctx.frame))),
+                                       space, rgb_to_xyz)
             weight = swap_region(face, window, src.device) * mix
             if limit is not None:
                 weight = weight * limit[:, y0:y1, x0:x1]

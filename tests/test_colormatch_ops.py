@@ -87,6 +87,31 @@ def test_mkl_transfer_moves_samples_onto_target_gaussian():
     np.testing.assert_allclose(np.cov(out, bias=True), np.cov(ref, bias=True), rtol=1e-4, atol=1e-7)
 
 
+def test_max_gain_bounds_the_linear_transfers_along_every_direction():
+    """The plate's skin can vary far more than the swap's for reasons that are not light (glasses, stubble):
+    the linear maps then stretch the swap's colours by up to 3.6 (people/d13). With ``max_gain`` the map's
+    gains are held within [1 / g, g] along its own directions; the means still meet."""
+    rng = np.random.default_rng(8)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    t = q @ np.diag([0.2, 1.1, 3.6]) @ q.T
+    limited = cm.limit_gain(torch.from_numpy(t), 1.5).numpy()
+    np.testing.assert_allclose(np.linalg.eigvalsh(limited), [1 / 1.5, 1.1, 1.5], atol=1e-12)
+    np.testing.assert_allclose(limited @ q[:, 1], 1.1 * q[:, 1], atol=1e-12)   # directions kept
+    inside = q @ np.diag([0.8, 1.1, 1.3]) @ q.T
+    np.testing.assert_allclose(cm.limit_gain(torch.from_numpy(inside), 1.5).numpy(), inside, atol=1e-12)
+
+    src = rng.multivariate_normal([0.7, 0.06, 0.05], np.diag([0.05, 0.01, 0.006]) ** 2, 20000).T
+    ref = rng.multivariate_normal([0.6, 0.05, 0.05], np.diag([0.095, 0.011, 0.021]) ** 2, 20000).T
+    for method in ("mkl", "meanstd"):
+        out = cm.transfer(method, torch.from_numpy(src), torch.from_numpy(src), torch.from_numpy(ref), max_gain=1.5)
+        out = out.numpy()
+        np.testing.assert_allclose(out.mean(1), ref.mean(1), atol=1e-9)
+        gains = out.std(1) / src.std(1)
+        assert gains.max() <= 1.5 + 1e-6 and gains[2] > 1.45, (method, gains)   # b: 3.5 unlimited
+        free = cm.transfer(method, torch.from_numpy(src), torch.from_numpy(src), torch.from_numpy(ref)).numpy()
+        assert free.std(1)[2] / src.std(1)[2] > 3.0
+
+
 def _two_blobs(rng, n, centres, scale):
     k = rng.integers(0, len(centres), n)
     return (np.asarray(centres)[k] + rng.normal(0, scale, (n, 3))).T
