@@ -14,6 +14,12 @@ The crop transforms are checked against the skin's own motion: inside the face h
 (plate pixels) between the plate's DIS flow and the motion implied by consecutive crop transforms, for the
 tracker's fit (FaceDetect) and for the faces SwapModel placed; the least-squares similarity fitted to the
 flow itself is the floor any similarity transform can reach (what remains is expression and turn).
+Where the change is: the same ratio after the whole chain inside parts of the face (eyes and mouth grown a little,
+the skin of the inner face, the band along the hull's edge), the share of the ratio that comes from frames where
+the plate repeats the frame before (its change under a quarter of the shot's median: frame-rate conversions),
+and the ratio with each sequence compensated by its own DIS flow instead of the plate's (what is left of the
+plate-flow ratio above it is the result moving unlike the plate's skin, not flicker). This breakdown found the
+held frames and the finishing nodes' tinted plate (bench/RESULTS.md, session 7).
 Output: the tables on stdout and ``--out``/stability.md.
 """
 from __future__ import annotations
@@ -37,6 +43,31 @@ import e2e  # noqa: E402
 import metrics as M  # noqa: E402
 
 CHAIN = ("SwapModel1", "ColorMatch1", "ShadowMatch1", "EyeFix1", "Grain1")
+REGIONS = ("eyes", "mouth", "skin", "edge")
+EDGE_BAND = 0.08     # face widths: the band inside the hull's edge
+HELD_CHANGE = 0.25   # a frame whose plate change is under this fraction of the shot's median: a repeat
+
+
+def region_masks(face, hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Boolean (H, W) masks of the parts of a face the breakdown reports (see the module docstring)."""
+    import cv2
+
+    hull = M.region_mask(face, "face_hull", hw) > 0.5
+    eyes = M.region_mask(face, "eyes", hw, grow=0.5) > 0.5
+    mouth = M.region_mask(face, "mouth", hw, grow=0.3) > 0.5
+    r = max(3, int(EDGE_BAND * face.width))
+    core = cv2.erode(hull.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+    return {"eyes": hull & eyes, "mouth": hull & mouth & ~eyes, "skin": core & ~eyes & ~mouth,
+            "edge": hull & ~core & ~eyes & ~mouth}
+
+
+def own_flow_ratio(plates, results, masks) -> float:
+    """Flow-compensated change of the result over the plate's, each compensated by its own DIS flow."""
+    fw = M.FlowWarp()
+    changes = np.array([(M.frame_changes(plates[t - 1], plates[t], masks[t], fw.flow(plates[t - 1], plates[t]))[1],
+                         M.frame_changes(results[t - 1], results[t], masks[t], fw.flow(results[t - 1], results[t]))[1])
+                        for t in range(1, len(plates))])
+    return float(changes[:, 1].mean() / max(changes[:, 0].mean(), 1e-9))
 
 
 def transform_motion(to_prev: np.ndarray, to_cur: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -91,11 +122,20 @@ def measure_shot(shot, base: Path, work: Path, frames: int, knobs: dict) -> dict
     fw = M.FlowWarp()
     flows = [None] + [fw.flow(seq["Read1"][t - 1], seq["Read1"][t]) for t in range(1, len(frame_list))]
     nodes = {name: M.stability(seq["Read1"], seq[name], hulls, flows) for name in CHAIN}
+    parts = [region_masks(f, hw) for f in in_window]
+    last = CHAIN[-1]
+    regions = {region: M.stability(seq["Read1"], seq[last], [p[region] for p in parts], flows)["ratio_flow"]
+               for region in REGIONS}
+    rows = np.asarray(nodes[last]["per_frame"])      # (plate raw, result raw, plate flow, result flow) per pair
+    held = rows[:, 2] < HELD_CHANGE * np.median(rows[:, 2])
     mag, off_tracked, floor = flow_disagreement(flows, hulls, [f.to_crop for f in in_window], hw)
     _, off_placed, _ = flow_disagreement(flows, hulls, [M.shift_face(f, -x0, -y0).to_crop for f in placed], hw)
     g.cache.clear()
     return {"frames": len(frame_list), "face_px": float(np.median([f.width for f in tracked])),
             "nodes": {n: (s["ratio_raw"], s["ratio_flow"]) for n, s in nodes.items()},
+            "regions": regions, "held_pairs": int(held.sum()),
+            "held_share": float(rows[held, 3].sum() / rows[:, 2].sum()),
+            "own_flow": own_flow_ratio(seq["Read1"], seq[last], hulls),
             "flow_px": mag, "tracked_off_px": off_tracked, "placed_off_px": off_placed, "similarity_floor_px": floor}
 
 
@@ -111,6 +151,14 @@ def report(results: dict, knobs: dict) -> str:
     for name, r in results.items():
         lines.append(f"| {name} | {r['face_px']:.0f} | {r['flow_px']:.2f} | {r['tracked_off_px']:.2f} | "
                      f"{r['placed_off_px']:.2f} | {r['similarity_floor_px']:.2f} |")
+    lines += ["", f"After {CHAIN[-1].rstrip('1')}, the whole chain: the ratio after flow inside parts of the face, the "
+              "share of the ratio from frames where the plate repeats the one before, and each sequence compensated "
+              "by its own flow:", "",
+              "| shot | " + " | ".join(REGIONS) + " | repeated frames: pairs, share of the ratio | own flow |",
+              "|---" * (len(REGIONS) + 3) + "|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['regions'][g]:.2f}" for g in REGIONS)
+                     + f" | {r['held_pairs']}, {r['held_share']:.3f} | {r['own_flow']:.2f} |")
     return "\n".join(lines)
 
 
