@@ -531,12 +531,11 @@ class SwapModel(Node):
 
     def _read_range(self, frame: int) -> tuple[int, int]:
         """(first, last) plate frame the output at ``frame`` reads: +-(stabilise + temporal) around the frame
-        it is computed at, which a held frame moves back by up to MAX_REPEATS; telling a held frame reads the
-        change of the pair before and after each frame it steps back over."""
+        it is computed at, which a held frame moves back by up to MAX_REPEATS. Telling a held frame reads the
+        pairs before and after each frame it steps back over, within that (holds need a reach of 1 or more)."""
         reach = sum(self._reach(frame))
-        if not self._follows_holds(frame):
-            return frame - reach, frame + reach
-        return frame - MAX_REPEATS - max(reach, 1), frame + max(reach, 1)
+        back = MAX_REPEATS if self._follows_holds(frame) else 0
+        return frame - back - reach, frame + reach
 
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         super().hash(ctx, h)
