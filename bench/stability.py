@@ -48,11 +48,13 @@ EDGE_BAND = 0.08     # face widths: the band inside the hull's edge
 HELD_CHANGE = 0.25   # a frame whose plate change is under this fraction of the shot's median: a repeat
 
 
-def region_masks(face, hw: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Boolean (H, W) masks of the parts of a face the breakdown reports (see the module docstring)."""
+def region_masks(face, hull_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean (H, W) masks of the parts of a face the breakdown reports (see the module docstring), from its
+    face hull mask ((H, W) float)."""
     import cv2
 
-    hull = M.region_mask(face, "face_hull", hw) > 0.5
+    hw = hull_mask.shape
+    hull = hull_mask > 0.5
     eyes = M.region_mask(face, "eyes", hw, grow=0.5) > 0.5
     mouth = M.region_mask(face, "mouth", hw, grow=0.3) > 0.5
     r = max(3, int(EDGE_BAND * face.width))
@@ -61,13 +63,12 @@ def region_masks(face, hw: tuple[int, int]) -> dict[str, np.ndarray]:
             "edge": hull & ~core & ~eyes & ~mouth}
 
 
-def own_flow_ratio(plates, results, masks) -> float:
-    """Flow-compensated change of the result over the plate's, each compensated by its own DIS flow."""
+def own_flow_ratio(plates, results, masks, plate_flow: float) -> float:
+    """Flow-compensated change of the result, compensated by its own DIS flow, over the plate's
+    (``plate_flow``: the plate's mean change after its own flow, from :func:`metrics.stability`)."""
     fw = M.FlowWarp()
-    changes = np.array([(M.frame_changes(plates[t - 1], plates[t], masks[t], fw.flow(plates[t - 1], plates[t]))[1],
-                         M.frame_changes(results[t - 1], results[t], masks[t], fw.flow(results[t - 1], results[t]))[1])
-                        for t in range(1, len(plates))])
-    return float(changes[:, 1].mean() / max(changes[:, 0].mean(), 1e-9))
+    own = [None] + [fw.flow(results[t - 1], results[t]) for t in range(1, len(results))]
+    return float(M.stability(plates, results, masks, own)["result_flow"] / max(plate_flow, 1e-9))
 
 
 def transform_motion(to_prev: np.ndarray, to_cur: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -122,7 +123,7 @@ def measure_shot(shot, base: Path, work: Path, frames: int, knobs: dict) -> dict
     fw = M.FlowWarp()
     flows = [None] + [fw.flow(seq["Read1"][t - 1], seq["Read1"][t]) for t in range(1, len(frame_list))]
     nodes = {name: M.stability(seq["Read1"], seq[name], hulls, flows) for name in CHAIN}
-    parts = [region_masks(f, hw) for f in in_window]
+    parts = [region_masks(f, hull) for f, hull in zip(in_window, hulls)]
     last = CHAIN[-1]
     regions = {region: M.stability(seq["Read1"], seq[last], [p[region] for p in parts], flows)["ratio_flow"]
                for region in REGIONS}
@@ -135,7 +136,7 @@ def measure_shot(shot, base: Path, work: Path, frames: int, knobs: dict) -> dict
             "nodes": {n: (s["ratio_raw"], s["ratio_flow"]) for n, s in nodes.items()},
             "regions": regions, "held_pairs": int(held.sum()),
             "held_share": float(rows[held, 3].sum() / rows[:, 2].sum()),
-            "own_flow": own_flow_ratio(seq["Read1"], seq[last], hulls),
+            "own_flow": own_flow_ratio(seq["Read1"], seq[last], hulls, nodes[last]["plate_flow"]),
             "flow_px": mag, "tracked_off_px": off_tracked, "placed_off_px": off_placed, "similarity_floor_px": floor}
 
 
