@@ -19,8 +19,14 @@ def _resolve(requested: str | None) -> torch.device:
             raise DoublureError(f"DOUBLURE_DEVICE={requested!r} is not a torch device: {exc}") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise DoublureError(f"DOUBLURE_DEVICE={requested!r} but CUDA is not available on this machine")
-        return device
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    # With its index: a tensor's device is always "cuda:N", and torch.device("cuda") != torch.device("cuda:0"),
+    # so an index-less device would never match the images already on it (Image.to would copy every time) and
+    # would key model and memo caches apart from the tensors' own device.
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def default_device() -> torch.device:

@@ -184,8 +184,12 @@ class Image:
         if self._base.device == device:
             return self
         image = self.replace()
-        object.__setattr__(image, "_base", self._base.to(device, non_blocking=True))
-        object.__setattr__(image, "_patches", tuple((w, p.to(device, non_blocking=True)) for w, p in self._patches))
+        # asynchronous only towards a GPU: a GPU-to-host copy that does not wait hands back a pinned tensor
+        # the copy may still be writing, and the cache's host tier would hold pinned memory
+        non_blocking = device.type != "cpu"
+        object.__setattr__(image, "_base", self._base.to(device, non_blocking=non_blocking))
+        object.__setattr__(image, "_patches", tuple((w, p.to(device, non_blocking=non_blocking))
+                                                    for w, p in self._patches))
         return image
 
     def channel(self, name: str) -> torch.Tensor:

@@ -221,10 +221,34 @@ def test_device_tier_holds_device_images_and_demotes_to_host_when_over_budget():
         assert cache.host_bytes > 0
     else:  # without a GPU everything lives in host RAM and the device tier stays empty
         assert cache.device_bytes == 0 and cache.host_bytes == 6 * image_bytes
-    # A demoted entry comes back on the request's device without recomputing.
+    # A demoted entry comes back on the request's device without recomputing, and read on the host it holds
+    # the same pixels (on a GPU: the copy to the host has finished before it is read).
     computes = cache.stats.computes
-    assert g.evaluate(gain, 1, device=device).device.type == device.type
+    on_device = g.evaluate(gain, 1, device=device)
+    assert on_device.device == device
     assert cache.stats.computes == computes
+    for frame in (1, 2, 3):
+        on_host = g.evaluate(gain, frame, device=torch.device("cpu")).tensor
+        assert on_host.device.type == "cpu"
+        torch.testing.assert_close(on_host, g.evaluate(gain, frame, device=device).tensor.cpu(), rtol=0, atol=0)
+    assert cache.stats.computes == computes
+
+
+def test_the_default_cuda_device_carries_its_index(monkeypatch):
+    """torch.device("cuda") != torch.device("cuda:0"), and tensors report the latter: an index-less default
+    would never match the device of the images already on it."""
+    from doublure.engine import device as engine_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    engine_device._resolve.cache_clear()
+    try:
+        assert engine_device._resolve(None) == torch.device("cuda", 0)
+        assert engine_device._resolve("cuda") == torch.device("cuda", 0)
+        assert engine_device._resolve("cuda:1") == torch.device("cuda", 1)
+        assert engine_device._resolve("cpu") == torch.device("cpu")
+    finally:
+        engine_device._resolve.cache_clear()
 
 
 def test_per_node_timings_are_recorded():
