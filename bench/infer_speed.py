@@ -15,6 +15,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from train_throughput import matmul_flops
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,15 +36,8 @@ def main(argv=None) -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = resolve_precision("auto", device) or torch.float32
-    a = torch.randn(2048, 2048, device=device, dtype=dtype)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(3):
-        a @ a
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    ref = 3 * 2 * 2048 ** 3 / (time.perf_counter() - t)
-    print(f"device {device}, {dtype}, threads {args.threads}; 2048^2 matmul {ref / 1e9:.1f} GFLOP/s")
+    ref = matmul_flops(dtype, device)
+    print(f"device {device}, {dtype}, threads {args.threads}; square matmul {ref / 1e9:.1f} GFLOP/s")
     for res in (int(s) for s in args.sizes.split(",")):
         model = IdentityModel(config_for(res, args.arch, args.width)).to(device).eval()
         loaded = LoadedModel(model, {}, "bench", "bench")
