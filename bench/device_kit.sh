@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The GPU machine's kit (issues 4 and 8): what the lent H200 needs beyond its own image, and the checks it runs.
+#
+# The device has Python 3.12 with CUDA torch, numpy 2, opencv-python-headless and safetensors, but not
+# OpenImageIO, OpenColorIO, PyAV, mediapipe (which needs numpy < 2) or colour-science, and it reaches no package
+# index. Their wheels (~110 MB) travel with the working tree (18 MB), at most 64 MiB a call, so they go in three
+# parts. What a call installs under .gpukit/ (ignored by git) stays on the machine while it is warm (30 s after a
+# call), so the three calls go back to back; a session has 15 minutes of device time, start included.
+#
+# Here:    bash bench/device_kit.sh pack            # .gpukit/{w1,w2,w3,media}; `pack 3.11` for a local rehearsal
+# There:   run(command="bash bench/device_kit.sh install w1", carry=[".gpukit/w1"])
+#          run(command="bash bench/device_kit.sh install w2", carry=[".gpukit/w2"])
+#          run(command="bash bench/device_kit.sh install w3 && bash bench/device_kit.sh checks",
+#              carry=[".gpukit/w3", ".gpukit/media/plates_1080", ".gpukit/media/mead"], timeout_s=600)
+#          run(command="bash bench/device_kit.sh tests", carry=[".gpukit/media"], timeout_s=300)
+#
+# `checks` runs the GPU goals' benchmarks, each under its own time limit, and leaves each one's log in $OUT
+# (bench_*.log): inference ms per face at 128-1024 px (goal: 1024 px <= 25 ms), training FLOP/s over a bf16
+# matmul's at 64 and 128 px (goal >= 0.5), the demo graph's 1080p frames per second (goal >= 48). `tests`
+# runs the suite but for the Qt app and the Dask farm (neither is installed there) on CUDA.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+KIT=.gpukit
+SITE=$KIT/site
+OUT=${OUT:-$KIT/out}
+
+# The wheels of each part (pip requirement specs), sized so that a part and the tree stay under 64 MiB.
+PART_W1=("av==18.1.0")
+PART_W2=("mediapipe==0.10.21" "protobuf==4.25.9" "colour-science==0.4.6")
+PART_W3=("numpy==1.26.4" "OpenImageIO==3.0.21.0" "opencolorio==2.4.2")
+
+pack() {
+  local pyver=${1:-3.12}
+  rm -rf $KIT/w1 $KIT/w2 $KIT/w3 $KIT/media
+  for part in w1 w2 w3; do
+    local -n specs="PART_${part^^}"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$pyver" --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 -d $KIT/$part "${specs[@]}" || return 1
+  done
+  # The footage: the checks read the 1080p plate and the MEAD clips (facesets for the training bench), the
+  # tests all of it (its own call carries it).
+  cp -r ../shared/media $KIT/media && chmod -R u+w $KIT/media || return 1
+  local tree
+  tree=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+  for part in w1 w2 "w3 media/plates_1080 media/mead" media; do
+    local size=$tree
+    for p in $part; do size=$((size + $(du -sb $KIT/$p | cut -f1))); done
+    printf '%-8s %5.1f MiB with the tree (limit 64)\n' "$part" "$(echo "$size / 1048576" | bc -l)"
+  done
+}
+
+install() {
+  for part; do
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE \
+      $KIT/$part/*.whl || return 1
+    echo "installed $part: $(ls $KIT/$part)"
+  done
+}
+
+# The package without pip (its sub-packages live at the repo's top level), the kit's site first, and the
+# footage where the benchmarks and tests look for it (../shared/media).
+environment() {
+  mkdir -p $KIT/pkg/doublure
+  for sub in engine faces models nodes farm app resources; do ln -sfn "$PWD/$sub" $KIT/pkg/doublure/$sub; done
+  export PYTHONPATH="$PWD/$SITE:$PWD/$KIT/pkg:$PWD/bench${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONUNBUFFERED=1 GLOG_minloglevel=2
+  if [ ! -e ../shared/media ]; then mkdir -p ../shared && ln -sfn "$PWD/$KIT/media" ../shared/media; fi
+  mkdir -p "$OUT"
+}
+
+# step NAME SECONDS COMMAND...: run one check under its limit, its output on the console and in $OUT/NAME.log.
+step() {
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s): $*"
+  local start=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+  echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
+}
+
+checks() {
+  environment
+  local threads
+  threads=$(nproc)
+  step env 60 bash -c "nvidia-smi -L; python3 -c 'import sys, torch, numpy, cv2, av, OpenImageIO, PyOpenColorIO, \
+mediapipe, colour; print(sys.version.split()[0], \"torch\", torch.__version__, (torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA\"), \
+\"numpy\", numpy.__version__, \"cv2\", cv2.__version__, \"av\", av.__version__, \"oiio\", OpenImageIO.VERSION_STRING)'"
+  step bench_infer 80 python3 bench/infer_speed.py --sizes 128,256,512,1024 --repeats 10 --threads "$threads"
+  step bench_train 230 python3 bench/train_throughput.py --cases 64:16,128:16 --iters 24 --threads "$threads"
+  step bench_1080 200 python3 bench/speed_1080.py --frames 100 --threads "$threads" --json \
+    --work "$PWD/$KIT/speed_1080" --profile "$OUT/render_1080.prof"
+}
+
+tests() {
+  environment
+  step tests 280 python3 -m pytest -q --timeout 120 -p no:cacheprovider \
+    --ignore-glob='tests/test_app_*' --ignore=tests/test_farm.py --ignore=tests/test_readme.py tests
+}
+
+command=${1:?usage: device_kit.sh pack [PYVER] | install PART... | checks | tests}
+shift
+case $command in
+  pack|install|checks|tests) "$command" "$@" ;;
+  *) echo "unknown command $command" >&2; exit 2 ;;
+esac
