@@ -44,6 +44,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.scheduler or args.workers:
         from doublure.farm.render import farm_render
 
+        if args.frame_workers != 1:
+            raise DoublureError("--frame-workers applies to local renders; a farm spreads frames over its workers")
+
         report = farm_render(args.project, writes=args.write, frames=args.frames, scheduler=args.scheduler,
                              workers=args.workers, chunk=args.chunk, path_map=args.path_map,
                              halt_on_error=args.halt_on_error, proxy=args.proxy,
@@ -57,7 +60,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         bar = ProgressBar(len(frames), "frames")
         try:
             report = graph.render(args.write, frames, proxy=args.proxy, halt_on_error=args.halt_on_error,
-                                  progress=lambda done, total, frame: bar.update(done, f"frame {frame}"))
+                                  progress=lambda done, total, frame: bar.update(done, f"frame {frame}"),
+                                  frame_workers=args.frame_workers)
         finally:
             bar.close()
     for node, frame, why in report.failures:
@@ -168,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="record frames that fail for a data reason and go on")
     render.add_argument("--halt-on-error", dest="halt_on_error", action="store_true",
                         help="stop at the first failing frame (default for local renders)")
+    render.add_argument("--frame-workers", type=int, default=1, metavar="N",
+                        help="frames computing at once (default 1): more can pay on a GPU machine with cores to "
+                             "spare, where one frame's CPU work leaves the GPU waiting")
     render.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): render on the farm")
     render.add_argument("--workers", type=int, help="start a local Dask cluster of N workers")
     render.add_argument("--chunk", type=int, default=10, help="frames per farm task")

@@ -76,6 +76,15 @@ def resolve_frames(graph: "Graph", frames: Any) -> list[int]:
 WRITE_QUEUE_FRAMES = 1
 
 
+class _FrameCompute:
+    """One frame's evaluation, before its file work is handed over: (node, staged job or None for a Write,
+    execute's result for another node, or the DoublureError it raised)."""
+
+    def __init__(self, frame: int) -> None:
+        self.frame = frame
+        self.results: list[tuple["Node", Any]] = []
+
+
 class _FrameWrites:
     """One frame's file work on the render's writer thread: (node, job future or a finished bool) per Write."""
 
@@ -87,7 +96,7 @@ class _FrameWrites:
 def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, frames: Any = None, *,
            proxy: float = 1.0, cancel: CancelToken | None = None, halt_on_error: bool = True,
            progress: Callable[[int, int, int], None] | None = None,
-           starting: Callable[[int], None] | None = None) -> RenderReport:
+           starting: Callable[[int], None] | None = None, frame_workers: int = 1) -> RenderReport:
     """Render ``writes`` (names or nodes; every enabled Write by default) over ``frames`` (Nuke syntax).
 
     Frames go in order; for each frame every Write executes, so they share the upstream cache. A frame
@@ -100,7 +109,14 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     frame computes; at most ``WRITE_QUEUE_FRAMES`` frames wait for it. Its errors are reported for the frame
     they belong to, and the frames already handed over are finished before the render returns or raises (an
     error or a cancel in a later frame does not drop them). Other executable nodes run ``execute(ctx)`` inline.
+
+    ``frame_workers`` frames compute at once, each on a thread of its own (the graph's cache and memos are
+    shared and thread-safe): one frame's Python, decoding and colour work then overlaps another's, which
+    pays where cores or a GPU wait on a single frame's chain. Their file work still reaches the writers in
+    frame order, and their errors are reported in frame order.
     """
+    if frame_workers < 1:
+        raise DoublureError(f"frame_workers must be 1 or more, got {frame_workers}")
     nodes = executable_nodes(graph, writes)
     frame_list = resolve_frames(graph, frames)
     cancel = cancel or CancelToken()
@@ -149,6 +165,41 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     # its preview movie) compress side by side instead of one after the other.
     writers = {node: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"doublure-writer-{node.name}")
                for node in nodes if callable(getattr(node, "stage", None))}
+
+    def compute(frame: int) -> _FrameCompute:
+        """One frame's evaluation: each Write's staged file job (not yet handed over), other nodes executed."""
+        ctx = template.at(frame)
+        computed = _FrameCompute(frame)
+        for node in nodes:
+            try:
+                computed.results.append((node, node.stage(ctx) if node in writers else node.execute(ctx)))
+            except Cancelled:
+                raise
+            except DoublureError as exc:
+                computed.results.append((node, exc))
+                if halt_on_error:
+                    break
+        return computed
+
+    def hand_over(computed: _FrameCompute) -> None:
+        """In frame order: report the frame's errors and queue its file jobs on the writers (none once the
+        render is cancelled, though the frame computed before it was)."""
+        cancel.check()
+        writes_of_frame = _FrameWrites(computed.frame)
+        pending.append(writes_of_frame)
+        for node, result in computed.results:
+            if isinstance(result, DoublureError):
+                failed(node, computed.frame, result)
+            elif node in writers:
+                writes_of_frame.results.append((node, False if result is None else writers[node].submit(result)))
+            else:
+                writes_of_frame.results.append((node, result))
+        while len(pending) > WRITE_QUEUE_FRAMES:
+            finish_oldest()
+
+    computers = (ThreadPoolExecutor(max_workers=frame_workers, thread_name_prefix="doublure-frame")
+                 if frame_workers > 1 else None)
+    computing: collections.deque[Future[_FrameCompute]] = collections.deque()
     try:
         for node in nodes:
             node.begin_render(template, frame_list)
@@ -156,26 +207,21 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
         for frame in frame_list:
             if starting is not None:
                 starting(frame)
-            ctx = template.at(frame)
-            writes_of_frame = _FrameWrites(frame)
-            pending.append(writes_of_frame)
-            for node in nodes:
-                try:
-                    if node in writers:
-                        job = node.stage(ctx)
-                        writes_of_frame.results.append((node, False if job is None else writers[node].submit(job)))
-                    else:
-                        writes_of_frame.results.append((node, node.execute(ctx)))
-                except Cancelled:
-                    raise
-                except DoublureError as exc:
-                    failed(node, frame, exc)
-            while len(pending) > WRITE_QUEUE_FRAMES:
-                finish_oldest()
+            if computers is None:
+                hand_over(compute(frame))
+                continue
+            computing.append(computers.submit(compute, frame))
+            if len(computing) >= frame_workers:
+                hand_over(computing.popleft().result())
+        while computing:
+            hand_over(computing.popleft().result())
         while pending:
             finish_oldest()
         completed = True
     finally:
+        if computers is not None:
+            # frames already computing finish (their nodes hold no half-done state); those not begun do not
+            computers.shutdown(wait=True, cancel_futures=True)
         if not completed:
             while pending:
                 finish_oldest(record_errors_only=True)

@@ -258,7 +258,8 @@ def two_writes(tmp_path):
     return g
 
 
-def test_each_write_runs_on_a_writer_thread_of_its_own_in_frame_order(tmp_path, monkeypatch):
+@pytest.mark.parametrize("frame_workers", [1, 3])
+def test_each_write_runs_on_a_writer_thread_of_its_own_in_frame_order(tmp_path, monkeypatch, frame_workers):
     g = two_writes(tmp_path)
     files, encoded = [], []
     write_image, encode = imageio.write_image, video.VideoWriter.write
@@ -274,7 +275,8 @@ def test_each_write_runs_on_a_writer_thread_of_its_own_in_frame_order(tmp_path, 
     monkeypatch.setattr(imageio, "write_image", recording_write)
     monkeypatch.setattr(video.VideoWriter, "write", recording_encode)
     progress = []
-    report = g.render(None, "1-4", progress=lambda done, total, frame: progress.append((done, total, frame)))
+    report = g.render(None, "1-4", progress=lambda done, total, frame: progress.append((done, total, frame)),
+                      frame_workers=frame_workers)
     assert report.ok and report.written == [(w, f) for f in range(1, 5) for w in ("Write1", "Write2")]
     assert progress == [(f, 4, f) for f in range(1, 5)]
     assert [name for name, _ in files] == [f"comp.{f:04d}.exr" for f in range(1, 5)]
@@ -285,21 +287,45 @@ def test_each_write_runs_on_a_writer_thread_of_its_own_in_frame_order(tmp_path, 
     assert greys == sorted(greys) and greys[0] < greys[-1]
 
 
-def test_writer_errors_name_write_file_and_frame(tmp_path):
+@pytest.mark.parametrize("frame_workers", [1, 3])
+def test_writer_errors_name_write_file_and_frame(tmp_path, frame_workers):
     g = two_writes(tmp_path)
     (tmp_path / "out" / "comp.0003.exr").mkdir(parents=True)  # frame 3 cannot be renamed into place
     with pytest.raises(MediaError, match=r"Write1: frame 3: cannot write .*comp\.0003\.exr"):
-        g.render(None, "1-4")
+        g.render(None, "1-4", frame_workers=frame_workers)
     assert not (tmp_path / "out" / "comp.mp4").exists()  # the movie of a failed render is dropped
     assert {f"comp.{f:04d}.exr" for f in (1, 2)} <= set(os.listdir(tmp_path / "out"))
     assert not [name for name in os.listdir(tmp_path / "out") if name.startswith(".")]  # no temporaries
-    report = g.render(None, "1-4", halt_on_error=False)
+    report = g.render(None, "1-4", halt_on_error=False, frame_workers=frame_workers)
     assert [(w, f) for w, f, _ in report.failures] == [("Write1", 3)]
     assert "comp.0003.exr" in report.failures[0][2]
     assert ("Write1", 4) in report.written + report.skipped and ("Write2", 4) in report.written
 
 
-def test_cancelled_render_finishes_handed_over_frames_and_drops_the_movie(tmp_path):
+@pytest.mark.parametrize("frame_workers", [1, 3])
+def test_a_frame_that_fails_to_compute_is_reported_in_frame_order(tmp_path, frame_workers):
+    """Frame 3 of the plate is missing: with frames computing side by side, frame 4 may be done before it,
+    yet the render halts on frame 3 with frames 1-2 written, or (not halting) reports frame 3 alone."""
+    g = engine.Graph(name="sh010", first=1, last=5)
+    read = g.create("Read", file=write_plate(tmp_path / "in", frames=(1, 2, 4, 5)), first=1, last=5)
+    exr = g.create("Write", file=str(tmp_path / "out" / "comp.####.exr"))
+    exr.set_input(0, read)
+    with pytest.raises(MediaError, match=r"Read1: .*plate\.0003\.exr"):
+        g.render(None, "1-5", frame_workers=frame_workers)
+    assert sorted(os.listdir(tmp_path / "out")) == ["comp.0001.exr", "comp.0002.exr"]
+    report = g.render(None, "1-5", halt_on_error=False, frame_workers=frame_workers)
+    assert [(w, f) for w, f, _ in report.failures] == [("Write1", 3)] and "plate.0003.exr" in report.failures[0][2]
+    assert sorted(report.written + report.skipped) == [("Write1", f) for f in (1, 2, 4, 5)]
+
+
+def test_frame_workers_must_be_positive(tmp_path):
+    g = two_writes(tmp_path)
+    with pytest.raises(DoublureError, match="frame_workers must be 1 or more, got 0"):
+        g.render(None, "1-4", frame_workers=0)
+
+
+@pytest.mark.parametrize("frame_workers", [1, 3])
+def test_cancelled_render_finishes_handed_over_frames_and_drops_the_movie(tmp_path, frame_workers):
     g = two_writes(tmp_path)
     cancel = engine.CancelToken()
 
@@ -308,9 +334,30 @@ def test_cancelled_render_finishes_handed_over_frames_and_drops_the_movie(tmp_pa
             cancel.cancel()
 
     with pytest.raises(engine.Cancelled):
-        g.render(None, "1-4", cancel=cancel, progress=cancel_after_two)
+        g.render(None, "1-4", cancel=cancel, progress=cancel_after_two, frame_workers=frame_workers)
     names = os.listdir(tmp_path / "out")
     assert "comp.mp4" not in names and not [n for n in names if n.startswith(".")]
     for name in names:  # every frame file there is complete
         assert imageio.is_complete_image(tmp_path / "out" / name)
     assert {"comp.0001.exr", "comp.0002.exr"} <= set(names)
+
+
+def test_cli_render_with_frames_computing_side_by_side(tmp_path, capsys):
+    """`doublure render --frame-workers 3` writes every frame, the same pixels as one frame at a time."""
+    from doublure.app import cli
+    from doublure.engine.project import save_graph
+
+    g = two_writes(tmp_path)
+    project = tmp_path / "shot.dbl"
+    save_graph(g, str(project))
+    assert cli.main(["render", str(project), "-X", "Write1", "-F", "1-4"]) == 0
+    one_at_a_time = {f: imageio.read_image(tmp_path / "out" / f"comp.{f:04d}.exr").pixels for f in range(1, 5)}
+    for f in range(1, 5):
+        os.remove(tmp_path / "out" / f"comp.{f:04d}.exr")
+    assert cli.main(["render", str(project), "-X", "Write1", "-F", "1-4", "--frame-workers", "3"]) == 0
+    for f in range(1, 5):
+        np.testing.assert_array_equal(imageio.read_image(tmp_path / "out" / f"comp.{f:04d}.exr").pixels,
+                                      one_at_a_time[f])
+    assert "rendered 4 frame(s)" in capsys.readouterr().err
+    assert cli.main(["render", str(project), "--workers", "2", "--frame-workers", "3"]) != 0
+    assert "--frame-workers applies to local renders" in capsys.readouterr().err
