@@ -3,6 +3,8 @@
     python bench/speed_1080.py                      # prepare (track, grain) into build/speed_1080, then measure
     python bench/speed_1080.py --reuse --frames 20  # measure again on the prepared project (no tracking)
     python bench/speed_1080.py --reuse --profile build/render.prof   # also a cProfile of the render
+    python bench/speed_1080.py --reuse --frame-workers 1,4           # render once with each count of frames
+                                                                     # computing at once
 
 The demo project (``resources/demo/demo.dbl``, snapshot as ``bench/e2e.py`` takes it) with Read retargeted at
 ``plates_1080/demo1_video.mp4`` (1080x1920, face ~200 px), faces tracked and grain analysed once (stored beside
@@ -89,7 +91,7 @@ def cold_start(g) -> None:
     g.timings.clear()
 
 
-def measure(g, frames: list[int], out_dir: Path, profile: str | None) -> dict:
+def measure(g, frames: list[int], out_dir: Path, profile: str | None, frame_workers: list[int]) -> dict:
     result = {"frames": len(frames), "gflops_before": e2e.matmul_gflops()}
     # An untimed pass first: the memory the cache then gives back is reused by every timed part, as in a
     # long render whose cache is full and evicting (a first touch of fresh memory costs a page fault per
@@ -104,26 +106,32 @@ def measure(g, frames: list[int], out_dir: Path, profile: str | None) -> dict:
     result["view"] = timed(lambda: [g.evaluate(g["Grain1"], f).tensor for f in frames], len(frames))
     result["view"]["node_ms"] = node_ms(g, len(frames))
 
-    cold_start(g)
-    g["Write1"]["file"] = str(out_dir / "speed.####.exr")
-    g["Write2"]["file"] = str(out_dir / "speed.mp4")
     profiler = cProfile.Profile() if profile else None
 
-    def render() -> None:
+    def render(workers: int) -> None:
         if profiler:
             profiler.enable()
-        report = g.render(None, frames)
+        report = g.render(None, frames, frame_workers=workers)
         if profiler:
             profiler.disable()
         if not report.ok or len(report.written) != 2 * len(frames):
-            raise SystemExit(f"render failed: {report.failures[:3]} ({len(report.written)} written)")
+            raise SystemExit(f"render failed: {report.failures[:3]} ({len(report.written)} written, "
+                             f"{len(report.skipped)} kept)")
 
-    result["render"] = timed(render, len(frames))
-    nodes = node_ms(g, len(frames))
-    result["render"]["node_ms"] = nodes
-    result["render"]["writes_ms"] = result["render"]["wall_ms"] - sum(nodes.values())
-    if profiler:
-        profiler.dump_stats(profile)
+    # "render" with the first count of frames computing at once, "render xN" with each other count N
+    for workers in frame_workers:
+        cold_start(g)
+        g["Write1"]["file"] = str(out_dir / f"x{workers}" / "speed.####.exr")   # files of its own: no frame kept
+        g["Write2"]["file"] = str(out_dir / f"x{workers}" / "speed.mp4")
+        part = "render" if workers == frame_workers[0] else f"render x{workers}"
+        result[part] = timed(lambda: render(workers), len(frames))
+        result[part]["frame_workers"] = workers
+        nodes = node_ms(g, len(frames))
+        result[part]["node_ms"] = nodes
+        result[part]["writes_ms"] = result[part]["wall_ms"] - sum(nodes.values())
+        if profiler:
+            profiler.dump_stats(profile)
+            profiler = None   # the first render's profile
     result["writes_alone"] = writes_alone(g, frames, out_dir)
     result["gflops_after"] = e2e.matmul_gflops()
     result["load"] = os.getloadavg()[0]
@@ -157,13 +165,16 @@ def writes_alone(g, frames: list[int], out_dir: Path) -> dict[str, float]:
 def report(r: dict) -> None:
     print(f"{r['frames']} frames of {SHOT.clip.name}, load average {r['load']:.1f}, matmul "
           f"{r['gflops_before']:.0f} / {r['gflops_after']:.0f} GFLOP/s (before / after)")
-    for part, label in (("read", "Read alone"), ("view", "view (up to Grain)"), ("render", "render (both Writes)")):
+    renders = [part for part in r if part.startswith("render")]
+    labels = {"read": "Read alone", "view": "view (up to Grain)"}
+    for part in ("read", "view", *renders):
         m = r[part]
+        label = labels.get(part) or f"render, {m['frame_workers']} at once"
         print(f"  {label:22s} {m['fps']:6.2f} fps wall  {m['cpu_ms']:5.0f} ms CPU / frame (sys {m['sys_ms']:.0f}, "
               f"main thread {m['main_ms']:.0f}; {m['faults']:.0f} page faults)  ({m['fps'] / r['read']['fps']:.2f}x Read)")
-    for part in ("view", "render"):
+    for part in ("view", *renders):
         nodes = sorted(r[part]["node_ms"].items(), key=lambda kv: -kv[1])
-        extra = f", Writes + engine {r[part]['writes_ms']:.0f}" if part == "render" else ""
+        extra = f", Writes + engine {r[part]['writes_ms']:.0f}" if part != "view" else ""
         print(f"  {part} per node ms: " + ", ".join(f"{k} {v:.0f}" for k, v in nodes) + extra)
     print("  each Write alone, CPU ms / frame: " + ", ".join(f"{k} {v:.0f}" for k, v in r["writes_alone"].items()))
 
@@ -178,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", help="write a cProfile of the render to this file")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     p.add_argument("--exr-compression", help="what if: Write1's compression (e.g. piz), not the project's")
+    p.add_argument("--frame-workers", default="1",
+                   help="frames computing at once in the render; several (1,4) render once with each")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     g = prepared_graph(args.work, args.frames, args.reuse)
@@ -185,7 +198,7 @@ def main(argv=None) -> int:
         g["Write1"]["compression"] = args.exr_compression
     frames = list(range(1, args.frames + 1))
     with tempfile.TemporaryDirectory(prefix="speed_1080_") as tmp:
-        r = measure(g, frames, Path(tmp), args.profile)
+        r = measure(g, frames, Path(tmp), args.profile, [int(n) for n in args.frame_workers.split(",")])
     report(r)
     if args.json:
         print(json.dumps(r))
