@@ -44,13 +44,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.scheduler or args.workers:
         from doublure.farm.render import farm_render
 
-        if args.frame_workers != 1:
-            raise DoublureError("--frame-workers applies to local renders; a farm spreads frames over its workers")
-
         report = farm_render(args.project, writes=args.write, frames=args.frames, scheduler=args.scheduler,
                              workers=args.workers, chunk=args.chunk, path_map=args.path_map,
                              halt_on_error=args.halt_on_error, proxy=args.proxy,
-                             frame_timeout=args.frame_timeout, progress=True)
+                             frame_timeout=args.frame_timeout, frame_workers=args.frame_workers, progress=True)
     else:
         if args.path_map or args.frame_timeout:
             raise DoublureError("--path-map and --frame-timeout apply to farm workers: use them with --scheduler "
@@ -173,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--halt-on-error", dest="halt_on_error", action="store_true",
                         help="stop at the first failing frame (default for local renders)")
     render.add_argument("--frame-workers", type=int, default=1, metavar="N",
-                        help="frames computing at once (default 1): more can pay on a GPU machine with cores to "
-                             "spare, where one frame's CPU work leaves the GPU waiting")
+                        help="frames computing at once, locally or on each farm worker (default 1): more can pay "
+                             "on a GPU machine with cores to spare, where one frame's CPU work leaves the GPU waiting")
     render.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): render on the farm")
     render.add_argument("--workers", type=int, help="start a local Dask cluster of N workers")
     render.add_argument("--chunk", type=int, default=10, help="frames per farm task")

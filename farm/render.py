@@ -140,6 +140,7 @@ class ChunkTask:
     topic: str | None = None  # the Dask event topic per-frame progress is logged under
     stop_event: str | None = None  # the Dask Event the client sets to stop every chunk of the job
     frame_timeout: float | None = None  # seconds without a finished frame before the worker ends itself
+    frame_workers: int = 1  # frames of the chunk computing at once on the worker (engine.render)
 
     @property
     def label(self) -> str:
@@ -220,7 +221,8 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
         rendering = True
         report = engine.render(graph, list(task.writes), list(task.frames), proxy=task.proxy,
                                halt_on_error=task.halt_on_error, progress=on_frame, cancel=cancel,
-                               starting=watchdog.started if watchdog is not None else None)
+                               starting=watchdog.started if watchdog is not None else None,
+                               frame_workers=task.frame_workers)
     except engine.Cancelled:
         pass
     except DoublureError as exc:
@@ -564,7 +566,7 @@ def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> 
 def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, scheduler: str | None = None,
                 workers: int | None = None, chunk: int = 10, path_map: Iterable[str] | PathMap = (),
                 halt_on_error: bool = False, proxy: float = 1.0, frame_timeout: float | None = None,
-                progress: bool | Callable[[int, int], None] = False) -> FarmReport:
+                frame_workers: int = 1, progress: bool | Callable[[int, int], None] = False) -> FarmReport:
     """Render a project's Writes over ``frames`` as Dask tasks of ``chunk`` frames.
 
     Args:
@@ -580,6 +582,8 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
         proxy: render scale, as for a local render.
         frame_timeout: seconds a chunk may go without finishing a frame; then its worker process ends and
             the chunk runs again (see the module's notes). None: wait however long a frame takes.
+        frame_workers: frames of a chunk computing at once on its worker (``engine.render``): more can pay
+            on a GPU worker with cores to spare.
         progress: True prints a progress bar (frames, fps, ETA) and the per-worker summary to stderr; a
             callable gets ``(frames done, total)`` after each frame finishes.
 
@@ -598,6 +602,8 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
         raise DoublureError("give either --scheduler (an existing cluster) or --workers (a local one), not both")
     if frame_timeout is not None and not frame_timeout > 0:
         raise DoublureError(f"--frame-timeout {frame_timeout}: give a number of seconds above 0")
+    if frame_workers < 1:
+        raise DoublureError(f"--frame-workers {frame_workers}: give 1 or more")
     _import_node_library()
     project_path = os.path.abspath(project_path)
     pairs = parse_path_map(path_map)
@@ -617,8 +623,8 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
             client = Client(cluster, set_as_default=False)
             client.register_plugin(ImportNodeLibrary())
         try:
-            return _run(client, project_path, plan, total, pairs, halt_on_error, proxy, frame_timeout, progress,
-                        cluster)
+            return _run(client, project_path, plan, total, pairs, halt_on_error, proxy, frame_timeout,
+                        frame_workers, progress, cluster)
         finally:
             client.close()
     finally:
@@ -627,7 +633,7 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
 
 
 def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathMap, halt_on_error: bool,
-         proxy: float, frame_timeout: float | None, progress: Any, cluster: Any) -> FarmReport:
+         proxy: float, frame_timeout: float | None, frame_workers: int, progress: Any, cluster: Any) -> FarmReport:
     from distributed import Event, as_completed
 
     from doublure.engine.progress import ProgressBar
@@ -656,7 +662,7 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
     futures = []
     for index, (names, chunk_frames) in enumerate(plan):
         task = ChunkTask(project_path, names, chunk_frames, path_map, halt_on_error, proxy, topic, stop.name,
-                         frame_timeout)
+                         frame_timeout, frame_workers)
         futures.append(client.submit(render_chunk, task, key=f"{topic}-chunk-{index}", pure=False,
                                      retries=TASK_RETRIES, priority=-index, resources=resources))
     pending = as_completed(futures, with_results=False, loop=client.loop)

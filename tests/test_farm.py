@@ -207,9 +207,12 @@ def test_corrupt_frame_reported_and_path_map_applied_on_workers(tmp_path, cluste
     assert "FAILED Write1 frame 7" in report.summary()
     assert _all_complete(tmp_path / "storage" / "out") == [1, 2, 3, 4, 5, 6, 8, 9, 10]
 
+    # with three frames of a chunk computing at once on each worker, the job still halts naming frame 7
     with pytest.raises(engine.DoublureError, match="frame 7"):
         farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, halt_on_error=True,
-                    frame_timeout=60)
+                    frame_timeout=60, frame_workers=3)
+    with pytest.raises(engine.DoublureError, match="--frame-workers 0: give 1 or more"):
+        farm_render(project, scheduler=cluster.scheduler_address, frame_workers=0)
 
 
 def _stall_project(path: Path, out: Path, marker: str) -> str:

@@ -359,5 +359,5 @@ def test_cli_render_with_frames_computing_side_by_side(tmp_path, capsys):
         np.testing.assert_array_equal(imageio.read_image(tmp_path / "out" / f"comp.{f:04d}.exr").pixels,
                                       one_at_a_time[f])
     assert "rendered 4 frame(s)" in capsys.readouterr().err
-    assert cli.main(["render", str(project), "--workers", "2", "--frame-workers", "3"]) != 0
-    assert "--frame-workers applies to local renders" in capsys.readouterr().err
+    assert cli.main(["render", str(project), "--frame-workers", "0"]) == 1
+    assert "frame_workers must be 1 or more, got 0" in capsys.readouterr().err
