@@ -145,9 +145,11 @@ class Write(Node):
 
     @staticmethod
     def _file_planes(image, working_space: str, colorspace: str) -> tuple[torch.Tensor, int | None]:
-        """(C, H, W) float32 CPU planes in the file's colour space, a tensor of their own (the cached
-        image stays untouched), and the alpha plane's index (None: no alpha). A patched image (a face
-        chain's output) is converted window by window, never copied whole first (``Image.map_pixels``)."""
+        """(C, H, W) float32 planes in the file's colour space, on the image's device (the callers bring
+        them to the host once reduced to the file's codes or half floats: on a GPU a quarter or half of the
+        bytes to copy, and the conversion's work done there), a tensor of their own (the cached image stays
+        untouched), and the alpha plane's index (None: no alpha). A patched image (a face chain's output) is
+        converted window by window, never copied whole first (``Image.map_pixels``)."""
         grey = image.channels[:3] != ("R", "G", "B")  # a Mask: write it as grey
         alpha = image.channels.index("A") if "A" in image.channels and not grey else None
 
@@ -156,7 +158,7 @@ class Write(Node):
                 pixels = pixels[:1].expand(3, -1, -1)
             return colour.convert_premultiplied(pixels, working_space, colorspace, alpha)
 
-        return image.map_pixels(convert).to("cpu", torch.float32), alpha
+        return image.map_pixels(convert).to(torch.float32), alpha
 
     def _encode_frame(self, writer: video.VideoWriter, image, working_space: str, colorspace: str,
                       frame: int) -> None:
@@ -166,9 +168,9 @@ class Write(Node):
             # 8-bit codes on the planes, VideoWriter.write's rounding op for op in float32 (the same codes),
             # before the interleave: a quarter of the bytes to reorder
             codes = planes[:channels].clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)
-            pixels = codes.permute(1, 2, 0).contiguous().numpy()
+            pixels = codes.permute(1, 2, 0).contiguous().cpu().numpy()
         else:
-            pixels = planes.permute(1, 2, 0).contiguous().numpy()
+            pixels = planes.permute(1, 2, 0).contiguous().cpu().numpy()
         if writer.frames_written == 0:  # container tags are written with the first frame
             writer.metadata.update({k: v for k, v in image.metadata.items() if k.startswith("doublure/")})
         try:
@@ -183,8 +185,8 @@ class Write(Node):
         planes = planes[:len(channels)]
         # Half files get half pixels from the interleaving copy itself (torch rounds as write_image would).
         interleaved = torch.empty(planes.shape[1:] + planes.shape[:1],
-                                  dtype=torch.float16 if datatype == "half" else torch.float32)
-        pixels = interleaved.copy_(planes.permute(1, 2, 0)).numpy()
+                                  dtype=torch.float16 if datatype == "half" else torch.float32, device=planes.device)
+        pixels = interleaved.copy_(planes.permute(1, 2, 0)).cpu().numpy()
         try:
             imageio.write_image(path, pixels, channels=channels, file_type=kind, datatype=datatype,
                                 compression=compression, metadata=metadata)
