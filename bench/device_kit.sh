@@ -82,12 +82,12 @@ checks() {
   environment
   local threads
   threads=$(nproc)
-  step env 60 bash -c "nvidia-smi -L; python3 -c 'import sys, torch, numpy, cv2, av, OpenImageIO, PyOpenColorIO, \
+  step env 30 bash -c "nvidia-smi -L; python3 -c 'import sys, torch, numpy, cv2, av, OpenImageIO, PyOpenColorIO, \
 mediapipe, colour; print(sys.version.split()[0], \"torch\", torch.__version__, (torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA\"), \
 \"numpy\", numpy.__version__, \"cv2\", cv2.__version__, \"av\", av.__version__, \"oiio\", OpenImageIO.VERSION_STRING)'"
   step bench_infer 80 python3 bench/infer_speed.py --sizes 128,256,512,1024 --repeats 10 --threads "$threads"
-  step bench_train 230 python3 bench/train_throughput.py --cases 64:16,128:16 --iters 24 --threads "$threads"
-  step bench_1080 200 python3 bench/speed_1080.py --frames 100 --threads "$threads" --json \
+  step bench_train 260 python3 bench/train_throughput.py --cases 64:16,128:16 --iters 16 --threads "$threads"
+  step bench_1080 180 python3 bench/speed_1080.py --frames 100 --threads "$threads" --json \
     --work "$PWD/$KIT/speed_1080" --profile "$OUT/render_1080.prof" --frame-workers 1,4
 }
 
