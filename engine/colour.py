@@ -370,8 +370,24 @@ def _torch_ops(group: OCIO.GroupTransform) -> list[TorchOp] | None:
     return ops
 
 
-def _vec(values, n: int = 3) -> torch.Tensor:
-    return torch.tensor([float(v) for v in list(values)[:n]], dtype=torch.float32).view(n, 1, 1)
+class _Constant:
+    """A constant of a colour op, copied once to each device it meets. A copy per call would wait for the GPU
+    each time (a copy from pageable host memory synchronises the stream), several times per conversion."""
+
+    __slots__ = ("_copies",)
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self._copies = {tensor.device: tensor}
+
+    def to(self, device: torch.device) -> torch.Tensor:
+        copy = self._copies.get(device)
+        if copy is None:
+            copy = self._copies.setdefault(device, next(iter(self._copies.values())).to(device))
+        return copy
+
+
+def _vec(values, n: int = 3) -> _Constant:
+    return _Constant(torch.tensor([float(v) for v in list(values)[:n]], dtype=torch.float32).view(n, 1, 1))
 
 
 def _forward(t) -> bool:
@@ -416,8 +432,8 @@ def _matrix_op(t: OCIO.MatrixTransform) -> TorchOp | None:
     if found is None:
         return None
     m3, off = found
-    mat = torch.tensor(m3, dtype=torch.float32)
-    off_t = torch.tensor(off, dtype=torch.float32).view(3, 1, 1)
+    mat = _Constant(torch.tensor(m3, dtype=torch.float32))
+    off_t = _vec(off)
 
     def apply(x: torch.Tensor) -> torch.Tensor:
         y = torch.einsum("ij,jhw->ihw", mat.to(x.device), x)

@@ -199,8 +199,9 @@ def warp_affine(src: torch.Tensor, dst_to_src: torch.Tensor, out_hw: tuple[int, 
     for level in sorted(set(lo.tolist())):
         idx = [i for i in range(b) if lo[i] == level]
         res = sample(level, idx)
-        f = torch.as_tensor(frac[idx], device=device, dtype=work_dtype).view(-1, 1, 1, 1)
-        if (f > 0).any() and level + 1 < len(levels):
+        # tested on the host array: on a GPU a test of the device tensor would wait for the stream
+        if (frac[idx] > 0).any() and level + 1 < len(levels):
+            f = torch.as_tensor(frac[idx], device=device, dtype=work_dtype).view(-1, 1, 1, 1)
             res = res * (1 - f) + sample(level + 1, idx) * f
         out[idx] = res
     return out.to(dtype)

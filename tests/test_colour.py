@@ -86,6 +86,21 @@ def test_torch_ops_match_ocio_cpu(dst):
         torch.testing.assert_close(y, ref, rtol=1e-3, atol=1e-4)
 
 
+def test_torch_ops_copy_their_constants_to_a_device_once():
+    """Each conversion's constants go to a device on first use and stay there: a copy per call would make
+    the GPU path wait for the stream several times per conversion. (The meta device stands for a GPU.)"""
+    x = torch.empty(3, 4, 4, device="meta")
+    conv = C._conversion("ACEScg", "sRGB")
+    constants = [c for op in conv.torch_ops for c in op.__closure__ or ()
+                 if isinstance(c.cell_contents, C._Constant)]
+    assert constants, "the sRGB conversion's ops hold no constants"
+    for op in conv.torch_ops:
+        x = op(x)
+    first = [c.cell_contents.to(torch.device("meta")) for c in constants]
+    assert all(t.device.type == "meta" for t in first)
+    assert all(a is b for a, b in zip(first, [c.cell_contents.to(torch.device("meta")) for c in constants]))
+
+
 def test_aliases_and_unknown_name():
     assert C.resolve_colorspace("raw") == "Raw"
     assert C.resolve_colorspace("lin_rec709") == "Linear Rec.709 (sRGB)"  # a config alias
