@@ -197,7 +197,7 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
         while len(pending) > WRITE_QUEUE_FRAMES:
             finish_oldest()
 
-    computers = (ThreadPoolExecutor(max_workers=frame_workers, thread_name_prefix="doublure-frame")
+    computers = (ThreadPoolExecutor(max_workers=frame_workers, thread_name_prefix="doublure-compute")
                  if frame_workers > 1 else None)
     computing: collections.deque[Future[_FrameCompute]] = collections.deque()
     try:

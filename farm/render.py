@@ -276,6 +276,13 @@ class _StopWatcher(threading.Thread):
                 return
 
 
+def _outward(stack):
+    """A thread's stack frames from the innermost outward."""
+    while stack is not None:
+        yield stack
+        stack = stack.f_back
+
+
 class _FrameWatchdog(threading.Thread):
     """Ends the worker process when the chunk's render makes no progress (no frame starts or finishes) for
     ``task.frame_timeout`` seconds.
@@ -288,8 +295,9 @@ class _FrameWatchdog(threading.Thread):
     direct call) the stall is printed and the render waits.
 
     Made on the thread that renders, which it watches: while that thread waits for a Write's file work the
-    stuck frame is the oldest one not finished (its writing), otherwise the last one started (its
-    computation); the message names the innermost code of the stuck thread.
+    stuck frame is the oldest one not finished (its writing); while it waits for frames computing on threads
+    of their own (``frame_workers``), the one the busy thread computes; otherwise the last one started (its
+    computation). The message names the innermost code of the stuck thread.
     """
 
     POLL_S = 0.25
@@ -321,20 +329,21 @@ class _FrameWatchdog(threading.Thread):
     def _stuck(self) -> tuple[int | None, str]:
         """The stuck frame (None before the first starts: the project is loading) and where the code is."""
         stacks = sys._current_frames()
-        stack = stacks.get(self.render_thread)
-        chain = []
-        while stack is not None:
-            chain.append(stack)
-            stack = stack.f_back
+        chain = list(_outward(stacks.get(self.render_thread)))
         writing = any(f.f_code.co_name == "finish_oldest" for f in chain)
         where = chain[0] if chain else None
-        if writing:  # the render waits for a Write's file work: look at the writer threads instead
-            for thread in threading.enumerate():
-                top = stacks.get(thread.ident) if thread.name.startswith("doublure-writer") else None
-                if top is not None and top.f_code.co_name not in ("_worker", "wait"):
-                    where = top
-                    break
         frame = (self.unfinished[0] if writing else self.unfinished[-1]) if self.unfinished else None
+        # the render waits for a Write's file work, or (frame_workers) for a frame computing on a thread of
+        # its own: the stuck code is on such a thread, the only busy one (the render starts no more frames)
+        prefix = "doublure-writer" if writing else "doublure-compute"
+        for thread in threading.enumerate():
+            top = stacks.get(thread.ident) if thread.name.startswith(prefix) else None
+            if top is not None and top.f_code.co_name not in ("_worker", "wait"):
+                where = top
+                if not writing:   # the frame is the one that thread's engine.render compute() was given
+                    frame = next((f.f_locals["frame"] for f in _outward(top) if f.f_code.co_name == "compute"
+                                  and f.f_code.co_filename.endswith("render.py")), frame)
+                break
         place = f"{os.path.basename(where.f_code.co_filename)}:{where.f_lineno} {where.f_code.co_name}" if where \
             else "unknown"
         return frame, place

@@ -251,8 +251,9 @@ def test_a_frame_that_always_stalls_fails_the_job_naming_it(tmp_path, cluster):
     allowed = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures)
     client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 1))
     try:
+        # three frames of a chunk computing at once: frames 8 and 9 are done while 7 hangs, and 7 is named
         with pytest.raises(engine.DoublureError, match="frame 7 did not finish within 2 s, on every worker"):
-            farm_render(project, scheduler=cluster.scheduler_address, chunk=5, frame_timeout=2)
+            farm_render(project, scheduler=cluster.scheduler_address, chunk=5, frame_timeout=2, frame_workers=3)
     finally:
         client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", allowed))
     assert _all_complete(tmp_path / "out") == [1, 2, 3, 4, 5, 6]
