@@ -88,7 +88,8 @@ mediapipe, colour; print(sys.version.split()[0], \"torch\", torch.__version__, (
   step bench_infer 80 python3 bench/infer_speed.py --sizes 128,256,512,1024 --repeats 10 --threads "$threads"
   step bench_train 260 python3 bench/train_throughput.py --cases 64:16,128:16 --iters 16 --threads "$threads"
   step bench_1080 180 python3 bench/speed_1080.py --frames 100 --threads "$threads" --json \
-    --work "$PWD/$KIT/speed_1080" --profile "$OUT/render_1080.prof" --frame-workers 1,4
+    --work "$PWD/$KIT/speed_1080" --profile "$OUT/render_1080.prof" --frame-workers 1,4 \
+    --op-table "$OUT/ops_1080.txt"
 }
 
 tests() {

@@ -5,6 +5,7 @@
     python bench/speed_1080.py --reuse --profile build/render.prof   # also a cProfile of the render
     python bench/speed_1080.py --reuse --frame-workers 1,4           # render once with each count of frames
                                                                      # computing at once
+    python bench/speed_1080.py --reuse --op-table build/ops.txt      # torch.profiler's op table (GPU: kernels)
 
 The demo project (``resources/demo/demo.dbl``, snapshot as ``bench/e2e.py`` takes it) with Read retargeted at
 ``plates_1080/demo1_video.mp4`` (1080x1920, face ~200 px), faces tracked and grain analysed once (stored beside
@@ -91,7 +92,8 @@ def cold_start(g) -> None:
     g.timings.clear()
 
 
-def measure(g, frames: list[int], out_dir: Path, profile: str | None, frame_workers: list[int]) -> dict:
+def measure(g, frames: list[int], out_dir: Path, profile: str | None, frame_workers: list[int],
+            op_table: str | None = None) -> dict:
     result = {"frames": len(frames), "gflops_before": e2e.matmul_gflops()}
     # An untimed pass first: the memory the cache then gives back is reused by every timed part, as in a
     # long render whose cache is full and evicting (a first touch of fresh memory costs a page fault per
@@ -133,10 +135,30 @@ def measure(g, frames: list[int], out_dir: Path, profile: str | None, frame_work
         if profiler:
             profiler.dump_stats(profile)
             profiler = None   # the first render's profile
+    if op_table:
+        write_op_table(g, frames[:10], out_dir, op_table)
     result["writes_alone"] = writes_alone(g, frames, out_dir)
     result["gflops_after"] = e2e.matmul_gflops()
     result["load"] = os.getloadavg()[0]
     return result
+
+
+def write_op_table(g, frames: list[int], out_dir: Path, path: str) -> None:
+    """torch.profiler's op table of a render of ``frames`` from a cold cache (one frame at a time), by
+    device time and by CPU time: where a GPU render spends its kernels and its host-side waits (a stream
+    sync shows as host time in the op that waits)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cold_start(g)
+    g["Write1"]["file"] = str(out_dir / "ops" / "speed.####.exr")
+    g["Write2"]["file"] = str(out_dir / "ops" / "speed.mp4")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        g.render(None, frames)
+    table = prof.key_averages()
+    with open(path, "w", encoding="utf-8") as f:
+        for key in (["cuda_time_total"] if torch.cuda.is_available() else []) + ["cpu_time_total"]:
+            f.write(f"{len(frames)} frames, sorted by {key}\n{table.table(sort_by=key, row_limit=40)}\n\n")
 
 
 def writes_alone(g, frames: list[int], out_dir: Path) -> dict[str, float]:
@@ -189,6 +211,7 @@ def main(argv=None) -> int:
     p.add_argument("--reuse", action="store_true", help="reuse a prepared project in --work")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--profile", help="write a cProfile of the render to this file")
+    p.add_argument("--op-table", help="write torch.profiler's op table of a 10-frame render to this file")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     p.add_argument("--exr-compression", help="what if: Write1's compression (e.g. piz), not the project's")
     p.add_argument("--frame-workers", default="1",
@@ -200,7 +223,8 @@ def main(argv=None) -> int:
         g["Write1"]["compression"] = args.exr_compression
     frames = list(range(1, args.frames + 1))
     with tempfile.TemporaryDirectory(prefix="speed_1080_") as tmp:
-        r = measure(g, frames, Path(tmp), args.profile, [int(n) for n in args.frame_workers.split(",")])
+        r = measure(g, frames, Path(tmp), args.profile, [int(n) for n in args.frame_workers.split(",")],
+                    args.op_table)
     report(r)
     if args.json:
         print(json.dumps(r))
