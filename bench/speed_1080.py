@@ -92,6 +92,14 @@ def cold_start(g) -> None:
     g.timings.clear()
 
 
+def render_from_cold(g, folder: Path) -> None:
+    """A cold start, and both Writes pointed into ``folder``: files of its own, so a render there keeps none
+    of another's frames as complete."""
+    cold_start(g)
+    g["Write1"]["file"] = str(folder / "speed.####.exr")
+    g["Write2"]["file"] = str(folder / "speed.mp4")
+
+
 def measure(g, frames: list[int], out_dir: Path, profile: str | None, frame_workers: list[int],
             op_table: str | None = None) -> dict:
     result = {"frames": len(frames), "gflops_before": e2e.matmul_gflops()}
@@ -122,9 +130,7 @@ def measure(g, frames: list[int], out_dir: Path, profile: str | None, frame_work
 
     # "render" with the first count of frames computing at once, "render xN" with each other count N
     for workers in frame_workers:
-        cold_start(g)
-        g["Write1"]["file"] = str(out_dir / f"x{workers}" / "speed.####.exr")   # files of its own: no frame kept
-        g["Write2"]["file"] = str(out_dir / f"x{workers}" / "speed.mp4")
+        render_from_cold(g, out_dir / f"x{workers}")
         part = "render" if workers == frame_workers[0] else f"render x{workers}"
         result[part] = timed(lambda: render(workers), len(frames))
         result[part]["frame_workers"] = workers
@@ -149,9 +155,7 @@ def write_op_table(g, frames: list[int], out_dir: Path, path: str) -> None:
     sync shows as host time in the op that waits)."""
     from torch.profiler import ProfilerActivity, profile
 
-    cold_start(g)
-    g["Write1"]["file"] = str(out_dir / "ops" / "speed.####.exr")
-    g["Write2"]["file"] = str(out_dir / "ops" / "speed.mp4")
+    render_from_cold(g, out_dir / "ops")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities) as prof:
         g.render(None, frames)
