@@ -125,7 +125,7 @@ def test_support_nodes_evaluate():
     g.set_knob(gain, "gain", 2.0)
     img = g.evaluate(gain, 3)
     assert img.tensor.shape == (3, 48, 64)
-    assert torch.allclose(img.tensor[:, 0, 0], torch.full((3,), (0.18 + 0.03) * 2))
+    assert torch.allclose(img.tensor[:, 0, 0].cpu(), torch.full((3,), (0.18 + 0.03) * 2))
 
 
 @pytest.fixture

@@ -43,7 +43,7 @@ def test_demo_renders_headless_with_the_face_replaced_and_provenance(tmp_path):
         coverage = g.evaluate(g["SwapModel1"], frame).faces[0].coverage
         cy0, cy1, cx0, cx1 = coverage.window
         keep = np.ones(out.pixels.shape[:2], bool)
-        keep[cy0:cy1, cx0:cx1] = coverage.alpha[0].numpy() == 0
+        keep[cy0:cy1, cx0:cx1] = coverage.alpha[0].cpu().numpy() == 0
         x0, y0, x1, y1 = faces[0].box
         assert keep[int(y0):int(y1), int(x0):int(x1)].mean() > 0.05   # some of the face box is plate too
         assert np.array_equal(out.pixels[keep], plate.pixels[keep]), f"frame {frame}: plate changed off the face"

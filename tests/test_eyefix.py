@@ -84,7 +84,7 @@ def test_plate_eyes_come_back_inside_the_eye_mask_and_nowhere_else(shot):
     g, plate, swap, node = shot
     p, s, out = g.evaluate(plate, 12), g.evaluate(swap, 12), g.evaluate(node, 12)
     hw = (p.height, p.width)
-    m = node.eye_mask(p.faces, 12, hw, "cpu")
+    m = node.eye_mask(p.faces, 12, hw, out.device)
     for cx, cy, _ in p.faces[0].iris:
         assert m[0, int(round(cy)), int(round(cx))] > 0.99  # the irises are fully the plate's
     torch.testing.assert_close(out.tensor, s.tensor * (1 - m) + p.tensor * m, atol=1e-5, rtol=0)
@@ -119,7 +119,7 @@ def test_sharpen_catchlight_and_iris_align_change_only_the_eyes(shot):
         p, s, out = g.evaluate(plate, 12), g.evaluate(swap, 12), g.evaluate(node, 12)
         changed = (out.tensor - s.tensor).abs().amax(0) > 1e-6
         r = float(p.faces[0].iris[:, 2].mean())
-        near_eyes = render_mask(p.faces, "eyes", (p.height, p.width), grow=2.5 * r + 3)[0] > 0
+        near_eyes = render_mask(p.faces, "eyes", (p.height, p.width), grow=2.5 * r + 3, device=out.device)[0] > 0
         assert changed.any() and not (changed & ~near_eyes).any()
         assert torch.isfinite(out.tensor).all()
         eyes = render_mask(p.faces, "eyes", (p.height, p.width))[0] > 0.5

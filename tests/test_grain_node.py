@@ -61,8 +61,8 @@ def test_regrained_face_matches_the_plate_grain(shot):
     p = g.evaluate(plate, frame)
     out = g.evaluate(node, frame)
     skin = render_mask(c.faces, "skin", (c.height, c.width), grow=-8)[0] > 0.999
-    known = (p.tensor - c.tensor)[:3]
-    added = (out.tensor - c.tensor)[:3]
+    known = (p.tensor - c.tensor)[:3].cpu()
+    added = (out.tensor - c.tensor)[:3].cpu()
     std_plate = known[:, skin].std(dim=1)
     std_out = added[:, skin].std(dim=1)
     np.testing.assert_allclose(std_out.numpy(), std_plate.numpy(), rtol=0.10)
@@ -79,7 +79,7 @@ def test_grain_is_seeded_by_frame(shot):
     a1, a2 = g.evaluate(node, 20).tensor, g.evaluate(node, 21).tensor
     c1, c2 = g.evaluate(clean, 20).tensor, g.evaluate(clean, 21).tensor
     assert g.hash_of(node, g.context(20)) != g.hash_of(node, g.context(21))
-    n1, n2 = (a1 - c1).flatten(), (a2 - c2).flatten()
+    n1, n2 = (a1 - c1).flatten().cpu(), (a2 - c2).flatten().cpu()
     keep = (n1 != 0) & (n2 != 0)
     assert abs(np.corrcoef(n1[keep].numpy(), n2[keep].numpy())[0, 1]) < 0.1
 
@@ -104,15 +104,15 @@ def test_renewal_is_measured_on_the_plate_and_the_grain_stays_on_the_face(shot):
     assert max(analysis["renewal"]) < 0.1
     c1, c2 = g.evaluate(clean, 20), g.evaluate(clean, 21)
     skin = render_mask(c1.faces, "skin", (c1.height, c1.width), grow=-8)[0] > 0.999
-    n1 = (g.evaluate(own, 20).tensor - c1.tensor)[:3, skin]
-    n2 = (g.evaluate(own, 21).tensor - c2.tensor)[:3, skin]
+    n1 = (g.evaluate(own, 20).tensor - c1.tensor)[:3, skin].cpu()
+    n2 = (g.evaluate(own, 21).tensor - c2.tensor)[:3, skin].cpu()
     # the face barely moves between these frames: the attached grain is nearly the same
     assert np.corrcoef(n1.flatten().numpy(), n2.flatten().numpy())[0, 1] > 0.6
     np.testing.assert_allclose(n1.std(dim=1).numpy(), n2.std(dim=1).numpy(), rtol=0.1)
     own["renewal_mode"] = "manual"
     own["renewal"] = 1.0
-    m1 = (g.evaluate(own, 20).tensor - c1.tensor)[:3, skin]
-    m2 = (g.evaluate(own, 21).tensor - c2.tensor)[:3, skin]
+    m1 = (g.evaluate(own, 20).tensor - c1.tensor)[:3, skin].cpu()
+    m2 = (g.evaluate(own, 21).tensor - c2.tensor)[:3, skin].cpu()
     assert abs(np.corrcoef(m1.flatten().numpy(), m2.flatten().numpy())[0, 1]) < 0.1
     # the same spatial strength either way
     np.testing.assert_allclose(m1.std(dim=1).numpy(), n1.std(dim=1).numpy(), rtol=0.1)
@@ -128,11 +128,11 @@ def test_an_analysis_of_schema_1_renders_as_it_did(shot):
     c = g.evaluate(clean, 20)
     face = c.faces[0]
     window = grain_mod.swap_window(face, (c.height, c.width))
-    lum = torch.einsum("c,chw->hw", grain_mod.luma_weights("ACEScg"), c.tensor[:3].float())[None]
+    lum = torch.einsum("c,chw->hw", grain_mod.luma_weights("ACEScg", c.device), c.tensor[:3].float())[None]
     y0, y1, x0, x1 = window
     expect = grain_mod.synthesise_grain(lum[:, y0:y1, x0:x1], old, grain_mod.frame_seed(20, 0, 0))
     added = (g.evaluate(legacy, 20).tensor - c.tensor)[:3, y0:y1, x0:x1]
-    weight = grain_mod.swap_region(face, window, "cpu")
+    weight = grain_mod.swap_region(face, window, c.device)
     torch.testing.assert_close(added, expect * weight, atol=2e-6, rtol=0)
     legacy["analysis"] = dict(old, schema="doublure.grain/0")
     with pytest.raises(DoublureError, match="analyse again"):

@@ -74,15 +74,15 @@ def merge_graph(**knobs):
 
 def test_merge_node_mix_mask_and_provenance():
     g, a, b, m = merge_graph(operation="over", mix=0.25)
-    A, B = g.evaluate(a, 1).tensor.numpy(), g.evaluate(b, 1).tensor.numpy()
+    A, B = g.evaluate(a, 1).tensor.cpu().numpy(), g.evaluate(b, 1).tensor.cpu().numpy()
     out = g.evaluate(m, 1)
-    np.testing.assert_allclose(out.tensor.numpy(), B + 0.25 * (NUMPY_FORMULAS["over"](A, B) - B), atol=1e-6)
+    np.testing.assert_allclose(out.tensor.cpu().numpy(), B + 0.25 * (NUMPY_FORMULAS["over"](A, B) - B), atol=1e-6)
     assert out.metadata["name"] == "s1" and out.metadata["doublure/provenance"] == {"seed": 2}
 
     mask = g.create("TestMaskFromImage", inputs=[g.create("TestConstant", width=7, height=6)])
     g.connect(mask, m, "mask")
-    mask_plane = g.evaluate(mask, 1).tensor.numpy()
-    np.testing.assert_allclose(g.evaluate(m, 1).tensor.numpy(),
+    mask_plane = g.evaluate(mask, 1).tensor.cpu().numpy()
+    np.testing.assert_allclose(g.evaluate(m, 1).tensor.cpu().numpy(),
                                B + 0.25 * mask_plane * (NUMPY_FORMULAS["over"](A, B) - B), atol=1e-6)
 
 
@@ -93,11 +93,11 @@ def test_merge_pass_through_and_rgb_inputs():
     a["alpha"] = False  # an RGB A is opaque: over shows A alone
     out = g.evaluate(m, 1)
     assert out.channels == ("R", "G", "B", "A")
-    np.testing.assert_allclose(out.tensor[:3].numpy(), g.evaluate(a, 1).tensor.numpy(), atol=1e-6)
-    np.testing.assert_allclose(out.tensor[3].numpy(), 1.0)
+    np.testing.assert_allclose(out.tensor[:3].cpu().numpy(), g.evaluate(a, 1).tensor.cpu().numpy(), atol=1e-6)
+    np.testing.assert_allclose(out.tensor[3].cpu().numpy(), 1.0)
     a["width"] = 3  # a smaller A sits at the top-left, transparent elsewhere
-    out = g.evaluate(m, 1).tensor.numpy()
-    B = g.evaluate(b, 1).tensor.numpy()
+    out = g.evaluate(m, 1).tensor.cpu().numpy()
+    B = g.evaluate(b, 1).tensor.cpu().numpy()
     np.testing.assert_allclose(out[:, :, 3:], B[:, :, 3:], atol=1e-6)
 
 
@@ -134,8 +134,8 @@ def test_reformat_node_to_format_pads_and_scales():
     src = g.create("MergeTestSource", seed=4, width=40, height=20)
     ref = g.create("Reformat", width=30, height=30, resize="fit", filter="lanczos")
     ref.set_input(0, src)
-    img = g.evaluate(src, 1).tensor.numpy()
-    out = g.evaluate(ref, 1).tensor.numpy()
+    img = g.evaluate(src, 1).tensor.cpu().numpy()
+    out = g.evaluate(ref, 1).tensor.cpu().numpy()
     assert out.shape == (4, 30, 30)
     expected = oiio_resize(img, (15, 30), "lanczos3")
     np.testing.assert_allclose(out[:, 7:22], expected, atol=2e-6)

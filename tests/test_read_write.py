@@ -34,9 +34,9 @@ def test_read_exr_sequence_to_acescg(tmp_path):
     read = g.create("Read", file=write_plate(tmp_path / "in"), first=1, last=4)
     img = g.evaluate(read, frame=3)
     assert img.channels == ("R", "G", "B", "A") and img.tensor.shape == (4, 12, 16)
-    torch.testing.assert_close(img.tensor[:3, 5, 5], torch.full((3,), 0.3), atol=1e-3, rtol=0)  # grey stays grey
+    torch.testing.assert_close(img.tensor[:3, 5, 5].cpu(), torch.full((3,), 0.3), atol=1e-3, rtol=0)  # grey stays grey
     red_acescg = colour.convert(np.array([[[1.0, 0.0, 0.0]]], np.float32), "linear", "ACEScg")[0, 0]
-    torch.testing.assert_close(img.tensor[:3, 0, 0], torch.from_numpy(red_acescg), atol=1e-3, rtol=0)
+    torch.testing.assert_close(img.tensor[:3, 0, 0].cpu(), torch.from_numpy(red_acescg), atol=1e-3, rtol=0)
     assert img.metadata["doublure/provenance"] == PROVENANCE
     assert img.metadata["input/frame"] == 3
 
@@ -46,9 +46,9 @@ def test_read_png_defaults_to_srgb(tmp_path):
     imageio.write_image(tmp_path / "grey.png", pixels, datatype="16 bit")
     g = engine.Graph()
     read = g.create("Read", file=str(tmp_path / "grey.png"))
-    torch.testing.assert_close(g.evaluate(read, 1).tensor, torch.full((3, 4, 4), 0.18), atol=2e-4, rtol=0)
+    torch.testing.assert_close(g.evaluate(read, 1).tensor.cpu(), torch.full((3, 4, 4), 0.18), atol=2e-4, rtol=0)
     read["colorspace"] = "raw"
-    torch.testing.assert_close(g.evaluate(read, 1).tensor, torch.full((3, 4, 4), 0.4613546), atol=2e-5, rtol=0)
+    torch.testing.assert_close(g.evaluate(read, 1).tensor.cpu(), torch.full((3, 4, 4), 0.4613546), atol=2e-5, rtol=0)
 
 
 def test_frame_offset_out_of_range_and_missing_policies(tmp_path):
@@ -88,7 +88,8 @@ def test_read_video_exact_frames_and_proxy(media_dir):
     with video.VideoReader(path) as reader:
         expected = colour.convert(reader.read(40), "srgb", "ACEScg")
     img = g.evaluate(read, 41)  # file frames count from 1
-    torch.testing.assert_close(img.tensor, torch.from_numpy(expected.transpose(2, 0, 1).copy()), atol=1e-5, rtol=0)
+    torch.testing.assert_close(img.tensor.cpu(), torch.from_numpy(expected.transpose(2, 0, 1).copy()),
+                               atol=1e-5, rtol=0)
     assert g.evaluate(read, 41, proxy=0.5).tensor.shape == (3, 128, 128)
     assert read.action_detect_range(g) == (1, 98)
 

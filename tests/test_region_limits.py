@@ -104,7 +104,8 @@ def test_read_of_video_is_the_reader_frame_converted(media_dir):
     pixels = video.VideoReader(path).read(6)
     expected = colour.convert(torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), "srgb", "ACEScg")
     # the same values within float32 rounding of the 3x3 product (OpenCV adds its terms in another order)
-    torch.testing.assert_close(g.evaluate(read, 7).tensor, expected, rtol=0, atol=4 * torch.finfo(torch.float32).eps)
+    torch.testing.assert_close(g.evaluate(read, 7).tensor.cpu(), expected, rtol=0,
+                               atol=4 * torch.finfo(torch.float32).eps)
 
 
 def test_read_created_with_a_file_covers_its_frames_and_projects_keep_theirs(media_dir, tmp_path):

@@ -35,7 +35,7 @@ def test_strength_one_reproduces_the_light_ramp_on_the_face(shot):
     g, swap, plate, node = shot
     gain, skin = _gain_on_skin(g, node, swap)
     w = skin.shape[1]
-    expect = torch.linspace(0.4, 1.4, w).expand_as(skin)[skin]
+    expect = torch.linspace(0.4, 1.4, w, device=gain.device).expand_as(skin)[skin]
     rel = (gain / expect - 1).abs()
     assert rel.median() < 0.04 and rel.mean() < 0.06
 
@@ -65,7 +65,7 @@ def test_hard_shadow_across_the_face(shot):
             skin = render_mask(s.faces, "skin", (s.height, s.width), grow=-6)[0] > 0.99
             rows = skin[:, edge - 8 : edge + 9].all(dim=1)  # cheek rows crossing the edge
             profile = gain[rows][:, edge - 8 : edge + 9].median(dim=0).values
-            expect = torch.where(torch.arange(edge - 8, edge + 9) < edge, 0.35, 1.0)
+            expect = torch.where(torch.arange(edge - 8, edge + 9, device=profile.device) < edge, 0.35, 1.0)
             errs[sharp] = float((profile / expect - 1).abs().mean())
         assert errs[True] < 0.12 and errs[True] < 0.6 * errs[False], errs
     finally:

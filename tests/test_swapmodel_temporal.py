@@ -89,7 +89,7 @@ def test_temporal_blend_steadies_the_decoded_face(media_dir):
     def change(temporal: int) -> float:
         sw["temporal"] = temporal
         crops = [g.evaluate(sw, frame=f).tensor for f in range(4, 8)]
-        return float(np.mean([(b - a).abs().mean() for a, b in zip(crops, crops[1:])]))
+        return float(np.mean([(b - a).abs().mean().item() for a, b in zip(crops, crops[1:])]))
 
     alone, blended = change(0), change(2)
     assert blended < 0.8 * alone

@@ -77,8 +77,8 @@ def test_loss_falls(trained):
 
 def test_save_load_identical(trained, tmp_path):
     trainer, out, _, _ = trained
-    loaded = load_model(str(out))
-    x = trainer.data_a.batch([0, 1, 2])[0].contiguous(memory_format=torch.channels_last)
+    loaded = load_model(str(out), trainer.device)  # beside the trained model: the same device, the same kernels
+    x = trainer.data_a.batch([0, 1, 2])[0].to(trainer.device).contiguous(memory_format=torch.channels_last)
     trainer.model.eval()
     with torch.no_grad():
         want = trainer.model.swap(x)
@@ -87,7 +87,7 @@ def test_save_load_identical(trained, tmp_path):
     zipped = str(tmp_path / "tiny_zip.dbm")
     zip_model(str(out), zipped)
     with torch.no_grad():
-        assert torch.equal(load_model(zipped).model.swap(x)[0], want[0])
+        assert torch.equal(load_model(zipped, trainer.device).model.swap(x)[0], want[0])
     meta = read_meta(str(out))
     assert meta["training"]["iterations"] == 240 and meta["face_type"] == "whole_face"
     assert meta["facesets"]["a"][0]["items"] > 10 and len(meta["facesets"]["b"][0]["digest"]) == 64
