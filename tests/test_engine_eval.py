@@ -90,7 +90,7 @@ def test_identical_subgraphs_and_undo_share_cache_entries():
     g.undo()
     out = g.evaluate(a, 1)
     assert g.cache.stats.computes == computes + 1
-    assert torch.allclose(out.tensor[:, 0, 0], torch.tensor([0.2, 0.4, 0.6]))
+    assert torch.allclose(out.tensor[:, 0, 0].cpu(), torch.tensor([0.2, 0.4, 0.6]))
 
 
 def test_disabled_and_identity_nodes_share_their_input_entry():
@@ -206,6 +206,19 @@ def test_cache_budgets_are_honoured_lru_by_bytes():
     cache.set_budgets(host_budget=0)
     assert len(cache) == 0 and cache.host_bytes == 0
     assert ramp in g.nodes
+
+
+def test_the_device_tier_defaults_to_a_quarter_of_the_gpu(monkeypatch):
+    from doublure.engine import cache as cache_mod
+
+    class Properties:
+        total_memory = 140 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties)
+    assert cache_mod.default_device_budget(torch.device("cuda", 0)) == 35 * 2**30
+    assert cache_mod.default_device_budget(torch.device("cpu")) == 2 * 2**30
+    monkeypatch.setenv("DOUBLURE_CACHE_DEVICE_MB", "64")
+    assert FrameCache().device_budget == 64 * 2**20
 
 
 def test_device_tier_holds_device_images_and_demotes_to_host_when_over_budget():
