@@ -239,7 +239,8 @@ def convert_premultiplied(pixels, src: str, dst: str, alpha_index: int | None, i
     return out
 
 
-def codes_to_planes(codes: np.ndarray, scale: float, src: str, dst: str) -> torch.Tensor:
+def codes_to_planes(codes: np.ndarray, scale: float, src: str, dst: str,
+                    device: torch.device | None = None) -> torch.Tensor:
     """Integer code values of an opaque RGB image (decoded video) to converted float planes.
 
     Where the conversion is per-channel curves followed by a 3x3 matrix (an sRGB or Rec.709 plate into a
@@ -253,19 +254,25 @@ def codes_to_planes(codes: np.ndarray, scale: float, src: str, dst: str) -> torc
         codes: (H, W, 3) uint8 or uint16 code values.
         scale: the float32 factor taking codes to [0, 1] (1/255, 1/65535).
         src, dst: colour space names or aliases.
+        device: where the planes are made (default the CPU). On a GPU the codes travel (a quarter or half of
+            the float planes' bytes) and the table lookup and the matrix run there, where on the host they
+            would cost more than decoding the frame.
 
     Returns:
-        (3, H, W) float32 CPU tensor in ``dst``.
+        (3, H, W) float32 tensor in ``dst`` on ``device``.
     """
     h, w, _ = codes.shape
     conv = _conversion(src, dst)
     table = None
     if conv.matrix is not None and not (is_raw(src) or is_raw(dst)):
         table = _code_table(conv, np.iinfo(codes.dtype).max + 1, float(scale))
+    device = device or torch.device("cpu")
     if table is None:
         planes = torch.empty((3, h, w), dtype=torch.float32)
         planes.copy_(torch.from_numpy(codes).permute(2, 0, 1)).mul_(float(scale))
-        return convert(planes, src, dst, inplace=True)
+        return convert(planes, src, dst, inplace=True).to(device, non_blocking=True)
+    if device.type != "cpu":
+        return _table_planes_on(codes, conv, float(scale), device)
     if codes.dtype == np.uint8:
         # OpenCV's table lookup and 3x3 transform both keep the interleaved layout (their vectorised paths;
         # half the time at 1080p of torch.mm reading the pixels transposed), and one copy de-interleaves
@@ -284,6 +291,21 @@ def _code_table(conv: _Conversion, size: int, scale: float) -> np.ndarray | None
     if not (np.array_equal(ramp[0, :, 0], ramp[0, :, 1]) and np.array_equal(ramp[0, :, 0], ramp[0, :, 2])):
         return None
     return np.ascontiguousarray(ramp[0, :, 0])
+
+
+def _table_planes_on(codes: np.ndarray, conv: _Conversion, scale: float, device: torch.device) -> torch.Tensor:
+    """``codes_to_planes`` on ``device``: the (H, W, 3) codes copied there, looked up in the conversion's
+    code table and mixed by its matrix into (3, H, W) float32 planes."""
+    table, matrix = _code_table_on(conv, np.iinfo(codes.dtype).max + 1, scale, device)
+    there = torch.from_numpy(codes).to(device, non_blocking=True).permute(2, 0, 1).long()
+    return torch.einsum("ij,jhw->ihw", matrix, table[there])
+
+
+@functools.lru_cache(maxsize=32)
+def _code_table_on(conv: _Conversion, size: int, scale: float,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_code_table`` (size,) and the conversion's (3, 3) matrix, copied once to ``device``."""
+    return torch.from_numpy(_code_table(conv, size, scale)).to(device), conv.matrix.to(device)
 
 
 def display_transform(tensor: torch.Tensor, display: str = DEFAULT_DISPLAY, view: str = DEFAULT_VIEW,

@@ -149,7 +149,7 @@ class Read(Node):
         src = self.input_colorspace(path, ctx.frame)
         try:
             if video.is_video(path):
-                tensor, metadata = self._read_video(path, file_frame, src, ctx.working_space)
+                tensor, metadata = self._read_video(path, file_frame, src, ctx.working_space, ctx.device)
                 channels, aspect = ("R", "G", "B"), 1.0
             else:
                 image = imageio.read_image(path, frame=file_frame)
@@ -170,8 +170,9 @@ class Read(Node):
         metadata.update({"input/filename": path, "input/frame": file_frame, "input/colorspace": src})
         return Image(tensor.contiguous(), channels=channels, metadata=metadata, pixel_aspect=aspect)
 
-    def _read_video(self, path: str, file_frame: int, src: str, working_space: str):
-        """(3, H, W) float32 in the working space and the container's metadata of one video frame."""
+    def _read_video(self, path: str, file_frame: int, src: str, working_space: str, device: torch.device):
+        """(3, H, W) float32 in the working space on ``device`` and the container's metadata of one video
+        frame."""
         reader = VIDEO_READERS.get(path)
         try:
             codes, scale = reader.read_codes(file_frame - 1)  # file frames count from 1, like Nuke
@@ -179,7 +180,7 @@ class Read(Node):
             raise MediaError(f"{exc} (file frame {file_frame})") from None
         # (H, W, 3) codes -> converted (3, H, W) float32 planes: a table per code value instead of the
         # transfer curve on every pixel (see colour.codes_to_planes)
-        return colour.codes_to_planes(codes, scale, src, working_space), dict(reader.metadata)
+        return colour.codes_to_planes(codes, scale, src, working_space, device), dict(reader.metadata)
 
     def _black(self, ctx) -> Image:
         """Black at the size of the nearest readable frame (a missing frame keeps the plate's format)."""

@@ -163,6 +163,13 @@ def test_code_tables_match_the_full_conversion(src):
             curved = torch.from_numpy(curve[codes.transpose(2, 0, 1)]) if curve is not None else planes
             magnitude = torch.einsum("ij,jhw->ihw", conv.matrix.abs(), curved.abs())
             assert ((got - ref).abs() <= 4 * torch.finfo(torch.float32).eps * magnitude + 1e-9).all()
+            if curve is not None:
+                # the GPU's way (codes copied, looked up and mixed there), here on each device the machine has
+                for device in DEVICES:
+                    there = C._table_planes_on(codes, conv, float(scale), torch.device(device)).cpu()
+                    assert ((there - ref).abs() <= 4 * torch.finfo(torch.float32).eps * magnitude + 1e-9).all()
+        on_device = C.codes_to_planes(codes, scale, src, "ACEScg", torch.device(DEVICES[-1]))
+        assert on_device.device.type == DEVICES[-1] and torch.allclose(on_device.cpu(), got, rtol=0, atol=1e-6)
     assert (C._conversion(src, "ACEScg").matrix is None) == (src == "ADX10")
 
 
