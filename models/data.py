@@ -223,6 +223,16 @@ def _sample_seed(seed: int, iteration: int, index: int) -> int:
     return int(np.random.SeedSequence([seed % 2 ** 64, iteration, index]).generate_state(1, np.uint64)[0]) >> 1
 
 
+def default_workers(processes_here: int = 1) -> int:
+    """Producer threads for a :class:`BatchLoader`: half this machine's cores, shared among the training
+    processes on it (torchrun's LOCAL_WORLD_SIZE), 2 to 8.
+
+    Two threads augment about 500 faces a second at 128 px: on an H200 a 128 px batch of 16 then waited a
+    third of each step for its data. Half the cores leaves the others to the training step's own threads.
+    """
+    return max(2, min(8, (os.cpu_count() or 2) // (2 * max(1, processes_here))))
+
+
 class BatchLoader:
     """Produces batches for consecutive iterations in background threads, at most ``prefetch`` ahead.
 

@@ -46,7 +46,7 @@ from doublure.engine.errors import DoublureError
 from . import distributed as dist_helpers
 from .arch import ARCHITECTURES, IdentityModel, ModelConfig, config_for, parameter_count
 from .augment import AugmentSettings
-from .data import BatchLoader, FaceData, make_batch
+from .data import BatchLoader, FaceData, default_workers, make_batch
 from .dbm import (has_training_state, load_weights, read_training_state, resolve_model_path, rights_problems,
                   save_model)
 from .losses import LossWeights, identity_loss, ssim_window
@@ -92,7 +92,8 @@ class TrainConfig:
         rights: the rights record (see ``dbm.rights_record``).
         name: a display name for the model.
         max_rollbacks: give up after this many roll-backs in a row.
-        prefetch, workers: background data loading: batches made ahead and producer threads.
+        prefetch, workers: background data loading: batches made ahead and producer threads (None:
+            :func:`doublure.models.data.default_workers`).
         threads: torch CPU threads (0: leave torch's default).
     """
 
@@ -128,7 +129,7 @@ class TrainConfig:
     name: str = ""
     max_rollbacks: int = 5
     prefetch: int = 4
-    workers: int = 2
+    workers: int | None = None
     threads: int = 0
 
     def hyper(self) -> dict[str, Any]:
@@ -615,7 +616,8 @@ class Trainer:
         c = self.config
         self._session_start = time.monotonic()
         last_checkpoint = time.monotonic()
-        loader = BatchLoader(self._produce, self.iteration, prefetch=c.prefetch, workers=c.workers)
+        loader = BatchLoader(self._produce, self.iteration, prefetch=c.prefetch,
+                             workers=c.workers or default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         recent: list[dict[str, float]] = []
         window_start, window_iters, window_wait = time.monotonic(), 0, 0.0
         total_wait = 0.0

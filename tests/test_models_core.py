@@ -231,3 +231,11 @@ def test_rights_warnings(tmp_path, caplog):
     assert "expired" in loaded.rights_warning
     assert any("RIGHTS WARNING" in r.getMessage() for r in caplog.records)
     assert "!! RIGHTS WARNING: rights expired on 2020-01-01" in model_card(path)
+
+
+def test_data_workers_take_half_the_cores_shared_among_local_ranks(monkeypatch):
+    from doublure.models.data import default_workers
+
+    for cores, ranks, workers in ((2, 1, 2), (16, 1, 8), (16, 2, 4), (16, 8, 2), (64, 1, 8), (None, 1, 2)):
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        assert default_workers(ranks) == workers, (cores, ranks)
