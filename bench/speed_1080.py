@@ -152,7 +152,8 @@ def measure(g, frames: list[int], out_dir: Path, profile: str | None, frame_work
 def write_op_table(g, frames: list[int], out_dir: Path, path: str) -> None:
     """torch.profiler's op table of a render of ``frames`` from a cold cache (one frame at a time), by
     device time and by CPU time: where a GPU render spends its kernels and its host-side waits (a stream
-    sync shows as host time in the op that waits)."""
+    sync shows as host time in the op that waits); on a GPU then the lines of ours whose ops waited for the
+    device (:func:`sync_sites`)."""
     from torch.profiler import ProfilerActivity, profile
 
     render_from_cold(g, out_dir / "ops")
@@ -163,6 +164,40 @@ def write_op_table(g, frames: list[int], out_dir: Path, path: str) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for key in (["cuda_time_total"] if torch.cuda.is_available() else []) + ["cpu_time_total"]:
             f.write(f"{len(frames)} frames, sorted by {key}\n{table.table(sort_by=key, row_limit=40)}\n\n")
+        if torch.cuda.is_available():
+            render_from_cold(g, out_dir / "syncs")
+            sites = sync_sites(lambda: g.render(None, frames))
+            f.write(f"{len(frames)} frames: lines whose ops waited for the GPU (torch's sync debug mode), "
+                    f"per frame\n")
+            for (what, where), count in sites.most_common(60):
+                f.write(f"{count / len(frames):7.1f}  {what:50s}  {where}\n")
+
+
+def sync_sites(run) -> "collections.Counter":
+    """(warning, our innermost calling lines) -> count of the synchronising CUDA calls ``run`` made
+    (``torch.cuda.set_sync_debug_mode``): each one leaves the GPU idle until the host catches up."""
+    import collections
+    import traceback
+    import warnings
+
+    sites: collections.Counter = collections.Counter()
+    ours = str(e2e.ROOT)
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        stack = [s for s in traceback.extract_stack()[:-1] if s.filename.startswith(ours) or "/doublure/" in s.filename]
+        where = " <- ".join(f"{Path(s.filename).parent.name}/{Path(s.filename).name}:{s.lineno}"
+                            for s in reversed(stack[-3:]))
+        sites[(str(message).splitlines()[0][:50], where)] += 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sites
 
 
 def writes_alone(g, frames: list[int], out_dir: Path) -> dict[str, float]:
