@@ -17,10 +17,12 @@
 #          run(command="bash bench/device_kit.sh install w4", carry=[".gpukit/w4"])
 #          run(command="bash bench/device_kit.sh install w3 && bash bench/device_kit.sh checks && \\
 #                       bash bench/device_kit.sh tests", carry=[".gpukit/w3", ".gpukit/media/people"], timeout_s=600)
+#          (`checks 1080 train` runs those two alone; `tests 120 tests/test_colour.py ...` some files, 120 s at most)
 #
 # `checks` runs the GPU goals' benchmarks, each under its own time limit, and leaves each one's log in $OUT
-# (bench_*.log): inference ms per face at 128-1024 px (goal: 1024 px <= 25 ms), training FLOP/s over a bf16
-# matmul's at 64 and 128 px batch 16 (goal >= 0.5; and at batch 64, what a bigger batch gets), the demo graph's 1080p frames per second (goal >= 48). `tests`
+# (bench_*.log): the demo graph's 1080p frames per second (goal >= 48) with an op table and the lines that
+# waited for the GPU, training FLOP/s over a bf16 matmul's at 64 and 128 px batch 16 (goal >= 0.5; and the
+# step alone, without the loader), inference ms per face at 128-1024 px (goal: 1024 px <= 25 ms). `tests`
 # runs the suite but for the Qt app and the Dask farm (neither is installed there) on CUDA.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -84,18 +86,26 @@ step() {
   echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
 }
 
+# checks [NAME...]: the named checks in the order given (default: env 1080 train infer), each under its limit.
 checks() {
   environment
   local threads
   threads=$(nproc)
-  step env 30 bash -c "nvidia-smi -L; python3 -c 'import sys, torch, numpy, cv2, av, OpenImageIO, PyOpenColorIO, \
-mediapipe, colour; print(sys.version.split()[0], \"torch\", torch.__version__, (torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA\"), \
-\"numpy\", numpy.__version__, \"cv2\", cv2.__version__, \"av\", av.__version__, \"oiio\", OpenImageIO.VERSION_STRING)'"
-  step bench_infer 80 python3 bench/infer_speed.py --sizes 128,256,512,1024 --repeats 10 --threads "$threads"
-  step bench_train 260 python3 bench/train_throughput.py --cases 64:16,128:16,128:64 --iters 16 --threads "$threads"
-  step bench_1080 180 python3 bench/speed_1080.py --frames 100 --threads "$threads" --json \
-    --work "$PWD/$KIT/speed_1080" --profile "$OUT/render_1080.prof" --frame-workers 1,4 \
-    --op-table "$OUT/ops_1080.txt"
+  local names=("$@")
+  [ ${#names[@]} -gt 0 ] || names=(env 1080 train infer)
+  for name in "${names[@]}"; do
+    case $name in
+      env) step env 30 bash -c "nvidia-smi -L; python3 -c 'import sys, torch, numpy, cv2, av, OpenImageIO, \
+PyOpenColorIO, mediapipe, colour; print(sys.version.split()[0], \"torch\", torch.__version__, \
+(torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"no CUDA\"), \"numpy\", numpy.__version__, \
+\"cv2\", cv2.__version__, \"av\", av.__version__, \"oiio\", OpenImageIO.VERSION_STRING)'" ;;
+      infer) step bench_infer 80 python3 bench/infer_speed.py --sizes 128,256,512,1024 --repeats 10 --threads "$threads" ;;
+      train) step bench_train 200 python3 bench/train_throughput.py --cases 64:16,128:16 --iters 16 --threads "$threads" ;;
+      1080) step bench_1080 180 python3 bench/speed_1080.py --frames 100 --threads "$threads" --json \
+              --work "$PWD/$KIT/speed_1080" --frame-workers 1,4 --op-table "$OUT/ops_1080.txt" ;;
+      *) echo "unknown check $name" >&2; return 2 ;;
+    esac
+  done
 }
 
 # tests [SECONDS [FILE...]]: the suite (or the files named) but for the Qt app and the Dask farm (neither is
@@ -108,7 +118,7 @@ tests() {
     --ignore-glob='tests/test_app_*' --ignore=tests/test_farm.py --ignore=tests/test_readme.py "${@:-tests}"
 }
 
-command=${1:?usage: device_kit.sh pack [PYVER] | install PART... | checks | tests [SECONDS [FILE...]]}
+command=${1:?usage: device_kit.sh pack [PYVER] | install PART... | checks [NAME...] | tests [SECONDS [FILE...]]}
 shift
 case $command in
   pack|install|checks|tests) "$command" "$@" ;;

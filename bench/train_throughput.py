@@ -9,7 +9,9 @@ elementwise work is not counted, so the ratio slightly understates the machine's
 convolution backward (the CPU's tuned weight gradients, ``doublure.models.fast_conv``, count the same). The
 Trainer's first logged window holds the one-off tuning and is left out of the median. The data
 comes from real facesets (two MEAD clips, extracted once into bench/out/) through the Trainer's background
-loader, so the data-wait figure includes PNG decoding, masks and augmentation.
+loader, so the data-wait figure includes PNG decoding, masks and augmentation. Each case also times the
+training step alone (one batch already on the device, no loader or Trainer), the ceiling the Trainer's
+rate is measured against.
 """
 from __future__ import annotations
 
@@ -78,6 +80,38 @@ def step_flops(res: int, batch: int, width: float, arch: str, autocast, device: 
     return counter.get_total_flops()
 
 
+def step_rate(res: int, batch: int, width: float, arch: str, autocast, device: torch.device, steps: int) -> float:
+    """Iterations/s of ``train_step`` alone, on one batch already on the device, compiled as the Trainer
+    compiles it on CUDA: the step's own ceiling, against which the Trainer's rate shows what its loader and
+    bookkeeping cost."""
+    from doublure.models.arch import IdentityModel, config_for
+    from doublure.models.losses import LossWeights, identity_loss, ssim_window
+    from doublure.models.train import make_optimizer, train_step
+
+    model = IdentityModel(config_for(res, arch, width)).to(device)
+    opt = make_optimizer(model, 1e-5, (0.5, 0.999))
+    step_model, loss_fn = model, identity_loss
+    if device.type == "cuda":
+        step_model, loss_fn = torch.compile(model), torch.compile(identity_loss)
+    cl = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
+    batch_ = {k: cl(torch.rand(batch, 3, res, res, device=device))
+              for k in ("a_in", "a_target", "b_in", "b_target", "a_masks", "b_masks")}
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            train_step(step_model, batch_, opt, weights=LossWeights(), window=ssim_window(res), autocast=autocast,
+                       loss_fn=loss_fn)
+
+    run(3)   # compilation, tuning
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    run(steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps / (time.perf_counter() - t)
+
+
 def run_case(res: int, batch: int, iters: int, width: float, arch: str, threads: int, precision: str,
              fs: tuple[str, str]) -> dict:
     from doublure.models.arch import config_for, parameter_count, IdentityModel
@@ -94,12 +128,14 @@ def run_case(res: int, batch: int, iters: int, width: float, arch: str, threads:
                           checkpoint_minutes=1e9, threads=threads, precision=precision)
         trainer = Trainer(cfg, progress=lambda e: windows.append(e) if e["event"] == "step" else None)
         summary = trainer.run()
+    alone = step_rate(res, batch, width, arch, autocast, device, iters)
     steady = [w["its_per_s"] for w in windows[1:]] or [windows[-1]["its_per_s"]]
     waits = [w["data_wait_fraction"] for w in windows[1:]] or [summary["data_wait_fraction"]]
     its = statistics.median(steady)
     return {"res": res, "batch": batch, "params_m": params / 1e6, "gflop_per_step": flops / 1e9, "its_per_s": its,
             "samples_per_s": its * batch * 2, "achieved_gflops": flops * its / 1e9,
-            "data_wait": statistics.mean(waits), "precision": trainer.precision_name}
+            "data_wait": statistics.mean(waits), "precision": trainer.precision_name,
+            "windows": [w["its_per_s"] for w in windows], "step_alone_its": alone}
 
 
 def main(argv=None) -> int:
@@ -134,7 +170,9 @@ def main(argv=None) -> int:
         print(f"{res:5d} px batch {batch:3d}: {r['params_m']:.1f}M params, {r['gflop_per_step']:.1f} GFLOP/step, "
               f"{r['its_per_s']:.3f} it/s, {r['samples_per_s']:.1f} samples/s, {r['achieved_gflops']:.1f} GFLOP/s "
               f"= {r['ratio']:.2f} x matmul ({r['ref_gflops']:.1f}), data wait {100 * r['data_wait']:.1f}% "
-              f"[{r['precision']}]", flush=True)
+              f"[{r['precision']}]; it/s by logged window: {', '.join(f'{w:.2f}' for w in r['windows'])}; "
+              f"the step alone {r['step_alone_its']:.2f} it/s = "
+              f"{r['step_alone_its'] * r['gflop_per_step'] / r['ref_gflops']:.2f} x matmul", flush=True)
     return 0
 
 
