@@ -118,6 +118,10 @@ def run_case(res: int, batch: int, iters: int, width: float, arch: str, threads:
     from doublure.models.train import TrainConfig, Trainer, resolve_precision
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        # each case compiles afresh: a case after another would otherwise recompile the shared loss for
+        # dynamic shapes (the H200's 128 px case did), which a training run at one resolution never does
+        torch._dynamo.reset()
     autocast = resolve_precision(precision, device)
     flops = step_flops(res, batch, width, arch, autocast, device)
     params = parameter_count(IdentityModel(config_for(res, arch, width)))

@@ -46,7 +46,7 @@ from doublure.engine.errors import DoublureError
 from . import distributed as dist_helpers
 from .arch import ARCHITECTURES, IdentityModel, ModelConfig, config_for, parameter_count
 from .augment import AugmentSettings
-from .data import BatchLoader, FaceData, default_workers, make_batch
+from .data import BatchLoader, FaceData, ProcessBatchLoader, default_workers, make_batch
 from .dbm import (has_training_state, load_weights, read_training_state, resolve_model_path, rights_problems,
                   save_model)
 from .losses import LossWeights, identity_loss, ssim_window
@@ -92,8 +92,8 @@ class TrainConfig:
         rights: the rights record (see ``dbm.rights_record``).
         name: a display name for the model.
         max_rollbacks: give up after this many roll-backs in a row.
-        prefetch, workers: background data loading: batches made ahead and producer threads (None:
-            :func:`doublure.models.data.default_workers`).
+        prefetch, workers: background data loading: batches made ahead and producers (None: on CUDA
+            :func:`doublure.models.data.default_workers` processes, else 2 threads).
         threads: torch CPU threads (0: leave torch's default).
     """
 
@@ -488,11 +488,8 @@ class Trainer:
 
     def _produce(self, iteration: int) -> dict[str, torch.Tensor]:
         c = self.config
-        batch = make_batch(self.data_a, self.data_b, c.batch, iteration, c.seed, self._warp(iteration), c.augment,
-                           self.env, c.balance_expressions)
-        if self.device.type == "cuda":
-            batch = {k: v.pin_memory() for k, v in batch.items()}
-        return batch
+        return make_batch(self.data_a, self.data_b, c.batch, iteration, c.seed, self._warp(iteration), c.augment,
+                          self.env, c.balance_expressions)
 
     # -- files --------------------------------------------------------------------------------------
     def _meta(self, elapsed: float, recent: list[dict[str, float]]) -> dict[str, Any]:
@@ -616,8 +613,12 @@ class Trainer:
         c = self.config
         self._session_start = time.monotonic()
         last_checkpoint = time.monotonic()
-        loader = BatchLoader(self._produce, self.iteration, prefetch=c.prefetch,
-                             workers=c.workers or default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        if self.device.type == "cuda":
+            loader = ProcessBatchLoader(
+                self._produce, self.iteration, prefetch=c.prefetch, pin_memory=True,
+                workers=c.workers or default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        else:   # the CPU's cores step the model: two threads keep up with it (data wait 0.0% at 64-128 px)
+            loader = BatchLoader(self._produce, self.iteration, prefetch=c.prefetch, workers=c.workers or 2)
         recent: list[dict[str, float]] = []
         window_start, window_iters, window_wait = time.monotonic(), 0, 0.0
         total_wait = 0.0

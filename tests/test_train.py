@@ -16,7 +16,7 @@ from doublure.engine.errors import DoublureError
 from doublure.faces.extract import extract_faceset
 from doublure.models.dbm import (load_model, model_card, optimizer_from_files, optimizer_to_files, read_meta,
                                  read_training_state, rights_record, zip_model)
-from doublure.models.data import FaceData
+from doublure.models.data import FaceData, ProcessBatchLoader
 from doublure.models.distributed import DistEnv, batch_indices
 from doublure.models.train import TrainConfig, Trainer, make_optimizer
 
@@ -73,6 +73,27 @@ def test_loss_falls(trained):
     preview = trainer.latest_preview()
     assert preview.shape == (4 * 64, 5 * 64, 3) and preview.dtype == np.uint8
     assert os.path.isfile(str(out)[:-4] + ".training/preview.png")
+
+
+def test_worker_processes_make_the_batches_the_trainer_would(trained):
+    """On a GPU the Trainer's batches come from forked worker processes: the same batches, in iteration
+    order, as made in the training process; a producer's error reaches the caller with its type."""
+    trainer = trained[0]
+    loader = ProcessBatchLoader(trainer._produce, 7, prefetch=4, workers=2)
+    try:
+        for iteration in range(7, 12):
+            got, want = loader.next(), trainer._produce(iteration)
+            assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    finally:
+        loader.close()
+
+    def unreadable(iteration):
+        raise DoublureError(f"faceset unreadable at iteration {iteration}")
+
+    loader = ProcessBatchLoader(unreadable, 3, workers=1)
+    with pytest.raises(DoublureError, match="unreadable at iteration 3"):
+        loader.next()
+    loader.close()
 
 
 def test_save_load_identical(trained, tmp_path):
