@@ -41,7 +41,13 @@ def working_to_xyz_matrix(working_space: str) -> np.ndarray:
 
 
 def luma_weights(working_space: str, device=None) -> torch.Tensor:
-    """(3,) the luminance (Y) row of the working space's RGB -> XYZ matrix."""
+    """(3,) the luminance (Y) row of the working space's RGB -> XYZ matrix: one tensor per device, shared
+    (read it, never write it), since a copy to a GPU from pageable memory waits for its stream each time."""
+    return _luma_weights(working_space, torch.device(device or "cpu"))
+
+
+@functools.lru_cache(maxsize=32)
+def _luma_weights(working_space: str, device: torch.device) -> torch.Tensor:
     return torch.tensor(working_to_xyz_matrix(working_space)[1], dtype=torch.float32, device=device)
 
 

@@ -157,3 +157,18 @@ def test_sot_on_large_input_uses_lattice_close_to_exact():
     lattice = cm.sot_transfer(x, src, ref, iterations=10, lut_size=33)
     err = (exact - lattice).norm(dim=0)
     assert err.median() < 0.3 and err.mean() < 0.5  # Lab units: well under a just-noticeable difference
+
+
+def test_constant_matrices_and_luma_weights_reach_a_device_once():
+    """On a GPU each copy of a constant from pageable host memory waits for the stream, so the colour
+    spaces' matrices and the luma weights go to a device once. (The meta device stands for a GPU.)"""
+    from doublure.nodes._finish import luma_weights
+
+    x = torch.zeros(3, 8, device="meta")
+    cm._matrix_on.cache_clear()
+    cm.xyz_to_oklab(x)
+    cm.xyz_to_oklab(x)
+    info = cm._matrix_on.cache_info()
+    assert (info.misses, info.hits) == (2, 2)
+    assert luma_weights("ACEScg", "meta") is luma_weights("ACEScg", torch.device("meta"))
+    assert luma_weights("ACEScg").device.type == "cpu"
