@@ -86,7 +86,8 @@ step() {
   echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
 }
 
-# checks [NAME...]: the named checks in the order given (default: env 1080 train infer), each under its limit.
+# checks [NAME...]: the named checks in the order given (default: env 1080 train infer; also train-graphs, the
+# training bench with CUDA graphs), each under its limit.
 checks() {
   environment
   local threads
@@ -101,6 +102,8 @@ PyOpenColorIO, mediapipe, colour; print(sys.version.split()[0], \"torch\", torch
 \"cv2\", cv2.__version__, \"av\", av.__version__, \"oiio\", OpenImageIO.VERSION_STRING)'" ;;
       infer) step bench_infer 80 python3 bench/infer_speed.py --sizes 128,256,512,1024 --repeats 10 --threads "$threads" ;;
       train) step bench_train 200 python3 bench/train_throughput.py --cases 64:16,128:16 --iters 16 --threads "$threads" ;;
+      train-graphs) step bench_train_graphs 200 python3 bench/train_throughput.py --cases 64:16,128:16 --iters 16 \
+                      --threads "$threads" --compile-mode reduce-overhead ;;
       1080) step bench_1080 180 python3 bench/speed_1080.py --frames 100 --threads "$threads" --json \
               --work "$PWD/$KIT/speed_1080" --frame-workers 1,4 --op-table "$OUT/ops_1080.txt" ;;
       *) echo "unknown check $name" >&2; return 2 ;;

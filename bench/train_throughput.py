@@ -80,7 +80,8 @@ def step_flops(res: int, batch: int, width: float, arch: str, autocast, device: 
     return counter.get_total_flops()
 
 
-def step_rate(res: int, batch: int, width: float, arch: str, autocast, device: torch.device, steps: int) -> float:
+def step_rate(res: int, batch: int, width: float, arch: str, autocast, device: torch.device, steps: int,
+              compile_mode: str = "default") -> float:
     """Iterations/s of ``train_step`` alone, on one batch already on the device, compiled as the Trainer
     compiles it on CUDA: the step's own ceiling, against which the Trainer's rate shows what its loader and
     bookkeeping cost."""
@@ -92,7 +93,8 @@ def step_rate(res: int, batch: int, width: float, arch: str, autocast, device: t
     opt = make_optimizer(model, 1e-5, (0.5, 0.999))
     step_model, loss_fn = model, identity_loss
     if device.type == "cuda":
-        step_model, loss_fn = torch.compile(model), torch.compile(identity_loss)
+        step_model = torch.compile(model, mode=compile_mode)
+        loss_fn = torch.compile(identity_loss, mode=compile_mode)
     cl = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
     batch_ = {k: cl(torch.rand(batch, 3, res, res, device=device))
               for k in ("a_in", "a_target", "b_in", "b_target", "a_masks", "b_masks")}
@@ -113,7 +115,7 @@ def step_rate(res: int, batch: int, width: float, arch: str, autocast, device: t
 
 
 def run_case(res: int, batch: int, iters: int, width: float, arch: str, threads: int, precision: str,
-             fs: tuple[str, str]) -> dict:
+             fs: tuple[str, str], compile_mode: str = "default") -> dict:
     from doublure.models.arch import config_for, parameter_count, IdentityModel
     from doublure.models.train import TrainConfig, Trainer, resolve_precision
 
@@ -129,10 +131,10 @@ def run_case(res: int, batch: int, iters: int, width: float, arch: str, threads:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(out=os.path.join(tmp, "bench.dbm"), source=[fs[0]], target=[fs[1]], res=res, arch=arch,
                           width=width, batch=batch, iters=iters, log_every=2, preview_every=0,
-                          checkpoint_minutes=1e9, threads=threads, precision=precision)
+                          checkpoint_minutes=1e9, threads=threads, precision=precision, compile_mode=compile_mode)
         trainer = Trainer(cfg, progress=lambda e: windows.append(e) if e["event"] == "step" else None)
         summary = trainer.run()
-    alone = step_rate(res, batch, width, arch, autocast, device, iters)
+    alone = step_rate(res, batch, width, arch, autocast, device, iters, compile_mode)
     steady = [w["its_per_s"] for w in windows[1:]] or [windows[-1]["its_per_s"]]
     waits = [w["data_wait_fraction"] for w in windows[1:]] or [summary["data_wait_fraction"]]
     its = statistics.median(steady)
@@ -150,6 +152,7 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="df")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16 (auto: bf16 where the CPU has it)")
+    p.add_argument("--compile-mode", default="default", help="torch.compile's mode on CUDA (reduce-overhead: CUDA graphs)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -159,13 +162,14 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     autocast = resolve_precision(args.precision, device)
     dtype = autocast or torch.float32
-    print(f"device {device}, precision {dtype}, threads {args.threads}, arch {args.arch}, width {args.width}")
+    print(f"device {device}, precision {dtype}, threads {args.threads}, arch {args.arch}, width {args.width}, "
+          f"compile mode {args.compile_mode if device.type == 'cuda' else 'none (CPU)'}")
     ref = matmul_flops(dtype, device)
     print(f"reference: square matmul in {dtype} on {device}: {ref / 1e9:.1f} GFLOP/s")
     rows = []
     for case in args.cases.split(","):
         res, batch = (int(v) for v in case.split(":"))
-        r = run_case(res, batch, args.iters, args.width, args.arch, args.threads, args.precision, fs)
+        r = run_case(res, batch, args.iters, args.width, args.arch, args.threads, args.precision, fs, args.compile_mode)
         ref_after = matmul_flops(dtype, device)   # the machine is shared: bracket the case with two references
         r["ref_gflops"] = (ref + ref_after) / 2 / 1e9
         r["ratio"] = r["achieved_gflops"] / r["ref_gflops"]

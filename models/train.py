@@ -54,6 +54,7 @@ from .losses import LossWeights, identity_loss, ssim_window
 log = logging.getLogger("doublure.models")
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 SHAPE_FIELDS = ("arch", "res", "e_ch", "d_ch", "d_mask_ch", "ae_dims", "depth", "res_blocks")
 
 
@@ -88,7 +89,9 @@ class TrainConfig:
         device: torch device (None: CUDA when present, else CPU; torchrun's local rank under DDP).
         precision: ``auto`` (bf16 on CUDA with bf16 or on a CPU with native bf16, fp16 on older GPUs, else
             fp32), or a forced one.
-        compile: ``torch.compile`` the model (None: on CUDA only).
+        compile: ``torch.compile`` the model and the loss (None: on CUDA only).
+        compile_mode: ``torch.compile``'s mode: "default", "reduce-overhead" (CUDA graphs: a step's hundreds
+            of kernel launches replayed as one) or "max-autotune".
         rights: the rights record (see ``dbm.rights_record``).
         name: a display name for the model.
         max_rollbacks: give up after this many roll-backs in a row.
@@ -125,6 +128,7 @@ class TrainConfig:
     device: str | None = None
     precision: str = "auto"
     compile: bool | None = None
+    compile_mode: str = "default"
     rights: dict[str, Any] = dataclasses.field(default_factory=dict)
     name: str = ""
     max_rollbacks: int = 5
@@ -374,6 +378,8 @@ class Trainer:
             torch.set_num_threads(c.threads)
         if c.batch < 1:
             raise DoublureError(f"batch {c.batch} must be at least 1")
+        if c.compile_mode not in COMPILE_MODES:
+            raise DoublureError(f"compile mode {c.compile_mode!r} is not one of {', '.join(COMPILE_MODES)}")
         self.env = dist_helpers.init_distributed(device=c.device)
         self.device = self.env.device
         if c.pretrain:
@@ -439,8 +445,8 @@ class Trainer:
         self.step_model = dist_helpers.wrap(self.model, self.env)
         self.loss_fn = identity_loss
         if use_compile:
-            self.step_model = torch.compile(self.step_model)
-            self.loss_fn = torch.compile(identity_loss)
+            self.step_model = torch.compile(self.step_model, mode=c.compile_mode)
+            self.loss_fn = torch.compile(identity_loss, mode=c.compile_mode)
         # the roll-back target until the first checkpoint: the starting weights and optimiser state
         self._good = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
                       self.iteration)
@@ -737,6 +743,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on this many GPUs of this machine, one process each (torchrun)")
     p.add_argument("--device", help="torch device (default: CUDA when present, else CPU)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                   help="torch.compile's mode on CUDA (reduce-overhead: CUDA graphs)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
     p.add_argument("--name", default="", help="display name of the model")
     p.add_argument("--rights-subject", default="", help="whose face the model renders")
@@ -763,7 +771,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        augment=dataclasses.replace(AugmentSettings(), blink=args.blink), seed=args.seed,
                        checkpoint_minutes=args.checkpoint_minutes, preview_every=args.preview_every,
                        log_every=args.log_every, device=args.device, precision=args.precision,
-                       threads=args.threads, name=args.name, rights=rights)
+                       compile_mode=args.compile_mode, threads=args.threads, name=args.name, rights=rights)
 
 
 class _ProgressLine:

@@ -143,6 +143,8 @@ def test_resume_refuses_a_different_shape(trained, facesets):
         Trainer(config(facesets, out, iters=250, resume=True, arch="liae")).run()
     with pytest.raises(DoublureError, match="pass --resume"):
         Trainer(config(facesets, out, iters=250)).run()
+    with pytest.raises(DoublureError, match="compile mode 'fast' is not one of default, reduce-overhead"):
+        Trainer(config(facesets, out, iters=250, resume=True, compile_mode="fast")).run()
 
 
 def test_resume_a_shipped_model_continues_its_iterations(trained, facesets, tmp_path):
