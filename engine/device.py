@@ -46,3 +46,18 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         flags = ""
     return (" avx512_bf16" in flags or " amx_bf16" in flags) and torch.backends.mkldnn.is_available()
+
+
+def upload(tensor: torch.Tensor, device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A host tensor on ``device`` (as ``dtype`` if given) without waiting for the device's queue.
+
+    A copy to a GPU from pageable host memory first waits for everything queued on the stream (on an H200 the
+    demo graph's per-frame grids, masks and tables did so ~50 times a frame); from page-locked memory the
+    copy is queued like a kernel. Elsewhere, and for a tensor already off the host, this is ``tensor.to``.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory().to(device, non_blocking=True)
+    else:
+        tensor = tensor.to(device)
+    return tensor if dtype is None else tensor.to(dtype)

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from doublure.engine.device import upload
+
 from .face import FACE_TYPES, invert_affine
 from .template_data import CANONICAL_MESH
 
@@ -189,7 +191,8 @@ def warp_affine(src: torch.Tensor, dst_to_src: torch.Tensor, out_hw: tuple[int, 
         hl, wl = lv.shape[-2:]
         # level pixel i covers base pixels [i k, (i + 1) k): base x is level (x + 0.5) / k - 0.5
         theta = _pixel_to_normalised(wl, hl, 2.0 ** level) @ _affine3(m[idx]) @ out_from_norm
-        grid = F.affine_grid(theta[:, :2].to(device=device, dtype=work_dtype), [len(idx), 1, h_out, w_out], align_corners=False)
+        grid = F.affine_grid(upload(theta[:, :2].to(work_dtype), device), [len(idx), 1, h_out, w_out],
+                             align_corners=False)
         inp = lv.expand(len(idx), -1, -1, -1) if lv.shape[0] == 1 else lv[idx]
         return F.grid_sample(inp, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
@@ -201,7 +204,7 @@ def warp_affine(src: torch.Tensor, dst_to_src: torch.Tensor, out_hw: tuple[int, 
         res = sample(level, idx)
         # tested on the host array: on a GPU a test of the device tensor would wait for the stream
         if (frac[idx] > 0).any() and level + 1 < len(levels):
-            f = torch.as_tensor(frac[idx], device=device, dtype=work_dtype).view(-1, 1, 1, 1)
+            f = upload(torch.as_tensor(frac[idx], dtype=work_dtype), device).view(-1, 1, 1, 1)
             res = res * (1 - f) + sample(level + 1, idx) * f
         out[idx] = res
     return out.to(dtype)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from mediapipe.python.solutions import face_mesh_connections as fmc
 
+from doublure.engine.device import upload
 from doublure.engine.ops import gaussian_blur
 
 from .align import TEMPLATE_2D
@@ -254,7 +255,7 @@ def render_crop_mask(face: Face, region: str, size: int, grow: float = 0.0, feat
 
 
 def _feathered(mask: np.ndarray, feather: float, device) -> torch.Tensor:
-    t = torch.from_numpy(mask)[None].to(device)
+    t = upload(torch.from_numpy(mask)[None], device)
     if feather > 0:
         t = gaussian_blur(t, float(feather)).clamp_(0.0, 1.0)
     return t

@@ -13,6 +13,7 @@ import torch
 from doublure.engine import DoublureError, Image, ops
 from doublure.engine import colour as engine_colour
 from doublure.engine.cache import Memo
+from doublure.engine.device import upload
 from doublure.engine.image import Window
 from doublure.faces.face import Face
 from doublure.faces.masks import rasterize_shapes, region_shapes
@@ -108,7 +109,7 @@ def _render_region_mask(landmarks: np.ndarray, iris: np.ndarray, region: str, wi
     iris[:, 0] -= x0
     iris[:, 1] -= y0
     add, cut = region_shapes(lm, iris, region)
-    m = torch.from_numpy(rasterize_shapes(add, cut, (y1 - y0, x1 - x0), grow))[None].to(device)
+    m = upload(torch.from_numpy(rasterize_shapes(add, cut, (y1 - y0, x1 - x0), grow))[None], device)
     if feather > 0:
         m = ops.gaussian_blur(m, float(feather)).clamp_(0.0, 1.0)
     return m

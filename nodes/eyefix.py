@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import knobs as K
 from doublure.engine import ops
+from doublure.engine.device import upload
 from doublure.faces.masks import LEFT_EYE, RIGHT_EYE, rasterize_shapes
 from doublure.faces.paint import render_strokes, stroke_active
 
@@ -283,7 +284,7 @@ class EyeFix(Node):
         if y1 - y0 < 3 or x1 - x0 < 3 or not (v("iris_align") or v("sharpen") > 0 or v("catchlight") > 0):
             return []
         eye_window = (y0, y1, x0, x1)  # on the plate; the landmarks are plate pixels
-        opening = _eye_opening(face, eye, eye_window).to(result.device)
+        opening = upload(_eye_opening(face, eye, eye_window), result.device)
         y0, y1, x0, x1 = y0 - origin[0], y1 - origin[0], x0 - origin[1], x1 - origin[1]
         swap = result[:, y0:y1, x0:x1]
         lum = lambda t: torch.einsum("c,chw->hw", weights, t)  # noqa: E731
@@ -298,7 +299,7 @@ class EyeFix(Node):
             fade = ops.gaussian_blur(opening[None], max(radius / 4.0, 0.7)).clamp(0, 1)
             swap = shift_inside(swap, fade, *shift)
         if v("sharpen") > 0:
-            fade = ops.gaussian_blur(_eye_opening(face, eye, eye_window, grow=radius / 3).to(result.device)[None],
+            fade = ops.gaussian_blur(upload(_eye_opening(face, eye, eye_window, grow=radius / 3), result.device)[None],
                                      max(radius / 6.0, 0.7))
             swap = swap + (unsharp(swap, max(radius / 8.0, 0.7), v("sharpen")) - swap) * fade
         if v("catchlight") > 0 and plate is not None and swap_centre and plate_centre:
@@ -306,7 +307,7 @@ class EyeFix(Node):
             iris = rasterize_shapes(*_circle(plate_centre[0], plate_centre[1], radius * 1.2), (y1 - y0, x1 - x0))
             plate_lum = lum(plate_eye)
             white = float(torch.quantile(plate_lum[opening > 0.5], 0.9))
-            layer = catchlight_layer(plate_eye, plate_lum, torch.from_numpy(iris).to(result.device) * opening,
+            layer = catchlight_layer(plate_eye, plate_lum, upload(torch.from_numpy(iris), result.device) * opening,
                                      radius, white)
             # place it at the same offset from the swapped iris (already on the plate's when aligned)
             target = plate_centre if v("iris_align") else swap_centre

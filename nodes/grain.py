@@ -37,7 +37,7 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import knobs as K
 from doublure.engine import ops
 from doublure.engine.cache import Memo
-from doublure.engine.device import cpu_has_native_bf16
+from doublure.engine.device import cpu_has_native_bf16, upload
 from doublure.faces.face import affine_scale
 
 from ._finish import (blend_into, frame_seed, luma_weights, mask_input, require_same_size, swap_region,
@@ -418,8 +418,8 @@ def renewing_noise(hw: tuple[int, int], spectrum: torch.Tensor, seed: int, devic
     h, w = hw
     # White noise is drawn on the CPU so the same seed gives the same grain on every device.
     gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
-    white = torch.randn(3, h, w, generator=gen).to(device)
-    amp = grain_amplitude(spectrum.to(device), (h, w)).float()
+    white = upload(torch.randn(3, h, w, generator=gen), device)
+    amp = grain_amplitude(upload(spectrum, device), (h, w)).float()
     # real noise through a real, symmetric filter: the half spectrum does it in half the work of fft2
     return torch.fft.irfft2(torch.fft.rfft2(white) * amp, s=(h, w))
 
@@ -519,7 +519,7 @@ def attached_noise(spectrum: torch.Tensor, to_crop: np.ndarray, window: tuple[in
     c_re, c_im = coefs.real.float()[:, :, None], coefs.imag.float()[:, :, None]        # (3, K, 1)
     z = torch.cat([c_re * row_cos - c_im * row_sin, c_re * row_sin + c_im * row_cos], dim=1)  # (3, 2K, w)
     a = torch.cat([torch.cos(col), -torch.sin(col)], dim=1)                            # (h, 2K)
-    a, z = a.to(device), z.to(device)
+    a, z = upload(a, device), upload(z, device)
     if a.device.type == "cpu" and cpu_has_native_bf16():
         # 2.7x faster here; each pixel sums 2K terms of ~1/sqrt(K) with 8-bit mantissas and an fp32
         # accumulator: ~0.3% of the field's std, ~1e-5 of the plate's level at the grain's usual strength
@@ -539,13 +539,13 @@ def grain_std_map(lum: torch.Tensor, analysis: dict) -> torch.Tensor:
     """
     h, w = lum.shape[-2:]
     dev = lum.device
-    xp = torch.tensor(analysis["log2_lum"], dtype=torch.float32, device=dev)
-    stds = torch.tensor(analysis["std"], dtype=torch.float32, device=dev)  # (bands, 3)
+    xp = upload(torch.tensor(analysis["log2_lum"], dtype=torch.float32), dev)
+    stds = upload(torch.tensor(analysis["std"], dtype=torch.float32), dev)  # (bands, 3)
     exponent = analysis.get("exponent", [DEFAULT_EXPONENT] * 3)
     log_lum = torch.log2(lum.float().clamp_min(1e-6)).flatten()
     # inside the measured bands: interpolate; beyond them: follow the luminance power law from the end band
     beyond = torch.where(log_lum < xp[0], log_lum - xp[0], torch.where(log_lum > xp[-1], log_lum - xp[-1], 0.0))
-    slope = torch.tensor(exponent, dtype=torch.float32, device=dev).view(3, 1)
+    slope = upload(torch.tensor(exponent, dtype=torch.float32), dev).view(3, 1)
     scale = _interp(log_lum, xp, stds.t()) * torch.exp2(slope * beyond)
     return scale.reshape(3, h, w)
 
@@ -554,7 +554,7 @@ def _mix_and_scale(field: torch.Tensor, lum: torch.Tensor, analysis: dict) -> to
     """(3, H, W) unit-variance independent channels -> grain: mixed by the channel correlation's Cholesky
     factor and scaled by :func:`grain_std_map`; ``lum``'s dtype."""
     corr = torch.tensor(analysis["correlation"], dtype=torch.float64)
-    chol = torch.linalg.cholesky(corr + 1e-6 * torch.eye(3, dtype=torch.float64)).float().to(lum.device)
+    chol = upload(torch.linalg.cholesky(corr + 1e-6 * torch.eye(3, dtype=torch.float64)).float(), lum.device)
     field = torch.einsum("ij,jhw->ihw", chol, field)
     return (field * grain_std_map(lum, analysis)).to(lum.dtype)
 
@@ -630,7 +630,7 @@ def synthesise_face_grain(lum: torch.Tensor, analysis: dict, seed: int, track_se
     elif bool((share <= 0.0).all()):
         field = attached_noise(attached, to_crop, window, track_seed, device=dev)
     else:
-        w = share.float().to(dev).view(3, 1, 1)
+        w = upload(share.float(), dev).view(3, 1, 1)
         field = (renewing_noise(hw, renewing, seed, dev) * w.sqrt()
                  + attached_noise(attached, to_crop, window, track_seed, device=dev) * (1.0 - w).sqrt())
     return _mix_and_scale(field, lum, analysis)

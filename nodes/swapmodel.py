@@ -49,6 +49,7 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
 from doublure.engine.cache import Memo
+from doublure.engine.device import upload
 from doublure.engine.ops import gaussian_blur, normalized_blur
 from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
 from doublure.faces.detect import box_from_landmarks
@@ -318,7 +319,7 @@ def crop_grey8(plate: torch.Tensor, to_crop: np.ndarray, side: int) -> np.ndarra
     x = from_crop[0, 0] * u + from_crop[0, 1] * v + from_crop[0, 2] - x0
     y = from_crop[1, 0] * u + from_crop[1, 1] * v + from_crop[1, 2] - y0
     grid = torch.from_numpy(np.stack([(2 * x + 1) / (k * w) - 1, (2 * y + 1) / (k * h) - 1], -1).astype(np.float32))
-    crop = F.grid_sample(grey, grid[None].to(grey.device), mode="bilinear", padding_mode="border",
+    crop = F.grid_sample(grey, upload(grid[None], grey.device), mode="bilinear", padding_mode="border",
                          align_corners=False)
     return _grey8(crop[0, 0])
 
@@ -679,7 +680,7 @@ class SwapModel(Node):
             both = torch.from_numpy(np.concatenate([flow * (res / side), trust[..., None]], -1)).permute(2, 0, 1)
             if side != res:
                 both = F.interpolate(both[None], size=(res, res), mode="area" if side > res else "bilinear")[0]
-            both = both.permute(1, 2, 0).contiguous().to(ctx.device)
+            both = upload(both.permute(1, 2, 0).contiguous(), ctx.device)
             return both[..., :2], both[..., 2]
 
         _flow_memo.put((kb, ka, res, str(ctx.device)), at_res(ba, trust_b))

@@ -221,6 +221,18 @@ def test_the_device_tier_defaults_to_a_quarter_of_the_gpu(monkeypatch):
     assert FrameCache().device_budget == 64 * 2**20
 
 
+def test_upload_puts_host_tensors_on_the_device_unchanged():
+    from doublure.engine.device import upload
+
+    host = torch.arange(12, dtype=torch.float64).view(3, 4) / 7
+    device = engine.default_device()
+    there = upload(host, device, torch.float32)
+    assert there.device == device and there.dtype == torch.float32
+    assert torch.equal(there.cpu(), host.float())       # the same rounding as converting on the host
+    assert upload(host, "cpu") is host                  # on the host nothing is copied
+    assert upload(host, "meta").device.type == "meta"
+
+
 def test_device_tier_holds_device_images_and_demotes_to_host_when_over_budget():
     image_bytes = 3 * 32 * 32 * 4
     cache = FrameCache(device_budget=image_bytes, host_budget=10 * image_bytes)
