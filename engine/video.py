@@ -328,6 +328,54 @@ class VideoWriter:
             pass
 
 
+def join_videos(parts: list[str], path: str, metadata: dict[str, Any] | None = None) -> None:
+    """Concatenate videos encoded alike into ``path``, atomically, without encoding again.
+
+    The parts are what one Write's settings made of consecutive frame ranges (a farm renders a movie in
+    chunks), each starting on a key frame and referring to no frame of another. Their packets are copied as
+    they are, each part's timestamps moved on by the frames before it, so the joined file decodes to the
+    parts' frames bit for bit. The container's tags (the provenance comment) are the first part's, with the
+    ``doublure/...`` keys of ``metadata`` in place of its own (the whole movie's frame range).
+
+    Raises:
+        MediaError: no parts, a part that does not open, or parts whose codec, size or time base differ.
+    """
+    if not parts:
+        raise MediaError(f"cannot join into {path}: no parts")
+    try:
+        with atomic_path(path) as tmp, av.open(parts[0]) as first, \
+                av.open(tmp, mode="w", options={"movflags": "+faststart"}) as out:
+            template = first.streams.video[0]
+            stream = out.add_stream_from_template(template)
+            tags = dict(first.metadata)
+            if metadata:
+                tags = tags_from_metadata({**metadata_from_tags(tags), **metadata})
+            for key, value in tags.items():
+                out.metadata[key] = value
+            offset = 0
+            for part in parts:
+                with av.open(part) as source:
+                    video_in = source.streams.video[0]
+                    same = (video_in.codec_context.name, video_in.width, video_in.height, video_in.time_base)
+                    if same != (template.codec_context.name, template.width, template.height, template.time_base):
+                        raise MediaError(f"cannot join {part} into {path}: encoded unlike {parts[0]} "
+                                         f"({same} against {template.codec_context.name}, {template.width}, "
+                                         f"{template.height}, {template.time_base})")
+                    ticks = round(1 / (video_in.average_rate * video_in.time_base))  # one frame's duration
+                    end = offset
+                    for packet in source.demux(video_in):
+                        if packet.dts is None:   # the demuxer's end-of-stream marker
+                            continue
+                        packet.pts += offset
+                        packet.dts += offset
+                        end = max(end, packet.pts + ticks)
+                        packet.stream = stream
+                        out.mux(packet)
+                    offset = end
+    except (av.error.FFmpegError, OSError) as exc:
+        raise MediaError(f"cannot join {len(parts)} parts into {path}: {exc}") from None
+
+
 def tags_from_metadata(metadata: dict[str, Any]) -> dict[str, str]:
     doublure = {k: v for k, v in metadata.items() if k.startswith("doublure/")}
     tags = {k: v for k, v in metadata.items() if isinstance(v, str) and not k.startswith("doublure/")}

@@ -7,7 +7,9 @@ task with it and the scheduler runs it again elsewhere, and frames the dead work
 because the Write skips complete frames (which is also what makes re-running an interrupted job render only
 the missing frames). The hidden temporary a killed worker was writing is removed when a chunk over its frame
 starts again (``engine.render`` sweeps the temporaries of its outputs that no live process holds). A movie
-Write (one file for all frames) cannot be split: it renders in one task.
+Write (one file for all frames) renders in the same chunks, each into a part beside the movie (a hidden file
+named by its frames, kept by a re-run when complete); once every part is there the client joins them into the
+movie without encoding again (``video.join_videos``), so a movie renders as fast as a sequence.
 A frame stuck beyond ``frame_timeout`` (a hung file server, a decoder waiting forever inside a library;
 a thread cannot be stopped from Python) ends its worker process: the worker's nanny starts a new one and the
 scheduler runs the chunk again, like any dead worker's, so a stall that does not recur costs one timeout;
@@ -181,6 +183,22 @@ def frames_label(frames: Sequence[int]) -> str:
     return ",".join(parts)
 
 
+def _point_movies_at_parts(graph: Any, task: ChunkTask) -> tuple[list[str], list[tuple[str, int]]]:
+    """Point the task's movie Writes at their parts for its frames (``movie_part_path``); a part already
+    complete is kept and its Write left out. Returns (the Writes to render, (Write, frame) kept)."""
+    writes, kept = [], []
+    for name in task.writes:
+        node = graph[name]
+        if is_movie_write(node):
+            part = movie_part_path(node.path("file"), task.frames)
+            if is_complete_movie(part, len(task.frames)):
+                kept += [(name, frame) for frame in task.frames]
+                continue
+            node["file"] = part
+        writes.append(name)
+    return writes, kept
+
+
 def _import_node_library() -> None:
     # Registration happens on import; a worker process starts without any node types.
     importlib.import_module("doublure.nodes")
@@ -218,11 +236,14 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
             raise engine.Cancelled()
         graph = engine.load(map_path(task.project, task.path_map))
         apply_path_map(graph, task.path_map, os.path.dirname(task.project))
+        writes, kept = _point_movies_at_parts(graph, task)
         rendering = True
-        report = engine.render(graph, list(task.writes), list(task.frames), proxy=task.proxy,
-                               halt_on_error=task.halt_on_error, progress=on_frame, cancel=cancel,
-                               starting=watchdog.started if watchdog is not None else None,
-                               frame_workers=task.frame_workers)
+        if writes:
+            report = engine.render(graph, writes, list(task.frames), proxy=task.proxy,
+                                   halt_on_error=task.halt_on_error, progress=on_frame, cancel=cancel,
+                                   starting=watchdog.started if watchdog is not None else None,
+                                   frame_workers=task.frame_workers)
+        report.skipped.extend(kept)
     except engine.Cancelled:
         pass
     except DoublureError as exc:
@@ -425,6 +446,9 @@ class FarmReport(RenderReport):
     scheduler: str = ""
     # (frame, worker, timeout, code it was stuck in) of each chunk that ended its worker; frame None: loading
     stalls: list[tuple[int | None, str, float, str]] = dataclasses.field(default_factory=list)
+    # (movie, parts) joined after the chunks; (movie, parts missing) left for a re-run to complete
+    movies_joined: list[tuple[str, int]] = dataclasses.field(default_factory=list)
+    movies_waiting: list[tuple[str, int]] = dataclasses.field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -459,6 +483,9 @@ class FarmReport(RenderReport):
         lines += ["  " + w.line() for w in self.workers()]
         lines += [f"  frame {frame} did not finish within {seconds:g} s on {worker} (in {where}): that worker "
                   f"process was ended and its chunk ran again" for frame, worker, seconds, where in self.stalls]
+        lines += [f"  joined {path} from {parts} parts" for path, parts in self.movies_joined]
+        lines += [f"  NOT JOINED {path}: {missing} part(s) missing or incomplete (a re-run renders only those)"
+                  for path, missing in self.movies_waiting]
         lines += [f"  FAILED {node} frame {frame}: {why}" for node, frame, why in sorted(self.failures,
                                                                                         key=lambda f: f[1])]
         return "\n".join(lines)
@@ -468,30 +495,65 @@ class FarmReport(RenderReport):
 # The client side
 
 def plan_chunks(graph: Any, writes: Any, frames: Any, chunk: int) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
-    """Split the render into tasks: ``(write names, frames)`` each, frames disjoint per Write.
+    """Split the render into tasks: ``(write names, frames)`` each, frames disjoint.
 
-    Image-sequence Writes share chunks of ``chunk`` frames (one evaluation of the upstream graph per frame);
-    each movie Write gets one task over every frame, since its single file cannot be written in pieces.
+    Every Write shares chunks of ``chunk`` frames (one evaluation of the upstream graph per frame); a movie
+    Write's chunk renders a part of the movie (``movie_part_path``), joined when all are done.
     """
     from doublure.engine.render import executable_nodes, resolve_frames
 
     if chunk < 1:
         raise DoublureError(f"--chunk {chunk}: a chunk holds at least one frame")
-    nodes = executable_nodes(graph, writes)
+    names = tuple(n.name for n in executable_nodes(graph, writes))
     frame_list = resolve_frames(graph, frames)
-    movies = tuple(n.name for n in nodes if is_movie_write(n))
-    sequences = tuple(n.name for n in nodes if n.name not in movies)
-    plan = []
-    if sequences:
-        for i in range(0, len(frame_list), chunk):
-            plan.append((sequences, tuple(frame_list[i:i + chunk])))
-    for name in movies:
-        plan.append(((name,), tuple(frame_list)))
-    return plan
+    return [(names, tuple(frame_list[i:i + chunk])) for i in range(0, len(frame_list), chunk)]
+
+
+def movie_part_path(path: str, frames: Sequence[int]) -> str:
+    """The part of the movie at ``path`` that the chunk over ``frames`` renders: a hidden file beside it, named
+    by the chunk's first and last frames."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.part{frames[0]}-{frames[-1]}{os.path.splitext(name)[1]}")
+
+
+def is_complete_movie(path: str, frames: int) -> bool:
+    """True if the video at ``path`` opens and holds ``frames`` frames (a part a re-run can keep)."""
+    from doublure.engine.errors import MediaError
+    from doublure.engine.video import VideoReader
+
+    if not os.path.exists(path):
+        return False
+    try:
+        with VideoReader(path) as reader:
+            return reader.frame_count == frames
+    except MediaError:
+        return False
+
+
+def join_movies(graph: Any, plan: list[tuple[tuple[str, ...], tuple[int, ...]]], report: "FarmReport") -> None:
+    """Join each movie Write's parts into its movie once every part is complete, then remove them; a movie
+    with a part missing (a failed frame) is listed in the report and its parts kept for a re-run."""
+    from doublure.engine.video import join_videos
+
+    for name in dict.fromkeys(n for names, _ in plan for n in names):
+        node = graph[name]
+        if not is_movie_write(node):
+            continue
+        movie = node.path("file")
+        parts = [(movie_part_path(movie, frames), len(frames)) for names, frames in plan if name in names]
+        missing = sum(not is_complete_movie(part, count) for part, count in parts)
+        if missing:
+            report.movies_waiting.append((movie, missing))
+            continue
+        frames = [f for names, chunk_frames in plan if name in names for f in chunk_frames]
+        join_videos([part for part, _ in parts], movie, {"doublure/frames": f"{frames[0]}-{frames[-1]}"})
+        for part, _ in parts:
+            os.remove(part)
+        report.movies_joined.append((movie, len(parts)))
 
 
 def is_movie_write(node: Any) -> bool:
-    """True if the node writes one movie file rather than a file per frame (so it cannot be chunked)."""
+    """True if the node writes one movie file rather than a file per frame (rendered in parts, then joined)."""
     from doublure.engine.video import is_video
 
     first = node.graph.settings["first"]
@@ -541,15 +603,14 @@ def _restarting_local_cluster(**options: Any) -> Any:
 def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> Any:
     """A LocalCluster on loopback only: worker processes with one thread each.
 
-    With GPUs (``gpus`` defaults to the count torch sees), one worker per GPU: worker i sees only GPU i
-    (``CUDA_VISIBLE_DEVICES``) and carries the resource ``GPU=1``; ``workers`` may then be at most the GPU
-    count. Without GPUs, ``workers`` CPU workers (default: the CPU count).
+    With GPUs (``gpus`` defaults to the count torch sees), one worker per GPU by default; worker i sees only
+    GPU i mod the count (``CUDA_VISIBLE_DEVICES``) and carries the resource ``GPU=1``, so more workers than
+    GPUs share them: on an H200 a 1080p frame keeps the GPU busy ~3 ms of the ~90 its host work takes, so
+    several workers' frames fit on one GPU. Without GPUs, ``workers`` CPU workers (default: the CPU count).
     """
     gpus = gpu_count() if gpus is None else gpus
     if gpus:
         workers = gpus if workers is None else workers
-        if workers > gpus:
-            raise DoublureError(f"--workers {workers}: this machine has {gpus} GPU(s) and each worker takes one")
     else:
         workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers < 1:
@@ -564,7 +625,7 @@ def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> 
         if gpus:
             for i in range(workers):
                 spec = copy.deepcopy(cluster.new_spec)
-                spec["options"]["env"] = {**spec["options"].get("env", {}), "CUDA_VISIBLE_DEVICES": str(i)}
+                spec["options"]["env"] = {**spec["options"].get("env", {}), "CUDA_VISIBLE_DEVICES": str(i % gpus)}
                 spec["options"]["resources"] = {"GPU": 1}
                 cluster.worker_spec[f"gpu{i}"] = spec
             cluster.scale(workers)
@@ -632,10 +693,14 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
             client = Client(cluster, set_as_default=False)
             client.register_plugin(ImportNodeLibrary())
         try:
-            return _run(client, project_path, plan, total, pairs, halt_on_error, proxy, frame_timeout,
-                        frame_workers, progress, cluster)
+            report = _run(client, project_path, plan, total, pairs, halt_on_error, proxy, frame_timeout,
+                          frame_workers, progress, cluster)
         finally:
             client.close()
+        join_movies(graph, plan, report)
+        if progress is True:
+            print(report.summary(), file=sys.stderr)
+        return report
     finally:
         if cluster is not None:
             cluster.close()
@@ -707,8 +772,6 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
         client.unsubscribe_topic(topic)
         if bar is not None:
             bar.close()
-    if bar is not None:
-        print(report.summary(), file=sys.stderr)
     return report
 
 

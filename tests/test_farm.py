@@ -17,9 +17,9 @@ from distributed import Client
 
 import doublure.nodes  # noqa: F401  (registers Read and Write)
 from doublure import engine
-from doublure.engine import imageio
-from doublure.farm.render import (ChunkTask, FarmReport, apply_path_map, farm_render, map_path, parse_path_map,
-                                  plan_chunks, render_chunk, start_local_cluster)
+from doublure.engine import colour, imageio, video
+from doublure.farm.render import (ChunkTask, FarmReport, apply_path_map, farm_render, map_path, movie_part_path,
+                                  parse_path_map, plan_chunks, render_chunk, start_local_cluster)
 from farm_nodes import FarmTestNodes
 from test_read_write import start_atomic_write
 
@@ -320,16 +320,59 @@ def test_path_map_rules():
     assert graph.node("Write1")["file"] == "out/f.####.exr"  # not under a mapped folder: unchanged
 
 
-def test_movie_write_is_one_task_sequences_are_chunked():
+def test_every_write_shares_the_chunks_movies_in_parts():
     graph = engine.Graph(first=1, last=25)
     read = graph.create("Read", file="plate.mp4")
     graph.create("Write", file="out/f.####.exr").set_input(0, read)
     graph.create("Write", file="out/review.mov").set_input(0, read)
     plan = plan_chunks(graph, None, None, 10)
-    assert plan == [(("Write1",), tuple(range(1, 11))), (("Write1",), tuple(range(11, 21))),
-                    (("Write1",), tuple(range(21, 26))), (("Write2",), tuple(range(1, 26)))]
+    assert plan == [(("Write1", "Write2"), tuple(range(1, 11))), (("Write1", "Write2"), tuple(range(11, 21))),
+                    (("Write1", "Write2"), tuple(range(21, 26)))]
+    assert movie_part_path("/show/out/review.mov", range(11, 21)) == "/show/out/.review.mov.part11-20.mov"
     with pytest.raises(engine.DoublureError, match="chunk"):
         plan_chunks(graph, None, None, 0)
+
+
+def test_a_movie_renders_in_parts_joined_and_a_rerun_keeps_the_parts_done(tmp_path, media_dir, cluster):
+    """The H.264 movie's chunks render on both workers into parts beside it, joined without encoding again:
+    its frames are the EXR sequence's frames, encoded; a part left by an interrupted job is kept."""
+    cluster, _ = cluster
+    clip = str(media_dir / "mead" / "M030_front_angry_level3_001.mp4")
+    out = tmp_path / "out"
+    project = _project(tmp_path / "shot.dbl", clip, str(out / "f.####.exr"))
+    graph = engine.load(project)
+    graph.create("Write", file=str(out / "review.mp4")).set_input(0, graph.node("Dot1"))
+    graph.save(project)
+    # an earlier job that stopped after its first chunk: that part is there, the movie is not
+    first = render_chunk(ChunkTask(project, ("Write2",), tuple(range(1, 5))))
+    assert first.error is None and (out / ".review.mp4.part1-4.mp4").exists()
+    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=4)
+    assert report.ok and report.movies_joined == [(str(out / "review.mp4"), 5)] and not report.movies_waiting
+    assert sorted(f for w, f in report.skipped if w == "Write2") == [1, 2, 3, 4]
+    assert sorted(f for w, f in report.written if w == "Write2") == list(range(5, FRAMES + 1))
+    assert len({c.pid for c in report.chunks}) == 2
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no parts or temporaries left
+    assert "joined" in report.summary()
+    with video.VideoReader(str(out / "review.mp4")) as movie:
+        assert movie.frame_count == FRAMES and movie.metadata["doublure/frames"] == f"1-{FRAMES}"
+        assert movie.metadata["doublure/graph"] == graph.settings["name"]   # the rest of the parts' tags
+        # each movie frame is, in luma (4:2:0 keeps it whole), nearest to the EXR of its own frame
+        luma = np.array([0.2126, 0.7152, 0.0722], np.float32)
+        encoded = {f: colour.convert(np.ascontiguousarray(imageio.read_image(out / f"f.{f:04d}.exr").pixels[..., :3]),
+                                     "ACEScg", "srgb") @ luma for f in range(1, FRAMES + 1)}
+        for frame in (1, 4, 5, 13, FRAMES):  # parts' first and last frames among them
+            errors = {f: np.abs(movie.read(frame - 1) @ luma - e).mean() for f, e in encoded.items()}
+            assert min(errors, key=errors.get) == frame and errors[frame] < 0.01, (frame, errors[frame])
+
+
+def test_more_workers_than_gpus_share_them_round_robin():
+    cluster = start_local_cluster(3, gpus=2)   # on a machine without GPUs the workers just see no CUDA
+    try:
+        specs = [cluster.worker_spec[name]["options"] for name in sorted(cluster.worker_spec)]
+        assert [s["env"]["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "1", "0"]
+        assert all(s["resources"] == {"GPU": 1} for s in specs)   # one chunk at a time each
+    finally:
+        cluster.close()
 
 
 def test_scheduler_and_workers_are_exclusive(tmp_path):

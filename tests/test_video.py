@@ -154,3 +154,44 @@ def test_writer_takes_code_values_as_it_rounds_floats(tmp_path, mead_frames, cod
         paths.append(path)
     assert channels == 3 and (dtype == np.uint8) == (codec == "h264")
     assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_join_videos_decodes_to_the_parts_frames_bit_for_bit(tmp_path):
+    """Parts written alike (an H.264 movie's farm chunks, B-frames and all) join without encoding again:
+    the joined file decodes to the parts' frames, its timestamps run on evenly, and its tags are the first
+    part's with the whole movie's keys given."""
+    rng = np.random.default_rng(0)
+    frames = [np.clip(rng.normal(0.5, 0.2, (64, 96, 3)), 0, 1).astype(np.float32) for _ in range(23)]
+    parts = []
+    for first, last in ((0, 10), (10, 20), (20, 23)):
+        part = str(tmp_path / f"part{first}.mp4")
+        writer = video.VideoWriter(part, fps=24, metadata={"doublure/frames": f"{first + 1}-{last}",
+                                                           "doublure/synthetic_face": True})
+        for pixels in frames[first:last]:
+            writer.write(pixels)
+        writer.close()
+        parts.append(part)
+    joined = str(tmp_path / "movie.mp4")
+    video.join_videos(parts, joined, {"doublure/frames": "1-23"})
+    decoded_parts = []
+    for part in parts:
+        with video.VideoReader(part) as reader:
+            decoded_parts += [reader.read(i) for i in range(reader.frame_count)]
+    with video.VideoReader(joined) as reader:
+        assert reader.frame_count == 23
+        assert all(np.array_equal(reader.read(i), decoded_parts[i]) for i in range(23))
+        assert reader.metadata["doublure/frames"] == "1-23" and reader.metadata["doublure/synthetic_face"] is True
+    with av.open(joined) as container:
+        stream = container.streams.video[0]
+        pts = sorted(p.pts for p in container.demux(stream) if p.dts is not None)
+    assert len(set(np.diff(pts))) == 1
+
+    other = str(tmp_path / "other.mp4")
+    writer = video.VideoWriter(other, fps=24)
+    writer.write(np.zeros((32, 48, 3), np.float32))
+    writer.close()
+    with pytest.raises(MediaError, match="encoded unlike"):
+        video.join_videos([parts[0], other], str(tmp_path / "bad.mp4"))
+    assert not (tmp_path / "bad.mp4").exists()
+    with pytest.raises(MediaError, match="no parts"):
+        video.join_videos([], str(tmp_path / "none.mp4"))
