@@ -87,7 +87,8 @@ step() {
 }
 
 # checks [NAME...]: the named checks in the order given (default: env 1080 train infer; also train-graphs, the
-# training bench with CUDA graphs), each under its limit.
+# training bench with CUDA graphs, and farm, the 1080p render over local clusters of 4 and 8 workers sharing
+# the GPU), each under its limit.
 checks() {
   environment
   local threads
@@ -106,6 +107,8 @@ PyOpenColorIO, mediapipe, colour; print(sys.version.split()[0], \"torch\", torch
                       --threads "$threads" --compile-mode reduce-overhead ;;
       1080) step bench_1080 180 python3 bench/speed_1080.py --frames 100 --threads "$threads" --json \
               --work "$PWD/$KIT/speed_1080" --frame-workers 1,4 --op-table "$OUT/ops_1080.txt" ;;
+      farm) step bench_farm 300 python3 bench/speed_1080.py --frames 120 --threads 4 --json \
+              --work "$PWD/$KIT/speed_1080" --farm-workers 4,8 ;;
       *) echo "unknown check $name" >&2; return 2 ;;
     esac
   done

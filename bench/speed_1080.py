@@ -6,6 +6,7 @@
     python bench/speed_1080.py --reuse --frame-workers 1,4           # render once with each count of frames
                                                                      # computing at once
     python bench/speed_1080.py --reuse --op-table build/ops.txt      # torch.profiler's op table (GPU: kernels)
+    python bench/speed_1080.py --reuse --farm-workers 2,4            # the render spread over a local cluster
 
 The demo project (``resources/demo/demo.dbl``, snapshot as ``bench/e2e.py`` takes it) with Read retargeted at
 ``plates_1080/demo1_video.mp4`` (1080x1920, face ~200 px), faces tracked and grain analysed once (stored beside
@@ -200,6 +201,40 @@ def sync_sites(run) -> "collections.Counter":
     return sites
 
 
+def farm_fps(g, frames: list[int], out_dir: Path, counts: list[int]) -> dict[str, float]:
+    """Frames per second of the render spread over a local Dask cluster of N worker processes (sharing the
+    GPUs round-robin), one chunk of the frames per worker. Each cluster is started and its workers warmed up
+    first (imports, CUDA, the model, the tracks: a farm's fixed cost, not its rate); the movie Write's parts
+    are joined within the time."""
+    from distributed import Client
+
+    from doublure.farm.render import farm_render, start_local_cluster
+
+    results = {}
+    for count in counts:
+        cluster = start_local_cluster(count)
+        client = Client(cluster, set_as_default=False)
+        try:
+            client.wait_for_workers(count, timeout=300)
+            for part, part_frames, chunk in (("warm", frames[:count], 1),
+                                             ("timed", frames, -(-len(frames) // count))):
+                folder = out_dir / f"farm{count}_{part}"
+                g["Write1"]["file"] = str(folder / "speed.####.exr")
+                g["Write2"]["file"] = str(folder / "speed.mp4")
+                project = Path(g.project_path).with_name(f"speed_farm_{part}.dbl")  # the tracks stay beside
+                g.save(str(project))
+                t0 = time.perf_counter()
+                report = farm_render(str(project), frames=f"{part_frames[0]}-{part_frames[-1]}",
+                                     scheduler=cluster.scheduler_address, chunk=chunk)
+                if not report.ok or not report.movies_joined:
+                    raise SystemExit(f"farm render failed: {report.summary()}")
+            results[f"farm x{count}"] = len(frames) / (time.perf_counter() - t0)
+        finally:
+            client.close()
+            cluster.close()
+    return results
+
+
 def writes_alone(g, frames: list[int], out_dir: Path) -> dict[str, float]:
     """CPU ms per frame of each Write's own work (conversion, encoding, file), run inline with its input
     already computed (evaluated before the timing; the render left most frames in the cache)."""
@@ -240,6 +275,9 @@ def report(r: dict) -> None:
                  " (summed over the frames computing at once)" if part != "view" else "")
         print(f"  {part} per node ms: " + ", ".join(f"{k} {v:.0f}" for k, v in nodes) + extra)
     print("  each Write alone, CPU ms / frame: " + ", ".join(f"{k} {v:.0f}" for k, v in r["writes_alone"].items()))
+    for label, fps in r.get("farm", {}).items():
+        print(f"  render on a local cluster, {label[len('farm x'):]} workers: {fps:.2f} fps wall "
+              f"({fps / r['read']['fps']:.2f}x Read)")
 
 
 def main(argv=None) -> int:
@@ -253,6 +291,8 @@ def main(argv=None) -> int:
     p.add_argument("--op-table", help="write torch.profiler's op table of a 10-frame render to this file")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON line too")
     p.add_argument("--exr-compression", help="what if: Write1's compression (e.g. piz), not the project's")
+    p.add_argument("--farm-workers", default="",
+                   help="also render over a local Dask cluster of each of these worker counts (2,4)")
     p.add_argument("--frame-workers", default="1",
                    help="frames computing at once in the render; several (1,4) render once with each")
     args = p.parse_args(argv)
@@ -264,6 +304,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="speed_1080_") as tmp:
         r = measure(g, frames, Path(tmp), args.profile, [int(n) for n in args.frame_workers.split(",")],
                     args.op_table)
+        if args.farm_workers:
+            r["farm"] = farm_fps(g, frames, Path(tmp), [int(n) for n in args.farm_workers.split(",")])
     report(r)
     if args.json:
         print(json.dumps(r))
