@@ -62,16 +62,23 @@ def matmul_flops(dtype: torch.dtype, device: torch.device, repeats: int = 5) -> 
     return best
 
 
-def step_flops(res: int, batch: int, width: float, arch: str, autocast, device: torch.device) -> int:
+def synthetic_step(res: int, batch: int, width: float, arch: str, device: torch.device):
+    """(model, optimiser, one random batch already on ``device``) for timing or counting a training step."""
     from doublure.models.arch import IdentityModel, config_for
+    from doublure.models.train import make_optimizer
+
+    model = IdentityModel(config_for(res, arch, width)).to(device)
+    batch_ = {k: torch.rand(batch, 3, res, res, device=device).contiguous(memory_format=torch.channels_last)
+              for k in ("a_in", "a_target", "b_in", "b_target", "a_masks", "b_masks")}
+    return model, make_optimizer(model, 1e-5, (0.5, 0.999)), batch_
+
+
+def step_flops(res: int, batch: int, width: float, arch: str, autocast, device: torch.device) -> int:
     from doublure.models.fast_conv import reference_convolutions
     from doublure.models.losses import LossWeights, ssim_window
     from doublure.models.train import train_step
 
-    model = IdentityModel(config_for(res, arch, width)).to(device)
-    opt = torch.optim.Adam(model.parameters(), 1e-4)
-    cl = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
-    batch_ = {k: cl(torch.rand(batch, 3, res, res, device=device)) for k in ("a_in", "a_target", "b_in", "b_target", "a_masks", "b_masks")}
+    model, opt, batch_ = synthetic_step(res, batch, width, arch, device)
     counter = FlopCounterMode(display=False)
     # counted over torch's own convolution backward: the tuned weight gradients do the same sums, and the
     # first step's tuning runs both formulations
@@ -85,19 +92,11 @@ def step_rate(res: int, batch: int, width: float, arch: str, autocast, device: t
     """Iterations/s of ``train_step`` alone, on one batch already on the device, compiled as the Trainer
     compiles it on CUDA: the step's own ceiling, against which the Trainer's rate shows what its loader and
     bookkeeping cost."""
-    from doublure.models.arch import IdentityModel, config_for
     from doublure.models.losses import LossWeights, identity_loss, ssim_window
-    from doublure.models.train import make_optimizer, train_step
+    from doublure.models.train import compiled_step, train_step
 
-    model = IdentityModel(config_for(res, arch, width)).to(device)
-    opt = make_optimizer(model, 1e-5, (0.5, 0.999))
-    step_model, loss_fn = model, identity_loss
-    if device.type == "cuda":
-        step_model = torch.compile(model, mode=compile_mode)
-        loss_fn = torch.compile(identity_loss, mode=compile_mode)
-    cl = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
-    batch_ = {k: cl(torch.rand(batch, 3, res, res, device=device))
-              for k in ("a_in", "a_target", "b_in", "b_target", "a_masks", "b_masks")}
+    model, opt, batch_ = synthetic_step(res, batch, width, arch, device)
+    step_model, loss_fn = compiled_step(model, compile_mode) if device.type == "cuda" else (model, identity_loss)
 
     def run(n: int) -> None:
         for _ in range(n):

@@ -26,6 +26,7 @@ import PyOpenColorIO as OCIO
 import torch
 
 from . import knobs as K
+from .device import upload
 from .errors import DoublureError
 
 CONFIG_NAME = "ocio://studio-config-v2.2.0_aces-v1.3_ocio-v2.4"
@@ -270,7 +271,7 @@ def codes_to_planes(codes: np.ndarray, scale: float, src: str, dst: str,
     if table is None:
         planes = torch.empty((3, h, w), dtype=torch.float32)
         planes.copy_(torch.from_numpy(codes).permute(2, 0, 1)).mul_(float(scale))
-        return convert(planes, src, dst, inplace=True).to(device, non_blocking=True)
+        return upload(convert(planes, src, dst, inplace=True), device)
     if device.type != "cpu":
         return _table_planes_on(codes, conv, float(scale), device)
     if codes.dtype == np.uint8:
@@ -297,7 +298,7 @@ def _table_planes_on(codes: np.ndarray, conv: _Conversion, scale: float, device:
     """``codes_to_planes`` on ``device``: the (H, W, 3) codes copied there, looked up in the conversion's
     code table and mixed by its matrix into (3, H, W) float32 planes."""
     table, matrix = _code_table_on(conv, np.iinfo(codes.dtype).max + 1, scale, device)
-    there = torch.from_numpy(codes).to(device, non_blocking=True).permute(2, 0, 1).long()
+    there = upload(torch.from_numpy(codes), device).permute(2, 0, 1).long()
     return torch.einsum("ij,jhw->ihw", matrix, table[there])
 
 

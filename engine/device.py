@@ -48,8 +48,8 @@ def cpu_has_native_bf16() -> bool:
     return (" avx512_bf16" in flags or " amx_bf16" in flags) and torch.backends.mkldnn.is_available()
 
 
-def upload(tensor: torch.Tensor, device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A host tensor on ``device`` (as ``dtype`` if given) without waiting for the device's queue.
+def upload(tensor: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on ``device`` without waiting for the device's queue.
 
     A copy to a GPU from pageable host memory first waits for everything queued on the stream (on an H200 the
     demo graph's per-frame grids, masks and tables did so ~50 times a frame); from page-locked memory the
@@ -57,7 +57,5 @@ def upload(tensor: torch.Tensor, device, dtype: torch.dtype | None = None) -> to
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "cuda" and tensor.device.type == "cpu":
-        tensor = tensor.pin_memory().to(device, non_blocking=True)
-    else:
-        tensor = tensor.to(device)
-    return tensor if dtype is None else tensor.to(dtype)
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

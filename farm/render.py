@@ -540,14 +540,14 @@ def join_movies(graph: Any, plan: list[tuple[tuple[str, ...], tuple[int, ...]]],
         if not is_movie_write(node):
             continue
         movie = node.path("file")
-        parts = [(movie_part_path(movie, frames), len(frames)) for names, frames in plan if name in names]
-        missing = sum(not is_complete_movie(part, count) for part, count in parts)
+        chunks = [frames for names, frames in plan if name in names]
+        parts = [movie_part_path(movie, frames) for frames in chunks]
+        missing = sum(not is_complete_movie(part, len(frames)) for part, frames in zip(parts, chunks))
         if missing:
             report.movies_waiting.append((movie, missing))
             continue
-        frames = [f for names, chunk_frames in plan if name in names for f in chunk_frames]
-        join_videos([part for part, _ in parts], movie, {"doublure/frames": f"{frames[0]}-{frames[-1]}"})
-        for part, _ in parts:
+        join_videos(parts, movie, {"doublure/frames": f"{chunks[0][0]}-{chunks[-1][-1]}"})
+        for part in parts:
             os.remove(part)
         report.movies_joined.append((movie, len(parts)))
 

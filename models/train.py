@@ -212,6 +212,11 @@ class StepResult:
     grad_norm: float
 
 
+def compiled_step(model: torch.nn.Module, mode: str = "default") -> tuple[torch.nn.Module, Callable]:
+    """``model`` and :func:`identity_loss` under ``torch.compile`` in ``mode``, for :func:`train_step`."""
+    return torch.compile(model, mode=mode), torch.compile(identity_loss, mode=mode)
+
+
 def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, *,
                weights: LossWeights, window: int, autocast: torch.dtype | None = None,
                scaler: torch.amp.GradScaler | None = None, clip_grad: float = 1.0,
@@ -445,8 +450,7 @@ class Trainer:
         self.step_model = dist_helpers.wrap(self.model, self.env)
         self.loss_fn = identity_loss
         if use_compile:
-            self.step_model = torch.compile(self.step_model, mode=c.compile_mode)
-            self.loss_fn = torch.compile(identity_loss, mode=c.compile_mode)
+            self.step_model, self.loss_fn = compiled_step(self.step_model, c.compile_mode)
         # the roll-back target until the first checkpoint: the starting weights and optimiser state
         self._good = (copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict()),
                       self.iteration)

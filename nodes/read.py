@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from doublure.engine import Image, Node, Port, colour, imageio, knobs as K, ops, register_node, video
+from doublure.engine.device import upload
 from doublure.engine.errors import DoublureError, MediaError
 from doublure.engine.hashing import file_identity
 
@@ -162,7 +163,7 @@ class Read(Node):
             if self.value("on_missing", ctx.frame) == "black":
                 return self._black(ctx)
             raise MediaError(f"{self.name}: {exc}") from None
-        tensor = tensor.to(ctx.device, non_blocking=True)
+        tensor = upload(tensor, ctx.device)
         if ctx.proxy != 1.0:
             h, w = tensor.shape[-2:]
             tensor = ops.resize(tensor, (max(1, round(h * ctx.proxy)), max(1, round(w * ctx.proxy))))
