@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     ref = matmul_flops(dtype, device)
     print(f"device {device}, {dtype}, threads {args.threads}; square matmul {ref / 1e9:.1f} GFLOP/s")
     for res in (int(s) for s in args.sizes.split(",")):
-        model = IdentityModel(config_for(res, args.arch, args.width)).to(device).eval()
+        # weights in the inference dtype, as doublure.models.infer.shared_model holds them for SwapModel
+        model = IdentityModel(config_for(res, args.arch, args.width)).to(device=device, dtype=dtype).eval()
         loaded = LoadedModel(model, {}, "bench", "bench")
         x = torch.rand(args.batch, 3, res, res, device=device)
         counter = FlopCounterMode(display=False)

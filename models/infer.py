@@ -15,7 +15,8 @@ CACHE_SIZE = 3
 
 
 def shared_model(path: str, device: torch.device | str = "cpu") -> LoadedModel:
-    """The model at ``path`` on ``device``, loaded once and shared by every node and frame that uses it.
+    """The model at ``path`` on ``device``, loaded once and shared by every node and frame that uses it, its
+    weights in the device's inference precision (:func:`doublure.models.train.resolve_precision` "auto").
 
     Keyed by the model's content digest, so two paths to the same model share one copy, and a rewritten
     file (a newer checkpoint) loads afresh. Raises ``ModelFileError`` naming the file when it is missing,
@@ -29,6 +30,12 @@ def shared_model(path: str, device: torch.device | str = "cpu") -> LoadedModel:
             _CACHE.move_to_end(key)
             return hit
         loaded = load_model(path, device)
+        precision = resolve_precision("auto", device)
+        if precision is not None:
+            # Weights cast once, here, where autocast would cast each of them on every call (on the demo graph
+            # 66 casts a frame, each a kernel launch on a GPU); the convolutions and dense layers compute in
+            # the same dtype either way, and the demo model's outputs match autocast's bit for bit.
+            loaded.model.to(precision)
         _CACHE[key] = loaded
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)
@@ -46,7 +53,8 @@ def swap_faces(loaded: LoadedModel, faces: torch.Tensor, chunk: int = 16) -> tup
     """Render plate-actor faces as the target identity (A->B).
 
     Args:
-        loaded: from :func:`shared_model`.
+        loaded: from :func:`shared_model` (the model computes in its weights' dtype), or
+            :func:`doublure.models.dbm.load_model` (fp32).
         faces: (N, 3, R, R) aligned crops in the model's encoding (sRGB, [0, 1]), on the model's device.
         chunk: faces per forward pass (bounds memory at high resolution).
 
@@ -54,14 +62,12 @@ def swap_faces(loaded: LoadedModel, faces: torch.Tensor, chunk: int = 16) -> tup
         (rgb (N, 3, R, R) float32 in [0, 1], mask (N, 1, R, R) float32 in [0, 1]).
     """
     model = loaded.model
-    device = next(model.parameters()).device
-    autocast = resolve_precision("auto", device)
+    weight = next(model.parameters())
     rgbs, masks = [], []
-    with flush_denormals(device):
+    with flush_denormals(weight.device):
         for start in range(0, faces.shape[0], chunk):
-            x = faces[start:start + chunk].to(device).float().contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-                rgb, mask = model.swap(x)
+            x = faces[start:start + chunk].to(weight.device, weight.dtype).contiguous(memory_format=torch.channels_last)
+            rgb, mask = model.swap(x)
             rgbs.append(rgb.float())
             masks.append(mask.float())
     return torch.cat(rgbs), torch.cat(masks)
