@@ -15,7 +15,8 @@ the project copy in ``--work`` and reused with ``--reuse``). Measured after one 
 
 - reference: a 2048^2 fp32 matmul (GFLOP/s, before and after) and the Read node alone (decode + colour).
 - view: the graph pulled up to Grain, frame by frame, its whole frame built as the viewer shows it (what a
-  compositor's viewer gets; no files written).
+  compositor's viewer gets; no files written); and the torch ops a frame of it by node (``op_counts``: on
+  a GPU mostly kernel launches, counted on any machine).
 - render: ``Graph.render`` of both Writes (EXR half zip + H.264 preview), as ``doublure render`` runs it.
 - each Write alone: its own CPU per frame (conversion, encoding, file), its input computed beforehand.
 
@@ -117,6 +118,9 @@ def measure(g, frames: list[int], out_dir: Path, profile: str | None, frame_work
     result["view"] = timed(lambda: [g.evaluate(g["Grain1"], f).tensor for f in frames], len(frames))
     result["view"]["node_ms"] = node_ms(g, len(frames))
 
+    cold_start(g)
+    result["ops"] = op_counts(g, frames[:10])
+
     profiler = cProfile.Profile() if profile else None
 
     def render(workers: int) -> None:
@@ -148,6 +152,44 @@ def measure(g, frames: list[int], out_dir: Path, profile: str | None, frame_work
     result["gflops_after"] = e2e.matmul_gflops()
     result["load"] = os.getloadavg()[0]
     return result
+
+
+def op_counts(g, frames: list[int]) -> dict:
+    """torch ops a frame, by node, of the view (up to Grain) pulled over ``frames`` from a cold start, view ops
+    left out. On a GPU most are kernel launches (~1,100 a frame cost an H200's host 12 ms a frame); the rest
+    are the nodes' host-side maths on small CPU tensors (affines, tables), counted here on every device. So
+    the count tracks the launch overhead on a machine without a GPU, as an upper bound. Scalar reads
+    (``.item()``, ``bool()`` of a tensor, ``nonzero``) are counted apart: on a GPU each waits for the queue."""
+    import collections
+    import sys
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    compute = type(g)._compute.__code__
+    ops: collections.Counter = collections.Counter()
+    reads: collections.Counter = collections.Counter()
+
+    def node_computing() -> str:
+        f = sys._getframe(2)
+        while f is not None and f.f_code is not compute:
+            f = f.f_back
+        return f.f_locals["node"].name if f is not None else "engine"
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not func.is_view:
+                name = node_computing()
+                ops[name] += 1
+                if func.__name__.split(".")[0] in ("_local_scalar_dense", "nonzero", "is_nonzero", "equal"):
+                    reads[name] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        for f in frames:
+            g.evaluate(g["Grain1"], f).tensor
+    per_frame = lambda counts: {k: v / len(frames) for k, v in counts.most_common()}  # noqa: E731
+    return {"total": sum(ops.values()) / len(frames), "by_node": per_frame(ops),
+            "scalar_reads": sum(reads.values()) / len(frames), "reads_by_node": per_frame(reads)}
 
 
 def write_op_table(g, frames: list[int], out_dir: Path, path: str) -> None:
@@ -274,6 +316,11 @@ def report(r: dict) -> None:
         extra = (f", Writes + engine {r[part]['writes_ms']:.0f}" if "writes_ms" in r[part] else
                  " (summed over the frames computing at once)" if part != "view" else "")
         print(f"  {part} per node ms: " + ", ".join(f"{k} {v:.0f}" for k, v in nodes) + extra)
+    ops = r["ops"]
+    print(f"  view, torch ops / frame (mostly kernel launches on a GPU): {ops['total']:.0f}: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in ops["by_node"].items())
+          + f"; of them scalar reads (a wait each on a GPU) {ops['scalar_reads']:.1f}: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in ops["reads_by_node"].items()))
     print("  each Write alone, CPU ms / frame: " + ", ".join(f"{k} {v:.0f}" for k, v in r["writes_alone"].items()))
     for label, fps in r.get("farm", {}).items():
         print(f"  render on a local cluster, {label[len('farm x'):]} workers: {fps:.2f} fps wall "
