@@ -99,9 +99,14 @@ def step_rate(res: int, batch: int, width: float, arch: str, autocast, device: t
     step_model, loss_fn = compiled_step(model, compile_mode) if device.type == "cuda" else (model, identity_loss)
 
     def run(n: int) -> None:
+        previous = None
         for _ in range(n):
-            train_step(step_model, batch_, opt, weights=LossWeights(), window=ssim_window(res), autocast=autocast,
-                       loss_fn=loss_fn)
+            pending = train_step(step_model, batch_, opt, weights=LossWeights(), window=ssim_window(res),
+                                 autocast=autocast, loss_fn=loss_fn)
+            if previous is not None:   # each step's values read once the next is queued, as the Trainer does
+                previous.result()
+            previous = pending
+        previous.result()
 
     run(3)   # compilation, tuning
     if device.type == "cuda":

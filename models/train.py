@@ -15,7 +15,10 @@ the learning-rate and random-warp schedules are functions of the iteration, so a
 same trajectory. Resuming into a different shape (architecture, resolution, widths) is refused.
 
 A loss or gradient that is NaN or infinite rolls the weights and optimiser state back to the last good
-checkpoint (the last one written, or the starting weights) and training continues with the next batch.
+checkpoint (the last one written, or the starting weights) and training continues with the next batch. The
+host reads each step's losses once the next step is queued, so a GPU never idles while the host waits for
+them; a non-finite step's update is skipped on the device meanwhile (the fused optimiser's ``found_inf``), the
+roll-back drops the step queued after it, and a checkpoint is written only once its last step has been read.
 
 Multi-GPU: :func:`train_step` takes the (possibly DDP-wrapped) model, a batch and the optimiser; batches
 are sharded per rank by ``doublure.models.distributed``; only rank 0 writes files.
@@ -212,6 +215,41 @@ class StepResult:
     grad_norm: float
 
 
+class PendingStep:
+    """A step's loss values and gradient norm on their way to the host.
+
+    Reading a value computed on a GPU waits until the device has run everything queued before it. A trainer
+    that reads each step's values only after queueing the next step (:meth:`result`) keeps the device busy
+    while the host launches, instead of the two taking turns.
+
+    Args:
+        names: the loss names, in the order of ``values``.
+        values: (len(names) + 1,) float32 on the step's device: the losses, then the gradient norm.
+        scaled: a GradScaler stepped: an infinite gradient is then routine (the scaler skips the step and
+            lowers its scale), and only the loss decides whether the step was finite.
+    """
+
+    def __init__(self, names: Sequence[str], values: torch.Tensor, scaled: bool) -> None:
+        self.names, self.scaled = list(names), scaled
+        self._ready: torch.cuda.Event | None = None
+        if values.device.type == "cuda":
+            self._host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            self._host.copy_(values, non_blocking=True)
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+        else:
+            self._host = values
+
+    def result(self) -> StepResult:
+        """The step's values (waits for the device to reach them)."""
+        if self._ready is not None:
+            self._ready.synchronize()
+        *host, norm_value = self._host.tolist()
+        values = dict(zip(self.names, host))
+        finite = math.isfinite(values["loss"]) and (self.scaled or math.isfinite(norm_value))
+        return StepResult(values, finite, norm_value)
+
+
 def compiled_step(model: torch.nn.Module, mode: str = "default") -> tuple[torch.nn.Module, Callable]:
     """``model`` and :func:`identity_loss` under ``torch.compile`` in ``mode``, for :func:`train_step`."""
     return torch.compile(model, mode=mode), torch.compile(identity_loss, mode=mode)
@@ -220,9 +258,11 @@ def compiled_step(model: torch.nn.Module, mode: str = "default") -> tuple[torch.
 def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, *,
                weights: LossWeights, window: int, autocast: torch.dtype | None = None,
                scaler: torch.amp.GradScaler | None = None, clip_grad: float = 1.0,
-               loss_fn: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]] = identity_loss) -> StepResult:
+               loss_fn: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]] = identity_loss) -> PendingStep:
     """Forward both identities, backward, clip, step. The model may be DDP-wrapped (its ``forward`` is
-    ``reconstruct_both``). When the loss or the gradient norm is not finite, the optimiser does not step.
+    ``reconstruct_both``). When the loss or the gradient norm is not finite, the optimiser does not step:
+    a fused optimiser (:func:`make_optimizer`'s) skips the update on the device, so the host does not wait
+    for the step; another waits for the values and decides.
 
     Args:
         model: an :class:`IdentityModel` or a wrapper whose forward(a, b) calls it.
@@ -233,6 +273,9 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer
         scaler: a GradScaler for fp16.
         clip_grad: maximum gradient norm (0: no clipping).
         loss_fn: :func:`identity_loss`, or the same compiled (one fused kernel where eager runs dozens).
+
+    Returns:
+        The step's values, read when needed (:meth:`PendingStep.result`).
     """
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["a_in"].device.type
@@ -260,19 +303,22 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer
         norm = torch.nn.utils.clip_grad_norm_(params, clip_grad, foreach=True)
     else:
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-    # One copy to the host a step: on a GPU each float() of a scalar waits for the queue to drain, so this
-    # waits once where a float() per term waited eleven times.
-    *host, norm_value = torch.stack([v.detach().float() for v in losses.values()] + [norm.detach().float()]).tolist()
-    values = dict(zip(losses, host))
-    # with a GradScaler an infinite gradient is routine (the scaler skips the step and lowers its scale)
-    finite = math.isfinite(values["loss"]) and (scaler is not None or math.isfinite(norm_value))
-    if finite:
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
+    values = torch.stack([v.detach().float() for v in losses.values()] + [norm.detach().float()])
+    pending = PendingStep(list(losses), values, scaled=scaler is not None)
+    if scaler is not None:   # skips a step with infinite gradients itself (on the device, for a fused optimiser)
+        scaler.step(optimizer)
+        scaler.update()
+    elif getattr(optimizer, "_step_supports_amp_scaling", False):
+        # the fused kernel reads this flag on the device and leaves the weights, moments and step count as
+        # they were when it is set: GradScaler's own way of skipping a step
+        optimizer.found_inf = (~torch.isfinite(values)).any().float()
+        try:
             optimizer.step()
-    return StepResult(values, finite, norm_value)
+        finally:
+            del optimizer.found_inf
+    elif pending.result().finite:
+        optimizer.step()
+    return pending
 
 
 # ------------------------------------------------------------------------------------ trainer
@@ -635,6 +681,56 @@ class Trainer:
         consecutive_rollbacks = 0
         its = 0.0
         step_time = 0.0
+        # (its iteration, its learning rate, its values): the step queued last, whose values are read only
+        # once the next one is queued (PendingStep), or before anything that must not hold an unchecked step
+        in_flight: tuple[int, float, PendingStep] | None = None
+
+        def settle() -> bool:
+            """Read the step in flight and act on it: a non-finite one rolls back (and the step queued after
+            it, computed from the weights the roll-back replaces, is dropped); else it is counted, logged and
+            reported. Returns False after a roll-back."""
+            nonlocal in_flight, consecutive_rollbacks, window_start, window_iters, window_wait, its
+            if in_flight is None:
+                return True
+            iteration, lr, pending = in_flight
+            in_flight = None
+            result = pending.result()
+            if dist_helpers.any_rank(not result.finite, self.env):
+                consecutive_rollbacks += 1
+                self.rollbacks += 1
+                if consecutive_rollbacks > c.max_rollbacks:
+                    raise DoublureError(f"training of {c.out} diverged: {consecutive_rollbacks} non-finite "
+                                        f"steps in a row at iteration {iteration}; lower --lr")
+                origin = self._rollback()
+                if self.env.is_main:
+                    log.warning("non-finite loss at iteration %d: rolled back to iteration %d's weights",
+                                iteration, origin)
+                self._log_line({"event": "rollback", "iteration": iteration, "restored": origin})
+                self._notify("rollback", restored=origin, losses=result.losses)
+                return False
+            consecutive_rollbacks = 0
+            window_iters += 1
+            losses = dict(result.losses)
+            if self.loss_first is None:
+                self.loss_first = {k: round(v, 6) for k, v in losses.items()}
+            recent.append(losses)
+            del recent[:-50]
+            self.last_losses = losses
+            if (iteration + 1) % c.log_every == 0:
+                now = time.monotonic()
+                span = max(now - window_start, 1e-9)
+                its = window_iters / span
+                wait_fraction = window_wait / span
+                self._log_line({"iteration": iteration + 1, "time": round(self.elapsed_before + now -
+                                                                          self._session_start, 2),
+                                "lr": lr, **{k: round(v, 6) for k, v in losses.items()},
+                                "its_per_s": round(its, 3), "data_wait": round(wait_fraction, 4)})
+                self._notify("step", its_per_s=its, samples_per_s=its * c.batch * 2, losses=losses,
+                             data_wait_fraction=wait_fraction, lr=lr, warp=self._warp(iteration + 1),
+                             elapsed_s=self.elapsed_before + now - self._session_start)
+                window_start, window_iters, window_wait = now, 0, 0.0
+            return True
+
         try:
             while True:
                 stop = (self._stop.is_set() or (c.iters is not None and self.iteration >= c.iters) or
@@ -649,56 +745,25 @@ class Trainer:
                 lr = self._lr(self.iteration)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                result = train_step(self.step_model, batch, self.optimizer, weights=c.loss, window=self.window,
-                                    autocast=self.autocast, scaler=self.scaler, clip_grad=c.clip_grad,
-                                    loss_fn=self.loss_fn)
+                pending = train_step(self.step_model, batch, self.optimizer, weights=c.loss, window=self.window,
+                                     autocast=self.autocast, scaler=self.scaler, clip_grad=c.clip_grad,
+                                     loss_fn=self.loss_fn)
+                queued = (self.iteration, lr, pending)
+                self.iteration += 1
                 step_time += time.monotonic() - t0
                 waited = loader.wait_s - wait_before
                 window_wait += waited
                 total_wait += waited
-                if dist_helpers.any_rank(not result.finite, self.env):
-                    consecutive_rollbacks += 1
-                    self.rollbacks += 1
-                    if consecutive_rollbacks > c.max_rollbacks:
-                        raise DoublureError(f"training of {c.out} diverged: {consecutive_rollbacks} non-finite "
-                                            f"steps in a row at iteration {self.iteration}; lower --lr")
-                    origin = self._rollback()
-                    if self.env.is_main:
-                        log.warning("non-finite loss at iteration %d: rolled back to iteration %d's weights",
-                                    self.iteration, origin)
-                    self._log_line({"event": "rollback", "iteration": self.iteration, "restored": origin})
-                    self._notify("rollback", restored=origin, losses=result.losses)
-                    self.iteration += 1
-                    continue
-                consecutive_rollbacks = 0
-                self.iteration += 1
-                window_iters += 1
-                losses = {k: v for k, v in result.losses.items()}
-                if self.loss_first is None:
-                    self.loss_first = {k: round(v, 6) for k, v in losses.items()}
-                recent.append(losses)
-                del recent[:-50]
-                self.last_losses = losses
-                if self.iteration % c.log_every == 0:
-                    now = time.monotonic()
-                    span = max(now - window_start, 1e-9)
-                    its = window_iters / span
-                    wait_fraction = window_wait / span
-                    self._log_line({"iteration": self.iteration, "time": round(self.elapsed_before + now -
-                                                                               self._session_start, 2),
-                                    "lr": lr, **{k: round(v, 6) for k, v in losses.items()},
-                                    "its_per_s": round(its, 3), "data_wait": round(wait_fraction, 4)})
-                    self._notify("step", its_per_s=its, samples_per_s=its * c.batch * 2, losses=losses,
-                                 data_wait_fraction=wait_fraction, lr=lr, warp=self._warp(self.iteration),
-                                 elapsed_s=self.elapsed_before + now - self._session_start)
-                    window_start, window_iters, window_wait = now, 0, 0.0
+                in_flight = queued if settle() else None
                 if c.preview_every and self.iteration % c.preview_every == 0:
                     self._write_preview()
                     self._notify("preview")
                 if dist_helpers.any_rank(time.monotonic() - last_checkpoint >= c.checkpoint_minutes * 60, self.env):
-                    self.save_checkpoint(self.elapsed_before + time.monotonic() - self._session_start, recent)
-                    self._notify("checkpoint")
-                    last_checkpoint = time.monotonic()
+                    if settle():   # a checkpoint holds no step whose values were not read
+                        self.save_checkpoint(self.elapsed_before + time.monotonic() - self._session_start, recent)
+                        self._notify("checkpoint")
+                        last_checkpoint = time.monotonic()
+            settle()
         finally:
             loader.close()
         elapsed = self.elapsed_before + time.monotonic() - self._session_start

@@ -94,8 +94,8 @@ def _identity_step_gradients(model: torch.nn.Module, env: D.DistEnv) -> list[tor
     start, stop = D.shard_bounds(ID_BATCH, env)
     shard = {k: v[start:stop] for k, v in _identity_batch().items()}
     optimizer = torch.optim.SGD(D.unwrap(model).parameters(), lr=0.0)
-    result = train_step(model, shard, optimizer, weights=LossWeights(), window=ssim_window(64), clip_grad=0.0)
-    assert result.finite
+    pending = train_step(model, shard, optimizer, weights=LossWeights(), window=ssim_window(64), clip_grad=0.0)
+    assert pending.result().finite
     return [p.grad.clone() for p in D.unwrap(model).parameters()]
 
 

@@ -205,6 +205,52 @@ def test_nan_rolls_back_to_the_last_checkpoint(facesets, tmp_path):
     assert all(torch.isfinite(t).all() for t in load_model(str(out)).model.state_dict().values())
 
 
+def test_a_nan_batch_between_checkpoints_rolls_back_and_drops_the_step_queued_after_it(facesets, tmp_path):
+    """The host reads a step's values once the next step is queued: the NaN step at iteration 7 is seen after
+    step 8 ran, and the roll-back (to the starting weights: no checkpoint yet) replaces step 8's update."""
+    out = tmp_path / "nan_batch.dbm"
+    trainer = Trainer(config(facesets, out, iters=14, log_every=1))
+    produce = trainer._produce
+
+    def poisoned(iteration):
+        batch = produce(iteration)
+        if iteration == 7:
+            batch["b_in"][0, 0, 0, 0] = float("nan")
+        return batch
+
+    trainer._produce = poisoned
+    summary = trainer.run()
+    assert summary["rollbacks"] == 1 and summary["iteration"] == 14
+    records = log_records(out)
+    assert [r for r in records if r.get("event") == "rollback"] == [{"event": "rollback", "iteration": 7, "restored": 0}]
+    # the logged steps: every one but the NaN step and the step queued after it, all finite
+    logged = [r["iteration"] for r in records if "loss" in r]
+    assert logged == [1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14]
+    assert all(np.isfinite(r["loss"]) for r in records if "loss" in r)
+    assert all(torch.isfinite(t).all() for t in load_model(str(out)).model.state_dict().values())
+
+
+def test_a_non_finite_step_leaves_weights_and_optimiser_untouched_without_waiting_for_the_host():
+    """With the fused optimiser the skip happens on the device (no read of the values needed)."""
+    from doublure.models.arch import IdentityModel, config_for
+    from doublure.models.losses import LossWeights, ssim_window
+    from doublure.models.train import train_step
+
+    torch.manual_seed(0)
+    model = IdentityModel(config_for(64, "df", 0.125))
+    optimizer = make_optimizer(model, 1e-3, (0.5, 0.999))
+    batch = {k: torch.rand(2, 3, 64, 64) for k in ("a_in", "a_target", "b_in", "b_target", "a_masks", "b_masks")}
+    assert train_step(model, batch, optimizer, weights=LossWeights(), window=ssim_window(64)).result().finite
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = [{k: v.clone() for k, v in optimizer.state[p].items()} for p in model.parameters()]
+    batch["a_in"][0, 0, 0, 0] = float("inf")
+    pending = train_step(model, batch, optimizer, weights=LossWeights(), window=ssim_window(64))
+    assert not pending.result().finite
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    for p, saved in zip(model.parameters(), moments):
+        assert all(torch.equal(optimizer.state[p][k], v) for k, v in saved.items())   # step count included
+
+
 def test_sigterm_leaves_a_loadable_checkpoint(facesets, tmp_path):
     a, b = facesets
     out = tmp_path / "term.dbm"
