@@ -9,7 +9,8 @@ elementwise work is not counted, so the ratio slightly understates the machine's
 convolution backward (the CPU's tuned weight gradients, ``doublure.models.fast_conv``, count the same). The
 Trainer's first logged window holds the one-off tuning and is left out of the median. The data
 comes from real facesets (two MEAD clips, extracted once into bench/out/) through the Trainer's background
-loader, so the data-wait figure includes PNG decoding, masks and augmentation. Each case also times the
+loader, so the data-wait figure includes PNG decoding, masks and, on a CPU, augmentation (on a GPU the
+loader's workers draw the augmentation and the training step applies it on the device). Each case also times the
 training step alone (one batch already on the device, no loader or Trainer), the ceiling the Trainer's
 rate is measured against.
 """

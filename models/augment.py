@@ -1,6 +1,10 @@
 """Training augmentation on batches of aligned faces: random similarity transform, random warp (input only)
 and colour changes (input and target alike).
 
+Each change is drawn on the host, face by face from the face's own generator (``random_*``: a few numbers a
+face), and applied to a whole batch at once on any device (:func:`apply_colour`, :func:`colour_transfer`,
+:func:`blink_warp`, :func:`augment_pair`), so a GPU trainer does the pixel work in a few dozen kernels.
+
 The random warp (DeepFaceLab's): the network sees a smoothly, randomly distorted face and must output the
 undistorted one, so it learns correspondences between faces rather than copying pixels. The target goes
 through the same similarity transform but not the warp. A schedule ends training without the warp so the
@@ -72,38 +76,63 @@ def random_similarity(n: int, s: AugmentSettings, generator: torch.Generator) ->
     return torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1)
 
 
-def random_warp_offsets(n: int, size: int, s: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
-    """A smooth random displacement field: random shifts of a coarse control grid, upsampled bicubically.
+def random_warp(n: int, s: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
+    """Random shifts of the random warp's coarse control grid (:func:`warp_offsets` makes them a field).
+
+    Returns:
+        (n, 2, cells + 1, cells + 1) shifts in normalised coords.
+    """
+    g = s.warp_cells + 1
+    return torch.randn(n, 2, g, g, generator=generator) * (2 * s.warp_amount)
+
+
+def warp_offsets(coarse: torch.Tensor, size: int) -> torch.Tensor:
+    """A smooth random displacement field: the control grid's shifts upsampled bicubically.
+
+    Args:
+        coarse: (n, 2, G, G) from :func:`random_warp`.
 
     Returns:
         (n, size, size, 2) offsets in normalised coords (add to a sampling grid).
     """
-    g = s.warp_cells + 1
-    coarse = torch.randn(n, 2, g, g, generator=generator) * (2 * s.warp_amount)
     fine = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)
     return fine.permute(0, 2, 3, 1)
 
 
-def random_colour(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Random per-face colour change: a near-identity 3x3 colour matrix, gain, offset and gamma.
+def random_colour(n: int, strength: float,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random per-face colour changes for :func:`apply_colour`: a near-identity 3x3 colour matrix with
+    gains, an offset and a gamma.
 
     Args:
-        images: (N, 3, H, W) in [0, 1].
-        strength: 0 leaves the images unchanged; 1 is the default range (gains about +-10%, offsets +-3%,
-            gamma 0.85..1.18, channel crosstalk +-4%).
+        n: faces.
+        strength: 0 leaves the faces unchanged (and draws nothing); 1 is the default range (gains about
+            +-10%, offsets +-3%, gamma 0.85..1.18, channel crosstalk +-4%).
 
     Returns:
-        (N, 3, H, W) in [0, 1].
+        (matrix (n, 3, 3) with the gains, offset (n, 3), gamma (n,)).
     """
     if strength <= 0:
-        return images
-    n = images.shape[0]
+        return torch.eye(3).repeat(n, 1, 1), torch.zeros(n, 3), torch.ones(n)
     matrix = torch.eye(3).expand(n, 3, 3) + torch.randn(n, 3, 3, generator=generator) * 0.02 * strength
     gain = torch.exp(torch.randn(n, 3, generator=generator) * 0.1 * strength)
     offset = torch.randn(n, 3, generator=generator) * 0.03 * strength
     gamma = torch.exp(torch.randn(n, 1, 1, 1, generator=generator) * 0.1 * strength)
-    x = torch.einsum("nij,njhw->nihw", matrix * gain[:, :, None], images) + offset[:, :, None, None]
-    return x.clamp(0.0, 1.0).pow(gamma)
+    return matrix * gain[:, :, None], offset, gamma.view(n)
+
+
+def apply_colour(images: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """Per-face colour changes drawn by :func:`random_colour`.
+
+    Args:
+        images: (N, 3, H, W) in [0, 1].
+        matrix: (N, 3, 3); offset: (N, 3); gamma: (N,); on the images' device.
+
+    Returns:
+        (N, 3, H, W) in [0, 1].
+    """
+    x = torch.einsum("nij,njhw->nihw", matrix, images) + offset[:, :, None, None]
+    return x.clamp(0.0, 1.0).pow(gamma.view(-1, 1, 1, 1))
 
 
 def colour_transfer(images: torch.Tensor, references: torch.Tensor, mask: torch.Tensor,
@@ -129,29 +158,28 @@ def colour_transfer(images: torch.Tensor, references: torch.Tensor, mask: torch.
     return ((images - mean) * (rstd / std.clamp_min(1e-3)) + rmean).clamp(0.0, 1.0)
 
 
-def augment_pair(images: torch.Tensor, masks: torch.Tensor, s: AugmentSettings, warp: bool,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def augment_pair(images: torch.Tensor, masks: torch.Tensor, theta: torch.Tensor,
+                 warp: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Network input and target for a batch of one identity.
 
     Args:
         images: (N, 3, S, S) faces in [0, 1], colour already changed as wanted.
         masks: (N, K, S, S) masks that follow the target's geometry (face hull, eyes and mouth).
-        s: ranges.
-        warp: apply the random warp to the input.
-        generator: the random source (seeded per iteration for exact resumes).
+        theta: (N, 2, 3) similarity transforms (:func:`random_similarity`), input and target alike.
+        warp: (N, 2, G, G) the random warp's control shifts (:func:`random_warp`) for the input only; None:
+            no warp.
 
     Returns:
         (input (N, 3, S, S), target (N, 3, S, S), target masks (N, K, S, S)).
     """
     n, _, size, _ = images.shape
-    theta = random_similarity(n, s, generator)
     grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
     both = torch.cat([images, masks], 1)
     moved = F.grid_sample(both, grid, mode="bilinear", padding_mode="border", align_corners=False)
     target, target_masks = moved[:, :3], moved[:, 3:]
-    if not warp:
+    if warp is None:
         return target, target, target_masks
-    warped_grid = grid + random_warp_offsets(n, size, s, generator)
+    warped_grid = grid + warp_offsets(warp, size)
     inp = F.grid_sample(images, warped_grid, mode="bilinear", padding_mode="border", align_corners=False)
     return inp, target, target_masks
 
@@ -235,28 +263,44 @@ def blink_grid(landmarks: torch.Tensor, size: int, closure: float) -> torch.Tens
                            torch.cat([to_grid(lm[upper]), fixed, border]), size)
 
 
-def blink_warp(images: torch.Tensor, masks: torch.Tensor, landmarks: torch.Tensor, s: AugmentSettings,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """With probability ``s.blink``, close the eyes of one face 55-80% of the way: the lid skin above the eye
-    stretches down over it and the iris and lashes squeeze into a lash line, as in a blink (MediaPipe reads
-    the demo's M030 faces at 64 px closed 70% of the way at a mean eye opening of 0.12, from 0.32 unwarped).
+def random_blink(landmarks: torch.Tensor, size: int, s: AugmentSettings,
+                 generator: torch.Generator) -> torch.Tensor | None:
+    """With probability ``s.blink``, the grid that closes one face's eyes 55-80% of the way (:func:`blink_grid`):
+    the lid skin above the eye stretches down over it and the iris and lashes squeeze into a lash line, as in a
+    blink (MediaPipe reads the demo's M030 faces at 64 px closed 70% of the way at a mean eye opening of 0.12,
+    from 0.32 unwarped). :func:`blink_warp` applies it.
 
     Args:
-        images: (1, 3, S, S) face; masks: (1, K, S, S) its masks (warped alike).
-        landmarks: (478, 2) landmark positions in crop pixels at S (pixel centres at integers).
+        landmarks: (478, 2) landmark positions in crop pixels at ``size`` (pixel centres at integers).
+        size: the crop's side.
         s: settings (``blink`` is the probability).
         generator: the sample's random source; it is not drawn from when ``s.blink`` is 0, so runs without
             the warp see exactly the batches they saw before it existed.
 
     Returns:
-        (images, masks), warped or unchanged.
+        (1, size, size, 2) grid, or None: no blink for this face.
     """
     if s.blink <= 0:
-        return images, masks
+        return None
     u = torch.rand(2, generator=generator, dtype=torch.float64)
     if u[0] >= s.blink:
-        return images, masks
-    grid = blink_grid(landmarks, images.shape[-1], 0.55 + 0.25 * float(u[1]))
-    both = F.grid_sample(torch.cat([images, masks], 1), grid, mode="bilinear", padding_mode="border",
-                         align_corners=False)
+        return None
+    return blink_grid(landmarks, size, 0.55 + 0.25 * float(u[1]))
+
+
+def blink_warp(images: torch.Tensor, masks: torch.Tensor, grids: torch.Tensor,
+               blinking: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Faces and their masks with the eyes closed where :func:`random_blink` drew a blink.
+
+    Args:
+        images: (N, 3, S, S) faces; masks: (N, K, S, S) their masks (warped alike).
+        grids: (N, S, S, 2) each face's blink grid (any grid where it does not blink).
+        blinking: (N,) bool, the faces that blink.
+
+    Returns:
+        (images, masks), the blinking faces warped, the others as they were.
+    """
+    both = torch.cat([images, masks], 1)
+    warped = F.grid_sample(both, grids, mode="bilinear", padding_mode="border", align_corners=False)
+    both = torch.where(blinking.view(-1, 1, 1, 1), warped, both)
     return both[:, :3], both[:, 3:]

@@ -10,9 +10,10 @@ Files beside the model ``X.dbm``: ``X.training/loss.jsonl`` (one JSON object per
 ``{"event": ...}`` lines for checkpoints and roll-backs) and ``X.training/preview.png``.
 
 Exact resumes: a checkpoint holds the weights, the optimiser state (safetensors, no pickles) and the
-iteration; every batch is a pure function of ``(seed, iteration)`` (:func:`doublure.models.data.make_batch`),
-the learning-rate and random-warp schedules are functions of the iteration, so a resumed run continues the
-same trajectory. Resuming into a different shape (architecture, resolution, widths) is refused.
+iteration; every batch is a pure function of ``(seed, iteration)``
+(:func:`doublure.models.data.make_raw_batch`), the learning-rate and random-warp schedules are functions of the
+iteration, so a resumed run continues the same trajectory. Resuming into a different shape (architecture,
+resolution, widths) is refused.
 
 A loss or gradient that is NaN or infinite rolls the weights and optimiser state back to the last good
 checkpoint (the last one written, or the starting weights) and training continues with the next batch. The
@@ -49,7 +50,7 @@ from doublure.engine.errors import DoublureError
 from . import distributed as dist_helpers
 from .arch import ARCHITECTURES, IdentityModel, ModelConfig, config_for, parameter_count
 from .augment import AugmentSettings
-from .data import BatchLoader, FaceData, ProcessBatchLoader, default_workers, make_batch
+from .data import BatchLoader, FaceData, ProcessBatchLoader, augment_batch, default_workers, make_raw_batch
 from .dbm import (has_training_state, load_weights, read_training_state, resolve_model_path, rights_problems,
                   save_model)
 from .losses import LossWeights, identity_loss, ssim_window
@@ -266,7 +267,7 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer
 
     Args:
         model: an :class:`IdentityModel` or a wrapper whose forward(a, b) calls it.
-        batch: from :func:`doublure.models.data.make_batch`, on the model's device.
+        batch: from :func:`doublure.models.data.augment_batch`, on the model's device.
         optimizer: its optimiser.
         weights, window: loss weights and SSIM window.
         autocast: the autocast dtype, or None for fp32.
@@ -542,10 +543,15 @@ class Trainer:
             return (time.monotonic() - self._session_start) < c.warp_until * c.minutes * 60
         return True
 
-    def _produce(self, iteration: int) -> dict[str, torch.Tensor]:
+    def _produce_raw(self, iteration: int) -> dict[str, torch.Tensor]:
+        """The faces and augmentation draws of ``iteration``'s batch (:func:`make_raw_batch`)."""
         c = self.config
-        return make_batch(self.data_a, self.data_b, c.batch, iteration, c.seed, self._warp(iteration), c.augment,
-                          self.env, c.balance_expressions)
+        return make_raw_batch(self.data_a, self.data_b, c.batch, iteration, c.seed, self._warp(iteration),
+                              c.augment, self.env, c.balance_expressions)
+
+    def _produce(self, iteration: int) -> dict[str, torch.Tensor]:
+        """``iteration``'s training batch, augmented on the host."""
+        return augment_batch(self._produce_raw(iteration))
 
     # -- files --------------------------------------------------------------------------------------
     def _meta(self, elapsed: float, recent: list[dict[str, float]]) -> dict[str, Any]:
@@ -669,9 +675,10 @@ class Trainer:
         c = self.config
         self._session_start = time.monotonic()
         last_checkpoint = time.monotonic()
-        if self.device.type == "cuda":
+        on_gpu = self.device.type == "cuda"
+        if on_gpu:   # faces and draws from worker processes; the augmentation's pixel work on the GPU, batched
             loader = ProcessBatchLoader(
-                self._produce, self.iteration, prefetch=c.prefetch, pin_memory=True,
+                self._produce_raw, self.iteration, prefetch=c.prefetch, pin_memory=True,
                 workers=c.workers or default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         else:   # the CPU's cores step the model: two threads keep up with it (data wait 0.0% at 64-128 px)
             loader = BatchLoader(self._produce, self.iteration, prefetch=c.prefetch, workers=c.workers or 2)
@@ -740,8 +747,9 @@ class Trainer:
                     break
                 wait_before = loader.wait_s
                 t0 = time.monotonic()
-                batch = loader.next()
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in loader.next().items()}
+                if on_gpu:
+                    batch = augment_batch(batch)
                 lr = self._lr(self.iteration)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from doublure.faces.extract import expression_measures, extract_faceset
-from doublure.models.augment import AugmentSettings, blink_grid, blink_warp, thin_plate_grid
+from doublure.models.augment import AugmentSettings, blink_grid, blink_warp, random_blink, thin_plate_grid
 from doublure.models.data import FaceData
 
 
@@ -85,13 +85,15 @@ def test_blink_warp_probability_and_random_stream(m030_faces):
     lm = torch.from_numpy(landmarks)
     generator = torch.Generator().manual_seed(4)
     state = generator.get_state()
-    same, same_masks = blink_warp(image, mask, lm, AugmentSettings(blink=0.0), generator)
-    assert same is image and same_masks is mask
+    assert random_blink(lm, 128, AugmentSettings(blink=0.0), generator) is None
     assert torch.equal(generator.get_state(), state)       # off: no draws, batches as before the warp existed
-    always, always_masks = blink_warp(image, mask, lm, AugmentSettings(blink=1.0), generator)
-    assert (always - image).abs().max() > 0.1 and always_masks.shape == mask.shape
+    grid = random_blink(lm, 128, AugmentSettings(blink=1.0), generator)
+    both, both_masks = blink_warp(image.repeat(2, 1, 1, 1), mask.repeat(2, 1, 1, 1), grid.repeat(2, 1, 1, 1),
+                                  torch.tensor([True, False]))
+    assert (both[0] - image[0]).abs().max() > 0.1 and both_masks.shape == (2, *mask.shape[1:])
     # the eyes_mouth weight mask follows the lids (its channel changes where the eyes are)
-    assert (always_masks[:, 2] - mask[:, 2]).abs().max() > 0.05
+    assert (both_masks[0, 2] - mask[0, 2]).abs().max() > 0.05
+    assert torch.equal(both[1], image[0]) and torch.equal(both_masks[1], mask[0])   # a face that does not blink
 
 
 def test_train_command_line_sets_the_blink_probability():

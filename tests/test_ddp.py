@@ -6,7 +6,7 @@
   writes; with the toy model, the 2-process continuation equals the 1-process one exactly;
 - the ranks agree: a stop on one rank ends both (no hang), a non-finite step on one rank rolls both back to
   the same checkpoint;
-- ``make_batch``'s shards on 2 processes are exactly the 1-process batch.
+- the batch's shards on 2 processes are exactly the 1-process batch, augmented shard by shard or whole.
 
 Starting processes is the slow part, so one 2-process job (``ddp_run``) does all of it.
 """
@@ -24,7 +24,7 @@ from doublure.faces.extract import extract_faceset
 from doublure.models import distributed as D
 from doublure.models.arch import IdentityModel, config_for
 from doublure.models.augment import AugmentSettings
-from doublure.models.data import FaceData, make_batch
+from doublure.models.data import FaceData, augment_batch, make_raw_batch
 from doublure.models.dbm import load_weights, read_training_state
 from doublure.models.losses import LossWeights, ssim_window
 from doublure.models.train import TrainConfig, Trainer, train_step
@@ -79,7 +79,7 @@ def _identity_model() -> IdentityModel:
 
 
 def _identity_batch() -> dict[str, torch.Tensor]:
-    """A global batch shaped like ``make_batch``'s: random faces, masks in [0, 1]."""
+    """A global batch shaped like ``augment_batch``'s: random faces, masks in [0, 1]."""
     g = torch.Generator().manual_seed(5)
     batch = {}
     for name in ("a", "b"):
@@ -285,9 +285,9 @@ def test_two_process_batches_equal_the_one_process_batch(facesets):
     data_a = FaceData([str(facesets / "faces_a")], 64)
     data_b = FaceData([str(facesets / "faces_b")], 64)
     settings = AugmentSettings(transfer=0.5)
-    one = make_batch(data_a, data_b, 4, 3, SEED, True, settings, D.DistEnv())
-    shards = [make_batch(data_a, data_b, 4, 3, SEED, True, settings, D.DistEnv(rank=r, world_size=2))
-              for r in (0, 1)]
+    one = augment_batch(make_raw_batch(data_a, data_b, 4, 3, SEED, True, settings, D.DistEnv()))
+    shards = [augment_batch(make_raw_batch(data_a, data_b, 4, 3, SEED, True, settings,
+                                           D.DistEnv(rank=r, world_size=2))) for r in (0, 1)]
     for key, value in one.items():
         assert value.shape[0] == 4
         assert torch.equal(torch.cat([shards[0][key], shards[1][key]]), value), key

@@ -10,7 +10,8 @@ import torch
 
 from doublure.engine.errors import DoublureError
 from doublure.models.arch import IdentityModel, ModelConfig, config_for
-from doublure.models.augment import AugmentSettings, augment_pair, colour_transfer, random_colour
+from doublure.models.augment import (AugmentSettings, apply_colour, augment_pair, colour_transfer, random_colour,
+                                     random_similarity, random_warp)
 from doublure.models.dbm import (ModelFileError, load_model, model_card, model_digest, optimizer_from_files,
                                  optimizer_to_files, read_training_state, rights_problems, rights_record,
                                  save_model, zip_model)
@@ -92,25 +93,42 @@ def test_augment_target_follows_input_without_warp():
     imgs = faces(3)
     masks = torch.rand(3, 2, 64, 64)
     g = torch.Generator().manual_seed(3)
-    inp, target, tmasks = augment_pair(imgs, masks, AugmentSettings(), warp=False, generator=g)
+    theta = random_similarity(3, AugmentSettings(), g)
+    inp, target, tmasks = augment_pair(imgs, masks, theta)
     assert torch.equal(inp, target) and tmasks.shape == (3, 2, 64, 64)
-    g = torch.Generator().manual_seed(3)
-    inp_w, target_w, _ = augment_pair(imgs, masks, AugmentSettings(), warp=True, generator=g)
-    assert torch.equal(target_w, target)               # same similarity transform from the same seed
+    inp_w, target_w, _ = augment_pair(imgs, masks, theta, random_warp(3, AugmentSettings(), g))
+    assert torch.equal(target_w, target)               # the same similarity transform
     assert (inp_w - target_w).abs().mean() > 1e-3      # the warp moves the input only
     # zero ranges: the identity transform (grid_sample at pixel centres returns the pixels)
     still = AugmentSettings(rotation=0, scale=0, translation=0, flip=0)
-    _, same, _ = augment_pair(imgs, masks, still, warp=False, generator=g)
+    _, same, _ = augment_pair(imgs, masks, random_similarity(3, still, g))
     torch.testing.assert_close(same, imgs, atol=1e-5, rtol=0)
+
+
+def test_batched_augmentation_is_each_face_augmented_alone():
+    """A face's augmentation does not depend on the faces beside it in the batch (its draws come with it)."""
+    imgs, masks = faces(4), torch.rand(4, 3, 64, 64)
+    g = torch.Generator().manual_seed(8)
+    s = AugmentSettings()
+    colour = random_colour(4, 1.0, g)
+    theta, warp = random_similarity(4, s, g), random_warp(4, s, g)
+    batched = augment_pair(apply_colour(imgs, *colour), masks, theta, warp)
+    for i in range(4):
+        alone = augment_pair(apply_colour(imgs[i:i + 1], *(c[i:i + 1] for c in colour)), masks[i:i + 1],
+                             theta[i:i + 1], warp[i:i + 1])
+        for whole, one in zip(batched, alone):
+            torch.testing.assert_close(whole[i:i + 1], one, atol=1e-6, rtol=0)
 
 
 def test_colour_augmentation_and_transfer():
     imgs = faces(4)
     g = torch.Generator().manual_seed(5)
-    changed = random_colour(imgs, 1.0, g)
+    changed = apply_colour(imgs, *random_colour(4, 1.0, g))
     assert changed.shape == imgs.shape and 0 <= float(changed.min()) and float(changed.max()) <= 1
     assert (changed - imgs).abs().mean() > 1e-3
-    assert torch.equal(random_colour(imgs, 0.0, g), imgs)
+    state = g.get_state()
+    assert torch.equal(apply_colour(imgs, *random_colour(4, 0.0, g)), imgs)
+    assert torch.equal(g.get_state(), state)   # strength 0 draws nothing
     ref = (faces(4, seed=9) * 0.3 + 0.4)
     mask = torch.ones(4, 1, 64, 64)
     moved = colour_transfer(imgs * 0.5 + 0.2, ref, mask, mask)

@@ -16,7 +16,7 @@ from doublure.engine.errors import DoublureError
 from doublure.faces.extract import extract_faceset
 from doublure.models.dbm import (load_model, model_card, optimizer_from_files, optimizer_to_files, read_meta,
                                  read_training_state, rights_record, zip_model)
-from doublure.models.data import FaceData, ProcessBatchLoader
+from doublure.models.data import FaceData, ProcessBatchLoader, augment_batch
 from doublure.models.distributed import DistEnv, batch_indices
 from doublure.models.train import TrainConfig, Trainer, make_optimizer
 
@@ -76,13 +76,14 @@ def test_loss_falls(trained):
 
 
 def test_worker_processes_make_the_batches_the_trainer_would(trained):
-    """On a GPU the Trainer's batches come from forked worker processes: the same batches, in iteration
-    order, as made in the training process; a producer's error reaches the caller with its type."""
+    """On a GPU the Trainer's faces and augmentation draws come from forked worker processes and the
+    augmentation runs in the training process, on the device: the same batches, in iteration order, as
+    made whole in the training process; a producer's error reaches the caller with its type."""
     trainer = trained[0]
-    loader = ProcessBatchLoader(trainer._produce, 7, prefetch=4, workers=2)
+    loader = ProcessBatchLoader(trainer._produce_raw, 7, prefetch=4, workers=2)
     try:
         for iteration in range(7, 12):
-            got, want = loader.next(), trainer._produce(iteration)
+            got, want = augment_batch(loader.next()), trainer._produce(iteration)
             assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     finally:
         loader.close()
