@@ -283,15 +283,16 @@ def carried_to_crop(frame: int, to_crops: dict[int, np.ndarray], motions: dict[i
     Returns:
         (2, 3) float64 plate pixel -> crop unit transform at ``frame``.
     """
-    carried = []
-    for other in to_crops:
-        to_other = np.eye(3)            # plate pixels at frame -> the same skin at other
-        for a in range(frame + 1, other + 1):
-            to_other = _affine3(invert_affine(motions[a][:2])) @ to_other
-        for a in range(frame, other, -1):
-            to_other = motions[a] @ to_other
-        carried.append(_affine3(to_crops[other]) @ to_other)
-    return np.mean(carried, axis=0)[:2]
+    to_other = {frame: np.eye(3)}       # plate pixels at frame -> the same skin at other, hop by hop outwards
+    other = frame + 1
+    while other in to_crops:
+        to_other[other] = _affine3(invert_affine(motions[other][:2])) @ to_other[other - 1]
+        other += 1
+    other = frame - 1
+    while other in to_crops:
+        to_other[other] = motions[other + 1] @ to_other[other + 1]
+        other -= 1
+    return np.mean([_affine3(to_crops[f]) @ to_other[f] for f in to_crops], axis=0)[:2]
 
 
 def crop_grey8(plate: torch.Tensor, to_crop: np.ndarray, side: int) -> np.ndarray:
@@ -471,6 +472,7 @@ def temporal_weights(offsets, reach: int) -> np.ndarray:
 # an LRU smaller than the window misses on every frame. At 1024 px a decoded face is 16 MB.
 _motion_memo, _decode_memo, _flow_memo, _grey_memo = Memo(256), Memo(24), Memo(64), Memo(64)
 _change_memo = Memo(256)   # a float per frame pair and track (held-frame tests)
+_stabilised_memo = Memo(32)   # a face per frame and track: each frame's neighbours ask for it again
 
 
 def _to_encoding(crops: torch.Tensor, src: str, dst: str) -> torch.Tensor:
@@ -644,9 +646,15 @@ class SwapModel(Node):
         around = [f for f in range(frame - stabilise, frame + stabilise + 1) if f in near]
         if len(around) < 2:
             return face
+        # The plate and its faces at every frame read (their input hashes) decide the result, whichever frame
+        # asks: a frame's temporal blend asks for each neighbour's, so a shot computes each once, not ~13 times.
+        key = (face.track_id, frame, tuple(self.input_hash(0, ctx.at(f)) for f in around))
+        hit = _stabilised_memo.get(key)
+        if hit is not None:
+            return hit
         to_crops = {f: near[f].to_crop for f in around}
         motions = {f: self._motion(ctx, inputs, f, near[f]) for f in around if f - 1 in to_crops}
-        return placed_face(face, carried_to_crop(frame, to_crops, motions))
+        return _stabilised_memo.put(key, placed_face(face, carried_to_crop(frame, to_crops, motions)))
 
     @staticmethod
     def _plate_crops(plate: torch.Tensor, to_crop: np.ndarray, res: int) -> torch.Tensor:
@@ -745,6 +753,7 @@ class SwapModel(Node):
         _decode_memo.reserve(window)
         _grey_memo.reserve(window)
         _flow_memo.reserve(2 * window)
+        _stabilised_memo.reserve(window)
         # each face is computed at the frame this one repeats, if it does: a held plate frame holds the swap
         keys = [self._held_from(ctx, inputs, f) if self._follows_holds(ctx.frame) else (ctx.frame, f)
                 for f in faces]
