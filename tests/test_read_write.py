@@ -131,6 +131,19 @@ def test_write_exr_roundtrip_with_provenance(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == [f"comp.{f:04d}.exr" for f in range(1, 5)]
 
 
+def test_render_leaves_half_the_cores_to_the_writers_and_gives_them_back(tmp_path, monkeypatch):
+    g, _, _ = exr_graph(tmp_path, file=str(tmp_path / "out" / "c.####.exr"))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(6)
+    try:
+        during = []
+        assert g.render("Write1", frames="1-2", starting=lambda f: during.append(torch.get_num_threads())).ok
+        assert during == [4, 4] and torch.get_num_threads() == 6   # half of 8 cores; then as it was
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.parametrize("name,datatype,bits", [("c.####.dpx", "10 bit", 10), ("c.####.tif", "16 bit", 16),
                                                 ("c.####.png", "8 bit", 8)])
 def test_write_integer_formats_in_srgb(tmp_path, name, datatype, bits):
