@@ -159,7 +159,9 @@ def op_counts(g, frames: list[int]) -> dict:
     left out. On a GPU most are kernel launches (~1,100 a frame cost an H200's host 12 ms a frame); the rest
     are the nodes' host-side maths on small CPU tensors (affines, tables), counted here on every device. So
     the count tracks the launch overhead on a machine without a GPU, as an upper bound. Scalar reads
-    (``.item()``, ``bool()`` of a tensor, ``nonzero``) are counted apart: on a GPU each waits for the queue."""
+    (``.item()``, ``bool()`` of a tensor, ``nonzero``) are counted apart: on a GPU each of a tensor living
+    there waits for the queue (reads of the host's own small tensors count here too; on CUDA ``--op-table``
+    lists the real waits by line)."""
     import collections
     import sys
 
@@ -319,7 +321,7 @@ def report(r: dict) -> None:
     ops = r["ops"]
     print(f"  view, torch ops / frame (mostly kernel launches on a GPU): {ops['total']:.0f}: "
           + ", ".join(f"{k} {v:.0f}" for k, v in ops["by_node"].items())
-          + f"; of them scalar reads (a wait each on a GPU) {ops['scalar_reads']:.1f}: "
+          + f"; of them scalar reads (a wait each on a GPU for a tensor there) {ops['scalar_reads']:.1f}: "
           + ", ".join(f"{k} {v:.1f}" for k, v in ops["reads_by_node"].items()))
     print("  each Write alone, CPU ms / frame: " + ", ".join(f"{k} {v:.0f}" for k, v in r["writes_alone"].items()))
     for label, fps in r.get("farm", {}).items():

@@ -40,6 +40,7 @@ from doublure.engine import EvalContext, Hasher, Image, Node, Port, register_nod
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
 from doublure.engine.cache import Memo
+from doublure.engine.device import upload
 from doublure.faces.face import MAX_REPEATS
 from ._finish import (blend_into, face_width, face_window, mask_input, region_mask, require_same_size,
                       swap_region, swap_window, working_to_xyz_matrix)
@@ -259,12 +260,14 @@ def mkl_transfer(x: torch.Tensor, src: torch.Tensor, ref: torch.Tensor, max_gain
         (3, *) recoloured values.
     """
     mu_s, mu_r = src.double().mean(1, keepdim=True), ref.double().mean(1, keepdim=True)
-    cov_s = torch.cov(src.double(), correction=0)
-    cov_r = torch.cov(ref.double(), correction=0)
-    t = mkl_matrix(cov_s, cov_r)
+    centred_s, centred_r = src.double() - mu_s, ref.double() - mu_r
+    # The covariances on the samples' device; the 3x3 maths (three eigendecompositions) on the host after one
+    # copy there: torch.cov and eigh on a GPU each wait for the device (their checks read values back).
+    covs = torch.stack([centred_s @ centred_s.T / src.shape[1], centred_r @ centred_r.T / ref.shape[1]]).cpu()
+    t = mkl_matrix(covs[0], covs[1])
     if max_gain is not None:
         t = limit_gain(t, max_gain)
-    t = t.to(x.dtype)
+    t = upload(t.to(x.dtype), x.device)
     flat = x.reshape(3, -1)
     out = t @ (flat - mu_s.to(x.dtype)) + mu_r.to(x.dtype)
     return out.reshape(x.shape)
@@ -465,11 +468,12 @@ def skin_samples(image: Image, face, space: str, rgb_to_xyz: np.ndarray,
         (3, N) float32 samples (N may be 0 for a face with no visible skin).
     """
     window = face_window(face, (image.height, image.width), 2)
-    mask = region_mask(face, "skin", window, image.device, grow=-SKIN_ERODE * face_width(face))[0]
+    # the mask (drawn on the host) and the indices stay on the host: found on a GPU, they would be waited for
+    mask = region_mask(face, "skin", window, "cpu", grow=-SKIN_ERODE * face_width(face))[0]
     idx = torch.nonzero(mask.flatten() > 0.99).flatten()
     if idx.numel() > count:
-        idx = idx[torch.linspace(0, idx.numel() - 1, count, device=idx.device).long()]
-    pixels = image.window(window)[:3].float().reshape(3, -1)[:, idx]
+        idx = idx[torch.linspace(0, idx.numel() - 1, count).long()]
+    pixels = image.window(window)[:3].float().reshape(3, -1)[:, upload(idx, image.device)]
     return to_match_space(pixels, space, rgb_to_xyz)
 
 
