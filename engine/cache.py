@@ -78,15 +78,22 @@ def _budget_from_env(name: str, default: int) -> int:
     return int(float(value) * 2**20) if value else default
 
 
+#: how many processes share this process's GPU (a farm's local workers on one GPU), set by who starts them
+PROCESSES_PER_GPU_ENV = "DOUBLURE_PROCESSES_PER_GPU"
+
+
 def default_device_budget(device: torch.device) -> int:
-    """The device tier's default size: a quarter of a GPU's memory, 2 GiB elsewhere.
+    """The device tier's default size: a quarter of a GPU's memory, shared among the processes on that GPU
+    (``DOUBLURE_PROCESSES_PER_GPU``); 2 GiB elsewhere.
 
     A fixed 2 GiB holds about nine 1080p frames of a seven-node graph; past that, every new entry pushes an
     old one to host RAM with a copy the evaluating thread waits for (on an H200 a 1080p render spent 22 ms a
-    frame there). A quarter leaves the rest to the models, a frame's working tensors and training.
+    frame there). A quarter leaves the rest to the models, a frame's working tensors and training; eight farm
+    workers on one GPU, each with a quarter, would ask for twice its memory.
     """
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory // 4
+        sharers = max(1, int(os.environ.get(PROCESSES_PER_GPU_ENV) or 1))
+        return torch.cuda.get_device_properties(device).total_memory // 4 // sharers
     return 2 * 2**30
 
 

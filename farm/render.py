@@ -19,8 +19,10 @@ every running chunk polls; each stops before its next frame, and ``farm_render``
 runs, so a re-run never writes a frame that an old task is still writing.
 
 Either an existing scheduler is named (``scheduler="tcp://host:8786"``) or a ``LocalCluster`` is started on
-loopback only (``workers=N``); with GPUs, one worker per GPU, each seeing only its GPU and tagged with the
-Dask resource ``GPU=1``.
+loopback only (``workers=N``); with GPUs, one worker per GPU by default, each seeing only its GPU and tagged
+with the Dask resource ``GPU=1``. More workers than GPUs share them round-robin, each told how many processes
+share its GPU (``DOUBLURE_PROCESSES_PER_GPU``, which sizes its frame cache's device tier); a pipeline that
+starts several ``dask worker`` processes per GPU itself sets the same variable for them.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from typing import Any, Callable, Iterable, Sequence
 import dask
 from distributed import WorkerPlugin
 
+from doublure.engine.cache import PROCESSES_PER_GPU_ENV
 from doublure.engine.errors import DoublureError
 from doublure.engine.render import RenderReport
 
@@ -625,7 +628,9 @@ def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> 
         if gpus:
             for i in range(workers):
                 spec = copy.deepcopy(cluster.new_spec)
-                spec["options"]["env"] = {**spec["options"].get("env", {}), "CUDA_VISIBLE_DEVICES": str(i % gpus)}
+                sharers = len(range(i % gpus, workers, gpus))   # the workers on GPU i mod gpus
+                spec["options"]["env"] = {**spec["options"].get("env", {}), "CUDA_VISIBLE_DEVICES": str(i % gpus),
+                                          PROCESSES_PER_GPU_ENV: str(sharers)}
                 spec["options"]["resources"] = {"GPU": 1}
                 cluster.worker_spec[f"gpu{i}"] = spec
             cluster.scale(workers)

@@ -217,6 +217,8 @@ def test_the_device_tier_defaults_to_a_quarter_of_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Properties)
     assert cache_mod.default_device_budget(torch.device("cuda", 0)) == 35 * 2**30
     assert cache_mod.default_device_budget(torch.device("cpu")) == 2 * 2**30
+    monkeypatch.setenv("DOUBLURE_PROCESSES_PER_GPU", "4")   # farm workers sharing the GPU share the quarter
+    assert cache_mod.default_device_budget(torch.device("cuda", 0)) == 35 * 2**30 // 4
     monkeypatch.setenv("DOUBLURE_CACHE_DEVICE_MB", "64")
     assert FrameCache().device_budget == 64 * 2**20
 

@@ -371,6 +371,8 @@ def test_more_workers_than_gpus_share_them_round_robin():
         specs = [cluster.worker_spec[name]["options"] for name in sorted(cluster.worker_spec)]
         assert [s["env"]["CUDA_VISIBLE_DEVICES"] for s in specs] == ["0", "1", "0"]
         assert all(s["resources"] == {"GPU": 1} for s in specs)   # one chunk at a time each
+        # each worker's frame cache takes its share of its GPU's quarter: two on GPU 0, one on GPU 1
+        assert [s["env"]["DOUBLURE_PROCESSES_PER_GPU"] for s in specs] == ["2", "1", "2"]
     finally:
         cluster.close()
 
