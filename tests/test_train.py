@@ -211,15 +211,15 @@ def test_a_nan_batch_between_checkpoints_rolls_back_and_drops_the_step_queued_af
     step 8 ran, and the roll-back (to the starting weights: no checkpoint yet) replaces step 8's update."""
     out = tmp_path / "nan_batch.dbm"
     trainer = Trainer(config(facesets, out, iters=14, log_every=1))
-    produce = trainer._produce
+    produce = trainer._produce_raw    # what the loader calls on a GPU, and _produce on the CPU
 
     def poisoned(iteration):
-        batch = produce(iteration)
+        raw = produce(iteration)
         if iteration == 7:
-            batch["b_in"][0, 0, 0, 0] = float("nan")
-        return batch
+            raw["b_faces"][0] = float("nan")
+        return raw
 
-    trainer._produce = poisoned
+    trainer._produce_raw = poisoned
     summary = trainer.run()
     assert summary["rollbacks"] == 1 and summary["iteration"] == 14
     records = log_records(out)
