@@ -2,8 +2,8 @@
 # The GPU machine's kit (issues 4 and 8): what the lent H200 needs beyond its own image, and the checks it runs.
 #
 # The device has Python 3.12 with CUDA torch, numpy 2, scipy (built for numpy 2), opencv-python-headless and
-# safetensors, but not OpenImageIO, OpenColorIO, PyAV, mediapipe (which needs numpy < 2) or colour-science, and
-# it reaches no package index. Their wheels (~150 MB, with a scipy for numpy 1.26 that colour-science imports)
+# safetensors, but not OpenImageIO, OpenColorIO, PyAV, mediapipe (which needs numpy < 2), colour-science or Dask,
+# and it reaches no package index. Their wheels (~150 MB, with a scipy for numpy 1.26 that colour-science imports)
 # travel with the working tree (19 MB), at most 64 MiB a call, so they go in four parts, the footage spread
 # over them. What a call installs or copies under .gpukit/ (ignored by git) stays on the machine while it is
 # warm (30 s after a call), so the calls go back to back; a session has 15 minutes of device time, start
@@ -23,7 +23,8 @@
 # (bench_*.log): the demo graph's 1080p frames per second (goal >= 48) with an op table and the lines that
 # waited for the GPU, training FLOP/s over a bf16 matmul's at 64 and 128 px batch 16 (goal >= 0.5; and the
 # step alone, without the loader), inference ms per face at 128-1024 px (goal: 1024 px <= 25 ms). `tests`
-# runs the suite but for the Qt app and the Dask farm (neither is installed there) on CUDA.
+# runs the suite but for the Qt app (not installed there) and the Dask farm's tests (longer than a session
+# can spare; the farm check runs the farm itself) on CUDA.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 KIT=.gpukit
@@ -34,7 +35,12 @@ OUT=${OUT:-$KIT/out}
 PART_W1=("av==18.1.0")
 PART_W2=("mediapipe==0.10.21" "protobuf==4.25.9" "colour-science==0.4.6")
 PART_W3=("numpy==1.26.4" "OpenImageIO==3.0.21.0" "opencolorio==2.4.2")
-PART_W4=("scipy==1.13.1")
+# The farm check's Dask (and what Dask needs that torch does not bring; fsspec and jinja2 come with torch but are
+# pinned here in case), beside scipy.
+PART_W4=("scipy==1.13.1" "dask==2026.8.0" "distributed==2026.8.0" "cloudpickle==3.1.3" "partd==1.4.2" "toolz==1.2.0"
+         "locket==1.0.0" "msgpack==1.2.4" "psutil==7.2.2" "sortedcontainers==2.4.0" "tblib==3.2.2" "tornado==6.6.1"
+         "zict==3.0.0" "click==8.5.1" "PyYAML==6.0.4" "packaging==26.4" "fsspec==2026.9.0" "jinja2==3.1.6"
+         "MarkupSafe==3.0.4")
 
 pack() {
   local pyver=${1:-3.12}
@@ -114,8 +120,7 @@ PyOpenColorIO, mediapipe, colour; print(sys.version.split()[0], \"torch\", torch
   done
 }
 
-# tests [SECONDS [FILE...]]: the suite (or the files named) but for the Qt app and the Dask farm (neither is
-# installed there) on CUDA.
+# tests [SECONDS [FILE...]]: the suite (or the files named) but for the Qt app and the farm's tests, on CUDA.
 tests() {
   environment
   local limit=${1:-280}
