@@ -15,9 +15,9 @@
 #          run(command="bash bench/device_kit.sh install w2",
 #              carry=[".gpukit/w2", ".gpukit/media/plates_1080", ".gpukit/media/mead"])
 #          run(command="bash bench/device_kit.sh install w4", carry=[".gpukit/w4"])
-#          run(command="bash bench/device_kit.sh install w3 && bash bench/device_kit.sh checks && \\
-#                       bash bench/device_kit.sh tests", carry=[".gpukit/w3", ".gpukit/media/people"], timeout_s=600)
-#          (`checks 1080 train` runs those two alone; `tests 120 tests/test_colour.py ...` some files, 120 s at most)
+#          run(command="bash bench/device_kit.sh install w3 && bash bench/device_kit.sh checks env train-graphs \\
+#                       1080 farm", carry=[".gpukit/w3", ".gpukit/media/people"], timeout_s=600)
+#          (`checks` alone runs env 1080 train infer; `tests 120 tests/test_colour.py ...` some files, 120 s at most)
 #
 # `checks` runs the GPU goals' benchmarks, each under its own time limit, and leaves each one's log in $OUT
 # (bench_*.log): the demo graph's 1080p frames per second (goal >= 48) with an op table and the lines that
