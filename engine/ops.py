@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -75,14 +74,10 @@ def gaussian_blur(img: torch.Tensor, sigma: float | tuple[float, float]) -> torc
 
 @functools.lru_cache(maxsize=256)
 def _host_gaussian(sigma: float, dtype: torch.dtype) -> torch.Tensor:
-    """:func:`gaussian_kernel1d` (radius ``ceil(3 sigma)``) made on the host and remembered; ``[1]`` for
-    sigma <= 0. A blur then costs no kernel launches for its weights: built on a GPU they took eight tiny
-    kernels each, and the demo graph blurs about a dozen times a frame."""
-    if sigma <= 0:
-        return torch.ones(1, dtype=dtype)
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-radius, radius + 1, dtype=np.float64) / sigma) ** 2)
-    return torch.from_numpy(k / k.sum()).to(dtype)
+    """:func:`gaussian_kernel1d` made on the host and remembered; ``[1]`` for sigma <= 0. A blur then costs
+    no kernel launches for its weights: built on a GPU they took eight tiny kernels each, and the demo graph
+    blurs about a dozen times a frame."""
+    return gaussian_kernel1d(sigma, dtype=dtype) if sigma > 0 else torch.ones(1, dtype=dtype)
 
 
 def box_filter(img: torch.Tensor, radius: int) -> torch.Tensor:
