@@ -107,6 +107,17 @@ def _segment_distance(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torc
     return torch.cat(out)
 
 
+def stroke_window(stroke: dict, face: Face, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The plate rectangle (y0, y1, x0, x1) holding a stroke's coverage on a frame (its points grown by its
+    radius and two pixels for the soft edge), clipped to the plate (H, W); empty when it lies outside."""
+    pts_px, radius_px = stroke_to_plate_points(face, stroke)
+    margin = radius_px + 2.0
+    x0, y0 = max(int(np.floor(pts_px[:, 0].min() - margin)), 0), max(int(np.floor(pts_px[:, 1].min() - margin)), 0)
+    x1 = min(int(np.ceil(pts_px[:, 0].max() + margin)) + 1, int(hw[1]))
+    y1 = min(int(np.ceil(pts_px[:, 1].max() + margin)) + 1, int(hw[0]))
+    return y0, y1, x0, x1
+
+
 def render_stroke(stroke: dict, face: Face, hw: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
     """Coverage of one stroke on a frame, at plate resolution, opacity included.
 
@@ -120,10 +131,7 @@ def render_stroke(stroke: dict, face: Face, hw: tuple[int, int], device: torch.d
     """
     h, w = int(hw[0]), int(hw[1])
     out = torch.zeros(h, w, dtype=torch.float32, device=device)
-    pts_px, radius_px = stroke_to_plate_points(face, stroke)
-    margin = radius_px + 2.0
-    x0, y0 = max(int(np.floor(pts_px[:, 0].min() - margin)), 0), max(int(np.floor(pts_px[:, 1].min() - margin)), 0)
-    x1, y1 = min(int(np.ceil(pts_px[:, 0].max() + margin)) + 1, w), min(int(np.ceil(pts_px[:, 1].max() + margin)) + 1, h)
+    y0, y1, x0, x1 = stroke_window(stroke, face, (h, w))
     if x1 <= x0 or y1 <= y0:
         return out
     ys, xs = torch.meshgrid(torch.arange(y0, y1, dtype=torch.float64, device=device),

@@ -23,7 +23,7 @@ from doublure.engine import knobs as K
 from doublure.engine import ops
 from doublure.engine.device import upload
 from doublure.faces.masks import LEFT_EYE, RIGHT_EYE, rasterize_shapes
-from doublure.faces.paint import render_strokes, stroke_active
+from doublure.faces.paint import render_strokes, stroke_active, stroke_window
 
 from ._finish import blend_into, luma_weights, mask_input, region_mask, require_same_size
 
@@ -186,13 +186,18 @@ class EyeFix(Node):
 
     def region(self, faces, frame: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
         """The plate rectangle (y0, y1, x0, x1) this node may change at a frame: the union of the eye
-        windows, or the whole plate when strokes are painted on the frame (a stroke may reach anywhere)."""
-        if any(stroke_active(s, frame) for s in self.value("strokes", frame)):
-            return 0, hw[0], 0, hw[1]
+        windows and of the windows of the strokes painted onto the mask there (erasures only take away)."""
         windows = []
         for face in faces:
             margin = max(self._mask_margin(face, frame)[2], 2.0 * max(float(face.iris[:, 2].max()), 1.0) + 2)
             windows += [_window(face, eye, hw, margin) for eye in range(2)]
+        by_track = {face.track_id: face for face in faces}
+        for stroke in self.value("strokes", frame):
+            face = by_track.get(int(stroke["track_id"]))
+            if face is not None and stroke_active(stroke, frame) and stroke.get("mode", "add") != "erase":
+                y0, y1, x0, x1 = stroke_window(stroke, face, hw)
+                if y1 > y0 and x1 > x0:   # a stroke off the plate adds nothing
+                    windows.append((y0, y1, x0, x1))
         return (min(w[0] for w in windows), max(w[1] for w in windows),
                 min(w[2] for w in windows), max(w[3] for w in windows))
 

@@ -11,6 +11,7 @@ import torch
 import doublure.nodes  # noqa: F401  (registers the node library)
 from doublure import engine
 from doublure.engine import colour, imageio, video
+from doublure.faces.paint import plate_points_to_stroke
 from doublure.models.arch import IdentityModel, config_for
 from doublure.models.dbm import rights_record, save_model
 from doublure.nodes import _finish, eyefix, swapmodel
@@ -76,6 +77,31 @@ def test_eyefix_region_equals_the_whole_frame(media_dir, monkeypatch):
     g, node = build()
     p = g.evaluate(g["FaceDetect1"], 12)
     y0, y1, x0, x1 = node.region(p.faces, 12, (p.height, p.width))
+    assert (y1 - y0) * (x1 - x0) < 0.5 * p.height * p.width
+    windowed = g.evaluate(node, 12).tensor
+    monkeypatch.setattr(eyefix.EyeFix, "region", lambda self, faces, frame, hw: _whole_frame(hw))
+    assert torch.equal(windowed, _evaluate(build, 12))
+
+
+def test_eyefix_region_holds_a_stroke_painted_off_the_eyes(media_dir, monkeypatch):
+    """A stroke added to the mask on the cheek widens the region to hold it, and no further: the result is
+    the whole-frame one."""
+    def build():
+        g = engine.Graph()
+        read = g.create("Read", file=str(media_dir.joinpath(*CLIP)), first=1, last=20)
+        plate = g.create("FaceDetect", inputs=[read])
+        swap = g.create("TestFinishRecolour", inputs=[plate], gain=(0.8, 1.0, 1.2), blur=1.5)
+        node = g.create("EyeFix", inputs=[swap, plate])
+        face = g.evaluate(plate, 12).faces[0]
+        cheek = face.landmarks[205, :2]   # MediaPipe's left cheek, well below the eye
+        node["strokes"] = [plate_points_to_stroke(face, [cheek], 6.0, hardness=0.5)]
+        return g, node
+
+    g, node = build()
+    p = g.evaluate(g["FaceDetect1"], 12)
+    y0, y1, x0, x1 = node.region(p.faces, 12, (p.height, p.width))
+    cx, cy = p.faces[0].landmarks[205, :2]
+    assert y0 <= cy - 6 and cy + 6 < y1 and x0 <= cx - 6 and cx + 6 < x1
     assert (y1 - y0) * (x1 - x0) < 0.5 * p.height * p.width
     windowed = g.evaluate(node, 12).tensor
     monkeypatch.setattr(eyefix.EyeFix, "region", lambda self, faces, frame, hw: _whole_frame(hw))
