@@ -14,7 +14,10 @@ gives), measured on the same frames. Metrics (goals from issue 4):
   swapped frame; mean distance to M030's centroid (his unseen neutral clip) and the fraction of frames
   nearer to M030's centroid than to W009's (her neutral clip). Goal <= 0.40 and >= 95%.
 - expression: Pearson r over frames between the plate and the swap (landmarks by FaceDetect's mediapipe
-  backend on both) of mouth opening, eye opening and brow raise. Goal r >= 0.85 each.
+  backend on both) of mouth opening, eye opening and brow raise. Goal r >= 0.85 each. Also printed: r over
+  the frames whose plate value lies inside the range of M030's training faceset (the swap cannot be taught
+  a blink or a mouth wider than the target actor's faces show), and the same frames decoded A->A ("model,
+  A->A": W009 as the model draws her), the expression the model's code carries apart from the identity.
 - sharpness: variance of the Laplacian on the face's skin in the aligned crop at the model's resolution,
   swap over real M030 crops at the same size. Goal >= 0.6.
 - reconstruction SSIM (B->B) on M030's unseen neutral clip inside the face hull. Goal >= 0.80.
@@ -115,6 +118,25 @@ def evaluate_swaps(swap_fn, ident: Identity, c_m030: np.ndarray, c_w009: np.ndar
             "per_frame_expression": expression_frames}
 
 
+def expression_ranges(faceset_dir: str) -> dict[str, tuple[float, float]]:
+    """expression -> (lowest, highest) value over a faceset's faces: the expressions its model has seen."""
+    items = json.loads((Path(faceset_dir) / "index.json").read_text())["items"]
+    return {k: (min(it["expression"][k] for it in items), max(it["expression"][k] for it in items))
+            for k in EXPRESSIONS}
+
+
+def r_inside(per_frame: list[dict], ranges: dict[str, tuple[float, float]]) -> dict:
+    """expression -> {"r", "frames"} over the frames whose plate value lies inside the target faceset's
+    range: the swap's fidelity where the target's faces show the expression, apart from the frames it never
+    saw (W009's widest mouths, her blinks)."""
+    out = {}
+    for k in EXPRESSIONS:
+        lo, hi = ranges[k]
+        pairs = [(f["plate"][k], f["swap"][k]) for f in per_frame if lo <= f["plate"][k] <= hi]
+        out[k] = {"r": pearson([p for p, _ in pairs], [s for _, s in pairs]), "frames": len(pairs)}
+    return out
+
+
 def real_sharpness(res: int, every: int) -> float:
     """Laplacian variance of real M030 aligned crops (his neutral clip) at the model resolution."""
     from doublure.faces.align import warp_to_crop
@@ -142,18 +164,19 @@ def masked_ssim(recon: torch.Tensor, target: torch.Tensor, hull: torch.Tensor, r
 
 # ---------------------------------------------------------------------------------------- swap functions
 
-def model_swapper(model_path: str):
+def model_swapper(model_path: str, direction: str = "A->B"):
     """The SwapModel node's compute on an Image carrying the detected face (what FaceDetect hands it in a
     shot graph; the frames here come from the bench's own decoding so plate and swap share one detection).
     Each frame alone: no stabilise, temporal blend or held frames, whose memos key a frame by its input's
-    hash, which this bench's stand-in input does not change from frame to frame."""
+    hash, which this bench's stand-in input does not change from frame to frame. ``direction`` "A->A": the
+    plate actor decoded as herself, the expression her code carries whatever the identity."""
     import doublure.nodes  # noqa: F401
     from doublure import engine
     from doublure.engine import colour
     from doublure.nodes.facedetect import working_to_srgb8
 
     graph = engine.Graph()
-    node = graph.create("SwapModel", model=model_path, stabilise=0, temporal=0, holds=False)
+    node = graph.create("SwapModel", model=model_path, stabilise=0, temporal=0, holds=False, direction=direction)
 
     class _Inputs:
         def __init__(self, image):
@@ -275,11 +298,12 @@ def save_result(kind: str, result: dict) -> Path:
 
 def report(name: str, r: dict) -> None:
     marks = {k: ("ok" if (r[k] <= g if op == "<=" else r[k] >= g) else "--") for k, (op, g) in GOALS.items()}
+    inside = "; ".join(f"{k} {v['r']:.2f} ({v['frames']})" for k, v in r["r_inside_coverage"].items())
     print(f"{name:>18}: identity {r['identity_distance']:.3f} [{marks['identity_distance']}], nearer M030 "
           f"{100 * r['nearer_fraction']:.0f}% [{marks['nearer_fraction']}], r mouth {r['mouth_r']:.2f} "
           f"[{marks['mouth_r']}] eyes {r['eyes_r']:.2f} [{marks['eyes_r']}] brow {r['brow_r']:.2f} [{marks['brow_r']}], "
           f"sharpness {r['sharpness']:.2f} [{marks['sharpness']}], SSIM {r['ssim']:.3f} [{marks['ssim']}] "
-          f"({r['frames']} frames)", flush=True)
+          f"({r['frames']} frames)\n{'':>20}r over the frames inside M030's faceset range: {inside}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -328,9 +352,12 @@ def main(argv=None) -> int:
     print(f"scale: M030 happy centroid at {result['scale']['M030_happy_to_M030_neutral']:.2f} from his neutral "
           f"centroid, W009 at {result['scale']['W009_neutral_to_M030_neutral']:.2f}", flush=True)
     sharp_real = real_sharpness(res, 2)
+    coverage = expression_ranges(fs_b)
+    result["target_expression_ranges"] = coverage
     baseline_swap, baseline_face = blurred_average_swapper(fs_b, res)
     model_ssim = reconstruction_ssim(model, fs_neutral, res)
-    lines = [("model", model_swapper(model), model_ssim), ("model, shot graph", shot_swapper(model), model_ssim)]
+    lines = [("model", model_swapper(model), model_ssim), ("model, shot graph", shot_swapper(model), model_ssim),
+             ("model, A->A", model_swapper(model, "A->A"), model_ssim)]
     if shot_knobs:
         label = ", ".join(f"{k}={v}" for k, v in shot_knobs.items())
         lines.append((f"model, shot graph, {label}", shot_swapper(model, shot_knobs), model_ssim))
@@ -338,6 +365,7 @@ def main(argv=None) -> int:
     for name, fn, ssim_value in lines:
         r = evaluate_swaps(fn, ident, c_m030, c_w009, res, args.every)
         r["sharpness"] = r.pop("_sharp") / sharp_real
+        r["r_inside_coverage"] = r_inside(r["per_frame_expression"], coverage)
         r["ssim"] = ssim_value
         result[name] = r
         report(name, r)

@@ -17,7 +17,8 @@ the project copy in ``--work`` and reused with ``--reuse``). Measured after one 
 - view: the graph pulled up to Grain, frame by frame, its whole frame built as the viewer shows it (what a
   compositor's viewer gets; no files written); and the torch ops a frame of it by node (``op_counts``: on
   a GPU mostly kernel launches, counted on any machine).
-- render: ``Graph.render`` of both Writes (EXR half zip + H.264 preview), as ``doublure render`` runs it.
+- render: ``Graph.render`` of both Writes (the project's EXR, half piz, and the H.264 preview), as
+  ``doublure render`` runs it.
 - each Write alone: its own CPU per frame (conversion, encoding, file), its input computed beforehand.
 
 For each: wall fps, CPU time of the process per frame (user + sys, all threads; the comparable figure on a

@@ -49,25 +49,31 @@ def clear_cache() -> None:
 
 
 @torch.no_grad()
-def swap_faces(loaded: LoadedModel, faces: torch.Tensor, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render plate-actor faces as the target identity (A->B).
+def swap_faces(loaded: LoadedModel, faces: torch.Tensor, chunk: int = 16,
+               direction: str = "A->B") -> tuple[torch.Tensor, torch.Tensor]:
+    """Render plate-actor faces as the target identity (``direction`` "A->B"), or as the model draws the plate
+    actor herself ("A->A": what it learned of her expression and light, apart from the identity change).
 
     Args:
         loaded: from :func:`shared_model` (the model computes in its weights' dtype), or
             :func:`doublure.models.dbm.load_model` (fp32).
         faces: (N, 3, R, R) aligned crops in the model's encoding (sRGB, [0, 1]), on the model's device.
         chunk: faces per forward pass (bounds memory at high resolution).
+        direction: "A->B" or "A->A".
 
     Returns:
         (rgb (N, 3, R, R) float32 in [0, 1], mask (N, 1, R, R) float32 in [0, 1]).
     """
     model = loaded.model
+    decode = {"A->B": model.swap, "A->A": model.reconstruct_a}.get(direction)
+    if decode is None:
+        raise ValueError(f"direction must be 'A->B' or 'A->A', got {direction!r}")
     weight = next(model.parameters())
     rgbs, masks = [], []
     with flush_denormals(weight.device):
         for start in range(0, faces.shape[0], chunk):
             x = faces[start:start + chunk].to(weight.device, weight.dtype).contiguous(memory_format=torch.channels_last)
-            rgb, mask = model.swap(x)
+            rgb, mask = decode(x)
             rgbs.append(rgb.float())
             masks.append(mask.float())
     return torch.cat(rgbs), torch.cat(masks)

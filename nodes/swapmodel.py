@@ -66,7 +66,7 @@ MASK_SOURCES = ("predicted", "landmark hull", "both")
 TEMPORAL_ALIGN = ("none", "flow")
 BLEND_MODES = ("alpha", "seamless")
 OUTPUTS = ("composite", "swapped crop", "mask")
-DIRECTIONS = ("A->B",)
+DIRECTIONS = ("A->B", "A->A")
 
 
 def parse_tracks(text: str) -> set[int] | None:
@@ -496,7 +496,10 @@ class SwapModel(Node):
                tooltip="The identity model (.dbm) from `doublure train`."),
         K.String("tracks", default="all", tooltip="Face tracks to replace: 'all' or comma-separated track ids."),
         K.Enum("direction", DIRECTIONS, default="A->B",
-               tooltip="Render the plate actor (A) as the model's target actor (B)."),
+               tooltip="A->B: render the plate actor (A) as the model's target actor (B). A->A: the plate "
+                       "actor as the model draws her, to check what it learned of her expression and light "
+                       "apart from the identity change (where A->A follows a blink or an open mouth and "
+                       "A->B does not, the target's faceset lacks that expression)."),
         K.Enum("mask_source", MASK_SOURCES, default="both", label="mask source",
                tooltip="The model's predicted mask, the landmark face hull, or both multiplied."),
         K.Float("erode", default=0.0, min=-20.0, max=20.0, soft_min=-5.0, soft_max=5.0, label="erode (% of face)",
@@ -570,9 +573,10 @@ class SwapModel(Node):
             raise DoublureError(f"{self.name}: no model file set (knob 'model')")
         return path
 
-    def _provenance(self, meta: dict, digest: str, path: str, swapped: int) -> dict:
+    def _provenance(self, meta: dict, digest: str, path: str, swapped: int, direction: str) -> dict:
         problems = rights_problems(meta.get("rights"))
         out = {"doublure/synthetic_face": swapped > 0, "doublure/synthetic_faces": swapped,
+               "doublure/swap_direction": direction,
                "doublure/model": meta.get("name") or path, "doublure/model_digest": digest,
                "doublure/rights": rights_reference(meta.get("rights"))}
         if problems:
@@ -668,7 +672,8 @@ class SwapModel(Node):
     def _decoded(self, ctx: EvalContext, inputs, loaded, frame: int, face) -> tuple[torch.Tensor, torch.Tensor]:
         """The model's face (sRGB (3, R, R), mask (1, R, R)) decoded from the plate at ``frame`` through
         ``face``'s crop transform (remembered: neighbouring frames' outputs blend the same decoded faces)."""
-        key = (loaded.digest, self.input_hash(0, ctx.at(frame)), face.track_id, face.to_crop.tobytes(),
+        direction = self.value("direction", ctx.frame)
+        key = (loaded.digest, direction, self.input_hash(0, ctx.at(frame)), face.track_id, face.to_crop.tobytes(),
                ctx.working_space, str(ctx.device))
         hit = _decode_memo.get(key)
         if hit is not None:
@@ -676,7 +681,7 @@ class SwapModel(Node):
         plate = inputs.get(0, frame=frame)
         crop = self._plate_crops(plate.tensor, face.to_crop[None], loaded.model.cfg.res)
         model_in = _to_encoding(crop, ctx.working_space, "srgb").clamp(0.0, 1.0)
-        rgb, mask = swap_faces(loaded, model_in.to(ctx.device))
+        rgb, mask = swap_faces(loaded, model_in.to(ctx.device), direction=direction)
         return _decode_memo.put(key, (rgb[0], mask[0]))
 
     def _crop_flow(self, ctx: EvalContext, inputs, res: int, a: int, face_a, b: int, face_b):
@@ -724,6 +729,7 @@ class SwapModel(Node):
         plate = inputs.get(0)
         path = self._model_path()
         output = self.value("output", ctx.frame)
+        direction = self.value("direction", ctx.frame)
         try:
             tracks = parse_tracks(self.value("tracks", ctx.frame))
         except ValueError:
@@ -733,7 +739,7 @@ class SwapModel(Node):
         try:
             if not faces:
                 meta, digest = read_meta(path), model_digest(path)
-                metadata = dict(plate.metadata, **self._provenance(meta, digest, path, 0))
+                metadata = dict(plate.metadata, **self._provenance(meta, digest, path, 0, direction))
                 if output == "mask":
                     return plate.replace(tensor=torch.zeros_like(plate.tensor[:1]).expand(3, -1, -1).contiguous(),
                                          channels=("R", "G", "B"), metadata=metadata)
@@ -787,7 +793,7 @@ class SwapModel(Node):
                           self.value("erode", ctx.frame) * res / 100.0, self.value("feather", ctx.frame) * res / 100.0)
         if self.value("blend", ctx.frame) == "seamless":
             swap = seamless_correction(self._plate_crops(plate.tensor, to_crop, res), swap, mask)
-        metadata = dict(plate.metadata, **self._provenance(loaded.meta, loaded.digest, path, len(faces)))
+        metadata = dict(plate.metadata, **self._provenance(loaded.meta, loaded.digest, path, len(faces), direction))
         if output == "swapped crop":
             tiles = torch.cat(list(swap), dim=2)                                             # (3, R, N R)
             return Image(tiles.to(plate.dtype).contiguous(), metadata=metadata)

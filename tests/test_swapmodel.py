@@ -3,6 +3,7 @@ outside the feathered mask, faceless frames untouched, provenance, one shared mo
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -168,3 +169,22 @@ def test_crop_masks_erode_feather_and_border():
     assert bool((column[1:] >= column[:-1]).all()) and 0.1 < float(column[2]) < 0.6 and float(column[6]) == 1
     wide = crop_masks(pred, hull, "predicted", 0, 4.0)
     assert float(wide[0, 0, 6, 32]) < 0.9 and float(wide[0, 0, 8, 32]) > 0.999
+
+
+def test_a_to_a_draws_the_plate_actor_as_the_model_learned_her(media_dir):
+    """direction A->A decodes the plate actor as herself: with the demo model (trained on W009 as A) her face
+    comes back much nearer the plate than the A->B swap to M030, in the same mask; the provenance says which."""
+    model = str(Path(__file__).resolve().parents[1] / "resources/demo/demo_model.dbm")
+    g, fd, sw = shot(media_dir / "mead/W009_front_surprised_level3_001.mp4", model, 20)
+    frame = 12
+    plate = g.evaluate(fd, frame=frame).tensor
+    sw["output"] = "mask"
+    inside = g.evaluate(sw, frame=frame).tensor[0] > 0.5
+    sw["output"] = "composite"
+    error = {}
+    for direction in ("A->B", "A->A"):
+        sw["direction"] = direction
+        out = g.evaluate(sw, frame=frame)
+        assert out.metadata["doublure/swap_direction"] == direction and out.metadata["doublure/synthetic_face"]
+        error[direction] = float((out.tensor[:3, inside] - plate[:3, inside]).abs().mean())
+    assert error["A->A"] < 0.6 * error["A->B"], error
