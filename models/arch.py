@@ -217,8 +217,13 @@ class IdentityModel(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] != r or x.shape[3] != r:
             raise ValueError(f"expected faces shaped (N, 3, {r}, {r}), got {tuple(x.shape)}")
 
-    def reconstruct_both(self, a: torch.Tensor, b: torch.Tensor):
+    def reconstruct_both(self, a: torch.Tensor, b: torch.Tensor, shared_expression: bool = False):
         """One pass over both identities for training (the encoder runs once on the concatenated batch).
+
+        ``shared_expression`` (liae): A's private half of the code is her batch's mean, the same for each of
+        her faces, so what differs from face to face (a blink, the mouth) reaches the decoder only through the
+        shared half, the one :meth:`swap` decodes. Trained without it, a model can keep part of A's
+        expression in her private half, and the swap never shows it.
 
         Returns:
             ((rgb_aa, mask_aa), (rgb_bb, mask_bb)): A decoded as A and B decoded as B.
@@ -231,14 +236,17 @@ class IdentityModel(nn.Module):
             z = self.inter(code)
             return self.decoder_a(z[:n]), self.decoder_b(z[n:])
         ab = self.inter_ab(code)
-        za = torch.cat([self.inter_a(code[:n]), ab[:n]], 1)
+        private_a = self.inter_a(code[:n])
+        if shared_expression:
+            private_a = private_a.mean(0, keepdim=True).expand_as(private_a)
+        za = torch.cat([private_a, ab[:n]], 1)
         zb = torch.cat([ab[n:], ab[n:]], 1)
         out = self.decoder(torch.cat([za, zb]))
         return (out[0][:n], out[1][:n]), (out[0][n:], out[1][n:])
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor):
+    def forward(self, a: torch.Tensor, b: torch.Tensor, shared_expression: bool = False):
         """Training forward (what DDP wraps): :meth:`reconstruct_both`."""
-        return self.reconstruct_both(a, b)
+        return self.reconstruct_both(a, b, shared_expression)
 
     def swap(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A faces rendered as identity B (A->B)."""

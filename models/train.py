@@ -85,6 +85,10 @@ class TrainConfig:
             trains without it to sharpen the exact geometry. 1.0: always, 0: never.
         balance_expressions: draw faces evened out by mouth and eye opening (``FaceData.expression_weights``),
             so rare expressions (wide-open mouths, closed eyes) are learnt too; off: uniform draws.
+        shared_expression: liae: the plate actor's private code averaged over each batch, so her expression
+            travels in the shared code the swap decodes (``IdentityModel.reconstruct_both``; on the demo model
+            it lifted the swap's expression r by 0.05-0.10, bench/RESULTS.md). None: on for a liae identity
+            model, off for a pretrained base (its "A" is many people) and for df (no private code).
         loss, augment: loss weights and augmentation ranges.
         seed: the data stream's and initialisation's seed.
         checkpoint_minutes: write a checkpoint this often (and at the end, on stop, Ctrl-C and SIGTERM).
@@ -123,6 +127,7 @@ class TrainConfig:
     clip_grad: float = 1.0
     warp_until: float = 0.8
     balance_expressions: bool = False
+    shared_expression: bool | None = None
     loss: LossWeights = dataclasses.field(default_factory=LossWeights)
     augment: AugmentSettings = dataclasses.field(default_factory=AugmentSettings)
     seed: int = 0
@@ -259,7 +264,8 @@ def compiled_step(model: torch.nn.Module, mode: str = "default") -> tuple[torch.
 def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, *,
                weights: LossWeights, window: int, autocast: torch.dtype | None = None,
                scaler: torch.amp.GradScaler | None = None, clip_grad: float = 1.0,
-               loss_fn: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]] = identity_loss) -> PendingStep:
+               loss_fn: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]] = identity_loss,
+               shared_expression: bool = False) -> PendingStep:
     """Forward both identities, backward, clip, step. The model may be DDP-wrapped (its ``forward`` is
     ``reconstruct_both``). When the loss or the gradient norm is not finite, the optimiser does not step:
     a fused optimiser (:func:`make_optimizer`'s) skips the update on the device, so the host does not wait
@@ -274,6 +280,7 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer
         scaler: a GradScaler for fp16.
         clip_grad: maximum gradient norm (0: no clipping).
         loss_fn: :func:`identity_loss`, or the same compiled (one fused kernel where eager runs dozens).
+        shared_expression: see :meth:`IdentityModel.reconstruct_both`.
 
     Returns:
         The step's values, read when needed (:meth:`PendingStep.result`).
@@ -281,7 +288,7 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["a_in"].device.type
     with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
-        (rgb_aa, mask_aa), (rgb_bb, mask_bb) = model(batch["a_in"], batch["b_in"])
+        (rgb_aa, mask_aa), (rgb_bb, mask_bb) = model(batch["a_in"], batch["b_in"], shared_expression)
     losses = {}
     total = 0.0
     for name, rgb, mask in (("a", rgb_aa, mask_aa), ("b", rgb_bb, mask_bb)):
@@ -464,6 +471,11 @@ class Trainer:
                 raise DoublureError(f"{c.out} already holds a model: pass --resume to continue it, or another --out")
             cfg = self._model_config(None, "")
         self.cfg = cfg
+        if c.shared_expression and cfg.arch != "liae":
+            raise DoublureError(f"--shared-expression needs a liae model ({c.out} is {cfg.arch}): a df model has "
+                                f"no private code")
+        self.shared_expression = cfg.arch == "liae" and not c.pretrain if c.shared_expression is None \
+            else c.shared_expression
 
         torch.manual_seed(c.seed)
         model = IdentityModel(cfg)
@@ -561,7 +573,8 @@ class Trainer:
         training = dict(meta.get("training") or {})
         last = {k: float(np.mean([r[k] for r in recent])) for k in recent[0]} if recent else training.get("loss", {}).get("last", {})
         training.update({"iterations": self.iteration, "batch": c.batch, "elapsed_s": round(elapsed, 1),
-                         "device": str(self.device), "precision": self.precision_name, "hyper": c.hyper(),
+                         "device": str(self.device), "precision": self.precision_name,
+                         "hyper": dict(c.hyper(), shared_expression=self.shared_expression),
                          "loss": {"first": self.loss_first, "last": last}, "rollbacks": self.rollbacks,
                          "pretrain": bool(c.pretrain)})
         meta["training"] = training
@@ -755,7 +768,7 @@ class Trainer:
                     group["lr"] = lr
                 pending = train_step(self.step_model, batch, self.optimizer, weights=c.loss, window=self.window,
                                      autocast=self.autocast, scaler=self.scaler, clip_grad=c.clip_grad,
-                                     loss_fn=self.loss_fn)
+                                     loss_fn=self.loss_fn, shared_expression=self.shared_expression)
                 queued = (self.iteration, lr, pending)
                 self.iteration += 1
                 step_time += time.monotonic() - t0
@@ -812,6 +825,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {AugmentSettings.blink}: off)")
     p.add_argument("--balance-expressions", action="store_true",
                    help="draw faces evened out by mouth and eye opening (rare expressions more often)")
+    p.add_argument("--shared-expression", action=argparse.BooleanOptionalAction, default=None,
+                   help="liae: average the plate actor's private code over each batch, so her expression "
+                        "(blinks, the mouth) reaches the swap through the shared code (default: on for liae "
+                        "identity models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--preview-every", type=int, default=500)
@@ -844,6 +861,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        from_model=args.from_model, resume=args.resume, res=args.res, arch=args.arch,
                        width=args.width, batch=args.batch, iters=args.iters, minutes=args.minutes, lr=args.lr,
                        warmup=args.warmup, warp_until=args.warp_until, balance_expressions=args.balance_expressions,
+                       shared_expression=args.shared_expression,
                        loss=dataclasses.replace(LossWeights(), eyes_mouth=args.eyes_mouth_weight),
                        augment=dataclasses.replace(AugmentSettings(), blink=args.blink), seed=args.seed,
                        checkpoint_minutes=args.checkpoint_minutes, preview_every=args.preview_every,

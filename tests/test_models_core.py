@@ -50,6 +50,26 @@ def test_shapes_and_paths(arch, res):
     assert (ab - aa).abs().mean() > 1e-4
 
 
+def test_shared_expression_gives_each_plate_face_the_same_private_code():
+    """liae with shared_expression: the decoder's input for A's faces carries one private half, her batch's
+    mean, so what differs between her faces is in the shared half alone; B's codes are untouched."""
+    model = tiny("liae").eval()
+    a, b = faces(3), faces(2, seed=2)
+    codes = []
+    hook = model.decoder.register_forward_hook(lambda module, args, out: codes.append(args[0]))
+    with torch.no_grad():
+        per_face = model.reconstruct_both(a, b)
+        shared = model.reconstruct_both(a, b, shared_expression=True)
+    hook.remove()
+    half = model.cfg.ae_dims
+    free, averaged = codes[0][:3, :half], codes[1][:3, :half]
+    assert (free[1:] - free[:1]).abs().amax() > 1e-4       # without it each face has its own private code
+    assert torch.equal(averaged, free.mean(0, keepdim=True).expand_as(free))
+    assert torch.equal(codes[1][:3, half:], codes[0][:3, half:]) and torch.equal(codes[1][3:], codes[0][3:])
+    torch.testing.assert_close(shared[1][0], per_face[1][0])
+    assert not torch.equal(shared[0][0], per_face[0][0])
+
+
 def test_config_validation():
     with pytest.raises(DoublureError, match="steps of 32"):
         ModelConfig(res=80)

@@ -146,6 +146,18 @@ def test_resume_refuses_a_different_shape(trained, facesets):
         Trainer(config(facesets, out, iters=250)).run()
     with pytest.raises(DoublureError, match="compile mode 'fast' is not one of default, reduce-overhead"):
         Trainer(config(facesets, out, iters=250, resume=True, compile_mode="fast")).run()
+    with pytest.raises(DoublureError, match="--shared-expression needs a liae model .*tiny.dbm is df"):
+        Trainer(config(facesets, out, iters=250, resume=True, shared_expression=True)).run()
+
+
+def test_shared_expression_is_on_for_a_liae_identity_model_and_recorded(trained, facesets, tmp_path):
+    """A liae identity model trains with it unless told not to; a df model (``trained``) has no private code."""
+    assert read_meta(str(trained[1]))["training"]["hyper"]["shared_expression"] is False
+    for asked, recorded in ((None, True), (False, False)):
+        out = tmp_path / f"liae_{asked}.dbm"
+        Trainer(config(facesets, out, iters=5, arch="liae", shared_expression=asked)).run()
+        meta = read_meta(str(out))
+        assert meta["training"]["iterations"] == 5 and meta["training"]["hyper"]["shared_expression"] is recorded
 
 
 def test_resume_a_shipped_model_continues_its_iterations(trained, facesets, tmp_path):

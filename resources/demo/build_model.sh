@@ -10,7 +10,9 @@
 # first 70% (WARP_UNTIL) and without it for the rest. The bundled model's history (iterations, batch, learning rate per
 # session) is in bench/RESULTS.md; from the second session on it trains batch 8 at lr 3e-4 (twice the updates per
 # CPU-minute of the first session's batch 16 at 1e-4); from the third on it draws faces evened out by expression
-# (--balance-expressions: M030's few wide-open mouths were too rare for the swap to open as wide as W009's).
+# (--balance-expressions: M030's few wide-open mouths were too rare for the swap to open as wide as W009's); from
+# the eleventh on W009's expression travels in the code the swap reads (`doublure train`'s default for liae,
+# --shared-expression: her blinks had been kept in her own half of the code, out of the swap's reach).
 set -euo pipefail
 minutes=${1:-70}
 work=${2:-build/demo_model}
