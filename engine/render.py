@@ -80,8 +80,8 @@ def _cores_shared_with_writers(writers: int) -> Iterator[None]:
     """torch's CPU thread pool held to half the cores while ``writers`` file writers run beside the frames'
     computation (OpenEXR's compression and x264 keep threads of their own busy): on the 2-core VM the demo
     graph's 1080p render went from 4.9-5.1 to 5.45-5.55 fps with one torch thread instead of two, its CPU
-    per frame from ~345 to ~320 ms (bench/RESULTS.md, session 10). The pool is process-wide (a viewer computing meanwhile shares the cap)
-    and is given back as it was."""
+    per frame from ~345 to ~320 ms (bench/RESULTS.md, session 10). The pool is process-wide (a viewer
+    computing meanwhile shares the cap) and is given back as it was."""
     before = torch.get_num_threads()
     if writers:
         torch.set_num_threads(max(1, min(before, (os.cpu_count() or 2) // 2)))

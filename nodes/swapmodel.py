@@ -669,10 +669,11 @@ class SwapModel(Node):
         to_crop[:, :, 2] += to_crop[:, :, :2] @ np.array([x0, y0], dtype=np.float64)
         return warp_to_crop(plate[:3, y0:y1, x0:x1].float(), to_crop, res, padding_mode="border")
 
-    def _decoded(self, ctx: EvalContext, inputs, loaded, frame: int, face) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's face (sRGB (3, R, R), mask (1, R, R)) decoded from the plate at ``frame`` through
-        ``face``'s crop transform (remembered: neighbouring frames' outputs blend the same decoded faces)."""
-        direction = self.value("direction", ctx.frame)
+    def _decoded(self, ctx: EvalContext, inputs, loaded, direction: str, frame: int,
+                 face) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's face (sRGB (3, R, R), mask (1, R, R)) decoded in ``direction`` from the plate at ``frame``
+        through ``face``'s crop transform (remembered: neighbouring frames' outputs blend the same decoded
+        faces)."""
         key = (loaded.digest, direction, self.input_hash(0, ctx.at(frame)), face.track_id, face.to_crop.tobytes(),
                ctx.working_space, str(ctx.device))
         hit = _decode_memo.get(key)
@@ -775,7 +776,7 @@ class SwapModel(Node):
             offsets = [d for d in range(-temporal, temporal + 1) if frame + d in near]
             around = {d: face if d == 0 else self._stabilised(ctx, inputs, frame + d, near, stabilise)
                       for d in offsets}
-            decoded = [self._decoded(ctx, inputs, loaded, frame + d, around[d]) for d in offsets]
+            decoded = [self._decoded(ctx, inputs, loaded, direction, frame + d, around[d]) for d in offsets]
             weights = temporal_weights(offsets, temporal)
             if align == "flow" and len(offsets) > 1:
                 flows = self._neighbour_flows(ctx, inputs, res, frame, around)
