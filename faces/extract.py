@@ -5,7 +5,9 @@ Faceset format (``doublure.faceset/1``), relied on by training:
 - ``out_dir/index.json``: ``{"schema": "doublure.faceset/1", "size": S, "face_type": ..., "items": [...]}``,
   one item per crop: ``{"file": "000123.png", "source": clip path, "frame": n (0-based decode order),
   "landmarks": [[x, y] x 478] in crop pixel coords (pixel centres at integers), "pose": [yaw, pitch, roll],
-  "blur": variance of the Laplacian, "track_id": k, "expression": {...}, "luma": mean face luminance}``.
+  "blur": variance of the Laplacian, "track_id": k, "expression": {...}, "luma": mean face luminance,
+  "native_side": source pixels across the crop (the detail a reference holds: a crop larger than this is
+  an enlargement)}``.
 - crops: 16-bit PNG RGB, sRGB-encoded (display-referred, like the source video), written atomically.
 - ``out_dir/report.html`` (+ ``report_*.png`` plots): the coverage report.
 
@@ -171,7 +173,8 @@ def extract_faceset(clips: Sequence[str], out_dir: str, size: int = 256, every: 
                           "landmarks": np.round(lm, 3).tolist(), "pose": [round(v, 3) for v in cand.face.pose],
                           "blur": round(cand.blur, 3), "track_id": int(track_of[cand.raw_id]),
                           "expression": {k: round(v, 4) for k, v in expression_measures(lm).items()},
-                          "luma": round(cand.luma, 4)})
+                          "luma": round(cand.luma, 4),
+                          "native_side": round(1.0 / affine_scale(cand.face.to_crop), 1)})
     os.rmdir(pending)
     names = {it["file"] for it in items}
     for stale in os.listdir(out_dir):   # crops of an earlier, larger run into the same folder
