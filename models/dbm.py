@@ -3,6 +3,9 @@
 - ``weights.safetensors``: the network weights (safetensors: loading runs no code, never unpickles);
 - ``model.json``: ``{"schema": "doublure.model/1", "architecture": {...}, "resolution", "face_type",
   "encoding", "training": {...}, "facesets": {...}, "rights": {...}, "weights_sha256", ...}``;
+- optionally ``detail.safetensors``: the detail stage (:mod:`doublure.models.detail`), described by
+  ``model.json["detail"]`` (``architecture``, ``weights_sha256``, ``identity_sha256``: the identity weights it
+  was trained on, ``training``); written by ``doublure train --detail``;
 - while training, also ``optimizer.safetensors`` (the optimiser's tensors) and ``train_state.json`` (its
   other state, the iteration, the loss log position), so ``--resume`` continues exactly. No pickles.
 
@@ -28,7 +31,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -40,6 +43,9 @@ from doublure.engine.errors import DoublureError
 
 from .arch import IdentityModel, ModelConfig
 
+if TYPE_CHECKING:
+    from .detail import DetailNet
+
 log = logging.getLogger("doublure.models")
 
 MODEL_SCHEMA = "doublure.model/1"
@@ -47,6 +53,7 @@ WEIGHTS = "weights.safetensors"
 META = "model.json"
 OPTIMIZER = "optimizer.safetensors"
 TRAIN_STATE = "train_state.json"
+DETAIL = "detail.safetensors"
 RIGHTS_FIELDS = ("subject", "consent_given_by", "consent_date", "agreement", "allowed_uses", "expiry")
 
 
@@ -198,27 +205,115 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
     full.update({"schema": MODEL_SCHEMA, "architecture": model.cfg.to_json(), "resolution": model.cfg.res,
                  "weights_sha256": _sha256(weights),
                  "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-    files = {WEIGHTS: weights, META: (json.dumps(full, indent=1) + "\n").encode()}
+    files = {WEIGHTS: weights}
+    _carry_detail(path, full, files)
+    files[META] = (json.dumps(full, indent=1) + "\n").encode()
     if optimizer_state is not None:
         opt_bytes, opt_meta = optimizer_to_files(optimizer_state)
         files[OPTIMIZER] = opt_bytes
         train_state = dict(train_state or {}, optimizer=opt_meta, optimizer_sha256=_sha256(opt_bytes))
     if train_state is not None:
         files[TRAIN_STATE] = (json.dumps(train_state, indent=1) + "\n").encode()
+    _write_model_files(path, files, as_zip)
+    return full
+
+
+def _carry_detail(path: str, meta: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Keep the detail stage of the model at ``path`` when ``meta`` (its card, as training continues it) names
+    it: continuing the identity part (adapting it to a shot, more iterations) changes its renderings little,
+    and the stage keeps drawing the same person's detail. It is rebound to the new identity weights; the
+    identity iteration it was trained at stays recorded, so the card tells how far the identity has moved
+    since. A stage whose file is gone is dropped from the card, with a log line."""
+    detail = meta.get("detail")
+    if not isinstance(detail, dict):
+        meta.pop("detail", None)
+        return
+    existing = resolve_model_path(path)
+    data = _read_files(existing, (DETAIL,)).get(DETAIL) if os.path.exists(existing) else None
+    if data is None or _sha256(data) != detail.get("weights_sha256"):
+        log.warning("%s: the detail stage named in the model card is not in the model any more; it is left out",
+                    path)
+        meta.pop("detail")
+        return
+    files[DETAIL] = data
+    meta["detail"] = dict(detail, identity_sha256=_sha256(files[WEIGHTS]))
+
+
+def _write_model_files(path: str, files: dict[str, bytes], as_zip: bool) -> None:
+    """Write a model's files as a zip or a folder swapped in whole (see the module's note on atomicity)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     if as_zip:
         _write_zip(path, files)
-    else:
-        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            for name, data in files.items():
-                _write_bytes(os.path.join(tmp, name), data)
-            _replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return full
+        return
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        for name, data in files.items():
+            _write_bytes(os.path.join(tmp, name), data)
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_detail(path: str, net: "DetailNet", detail_meta: dict[str, Any]) -> dict[str, Any]:
+    """Add (or replace) the detail stage of an existing model, atomically; the identity part, the rights
+    record and any training state are kept as they are.
+
+    Args:
+        path: the model (.dbm folder or zip).
+        net: the trained detail network; its config goes into ``model.json["detail"]["architecture"]``.
+        detail_meta: the rest of ``model.json["detail"]`` (``training``, ``facesets``...).
+
+    Returns:
+        The ``model.json`` dict as written.
+    """
+    path = os.fspath(path)
+    meta = read_meta(path)
+    files = _read_files(path, (WEIGHTS, META, OPTIMIZER, TRAIN_STATE))
+    weights = state_to_bytes(net.state_dict())
+    meta["detail"] = dict(detail_meta, architecture=net.cfg.to_json(), weights_sha256=_sha256(weights),
+                          identity_sha256=meta["weights_sha256"],
+                          identity_iteration=int((meta.get("training") or {}).get("iterations", 0)))
+    files[DETAIL] = weights
+    files[META] = (json.dumps(meta, indent=1) + "\n").encode()
+    _write_model_files(path, files, as_zip=os.path.isfile(resolve_model_path(path)))
+    return meta
+
+
+def load_detail(path: str, meta: dict[str, Any]) -> tuple["DetailNet | None", str]:
+    """The detail stage of a model, checked against its identity part.
+
+    Returns:
+        (network in eval mode on the CPU, "") or (None, why it is not used): none stored, or stored for other
+        identity weights (a retrained identity part draws other faces than the ones it learned from). A
+        corrupt detail file raises ModelFileError naming the file.
+    """
+    from .detail import DetailConfig, DetailNet
+
+    detail = meta.get("detail")
+    if not detail:
+        return None, "no detail stage"
+    if not isinstance(detail, dict):
+        raise ModelFileError(f"model file {path}: {META} field 'detail' must be an object")
+    if detail.get("identity_sha256") != meta.get("weights_sha256"):
+        return None, (f"model {path}: its detail stage was trained on other identity weights; retrain it with "
+                      f"`doublure train --detail --out {path} --target ...`")
+    data = _read_files(path, (DETAIL,)).get(DETAIL)
+    if data is None or _sha256(data) != detail.get("weights_sha256"):
+        raise ModelFileError(f"model file {path}: {DETAIL} is missing or does not match its checksum")
+    try:
+        cfg = DetailConfig.from_json(detail.get("architecture"))
+        net = DetailNet(cfg)
+        net.load_state_dict(st_load_bytes(data))
+    except DoublureError as exc:
+        raise ModelFileError(f"model file {path}: detail stage: {exc}") from None
+    except (SafetensorError, RuntimeError, ValueError) as exc:
+        raise ModelFileError(f"model file {path}: {DETAIL} does not fit its architecture ({exc})") from None
+    if cfg.res != (meta.get("architecture") or {}).get("res"):
+        raise ModelFileError(f"model file {path}: detail stage takes {cfg.res} px faces but the identity part "
+                             f"renders {meta['architecture'].get('res')} px")
+    return net.eval(), ""
 
 
 # ------------------------------------------------------------------------------------------- load
@@ -283,8 +378,15 @@ def _digest_for(identity: tuple) -> str:
     meta = read_meta(identity[0])
     # Name, face type and rights travel into every rendered frame's provenance, so they are content too: two
     # files with the same weights under different rights records must not share a cache entry or a hash.
-    return hashlib.sha256(json.dumps([meta["architecture"], meta["weights_sha256"], meta.get("face_type"),
-                                      meta.get("name"), meta.get("rights")], sort_keys=True).encode()).hexdigest()
+    content = [meta["architecture"], meta["weights_sha256"], meta.get("face_type"), meta.get("name"), meta.get("rights")]
+    if _detail_digest(meta) is not None:   # so that a model without one keeps the digest it always had
+        content.append(_detail_digest(meta))
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _detail_digest(meta: dict[str, Any]) -> str | None:
+    detail = meta.get("detail")
+    return detail.get("weights_sha256") if isinstance(detail, dict) else None
 
 
 def model_digest(path: str) -> str:
@@ -307,6 +409,8 @@ class LoadedModel:
         digest: :func:`model_digest`.
         path: where it was loaded from.
         rights_warning: empty when the rights record is in order, else what is wrong (the UI shows it).
+        detail: the detail stage (:mod:`doublure.models.detail`) on the same device, or None.
+        detail_note: why there is no detail stage, when there is none.
     """
 
     model: IdentityModel
@@ -314,6 +418,8 @@ class LoadedModel:
     digest: str
     path: str
     rights_warning: str = ""
+    detail: "DetailNet | None" = None
+    detail_note: str = ""
 
     @property
     def rights(self) -> dict[str, Any]:
@@ -360,7 +466,12 @@ def load_model(path: str, device: torch.device | str = "cpu") -> LoadedModel:
     if problems:
         warning = f"model {path}: " + "; ".join(problems)
         log.warning("RIGHTS WARNING: %s", warning)
-    return LoadedModel(model, meta, model_digest(path), path, warning)
+    detail, detail_note = load_detail(path, meta)
+    if detail is not None:
+        detail.to(device)
+    elif meta.get("detail"):
+        log.warning("%s: the swap runs without its detail stage", detail_note)
+    return LoadedModel(model, meta, model_digest(path), path, warning, detail, detail_note)
 
 
 def has_training_state(path: str) -> bool:
@@ -410,6 +521,24 @@ def model_card(path: str) -> str:
                          ", ".join(f"{k} {v:.4f}" for k, v in sorted(loss["last"].items())))
         if tr.get("from"):
             lines.append(f"  started from: {tr['from']}")
+    detail = meta.get("detail")
+    if isinstance(detail, dict):
+        darch, dtr = detail.get("architecture") or {}, detail.get("training") or {}
+        res = darch.get("res", 0)
+        stale = detail.get("identity_sha256") != meta.get("weights_sha256")
+        lines.append(f"  detail stage: {res} -> {res * darch.get('scale', 0)} px, {darch.get('channels')} channels, "
+                     f"{darch.get('blocks')} blocks; {dtr.get('iterations', 0)} iterations, "
+                     f"{dtr.get('elapsed_s', 0) / 60:.1f} min on {dtr.get('device', '?')}"
+                     + ("; !! trained on other identity weights: not used" if stale else ""))
+        identity_now = int(tr.get("iterations", 0))
+        if detail.get("identity_iteration") is not None and detail["identity_iteration"] != identity_now:
+            lines.append(f"  detail stage trained at identity iteration {detail['identity_iteration']}, identity now "
+                         f"at {identity_now} (`doublure train --detail --resume` refreshes it)")
+        for fs in detail.get("facesets", []):
+            lines.append(f"  faceset detail (B): {fs.get('path')} ({fs.get('items')} faces, "
+                         f"native {fs.get('native_side', '?')} px)")
+    else:
+        lines.append("  detail stage: none (the swap is drawn at the identity model's resolution)")
     for role, label in (("a", "plate actor (A)"), ("b", "target actor (B)"), ("pretrain", "pretraining")):
         for fs in (meta.get("facesets") or {}).get(role, []):
             lines.append(f"  faceset {label}: {fs.get('path')} ({fs.get('items')} faces, sha256 {fs.get('digest', '')[:12]})")
@@ -427,7 +556,7 @@ def model_card(path: str) -> str:
 
 def zip_model(folder: str, out: str) -> None:
     """Pack a .dbm folder into a single-file zip (inference files only; training state left out)."""
-    _write_zip(out, _read_files(folder, (WEIGHTS, META)))
+    _write_zip(out, _read_files(folder, (WEIGHTS, META, DETAIL)))
 
 
 def _write_zip(path: str, files: dict[str, bytes]) -> None:
@@ -440,4 +569,4 @@ def _write_zip(path: str, files: dict[str, bytes]) -> None:
 
 __all__ = ["LoadedModel", "ModelFileError", "has_training_state", "load_model", "load_weights", "model_card",
            "model_digest", "read_meta", "read_training_state", "rights_problems", "rights_record", "rights_reference",
-           "save_model", "zip_model"]
+           "load_detail", "save_detail", "save_model", "zip_model"]

@@ -36,6 +36,8 @@ def shared_model(path: str, device: torch.device | str = "cpu") -> LoadedModel:
             # 66 casts a frame, each a kernel launch on a GPU); the convolutions and dense layers compute in
             # the same dtype either way, and the demo model's outputs match autocast's bit for bit.
             loaded.model.to(precision)
+            if loaded.detail is not None:
+                loaded.detail.to(precision)
         _CACHE[key] = loaded
         while len(_CACHE) > CACHE_SIZE:
             _CACHE.popitem(last=False)

@@ -51,6 +51,7 @@ from . import distributed as dist_helpers
 from .arch import ARCHITECTURES, IdentityModel, ModelConfig, config_for, parameter_count
 from .augment import AugmentSettings
 from .data import BatchLoader, FaceData, ProcessBatchLoader, augment_batch, default_workers, make_raw_batch
+from .detail_train import DetailTrainConfig, DetailTrainer
 from .dbm import (has_training_state, load_weights, read_training_state, resolve_model_path, rights_problems,
                   save_model)
 from .losses import LossWeights, identity_loss, ssim_window
@@ -814,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=1.0, help="scale of the network widths (default 1.0)")
     p.add_argument("--iters", type=int, help="stop at this total iteration count")
     p.add_argument("--minutes", type=float, help="stop after this many minutes")
-    p.add_argument("--batch", type=int, default=8, help="faces of each identity per iteration (default 8)")
+    p.add_argument("--batch", type=int, help="faces of each identity per iteration (default 8; with --detail 16)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up iterations")
@@ -829,6 +830,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="liae: average the plate actor's private code over each batch, so her expression "
                         "(blinks, the mouth) reaches the swap through the shared code (default: on for liae "
                         "identity models)")
+    p.add_argument("--detail", action="store_true",
+                   help="train the detail stage of the model at --out (its identity part trained already) on the "
+                        "target's facesets (--target, extracted at least as large as the stage's output): the swap "
+                        "then carries the references' detail on plate faces larger than the model's crop")
+    p.add_argument("--detail-scale", type=int, default=0, choices=(0, 2, 4, 8),
+                   help="the detail stage's output over the model's resolution (0: from the references' native "
+                        "face size)")
+    p.add_argument("--detail-channels", type=int, default=DetailTrainConfig.channels,
+                   help=f"width of the detail stage (default {DetailTrainConfig.channels})")
+    p.add_argument("--detail-blocks", type=int, default=DetailTrainConfig.blocks,
+                   help=f"residual blocks of the detail stage (default {DetailTrainConfig.blocks})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--preview-every", type=int, default=500)
@@ -859,7 +871,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                            args.rights_agreement, args.rights_uses, args.rights_expiry) if rights_given else {}
     return TrainConfig(out=args.out, source=args.source, target=args.target, pretrain=args.pretrain,
                        from_model=args.from_model, resume=args.resume, res=args.res, arch=args.arch,
-                       width=args.width, batch=args.batch, iters=args.iters, minutes=args.minutes, lr=args.lr,
+                       width=args.width, batch=args.batch or 8, iters=args.iters, minutes=args.minutes, lr=args.lr,
                        warmup=args.warmup, warp_until=args.warp_until, balance_expressions=args.balance_expressions,
                        shared_expression=args.shared_expression,
                        loss=dataclasses.replace(LossWeights(), eyes_mouth=args.eyes_mouth_weight),
@@ -894,6 +906,15 @@ class _ProgressLine:
         self.stream.flush()
 
 
+def _detail_progress(info: dict[str, Any]) -> None:
+    """The terminal lines of ``doublure train --detail``."""
+    if info["event"] == "step" and info["iteration"] % 100 == 0:
+        print(f"detail it {info['iteration']}  loss {info['loss']:.4f}{'  adversarial' if info['adversarial'] else ''}"
+              f"  {info['elapsed_s'] / 60:.1f} min", file=sys.stderr)
+    elif info["event"] in ("setup", "checkpoint"):
+        print(f"detail {info['event']} at iteration {info['iteration']} {info.get('message', '')}", file=sys.stderr)
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``doublure train ...`` (see :func:`build_parser`). Returns the exit status.
 
@@ -907,6 +928,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     # the other ranks of a torchrun job only report problems
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.detail:
+        detail = DetailTrainConfig(out=args.out, target=args.target, scale=args.detail_scale,
+                                   channels=args.detail_channels, blocks=args.detail_blocks,
+                                   batch=args.batch or DetailTrainConfig.batch, iters=args.iters, minutes=args.minutes,
+                                   resume=args.resume, checkpoint_minutes=args.checkpoint_minutes, seed=args.seed,
+                                   threads=args.threads)
+        DetailTrainer(detail, progress=_detail_progress).run()
+        print(f"detail stage written into {args.out}", file=sys.stderr)
+        return 0
     trainer = Trainer(config_from_args(args), progress=_ProgressLine())
     trainer.run()
     if main_rank:
