@@ -58,6 +58,7 @@ from doublure.faces.face import MAX_REPEATS, Coverage, Face, affine_scale, apply
 from doublure.faces.masks import render_crop_mask
 from doublure.faces.track import box_iou
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
+from doublure.models.detail import enhance
 from doublure.models.infer import shared_model, swap_faces
 
 from ._finish import region_mask
@@ -66,6 +67,10 @@ MASK_SOURCES = ("predicted", "landmark hull", "both")
 TEMPORAL_ALIGN = ("none", "flow")
 BLEND_MODES = ("alpha", "seamless")
 OUTPUTS = ("composite", "swapped crop", "mask")
+DETAIL_MODES = ("auto", "off")
+# The detail stage runs where a plate face spans more than this many times the model's crop side: below it the
+# model's own rendering already holds about as many pixels as the plate shows.
+DETAIL_FROM = 1.25
 DIRECTIONS = ("A->B", "A->A")
 
 
@@ -526,6 +531,10 @@ class SwapModel(Node):
                tooltip="none: blend the neighbours' faces as decoded in their crops; flow: first move each "
                        "onto this frame's face by the plate's optical flow (head turn, expression), leaving "
                        "out its pixels where the flow fails (occlusion): less ghosting."),
+        K.Enum("detail", DETAIL_MODES, default="auto",
+               tooltip="auto: where a plate face is larger than the model's crop and the model has a detail "
+                       "stage (`doublure train --detail`), draw the face at the detail stage's size, with the "
+                       "detail of the target's reference faces; off: the model's rendering alone, enlarged."),
         K.Enum("output", OUTPUTS, default="composite",
                tooltip="composite: the plate with the new faces; swapped crop: the model's output crops side "
                        "by side; mask: where the new faces go."),
@@ -726,6 +735,14 @@ class SwapModel(Node):
                 d += step
         return flows
 
+    def _detail_wanted(self, loaded, faces, frame: int) -> bool:
+        """Whether the model's detail stage draws these faces: it has one, the knob allows it and a face spans
+        more plate pixels than :data:`DETAIL_FROM` times the model's crop."""
+        if loaded.detail is None or self.value("detail", frame) == "off":
+            return False
+        res = loaded.model.cfg.res
+        return any(1.0 / affine_scale(f.to_crop) > DETAIL_FROM * res for f in faces)
+
     def compute(self, ctx: EvalContext, inputs) -> Image:
         plate = inputs.get(0)
         path = self._model_path()
@@ -787,8 +804,13 @@ class SwapModel(Node):
             swaps.append(rgb)
             masks.append(m)
         ctx.check_cancelled()
-        swap = _to_encoding(torch.stack(swaps), "srgb", ctx.working_space).to(plate.device)
-        pred_mask = torch.stack(masks)
+        swap, pred_mask = torch.stack(swaps), torch.stack(masks)
+        if self._detail_wanted(loaded, faces, ctx.frame):
+            # after the temporal blend, so the added detail is drawn once per frame on the steadied face
+            swap = enhance(loaded.detail, swap)
+            res = loaded.detail.cfg.out_res
+            pred_mask = F.interpolate(pred_mask, size=(res, res), mode="bilinear", align_corners=False)
+        swap = _to_encoding(swap, "srgb", ctx.working_space).to(plate.device)
         hull = torch.stack([render_crop_mask(f, "face_hull", res, device=swap.device) for f in faces])
         mask = crop_masks(pred_mask.to(swap.device), hull, self.value("mask_source", ctx.frame),
                           self.value("erode", ctx.frame) * res / 100.0, self.value("feather", ctx.frame) * res / 100.0)
