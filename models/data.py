@@ -93,6 +93,7 @@ class FaceData:
         self.res = res
         self.facesets: list[dict[str, Any]] = []
         self.items: list[tuple[str, dict[str, Any], float]] = []   # (crop path, item, crop px -> res px)
+        faceset_of: list[int] = []                                    # item -> its faceset's position in paths
         face_types = set()
         for path in paths:
             index = read_index(path)
@@ -100,12 +101,14 @@ class FaceData:
             scale = res / float(index["size"])
             for item in index["items"]:
                 self.items.append((os.path.join(path, item["file"]), item, scale))
+                faceset_of.append(len(self.facesets))
             self.facesets.append({"path": os.path.abspath(path), "digest": faceset_digest(path),
                                   "items": len(index["items"]), "size": int(index["size"]),
                                   "face_type": index.get("face_type", "whole_face")})
         if len(face_types) > 1:
             raise DoublureError(f"facesets {list(paths)} mix face types {sorted(face_types)}")
         self.face_type = face_types.pop()
+        self._faceset_of = np.asarray(faceset_of, dtype=np.int64)
         self._expression_weights: torch.Tensor | None = None
         self._cache: collections.OrderedDict[int, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
         self._cache_bytes = cache_bytes
@@ -136,6 +139,23 @@ class FaceData:
             weights = 1.0 / np.sqrt(counts[keys])
             self._expression_weights = torch.from_numpy(weights / weights.sum())
         return self._expression_weights
+
+    def sampling_weights(self, balance_expressions: bool = False) -> torch.Tensor | None:
+        """How faces are drawn: None (uniformly) for one faceset without ``balance_expressions``; otherwise each
+        faceset (one person, one shot) weighs the same in all, so a person with 2,000 faces does not drown one
+        with 100 in a many-person set, and within a faceset the faces are drawn uniformly or, with
+        ``balance_expressions``, by :meth:`expression_weights`.
+
+        Returns:
+            (len(self),) float64 weights summing to 1, or None.
+        """
+        if len(self.facesets) == 1 and not balance_expressions:
+            return None
+        base = (self.expression_weights().numpy() if balance_expressions
+                else np.ones(len(self.items), dtype=np.float64))
+        totals = np.bincount(self._faceset_of, weights=base, minlength=len(self.facesets))
+        weights = base / totals[self._faceset_of] / len(self.facesets)
+        return torch.from_numpy(weights / weights.sum())
 
     def _decode(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         path, item, scale = self.items[i]
@@ -182,8 +202,9 @@ def make_raw_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: in
                    settings: AugmentSettings, env: DistEnv | None = None,
                    balance_expressions: bool = False) -> dict[str, torch.Tensor]:
     """The faces of one iteration's batch (this rank's shard of it) and every random draw of their
-    augmentation, on the host, for :func:`augment_batch` to apply on any device; with ``balance_expressions``
-    the faces are drawn by :meth:`FaceData.expression_weights` instead of uniformly.
+    augmentation, on the host, for :func:`augment_batch` to apply on any device; faces are drawn by
+    :meth:`FaceData.sampling_weights`: each of several facesets (people) equally, and with
+    ``balance_expressions`` evened out by expression.
 
     The draws are small; the pixel work is left to :func:`augment_batch`, which does it for the whole batch at
     once: on a GPU a few dozen kernels a batch, where a producer process spent ~90 ms of CPU on a 128 px batch
@@ -198,8 +219,8 @@ def make_raw_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: in
         ``settings.transfer`` ``transfer`` (N, 2) bool: B takes A's colour, then A takes B's.
     """
     env = env or DistEnv()
-    weights_a, weights_b = ((data_a.expression_weights(), data_b.expression_weights()) if balance_expressions
-                            else (None, None))
+    weights_a = data_a.sampling_weights(balance_expressions)
+    weights_b = data_b.sampling_weights(balance_expressions)
     idx_a = batch_indices(len(data_a), batch, iteration, seed, env, weights_a)
     idx_b = batch_indices(len(data_b), batch, iteration, seed + 7919, env, weights_b)
     first, _ = shard_bounds(batch, env)
