@@ -164,19 +164,21 @@ def masked_ssim(recon: torch.Tensor, target: torch.Tensor, hull: torch.Tensor, r
 
 # ---------------------------------------------------------------------------------------- swap functions
 
-def model_swapper(model_path: str, direction: str = "A->B"):
+def model_swapper(model_path: str, direction: str = "A->B", **knobs):
     """The SwapModel node's compute on an Image carrying the detected face (what FaceDetect hands it in a
     shot graph; the frames here come from the bench's own decoding so plate and swap share one detection).
     Each frame alone: no stabilise, temporal blend or held frames, whose memos key a frame by its input's
     hash, which this bench's stand-in input does not change from frame to frame. ``direction`` "A->A": the
-    plate actor decoded as herself, the expression her code carries whatever the identity."""
+    plate actor decoded as herself, the expression her code carries whatever the identity. ``knobs``: other
+    SwapModel knobs (``detail="off"``)."""
     import doublure.nodes  # noqa: F401
     from doublure import engine
     from doublure.engine import colour
     from doublure.nodes.facedetect import working_to_srgb8
 
     graph = engine.Graph()
-    node = graph.create("SwapModel", model=model_path, stabilise=0, temporal=0, holds=False, direction=direction)
+    node = graph.create("SwapModel", model=model_path, stabilise=0, temporal=0, holds=False, direction=direction,
+                        **knobs)
 
     class _Inputs:
         def __init__(self, image):
