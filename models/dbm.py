@@ -184,7 +184,8 @@ def optimizer_from_files(data: bytes, meta: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- save
 
 def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimizer_state: dict | None = None,
-               train_state: dict | None = None, as_zip: bool | None = None) -> dict[str, Any]:
+               train_state: dict | None = None, as_zip: bool | None = None,
+               detail_from: str | None = None) -> dict[str, Any]:
     """Write a ``.dbm`` atomically.
 
     Args:
@@ -193,6 +194,7 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
         meta: the rest of ``model.json`` (training summary, facesets, rights, name...).
         optimizer_state: ``optimizer.state_dict()`` to store for resuming, or None.
         train_state: JSON-able training state for resuming (iteration, seed...), or None.
+        detail_from: the model whose detail stage ``meta["detail"]`` names (default: ``path`` itself).
 
     Returns:
         The ``model.json`` dict as written (with ``weights_sha256``).
@@ -206,7 +208,7 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
                  "weights_sha256": _sha256(weights),
                  "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     files = {WEIGHTS: weights}
-    _carry_detail(path, full, files)
+    _carry_detail(detail_from or path, full, files)
     files[META] = (json.dumps(full, indent=1) + "\n").encode()
     if optimizer_state is not None:
         opt_bytes, opt_meta = optimizer_to_files(optimizer_state)

@@ -52,8 +52,8 @@ from .arch import ARCHITECTURES, IdentityModel, ModelConfig, config_for, paramet
 from .augment import AugmentSettings
 from .data import BatchLoader, FaceData, ProcessBatchLoader, augment_batch, default_workers, make_raw_batch
 from .detail_train import DetailTrainConfig, DetailTrainer
-from .dbm import (has_training_state, load_weights, read_training_state, resolve_model_path, rights_problems,
-                  save_model)
+from .dbm import (has_training_state, load_weights, read_meta, read_training_state, resolve_model_path,
+                  rights_problems, save_model)
 from .losses import LossWeights, identity_loss, ssim_window
 
 log = logging.getLogger("doublure.models")
@@ -72,7 +72,9 @@ class TrainConfig:
         source: facesets of the plate actor (identity A).
         target: facesets of the target actor (identity B).
         pretrain: facesets of many people: train a generic base model instead (A and B both drawn from them).
-        from_model: start from this model's weights (a pretrained base), with a fresh optimiser.
+        from_model: start from this model's weights, with a fresh optimiser: a pretrained base, or an identity
+            model to adapt to a shot (``--from actorB.dbm --source shot_faces/``: its card, rights record and
+            detail stage go with it, and its target facesets are used when no ``target`` is given).
         resume: continue the checkpoint at ``out`` (weights, optimiser, iteration).
         res, arch, width: model resolution, architecture and width scale (see ``arch.config_for``);
             ``res``/``arch`` None: 128 / df for a new model, the checkpoint's when resuming or starting from one.
@@ -403,6 +405,18 @@ class Trainer:
         return os.path.join(self.training_dir, "loss.jsonl")
 
     # -- setup --------------------------------------------------------------------------------------
+    def _recorded_target(self, base_meta: dict[str, Any]) -> list[str]:
+        """The target facesets an identity model was trained on, as its card records them, for adapting it
+        to a shot without naming them again; a DoublureError when they are not on this machine."""
+        paths = [fs.get("path", "") for fs in base_meta["facesets"]["b"]]
+        card = os.path.dirname(os.path.abspath(resolve_model_path(self.config.from_model)))
+        found = [p if os.path.isabs(p) else os.path.join(card, p) for p in paths]
+        missing = [p for p in found if not os.path.isfile(os.path.join(p, "index.json"))]
+        if missing:
+            raise DoublureError(f"--from {self.config.from_model}: its target facesets {missing} are not here; give "
+                                f"the target's faces with --target")
+        return found
+
     def _state_of_shipped_model(self, out: str) -> dict[str, Any]:
         """The training state to resume a model that was shipped without its checkpoint files (weights and
         ``model.json`` only, like the bundled demo model): its recorded iterations and time, a fresh optimiser."""
@@ -442,6 +456,10 @@ class Trainer:
             raise DoublureError(f"compile mode {c.compile_mode!r} is not one of {', '.join(COMPILE_MODES)}")
         self.env = dist_helpers.init_distributed(device=c.device)
         self.device = self.env.device
+        base_meta = read_meta(c.from_model) if c.from_model else {}
+        adapting = bool((base_meta.get("facesets") or {}).get("b"))   # an identity model, not a pretrained base
+        if adapting and not c.target and not c.pretrain:
+            c.target = self._recorded_target(base_meta)
         if c.pretrain:
             if c.source or c.target:
                 raise DoublureError("--pretrain trains on its own facesets: give no --source/--target")
@@ -465,8 +483,13 @@ class Trainer:
         elif c.from_model:
             existing, state_dict, base_meta = load_weights(c.from_model)
             cfg = self._model_config(existing, "start")
-            self.start_meta = {"training": {"from": f"{base_meta.get('name') or c.from_model} "
-                                                    f"({base_meta['weights_sha256'][:12]})"}}
+            start = f"{base_meta.get('name') or c.from_model} ({base_meta['weights_sha256'][:12]})"
+            if adapting:
+                # the same identity continued on a shot's faces: the same person, consent and detail stage
+                self.start_meta = {k: v for k, v in copy.deepcopy(base_meta).items() if k != "schema"}
+                self.start_meta["training"] = dict(self.start_meta.get("training") or {}, **{"from": start})
+            else:
+                self.start_meta = {"training": {"from": start}}
         else:
             if os.path.exists(out) and os.path.exists(os.path.join(out, "train_state.json")):
                 raise DoublureError(f"{c.out} already holds a model: pass --resume to continue it, or another --out")
@@ -599,7 +622,7 @@ class Trainer:
             state = {"iteration": self.iteration, "seed": c.seed, "elapsed_s": round(elapsed, 1),
                      "loss_first": self.loss_first, "shape": self.cfg.to_json()}
             save_model(c.out, self.model, self._meta(elapsed, recent), optimizer_state=self.optimizer.state_dict(),
-                       train_state=state)
+                       train_state=state, detail_from=c.from_model if "detail" in self.start_meta else None)
             self._log_line({"event": "checkpoint", "iteration": self.iteration})
         dist_helpers.barrier(self.env)
         self._good = None   # from now on roll back to the file
@@ -808,7 +831,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", nargs="+", default=[], metavar="FACESET", help="faceset(s) of the plate actor (A)")
     p.add_argument("--pretrain", nargs="+", default=[], metavar="FACESET",
                    help="train a generic base model on many people's facesets")
-    p.add_argument("--from", dest="from_model", metavar="BASE.dbm", help="start from a pretrained base model")
+    p.add_argument("--from", dest="from_model", metavar="MODEL.dbm",
+                   help="start from a pretrained base model, or adapt an identity model to a shot: --from "
+                        "actorB.dbm --source shot_faces/ --out actorB_sh010.dbm --minutes 10 (its rights record "
+                        "and detail stage go with it; --target defaults to the facesets it was trained on)")
     p.add_argument("--out", required=True, help="the model to write (.dbm folder)")
     p.add_argument("--res", type=int, help="crop resolution, 64..1024 in steps of 32 (default 128)")
     p.add_argument("--arch", choices=ARCHITECTURES, help="df (one decoder per identity) or liae (default df)")

@@ -233,3 +233,27 @@ def test_continuing_the_identity_part_keeps_the_detail_stage(model_path, caplog)
     meta.pop("schema")
     assert "detail" not in save_model(model_path, adapted, meta)
     assert "not in the model any more" in caplog.text
+
+
+def test_adapting_a_model_to_a_shot_keeps_its_card_and_detail_stage(faceset, media_dir, tmp_path):
+    from doublure.models.train import TrainConfig, Trainer
+
+    base = str(tmp_path / "actor.dbm")
+    save_model(base, tiny_identity(), {"name": "tiny M030", "rights": RIGHTS, "face_type": "whole_face",
+                                       "facesets": {"b": [{"path": faceset}]}})
+    save_detail(base, DetailNet(DetailConfig(res=64, scale=2, channels=16, blocks=1)), {})
+    shot = str(tmp_path / "shot_faces")
+    extract_faceset([str(media_dir / "mead/W009_front_happy_level3_001.mp4")], shot, size=64, every=6)
+    out = str(tmp_path / "actor_sh010.dbm")
+    # no --target: the facesets the model was trained on, as its card records them
+    Trainer(TrainConfig(out=out, from_model=base, source=[shot], iters=3, batch=2, threads=2, workers=1,
+                        checkpoint_minutes=60.0, preview_every=0)).run()
+    meta = read_meta(out)
+    assert meta["rights"] == RIGHTS and meta["name"] == "tiny M030"
+    assert meta["training"]["from"].startswith("tiny M030") and meta["training"]["iterations"] == 3
+    assert load_model(out).detail is not None
+    assert read_meta(base)["weights_sha256"] != meta["weights_sha256"]    # the base model is left as it was
+    gone = str(tmp_path / "moved.dbm")
+    save_model(gone, tiny_identity(), {"face_type": "whole_face", "facesets": {"b": [{"path": "/nowhere/faces"}]}})
+    with pytest.raises(DoublureError, match="not here; give the target's faces with --target"):
+        Trainer(TrainConfig(out=str(tmp_path / "x.dbm"), from_model=gone, source=[shot], iters=1)).run()
