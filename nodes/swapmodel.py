@@ -535,6 +535,9 @@ class SwapModel(Node):
                tooltip="auto: where a plate face is larger than the model's crop and the model has a detail "
                        "stage (`doublure train --detail`), draw the face at the detail stage's size, with the "
                        "detail of the target's reference faces; off: the model's rendering alone, enlarged."),
+        K.Float("detail_amount", default=1.0, min=0.0, max=1.0, label="detail amount",
+                tooltip="How much of the detail stage's added detail to keep: 1 all of it, 0 the model's "
+                        "rendering enlarged to the same size (skin, creases and lashes fade with it)."),
         K.Enum("output", OUTPUTS, default="composite",
                tooltip="composite: the plate with the new faces; swapped crop: the model's output crops side "
                        "by side; mask: where the new faces go."),
@@ -807,8 +810,9 @@ class SwapModel(Node):
         swap, pred_mask = torch.stack(swaps), torch.stack(masks)
         if self._detail_wanted(loaded, faces, ctx.frame):
             # after the temporal blend, so the added detail is drawn once per frame on the steadied face
-            swap = enhance(loaded.detail, swap)
             res = loaded.detail.cfg.out_res
+            enlarged = F.interpolate(swap, size=(res, res), mode="bilinear", align_corners=False)
+            swap = torch.lerp(enlarged, enhance(loaded.detail, swap), float(self.value("detail_amount", ctx.frame)))
             pred_mask = F.interpolate(pred_mask, size=(res, res), mode="bilinear", align_corners=False)
         swap = _to_encoding(swap, "srgb", ctx.working_space).to(plate.device)
         hull = torch.stack([render_crop_mask(f, "face_hull", res, device=swap.device) for f in faces])

@@ -198,6 +198,9 @@ def test_swapmodel_draws_large_plate_faces_through_the_detail_stage(media_dir, m
     assert tuple(g.evaluate(sw, frame=2).tensor.shape) == (3, 256, 256)
     sw["output"] = "composite"
     with_detail = g.evaluate(sw, frame=2)
+    sw["detail_amount"] = 0.0                    # the enlargement at the stage's size: nearly the plain swap
+    faded = g.evaluate(sw, frame=2)
+    sw["detail_amount"] = 1.0
     sw["detail"] = "off"
     plain = g.evaluate(sw, frame=2)
     sw["output"] = "swapped crop"
@@ -206,6 +209,7 @@ def test_swapmodel_draws_large_plate_faces_through_the_detail_stage(media_dir, m
     changed = (with_detail.tensor - plain.tensor).abs().sum(0) > 1e-4
     # the detail stage changes the face and nothing outside what the swap covers
     assert 0.01 < float(changed.float().mean()) < 0.6
+    assert (faded.tensor - plain.tensor).abs().mean() < 0.2 * (with_detail.tensor - plain.tensor).abs().mean()
     # ... only on the face: within its box grown by a fifth
     x0, y0, x1, y1 = plate.faces[0].box
     grow = 0.2 * max(x1 - x0, y1 - y0)
