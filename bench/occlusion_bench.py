@@ -127,10 +127,10 @@ def paint_synthetic(occ, detect, frames: list[int]) -> list[dict]:
         face = img.faces[0]
         (cx, cy), width, height = occ.geometry(frame)
         half = height / 2 - width / 2
-        strokes.append(plate_points_to_stroke(face, [[cx, cy - half], [cx, cy + half]], 0.3 * width,
+        strokes.append(plate_points_to_stroke(face, [[cx, cy - half], [cx, cy + half]], 0.45 * width,
                                               hardness=0.9, mode="add", frames={"only": frame}))
         truth = occ.truth(frame, (img.height, img.width))
-        near = cv2.dilate((truth > 0).astype(np.uint8), np.ones((13, 13), np.uint8)) > 0
+        near = cv2.dilate((truth > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         r = 0.03 * face.width
         for x, y in face.landmarks[::9, :2]:
             xi, yi = int(round(x)), int(round(y))
@@ -219,10 +219,10 @@ def _ellipse(cu: float, cv: float, ru: float, rv: float, n: int = 24) -> list[li
 
 GLASSES_STROKES = {
     "d9": {"frames": (1, 30, 60), "radius": 0.012,
-           "rims": [_ellipse(0.318, 0.262, 0.185, 0.112), _ellipse(0.705, 0.255, 0.185, 0.112),
-                    [[0.50, 0.215], [0.525, 0.215]], [[0.02, 0.235], [0.133, 0.24]], [[0.89, 0.23], [0.99, 0.225]]],
-           "face": [[0.32, 0.45], [0.70, 0.45], [0.50, 0.40], [0.50, 0.12], [0.30, 0.08], [0.72, 0.08], [0.20, 0.55],
-                    [0.80, 0.55], [0.50, 0.62], [0.12, 0.40], [0.88, 0.40], [0.50, 0.85]]},
+           "rims": [_ellipse(0.29, 0.288, 0.162, 0.122), _ellipse(0.703, 0.28, 0.166, 0.122),
+                    [[0.45, 0.232], [0.537, 0.225]], [[0.08, 0.222], [0.127, 0.225]], [[0.87, 0.215], [0.92, 0.218]]],
+           "face": [[0.29, 0.47], [0.70, 0.47], [0.50, 0.36], [0.50, 0.10], [0.30, 0.07], [0.72, 0.07], [0.20, 0.55],
+                    [0.80, 0.55], [0.50, 0.62], [0.06, 0.40], [0.94, 0.40], [0.50, 0.85], [0.29, 0.35], [0.70, 0.35]]},
 }
 
 
@@ -263,7 +263,7 @@ def bench_glasses(clip: str, spec: dict, model: Path) -> dict:
         rel_without.append(float((off.tensor[:3].float() - p)[:, rim].abs().mean() / ref))
         face = on.faces[0]
         y0, y1, x0, x1 = face.coverage.window
-        for cu, cv in ((0.318, 0.30), (0.705, 0.30)):   # below the eye, inside each lens
+        for cu, cv in ((0.25, 0.36), (0.66, 0.36)):   # below the eye, inside each lens
             x, y = (face.from_crop @ np.array([cu, cv, 1.0]))
             lens_alpha.append(float(face.coverage.alpha[0, int(round(y)) - y0, int(round(x)) - x0]))
     return {"clip": clip, "rim_rel_mad_with": float(np.mean(rel_with)), "rim_rel_mad_without": float(np.mean(rel_without)),

@@ -69,7 +69,7 @@ class Occlusion(Node):
         K.Bool("hands", default=True, tooltip="Hands in front of a face, found by mediapipe's hand landmarks."),
         K.Bool("far_side", default=True, label="far side",
                tooltip="On a turned head, keep the background the face hull covers beyond the far cheek."),
-        K.Int("steps", default=400, min=50, max=5000, soft_max=2000, animatable=False, label="training steps",
+        K.Int("steps", default=400, min=10, max=5000, soft_max=2000, animatable=False, label="training steps",
               tooltip="Optimisation steps of Train matte (about 0.1 s each on a CPU core)."),
         K.Enum("output", OUTPUTS, default="plate",
                tooltip="plate: the input with each face's occlusion attached; matte: the occlusion as an image."),
@@ -82,6 +82,7 @@ class Occlusion(Node):
         self._hands = HandFinder()
         self._net_lock = threading.Lock()
         self._net: tuple[tuple, torch.nn.Module] | None = None
+        self.train_error: str | None = None   # why the last Train matte stopped, shown until the next one
 
     # -- the stored matte ----------------------------------------------------------------------------
     def matte_path(self) -> str:
@@ -118,6 +119,8 @@ class Occlusion(Node):
 
     def status(self) -> str:
         """One line for the properties panel: what the matte was trained on, or what to do."""
+        if self.train_error:
+            return f"matte: Train matte failed: {self.train_error}"
         matte = self.value("matte")
         if not matte:
             return "matte: not trained (paint occluder and face strokes on 2-3 frames, then Train matte)"
@@ -258,7 +261,12 @@ class Occlusion(Node):
         """
         graph = graph or self.graph
         strokes = self.value("strokes")
-        samples = self.training_samples(graph, strokes, cancel)
+        self.train_error = None
+        try:
+            samples = self.training_samples(graph, strokes, cancel)
+        except DoublureError as exc:
+            self.train_error = str(exc).removeprefix(f"{self.name}: ")
+            raise
         frames = training_frames(strokes)
         net, summary = train_matte(samples, steps=int(self.value("steps")), progress=progress,
                                    check_cancelled=cancel.check if cancel is not None else None)
