@@ -3,7 +3,7 @@
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/occlusion_bench.py [--quick]
 
 1. Synthetic occluder with known ground truth: a piece of a real photograph (the astronaut still's suit and
-   flag, cut as a capsule, a microphone's shape) moved across the lower face of a real plate (people/d0). The
+   flag, cut as a capsule, a microphone's shape) moved across the lower face of a real plate (people/d10). The
    artist's painting is simulated on 3 frames: one stroke down the object's middle (occluder) and dots on the
    face's landmarks away from it (face). Train matte, then on every frame the IoU of the matte (> 0.5) with
    the object's true mask, inside the face's crop.
@@ -154,7 +154,7 @@ def iou_inside_crop(matte_img: Image, face, truth: np.ndarray) -> float:
 
 def bench_synthetic(quick: bool) -> dict:
     first, last = 1, (40 if quick else 100)
-    g, occ, detect, matte = synthetic_shot(MEDIA / "people" / "d0.mp4", first, last, MEDIA / "stills" / "astronaut.png")
+    g, occ, detect, matte = synthetic_shot(MEDIA / "people" / "d10.mp4", first, last, MEDIA / "stills" / "astronaut.png")
     span = last - first
     painted = [first + span // 6, first + span // 2, first + 5 * span // 6]
     matte["strokes"] = paint_synthetic(occ, detect, painted)
