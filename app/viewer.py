@@ -876,6 +876,11 @@ class ViewerPanel(QtWidgets.QWidget):
         knob = strokes_knob(self.paint_target)
         target = self.paint_target
         self.canvas.strokes_at = None if target is None else lambda frame: target.knob(knob).value_at(frame)
+        # a node whose painted frames mean something (Occlusion: its training frames) paints this frame only
+        frame_only = bool(getattr(target, "paint_frame_only", False))
+        if frame_only:
+            self.brush_scope.setCurrentIndex(self.brush_scope.findData("only"))
+        self.brush_scope.setEnabled(not frame_only)
         self.canvas.update()
         self.brush_target.setText(f"  painting into {self.paint_target.name}" if self.paint_target
                                   else "  select a node with strokes (EyeFix) to paint")
