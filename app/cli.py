@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from doublure.engine import DoublureError  # noqa: E402
 
-SUBCOMMANDS = ("render", "info", "track", "extract", "train", "demo")
+SUBCOMMANDS = ("render", "info", "track", "occlusion", "extract", "train", "demo")
 
 
 def _version() -> str:
@@ -117,6 +117,23 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_occlusion(args: argparse.Namespace) -> int:
+    from doublure.engine.progress import ProgressBar
+    from doublure.nodes.occlusion import train_occlusion
+
+    bar = ProgressBar(100, "%")
+
+    def progress(fraction: float, message: str = "") -> None:
+        bar.update(int(round(100 * fraction)), message)
+
+    try:
+        path = train_occlusion(args.project, args.node, progress=progress)
+    finally:
+        bar.close()
+    print(f"occlusion matte saved to {path}")
+    return 0
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from doublure.faces.extract import extract_faceset
 
@@ -190,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("project")
     track.add_argument("-n", "--node", required=True, help="the FaceDetect node, e.g. FaceDetect1")
     track.set_defaults(func=cmd_track)
+
+    occlusion = sub.add_parser("occlusion", help="train an Occlusion node's matte from its painted strokes")
+    occlusion.add_argument("project")
+    occlusion.add_argument("-n", "--node", required=True, help="the Occlusion node, e.g. Occlusion1")
+    occlusion.set_defaults(func=cmd_occlusion)
 
     extract = sub.add_parser("extract", help="extract an aligned faceset from clips")
     extract.add_argument("clips", nargs="+")

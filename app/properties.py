@@ -412,6 +412,13 @@ class NodePanel(QtWidgets.QFrame):
             self.progress.setRange(0, 1000)
             self.progress.setVisible(False)
             layout.addWidget(self.progress)
+        # a node with an analysis tells what it holds (what a matte was trained on, or why it is not applied)
+        self.status_label: QtWidgets.QLabel | None = None
+        if callable(getattr(node, "status", None)):
+            self.status_label = QtWidgets.QLabel(self)
+            self.status_label.setWordWrap(True)
+            layout.addWidget(self.status_label)
+            self._refresh_status()
 
     def _rename(self) -> None:
         name = self.name_edit.text().strip()
@@ -425,9 +432,17 @@ class NodePanel(QtWidgets.QFrame):
     def refresh(self, knob: str | None = None) -> None:
         if not self.name_edit.hasFocus():
             self.name_edit.setText(self.node.name)
+        self._refresh_status()
         for name, editor in self.editors.items():
             if knob is None or knob == name:
                 editor.refresh()
+
+    def _refresh_status(self) -> None:
+        if self.status_label is not None:
+            try:
+                self.status_label.setText(self.node.status())
+            except DoublureError as exc:
+                self.status_label.setText(str(exc))
 
     def run_action(self, action: str) -> ActionRunner:
         """Start a node action (Track, Analyse, Train) in the background."""
@@ -454,6 +469,7 @@ class NodePanel(QtWidgets.QFrame):
         self.cancel_button.setEnabled(False)
         self.progress.setVisible(False)
         self.status_message.emit(f"{self.node.name}: {error or 'done'}")
+        self._refresh_status()
 
 
 class PropertiesPanel(QtWidgets.QWidget):

@@ -22,6 +22,7 @@ from doublure.engine import colour
 from .display import CHANNEL_MODES, DisplayCache, DisplayFrame, DisplaySettings, difference_pixels, qimage_of
 from .evaluator import FrameEvaluator
 from .events import subscribe_on_ui_thread
+from .overlays import draw_occlusion, draw_strokes, stroke_pen
 from .paint import BrushSettings, stroke_from_plate_path, strokes_knob
 from .timeline import Timeline
 
@@ -73,6 +74,9 @@ class ViewerCanvas(QtWidgets.QWidget):
         self.zoom = 1.0
         self.center = QtCore.QPointF(0, 0)  # image-space point at the widget's centre
         self.show_faces = True
+        self.show_matte = True
+        # the strokes of the node being painted at a frame (drawn where they lie), or None
+        self.strokes_at: Callable[[int], list[dict]] | None = None
         self.message = ""
         self.stale = False
         self.paint_enabled = False
@@ -243,14 +247,16 @@ class ViewerCanvas(QtWidgets.QWidget):
                     c = self.to_widget(QtCore.QPointF(float(cx), float(cy)))
                     p.drawEllipse(c, float(r) * self.zoom, float(r) * self.zoom)
             p.restore()
+        if frame is not None and self.show_matte:
+            draw_occlusion(p, frame.image.faces, frame.proxy, self.to_widget)
+        if frame is not None and self.strokes_at is not None:
+            draw_strokes(p, self.strokes_at(frame.frame), frame.image.faces, frame.frame, frame.proxy, self.zoom,
+                         self.to_widget)
         if self._stroke:
             proxy = frame.proxy if frame is not None else 1.0
-            pen = QtGui.QPen(QtGui.QColor(255, 80, 80, 140) if self.brush.mode == "add" else
-                             QtGui.QColor(80, 160, 255, 140), self.brush.size * self.zoom,
-                             QtCore.Qt.PenStyle.SolidLine, QtCore.Qt.PenCapStyle.RoundCap,
-                             QtCore.Qt.PenJoinStyle.RoundJoin)
             p.save()
-            p.setPen(pen)
+            p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
+            p.setPen(stroke_pen(self.brush.mode, self.brush.size * self.zoom))
             points = [self.to_widget(QtCore.QPointF(x / proxy, y / proxy)) for x, y in self._stroke]
             if len(points) == 1:
                 p.drawPoint(points[0])
@@ -463,6 +469,10 @@ class ViewerPanel(QtWidgets.QWidget):
         self.faces_check.setChecked(True)
         self.faces_check.setToolTip("Overlay face boxes, landmarks, irises and track ids")
         self.faces_check.toggled.connect(self._on_faces_toggled)
+        self.matte_check = QtWidgets.QCheckBox("Matte", self)
+        self.matte_check.setChecked(True)
+        self.matte_check.setToolTip("Overlay the occlusion matte the faces carry (an Occlusion node upstream), magenta")
+        self.matte_check.toggled.connect(self._on_matte_toggled)
         self.paint_button = QtWidgets.QToolButton(self)
         self.paint_button.setText("Paint")
         self.paint_button.setCheckable(True)
@@ -481,6 +491,7 @@ class ViewerPanel(QtWidgets.QWidget):
         bar.addAction(one)
         bar.addWidget(self.proxy_combo)
         bar.addWidget(self.faces_check)
+        bar.addWidget(self.matte_check)
         bar.addWidget(self.paint_button)
         # Colour controls on a second row, so neither row overflows a laptop-width viewer.
         self.colour_bar = QtWidgets.QToolBar(self)
@@ -685,6 +696,10 @@ class ViewerPanel(QtWidgets.QWidget):
         self.canvas.show_faces = on
         self.canvas.update()
 
+    def _on_matte_toggled(self, on: bool) -> None:
+        self.canvas.show_matte = on
+        self.canvas.update()
+
     # -- display ----------------------------------------------------------------------------------------
     def display_settings(self) -> DisplaySettings:
         return DisplaySettings(display=self.display_combo.currentText(), view=self.view_combo.currentText(),
@@ -858,6 +873,15 @@ class ViewerPanel(QtWidgets.QWidget):
     # -- painting -------------------------------------------------------------------------------------
     def set_paint_target(self, node: Node | None) -> None:
         self.paint_target = node if strokes_knob(node) else None
+        knob = strokes_knob(self.paint_target)
+        target = self.paint_target
+        self.canvas.strokes_at = None if target is None else lambda frame: target.knob(knob).value_at(frame)
+        # a node whose painted frames mean something (Occlusion: its training frames) paints this frame only
+        frame_only = bool(getattr(target, "paint_frame_only", False))
+        if frame_only:
+            self.brush_scope.setCurrentIndex(self.brush_scope.findData("only"))
+        self.brush_scope.setEnabled(not frame_only)
+        self.canvas.update()
         self.brush_target.setText(f"  painting into {self.paint_target.name}" if self.paint_target
                                   else "  select a node with strokes (EyeFix) to paint")
 
@@ -879,8 +903,11 @@ class ViewerPanel(QtWidgets.QWidget):
         try:
             # The brush size is in full-resolution pixels; the path is in the shown frame's (proxy) pixels.
             brush = dataclasses.replace(self.canvas.brush, size=self.canvas.brush.size * frame.proxy)
+            if getattr(node, "paint_frame_only", False):   # its strokes say which frames were painted
+                brush = dataclasses.replace(brush, scope="only")
             stroke = stroke_from_plate_path(frame.image.faces, points, brush, frame.frame, node.name)
             self.graph.set_knob(node, knob, list(node.knob(knob).value_at(frame.frame)) + [stroke])
+            self.canvas.update()   # drawn now, whether or not the image shown depends on the strokes
         except DoublureError as exc:
             self.status_message.emit(str(exc))
 

@@ -102,6 +102,8 @@ class Face:
             frame to frame (Grain's renewing noise, ColorMatch's window) take this frame as that one.
         coverage: where SwapModel put its new face (:class:`Coverage`), so the finishing nodes below change
             the new face and leave the plate around it alone; None before a swap. Not stored with tracks.
+        occlusion: what stands in front of the face (glasses, a hand), a :class:`Coverage` whose alpha is 1 on
+            the occluder (set by the Occlusion node); SwapModel puts the new face under it. Not stored with tracks.
     """
 
     track_id: int
@@ -116,6 +118,7 @@ class Face:
     interpolated: bool = False
     repeats: int = 0
     coverage: Coverage | None = field(default=None, compare=False, repr=False)
+    occlusion: Coverage | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.landmarks = np.asarray(self.landmarks, dtype=np.float32).reshape(NUM_LANDMARKS, 3)

@@ -59,6 +59,37 @@ def content_identity(path: str) -> list[tuple]:
     return identities
 
 
+def upstream_identity(node: Node, frame: int, memo: dict[int, tuple[str | None, list]]) -> list:
+    """A node's input pixels at ``frame`` as the project describes them: every upstream node's type, version
+    and knob values, with File knobs as their files' ``content_identity`` instead of their paths.
+
+    The upstream hash would do, but it holds absolute paths: a farm worker that sees the plate through
+    --path-map, or a copy of the show at another root, would find a stored analysis stale and redo it.
+    Memoised in ``memo`` per frame on the upstream hash, which changes with any upstream edit or file.
+    """
+    upstream_hash = node.input_hash(0, node.graph.context(frame, 1.0))
+    hit = memo.get(frame)
+    if hit is not None and hit[0] == upstream_hash:
+        return hit[1]
+    identity, stack, seen = [], [node.input(0)], set()
+    while stack:
+        up = stack.pop()
+        if up is None or up.uuid in seen:
+            continue
+        seen.add(up.uuid)
+        knob_values = []
+        for name, knob in up.knobs.items():
+            value = knob.value_at(frame)
+            if isinstance(knob.spec, K.File) and value:
+                knob_values.append((name, content_identity(up.path(name, frame))))
+            else:
+                knob_values.append((name, knob.spec.to_json(value)))
+        identity.append((up.type_name, up.version, knob_values))
+        stack.extend(up.input_nodes)
+    memo[frame] = (upstream_hash, identity)
+    return identity
+
+
 # ---------------------------------------------------------------------------------------- the node
 
 def _tracks_cache_dir() -> str:
@@ -138,34 +169,8 @@ class FaceDetect(Node):
         return int(self.graph.settings["first"]), int(self.graph.settings["last"])
 
     def upstream_identity(self, frame: int) -> list:
-        """The input's pixels at ``frame`` as the project describes them: every upstream node's type, version
-        and knob values, with File knobs as their files' ``content_identity`` instead of their paths.
-
-        The upstream hash would do, but it holds absolute paths: a farm worker that sees the plate through
-        --path-map, or a copy of the show at another root, would find the stored tracks stale and detect
-        again. Memoised per frame on the upstream hash, which changes with any upstream edit or file.
-        """
-        upstream_hash = self.input_hash(0, self.graph.context(frame, 1.0))
-        memo = self._upstream_memo.get(frame)
-        if memo is not None and memo[0] == upstream_hash:
-            return memo[1]
-        identity, stack, seen = [], [self.input(0)], set()
-        while stack:
-            node = stack.pop()
-            if node is None or node.uuid in seen:
-                continue
-            seen.add(node.uuid)
-            knob_values = []
-            for name, knob in node.knobs.items():
-                value = knob.value_at(frame)
-                if isinstance(knob.spec, K.File) and value:
-                    knob_values.append((name, content_identity(node.path(name, frame))))
-                else:
-                    knob_values.append((name, knob.spec.to_json(value)))
-            identity.append((node.type_name, node.version, knob_values))
-            stack.extend(node.input_nodes)
-        self._upstream_memo[frame] = (upstream_hash, identity)
-        return identity
+        """The input's pixels at ``frame`` as the project describes them (:func:`upstream_identity`)."""
+        return upstream_identity(self, frame, self._upstream_memo)
 
     def analysis_key(self, first: int, last: int) -> str:
         """Identity of what an analysis depends on: the upstream at both ends of the range (``upstream_identity``

@@ -56,6 +56,7 @@ from doublure.faces.align import umeyama_2d, warp_from_crop, warp_to_crop
 from doublure.faces.detect import box_from_landmarks
 from doublure.faces.face import MAX_REPEATS, Coverage, Face, affine_scale, apply_affine, invert_affine
 from doublure.faces.masks import render_crop_mask
+from doublure.faces.occlusion import occlusion_in_window
 from doublure.faces.track import box_iou
 from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
 from doublure.models.detail import enhance
@@ -836,6 +837,10 @@ class SwapModel(Node):
                 keep = 1.0 - opening
                 # the blur's weights sum to 1 within float rounding: its core is the plate, bit for bit
                 placed[i] *= torch.where(keep < 1e-6, 0.0, keep)
+        # what stands in front of a face (the Occlusion node's matte on this frame's plate) keeps the plate
+        in_front = {f.track_id: f for f in plate.faces}
+        for i, face in enumerate(faces):
+            placed[i] *= 1.0 - occlusion_in_window(in_front.get(face.track_id, face), (y0, y1, x0, x1), placed.device)
         swapped = {f.track_id: dataclasses.replace(f, repeats=ctx.frame - frame,
                                                    coverage=Coverage((y0, y1, x0, x1), placed[i, 3:].clone()))
                    for i, (f, (frame, _)) in enumerate(zip(faces, keys))}

@@ -1,0 +1,433 @@
+"""Occlusion mattes: what stands in front of a face (glasses, a hand, hair, a prop), so a swap goes under it.
+
+Three sources, each a plate-resolution matte over a face's window (:class:`~doublure.faces.face.Coverage`,
+1 = occluder, the plate's pixels are kept there):
+
+- **learned**: a small segmentation network in the face's aligned crop (:data:`MATTE_RES` px), trained per
+  shot from painted strokes on two or three frames (``add`` strokes mark the occluder, ``erase`` strokes mark
+  the face; unpainted pixels carry no label), with augmentation. Because the crop follows the face, glasses
+  painted on three frames are found on every frame.
+- **hands**: mediapipe's legacy hand landmarker (its models ship in the mediapipe wheel), a hand drawn as its
+  palm polygon and finger bones, taken to be in front of any face it overlaps.
+- **far side**: on a turned head, the part of the face hull the mesh does not cover (background between the
+  nose or the near cheek and the far jaw), where a crop-shaped swap would paint over the background.
+
+A learned matte file is ``weights.safetensors``-style: one safetensors file whose metadata holds a JSON
+description (``schema`` :data:`MATTE_SCHEMA`, the validity keys, the training frames); never unpickled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import threading
+import time
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from doublure.engine.atomic import atomic_path
+from doublure.engine.errors import DoublureError
+
+from .face import Coverage, Face, apply_affine, crop_matrix, invert_affine
+from .masks import rasterize_shapes, region_shapes
+from .paint import render_strokes
+
+MATTE_RES = 128
+MATTE_SCHEMA = "doublure.occlusion/1"
+# A pixel counts as labelled where a stroke covers it this much.
+LABEL_COVERAGE = 0.5
+
+
+# ------------------------------------------------------------------------------------------- crops
+
+def crop_window(face: Face, size: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The plate rectangle (y0, y1, x0, x1) a face's aligned crop covers, one pixel of margin, clipped to (H, W)."""
+    corners = apply_affine(face.from_crop, np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+    return max(int(y0), 0), min(int(y1), int(hw[0])), max(int(x0), 0), min(int(x1), int(hw[1]))
+
+
+def encode_for_matte(linear: np.ndarray) -> np.ndarray:
+    """Scene-linear pixels to the network's input encoding: clipped to [0, 1], gamma 1/2.2 (perceptual steps)."""
+    return np.power(np.clip(linear, 0.0, 1.0), 1.0 / 2.2, dtype=np.float32)
+
+
+def sample_crop(plate: torch.Tensor, face: Face, size: int = MATTE_RES) -> torch.Tensor:
+    """A face's aligned crop of the plate, in the matte network's encoding.
+
+    Args:
+        plate: (C >= 3, H, W) scene-linear plate, any device.
+        face: the face (its ``to_crop``).
+        size: crop side in pixels.
+
+    Returns:
+        (3, size, size) float32 CPU tensor in [0, 1].
+    """
+    h, w = plate.shape[-2:]
+    y0, y1, x0, x1 = crop_window(face, size, (h, w))
+    if y1 <= y0 or x1 <= x0:
+        return torch.zeros(3, size, size)
+    window = plate[:3, y0:y1, x0:x1].float().cpu().permute(1, 2, 0).contiguous().numpy()
+    m = crop_matrix(face.to_crop, size)
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)   # window pixel -> crop pixel
+    crop = cv2.warpAffine(window, m, (size, size), flags=cv2.INTER_AREA if affine_shrinks(m) else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+    return torch.from_numpy(encode_for_matte(crop)).permute(2, 0, 1).contiguous()
+
+
+def affine_shrinks(m: np.ndarray) -> bool:
+    """Whether a (2, 3) affine maps the source to fewer pixels (area filtering then avoids aliasing)."""
+    return abs(np.linalg.det(np.asarray(m)[:, :2])) < 1.0
+
+
+def crop_grid_face(face: Face, size: int) -> Face:
+    """``face`` re-expressed with its crop's pixel grid as the "plate": strokes render straight into the crop."""
+    to_crop = np.array([[1.0 / size, 0.0, 0.5 / size], [0.0, 1.0 / size, 0.5 / size]])
+    return dataclasses.replace(face, to_crop=to_crop, from_crop=invert_affine(to_crop), coverage=None, occlusion=None)
+
+
+def stroke_labels(strokes: Sequence[dict], face: Face, frame: int, size: int = MATTE_RES) -> tuple[np.ndarray, np.ndarray]:
+    """The labels a frame's strokes give one face's crop.
+
+    Args:
+        strokes: ``K.Strokes`` items; ``add`` marks the occluder, ``erase`` marks the face.
+        face: the face on ``frame`` (only strokes of its track count).
+        frame: the frame (strokes limited to other frames are left out).
+        size: crop side.
+
+    Returns:
+        (occluder, face) (size, size) bool arrays; a pixel both strokes cover goes to the later stroke.
+    """
+    grid = crop_grid_face(face, size)
+    own = [s for s in strokes if int(s["track_id"]) == face.track_id]
+    occluder = np.zeros((size, size), dtype=bool)
+    skin = np.zeros((size, size), dtype=bool)
+    for stroke in own:
+        cov = render_strokes([dict(stroke, mode="add")], [grid], frame, (size, size))[0].numpy() >= LABEL_COVERAGE
+        if stroke.get("mode", "add") == "erase":
+            skin |= cov
+            occluder &= ~cov
+        else:
+            occluder |= cov
+            skin &= ~cov
+    return occluder, skin
+
+
+# ------------------------------------------------------------------------------------------ network
+
+class OcclusionNet(nn.Module):
+    """A small U-Net: (N, 3, S, S) crops in [0, 1] -> (N, 1, S, S) occluder logits (S divisible by 8).
+
+    Three scales of two 3x3 convolutions, a dilated bottleneck for context (a lens rim knows it is one from
+    the whole frame of the glasses), skip connections for thin structures (a frame, a strand of hair).
+    """
+
+    def __init__(self, width: int = 12) -> None:
+        super().__init__()
+        self.width = width
+
+        def block(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True))
+
+        w = width
+        self.enc1, self.enc2, self.enc3 = block(3, w), block(w, 2 * w), block(2 * w, 4 * w)
+        self.mid = block(4 * w, 4 * w, dilation=2)
+        self.dec3, self.dec2, self.dec1 = block(8 * w, 2 * w), block(4 * w, w), block(2 * w, w)
+        self.head = nn.Conv2d(w, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        m = self.mid(F.max_pool2d(e3, 2))
+        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
+        d3 = self.dec3(torch.cat([up(m), e3], 1))
+        d2 = self.dec2(torch.cat([up(d3), e2], 1))
+        d1 = self.dec1(torch.cat([up(d2), e1], 1))
+        return self.head(d1)
+
+
+@dataclasses.dataclass
+class TrainingSample:
+    """One face on one painted frame: its crop (3, S, S) and its (S, S) bool labels."""
+
+    frame: int
+    track_id: int
+    crop: torch.Tensor
+    occluder: np.ndarray
+    skin: np.ndarray
+
+
+def augment(crops: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random similarity warp (rotation +-12 deg, scale 0.85-1.15, shift +-8 %), mirror, gain, gamma and noise.
+
+    Args:
+        crops: (N, 3, S, S) in [0, 1].
+        labels: (N, 2, S, S) float {0, 1}: occluder, face.
+        gen: the random generator (training is repeatable).
+
+    Returns:
+        (crops, labels) warped alike; labels stay nearest-neighbour sampled.
+    """
+    n = crops.shape[0]
+    rnd = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
+    angle = (rnd(n) - 0.5) * math.radians(24)
+    scale = 0.85 + 0.3 * rnd(n)
+    mirror = torch.where(rnd(n) < 0.5, -1.0, 1.0)
+    shift = (rnd(n, 2) - 0.5) * 0.16
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(crops.shape), align_corners=False)
+    crops = F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    labels = F.grid_sample(labels, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    gain = 0.75 + 0.5 * rnd(n, 3, 1, 1)
+    gamma = 0.7 + 0.6 * rnd(n, 1, 1, 1)
+    crops = (crops * gain).clamp(0, 1) ** gamma
+    crops = (crops + 0.02 * torch.randn(crops.shape, generator=gen)).clamp(0, 1)
+    return crops, labels
+
+
+def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int = 8, width: int = 12, seed: int = 0,
+                progress: Callable[[float, str], None] | None = None,
+                check_cancelled: Callable[[], None] | None = None) -> tuple[OcclusionNet, dict]:
+    """Train an :class:`OcclusionNet` on painted samples.
+
+    The loss is binary cross-entropy over labelled pixels only, each class weighted to half the total, so a
+    thin occluder counts as much as the large face painted around it.
+
+    Args:
+        samples: painted faces; together they must label both classes.
+        steps: optimisation steps.
+        batch: crops per step (drawn with replacement, augmented).
+        width: the network's base width.
+        seed: random seed.
+        progress: called as ``progress(fraction, message)`` every few steps.
+        check_cancelled: called every step; raises to stop.
+
+    Returns:
+        (the network in eval mode, a summary: steps, final loss, seconds).
+    """
+    crops = torch.stack([s.crop for s in samples])
+    labels = torch.stack([torch.from_numpy(np.stack([s.occluder, s.skin]).astype(np.float32)) for s in samples])
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    net = OcclusionNet(width)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.15)
+    start, loss_avg = time.perf_counter(), None
+    net.train()
+    for step in range(steps):
+        if check_cancelled is not None:
+            check_cancelled()
+        pick = torch.randint(len(samples), (batch,), generator=gen)
+        x, y = augment(crops[pick], labels[pick], gen)
+        logits = net(x)[:, 0]
+        occ, skin = y[:, 0], y[:, 1]
+        bce = F.binary_cross_entropy_with_logits(logits, occ, reduction="none")
+        loss = 0.5 * (bce * occ).sum() / occ.sum().clamp_min(1) + 0.5 * (bce * skin).sum() / skin.sum().clamp_min(1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        value = float(loss.detach())
+        loss_avg = value if loss_avg is None else 0.9 * loss_avg + 0.1 * value
+        if progress is not None and (step % 10 == 0 or step == steps - 1):
+            progress((step + 1) / steps, f"loss {loss_avg:.3f}")
+    net.eval()
+    return net, {"steps": steps, "loss": round(loss_avg or 0.0, 5), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def predict_crops(net: OcclusionNet, crops: torch.Tensor) -> torch.Tensor:
+    """Occluder probability of crops. (N, 3, S, S) -> (N, 1, S, S) in [0, 1]."""
+    with torch.inference_mode():
+        return torch.sigmoid(net(crops))
+
+
+def save_matte(path: str, net: OcclusionNet, meta: dict) -> None:
+    """Write a trained matte atomically: the weights and ``meta`` (JSON) in one safetensors file."""
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    description = json.dumps({**meta, "schema": MATTE_SCHEMA, "width": net.width, "res": MATTE_RES})
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp, metadata={"doublure": description})
+
+
+def load_matte(path: str) -> tuple[OcclusionNet, dict]:
+    """Read a matte file written by :func:`save_matte`.
+
+    Raises:
+        DoublureError: the file is missing, not a matte, or of another schema.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(path, framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("doublure", "null") or "null")
+        weights = load_file(path)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise DoublureError(f"occlusion matte {path}: cannot be read ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("schema") != MATTE_SCHEMA:
+        raise DoublureError(f"occlusion matte {path}: not a {MATTE_SCHEMA} file")
+    net = OcclusionNet(int(meta["width"]))
+    net.load_state_dict(weights)
+    net.eval()
+    return net, meta
+
+
+# --------------------------------------------------------------------------------- plate mattes
+
+def crop_to_plate(matte: torch.Tensor, face: Face, window: tuple[int, int, int, int]) -> torch.Tensor:
+    """A crop-space matte warped onto a plate window (zero outside the crop).
+
+    Args:
+        matte: (S, S) float matte in the face's aligned crop.
+        face: the face whose crop it is.
+        window: (y0, y1, x0, x1) plate rectangle.
+
+    Returns:
+        (y1 - y0, x1 - x0) float32 numpy matte.
+    """
+    size = matte.shape[-1]
+    y0, y1, x0, x1 = window
+    m = invert_affine(crop_matrix(face.to_crop, size))   # crop pixel -> plate pixel
+    m[:, 2] -= np.array([x0, y0], dtype=np.float64)
+    src = np.ascontiguousarray(matte.reshape(size, size).float().cpu().numpy())
+    return cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0.0)
+
+
+def matte_ramp(prob: torch.Tensor, low: float = 0.35, high: float = 0.65) -> torch.Tensor:
+    """The network's probability to a matte: 0 below ``low``, 1 above ``high``, linear between. A firm edge:
+    the plate's glasses come back whole, not half mixed with the new face."""
+    return ((prob - low) / (high - low)).clamp(0.0, 1.0)
+
+
+# The mesh's triangles, from mediapipe's tessellation edges (each triangle is a 3-clique of edges).
+def _mesh_triangles() -> np.ndarray:
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    neighbours: dict[int, set[int]] = {}
+    for a, b in FACEMESH_TESSELATION:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    tris = {tuple(sorted((a, b, c))) for a, b in FACEMESH_TESSELATION for c in neighbours[a] & neighbours[b]}
+    return np.array(sorted(tris), dtype=np.int32)
+
+
+MESH_TRIANGLES = _mesh_triangles()
+# Below this head turn the mesh's outline and the face hull agree to within rasterisation.
+FAR_SIDE_MIN_YAW = 12.0
+
+
+def far_side_matte(face: Face, window: tuple[int, int, int, int]) -> np.ndarray:
+    """Where a turned head's face hull holds no face: the hull minus the union of the mesh's triangles.
+
+    Args:
+        face: the plate face (landmarks in plate pixels).
+        window: (y0, y1, x0, x1) plate rectangle.
+
+    Returns:
+        (y1 - y0, x1 - x0) float32 matte, zero for a head turned less than :data:`FAR_SIDE_MIN_YAW`.
+    """
+    y0, y1, x0, x1 = window
+    hw = (y1 - y0, x1 - x0)
+    if abs(face.pose[0]) < FAR_SIDE_MIN_YAW:
+        return np.zeros(hw, dtype=np.float32)
+    lm = np.asarray(face.landmarks, dtype=np.float64)[:, :2] - [x0, y0]
+    hull, _ = region_shapes(lm, face.iris, "face_hull")
+    mesh = np.zeros(hw, dtype=np.uint8)
+    cv2.fillPoly(mesh, [np.round(lm[t] * 16).astype(np.int32) for t in MESH_TRIANGLES], 255, cv2.LINE_8, shift=4)
+    mesh = cv2.dilate(mesh, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))   # close rasterisation gaps
+    return rasterize_shapes(hull, [], hw) * (1.0 - mesh.astype(np.float32) / 255.0)
+
+
+# Hand landmarks (mediapipe): the palm polygon and the finger chains.
+_PALM = (0, 1, 5, 9, 13, 17)
+_FINGERS = ((0, 1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20))
+
+
+class HandFinder:
+    """Hands in a frame from mediapipe's legacy hands solution (palm detector + 21 landmarks), thread-safe.
+
+    The models (``palm_detection_*.tflite``, ``hand_landmark_*.tflite``) ship inside the mediapipe wheel:
+    nothing is fetched at run time.
+    """
+
+    def __init__(self, max_hands: int = 2, min_confidence: float = 0.5) -> None:
+        self._lock = threading.Lock()
+        self._max_hands, self._min_confidence = max_hands, min_confidence
+        self._solution = None
+
+    def find(self, rgb8: np.ndarray) -> list[np.ndarray]:
+        """Hands in an (H, W, 3) uint8 sRGB image: a list of (21, 2) landmark arrays in its pixels."""
+        with self._lock:
+            if self._solution is None:
+                from mediapipe.python.solutions.hands import Hands
+
+                self._solution = Hands(static_image_mode=True, max_num_hands=self._max_hands, model_complexity=1,
+                                       min_detection_confidence=self._min_confidence)
+            result = self._solution.process(rgb8)
+        h, w = rgb8.shape[:2]
+        return [np.array([[p.x * w, p.y * h] for p in hand.landmark]) for hand in (result.multi_hand_landmarks or [])]
+
+
+def hand_matte(hands: Sequence[np.ndarray], window: tuple[int, int, int, int]) -> np.ndarray:
+    """Hands drawn into a plate window: palm polygon filled, finger bones as thick strokes, edge softened.
+
+    Args:
+        hands: (21, 2) landmark arrays in plate pixels.
+        window: (y0, y1, x0, x1).
+
+    Returns:
+        (y1 - y0, x1 - x0) float32 matte in [0, 1].
+    """
+    y0, y1, x0, x1 = window
+    canvas = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+    for hand in hands:
+        p = np.asarray(hand, dtype=np.float64) - [x0, y0]
+        palm = float(np.linalg.norm(p[5] - p[17]))     # knuckle span sets the finger thickness
+        thickness = max(2, int(round(0.3 * palm)))
+        cv2.fillConvexPoly(canvas, np.round(p[list(_PALM)] * 16).astype(np.int32), 255, cv2.LINE_AA, shift=4)
+        for chain in _FINGERS:
+            pts = np.round(p[list(chain)]).astype(np.int32)
+            cv2.polylines(canvas, [pts], False, 255, thickness, cv2.LINE_AA)
+    return canvas.astype(np.float32) / 255.0
+
+
+def occlusion_in_window(face: Face, window: tuple[int, int, int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """A face's occlusion matte (``Face.occlusion``) cut to a plate window; zero where it has none.
+
+    Args:
+        face: a face that may carry ``occlusion``.
+        window: (y0, y1, x0, x1).
+
+    Returns:
+        (1, y1 - y0, x1 - x0) float32 tensor in [0, 1].
+    """
+    y0, y1, x0, x1 = window
+    out = torch.zeros(1, y1 - y0, x1 - x0, dtype=torch.float32, device=device)
+    occ = face.occlusion
+    if occ is None:
+        return out
+    oy0, oy1, ox0, ox1 = occ.window
+    iy0, iy1, ix0, ix1 = max(oy0, y0), min(oy1, y1), max(ox0, x0), min(ox1, x1)
+    if iy1 > iy0 and ix1 > ix0:
+        out[:, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = \
+            occ.alpha[:, iy0 - oy0:iy1 - oy0, ix0 - ox0:ix1 - ox0].to(device=device, dtype=torch.float32)
+    return out
+
+
+def with_occlusion(face: Face, window: tuple[int, int, int, int], matte: np.ndarray) -> Face:
+    """A copy of ``face`` carrying ``matte`` ((h, w) over ``window``) as its occlusion."""
+    return dataclasses.replace(face, occlusion=Coverage(window, torch.from_numpy(np.ascontiguousarray(matte))[None]))
