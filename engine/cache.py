@@ -17,7 +17,7 @@ import torch
 
 from .context import CancelToken
 from .device import default_device
-from .errors import Cancelled
+from .errors import Cancelled, Deferred
 from .image import Image
 
 _WAIT_SLICE_S = 0.02
@@ -223,8 +223,11 @@ class FrameCache:
 
     # -- the one entry point evaluation uses --------------------------------------------------------------
     def get_or_compute(self, key: str, compute: Callable[[], Image], cancel: CancelToken,
-                       device: torch.device | None = None) -> Image:
-        """The cached Image for ``key``, computing it once however many threads ask at the same time."""
+                       device: torch.device | None = None, keep: bool = True) -> Image:
+        """The cached Image for ``key``, computing it once however many threads ask at the same time.
+
+        With ``keep`` False a computed Image is handed to whoever asked for it at that moment but not stored.
+        """
         while True:
             cancel.check()
             with self._lock:
@@ -238,7 +241,7 @@ class FrameCache:
                     flight = self._flights[key] = _Flight()
                     self.stats.misses += 1
             if owner:
-                return self._compute_as_owner(key, flight, compute)
+                return self._compute_as_owner(key, flight, compute, keep)
             while not flight.done.wait(_WAIT_SLICE_S):
                 cancel.check()
             if flight.error is None:
@@ -246,11 +249,11 @@ class FrameCache:
                     self.stats.hits += 1
                 assert flight.result is not None
                 return flight.result if device is None else flight.result.to(device)
-            if not isinstance(flight.error, Cancelled):
+            if not isinstance(flight.error, (Cancelled, Deferred)):
                 raise flight.error
-            # The owner was cancelled but this request was not: loop and compute it here.
+            # The owner was cancelled (or deferred the work) but this request was not: loop and compute it here.
 
-    def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image]) -> Image:
+    def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image], keep: bool) -> Image:
         try:
             image = compute()
         except BaseException as exc:
@@ -261,7 +264,8 @@ class FrameCache:
             raise
         with self._lock:
             self.stats.computes += 1
-            self._insert(key, image)
+            if keep:
+                self._insert(key, image)
             del self._flights[key]
         flight.result = image
         flight.done.set()
