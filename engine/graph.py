@@ -53,6 +53,10 @@ class NodeTiming:
     seconds: float = 0.0
 
 
+MAX_FPS = 1000.0
+MAX_FRAME = 10**9
+"""Frame numbers are within +-MAX_FRAME: one a second for 30 years; past that a number is a typo."""
+
 MAX_NESTING = 32
 """Node levels one chain of nested Python calls may go through (a hash walk or a pull) before the engine
 takes the work up again from a shallower call: about seven Python frames a level, well inside Python's
@@ -361,8 +365,10 @@ class Graph:
             value = float(value)
         if not isinstance(value, expected) or isinstance(value, bool):
             raise KnobError(f"project setting {key}: bad value {value!r} (expected {expected.__name__})")
-        if key == "fps" and value <= 0:
-            raise KnobError(f"project setting fps: bad value {value!r} (must be positive)")
+        if key == "fps" and not 0 < value <= MAX_FPS:  # NaN fails this too
+            raise KnobError(f"project setting fps: bad value {value!r} (must be above 0 and at most {MAX_FPS})")
+        if key in ("first", "last") and not -MAX_FRAME <= value <= MAX_FRAME:
+            raise KnobError(f"project setting {key}: frame {value} is beyond +-{MAX_FRAME}")
 
     def set_setting(self, key: str, value: Any) -> None:
         """Change a project setting (first, last, fps, working_space, name) as one undo step."""

@@ -118,7 +118,10 @@ def _to_display_window(pixels: np.ndarray, spec: oiio.ImageSpec) -> np.ndarray:
 def _metadata_from_spec(spec: oiio.ImageSpec) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for attr in spec.extra_attribs:
-        value = attr.value
+        try:
+            value = attr.value
+        except UnicodeDecodeError:  # a header string that is not UTF-8: not ours to read; the pixels are
+            continue
         if isinstance(value, (str, int, float)):
             meta[attr.name] = value
         elif isinstance(value, tuple) and all(isinstance(v, (int, float)) for v in value):
