@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import math
 import os
 import queue
 import signal
@@ -36,6 +37,9 @@ from .augment import (AugmentSettings, apply_colour, augment_pair, blink_warp, c
 from .distributed import DistEnv, batch_indices, shard_bounds
 
 MASK_CHANNELS = ("hull", "loss", "eyes_mouth")
+MAX_UPSCALE = 2.0
+"""Crops are upscaled to the model's resolution at most this much: a model trained on 64 px crops blown up
+to 1024 px learns the blur (and its decoded data takes 256 times the memory)."""
 _NO_IRIS = np.zeros((2, 3))
 
 
@@ -131,6 +135,11 @@ class FaceData:
             index = read_index(path)
             face_types.add(index.get("face_type", "whole_face"))
             scale = res / float(index["size"])
+            if scale > MAX_UPSCALE:
+                raise DoublureError(f"faceset {path} holds {index['size']} px crops: training at {res} px would "
+                                    f"upscale them {scale:g}x (at most {MAX_UPSCALE:g}x); extract at --size "
+                                    f"{math.ceil(res / MAX_UPSCALE)} or more, or train at --res "
+                                    f"{int(index['size'] * MAX_UPSCALE)} or less")
             for item in index["items"]:
                 self.items.append((os.path.join(path, item["file"]), item, scale))
             self.facesets.append({"path": os.path.abspath(path), "digest": faceset_digest(path),
