@@ -227,11 +227,8 @@ class FrameCache:
 
     # -- the one entry point evaluation uses --------------------------------------------------------------
     def get_or_compute(self, key: str, compute: Callable[[], Image], cancel: CancelToken,
-                       device: torch.device | None = None, keep: bool = True) -> Image:
-        """The cached Image for ``key``, computing it once however many threads ask at the same time.
-
-        With ``keep`` False a computed Image is handed to whoever asked for it at that moment but not stored.
-        """
+                       device: torch.device | None = None) -> Image:
+        """The cached Image for ``key``, computing it once however many threads ask at the same time."""
         while True:
             cancel.check()
             with self._lock:
@@ -245,7 +242,7 @@ class FrameCache:
                     flight = self._flights[key] = _Flight()
                     self.stats.misses += 1
             if owner:
-                return self._compute_as_owner(key, flight, compute, keep)
+                return self._compute_as_owner(key, flight, compute)
             while not flight.done.wait(_WAIT_SLICE_S):
                 cancel.check()
             if flight.error is None:
@@ -257,7 +254,7 @@ class FrameCache:
                 raise flight.error
             # The owner was cancelled (or deferred the work) but this request was not: loop and compute it here.
 
-    def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image], keep: bool) -> Image:
+    def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image]) -> Image:
         try:
             image = compute()
         except BaseException as exc:
@@ -268,8 +265,7 @@ class FrameCache:
             raise
         with self._lock:
             self.stats.computes += 1
-            if keep:
-                self._insert(key, image)
+            self._insert(key, image)
             del self._flights[key]
         flight.result = image
         flight.done.set()

@@ -479,9 +479,7 @@ class Graph:
     def evaluate_node(self, node: Node, ctx: EvalContext) -> Image:
         """``node``'s output at ``ctx``, from the cache or computed (its inputs pulled as it reads them).
 
-        What is asked for from outside the engine (a viewer, a Write, a test) is cached; what a node pulls
-        from its inputs is cached unless the input's type says it costs less to compute than to keep
-        (``Node.cache_output``). A node's compute pulls its inputs, so the evaluation nests one call per
+        A node's compute pulls its inputs, so the evaluation nests one call per
         node upstream: past ``MAX_NESTING`` levels the nested pull is abandoned (nothing has been computed
         below it yet) and the outermost call computes the deepest node asked for first, holds its output
         and takes up again the one that asked, so a graph of any depth evaluates without a recursion limit.
@@ -495,17 +493,15 @@ class Graph:
                 return held[1].to(ctx.device)
             if nesting.eval_depth >= MAX_NESTING:
                 return self.cache.get_or_compute(digest, lambda: _defer(node, ctx), ctx.cancel, ctx.device)
-            return self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel, ctx.device,
-                                             keep=node.cache_output)
+            return self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel, ctx.device)
         pending = [(node, ctx, digest)]
         nesting.held = {}
         try:
             while True:
                 node, ctx, digest = pending[-1]
-                asked_from_outside = len(pending) == 1
                 try:
                     image = self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel,
-                                                      ctx.device, keep=asked_from_outside or node.cache_output)
+                                                      ctx.device)
                 except _DeferredPull as deeper:
                     deeper_node, deeper_ctx = deeper.args
                     pending.append((deeper_node, deeper_ctx, self.hash_of(deeper_node, deeper_ctx)))

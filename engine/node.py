@@ -78,11 +78,6 @@ class Node:
     output_type: ClassVar[str] = "Image"
     knob_specs: ClassVar[tuple[K.KnobSpec, ...]] = ()
     actions: ClassVar[tuple[tuple[str, str], ...]] = ()
-    cache_output: ClassVar[bool] = True
-    """False for a node whose compute costs less than keeping its output (a gain, a channel shuffle): its
-    output is cached only when it is what was asked for (a viewer, a Write), not when a node below pulls it.
-    A chain of such nodes then holds one frame, not one per node: every frame a cache keeps is fresh memory
-    the next compute must fault in, which costs more than a gain's multiply (bench/engine_bench.py)."""
 
     def __init__(self, graph: "Graph", name: str, uuid: str) -> None:
         self.graph = graph
