@@ -479,10 +479,11 @@ class Graph:
     def evaluate_node(self, node: Node, ctx: EvalContext) -> Image:
         """``node``'s output at ``ctx``, from the cache or computed (its inputs pulled as it reads them).
 
-        A node's compute pulls its inputs, so the evaluation nests one call per
-        node upstream: past ``MAX_NESTING`` levels the nested pull is abandoned (nothing has been computed
-        below it yet) and the outermost call computes the deepest node asked for first, holds its output
-        and takes up again the one that asked, so a graph of any depth evaluates without a recursion limit.
+        A node's compute pulls its inputs, so the evaluation nests one call per node upstream: past
+        ``MAX_NESTING`` levels the nested pull is abandoned (the nodes waiting on it lose what they did before
+        pulling: in a chain, nothing) and the outermost call computes the deepest node asked for first, holds
+        its output and takes up again the one that asked, so a graph of any depth evaluates without a
+        recursion limit.
         """
         node = self._resolve_pass_through(node, ctx)
         digest = self.hash_of(node, ctx)
