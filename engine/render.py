@@ -71,6 +71,8 @@ def resolve_frames(graph: "Graph", frames: Any) -> Sequence[int]:
     ``1-100x2``, the project's) is a ``range``, not a list: a range of 10^9 frames costs nothing to hold."""
     if frames is None or frames == "":
         return range(graph.settings["first"], graph.settings["last"] + 1)
+    if isinstance(frames, range):  # already resolved (the CLI resolves to size its progress bar)
+        return frames
     single = _RANGE_RE.match(frames) if isinstance(frames, str) and "," not in frames else None
     if single and single.group(2) is not None:
         first, last, step = int(single.group(1)), int(single.group(2)), int(single.group(3) or 1)

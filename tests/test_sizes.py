@@ -67,6 +67,7 @@ def test_a_billion_frame_range_is_held_as_a_range_and_info_answers(tmp_path):
     assert resolve_frames(g, None) == range(1, 10**9 + 1)
     assert resolve_frames(g, "1-1000000000x2") == range(1, 10**9 + 1, 2)
     assert resolve_frames(g, "1,5,10-12") == [1, 5, 10, 11, 12]
+    assert resolve_frames(g, range(3, 9)) == range(3, 9)  # resolved once more by render: unchanged
     g.create("TestConstant", "Source")
     g.create("Write", "Write1", inputs=[g["Source"]], file=str(tmp_path / "out.####.exr"))
     path = tmp_path / "long.dbl"
