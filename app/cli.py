@@ -55,6 +55,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         graph = _load_project(args.project)
         frames = resolve_frames(graph, args.frames)
         bar = ProgressBar(len(frames), "frames")
+        bar.update(0, "starting")  # at once, however long the range
         try:
             report = graph.render(args.write, frames, proxy=args.proxy, halt_on_error=args.halt_on_error,
                                   progress=lambda done, total, frame: bar.update(done, f"frame {frame}"),

@@ -67,7 +67,7 @@ def main() -> None:
     import doublure.nodes  # noqa: F401
     from doublure import engine
     from doublure.engine import imageio
-    from doublure.farm.render import farm_render, start_local_cluster
+    from doublure.farm.render import cluster_address, farm_render, start_local_cluster
 
     torch.set_num_threads(1)  # the same as a Dask worker process (OMP_NUM_THREADS=1)
     tmp = Path(tempfile.mkdtemp(prefix="farm_bench_"))
@@ -97,13 +97,13 @@ def main() -> None:
             startup_s = time.perf_counter() - start
             out = tmp / f"farm{workers}"
             retarget(project, out)
-            farm = farm_render(project, scheduler=cluster.scheduler_address, chunk=args.chunk)
+            farm = farm_render(project, **cluster_address(cluster), chunk=args.chunk)
             assert len(farm.written) == args.frames and farm.ok
             results[workers] = farm.seconds
             print(f"farm, {workers} worker(s), chunk {args.chunk}: {args.frames} frames in {farm.seconds:.1f} s = "
                   f"{args.frames / farm.seconds:.2f} frames/s (cluster start-up {startup_s:.1f} s, not counted)")
             if workers == 2:
-                video = farm_render(video_project, scheduler=cluster.scheduler_address, chunk=args.chunk)
+                video = farm_render(video_project, **cluster_address(cluster), chunk=args.chunk)
                 print(f"  the same from the H.264 clip (each chunk seeks): {args.frames / video.seconds:.2f} frames/s")
                 identical = all(np.array_equal(imageio.read_image(out / f"f.{f:04d}.exr").pixels,
                                                imageio.read_image(tmp / "local" / f"f.{f:04d}.exr").pixels)
@@ -118,7 +118,7 @@ def main() -> None:
                 read = graph.create("Read", file=str(tiny / "in.exr"), first=1, last=1)
                 graph.create("Write", file=str(tiny / "out" / "t.####.exr")).set_input(0, read)
                 graph.save(str(tiny / "tiny.dbl"))
-                trivial = farm_render(str(tiny / "tiny.dbl"), scheduler=cluster.scheduler_address, chunk=1)
+                trivial = farm_render(str(tiny / "tiny.dbl"), **cluster_address(cluster), chunk=1)
                 in_task = statistics.median(c.seconds for c in trivial.chunks)
                 per_chunk = trivial.seconds / len(trivial.chunks) * workers
                 start = time.perf_counter()

@@ -253,7 +253,7 @@ def farm_fps(g, frames: list[int], out_dir: Path, counts: list[int]) -> dict[str
     are joined within the time."""
     from distributed import Client
 
-    from doublure.farm.render import farm_render, start_local_cluster
+    from doublure.farm.render import cluster_address, farm_render, start_local_cluster
 
     results = {}
     for count in counts:
@@ -270,7 +270,7 @@ def farm_fps(g, frames: list[int], out_dir: Path, counts: list[int]) -> dict[str
                 g.save(str(project))
                 t0 = time.perf_counter()
                 report = farm_render(str(project), frames=f"{part_frames[0]}-{part_frames[-1]}",
-                                     scheduler=cluster.scheduler_address, chunk=chunk)
+                                     **cluster_address(cluster), chunk=chunk)
                 if not report.ok or not report.movies_joined:
                     raise SystemExit(f"farm render failed: {report.summary()}")
             results[f"farm x{count}"] = len(frames) / (time.perf_counter() - t0)

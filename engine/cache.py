@@ -17,7 +17,7 @@ import torch
 
 from .context import CancelToken
 from .device import default_device
-from .errors import Cancelled
+from .errors import Cancelled, Deferred
 from .image import Image
 
 _WAIT_SLICE_S = 0.02
@@ -73,6 +73,11 @@ def clear_memos() -> None:
         memo.clear()
 
 
+def default_host_budget() -> int:
+    """The host RAM tier's budget in bytes: ``DOUBLURE_CACHE_HOST_MB``, else 4 GiB."""
+    return _budget_from_env("DOUBLURE_CACHE_HOST_MB", 4 * 2**30)
+
+
 def _budget_from_env(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(float(value) * 2**20) if value else default
@@ -125,8 +130,7 @@ class FrameCache:
     def __init__(self, device_budget: int | None = None, host_budget: int | None = None) -> None:
         self.device_budget = device_budget if device_budget is not None else _budget_from_env(
             "DOUBLURE_CACHE_DEVICE_MB", default_device_budget(default_device()))
-        self.host_budget = host_budget if host_budget is not None else _budget_from_env(
-            "DOUBLURE_CACHE_HOST_MB", 4 * 2**30)
+        self.host_budget = host_budget if host_budget is not None else default_host_budget()
         self._device: collections.OrderedDict[str, Image] = collections.OrderedDict()
         self._host: collections.OrderedDict[str, Image] = collections.OrderedDict()
         self._device_bytes = 0
@@ -246,9 +250,9 @@ class FrameCache:
                     self.stats.hits += 1
                 assert flight.result is not None
                 return flight.result if device is None else flight.result.to(device)
-            if not isinstance(flight.error, Cancelled):
+            if not isinstance(flight.error, (Cancelled, Deferred)):
                 raise flight.error
-            # The owner was cancelled but this request was not: loop and compute it here.
+            # The owner was cancelled (or deferred the work) but this request was not: loop and compute it here.
 
     def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image]) -> Image:
         try:

@@ -23,3 +23,10 @@ class MediaError(DoublureError):
 
 class Cancelled(Exception):
     """Raised inside an evaluation whose request was cancelled (not an error for the user)."""
+
+
+class Deferred(BaseException):
+    """Raised by the engine to abandon a computation it will take up again from a shallower call (a pull
+    nested too deep to go on without a Python recursion limit). Not a failure: whoever waits on the
+    abandoned result computes it itself. A BaseException so that a node's ``except Exception`` lets it by.
+    """

@@ -15,7 +15,7 @@ from .cache import FrameCache
 from .commands import Command, FunctionCommand, UndoStack
 from .context import CancelToken, EvalContext
 from .device import default_device
-from .errors import ConnectionRefused, DoublureError, KnobError
+from .errors import ConnectionRefused, Deferred, DoublureError, KnobError
 from .hashing import Hasher
 from .image import Image
 from .node import Inputs, Node, node_type
@@ -51,6 +51,40 @@ class NodeTiming:
 
     computes: int = 0
     seconds: float = 0.0
+
+
+MAX_FPS = 1000.0
+MAX_FRAME = 10**9
+"""Frame numbers are within +-MAX_FRAME: one a second for 30 years; past that a number is a typo."""
+
+MAX_NESTING = 32
+"""Node levels one chain of nested Python calls may go through (a hash walk or a pull) before the engine
+takes the work up again from a shallower call: about seven Python frames a level, well inside Python's
+recursion limit whatever called the engine."""
+
+
+class _Nesting:
+    """Per thread: how deep the current hash walk and pull are, and the outputs the outermost pull holds
+    for the nodes it will take up again (digest -> (level in its pending list, Image))."""
+
+    __slots__ = ("hash_depth", "eval_depth", "held")
+
+    def __init__(self) -> None:
+        self.hash_depth = 0
+        self.eval_depth = 0
+        self.held: dict[str, tuple[int, Image]] = {}
+
+
+class _DeferredHash(Deferred):
+    """args: (node, ctx) whose hash the outermost walk computes first."""
+
+
+class _DeferredPull(Deferred):
+    """args: (node, ctx) whose output the outermost pull computes first."""
+
+
+def _defer(node: Node, ctx: EvalContext) -> Image:
+    raise _DeferredPull(node, ctx)
 
 
 class _SetKnob(Command):
@@ -94,6 +128,7 @@ class Graph:
         self._hash_memo: dict[tuple, str] = {}
         self._timing_lock = threading.Lock()
         self._timing_stack = threading.local()
+        self._nesting_local = threading.local()
 
     # -- lookup ---------------------------------------------------------------------------------------
     @property
@@ -201,7 +236,7 @@ class Graph:
             self.undo_stack.push(FunctionCommand(f"Create {node.name}", add, remove))
             for i, src in enumerate(inputs):
                 if src is not None:
-                    self.connect(src, node, i)
+                    self._connect(src, node, i, dst_feeds_nothing=True)
         return node
 
     def delete(self, node: Node, heal: bool = True) -> None:
@@ -230,6 +265,11 @@ class Graph:
 
     def connect(self, src: Node, dst: Node, input: int | str = 0) -> None:
         """Feed ``src``'s output into ``dst``'s input. Type mismatches and cycles are refused."""
+        self._connect(src, dst, input, dst_feeds_nothing=False)
+
+    def _connect(self, src: Node, dst: Node, input: int | str, dst_feeds_nothing: bool) -> None:
+        """``dst_feeds_nothing``: ``dst`` is being created, so no connection can close a cycle through it and
+        the walk over ``src``'s upstream (the whole graph, in a long chain) is skipped."""
         src, dst = self.node(src), self.node(dst)
         index = dst.input_index(input) if isinstance(input, str) else input
         if not 0 <= index < len(dst.inputs):
@@ -238,7 +278,7 @@ class Graph:
         if src.output_type != port.type:
             raise ConnectionRefused(f"cannot connect {src.name} ({src.output_type}) to {dst.name}.{port.name} "
                                     f"({port.type})")
-        if src is dst or dst in self.upstream(src):
+        if src is dst or (not dst_feeds_nothing and dst in self.upstream(src)):
             raise ConnectionRefused(f"connecting {src.name} to {dst.name} would make a cycle")
         self._set_input(dst, index, src, f"Connect {src.name} to {dst.name}.{port.name}")
 
@@ -325,8 +365,10 @@ class Graph:
             value = float(value)
         if not isinstance(value, expected) or isinstance(value, bool):
             raise KnobError(f"project setting {key}: bad value {value!r} (expected {expected.__name__})")
-        if key == "fps" and value <= 0:
-            raise KnobError(f"project setting fps: bad value {value!r} (must be positive)")
+        if key == "fps" and not 0 < value <= MAX_FPS:  # NaN fails this too
+            raise KnobError(f"project setting fps: bad value {value!r} (must be above 0 and at most {MAX_FPS})")
+        if key in ("first", "last") and not -MAX_FRAME <= value <= MAX_FRAME:
+            raise KnobError(f"project setting {key}: frame {value} is beyond +-{MAX_FRAME}")
 
     def set_setting(self, key: str, value: Any) -> None:
         """Change a project setting (first, last, fps, working_space, name) as one undo step."""
@@ -361,6 +403,15 @@ class Graph:
             yield
 
     # -- evaluation -----------------------------------------------------------------------------------
+    @property
+    def _nesting(self) -> "_Nesting":
+        local = self._nesting_local
+        try:
+            return local.nesting
+        except AttributeError:
+            local.nesting = _Nesting()
+            return local.nesting
+
     def context(self, frame: int, proxy: float = 1.0, cancel: CancelToken | None = None,
                 device: torch.device | None = None) -> EvalContext:
         return EvalContext(frame=int(frame), proxy=float(proxy), device=device or default_device(),
@@ -377,16 +428,45 @@ class Graph:
         return node
 
     def hash_of(self, node: Node, ctx: EvalContext) -> str:
-        """The cache key of ``node``'s output at ``ctx`` (memoised until the next edit)."""
+        """The cache key of ``node``'s output at ``ctx`` (memoised until the next edit).
+
+        A node's hash asks for its inputs' hashes, so the walk nests one call per node upstream. Past
+        ``MAX_NESTING`` levels the nested call is abandoned and the outermost call hashes the deepest node
+        asked for first, then takes up again the one that asked: any depth of graph, no recursion limit.
+        """
         node = self._resolve_pass_through(node, ctx)
-        memo = self._hash_memo
         key = (node.uuid, ctx.frame, ctx.proxy, ctx.working_space)
-        digest = memo.get(key)
-        if digest is None:
+        digest = self._hash_memo.get(key)
+        if digest is not None:
+            return digest
+        nesting = self._nesting
+        if nesting.hash_depth:
+            if nesting.hash_depth >= MAX_NESTING:
+                raise _DeferredHash(node, ctx)
+            return self._hash_here(node, ctx, key)
+        pending = [(node, ctx, key)]
+        while True:
+            try:
+                digest = self._hash_here(*pending[-1])
+            except _DeferredHash as deeper:
+                deeper_node, deeper_ctx = deeper.args
+                pending.append((deeper_node, deeper_ctx, (deeper_node.uuid, deeper_ctx.frame, deeper_ctx.proxy,
+                                                          deeper_ctx.working_space)))
+                continue
+            pending.pop()
+            if not pending:
+                return digest
+
+    def _hash_here(self, node: Node, ctx: EvalContext, key: tuple) -> str:
+        memo = self._hash_memo  # an edit during the walk replaces it: this digest then goes nowhere
+        nesting = self._nesting
+        nesting.hash_depth += 1
+        try:
             h = Hasher()
             node.hash(ctx, h)
-            digest = h.hexdigest()
-            memo[key] = digest
+        finally:
+            nesting.hash_depth -= 1
+        digest = memo[key] = h.hexdigest()
         return digest
 
     def evaluate(self, node: "Node | str", frame: int | None = None, *, proxy: float = 1.0,
@@ -397,9 +477,45 @@ class Graph:
         return self.evaluate_node(node, ctx)
 
     def evaluate_node(self, node: Node, ctx: EvalContext) -> Image:
+        """``node``'s output at ``ctx``, from the cache or computed (its inputs pulled as it reads them).
+
+        A node's compute pulls its inputs, so the evaluation nests one call per node upstream: past
+        ``MAX_NESTING`` levels the nested pull is abandoned (the nodes waiting on it lose what they did before
+        pulling: in a chain, nothing) and the outermost call computes the deepest node asked for first, holds
+        its output and takes up again the one that asked, so a graph of any depth evaluates without a
+        recursion limit.
+        """
         node = self._resolve_pass_through(node, ctx)
         digest = self.hash_of(node, ctx)
-        return self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel, ctx.device)
+        nesting = self._nesting
+        if nesting.eval_depth:
+            held = nesting.held.get(digest)
+            if held is not None:
+                return held[1].to(ctx.device)
+            if nesting.eval_depth >= MAX_NESTING:
+                return self.cache.get_or_compute(digest, lambda: _defer(node, ctx), ctx.cancel, ctx.device)
+            return self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel, ctx.device)
+        pending = [(node, ctx, digest)]
+        nesting.held = {}
+        try:
+            while True:
+                node, ctx, digest = pending[-1]
+                try:
+                    image = self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel,
+                                                      ctx.device)
+                except _DeferredPull as deeper:
+                    deeper_node, deeper_ctx = deeper.args
+                    pending.append((deeper_node, deeper_ctx, self.hash_of(deeper_node, deeper_ctx)))
+                    continue
+                pending.pop()
+                if not pending:
+                    return image
+                # Held until the node that asked for it is computed; what it held itself is no longer needed.
+                level = len(pending)
+                nesting.held = {d: entry for d, entry in nesting.held.items() if entry[0] <= level}
+                nesting.held[digest] = (level, image)
+        finally:
+            nesting.held = {}
 
     def is_cached(self, node: "Node | str", frame: int, proxy: float = 1.0) -> bool:
         """Whether ``node``'s output at ``frame`` is in the cache (the timeline's cache line)."""
@@ -413,10 +529,13 @@ class Graph:
         if stack is None:
             stack = self._timing_stack.children = []
         stack.append(0.0)
+        nesting = self._nesting
+        nesting.eval_depth += 1
         start = time.perf_counter()
         try:
             image = node.compute(ctx, Inputs(self, node, ctx))
         finally:
+            nesting.eval_depth -= 1
             elapsed = time.perf_counter() - start
             children = stack.pop()
             if stack:

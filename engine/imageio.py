@@ -21,6 +21,7 @@ import torch
 
 from .atomic import atomic_path
 from .errors import MediaError
+from .sizes import FrameTooLarge, check_frame_size
 
 IMAGE_EXTENSIONS = {".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".hdr", ".tga", ".bmp", ".cin"}
 # file_type knob value -> (extension, OIIO format name)
@@ -81,6 +82,12 @@ def read_image(path: str | os.PathLike, frame: int | None = None) -> ImageFile:
         raise MediaError(f"cannot read {path}{_frame_label(frame)}: {oiio.geterror().strip() or 'unknown format'}")
     try:
         spec = inp.spec()
+        try:  # the header's sizes, before the pixels are asked for (a 22 kB file may declare 30000x30000)
+            check_frame_size(f"{path}{_frame_label(frame)}", spec.nchannels, max(spec.height, spec.full_height),
+                             max(spec.width, spec.full_width), copies=2 if spec.full_width != spec.width or
+                             spec.full_height != spec.height else 1)
+        except FrameTooLarge as exc:
+            raise MediaError(str(exc)) from None
         pixels = inp.read_image(0, 0, 0, spec.nchannels, "float")
         if pixels is None or inp.has_error:
             raise MediaError(f"corrupt or truncated image {path}{_frame_label(frame)}: "
@@ -118,7 +125,10 @@ def _to_display_window(pixels: np.ndarray, spec: oiio.ImageSpec) -> np.ndarray:
 def _metadata_from_spec(spec: oiio.ImageSpec) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for attr in spec.extra_attribs:
-        value = attr.value
+        try:
+            value = attr.value
+        except UnicodeDecodeError:  # a header string that is not UTF-8: not ours to read; the pixels are
+            continue
         if isinstance(value, (str, int, float)):
             meta[attr.name] = value
         elif isinstance(value, tuple) and all(isinstance(v, (int, float)) for v in value):

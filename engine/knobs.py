@@ -11,11 +11,14 @@ import copy
 import dataclasses
 import math
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from .errors import KnobError
+from . import fields
+from .errors import DoublureError, KnobError
 
 INTERPOLATIONS = ("linear", "smooth", "constant")
+MAX_KEY_FRAME = 1e9
+"""Keys lie within +-MAX_KEY_FRAME (the project's frame limit): an infinite frame breaks interpolation."""
 
 
 class KnobSpec:
@@ -90,7 +93,8 @@ class Int(_Numeric):
     kind = "int"
 
     def validate(self, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not (math.isfinite(value) and value == int(value)))):
             raise ValueError(f"{value!r} is not a whole number")
         value = int(value)
         self._check_range(value)
@@ -269,21 +273,34 @@ class Strokes(KnobSpec):
 
 
 class Data(KnobSpec):
-    """JSON-able data a node owns (an analysis result); no widget, saved with the project."""
+    """JSON-able data a node owns (an analysis result); no widget, saved with the project.
+
+    ``check``, when given, is called with a value other than None and raises a ``DoublureError`` (see
+    :mod:`doublure.engine.fields`) naming the field that is wrong: a project file holds what the node
+    reads here, so it is checked like every other field read from a file.
+    """
 
     kind = "data"
 
-    def __init__(self, name: str, default: Any = None, **kw: Any) -> None:
+    def __init__(self, name: str, default: Any = None, *, check: Callable[[Any], None] | None = None,
+                 **kw: Any) -> None:
         kw.setdefault("hidden", True)
+        self.check = check
         super().__init__(name, default, **kw)
 
     def validate(self, value: Any) -> Any:
         import json
 
         try:
-            return json.loads(json.dumps(value))
+            value = json.loads(json.dumps(value, allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"data is not JSON-able: {exc}") from None
+        if value is not None and self.check is not None:
+            try:
+                self.check(value)
+            except DoublureError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
 
 @dataclasses.dataclass
@@ -392,6 +409,9 @@ class Knob:
         if interp not in INTERPOLATIONS:
             raise KnobError(f"{self.node.name}.{self.name}: interpolation {interp!r} is not one of "
                             f"{', '.join(INTERPOLATIONS)}")
+        if isinstance(frame, bool) or not isinstance(frame, (int, float)) or not abs(frame) <= MAX_KEY_FRAME:
+            raise KnobError(f"{self.node.name}.{self.name}: a key at frame {frame!r} (keys lie within "
+                            f"+-{MAX_KEY_FRAME:g})")
         value = self.checked(value)
         keys = [k for k in self._keys if k.frame != frame]
         bisect.insort(keys, Key(float(frame), value, interp), key=lambda k: k.frame)
@@ -415,11 +435,21 @@ class Knob:
         return self.spec.to_json(self._value)
 
     def state_from_json(self, data: Any) -> tuple[Any, list[Key]]:
+        """The state a project stores (a value, or ``{"keys": [[frame, value, interp], ...]}``), checked:
+        a bad value, frame (not finite, beyond the project frame limit, twice) or interpolation raises a
+        KnobError naming node, knob and key."""
         if isinstance(data, dict) and set(data) == {"keys"} and self.spec.animatable:
-            keys = []
-            for entry in data["keys"]:
-                frame, value, interp = entry
-                keys.append(Key(float(frame), self.checked(self.spec.from_json(value)), interp))
-            keys.sort(key=lambda k: k.frame)
-            return self.spec.default, keys
+            where = f"{self.node.name}.{self.name} keys"
+            keys: dict[float, Key] = {}
+            try:
+                for i, entry in enumerate(fields.sequence(data["keys"], where)):
+                    frame, value, interp = fields.sequence(entry, fields.at(where, i), length=3)
+                    frame = fields.number(frame, fields.at(where, i), -MAX_KEY_FRAME, MAX_KEY_FRAME)
+                    interp = fields.text(interp, fields.at(where, i), INTERPOLATIONS)
+                    if frame in keys:
+                        raise fields.FieldError(f"{where}: two keys at frame {frame:g}")
+                    keys[frame] = Key(frame, self.checked(self.spec.from_json(value)), interp)
+            except fields.FieldError as exc:
+                raise KnobError(str(exc)) from None
+            return self.spec.default, sorted(keys.values(), key=lambda k: k.frame)
         return self.checked(self.spec.from_json(data)), []

@@ -221,6 +221,9 @@ RESAMPLE_FILTERS = {
 }
 
 
+_GATHER_ELEMENTS = 2**24
+
+
 def _resample_axis(x: torch.Tensor, out_size: int, dim: int, kernel, radius: float) -> torch.Tensor:
     in_size = x.shape[dim]
     scale = in_size / out_size
@@ -233,8 +236,15 @@ def _resample_axis(x: torch.Tensor, out_size: int, dim: int, kernel, radius: flo
     weights = (weights / weights.sum(dim=1, keepdim=True)).to(x.dtype)
     idx = idx.clamp(0, in_size - 1)  # edge pixels extend outwards, as in OIIO
     moved = x.movedim(dim, -1)
-    gathered = moved[..., idx]  # (..., out_size, taps)
-    return (gathered * weights).sum(-1).movedim(-1, dim)
+    lines = moved.reshape(-1, in_size)
+    out = torch.empty(lines.shape[0], out_size, dtype=x.dtype, device=x.device)
+    # the gathered taps are `taps` times the output: a few lines at a time keep that to about 64 MiB
+    # instead of 5-7 output frames at once (a 9999x9999 Reformat peaked at 19 GB)
+    step = max(1, _GATHER_ELEMENTS // (out_size * taps))
+    for start in range(0, lines.shape[0], step):
+        gathered = lines[start:start + step, idx]  # (lines, out_size, taps)
+        torch.sum(gathered * weights, dim=-1, out=out[start:start + step])
+    return out.reshape(*moved.shape[:-1], out_size).movedim(-1, dim)
 
 
 def resample(img: torch.Tensor, size: tuple[int, int], filter: str = "bicubic") -> torch.Tensor:

@@ -9,6 +9,7 @@ import json
 import os
 from typing import Any, Callable
 
+from . import fields
 from .atomic import write_text_atomic
 from .errors import DoublureError, ProjectError
 from .graph import SETTINGS_DEFAULTS, Graph
@@ -19,20 +20,26 @@ SCHEMA = "doublure.project"
 VERSION = 1
 
 
-def _upgrade_0_to_1(data: dict) -> dict:
+def _upgrade_0_to_1(data: dict, path: str = "<project>") -> dict:
     """v0 (the prototype's format): nodes in a dict by name with a ``class`` and input names; frame range
-    as ``first_frame`` / ``last_frame``. v1 gives nodes UUIDs, connects by UUID and groups settings."""
-    nodes_v0 = data.get("nodes", {})
+    as ``first_frame`` / ``last_frame``. v1 gives nodes UUIDs, connects by UUID and groups settings.
+    The v1 fields are checked when the upgraded data is loaded; here only what the upgrade itself reads."""
+    nodes_v0 = fields.mapping(data.get("nodes", {}), f"{path}: nodes")
     uuids = {name: f"00000000-0000-4000-8000-{i:012d}" for i, name in enumerate(nodes_v0)}
     nodes = []
     for name, n in nodes_v0.items():
+        where = fields.at(f"{path}: nodes", name)
+        n = fields.mapping(n, where)
+        if "class" not in n:
+            raise fields.FieldError(f"{where}: no \"class\" (the node's type)")
+        inputs = fields.sequence(n.get("inputs", []), fields.at(where, "inputs"))
         nodes.append({
             "uuid": uuids[name],
             "type": n["class"],
             "name": name,
-            "position": list(n.get("pos", [0, 0])),
-            "knobs": dict(n.get("knobs", {})),
-            "inputs": [uuids.get(src) if src else None for src in n.get("inputs", [])],
+            "position": n.get("pos", [0, 0]),
+            "knobs": n.get("knobs", {}),
+            "inputs": [uuids.get(src) if isinstance(src, str) else src or None for src in inputs],
         })
     settings = {"first": data.get("first_frame", 1), "last": data.get("last_frame", 100)}
     if "fps" in data:
@@ -40,7 +47,7 @@ def _upgrade_0_to_1(data: dict) -> dict:
     return {"schema": f"{SCHEMA}/1", "settings": settings, "nodes": nodes, "ui": {}}
 
 
-UPGRADES: dict[int, Callable[[dict], dict]] = {0: _upgrade_0_to_1}
+UPGRADES: dict[int, Callable[[dict, str], dict]] = {0: _upgrade_0_to_1}
 
 
 def _schema_version(data: Any, path: str) -> int:
@@ -59,7 +66,7 @@ def upgrade(data: dict, path: str = "<project>") -> dict:
     """Bring project data of any older schema version to the current one."""
     version = _schema_version(data, path)
     while version < VERSION:
-        data = UPGRADES[version](data)
+        data = UPGRADES[version](data, path)
         version += 1
     return data
 
@@ -123,10 +130,18 @@ def save_graph(graph: Graph, path: str) -> None:
 
 
 def graph_from_dict(data: dict, path: str = "<project>", graph: Graph | None = None) -> Graph:
-    """Build a graph from project data (upgrading it first). Errors name the file, node and knob."""
+    """Build a graph from project data (upgrading it first). Every field is checked: an error names the
+    file, and the node, knob or field."""
+    try:
+        return _graph_from_dict(data, path, graph)
+    except fields.FieldError as exc:
+        raise ProjectError(str(exc)) from None
+
+
+def _graph_from_dict(data: dict, path: str, graph: Graph | None) -> Graph:
     data = upgrade(data, path)
     graph = graph if graph is not None else Graph()
-    settings = data.get("settings", {})
+    settings = fields.mapping(data.get("settings", {}), f"{path}: settings")
     for key, value in settings.items():
         if key not in SETTINGS_DEFAULTS:
             raise ProjectError(f"{path}: unknown project setting {key!r}")
@@ -135,37 +150,50 @@ def graph_from_dict(data: dict, path: str = "<project>", graph: Graph | None = N
         except DoublureError as exc:
             raise ProjectError(f"{path}: {exc}") from None
         graph.settings[key] = float(value) if key == "fps" else value
+    if graph.settings["last"] < graph.settings["first"]:
+        raise ProjectError(f"{path}: settings: frame range {graph.settings['first']}-{graph.settings['last']} "
+                           "runs backwards")
     graph.current_frame = graph.settings["first"]
-    graph.ui = data.get("ui", {}) or {}
-    entries = data.get("nodes", [])
-    if not isinstance(entries, list):
-        raise ProjectError(f"{path}: \"nodes\" must be a list")
-    created = {}
+    graph.ui = fields.mapping(data.get("ui", {}) or {}, f"{path}: ui")
+    entries = fields.sequence(data.get("nodes", []), f"{path}: nodes")
+    created: dict[str, tuple[Any, list, str]] = {}
     with graph.undo_stack.group("Load project"):
-        for entry in entries:
-            try:
-                name, type_name = entry["name"], entry["type"]
-            except (KeyError, TypeError):
-                raise ProjectError(f"{path}: a node entry lacks its name or type: {entry!r:.200}") from None
+        for i, entry in enumerate(entries):
+            where = fields.at(f"{path}: nodes", i)
+            entry = fields.mapping(entry, where)
+            if "name" not in entry or "type" not in entry:
+                raise ProjectError(f"{where}: a node entry lacks its name or type: {entry!r:.200}")
+            name = fields.text(entry["name"], fields.at(where, "name"))
+            type_name = fields.text(entry["type"], fields.at(where, "type"))
+            where = f"{path}: node {name}"
             try:
                 node_type(type_name)
             except DoublureError:
                 raise ProjectError(f"{path}: node {name} has unknown type {type_name!r} (a plug-in that is "
                                    "not installed?)") from None
+            uuid = entry.get("uuid")
+            if uuid is not None:
+                uuid = fields.text(uuid, fields.at(where, "uuid"))
+                if uuid in created:
+                    raise ProjectError(f"{where}: uuid {uuid} is also {created[uuid][0].name}'s")
+            position = fields.numbers(entry.get("position", (0, 0)), fields.at(where, "position"), length=2)
+            knob_values = fields.mapping(entry.get("knobs", {}), fields.at(where, "knobs"))
+            inputs = fields.sequence(entry.get("inputs", []), fields.at(where, "inputs"))
             try:
-                node = graph.create(type_name, name, uuid=entry.get("uuid"), position=tuple(entry.get("position",
-                                                                                                  (0, 0))))
-                for knob_name, value in entry.get("knobs", {}).items():
+                node = graph.create(type_name, name, uuid=uuid, position=(position[0], position[1]))
+                for knob_name, value in knob_values.items():
                     knob = node.knob(knob_name)
                     knob.restore(knob.state_from_json(value))
             except DoublureError as exc:
                 raise ProjectError(f"{path}: {exc}") from None
-            created[node.uuid] = (node, entry.get("inputs", []))
-        for node, inputs in created.values():
+            if len(inputs) > len(node.inputs):
+                raise ProjectError(f"{where}: {len(inputs)} inputs, but a {type_name} has {len(node.inputs)}")
+            created[node.uuid] = (node, inputs, where)
+        for node, inputs, where in created.values():
             for index, src_uuid in enumerate(inputs):
                 if src_uuid is None:
                     continue
-                if src_uuid not in created:
+                if not isinstance(src_uuid, str) or src_uuid not in created:
                     raise ProjectError(f"{path}: {node.name} input {index} names a node that is not in the file")
                 try:
                     graph.connect(created[src_uuid][0], node, index)

@@ -7,7 +7,7 @@ import dataclasses
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -15,7 +15,7 @@ from .atomic import remove_stale_temps
 from .context import CancelToken
 from .errors import Cancelled, DoublureError
 from .imageio import frame_path
-from .knobs import File, parse_frame_range
+from .knobs import _RANGE_RE, File, parse_frame_range
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -66,9 +66,18 @@ def output_paths(node: "Node", frames: Iterable[int]) -> set[str]:
     return {frame_path(path, frame) for frame in frames for name in names if (path := node.path(name, frame))}
 
 
-def resolve_frames(graph: "Graph", frames: Any) -> list[int]:
+def resolve_frames(graph: "Graph", frames: Any) -> Sequence[int]:
+    """The frames to render: the project's range by default, else Nuke's syntax. A single range (``1-100``,
+    ``1-100x2``, the project's) is a ``range``, not a list: a range of 10^9 frames costs nothing to hold."""
     if frames is None or frames == "":
-        return list(range(graph.settings["first"], graph.settings["last"] + 1))
+        return range(graph.settings["first"], graph.settings["last"] + 1)
+    if isinstance(frames, range):  # already resolved (the CLI resolves to size its progress bar)
+        return frames
+    single = _RANGE_RE.match(frames) if isinstance(frames, str) and "," not in frames else None
+    if single and single.group(2) is not None:
+        first, last, step = int(single.group(1)), int(single.group(2)), int(single.group(3) or 1)
+        if first <= last and step >= 1:
+            return range(first, last + 1, step)
     try:
         return parse_frame_range(frames)
     except ValueError as exc:

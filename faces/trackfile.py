@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from typing import Sequence
 
 import numpy as np
 
+from doublure.engine import fields
 from doublure.engine.atomic import atomic_path
 from doublure.engine.errors import DoublureError
 
-from .face import Face
+from .face import FACE_TYPES, Face
 
 TRACKS_SCHEMA = "doublure.tracks/1"
 
@@ -53,8 +56,17 @@ def save_tracks(path: str, frames: Sequence[int], per_frame: Sequence[Sequence[F
             np.savez_compressed(fh, **arrays)
 
 
+# name -> (shape after N, the numpy kinds it may have: f float, i/u integer, b bool, U text)
+_ARRAYS = {
+    "frame": ((), "iu"), "track_id": ((), "iu"), "box": ((4,), "fiu"), "landmarks": ((478, 3), "fiu"),
+    "iris": ((2, 3), "fiu"), "pose": ((3,), "fiu"), "to_crop": ((2, 3), "fiu"), "from_crop": ((2, 3), "fiu"),
+    "confidence": ((), "fiu"), "interpolated": ((), "b"), "face_type": ((), "U"),
+}
+
+
 def load_tracks(path: str) -> tuple[dict, dict[int, list[Face]]]:
-    """Read a track file.
+    """Read a track file. Every array is checked (present, its shape and kind, finite); a truncated or
+    foreign file raises a DoublureError naming the file and what is wrong.
 
     Returns:
         meta: the stored description.
@@ -62,14 +74,31 @@ def load_tracks(path: str) -> tuple[dict, dict[int, list[Face]]]:
     """
     try:
         with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                raise DoublureError(f"{path}: not a Doublure track file (no meta)")
             meta = json.loads(str(z["meta"]))
-            if meta.get("schema") != TRACKS_SCHEMA:
-                raise DoublureError(f"{path}: not a Doublure track file (schema {meta.get('schema')!r})")
+            if not isinstance(meta, dict) or meta.get("schema") != TRACKS_SCHEMA:
+                schema = meta.get("schema") if isinstance(meta, dict) else None
+                raise DoublureError(f"{path}: not a Doublure track file (schema {schema!r})")
             a = {k: z[k] for k in z.files if k != "meta"}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DoublureError(f"{path}: cannot read track file: {exc}") from None
+    fields.number(meta.get("width"), f"{path}: meta.width", 1, 1e6)
+    n = None
+    for name, (shape, kinds) in _ARRAYS.items():
+        array = a.get(name)
+        if array is None:
+            raise DoublureError(f"{path}: track file lacks the {name!r} array")
+        n = len(array) if n is None and array.ndim else n
+        if array.ndim == 0 or array.shape != (n, *shape) or array.dtype.kind not in kinds:
+            raise DoublureError(f"{path}: track array {name!r} is {array.dtype} {array.shape}, expected "
+                                f"{(n, *shape)} of numpy kind {kinds}")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise DoublureError(f"{path}: track array {name!r} holds values that are not finite")
+        if name == "face_type" and not set(array.tolist()) <= set(FACE_TYPES):
+            raise DoublureError(f"{path}: track array 'face_type' holds an unknown face type")
     faces: dict[int, list[Face]] = {}
-    for i in range(len(a["frame"])):
+    for i in range(n):
         faces.setdefault(int(a["frame"][i]), []).append(Face(
             track_id=int(a["track_id"][i]), box=tuple(a["box"][i]), landmarks=a["landmarks"][i],
             iris=a["iris"][i], pose=tuple(a["pose"][i]), to_crop=a["to_crop"][i], from_crop=a["from_crop"][i],

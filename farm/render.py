@@ -603,8 +603,15 @@ def _restarting_local_cluster(**options: Any) -> Any:
     return RestartingLocalCluster(**options)
 
 
+def cluster_address(cluster: Any) -> dict[str, Any]:
+    """``farm_render``'s ``scheduler`` and ``security`` arguments for a running cluster (a local one from
+    :func:`start_local_cluster` takes its temporary credentials along)."""
+    return {"scheduler": cluster.scheduler_address, "security": cluster.security}
+
+
 def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> Any:
-    """A LocalCluster on loopback only: worker processes with one thread each.
+    """A LocalCluster on loopback only, over TLS with temporary credentials only this process holds
+    (``cluster.security``; ``Client(cluster)`` uses them): worker processes with one thread each.
 
     With GPUs (``gpus`` defaults to the count torch sees), one worker per GPU by default; worker i sees only
     GPU i mod the count (``CUDA_VISIBLE_DEVICES``) and carries the resource ``GPU=1``, so more workers than
@@ -620,11 +627,16 @@ def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> 
         raise DoublureError(f"--workers {workers}: at least one worker is needed")
     # Dask sets MALLOC_TRIM_THRESHOLD_ in workers to return memory to the OS sooner; that also pins glibc's
     # mmap threshold, so every frame-sized buffer is mapped and unmapped anew: frames render ~2x slower.
+    # TLS with a certificate made for this cluster alone, held in this process's memory and handed to its
+    # workers: on a shared render node or workstation another user's client reaching the loopback port
+    # cannot run code on the workers as this artist (Dask's scheduler runs what any client sends it).
+    from distributed.security import Security
+
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         cluster = _restarting_local_cluster(n_workers=0 if gpus else workers, threads_per_worker=1,
-                                            processes=True, host=LOOPBACK, scheduler_port=0,
-                                            dashboard_address=None, worker_dashboard_address=None,
-                                            silence_logs=logging.ERROR)
+                                            processes=True, host=LOOPBACK, scheduler_port=0, protocol="tls://",
+                                            security=Security.temporary(), dashboard_address=None,
+                                            worker_dashboard_address=None, silence_logs=logging.ERROR)
         if gpus:
             for i in range(workers):
                 spec = copy.deepcopy(cluster.new_spec)
@@ -641,7 +653,8 @@ def start_local_cluster(workers: int | None = None, gpus: int | None = None) -> 
 def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, scheduler: str | None = None,
                 workers: int | None = None, chunk: int = 10, path_map: Iterable[str] | PathMap = (),
                 halt_on_error: bool = False, proxy: float = 1.0, frame_timeout: float | None = None,
-                frame_workers: int = 1, progress: bool | Callable[[int, int], None] = False) -> FarmReport:
+                frame_workers: int = 1, progress: bool | Callable[[int, int], None] = False,
+                security: Any = None) -> FarmReport:
     """Render a project's Writes over ``frames`` as Dask tasks of ``chunk`` frames.
 
     Args:
@@ -661,6 +674,8 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
             on a GPU worker with cores to spare.
         progress: True prints a progress bar (frames, fps, ETA) and the per-worker summary to stderr; a
             callable gets ``(frames done, total)`` after each frame finishes.
+        security: the TLS credentials for ``scheduler`` (a ``distributed.security.Security``); by default
+            those of the Dask config (README: Farm security).
 
     Returns:
         FarmReport: frames written, skipped as already complete, failures (node, frame, why), per chunk.
@@ -690,9 +705,12 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
     try:
         if scheduler:
             try:
-                client = Client(scheduler, timeout=30, set_as_default=False)
+                client = Client(scheduler, timeout=30, set_as_default=False, security=security)
             except (OSError, TimeoutError) as exc:
                 raise DoublureError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+            except TypeError as exc:  # a tls:// address without TLS settings in the Dask config
+                raise DoublureError(f"the Dask scheduler at {scheduler} needs TLS settings (README, Farm "
+                                    f"security): {exc}") from None
         else:
             cluster = start_local_cluster(workers)
             client = Client(cluster, set_as_default=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import math
 import os
 import queue
 import signal
@@ -24,9 +25,11 @@ import cv2
 import numpy as np
 import torch
 
+from doublure.engine import fields
 from doublure.engine.errors import DoublureError
 from doublure.engine.ops import gaussian_blur
 from doublure.faces.extract import FACESET_SCHEMA
+from doublure.faces.face import FACE_TYPES
 from doublure.faces.masks import rasterize_shapes, region_shapes
 
 from .augment import (AugmentSettings, apply_colour, augment_pair, blink_warp, colour_transfer, random_blink,
@@ -34,6 +37,9 @@ from .augment import (AugmentSettings, apply_colour, augment_pair, blink_warp, c
 from .distributed import DistEnv, batch_indices, shard_bounds
 
 MASK_CHANNELS = ("hull", "loss", "eyes_mouth")
+MAX_UPSCALE = 2.0
+"""Crops are upscaled to the model's resolution at most this much: a model trained on 64 px crops blown up
+to 1024 px learns the blur (and its decoded data takes 256 times the memory)."""
 _NO_IRIS = np.zeros((2, 3))
 
 
@@ -53,11 +59,42 @@ def read_index(path: str) -> dict[str, Any]:
             index = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DoublureError(f"faceset {index_path} is corrupt: {exc}") from None
+    index = fields.mapping(index, index_path)
     if index.get("schema") != FACESET_SCHEMA:
         raise DoublureError(f"faceset {index_path}: unknown schema {index.get('schema')!r} (expected {FACESET_SCHEMA})")
     if not index.get("items"):
         raise DoublureError(f"faceset {path} has no faces")
+    check_index(index, index_path)
     return index
+
+
+def check_index(index: dict, where: str) -> None:
+    """Every field of a faceset index that training and the coverage report read: types and ranges (a crop
+    ``file`` is a plain name inside the faceset's folder). Raises a FieldError naming the index and field."""
+    fields.integer(index.get("size"), fields.at(where, "size"), 16, 8192)
+    fields.text(index.get("face_type", "whole_face"), fields.at(where, "face_type"), FACE_TYPES)
+    for i, item in enumerate(fields.sequence(index["items"], fields.at(where, "items"))):
+        at = fields.at(fields.at(where, "items"), i)
+        item = fields.mapping(item, at)
+        name = fields.text(item.get("file"), fields.at(at, "file"))
+        if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+            raise fields.fail(fields.at(at, "file"), "a file name inside the faceset", name)
+        try:  # numpy checks the 478 points at once: a faceset holds thousands of items
+            landmarks = np.asarray(item.get("landmarks"), dtype=np.float64)
+        except (TypeError, ValueError):
+            landmarks = np.zeros(0)
+        if landmarks.ndim != 2 or landmarks.shape[0] != 478 or landmarks.shape[1] not in (2, 3) \
+                or not np.isfinite(landmarks).all():
+            raise fields.fail(fields.at(at, "landmarks"), "478 points of 2 or 3 finite numbers",
+                              item.get("landmarks"))
+        fields.numbers(item.get("pose"), fields.at(at, "pose"), length=3)
+        fields.text(item.get("source", ""), fields.at(at, "source"))
+        for key in ("luma", "blur"):
+            if key in item:
+                fields.number(item[key], fields.at(at, key))
+        expression = fields.mapping(item.get("expression", {}), fields.at(at, "expression"))
+        for key, value in expression.items():
+            fields.number(value, fields.at(fields.at(at, "expression"), key))
 
 
 def face_masks(landmarks: np.ndarray, res: int) -> np.ndarray:
@@ -99,6 +136,11 @@ class FaceData:
             index = read_index(path)
             face_types.add(index.get("face_type", "whole_face"))
             scale = res / float(index["size"])
+            if scale > MAX_UPSCALE:
+                raise DoublureError(f"faceset {path} holds {index['size']} px crops: training at {res} px would "
+                                    f"upscale them {scale:g}x (at most {MAX_UPSCALE:g}x); extract at --size "
+                                    f"{math.ceil(res / MAX_UPSCALE)} or more, or train at --res "
+                                    f"{int(index['size'] * MAX_UPSCALE)} or less")
             for item in index["items"]:
                 self.items.append((os.path.join(path, item["file"]), item, scale))
                 faceset_of.append(len(self.facesets))

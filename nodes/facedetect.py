@@ -22,7 +22,8 @@ from typing import Callable
 import numpy as np
 
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
-from doublure.engine import colour, imageio, knobs as K
+from doublure.engine import colour, fields, imageio, knobs as K
+from doublure.engine.graph import MAX_FRAME
 from doublure.engine.hashing import file_identity
 from doublure.faces.detect import DETECTION_RANGES, MediapipeBackend, working_to_srgb8
 from doublure.faces.face import FACE_TYPES, Face, scale_faces
@@ -35,6 +36,18 @@ ANALYSIS_KNOBS = ("detection_range", "max_faces", "min_confidence", "min_cutoff"
 
 # A frame placeholder (####, %04d) in a re.escape'd file name.
 _ESCAPED_PLACEHOLDER = re.compile(r"(?:\\#)+|%0?\d*d")
+
+
+def check_analysis(analysis: object) -> None:
+    """The ``analysis`` knob's shape: {"file": str, "key": str, "first": int, "last": int}, first <= last."""
+    analysis = fields.mapping(analysis, "analysis")
+    for name in ("file", "key", "first", "last"):
+        if name not in analysis:
+            raise fields.FieldError(f"analysis: no {name!r}")
+    fields.text(analysis["file"], "analysis: file")
+    fields.text(analysis["key"], "analysis: key")
+    first = fields.integer(analysis["first"], "analysis: first", -MAX_FRAME, MAX_FRAME)
+    fields.integer(analysis["last"], "analysis: last", first, MAX_FRAME)
 
 
 def content_identity(path: str) -> list[tuple]:
@@ -142,7 +155,7 @@ class FaceDetect(Node):
         K.String("track_ids", default="0", label="track ids", tooltip="Comma-separated ids for 'by_id'."),
         K.Enum("face_type", FACE_TYPES, default="whole_face", label="face type",
                tooltip="Crop framing: whole_face (brows to chin) or full (forehead included)."),
-        K.Data("analysis", default=None),
+        K.Data("analysis", default=None, check=check_analysis),
     )
 
     def __init__(self, *args, **kwargs) -> None:

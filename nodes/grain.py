@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
-from doublure.engine import knobs as K
+from doublure.engine import fields, knobs as K
 from doublure.engine import ops
 from doublure.engine.cache import Memo
 from doublure.engine.device import cpu_has_native_bf16, upload
@@ -640,6 +640,38 @@ def synthesise_face_grain(lum: torch.Tensor, analysis: dict, seed: int, track_se
 DEGRAIN_SIGMA = 1.0
 
 
+def _number_rows(value: object, where: str, width: int | None = None) -> list[list[float]]:
+    rows = fields.sequence(value, where, max_length=4096)
+    if not rows:
+        raise fields.FieldError(f"{where}: empty")
+    width = width if width is not None else len(fields.sequence(rows[0], fields.at(where, 0)))
+    return [fields.numbers(row, fields.at(where, i), length=width) for i, row in enumerate(rows)]
+
+
+def check_grain_analysis(analysis: object) -> None:
+    """The ``analysis`` knob's shape (what :func:`analyse_grain` returns): the per-band luminance centres and
+    standard deviations (bands x 3), the spectrum rows, a 3x3 correlation, the optional renewal fields."""
+    analysis = fields.mapping(analysis, "analysis")
+    schema = fields.text(analysis.get("schema"), "analysis: schema")
+    if schema != ANALYSIS_SCHEMA and schema not in OLD_SCHEMAS:
+        return  # compute names the schema and asks for a new analysis
+    for name in ("log2_lum", "std", "spectrum", "correlation"):
+        if name not in analysis:
+            raise fields.FieldError(f"analysis: no {name!r}")
+    bands = len(fields.numbers(analysis["log2_lum"], "analysis: log2_lum"))
+    if not bands or len(_number_rows(analysis["std"], "analysis: std", 3)) != bands:
+        raise fields.FieldError(f"analysis: std must have one row of 3 per log2_lum band ({bands})")
+    _number_rows(analysis["spectrum"], "analysis: spectrum")
+    if len(_number_rows(analysis["correlation"], "analysis: correlation", 3)) != 3:
+        raise fields.FieldError("analysis: correlation must be 3x3")
+    if "exponent" in analysis:
+        fields.numbers(analysis["exponent"], "analysis: exponent", length=3)
+    if analysis.get("renewal") is not None:
+        fields.numbers(analysis["renewal"], "analysis: renewal")
+    if analysis.get("renewing_spectrum") is not None:
+        _number_rows(analysis["renewing_spectrum"], "analysis: renewing_spectrum")
+
+
 @register_node
 class Grain(Node):
     """Measure the plate's grain (Analyse) and add matching grain where the swap replaced the plate."""
@@ -670,7 +702,7 @@ class Grain(Node):
         K.Float("box_y0", default=0.0, min=0.0, max=1.0, animatable=False, tooltip="Box top, fraction of height."),
         K.Float("box_x1", default=1.0, min=0.0, max=1.0, animatable=False, tooltip="Box right."),
         K.Float("box_y1", default=1.0, min=0.0, max=1.0, animatable=False, tooltip="Box bottom."),
-        K.Data("analysis", default=None),
+        K.Data("analysis", default=None, check=check_grain_analysis),
         K.Float("mix", default=1.0, min=0.0, max=1.0),
     )
     actions = (("analyse", "Analyse"),)

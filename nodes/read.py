@@ -1,6 +1,7 @@
 """Read: image sequences (OpenImageIO) and video files (PyAV) into the working colour space."""
 from __future__ import annotations
 
+import bisect
 import collections
 import os
 import threading
@@ -11,6 +12,7 @@ import torch
 from doublure.engine import Image, Node, Port, colour, imageio, knobs as K, ops, register_node, video
 from doublure.engine.device import upload
 from doublure.engine.errors import DoublureError, MediaError
+from doublure.engine.graph import MAX_FRAME
 from doublure.engine.hashing import file_identity
 
 # Default input colour space by kind of file (Nuke's habit): float files hold linear light; 8- to 16-bit
@@ -61,9 +63,11 @@ class Read(Node):
     knob_specs = (
         K.File("file", "", pattern="*.exr *.dpx *.tif *.tiff *.png *.jpg *.jpeg *.mp4 *.mov *.mkv",
                sequence=True, tooltip="plate.####.exr, plate.%04d.exr or a video file (frames count from 1)"),
-        K.Int("first", 1, tooltip="First frame of the files (a video's first frame is 1)."),
-        K.Int("last", 1, tooltip="Last frame of the files."),
-        K.Int("frame_offset", 0, tooltip="Shift: timeline frame F shows file frame F - frame_offset."),
+        K.Int("first", 1, min=-MAX_FRAME, max=MAX_FRAME,
+              tooltip="First frame of the files (a video's first frame is 1)."),
+        K.Int("last", 1, min=-MAX_FRAME, max=MAX_FRAME, tooltip="Last frame of the files."),
+        K.Int("frame_offset", 0, min=-MAX_FRAME, max=MAX_FRAME,
+              tooltip="Shift: timeline frame F shows file frame F - frame_offset."),
         K.Enum("out_of_range", ("hold", "black", "error"), default="hold",
                tooltip="Timeline frames before first or after last: hold the end frame, black, or an error."),
         K.Enum("on_missing", ("error", "black", "nearest"), default="error",
@@ -118,10 +122,12 @@ class Read(Node):
         if policy == "black":
             return "", None, None
         if policy == "nearest" and imageio.is_sequence_pattern(pattern):
-            for distance in range(1, last - first + 1):
-                for candidate in (file_frame - distance, file_frame + distance):
-                    if first <= candidate <= last and os.path.exists(imageio.frame_path(pattern, candidate)):
-                        return imageio.frame_path(pattern, candidate), candidate, None
+            # from the folder's listing, not a file test per frame number: a range may span 10^8 frames
+            on_disk = [f for f in frames_on_disk(pattern) if first <= f <= last]
+            if on_disk:
+                i = bisect.bisect_left(on_disk, file_frame)
+                candidate = min(on_disk[max(0, i - 1):i + 1], key=lambda f: (abs(f - file_frame), f))
+                return imageio.frame_path(pattern, candidate), candidate, None
         return path, file_frame, f"{self.name}: missing frame {file_frame}: {path}"
 
     def hash(self, ctx, h) -> None:
@@ -192,7 +198,10 @@ class Read(Node):
             reader = VIDEO_READERS.get(pattern)
             width, height = reader.width, reader.height
         else:
-            for f in range(first, last + 1):
+            # the frames the folder lists, not a file test per frame number: a range may span 10^8 frames
+            frames = ([f for f in frames_on_disk(pattern) if first <= f <= last]
+                      if imageio.is_sequence_pattern(pattern) else [first])
+            for f in frames:
                 candidate = imageio.frame_path(pattern, f)
                 if os.path.exists(candidate):
                     try:
@@ -216,6 +225,20 @@ class Read(Node):
         return first, last
 
 
+def frames_on_disk(pattern: str) -> tuple[int, ...]:
+    """The frame numbers of a sequence pattern's files in its folder, in order (none when the folder or the
+    files do not exist), from one listing of the folder."""
+    folder = os.path.dirname(pattern) or "."
+    if not os.path.isdir(folder):
+        return ()
+    for seq in imageio.detect_sequences(folder):
+        # Same naming (prefix, padding, extension): the sequence's first file is the pattern's.
+        if os.path.abspath(imageio.frame_path(seq.pattern, seq.first)) == \
+                os.path.abspath(imageio.frame_path(pattern, seq.first)):
+            return seq.frames
+    return ()
+
+
 def detect_range(pattern: str) -> tuple[int, int]:
     """(first, last) frames available for a file knob value: a sequence on disk or a video (1..count)."""
     if video.is_video(pattern):
@@ -225,12 +248,10 @@ def detect_range(pattern: str) -> tuple[int, int]:
     folder = os.path.dirname(pattern) or "."
     if not os.path.isdir(folder):
         raise MediaError(f"folder {folder} of {pattern} does not exist")
-    for seq in imageio.detect_sequences(folder):
-        # Same naming (prefix, padding, extension): the sequence's first file is the pattern's.
-        if os.path.abspath(imageio.frame_path(seq.pattern, seq.first)) == \
-                os.path.abspath(imageio.frame_path(pattern, seq.first)):
-            return seq.first, seq.last
-    raise MediaError(f"no frames of {pattern} found in {folder}")
+    frames = frames_on_disk(pattern)
+    if not frames:
+        raise MediaError(f"no frames of {pattern} found in {folder}")
+    return frames[0], frames[-1]
 
 
 def _planes(pixels: np.ndarray, channels: tuple[str, ...]) -> tuple[torch.Tensor, tuple[str, ...]]:

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from doublure.engine import Image, Node, Port, knobs as K, ops, register_node
+from doublure.engine.sizes import check_frame_size
 from doublure.faces.face import Face, invert_affine
 
 FILTERS = ("impulse", "bilinear", "bicubic", "lanczos")
@@ -106,6 +107,8 @@ class Reformat(Node):
             out_h = max(1, round(self.value("height", ctx.frame) * ctx.proxy))
             (rw, rh), (x, y) = reformat_geometry(in_w, in_h, out_w, out_h, self.value("resize", ctx.frame),
                                                  self.value("center", ctx.frame))
+        # the output and the resample's intermediate (the width pass) at once, checked before they exist
+        check_frame_size(self.name, len(src.channels), max(out_h, in_h), out_w, src.dtype.itemsize, copies=2)
         resized = ops.resample(src.tensor, (rh, rw), self.value("filter", ctx.frame))
         ctx.check_cancelled()
         out = resized if (rw, rh, x, y) == (out_w, out_h, 0, 0) else place(resized, out_h, out_w, x, y)

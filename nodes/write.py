@@ -12,6 +12,8 @@ import torch
 from doublure.engine import Node, Port, colour, imageio, knobs as K, register_node, video
 from doublure.engine.errors import DoublureError, MediaError
 
+from . import _handoff as handoff
+
 IMAGE_TYPES = ("exr", "dpx", "tiff", "png", "jpeg")
 VIDEO_TYPES = ("mov", "mp4")
 # Default output colour space by file type, mirroring Read's defaults so a Read -> Write round-trips.
@@ -45,6 +47,9 @@ class Write(Node):
                        "same crf; veryfast suits previews"),
         K.Bool("skip_existing", True, tooltip="On a resumed render, keep image files that are already "
                "complete (they open and decode)."),
+        K.Bool("face_layers", False, label="face layers",
+               tooltip="EXR: add the swapped face premultiplied by its matte (face.R/G/B/A) and the faces' "
+                       "transforms (header doublure:face_transforms), for finishing in Nuke"),
     )
 
     def __init__(self, *args, **kwargs) -> None:
@@ -183,6 +188,11 @@ class Write(Node):
         planes, alpha = self._file_planes(image, working_space, colorspace)
         channels = ("R", "G", "B", "A") if alpha is not None and planes.shape[0] == 4 else ("R", "G", "B")
         planes = planes[:len(channels)]
+        if kind == "exr" and self.value("face_layers", frame):
+            matte = handoff.face_matte(image.faces, image.height, image.width, planes.device)
+            planes = torch.cat([planes, handoff.face_layer(planes[:3], matte)])
+            channels += handoff.FACE_LAYER
+            metadata = {**metadata, handoff.TRANSFORMS_KEY: handoff.face_transforms(image.faces)}
         # Half files get half pixels from the interleaving copy itself (torch rounds as write_image would).
         interleaved = torch.empty(planes.shape[1:] + planes.shape[:1],
                                   dtype=torch.float16 if datatype == "half" else torch.float32, device=planes.device)

@@ -14,12 +14,13 @@ import numpy as np
 import psutil
 import pytest
 from distributed import Client
+from distributed.security import Security
 
 import doublure.nodes  # noqa: F401  (registers Read and Write)
 from doublure import engine
 from doublure.engine import colour, imageio, video
-from doublure.farm.render import (ChunkTask, FarmReport, apply_path_map, farm_render, map_path, movie_part_path,
-                                  parse_path_map, plan_chunks, render_chunk, start_local_cluster)
+from doublure.farm.render import (ChunkTask, FarmReport, apply_path_map, cluster_address, farm_render, map_path,
+                                  movie_part_path, parse_path_map, plan_chunks, render_chunk, start_local_cluster)
 from farm_nodes import FarmTestNodes
 from test_read_write import start_atomic_write
 
@@ -97,14 +98,28 @@ def test_local_cluster_renders_frames_identical_to_one_process(tmp_path, media_d
 
 def test_cluster_listens_on_loopback_only(cluster):
     cluster, client = cluster
-    assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+    assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
     workers = client.scheduler_info()["workers"]
     assert len(workers) == 2
     for address, info in workers.items():
-        assert address.startswith("tcp://127.0.0.1:") and info["nanny"].startswith("tcp://127.0.0.1:")
+        assert address.startswith("tls://127.0.0.1:") and info["nanny"].startswith("tls://127.0.0.1:")
     for pid in [os.getpid(), *client.run(os.getpid).values()]:  # scheduler and nannies run in this process
         listening = [c.laddr for c in psutil.Process(pid).net_connections("inet") if c.status == psutil.CONN_LISTEN]
         assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
+
+
+def test_a_second_client_without_the_clusters_credentials_is_refused(cluster):
+    """Another user on the machine reaches the loopback port: without this render's certificate no
+    connection is made, so nothing runs on the workers (it did, over plain TCP)."""
+    cluster, client = cluster
+    address = cluster.scheduler_address
+    plain = address.replace("tls://", "tcp://")
+    with pytest.raises((OSError, TimeoutError)):
+        Client(plain, timeout=5, set_as_default=False)
+    # TLS with a certificate of its own (the same kind of temporary one) is refused by the handshake too
+    with pytest.raises((OSError, TimeoutError)):
+        Client(address, security=Security.temporary(), timeout=5, set_as_default=False)
+    assert set(client.run(lambda: 1).values()) == {1}  # the render's own client still runs on the workers
 
 
 def test_killed_worker_job_completes_every_frame_once(tmp_path, media_dir, cluster):
@@ -124,7 +139,7 @@ def test_killed_worker_job_completes_every_frame_once(tmp_path, media_dir, clust
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=5, progress=kill_a_busy_worker)
+    report = farm_render(project, **cluster_address(cluster), chunk=5, progress=kill_a_busy_worker)
     assert killed and report.ok
     assert killed[0] not in {c.pid for c in report.chunks}  # its chunk was finished by another process
     assert sorted(f for _, f in report.written + report.skipped) == list(range(1, FRAMES + 1))
@@ -141,12 +156,12 @@ def test_rerun_removes_the_temporary_of_a_killed_writer(tmp_path, media_dir, clu
     out = tmp_path / "out"
     project = _project(tmp_path / "shot.dbl", str(media_dir / "people" / "d11.mp4"), str(out / "f.####.exr"),
                        last=4)
-    farm_render(project, scheduler=cluster.scheduler_address, chunk=2)
+    farm_render(project, **cluster_address(cluster), chunk=2)
     os.unlink(out / "f.0003.exr")
     killed, tmp = start_atomic_write(out / "f.0003.exr")
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=2)
+    report = farm_render(project, **cluster_address(cluster), chunk=2)
     assert report.stale_temps == [tmp] and report.written == [("Write1", 3)]
     assert sorted(os.listdir(out)) == [f"f.{f:04d}.exr" for f in range(1, 5)]
     assert "removed 1 temporary file(s)" in report.summary()
@@ -163,21 +178,21 @@ def test_interrupted_render_resumes_with_only_missing_frames(tmp_path, media_dir
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        farm_render(project, scheduler=cluster.scheduler_address, chunk=2, progress=interrupt)
+        farm_render(project, **cluster_address(cluster), chunk=2, progress=interrupt)
     assert "could not confirm" not in capsys.readouterr().err  # the client waited for every chunk to stop
     present = _all_complete(out)
     assert 4 <= len(present) < FRAMES
     time.sleep(1.0)
     assert _all_complete(out) == present  # the interrupt stopped every chunk: nothing still writes
 
-    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=2, progress=True)
+    report = farm_render(project, **cluster_address(cluster), chunk=2, progress=True)
     assert sorted(f for _, f in report.skipped) == present
     assert sorted(f for _, f in report.written) == sorted(set(range(1, FRAMES + 1)) - set(present))
     assert _all_complete(out) == list(range(1, FRAMES + 1))
     printed = capsys.readouterr().err  # the progress bar, then the totals and one line per worker
     assert f"{FRAMES}/{FRAMES} frames" in printed and "ETA" in printed
     assert f"{FRAMES - len(present)} written, {len(present)} skipped" in printed
-    assert sum(line.startswith("  tcp://127.0.0.1:") for line in printed.splitlines()) == 2
+    assert sum(line.startswith("  tls://127.0.0.1:") for line in printed.splitlines()) == 2
 
 
 def _corrupt_sequence(folder: Path) -> None:
@@ -199,7 +214,7 @@ def test_corrupt_frame_reported_and_path_map_applied_on_workers(tmp_path, cluste
                        "/farm-storage/out/out.####.exr", last=10)
     path_map = [f"/farm-storage={tmp_path / 'storage'}"]
     # the frame timeout guards the run: a truncated EXR once left OIIO's reader waiting forever on a worker
-    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, proxy=0.5,
+    report = farm_render(project, **cluster_address(cluster), chunk=4, path_map=path_map, proxy=0.5,
                          frame_timeout=60)
     assert [(node, frame) for node, frame, _ in report.failures] == [("Write1", 7)]
     assert imageio.read_image(tmp_path / "storage" / "out" / "out.0001.exr").pixels.shape == (8, 12, 3)  # proxy
@@ -209,10 +224,10 @@ def test_corrupt_frame_reported_and_path_map_applied_on_workers(tmp_path, cluste
 
     # with three frames of a chunk computing at once on each worker, the job still halts naming frame 7
     with pytest.raises(engine.DoublureError, match="frame 7"):
-        farm_render(project, scheduler=cluster.scheduler_address, chunk=4, path_map=path_map, halt_on_error=True,
+        farm_render(project, **cluster_address(cluster), chunk=4, path_map=path_map, halt_on_error=True,
                     frame_timeout=60, frame_workers=3)
     with pytest.raises(engine.DoublureError, match="--frame-workers 0: give 1 or more"):
-        farm_render(project, scheduler=cluster.scheduler_address, frame_workers=0)
+        farm_render(project, **cluster_address(cluster), frame_workers=0)
 
 
 def _stall_project(path: Path, out: Path, marker: str) -> str:
@@ -233,7 +248,7 @@ def test_a_stalled_frame_ends_its_worker_and_its_chunk_runs_again(tmp_path, clus
     marker = tmp_path / "stalled-once"
     project = _stall_project(tmp_path / "shot.dbl", out, str(marker))
     start = time.monotonic()
-    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=5, frame_timeout=3)
+    report = farm_render(project, **cluster_address(cluster), chunk=5, frame_timeout=3)
     assert marker.exists() and report.ok and time.monotonic() - start < 90
     assert sorted(f for _, f in report.written + report.skipped) == list(range(1, 11))
     assert _all_complete(out) == list(range(1, 11))
@@ -253,13 +268,13 @@ def test_a_frame_that_always_stalls_fails_the_job_naming_it(tmp_path, cluster):
     try:
         # three frames of a chunk computing at once: frames 8 and 9 are done while 7 hangs, and 7 is named
         with pytest.raises(engine.DoublureError, match="frame 7 did not finish within 2 s, on every worker"):
-            farm_render(project, scheduler=cluster.scheduler_address, chunk=5, frame_timeout=2, frame_workers=3)
+            farm_render(project, **cluster_address(cluster), chunk=5, frame_timeout=2, frame_workers=3)
     finally:
         client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", allowed))
     assert _all_complete(tmp_path / "out") == [1, 2, 3, 4, 5, 6]
     client.wait_for_workers(2, timeout=120)
     with pytest.raises(engine.DoublureError, match="frame-timeout 0"):
-        farm_render(project, scheduler=cluster.scheduler_address, frame_timeout=0)
+        farm_render(project, **cluster_address(cluster), frame_timeout=0)
 
 
 def test_path_mapped_worker_uses_the_stored_tracks(tmp_path, media_dir, monkeypatch):
@@ -346,7 +361,7 @@ def test_a_movie_renders_in_parts_joined_and_a_rerun_keeps_the_parts_done(tmp_pa
     # an earlier job that stopped after its first chunk: that part is there, the movie is not
     first = render_chunk(ChunkTask(project, ("Write2",), tuple(range(1, 5))))
     assert first.error is None and (out / ".review.mp4.part1-4.mp4").exists()
-    report = farm_render(project, scheduler=cluster.scheduler_address, chunk=4)
+    report = farm_render(project, **cluster_address(cluster), chunk=4)
     assert report.ok and report.movies_joined == [(str(out / "review.mp4"), 5)] and not report.movies_waiting
     assert sorted(f for w, f in report.skipped if w == "Write2") == [1, 2, 3, 4]
     assert sorted(f for w, f in report.written if w == "Write2") == list(range(5, FRAMES + 1))
