@@ -92,6 +92,8 @@ def check_index(index: dict, where: str) -> None:
         for key in ("luma", "blur"):
             if key in item:
                 fields.number(item[key], fields.at(at, key))
+        if "native_side" in item:
+            fields.number(item["native_side"], fields.at(at, "native_side"), 1.0, 1e6)
         expression = fields.mapping(item.get("expression", {}), fields.at(at, "expression"))
         for key, value in expression.items():
             fields.number(value, fields.at(fields.at(at, "expression"), key))
