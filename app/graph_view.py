@@ -18,7 +18,7 @@ import uuid as uuidlib
 from typing import Any, Callable
 
 from NodeGraphQt import BackdropNode, BaseNode, BaseNodeCircle, NodeGraph
-from NodeGraphQt.constants import LayoutDirectionEnum, PortTypeEnum
+from NodeGraphQt.constants import LayoutDirectionEnum, PipeLayoutEnum, PortTypeEnum
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from doublure.engine import ConnectionRefused, DoublureError, Graph, GraphEvent, Node
@@ -26,12 +26,13 @@ from doublure.engine.commands import FunctionCommand
 
 from .clipboard import nodes_to_json, paste_json
 from .events import subscribe_on_ui_thread
+from .node_item import EngineNodeItem
 from .node_menu import NodeMenu
 
 PORT_COLOURS = {"Image": (230, 190, 70), "Mask": (90, 160, 255)}
 CATEGORY_COLOURS = {
     "Image": (70, 100, 140), "Face": (120, 80, 140), "Finish": (70, 120, 90), "Merge": (60, 90, 120),
-    "Transform": (120, 100, 60), "Output": (140, 70, 60), "Other": (80, 80, 80),
+    "Transform": (120, 100, 60), "Output": (95, 95, 110), "Other": (80, 80, 80),
 }
 BACKDROP_TYPE = "Backdrop"
 
@@ -41,6 +42,9 @@ class EngineNodeView(BaseNode):
 
     __identifier__ = "doublure"
     NODE_NAME = "Node"
+
+    def __init__(self) -> None:
+        super().__init__(qgraphics_item=EngineNodeItem)
 
 
 class DotNodeView(BaseNodeCircle):
@@ -106,6 +110,8 @@ class GraphView(QtCore.QObject):
         for cls in (EngineNodeView, DotNodeView, BackdropView):
             self.ng.register_node(cls)
         self.ng.disable_context_menu(True)
+        # Straight pipes, as Nuke draws them: side inputs then read as arrows from the side.
+        self.ng.set_pipe_style(PipeLayoutEnum.STRAIGHT.value)
         viewer = self.ng.viewer()
         for action in (viewer.qaction_for_undo(), viewer.qaction_for_redo()):
             if action is not None:
@@ -122,6 +128,7 @@ class GraphView(QtCore.QObject):
         self._views: dict[str, Any] = {}  # engine uuid -> NodeGraphQt node
         self._backdrops: dict[str, Any] = {}  # backdrop id -> NodeGraphQt backdrop
         self._menu_scene_pos = QtCore.QPointF()
+        self._errors: dict[str, str] = {}  # node name -> the error the viewer's frame fails with there
         self._unsubscribe: Callable[[], None] | None = None
         self.graph = graph
         self.set_graph(graph)
@@ -186,7 +193,12 @@ class GraphView(QtCore.QObject):
             view.model.color = (*CATEGORY_COLOURS.get(node.category, CATEGORY_COLOURS["Other"]), 255)
         self.ng.add_node(view, pos=list(node.position), selected=False, push_undo=False)
         view.set_property("name", node.name, push_undo=False)
-        view.view.setToolTip(f"{node.type_name} ({node.category})\n{(type(node).__doc__ or '').strip()}")
+        description = f"{node.type_name} ({node.category})\n{(type(node).__doc__ or '').strip()}"
+        if isinstance(view.view, EngineNodeItem):
+            view.view.set_description(description)
+            view.view.set_error(self._errors.get(node.name, ""))
+        else:
+            view.view.setToolTip(description)
         self._views[node.uuid] = view
         self._sync_disabled(node)
 
@@ -196,6 +208,9 @@ class GraphView(QtCore.QObject):
             return
         for index, src in enumerate(node.input_nodes):
             port = view.input_ports()[index]
+            spec = node.inputs[index]
+            port.view.setToolTip(f"{node.name}.{spec.name} ({spec.type}{', optional' if spec.optional else ''})"
+                                 f"\n{'from ' + src.name if src is not None else 'not connected'}")
             wanted = self._views[src.uuid].output_ports()[0] if src is not None and src.uuid in self._views else None
             current = port.connected_ports()
             if current == ([wanted] if wanted else []):
@@ -213,6 +228,18 @@ class GraphView(QtCore.QObject):
         for node in self.graph.nodes:
             self._sync_inputs(node)
         self._forget_view_history()
+
+    def set_errors(self, errors: dict[str, str]) -> None:
+        """Draw the nodes named in ``errors`` in error (their tooltip the message); the others normally."""
+        self._errors = dict(errors)
+        for uuid, view in self._views.items():
+            if isinstance(view.view, EngineNodeItem):
+                view.view.set_error(errors.get(self.graph.by_uuid(uuid).name, ""))
+
+    def node_error(self, node: Node) -> str:
+        """The error ``node`` is drawn with ("" when none)."""
+        view = self._views.get(node.uuid)
+        return view.view.error if view is not None and isinstance(view.view, EngineNodeItem) else ""
 
     def _sync_disabled(self, node: Node) -> None:
         view = self._views.get(node.uuid)

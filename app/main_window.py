@@ -95,6 +95,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.graph_view.node_opened.connect(self.properties.open_node)
         self.graph_view.selection_changed.connect(self._on_selection)
         self.graph_view.viewer_input_requested.connect(self.viewer.set_input)
+        self.viewer.errors_changed.connect(self.graph_view.set_errors)
+        self.properties.knob_refused.connect(self.viewer.show_notice)
         self.viewer.frame_changed.connect(lambda _: self.properties.refresh())
         self.properties.frame_requested.connect(self.viewer.set_frame)
         self.render_panel.view_requested.connect(lambda node: self.viewer.set_input(1, node))

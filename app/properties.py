@@ -59,7 +59,9 @@ class KnobEditor(QtWidgets.QWidget):
             elif value != self.knob.value_at(self.graph.current_frame):
                 self.graph.set_knob(self.node, self.name, value)
         except DoublureError as exc:
-            self.panel.status_message.emit(str(exc))
+            self.panel.show_refusal(str(exc))
+        else:
+            self.panel.show_refusal("")
         self.refresh()
 
     def refresh(self) -> None:
@@ -367,6 +369,7 @@ class NodePanel(QtWidgets.QFrame):
         self.node = node
         self.status_message = properties.status_message
         self.frame_requested = properties.frame_requested
+        self.knob_refused = properties.knob_refused
         self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
         header = QtWidgets.QHBoxLayout()
         self.name_edit = QtWidgets.QLineEdit(node.name, self)
@@ -391,8 +394,14 @@ class NodePanel(QtWidgets.QFrame):
             label = QtWidgets.QLabel(knob.spec.label, self)
             label.setToolTip(knob.spec.tooltip)
             self.form.addRow(label, editor)
+        # A refused value, in red under the header until the next accepted edit (the knob kept its value).
+        self.error_label = QtWidgets.QLabel(self)
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("color: #ff7a64;")
+        self.error_label.setVisible(False)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(header)
+        layout.addWidget(self.error_label)
         layout.addLayout(self.form)
         self.action_buttons: dict[str, QtWidgets.QPushButton] = {}
         self.runner: ActionRunner | None = None
@@ -412,6 +421,14 @@ class NodePanel(QtWidgets.QFrame):
             self.progress.setRange(0, 1000)
             self.progress.setVisible(False)
             layout.addWidget(self.progress)
+
+    def show_refusal(self, message: str) -> None:
+        """Say why an edit was refused ("" clears it): in the panel, the status bar and the viewer."""
+        self.error_label.setText(message)
+        self.error_label.setVisible(bool(message))
+        if message:
+            self.status_message.emit(message)
+            self.knob_refused.emit(message)
 
     def _rename(self) -> None:
         name = self.name_edit.text().strip()
@@ -461,6 +478,7 @@ class PropertiesPanel(QtWidgets.QWidget):
 
     status_message = QtCore.Signal(str)
     frame_requested = QtCore.Signal(int)
+    knob_refused = QtCore.Signal(str)
 
     def __init__(self, graph: Graph, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)

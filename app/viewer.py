@@ -51,6 +51,16 @@ class ViewerState:
         return {"inputs": dict(self.inputs), "a": self.a, "b": self.b, "mode": self.mode, "wipe": self.wipe}
 
 
+@dataclasses.dataclass(frozen=True)
+class LaneError:
+    """Why a viewer lane has no picture: the request that failed (None when its hash failed), the message
+    and the node that raised it ("" when unknown)."""
+
+    key: tuple | None
+    message: str
+    node: str
+
+
 class ViewerCanvas(QtWidgets.QWidget):
     """Draws the A and B frames in image space with zoom and pan, the wipe line, overlays and the brush.
 
@@ -73,7 +83,8 @@ class ViewerCanvas(QtWidgets.QWidget):
         self.zoom = 1.0
         self.center = QtCore.QPointF(0, 0)  # image-space point at the widget's centre
         self.show_faces = True
-        self.message = ""
+        self.message = ""  # an error: drawn instead of any picture
+        self.notice = ""  # a passing remark over the picture (a refused knob value)
         self.stale = False
         self.paint_enabled = False
         self.brush = BrushSettings()
@@ -206,6 +217,8 @@ class ViewerCanvas(QtWidgets.QWidget):
         if shown:
             self._draw_overlays(p)
         self._draw_hud(p)
+        if self.message:
+            self._draw_error(p)
         p.end()
         if shown:
             self.painted.emit()
@@ -265,13 +278,28 @@ class ViewerCanvas(QtWidgets.QWidget):
             p.setBrush(QtCore.Qt.BrushStyle.NoBrush)
             p.drawEllipse(self._cursor, radius, radius)
             p.drawEllipse(self._cursor, radius * self.brush.hardness, radius * self.brush.hardness)
-        if self.message:
-            p.setPen(QtGui.QColor(255, 110, 90))
-            p.drawText(QtCore.QRectF(10, 10, self.width() - 20, 60),
-                       int(QtCore.Qt.TextFlag.TextWordWrap), self.message)
-        elif self.stale:
+        if self.notice:
+            p.setPen(QtGui.QColor(255, 150, 110))
+            p.drawText(QtCore.QRectF(10, 10, self.width() - 20, 60), int(QtCore.Qt.TextFlag.TextWordWrap),
+                       self.notice)
+        if self.stale and not self.message:
             p.setPen(QtGui.QColor(240, 200, 80))
             p.drawText(QtCore.QPointF(10, self.height() - 10), "computing…")
+
+    def _draw_error(self, p: QtGui.QPainter) -> None:
+        """The error in place of the picture, as Nuke's viewer shows it: nothing of a stale frame remains."""
+        box = QtCore.QRectF(self.rect()).adjusted(40, 40, -40, -40)
+        font = QtGui.QFont(p.font())
+        font.setPointSizeF(max(11.0, font.pointSizeF() * 1.3))
+        p.setFont(font)
+        flags = int(QtCore.Qt.AlignmentFlag.AlignCenter | QtCore.Qt.TextFlag.TextWordWrap)
+        text = "ERROR\n\n" + self.message
+        bounds = p.boundingRect(box, flags, text).adjusted(-16, -12, 16, 12)
+        p.setPen(QtGui.QPen(QtGui.QColor(200, 50, 40), 2))
+        p.setBrush(QtGui.QColor(40, 12, 10, 235))
+        p.drawRect(bounds)
+        p.setPen(QtGui.QColor(255, 120, 100))
+        p.drawText(box, flags, text)
 
     # -- interaction ----------------------------------------------------------------------------------
     def _frame_pixel(self, widget_pos: QtCore.QPointF) -> tuple[float, float]:
@@ -362,6 +390,7 @@ class ViewerPanel(QtWidgets.QWidget):
     status_message = QtCore.Signal(str)
     frame_shown = QtCore.Signal()
     frame_changed = QtCore.Signal(int)
+    errors_changed = QtCore.Signal(dict)  # node name -> message, for the nodes the shown frames fail in
 
     def __init__(self, graph: Graph, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -385,7 +414,11 @@ class ViewerPanel(QtWidgets.QWidget):
         self.paint_target: Node | None = None
         self._wanted: dict[str, tuple | None] = {"A": None, "B": None}
         self._frames: dict[str, DisplayFrame | None] = {"A": None, "B": None}
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, LaneError] = {}
+        self._published_errors: dict[str, str] = {}
+        self._notice_timer = QtCore.QTimer(self)
+        self._notice_timer.setSingleShot(True)
+        self._notice_timer.timeout.connect(lambda: self.show_notice(""))
         self._playing = 0
         self._play_times: list[float] = []
         self._refresh_pending = False
@@ -572,6 +605,7 @@ class ViewerPanel(QtWidgets.QWidget):
         self.canvas.mode, self.canvas.wipe = self.state.mode, self.state.wipe
         self.canvas._fitted_once = False
         self._frames = {"A": None, "B": None}
+        self._errors.clear()
         self.canvas.set_frames(None, None)
         timeline = graph.ui.get("timeline") or {}
         self.timeline.set_range(graph.settings["first"], graph.settings["last"])
@@ -721,17 +755,23 @@ class ViewerPanel(QtWidgets.QWidget):
             if node is None:
                 self._wanted[lane] = None
                 self._frames[lane] = None
+                self._errors.pop(lane, None)
                 self.evaluator.cancel(lane)
                 continue
             try:
-                self._wanted[lane] = self.evaluator.key_for(node, frame, proxy, settings)
-                ready = self.evaluator.request(lane, node, frame, proxy, settings)
+                key = self.evaluator.key_for(node, frame, proxy, settings)
             except DoublureError as exc:
                 self._wanted[lane] = None
                 self._frames[lane] = None
-                self._errors[lane] = str(exc)
+                self._errors[lane] = LaneError(None, str(exc), exc.node or "")
+                self.evaluator.cancel(lane)
                 continue
+            self._wanted[lane] = key
+            failed = self._errors.get(lane)
+            if failed is not None and failed.key == key:
+                continue  # this very request failed: keep showing why instead of computing it again
             self._errors.pop(lane, None)
+            ready = self.evaluator.request(lane, node, frame, proxy, settings)
             if ready is not None:
                 self._frames[lane] = ready
         self._show()
@@ -739,13 +779,37 @@ class ViewerPanel(QtWidgets.QWidget):
     def _show(self) -> None:
         self.canvas.stale = any(self._wanted[lane] is not None and (self._frames[lane] is None or
                                 self._frames[lane].key != self._wanted[lane]) for lane in ("A", "B"))
-        self.canvas.message = "\n".join(f"{lane}: {msg}" for lane, msg in sorted(self._errors.items()))
+        messages = {error.message for error in self._errors.values()}
+        self.canvas.message = "\n".join(
+            (f"{lane}: " if len(messages) > 1 else "") + error.message
+            for lane, error in sorted(self._errors.items()) if len(messages) > 1 or lane == min(self._errors))
+        self._publish_errors()
         self.canvas.mode = self.state.mode
         self.canvas.wipe = self.state.wipe
         a, b = self._frames["A"], self._frames["B"]
         if self.state.mode == "b":
             a, b = None, b
+        if self._errors:
+            # A comparison with a frame the graph cannot make would show the other side as if it were both.
+            a = b = None
         self.canvas.set_frames(a, b)
+
+    def errors(self) -> dict[str, str]:
+        """Node name -> message for the nodes the frames on screen fail in ("" for an unknown node)."""
+        return {error.node: error.message for error in self._errors.values()}
+
+    def _publish_errors(self) -> None:
+        errors = self.errors()
+        if errors != self._published_errors:
+            self._published_errors = errors
+            self.errors_changed.emit(errors)
+
+    def show_notice(self, text: str, seconds: float = 6.0) -> None:
+        """A passing remark over the picture (a refused knob value), gone after ``seconds``."""
+        self.canvas.notice = text
+        if text:
+            self._notice_timer.start(int(seconds * 1000))
+        self.canvas.update()
 
     def is_current(self) -> bool:
         """Every frame the mode needs is on screen for the current frame, graph and settings."""
@@ -760,11 +824,12 @@ class ViewerPanel(QtWidgets.QWidget):
             if self._playing:
                 self._prefetch()
 
-    def _on_frame_failed(self, lane: str, frame: int, message: str) -> None:
-        if lane in self._wanted and frame == self.graph.current_frame:
-            self._errors[lane] = message
+    def _on_frame_failed(self, lane: str, key: tuple, message: str, node: str) -> None:
+        if lane in self._wanted and key == self._wanted[lane]:
+            self._errors[lane] = LaneError(key, message, node)
+            self._frames[lane] = None
             self._show()
-            self.status_message.emit(f"viewer {lane}: {message}")
+            self.status_message.emit(message)
 
     def _on_painted(self) -> None:
         if self.is_current():

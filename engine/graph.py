@@ -15,7 +15,7 @@ from .cache import FrameCache
 from .commands import Command, FunctionCommand, UndoStack
 from .context import CancelToken, EvalContext
 from .device import default_device
-from .errors import ConnectionRefused, DoublureError, KnobError
+from .errors import ConnectionRefused, DoublureError, KnobError, blame
 from .hashing import Hasher
 from .image import Image
 from .node import Inputs, Node, node_type
@@ -371,8 +371,10 @@ class Graph:
         while (index := node.pass_through(ctx)) is not None:
             src = node.input_nodes[index]
             if src is None:
-                raise DoublureError(f"{node.name}: passes input {node.inputs[index].name!r} through at frame "
+                exc = DoublureError(f"{node.name}: passes input {node.inputs[index].name!r} through at frame "
                                     f"{ctx.frame} but nothing is connected to it")
+                blame(exc, node.name)
+                raise exc
             node = src
         return node
 
@@ -384,7 +386,11 @@ class Graph:
         digest = memo.get(key)
         if digest is None:
             h = Hasher()
-            node.hash(ctx, h)
+            try:
+                node.hash(ctx, h)
+            except DoublureError as exc:
+                blame(exc, node.name)
+                raise
             digest = h.hexdigest()
             memo[key] = digest
         return digest
@@ -408,14 +414,17 @@ class Graph:
 
     def _compute(self, node: Node, ctx: EvalContext) -> Image:
         ctx.check_cancelled()
-        node.validate_inputs()
         stack = getattr(self._timing_stack, "children", None)
         if stack is None:
             stack = self._timing_stack.children = []
         stack.append(0.0)
         start = time.perf_counter()
         try:
+            node.validate_inputs()
             image = node.compute(ctx, Inputs(self, node, ctx))
+        except DoublureError as exc:
+            blame(exc, node.name)
+            raise
         finally:
             elapsed = time.perf_counter() - start
             children = stack.pop()
