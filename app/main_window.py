@@ -29,6 +29,7 @@ PROJECT_FILTER = "Doublure projects (*.dbl);;All files (*)"
 AUTOSAVE_SUFFIX = ".autosave"
 MAX_RECENT = 10
 DEFAULT_AUTOSAVE_S = 60.0
+LAYOUT_VERSION = 2  # of the saved dock arrangement: a layout saved by another version is not restored
 
 
 def autosave_dir() -> str:
@@ -78,19 +79,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.render_panel = RenderPanel(self.graph, self)
         self.training_panel = TrainingPanel(self)
 
-        splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical, self)
-        splitter.addWidget(self.viewer)
-        splitter.addWidget(self.graph_view.widget)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
-        self.setCentralWidget(splitter)
-        self.properties_dock = self._dock("Properties", self.properties, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
-        self.render_dock = self._dock("Render", self.render_panel, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
-        self.training_dock = self._dock("Training", self.training_panel, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.render_dock, self.training_dock)
-        self.render_dock.raise_()
-        self.resizeDocks([self.properties_dock, self.render_dock], [560, 300], QtCore.Qt.Orientation.Vertical)
-        self.resizeDocks([self.properties_dock], [430], QtCore.Qt.Orientation.Horizontal)
+        self._lay_out()
 
         self.graph_view.node_opened.connect(self.properties.open_node)
         self.graph_view.selection_changed.connect(self._on_selection)
@@ -114,12 +103,75 @@ class MainWindow(QtWidgets.QMainWindow):
         self.autosave_timer.start()
         self.statusBar().showMessage("Tab: create a node · 1-9: view the selected node · W: wipe · X: flip A/B")
 
-    def _dock(self, title: str, widget: QtWidgets.QWidget, area: QtCore.Qt.DockWidgetArea) -> QtWidgets.QDockWidget:
+    def _dock(self, title: str, widget: QtWidgets.QWidget, area: QtCore.Qt.DockWidgetArea,
+              scroll: bool = False) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
-        dock.setObjectName(title.lower())
-        dock.setWidget(widget)
+        dock.setObjectName(title.lower().replace(" ", "_"))
+        if scroll:  # a tall form scrolls instead of forcing its height on the panels beside it
+            area_widget = QtWidgets.QScrollArea(dock)
+            area_widget.setWidgetResizable(True)
+            area_widget.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+            area_widget.setWidget(widget)
+            dock.setWidget(area_widget)
+        else:
+            dock.setWidget(widget)
         self.addDockWidget(area, dock)
         return dock
+
+    def _lay_out(self) -> None:
+        """Nuke's layout: the viewer takes the centre, the properties bin the full right side, the node
+        graph below the viewer with Render and Training as closable tabs beside it. A layout the user
+        arranged is restored from the settings."""
+        Area = QtCore.Qt.DockWidgetArea
+        self.setCentralWidget(self.viewer)
+        self.setCorner(QtCore.Qt.Corner.TopRightCorner, Area.RightDockWidgetArea)
+        self.setCorner(QtCore.Qt.Corner.BottomRightCorner, Area.RightDockWidgetArea)
+        self.setDockOptions(self.dockOptions() | QtWidgets.QMainWindow.DockOption.GroupedDragging)
+        self.properties_dock = self._dock("Properties", self.properties, Area.RightDockWidgetArea)
+        self.graph_dock = self._dock("Node Graph", self.graph_view.widget, Area.BottomDockWidgetArea)
+        self.graph_dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
+                                    | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.render_dock = self._dock("Render", self.render_panel, Area.BottomDockWidgetArea, scroll=True)
+        self.training_dock = self._dock("Training", self.training_panel, Area.BottomDockWidgetArea, scroll=True)
+        self.tabifyDockWidget(self.graph_dock, self.render_dock)
+        self.tabifyDockWidget(self.render_dock, self.training_dock)
+        self.setTabPosition(Area.BottomDockWidgetArea, QtWidgets.QTabWidget.TabPosition.North)
+        self.graph_dock.raise_()
+        self.resizeDocks([self.properties_dock], [440], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.graph_dock], [380], QtCore.Qt.Orientation.Vertical)
+        self.restore_layout()
+
+    def restore_layout(self) -> bool:
+        """The window's size and panel arrangement from the settings, where a session saved one."""
+        geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
+        restored = False
+        if isinstance(geometry, QtCore.QByteArray) and not geometry.isEmpty():
+            restored = self.restoreGeometry(geometry)
+        if isinstance(state, QtCore.QByteArray) and not state.isEmpty():
+            restored = self.restoreState(state, LAYOUT_VERSION) or restored
+        return restored
+
+    def save_layout(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState(LAYOUT_VERSION))
+        self.settings.sync()
+
+    def reset_layout(self) -> None:
+        """Forget the saved arrangement and lay the panels out as on first start."""
+        self.settings.remove("window")
+        for dock in (self.properties_dock, self.graph_dock, self.render_dock, self.training_dock):
+            self.removeDockWidget(dock)
+        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, self.properties_dock)
+        for dock in (self.graph_dock, self.render_dock, self.training_dock):
+            self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+            dock.setFloating(False)
+            dock.show()
+        self.properties_dock.show()
+        self.tabifyDockWidget(self.graph_dock, self.render_dock)
+        self.tabifyDockWidget(self.render_dock, self.training_dock)
+        self.graph_dock.raise_()
+        self.resizeDocks([self.properties_dock], [440], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.graph_dock], [380], QtCore.Qt.Orientation.Vertical)
 
     # -- menus ----------------------------------------------------------------------------------------
     def _action(self, menu: QtWidgets.QMenu, text: str, slot, shortcut=None) -> QtGui.QAction:
@@ -161,8 +213,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(view, "Side by side", lambda: self.viewer.set_mode("side"))
         self._action(view, "Difference", lambda: self.viewer.set_mode("diff"))
         view.addSeparator()
-        for dock in (self.properties_dock, self.render_dock, self.training_dock):
+        for dock in (self.properties_dock, self.graph_dock, self.render_dock, self.training_dock):
             view.addAction(dock.toggleViewAction())
+        self._action(view, "Reset layout", self.reset_layout)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -373,6 +426,7 @@ class MainWindow(QtWidgets.QMainWindow):
             event.ignore()
             return
         self._drop_autosave()
+        self.save_layout()
         self.shutdown()
         event.accept()
 
