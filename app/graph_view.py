@@ -513,7 +513,56 @@ class GraphView(QtCore.QObject):
         if node is not None:
             self.node_opened.emit(node)
 
+    def node_at(self, view_pos: QtCore.QPoint) -> Node | None:
+        """The engine node drawn at a point of the node graph's view, if any."""
+        viewer = self.ng.viewer()
+        for item in viewer.items(view_pos):
+            while item is not None:
+                for uuid, view in self._views.items():
+                    if view.view is item:
+                        return self.graph.by_uuid(uuid)
+                item = item.parentItem()
+        return None
+
+    def context_menu(self, view_pos: QtCore.QPoint) -> QtWidgets.QMenu:
+        """The node graph's right-click menu at ``view_pos``: create, and for the node under the pointer (made
+        the selection unless it is part of it) or the selection: disable, delete, connect a viewer input."""
+        viewer = self.ng.viewer()
+        node = self.node_at(view_pos)
+        if node is not None and node not in self.selected_nodes():
+            self.select([node])
+        selected = self.selected_nodes()
+        menu = QtWidgets.QMenu(viewer)
+        menu.addAction("Create node…\tTab", lambda: self.open_menu(view_pos))
+        menu.addAction("Dot\t.", lambda: self.create_node(
+            "Dot", (viewer.mapToScene(view_pos).x(), viewer.mapToScene(view_pos).y())))
+        menu.addAction("Backdrop\tB", self.create_backdrop)
+        if self.graph.nodes:
+            menu.addAction("Paste\tCtrl+V", self.paste)
+        if selected:
+            names = ", ".join(n.name for n in selected[:3]) + ("…" if len(selected) > 3 else "")
+            menu.addSeparator()
+            frame = self.graph.current_frame
+            disabled = all(n.knob("disable").value_at(frame) for n in selected)
+            menu.addAction(f"{'Enable' if disabled else 'Disable'} {names}\tD", self.toggle_disable_selected)
+            menu.addAction(f"Delete {names}\tDel", self.delete_selected)
+            menu.addAction("Copy\tCtrl+C", self.copy_selected)
+            menu.addAction(f"Properties of {selected[-1].name}", lambda: self.node_opened.emit(selected[-1]))
+            viewer_menu = menu.addMenu(f"Connect viewer input ({selected[-1].name})")
+            for slot in range(1, 10):
+                viewer_menu.addAction(f"{slot}\t{slot}", lambda slot=slot: self.viewer_input_requested.emit(
+                    slot, selected[-1]))
+        menu.addSeparator()
+        menu.addAction("Fit\tF", self.fit)
+        return menu
+
     def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802
+        if event.type() == QtCore.QEvent.Type.ContextMenu:
+            self._menu_scene_pos = self.ng.viewer().mapToScene(event.pos())
+            menu = self.context_menu(event.pos())
+            menu.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+            menu.popup(event.globalPos())
+            return True
         if event.type() == QtCore.QEvent.Type.ShortcutOverride and self._handles(event):
             event.accept()
             return True

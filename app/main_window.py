@@ -19,6 +19,7 @@ from doublure.engine.project import dumps, graph_from_dict, graph_to_dict, load,
 
 from .events import subscribe_on_ui_thread
 from .graph_view import GraphView
+from .key_routing import PointerKeyRouter
 from .properties import PropertiesPanel
 from .render_panel import RenderPanel
 from .training_panel import TrainingPanel
@@ -93,6 +94,9 @@ class MainWindow(QtWidgets.QMainWindow):
             source.status_message.connect(self.show_message)
 
         self._build_actions()
+        self.key_router = PointerKeyRouter([(self.viewer, self.viewer.canvas),
+                                            (self.graph_view.widget, self.graph_view.ng.viewer())], parent=self)
+        QtWidgets.QApplication.instance().installEventFilter(self.key_router)
         self._unsubscribe: Callable[[], None] | None = None
         self._watch(self.graph)
         self.autosave_timer = QtCore.QTimer(self)
@@ -433,6 +437,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def shutdown(self) -> None:
         """Stop background work owned by the window (viewer evaluation, a render, autosave)."""
         self.autosave_timer.stop()
+        QtWidgets.QApplication.instance().removeEventFilter(self.key_router)
         self.viewer.shutdown()
         if self.render_panel.job is not None:
             self.render_panel.cancel()

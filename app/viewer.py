@@ -579,6 +579,8 @@ class ViewerPanel(QtWidgets.QWidget):
         shortcut("O", self.timeline.toggle_out)
         shortcut("Home", lambda: self.timeline._jump("first"))
         shortcut("End", lambda: self.timeline._jump("last"))
+        for slot in range(1, 10):  # as over Nuke's viewer: show what viewer input N holds
+            shortcut(str(slot), lambda slot=slot: self.show_slot(slot))
 
     def _fill_views(self) -> None:
         current = self.view_combo.currentText() or colour.DEFAULT_VIEW
@@ -697,6 +699,21 @@ class ViewerPanel(QtWidgets.QWidget):
         if mode not in MODES:
             raise ValueError(f"viewer mode {mode!r} is not one of {MODES}")
         self.state.mode = self.canvas.mode = mode
+        self._store_state()
+        self._sync_controls()
+        self.refresh()
+
+    def show_slot(self, slot: int | str) -> None:
+        """Show viewer input ``slot``: it becomes A (B in mode B); a comparison keeps comparing."""
+        slot = str(slot)
+        if self.node_in_slot(slot) is None:
+            self.status_message.emit(f"viewer input {slot} is empty: select a node and press {slot} over the "
+                                     f"node graph")
+            return
+        if self.state.mode == "b":
+            self.state.b = slot
+        else:
+            self.state.a = slot
         self._store_state()
         self._sync_controls()
         self.refresh()
