@@ -20,6 +20,7 @@ from doublure.engine.project import dumps, graph_from_dict, graph_to_dict, load,
 from .events import subscribe_on_ui_thread
 from .graph_view import GraphView
 from .key_routing import PointerKeyRouter
+from .project_settings import ProjectSettingsPanel
 from .properties import PropertiesPanel
 from .render_panel import RenderPanel
 from .training_panel import TrainingPanel
@@ -79,6 +80,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.properties = PropertiesPanel(self.graph, self)
         self.render_panel = RenderPanel(self.graph, self)
         self.training_panel = TrainingPanel(self)
+        self.project_panel = ProjectSettingsPanel(self.graph, self)
 
         self._lay_out()
 
@@ -90,7 +92,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.viewer.frame_changed.connect(lambda _: self.properties.refresh())
         self.properties.frame_requested.connect(self.viewer.set_frame)
         self.render_panel.view_requested.connect(lambda node: self.viewer.set_input(1, node))
-        for source in (self.graph_view, self.viewer, self.properties, self.render_panel, self.training_panel):
+        for source in (self.graph_view, self.viewer, self.properties, self.render_panel, self.training_panel,
+                       self.project_panel):
             source.status_message.connect(self.show_message)
 
         self._build_actions()
@@ -132,6 +135,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setCorner(QtCore.Qt.Corner.BottomRightCorner, Area.RightDockWidgetArea)
         self.setDockOptions(self.dockOptions() | QtWidgets.QMainWindow.DockOption.GroupedDragging)
         self.properties_dock = self._dock("Properties", self.properties, Area.RightDockWidgetArea)
+        self.project_dock = self._dock("Project", self.project_panel, Area.RightDockWidgetArea, scroll=True)
+        self.tabifyDockWidget(self.properties_dock, self.project_dock)
+        self.properties_dock.raise_()
         self.graph_dock = self._dock("Node Graph", self.graph_view.widget, Area.BottomDockWidgetArea)
         self.graph_dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
                                     | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable)
@@ -163,9 +169,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def reset_layout(self) -> None:
         """Forget the saved arrangement and lay the panels out as on first start."""
         self.settings.remove("window")
-        for dock in (self.properties_dock, self.graph_dock, self.render_dock, self.training_dock):
+        for dock in (self.properties_dock, self.project_dock, self.graph_dock, self.render_dock, self.training_dock):
             self.removeDockWidget(dock)
-        self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, self.properties_dock)
+        for dock in (self.properties_dock, self.project_dock):
+            self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+            dock.setFloating(False)
+            dock.show()
+        self.tabifyDockWidget(self.properties_dock, self.project_dock)
+        self.properties_dock.raise_()
         for dock in (self.graph_dock, self.render_dock, self.training_dock):
             self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, dock)
             dock.setFloating(False)
@@ -209,6 +220,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(edit, "Disable / enable nodes (D)", self.graph_view.toggle_disable_selected)
         self._action(edit, "Create node… (Tab)", self.graph_view.open_menu)
         self._action(edit, "Backdrop around selection (B)", self.graph_view.create_backdrop)
+        edit.addSeparator()
+        self._action(edit, "Project settings…", self.show_project_settings, QtGui.QKeySequence("Ctrl+Shift+P"))
         view = bar.addMenu("&View")
         self._action(view, "Fit node graph (F)", self.graph_view.fit)
         self._action(view, "Fit image", self.viewer.canvas.fit)
@@ -217,7 +230,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(view, "Side by side", lambda: self.viewer.set_mode("side"))
         self._action(view, "Difference", lambda: self.viewer.set_mode("diff"))
         view.addSeparator()
-        for dock in (self.properties_dock, self.graph_dock, self.render_dock, self.training_dock):
+        for dock in (self.properties_dock, self.project_dock, self.graph_dock, self.render_dock, self.training_dock):
             view.addAction(dock.toggleViewAction())
         self._action(view, "Reset layout", self.reset_layout)
 
@@ -253,6 +266,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.graph_view.set_graph(graph)
         self.viewer.set_graph(graph)
         self.properties.set_graph(graph)
+        self.project_panel.set_graph(graph)
         self.render_panel.set_graph(graph)
         self._edits = self._autosaved_edits = 0
         self._watch(graph)
@@ -261,6 +275,10 @@ class MainWindow(QtWidgets.QMainWindow):
         if event.kind == "history":
             self._edits += 1
             self._update_title()
+
+    def show_project_settings(self) -> None:
+        self.project_dock.show()
+        self.project_dock.raise_()
 
     def _on_selection(self, nodes: list) -> None:
         self.viewer.set_paint_target(nodes[-1] if nodes else None)

@@ -245,6 +245,26 @@ class FileEditor(KnobEditor):
         self.layout_.addWidget(self.button)
         self.refresh()
 
+    def commit(self, value: Any) -> None:
+        """Set the path; a node that can detect its files' frame range (Read) takes the new file's range in
+        the same undo step, as a typed or picked path would in Nuke."""
+        detect = getattr(self.node, "action_detect_range", None)
+        if detect is None or self.name != "file" or self.knob.is_animated or value == self.value():
+            super().commit(value)
+            return
+        try:
+            with self.graph.undo_group(f"Set {self.node.name}.{self.name}"):
+                self.graph.set_knob(self.node, self.name, value)
+                try:
+                    detect(self.graph)
+                except DoublureError:
+                    pass  # no files there yet: the range stays and the viewer shows what is missing
+        except DoublureError as exc:
+            self.panel.show_refusal(str(exc))
+        else:
+            self.panel.show_refusal("")
+        self.refresh()
+
     def _browse(self) -> None:
         spec = self.spec
         start = self.node.path(self.name) or self.graph.project_dir or os.getcwd()
