@@ -147,9 +147,20 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabifyDockWidget(self.render_dock, self.training_dock)
         self.setTabPosition(Area.BottomDockWidgetArea, QtWidgets.QTabWidget.TabPosition.North)
         self.graph_dock.raise_()
+        self._size_docks()
+        # Dock sizes only hold once the window has its size: a first start sizes them again when shown.
+        self._size_docks_when_shown = not self.restore_layout()
+
+    def _size_docks(self) -> None:
+        """The first-start sizes: the properties bin 440 px wide, the node graph a third of the height."""
         self.resizeDocks([self.properties_dock], [440], QtCore.Qt.Orientation.Horizontal)
-        self.resizeDocks([self.graph_dock], [380], QtCore.Qt.Orientation.Vertical)
-        self.restore_layout()
+        self.resizeDocks([self.graph_dock], [max(260, self.height() // 3)], QtCore.Qt.Orientation.Vertical)
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self._size_docks_when_shown:
+            self._size_docks_when_shown = False
+            QtCore.QTimer.singleShot(0, self._size_docks)
 
     def restore_layout(self) -> bool:
         """The window's size and panel arrangement from the settings, where a session saved one."""
@@ -185,8 +196,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabifyDockWidget(self.graph_dock, self.render_dock)
         self.tabifyDockWidget(self.render_dock, self.training_dock)
         self.graph_dock.raise_()
-        self.resizeDocks([self.properties_dock], [440], QtCore.Qt.Orientation.Horizontal)
-        self.resizeDocks([self.graph_dock], [380], QtCore.Qt.Orientation.Vertical)
+        self._size_docks()
 
     # -- menus ----------------------------------------------------------------------------------------
     def _action(self, menu: QtWidgets.QMenu, text: str, slot, shortcut=None) -> QtGui.QAction:
