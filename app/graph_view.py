@@ -103,6 +103,7 @@ class GraphView(QtCore.QObject):
     selection_changed = QtCore.Signal(list)
     viewer_input_requested = QtCore.Signal(int, object)
     status_message = QtCore.Signal(str)
+    node_created = QtCore.Signal(object)  # a node made from the Tab or right-click menu: its panel opens
 
     def __init__(self, graph: Graph, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
@@ -433,7 +434,9 @@ class GraphView(QtCore.QObject):
         return node
 
     def _create_from_menu(self, type_name: str) -> None:
-        self.create_node(type_name)
+        node = self.create_node(type_name)
+        if node is not None:
+            self.node_created.emit(node)
 
     # -- backdrops ------------------------------------------------------------------------------------
     def create_backdrop(self, title: str = "Backdrop") -> None:

@@ -91,7 +91,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.properties.knob_refused.connect(self.viewer.show_notice)
         self.viewer.frame_changed.connect(lambda _: self.properties.refresh())
         self.properties.frame_requested.connect(self.viewer.set_frame)
-        self.render_panel.view_requested.connect(lambda node: self.viewer.set_input(1, node))
+        self.render_panel.view_requested.connect(self.viewer.view_result)
+        self.graph_view.node_created.connect(self.properties.open_node)
+        self.properties.render_requested.connect(self.render_node)
         for source in (self.graph_view, self.viewer, self.properties, self.render_panel, self.training_panel,
                        self.project_panel):
             source.status_message.connect(self.show_message)
@@ -285,6 +287,12 @@ class MainWindow(QtWidgets.QMainWindow):
         if event.kind == "history":
             self._edits += 1
             self._update_title()
+
+    def render_node(self, node) -> None:
+        """Render one Write over the project range, in the Render panel (brought to the front)."""
+        self.render_dock.show()
+        self.render_dock.raise_()
+        self.render_panel.start([node], "")
 
     def show_project_settings(self) -> None:
         self.project_dock.show()

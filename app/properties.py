@@ -13,6 +13,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from doublure.engine import CancelToken, Cancelled, DoublureError, Graph, GraphEvent, Node
 from doublure.engine import knobs as K
+from doublure.engine.render import is_executable
 
 from .events import subscribe_on_ui_thread
 
@@ -425,6 +426,11 @@ class NodePanel(QtWidgets.QFrame):
         layout.addLayout(self.form)
         self.action_buttons: dict[str, QtWidgets.QPushButton] = {}
         self.runner: ActionRunner | None = None
+        if is_executable(node):  # a Write renders from its own panel, as in Nuke
+            self.render_button = QtWidgets.QPushButton("Render…", self)
+            self.render_button.setToolTip(f"Render {node.name} over the project range in the Render panel")
+            self.render_button.clicked.connect(lambda: properties.render_requested.emit(node))
+            layout.addWidget(self.render_button)
         if node.actions:
             row = QtWidgets.QHBoxLayout()
             for action, label in node.actions:
@@ -499,6 +505,7 @@ class PropertiesPanel(QtWidgets.QWidget):
     status_message = QtCore.Signal(str)
     frame_requested = QtCore.Signal(int)
     knob_refused = QtCore.Signal(str)
+    render_requested = QtCore.Signal(object)  # a Write node
 
     def __init__(self, graph: Graph, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)

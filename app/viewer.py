@@ -672,6 +672,16 @@ class ViewerPanel(QtWidgets.QWidget):
         self._sync_controls()
         self.refresh()
 
+    def view_result(self, node: Node) -> str:
+        """Show a rendered node in a free viewer input (or the one already holding it), leaving the A/B
+        set-up's inputs alone. Returns the slot."""
+        slots = [str(n) for n in range(1, 10)]
+        slot = next((k for k in slots if self.state.inputs.get(k) == node.uuid), None) or next(
+            (k for k in slots if k not in self.state.inputs and k not in (self.state.a, self.state.b)), "9")
+        self.state.inputs[slot] = node.uuid
+        self.show_slot(slot)
+        return slot
+
     def set_ab(self, a: int | str, b: int | str) -> None:
         self.state.a, self.state.b = str(a), str(b)
         self._store_state()

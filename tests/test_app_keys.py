@@ -77,3 +77,17 @@ def test_graph_context_menu_creates_disables_deletes_and_connects_the_viewer(qtb
     assert view.node_at(corner) is None
     empty = {a.text().split("\t")[0] for a in view.context_menu(corner).actions()}
     assert "Create node…" in empty and not any(t.startswith("Delete") for t in empty)
+
+
+def test_tab_created_node_opens_its_properties_and_view_result_keeps_the_ab_inputs(qtbot, window, tmp_path):
+    graph, viewer = window.graph, window.viewer
+    const, gain = constant_chain(graph)
+    viewer.set_input(1, const)
+    viewer.set_input(2, gain)
+    window.graph_view.select([gain])
+    window.graph_view.menu.chosen.emit("AppTestGain")  # what choosing it in the Tab menu does
+    created = window.graph_view.selected_nodes()[0]
+    assert window.properties.panels[0].node is created
+    slot = viewer.view_result(created)
+    assert slot not in ("1", "2") and viewer.node_in_slot("1") is const and viewer.node_in_slot("2") is gain
+    assert viewer.node_in_slot(viewer.state.a) is created
