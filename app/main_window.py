@@ -144,7 +144,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.graph_dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
                                     | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.render_dock = self._dock("Render", self.render_panel, Area.BottomDockWidgetArea, scroll=True)
-        self.training_dock = self._dock("Training", self.training_panel, Area.BottomDockWidgetArea, scroll=True)
+        self.training_dock = self._dock("Training", self.training_panel, Area.BottomDockWidgetArea)
         self.tabifyDockWidget(self.graph_dock, self.render_dock)
         self.tabifyDockWidget(self.render_dock, self.training_dock)
         self.setTabPosition(Area.BottomDockWidgetArea, QtWidgets.QTabWidget.TabPosition.North)
