@@ -72,6 +72,31 @@ def main(project: str, out: str) -> int:
                            node_rect.height()]
     report["message"] = viewer.canvas.message
     window.grab().save(str(out_dir / "error.png"))
+    # The training panel from clips to a live curve and previews (a tiny model, a few dozen iterations).
+    panel = window.training_panel
+    window.training_dock.raise_()
+    panel.extract_size.setValue(64)
+    panel.extract_every.setValue(8)
+    media = Path(__file__).resolve().parents[1] / "resources" / "demo" / "media"
+    for field, actor in ((panel.source, "W009"), (panel.target, "M030")):
+        panel.extract(field, [str(media / f"{actor}_front_happy_level3_001.mp4")], str(out_dir / f"faceset_{actor}"))
+        pump_until(lambda: panel.extraction is None, 120)
+    panel.out.setText(str(out_dir / "model.dbm"))
+    panel.res.setCurrentText("64")
+    panel.width_scale.setValue(0.125)
+    panel.batch.setValue(4)
+    panel.preview_every.setValue(10)
+    panel.no_rights.setChecked(True)
+    panel.start()
+    report["trained"] = pump_until(lambda: panel.series.get("a") is not None and panel.series["a"].count() >= 4
+                                   and panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull(),
+                                   180)
+    pump_until(lambda: False, 0.5)
+    report["chart"] = rect_of(panel.chart_view)
+    report["preview"] = rect_of(panel.preview)
+    window.grab().save(str(out_dir / "training.png"))
+    panel.stop()
+    pump_until(lambda: not panel.running(), 60)
     print(json.dumps(report))
     window.graph.undo_stack.set_clean()
     window.close()

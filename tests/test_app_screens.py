@@ -1,5 +1,6 @@
 """Screenshots of the real window under a real X server (issue 23): the layout, the pipe labels and node names
-of the demo graph, and the error state that replaces a picture the graph can no longer make.
+of the demo graph, the error state that replaces a picture the graph can no longer make, and the training
+panel with a live loss curve and preview.
 
 The PNGs are kept in ``test-artifacts/``. Without Xvfb the driver runs on Qt's offscreen platform."""
 from __future__ import annotations
@@ -23,7 +24,7 @@ def region(pixels: np.ndarray, rect) -> np.ndarray:
     return pixels[y:y + h, x:x + w, :3]
 
 
-def test_layout_pipe_labels_and_error_state_in_the_real_window(tmp_path):
+def test_layout_pipe_labels_error_state_and_training_in_the_real_window(tmp_path):
     project = shot_project(tmp_path)
     out = ARTIFACTS / "screens"
     out.mkdir(parents=True, exist_ok=True)
@@ -61,3 +62,11 @@ def test_layout_pipe_labels_and_error_state_in_the_real_window(tmp_path):
     # Read1 is drawn red in the node graph.
     node = region(error, report["read_node"])
     assert node[..., 0].mean() > node[..., 1].mean() + 0.15
+    # Training: the loss curve is drawn (QtCharts' first series is blue) and the preview grid shows faces.
+    assert report["trained"]
+    training = read_image(str(out / "training.png")).pixels
+    chart = region(training, report["chart"])
+    blue = (chart[..., 2] > 0.7) & (chart[..., 0] < 0.35) & (chart[..., 1] > 0.45)
+    assert blue.sum() > 40
+    preview = region(training, report["preview"])
+    assert len(np.unique((preview * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 500
