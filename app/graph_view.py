@@ -389,10 +389,18 @@ class GraphView(QtCore.QObject):
         return text
 
     def paste(self, text: str | None = None) -> list[Node]:
+        """Paste nodes at the cursor; as in Nuke, the pasted chain's top node is fed by the one selected node
+        (all in one undo step)."""
         text = QtWidgets.QApplication.clipboard().text() if text is None else text
         pos = self.ng.viewer().scene_cursor_pos()
+        selected = self.selected_nodes()
+        feeder = selected[-1] if len(selected) == 1 else None
         try:
-            nodes = paste_json(self.graph, text, (pos.x(), pos.y()))
+            with self.graph.undo_group("Paste"):
+                nodes = paste_json(self.graph, text, (pos.x(), pos.y()))
+                top = next((n for n in nodes if n.inputs and n.input_nodes[0] is None), None)
+                if feeder is not None and top is not None and top.inputs[0].type == feeder.output_type:
+                    self.graph.connect(feeder, top, 0)
         except DoublureError as exc:
             self.status_message.emit(str(exc))
             return []

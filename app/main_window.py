@@ -69,6 +69,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings = settings or QtCore.QSettings(APP_NAME, APP_NAME)
         self.graph = graph or Graph()
         self._recovered = False
+        self._shown_errors: set[str] = set()
         self._edits = 0
         self._autosaved_edits = 0
         self.recovery_box: QtWidgets.QMessageBox | None = None
@@ -88,6 +89,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.graph_view.selection_changed.connect(self._on_selection)
         self.graph_view.viewer_input_requested.connect(self.viewer.set_input)
         self.viewer.errors_changed.connect(self.graph_view.set_errors)
+        self.viewer.errors_changed.connect(self._clear_fixed_error)
         self.properties.knob_refused.connect(self.viewer.show_notice)
         self.viewer.frame_changed.connect(lambda _: self.properties.refresh())
         self.properties.frame_requested.connect(self.viewer.set_frame)
@@ -327,6 +329,13 @@ class MainWindow(QtWidgets.QMainWindow):
     def show_message(self, text: str) -> None:
         self.statusBar().showMessage(text, 10000)
 
+    def _clear_fixed_error(self, errors: dict) -> None:
+        """An error the status bar still shows goes once the viewer's frames no longer fail with it."""
+        current = self.statusBar().currentMessage()
+        if current and current not in errors.values() and current in self._shown_errors:
+            self.statusBar().clearMessage()
+        self._shown_errors = set(errors.values())
+
     # -- project life ---------------------------------------------------------------------------------
     def new_project(self) -> None:
         if self.maybe_save():
@@ -490,6 +499,23 @@ def app_icon() -> QtGui.QIcon:
     return icon
 
 
+def apply_dark_theme(app: QtWidgets.QApplication) -> None:
+    """Dark panels around the dark viewer, as compositing apps have them, so the eye adapts to the picture."""
+    app.setStyle("Fusion")
+    palette = QtGui.QPalette()
+    Role = QtGui.QPalette.ColorRole
+    for role, rgb in ((Role.Window, (50, 50, 50)), (Role.WindowText, (215, 215, 215)), (Role.Base, (36, 36, 36)),
+                      (Role.AlternateBase, (45, 45, 45)), (Role.Text, (215, 215, 215)), (Role.Button, (58, 58, 58)),
+                      (Role.ButtonText, (215, 215, 215)), (Role.Highlight, (230, 150, 40)),
+                      (Role.HighlightedText, (20, 20, 20)), (Role.ToolTipBase, (40, 40, 40)),
+                      (Role.ToolTipText, (225, 225, 225)), (Role.PlaceholderText, (130, 130, 130)),
+                      (Role.BrightText, (255, 90, 70)), (Role.Link, (240, 170, 60))):
+        palette.setColor(role, QtGui.QColor(*rgb))
+    for role in (Role.WindowText, Role.Text, Role.ButtonText):
+        palette.setColor(QtGui.QPalette.ColorGroup.Disabled, role, QtGui.QColor(115, 115, 115))
+    app.setPalette(palette)
+
+
 def _wait_for_viewer(window: MainWindow, timeout_s: float) -> bool:
     """Process events until the viewer shows the current frame (or has nothing to show)."""
     app = QtWidgets.QApplication.instance()
@@ -517,6 +543,7 @@ def run_app(project_path: str | None = None, screenshot: str | None = None) -> i
     import doublure.nodes  # noqa: F401  (registers the node library)
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    apply_dark_theme(app)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
     app.setWindowIcon(app_icon())

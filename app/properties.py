@@ -5,6 +5,7 @@ the current frame (as in Nuke). Animated knobs are tinted; at a key frame the ti
 """
 from __future__ import annotations
 
+import html
 import os
 import threading
 from typing import Any, Callable
@@ -22,6 +23,13 @@ KEY_STYLE = "background-color: #3f6fb5;"
 MAX_PANELS = 4
 
 
+def wrapped_tooltip(text: str) -> str:
+    """A tooltip Qt wraps at a readable width (it wraps rich text, never plain text)."""
+    if not text:
+        return ""
+    return "<p style='white-space:pre-wrap; max-width: 28em'>" + html.escape(text) + "</p>"
+
+
 class KnobEditor(QtWidgets.QWidget):
     """Base of the per-kind editors: reads the knob at the graph's current frame, commits edits."""
 
@@ -31,7 +39,7 @@ class KnobEditor(QtWidgets.QWidget):
         self.layout_ = QtWidgets.QHBoxLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
         self.layout_.setSpacing(3)
-        self.setToolTip(self.spec.tooltip)
+        self.setToolTip(wrapped_tooltip(self.spec.tooltip))
 
     @property
     def node(self) -> Node:
@@ -413,7 +421,7 @@ class NodePanel(QtWidgets.QFrame):
             editor = EDITORS[knob.spec.kind](self, name)
             self.editors[name] = editor
             label = QtWidgets.QLabel(knob.spec.label, self)
-            label.setToolTip(knob.spec.tooltip)
+            label.setToolTip(wrapped_tooltip(knob.spec.tooltip))
             self.form.addRow(label, editor)
         # A refused value, in red under the header until the next accepted edit (the knob kept its value).
         self.error_label = QtWidgets.QLabel(self)
@@ -447,6 +455,7 @@ class NodePanel(QtWidgets.QFrame):
             self.progress.setRange(0, 1000)
             self.progress.setVisible(False)
             layout.addWidget(self.progress)
+        self.show_relevant_knobs()
 
     def show_refusal(self, message: str) -> None:
         """Say why an edit was refused ("" clears it): in the panel, the status bar and the viewer."""
@@ -471,6 +480,15 @@ class NodePanel(QtWidgets.QFrame):
         for name, editor in self.editors.items():
             if knob is None or knob == name:
                 editor.refresh()
+        self.show_relevant_knobs()
+
+    def show_relevant_knobs(self) -> None:
+        """Hide the knobs that do not matter for the node's present settings (a Write's codec knobs while it
+        writes EXR), for nodes that say which ones matter (``knobs_shown``)."""
+        shown = getattr(self.node, "knobs_shown", None)
+        names = shown(self.node.graph.current_frame) if shown is not None else None
+        for name, editor in self.editors.items():
+            self.form.setRowVisible(editor, names is None or name in names)
 
     def run_action(self, action: str) -> ActionRunner:
         """Start a node action (Track, Analyse, Train) in the background."""

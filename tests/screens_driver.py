@@ -15,10 +15,11 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 def main(project: str, out: str) -> int:
     import doublure.nodes  # noqa: F401
-    from doublure.app.main_window import MainWindow
+    from doublure.app.main_window import MainWindow, apply_dark_theme
 
     out_dir = Path(out)
     app = QtWidgets.QApplication(sys.argv[:1])
+    apply_dark_theme(app)
     (out_dir / "settings.ini").unlink(missing_ok=True)  # a first start: no layout saved by an earlier run
     settings = QtCore.QSettings(str(out_dir / "settings.ini"), QtCore.QSettings.Format.IniFormat)
     window = MainWindow(settings=settings, autosave_s=3600)
