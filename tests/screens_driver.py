@@ -6,6 +6,7 @@ Usage: python screens_driver.py SHOT.dbl OUT_DIR
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,10 @@ def main(project: str, out: str) -> int:
     out_dir = Path(out)
     app = QtWidgets.QApplication(sys.argv[:1])
     apply_dark_theme(app)
-    (out_dir / "settings.ini").unlink(missing_ok=True)  # a first start: no layout saved by an earlier run
+    # A first start: no layout, facesets or model left by an earlier run.
+    (out_dir / "settings.ini").unlink(missing_ok=True)
+    for leftover in ("faceset_W009", "faceset_M030", "model.dbm", "model.training"):
+        shutil.rmtree(out_dir / leftover, ignore_errors=True)
     settings = QtCore.QSettings(str(out_dir / "settings.ini"), QtCore.QSettings.Format.IniFormat)
     window = MainWindow(settings=settings, autosave_s=3600)
     window.resize(1920, 1050)
@@ -47,7 +51,7 @@ def main(project: str, out: str) -> int:
     # The node graph at 1:1 around ColorMatch1, so the pipe labels are legible.
     graph_view.ng.set_zoom(0.0)
     colormatch = graph_view.view_of(window.graph["ColorMatch1"]).view
-    graph_view.ng.viewer().centerOn(colormatch)
+    graph_view.ng.center_on([graph_view.view_of(window.graph["ColorMatch1"])])
     pump_until(lambda: False, 1.0)
     ng_view = graph_view.ng.viewer()
     labels = {}
@@ -55,6 +59,7 @@ def main(project: str, out: str) -> int:
         rect = ng_view.mapFromScene(label.sceneBoundingRect()).boundingRect()
         labels[port.name] = [*QtCore.QPoint(ng_view.mapTo(window, rect.topLeft())).toTuple(), rect.width(),
                              rect.height()]
+        assert ng_view.rect().contains(rect), f"the {port.name} label is outside the node graph's view"
     report["labels"] = labels
     report["name_inside"] = colormatch.boundingRect().contains(colormatch.text_item.mapToParent(
         colormatch.text_item.boundingRect().center()))
@@ -66,7 +71,7 @@ def main(project: str, out: str) -> int:
     read = window.graph["Read1"]
     window.graph.set_knob(read, "file", str(out_dir / "missing_plate.mp4"))
     report["error_shown"] = pump_until(lambda: bool(viewer.canvas.message) and graph_view.node_error(read), 60)
-    graph_view.ng.viewer().centerOn(graph_view.view_of(read).view)
+    graph_view.ng.center_on([graph_view.view_of(read)])
     pump_until(lambda: False, 1.0)
     node_rect = ng_view.mapFromScene(graph_view.view_of(read).view.sceneBoundingRect()).boundingRect()
     report["read_node"] = [*QtCore.QPoint(ng_view.mapTo(window, node_rect.topLeft())).toTuple(), node_rect.width(),
@@ -96,6 +101,7 @@ def main(project: str, out: str) -> int:
     report["chart"] = rect_of(panel.chart_view)
     report["preview"] = rect_of(panel.preview)
     window.grab().save(str(out_dir / "training.png"))
+    report["training_state"] = panel.rate.text()
     panel.stop()
     pump_until(lambda: not panel.running(), 60)
     print(json.dumps(report))

@@ -63,7 +63,7 @@ def test_layout_pipe_labels_error_state_and_training_in_the_real_window(tmp_path
     node = region(error, report["read_node"])
     assert node[..., 0].mean() > node[..., 1].mean() + 0.15
     # Training: the loss curve is drawn (QtCharts' first series is blue) and the preview grid shows faces.
-    assert report["trained"]
+    assert report["trained"], report["training_state"]
     training = read_image(str(out / "training.png")).pixels
     chart = region(training, report["chart"])
     blue = (chart[..., 2] > 0.7) & (chart[..., 0] < 0.35) & (chart[..., 1] > 0.45)
