@@ -23,7 +23,7 @@ if not DEMO_DIR.is_dir():  # installed (not editable): resources live inside the
 DEMO_PROJECT = DEMO_DIR / "demo.dbl"
 DEMO_MODEL = DEMO_DIR / "demo_model.dbm"
 PLATE = DEMO_DIR / "media" / "W009_front_happy_level3_001.mp4"
-DOT_Y_OFFSET = 0  # a Dot's position is its top-left corner: this puts its centre level with a node's side input
+DOT_Y_OFFSET = 22  # a Dot's position is its top-left corner: this puts its centre level with a node's side input
 
 
 def build_demo_graph():
@@ -36,7 +36,7 @@ def build_demo_graph():
     g = engine.Graph(name="demo")
     # The main stream runs straight down x = 0; the plate comes in from the left through a column of Dots,
     # one level with each finishing node, into its side (reference) input, as a Nuke artist lays it out.
-    step, dot_x = 90, -170
+    step, dot_x = 90, -130
     read = g.create("Read", file=str(PLATE), position=(0, 0))
     first, last = read.action_detect_range(g)
     g.set_setting("last", last)

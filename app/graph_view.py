@@ -17,7 +17,7 @@ import copy
 import uuid as uuidlib
 from typing import Any, Callable
 
-from NodeGraphQt import BackdropNode, BaseNode, BaseNodeCircle, NodeGraph
+from NodeGraphQt import BackdropNode, BaseNode, NodeGraph
 from NodeGraphQt.constants import LayoutDirectionEnum, PipeLayoutEnum, PortTypeEnum
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -26,7 +26,7 @@ from doublure.engine.commands import FunctionCommand
 
 from .clipboard import nodes_to_json, paste_json
 from .events import subscribe_on_ui_thread
-from .node_item import EngineNodeItem
+from .node_item import DotItem, EngineNodeItem
 from .node_menu import NodeMenu
 
 PORT_COLOURS = {"Image": (230, 190, 70), "Mask": (90, 160, 255)}
@@ -47,11 +47,14 @@ class EngineNodeView(BaseNode):
         super().__init__(qgraphics_item=EngineNodeItem)
 
 
-class DotNodeView(BaseNodeCircle):
-    """A Dot: a small circle that only routes a connection."""
+class DotNodeView(BaseNode):
+    """A Dot: a small disc that only routes a connection."""
 
     __identifier__ = "doublure"
     NODE_NAME = "Dot"
+
+    def __init__(self) -> None:
+        super().__init__(qgraphics_item=DotItem)
 
 
 class BackdropView(BackdropNode):
@@ -190,8 +193,8 @@ class GraphView(QtCore.QObject):
         view.add_output("output", display_name=False, color=PORT_COLOURS[node.output_type])
         view.NODE_NAME = node.name
         view.model.name = node.name
-        if not dot:
-            view.model.color = (*CATEGORY_COLOURS.get(node.category, CATEGORY_COLOURS["Other"]), 255)
+        view.model.color = (170, 170, 170, 255) if dot else (
+            *CATEGORY_COLOURS.get(node.category, CATEGORY_COLOURS["Other"]), 255)
         self.ng.add_node(view, pos=list(node.position), selected=False, push_undo=False)
         view.set_property("name", node.name, push_undo=False)
         description = f"{node.type_name} ({node.category})\n{(type(node).__doc__ or '').strip()}"

@@ -118,3 +118,35 @@ class EngineNodeItem(NodeItem):
     def port_labels(self) -> dict[str, str]:
         """Port name -> the label drawn beside it (for tests and tools)."""
         return {port.name: label.text() for port, label in self._port_labels.items() if label.isVisible()}
+
+
+class DotItem(NodeItem):
+    """A Nuke Dot: a small disc that only routes a pipe; its pipes meet at its centre, its name is hidden."""
+
+    SIZE = 16.0
+
+    def _set_base_size(self, add_w: float = 0.0, add_h: float = 0.0) -> None:
+        self._width = self._height = self.SIZE
+
+    def _align_label_vertical(self, h_offset: float, v_offset: float) -> None:
+        self.text_item.setVisible(False)
+
+    def _align_icon_vertical(self, h_offset: float, v_offset: float) -> None:
+        self._icon_item.setVisible(False)
+
+    def _align_widgets_vertical(self, v_offset: float) -> None:
+        pass
+
+    def _align_ports_vertical(self, v_offset: float) -> None:
+        for port in list(self.inputs) + list(self.outputs):
+            w, h = port.boundingRect().width(), port.boundingRect().height()
+            port.setPos(self.SIZE / 2 - w / 2, self.SIZE / 2 - h / 2)
+            port.setOpacity(0.0)  # the disc is the handle; the ports only anchor the pipes at its centre
+
+    def paint(self, painter: QtGui.QPainter, option, widget) -> None:
+        painter.save()
+        painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
+        painter.setBrush(QtGui.QColor(*self.color[:3]) if not self.selected else QtGui.QColor(230, 150, 40))
+        painter.setPen(QtGui.QPen(QtGui.QColor(20, 20, 20), 1.0))
+        painter.drawEllipse(QtCore.QRectF(1, 1, self.SIZE - 2, self.SIZE - 2))
+        painter.restore()
