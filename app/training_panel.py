@@ -215,10 +215,10 @@ class TrainingPanel(QtWidgets.QWidget):
         self.chart.addAxis(self.y_axis, QtCore.Qt.AlignmentFlag.AlignLeft)
         self.chart_view = QtCharts.QChartView(self.chart, self)
         self.chart_view.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
-        self.chart_view.setMinimumSize(320, 200)
+        self.chart_view.setMinimumSize(220, 110)
         self.preview = QtWidgets.QLabel("no preview yet", self)
         self.preview.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumHeight(120)
+        self.preview.setMinimumHeight(100)
         self.preview.setToolTip("columns: A, A->A, B, B->B, A->B")
         # The form and the rights on the left, the run's curve and preview on the right: the panel sits in
         # a wide, low dock beside the node graph.
@@ -232,7 +232,6 @@ class TrainingPanel(QtWidgets.QWidget):
         form_widget = QtWidgets.QWidget(form_area)
         form_widget.setLayout(left)
         form_area.setWidget(form_widget)
-        form_area.setMinimumWidth(form_widget.sizeHint().width() + 20)
         plots = QtWidgets.QHBoxLayout()
         plots.addWidget(self.chart_view, 3)
         plots.addWidget(self.preview, 2)

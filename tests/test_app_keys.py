@@ -28,11 +28,15 @@ def test_keys_reach_the_viewer_under_the_pointer_after_typing_a_knob(qtbot, wind
     viewer.set_input(2, gain)
     window.resize(790, 590)  # on the offscreen platform's 800x600 screen, where widgetAt finds it
     window.move(0, 0)
+    qtbot.waitUntil(lambda: window.width() == 790 and window.pos() == QtCore.QPoint(0, 0), timeout=5000)
+    qtbot.wait(100)  # after the first-show sizing of the docks
+    window.resizeDocks([window.properties_dock], [180], QtCore.Qt.Orientation.Horizontal)
     window.activateWindow()
     qtbot.waitUntil(lambda: QtWidgets.QApplication.activeWindow() is window, timeout=5000)
     field = window.properties.open_node(gain).editors["gain"].field
     field.setFocus()
     qtbot.waitUntil(field.hasFocus, timeout=5000)
+    qtbot.waitUntil(lambda: field.mapTo(window, QtCore.QPoint(0, 0)).x() < 790, timeout=5000)
     # Over the properties, Right goes to the focused field (nothing changes in the viewer).
     point_at(window, field)
     press(window, QtCore.Qt.Key.Key_Right)

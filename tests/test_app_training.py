@@ -13,6 +13,9 @@ MEDIA = Path(__file__).resolve().parents[1] / "resources" / "demo" / "media"
 
 
 def test_training_panel_from_clips_to_saved_model(qtbot, window, tmp_path):
+    window.resize(1600, 900)
+    qtbot.waitUntil(lambda: window.width() == 1600, timeout=5000)
+    window.training_dock.raise_()
     panel = window.training_panel
     panel.extract_size.setValue(64)
     panel.extract_every.setValue(8)
