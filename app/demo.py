@@ -23,6 +23,7 @@ if not DEMO_DIR.is_dir():  # installed (not editable): resources live inside the
 DEMO_PROJECT = DEMO_DIR / "demo.dbl"
 DEMO_MODEL = DEMO_DIR / "demo_model.dbm"
 PLATE = DEMO_DIR / "media" / "W009_front_happy_level3_001.mp4"
+DOT_Y_OFFSET = 22  # a Dot's position is its top-left corner: this puts its centre level with a node's side input
 
 
 def build_demo_graph():
@@ -33,21 +34,26 @@ def build_demo_graph():
     from doublure import engine
 
     g = engine.Graph(name="demo")
+    # The main stream runs straight down x = 0; the plate comes in from the left through a column of Dots,
+    # one level with each finishing node, into its side (reference) input, as a Nuke artist lays it out.
+    step, dot_x = 90, -130
     read = g.create("Read", file=str(PLATE), position=(0, 0))
     first, last = read.action_detect_range(g)
     g.set_setting("last", last)
     g.set_setting("first", first)
     g.set_setting("fps", 25.0)
-    detect = g.create("FaceDetect", inputs=[read], position=(0, 100))
-    swap = g.create("SwapModel", inputs=[detect], model=str(DEMO_MODEL), position=(0, 200))
-    node = swap
+    detect = g.create("FaceDetect", inputs=[read], position=(0, step))
+    swap = g.create("SwapModel", inputs=[detect], model=str(DEMO_MODEL), position=(0, 2 * step))
+    node, plate = swap, read
     for i, type_name in enumerate(("ColorMatch", "ShadowMatch", "EyeFix", "Grain")):
-        node = g.create(type_name, inputs=[node, read], position=(0, 300 + 100 * i))
+        y = (3 + i) * step
+        plate = g.create("Dot", inputs=[plate], position=(dot_x, y + DOT_Y_OFFSET))
+        node = g.create(type_name, inputs=[node, plate], position=(0, y))
     # PIZ: lossless like zip, and on a grainy plate 40% smaller and a third cheaper to write (bench/RESULTS.md)
     g.create("Write", inputs=[node], file=str(DEMO_DIR / "render" / "demo.####.exr"), file_type="exr",
-             compression="piz", position=(0, 720))
+             compression="piz", position=(0, 7 * step + 20))
     g.create("Write", inputs=[node], file=str(DEMO_DIR / "render" / "demo_preview.mp4"), file_type="mp4",
-             colorspace="srgb", preset="veryfast", position=(200, 720))
+             colorspace="srgb", preset="veryfast", position=(180, 7 * step + 20))
     g.ui["viewer"] = {"inputs": {"1": read.uuid, "2": node.uuid}, "a": "1", "b": "2", "mode": "wipe", "wipe": 0.5}
     g.ui["timeline"] = {"frame": first + (last - first) // 2}
     return g

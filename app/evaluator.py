@@ -35,11 +35,12 @@ class FrameEvaluator(QtCore.QObject):
     """One worker thread evaluating the newest request of each lane, A first.
 
     Signals (delivered on the UI thread): ``frame_ready(lane, DisplayFrame)``,
-    ``frame_failed(lane, frame, message)``.
+    ``frame_failed(lane, key, message, node)``: ``key`` the request's display key, ``node`` the name of the
+    node that raised the error ("" when none did).
     """
 
     frame_ready = QtCore.Signal(str, object)
-    frame_failed = QtCore.Signal(str, int, str)
+    frame_failed = QtCore.Signal(str, object, str, str)
 
     def __init__(self, graph: Graph, cache: DisplayCache | None = None, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
@@ -131,12 +132,12 @@ class FrameEvaluator(QtCore.QObject):
                 frame = None
             except DoublureError as exc:
                 frame = None
-                self.frame_failed.emit(job.lane, job.frame, str(exc))
+                self.frame_failed.emit(job.lane, job.key, str(exc), exc.node or "")
             except Exception as exc:  # a node's bug must not kill the viewer thread
                 frame = None
                 last = traceback.extract_tb(exc.__traceback__)[-1]
-                self.frame_failed.emit(job.lane, job.frame,
-                                       f"{type(exc).__name__}: {exc} ({last.filename}:{last.lineno})")
+                self.frame_failed.emit(job.lane, job.key,
+                                       f"{type(exc).__name__}: {exc} ({last.filename}:{last.lineno})", "")
             with self._cond:
                 self._running = None
             if frame is not None:

@@ -17,8 +17,8 @@ import copy
 import uuid as uuidlib
 from typing import Any, Callable
 
-from NodeGraphQt import BackdropNode, BaseNode, BaseNodeCircle, NodeGraph
-from NodeGraphQt.constants import LayoutDirectionEnum, PortTypeEnum
+from NodeGraphQt import BackdropNode, BaseNode, NodeGraph
+from NodeGraphQt.constants import LayoutDirectionEnum, PipeLayoutEnum, PortTypeEnum
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from doublure.engine import ConnectionRefused, DoublureError, Graph, GraphEvent, Node
@@ -26,12 +26,13 @@ from doublure.engine.commands import FunctionCommand
 
 from .clipboard import nodes_to_json, paste_json
 from .events import subscribe_on_ui_thread
+from .node_item import DotItem, EngineNodeItem
 from .node_menu import NodeMenu
 
 PORT_COLOURS = {"Image": (230, 190, 70), "Mask": (90, 160, 255)}
 CATEGORY_COLOURS = {
     "Image": (70, 100, 140), "Face": (120, 80, 140), "Finish": (70, 120, 90), "Merge": (60, 90, 120),
-    "Transform": (120, 100, 60), "Output": (140, 70, 60), "Other": (80, 80, 80),
+    "Transform": (120, 100, 60), "Output": (95, 95, 110), "Other": (80, 80, 80),
 }
 BACKDROP_TYPE = "Backdrop"
 
@@ -42,12 +43,18 @@ class EngineNodeView(BaseNode):
     __identifier__ = "doublure"
     NODE_NAME = "Node"
 
+    def __init__(self) -> None:
+        super().__init__(qgraphics_item=EngineNodeItem)
 
-class DotNodeView(BaseNodeCircle):
-    """A Dot: a small circle that only routes a connection."""
+
+class DotNodeView(BaseNode):
+    """A Dot: a small disc that only routes a connection."""
 
     __identifier__ = "doublure"
     NODE_NAME = "Dot"
+
+    def __init__(self) -> None:
+        super().__init__(qgraphics_item=DotItem)
 
 
 class BackdropView(BackdropNode):
@@ -99,6 +106,7 @@ class GraphView(QtCore.QObject):
     selection_changed = QtCore.Signal(list)
     viewer_input_requested = QtCore.Signal(int, object)
     status_message = QtCore.Signal(str)
+    node_created = QtCore.Signal(object)  # a node made from the Tab or right-click menu: its panel opens
 
     def __init__(self, graph: Graph, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
@@ -106,6 +114,8 @@ class GraphView(QtCore.QObject):
         for cls in (EngineNodeView, DotNodeView, BackdropView):
             self.ng.register_node(cls)
         self.ng.disable_context_menu(True)
+        # Straight pipes, as Nuke draws them: side inputs then read as arrows from the side.
+        self.ng.set_pipe_style(PipeLayoutEnum.STRAIGHT.value)
         viewer = self.ng.viewer()
         for action in (viewer.qaction_for_undo(), viewer.qaction_for_redo()):
             if action is not None:
@@ -122,6 +132,7 @@ class GraphView(QtCore.QObject):
         self._views: dict[str, Any] = {}  # engine uuid -> NodeGraphQt node
         self._backdrops: dict[str, Any] = {}  # backdrop id -> NodeGraphQt backdrop
         self._menu_scene_pos = QtCore.QPointF()
+        self._errors: dict[str, str] = {}  # node name -> the error the viewer's frame fails with there
         self._unsubscribe: Callable[[], None] | None = None
         self.graph = graph
         self.set_graph(graph)
@@ -182,11 +193,16 @@ class GraphView(QtCore.QObject):
         view.add_output("output", display_name=False, color=PORT_COLOURS[node.output_type])
         view.NODE_NAME = node.name
         view.model.name = node.name
-        if not dot:
-            view.model.color = (*CATEGORY_COLOURS.get(node.category, CATEGORY_COLOURS["Other"]), 255)
+        view.model.color = (170, 170, 170, 255) if dot else (
+            *CATEGORY_COLOURS.get(node.category, CATEGORY_COLOURS["Other"]), 255)
         self.ng.add_node(view, pos=list(node.position), selected=False, push_undo=False)
         view.set_property("name", node.name, push_undo=False)
-        view.view.setToolTip(f"{node.type_name} ({node.category})\n{(type(node).__doc__ or '').strip()}")
+        description = f"{node.type_name} ({node.category})\n{(type(node).__doc__ or '').strip()}"
+        if isinstance(view.view, EngineNodeItem):
+            view.view.set_description(description)
+            view.view.set_error(self._errors.get(node.name, ""))
+        else:
+            view.view.setToolTip(description)
         self._views[node.uuid] = view
         self._sync_disabled(node)
 
@@ -196,6 +212,9 @@ class GraphView(QtCore.QObject):
             return
         for index, src in enumerate(node.input_nodes):
             port = view.input_ports()[index]
+            spec = node.inputs[index]
+            port.view.setToolTip(f"{node.name}.{spec.name} ({spec.type}{', optional' if spec.optional else ''})"
+                                 f"\n{'from ' + src.name if src is not None else 'not connected'}")
             wanted = self._views[src.uuid].output_ports()[0] if src is not None and src.uuid in self._views else None
             current = port.connected_ports()
             if current == ([wanted] if wanted else []):
@@ -213,6 +232,18 @@ class GraphView(QtCore.QObject):
         for node in self.graph.nodes:
             self._sync_inputs(node)
         self._forget_view_history()
+
+    def set_errors(self, errors: dict[str, str]) -> None:
+        """Draw the nodes named in ``errors`` in error (their tooltip the message); the others normally."""
+        self._errors = dict(errors)
+        for uuid, view in self._views.items():
+            if isinstance(view.view, EngineNodeItem):
+                view.view.set_error(errors.get(self.graph.by_uuid(uuid).name, ""))
+
+    def node_error(self, node: Node) -> str:
+        """The error ``node`` is drawn with ("" when none)."""
+        view = self._views.get(node.uuid)
+        return view.view.error if view is not None and isinstance(view.view, EngineNodeItem) else ""
 
     def _sync_disabled(self, node: Node) -> None:
         view = self._views.get(node.uuid)
@@ -361,10 +392,18 @@ class GraphView(QtCore.QObject):
         return text
 
     def paste(self, text: str | None = None) -> list[Node]:
+        """Paste nodes at the cursor; as in Nuke, the pasted chain's top node is fed by the one selected node
+        (all in one undo step)."""
         text = QtWidgets.QApplication.clipboard().text() if text is None else text
         pos = self.ng.viewer().scene_cursor_pos()
+        selected = self.selected_nodes()
+        feeder = selected[-1] if len(selected) == 1 else None
         try:
-            nodes = paste_json(self.graph, text, (pos.x(), pos.y()))
+            with self.graph.undo_group("Paste"):
+                nodes = paste_json(self.graph, text, (pos.x(), pos.y()))
+                top = next((n for n in nodes if n.inputs and n.input_nodes[0] is None), None)
+                if feeder is not None and top is not None and top.inputs[0].type == feeder.output_type:
+                    self.graph.connect(feeder, top, 0)
         except DoublureError as exc:
             self.status_message.emit(str(exc))
             return []
@@ -406,7 +445,9 @@ class GraphView(QtCore.QObject):
         return node
 
     def _create_from_menu(self, type_name: str) -> None:
-        self.create_node(type_name)
+        node = self.create_node(type_name)
+        if node is not None:
+            self.node_created.emit(node)
 
     # -- backdrops ------------------------------------------------------------------------------------
     def create_backdrop(self, title: str = "Backdrop") -> None:
@@ -486,7 +527,56 @@ class GraphView(QtCore.QObject):
         if node is not None:
             self.node_opened.emit(node)
 
+    def node_at(self, view_pos: QtCore.QPoint) -> Node | None:
+        """The engine node drawn at a point of the node graph's view, if any."""
+        viewer = self.ng.viewer()
+        for item in viewer.items(view_pos):
+            while item is not None:
+                for uuid, view in self._views.items():
+                    if view.view is item:
+                        return self.graph.by_uuid(uuid)
+                item = item.parentItem()
+        return None
+
+    def context_menu(self, view_pos: QtCore.QPoint) -> QtWidgets.QMenu:
+        """The node graph's right-click menu at ``view_pos``: create, and for the node under the pointer (made
+        the selection unless it is part of it) or the selection: disable, delete, connect a viewer input."""
+        viewer = self.ng.viewer()
+        node = self.node_at(view_pos)
+        if node is not None and node not in self.selected_nodes():
+            self.select([node])
+        selected = self.selected_nodes()
+        menu = QtWidgets.QMenu(viewer)
+        menu.addAction("Create node…\tTab", lambda: self.open_menu(view_pos))
+        menu.addAction("Dot\t.", lambda: self.create_node(
+            "Dot", (viewer.mapToScene(view_pos).x(), viewer.mapToScene(view_pos).y())))
+        menu.addAction("Backdrop\tB", self.create_backdrop)
+        if self.graph.nodes:
+            menu.addAction("Paste\tCtrl+V", self.paste)
+        if selected:
+            names = ", ".join(n.name for n in selected[:3]) + ("…" if len(selected) > 3 else "")
+            menu.addSeparator()
+            frame = self.graph.current_frame
+            disabled = all(n.knob("disable").value_at(frame) for n in selected)
+            menu.addAction(f"{'Enable' if disabled else 'Disable'} {names}\tD", self.toggle_disable_selected)
+            menu.addAction(f"Delete {names}\tDel", self.delete_selected)
+            menu.addAction("Copy\tCtrl+C", self.copy_selected)
+            menu.addAction(f"Properties of {selected[-1].name}", lambda: self.node_opened.emit(selected[-1]))
+            viewer_menu = menu.addMenu(f"Connect viewer input ({selected[-1].name})")
+            for slot in range(1, 10):
+                viewer_menu.addAction(f"{slot}\t{slot}", lambda slot=slot: self.viewer_input_requested.emit(
+                    slot, selected[-1]))
+        menu.addSeparator()
+        menu.addAction("Fit\tF", self.fit)
+        return menu
+
     def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802
+        if event.type() == QtCore.QEvent.Type.ContextMenu:
+            self._menu_scene_pos = self.ng.viewer().mapToScene(event.pos())
+            menu = self.context_menu(event.pos())
+            menu.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+            menu.popup(event.globalPos())
+            return True
         if event.type() == QtCore.QEvent.Type.ShortcutOverride and self._handles(event):
             event.accept()
             return True

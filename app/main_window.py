@@ -19,6 +19,8 @@ from doublure.engine.project import dumps, graph_from_dict, graph_to_dict, load,
 
 from .events import subscribe_on_ui_thread
 from .graph_view import GraphView
+from .key_routing import PointerKeyRouter
+from .project_settings import ProjectSettingsPanel
 from .properties import PropertiesPanel
 from .render_panel import RenderPanel
 from .training_panel import TrainingPanel
@@ -29,6 +31,7 @@ PROJECT_FILTER = "Doublure projects (*.dbl);;All files (*)"
 AUTOSAVE_SUFFIX = ".autosave"
 MAX_RECENT = 10
 DEFAULT_AUTOSAVE_S = 60.0
+LAYOUT_VERSION = 2  # of the saved dock arrangement: a layout saved by another version is not restored
 
 
 def autosave_dir() -> str:
@@ -66,6 +69,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings = settings or QtCore.QSettings(APP_NAME, APP_NAME)
         self.graph = graph or Graph()
         self._recovered = False
+        self._shown_errors: set[str] = set()
         self._edits = 0
         self._autosaved_edits = 0
         self.recovery_box: QtWidgets.QMessageBox | None = None
@@ -77,31 +81,29 @@ class MainWindow(QtWidgets.QMainWindow):
         self.properties = PropertiesPanel(self.graph, self)
         self.render_panel = RenderPanel(self.graph, self)
         self.training_panel = TrainingPanel(self)
+        self.project_panel = ProjectSettingsPanel(self.graph, self)
 
-        splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical, self)
-        splitter.addWidget(self.viewer)
-        splitter.addWidget(self.graph_view.widget)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
-        self.setCentralWidget(splitter)
-        self.properties_dock = self._dock("Properties", self.properties, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
-        self.render_dock = self._dock("Render", self.render_panel, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
-        self.training_dock = self._dock("Training", self.training_panel, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.render_dock, self.training_dock)
-        self.render_dock.raise_()
-        self.resizeDocks([self.properties_dock, self.render_dock], [560, 300], QtCore.Qt.Orientation.Vertical)
-        self.resizeDocks([self.properties_dock], [430], QtCore.Qt.Orientation.Horizontal)
+        self._lay_out()
 
         self.graph_view.node_opened.connect(self.properties.open_node)
         self.graph_view.selection_changed.connect(self._on_selection)
         self.graph_view.viewer_input_requested.connect(self.viewer.set_input)
+        self.viewer.errors_changed.connect(self.graph_view.set_errors)
+        self.viewer.errors_changed.connect(self._clear_fixed_error)
+        self.properties.knob_refused.connect(self.viewer.show_notice)
         self.viewer.frame_changed.connect(lambda _: self.properties.refresh())
         self.properties.frame_requested.connect(self.viewer.set_frame)
-        self.render_panel.view_requested.connect(lambda node: self.viewer.set_input(1, node))
-        for source in (self.graph_view, self.viewer, self.properties, self.render_panel, self.training_panel):
+        self.render_panel.view_requested.connect(self.viewer.view_result)
+        self.graph_view.node_created.connect(self.properties.open_node)
+        self.properties.render_requested.connect(self.render_node)
+        for source in (self.graph_view, self.viewer, self.properties, self.render_panel, self.training_panel,
+                       self.project_panel):
             source.status_message.connect(self.show_message)
 
         self._build_actions()
+        self.key_router = PointerKeyRouter([(self.viewer, self.viewer.canvas),
+                                            (self.graph_view.widget, self.graph_view.ng.viewer())], parent=self)
+        QtWidgets.QApplication.instance().installEventFilter(self.key_router)
         self._unsubscribe: Callable[[], None] | None = None
         self._watch(self.graph)
         self.autosave_timer = QtCore.QTimer(self)
@@ -112,12 +114,93 @@ class MainWindow(QtWidgets.QMainWindow):
         self.autosave_timer.start()
         self.statusBar().showMessage("Tab: create a node · 1-9: view the selected node · W: wipe · X: flip A/B")
 
-    def _dock(self, title: str, widget: QtWidgets.QWidget, area: QtCore.Qt.DockWidgetArea) -> QtWidgets.QDockWidget:
+    def _dock(self, title: str, widget: QtWidgets.QWidget, area: QtCore.Qt.DockWidgetArea,
+              scroll: bool = False) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
-        dock.setObjectName(title.lower())
-        dock.setWidget(widget)
+        dock.setObjectName(title.lower().replace(" ", "_"))
+        if scroll:  # a tall form scrolls instead of forcing its height on the panels beside it
+            area_widget = QtWidgets.QScrollArea(dock)
+            area_widget.setWidgetResizable(True)
+            area_widget.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+            area_widget.setWidget(widget)
+            dock.setWidget(area_widget)
+        else:
+            dock.setWidget(widget)
         self.addDockWidget(area, dock)
         return dock
+
+    def _lay_out(self) -> None:
+        """Nuke's layout: the viewer takes the centre, the properties bin the full right side, the node
+        graph below the viewer with Render and Training as closable tabs beside it. A layout the user
+        arranged is restored from the settings."""
+        Area = QtCore.Qt.DockWidgetArea
+        self.setCentralWidget(self.viewer)
+        self.setCorner(QtCore.Qt.Corner.TopRightCorner, Area.RightDockWidgetArea)
+        self.setCorner(QtCore.Qt.Corner.BottomRightCorner, Area.RightDockWidgetArea)
+        self.setDockOptions(self.dockOptions() | QtWidgets.QMainWindow.DockOption.GroupedDragging)
+        self.properties_dock = self._dock("Properties", self.properties, Area.RightDockWidgetArea)
+        self.project_dock = self._dock("Project", self.project_panel, Area.RightDockWidgetArea, scroll=True)
+        self.tabifyDockWidget(self.properties_dock, self.project_dock)
+        self.properties_dock.raise_()
+        self.graph_dock = self._dock("Node Graph", self.graph_view.widget, Area.BottomDockWidgetArea)
+        self.graph_dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
+                                    | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.render_dock = self._dock("Render", self.render_panel, Area.BottomDockWidgetArea, scroll=True)
+        self.training_dock = self._dock("Training", self.training_panel, Area.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.graph_dock, self.render_dock)
+        self.tabifyDockWidget(self.render_dock, self.training_dock)
+        self.setTabPosition(Area.BottomDockWidgetArea, QtWidgets.QTabWidget.TabPosition.North)
+        self.graph_dock.raise_()
+        self._size_docks()
+        # Dock sizes only hold once the window has its size: a first start sizes them again when shown.
+        self._size_docks_when_shown = not self.restore_layout()
+
+    def _size_docks(self) -> None:
+        """The first-start sizes: the properties bin 440 px wide, the node graph a third of the height."""
+        self.resizeDocks([self.properties_dock], [440], QtCore.Qt.Orientation.Horizontal)
+        self.resizeDocks([self.graph_dock], [max(260, self.height() // 3)], QtCore.Qt.Orientation.Vertical)
+
+    def showEvent(self, event: QtGui.QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        if self._size_docks_when_shown:
+            self._size_docks_when_shown = False
+            QtCore.QTimer.singleShot(0, self._size_docks)
+
+    def restore_layout(self) -> bool:
+        """The window's size and panel arrangement from the settings, where a session saved one."""
+        geometry, state = self.settings.value("window/geometry"), self.settings.value("window/state")
+        restored = False
+        if isinstance(geometry, QtCore.QByteArray) and not geometry.isEmpty():
+            restored = self.restoreGeometry(geometry)
+        if isinstance(state, QtCore.QByteArray) and not state.isEmpty():
+            restored = self.restoreState(state, LAYOUT_VERSION) or restored
+        return restored
+
+    def save_layout(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState(LAYOUT_VERSION))
+        self.settings.sync()
+
+    def reset_layout(self) -> None:
+        """Forget the saved arrangement and lay the panels out as on first start."""
+        self.settings.remove("window")
+        for dock in (self.properties_dock, self.project_dock, self.graph_dock, self.render_dock, self.training_dock):
+            self.removeDockWidget(dock)
+        for dock in (self.properties_dock, self.project_dock):
+            self.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+            dock.setFloating(False)
+            dock.show()
+        self.tabifyDockWidget(self.properties_dock, self.project_dock)
+        self.properties_dock.raise_()
+        for dock in (self.graph_dock, self.render_dock, self.training_dock):
+            self.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+            dock.setFloating(False)
+            dock.show()
+        self.properties_dock.show()
+        self.tabifyDockWidget(self.graph_dock, self.render_dock)
+        self.tabifyDockWidget(self.render_dock, self.training_dock)
+        self.graph_dock.raise_()
+        self._size_docks()
 
     # -- menus ----------------------------------------------------------------------------------------
     def _action(self, menu: QtWidgets.QMenu, text: str, slot, shortcut=None) -> QtGui.QAction:
@@ -151,6 +234,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(edit, "Disable / enable nodes (D)", self.graph_view.toggle_disable_selected)
         self._action(edit, "Create node… (Tab)", self.graph_view.open_menu)
         self._action(edit, "Backdrop around selection (B)", self.graph_view.create_backdrop)
+        edit.addSeparator()
+        self._action(edit, "Project settings…", self.show_project_settings, QtGui.QKeySequence("Ctrl+Shift+P"))
         view = bar.addMenu("&View")
         self._action(view, "Fit node graph (F)", self.graph_view.fit)
         self._action(view, "Fit image", self.viewer.canvas.fit)
@@ -159,8 +244,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(view, "Side by side", lambda: self.viewer.set_mode("side"))
         self._action(view, "Difference", lambda: self.viewer.set_mode("diff"))
         view.addSeparator()
-        for dock in (self.properties_dock, self.render_dock, self.training_dock):
+        for dock in (self.properties_dock, self.project_dock, self.graph_dock, self.render_dock, self.training_dock):
             view.addAction(dock.toggleViewAction())
+        self._action(view, "Reset layout", self.reset_layout)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -194,6 +280,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.graph_view.set_graph(graph)
         self.viewer.set_graph(graph)
         self.properties.set_graph(graph)
+        self.project_panel.set_graph(graph)
         self.render_panel.set_graph(graph)
         self._edits = self._autosaved_edits = 0
         self._watch(graph)
@@ -202,6 +289,16 @@ class MainWindow(QtWidgets.QMainWindow):
         if event.kind == "history":
             self._edits += 1
             self._update_title()
+
+    def render_node(self, node) -> None:
+        """Render one Write over the project range, in the Render panel (brought to the front)."""
+        self.render_dock.show()
+        self.render_dock.raise_()
+        self.render_panel.start([node], "")
+
+    def show_project_settings(self) -> None:
+        self.project_dock.show()
+        self.project_dock.raise_()
 
     def _on_selection(self, nodes: list) -> None:
         self.viewer.set_paint_target(nodes[-1] if nodes else None)
@@ -231,6 +328,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def show_message(self, text: str) -> None:
         self.statusBar().showMessage(text, 10000)
+
+    def _clear_fixed_error(self, errors: dict) -> None:
+        """An error the status bar still shows goes once the viewer's frames no longer fail with it."""
+        current = self.statusBar().currentMessage()
+        if current and current not in errors.values() and current in self._shown_errors:
+            self.statusBar().clearMessage()
+        self._shown_errors = set(errors.values())
 
     # -- project life ---------------------------------------------------------------------------------
     def new_project(self) -> None:
@@ -371,12 +475,14 @@ class MainWindow(QtWidgets.QMainWindow):
             event.ignore()
             return
         self._drop_autosave()
+        self.save_layout()
         self.shutdown()
         event.accept()
 
     def shutdown(self) -> None:
         """Stop background work owned by the window (viewer evaluation, a render, autosave)."""
         self.autosave_timer.stop()
+        QtWidgets.QApplication.instance().removeEventFilter(self.key_router)
         self.viewer.shutdown()
         if self.render_panel.job is not None:
             self.render_panel.cancel()
@@ -391,6 +497,23 @@ def app_icon() -> QtGui.QIcon:
         if os.path.exists(os.path.join(folder, name)):
             icon.addFile(os.path.join(folder, name))
     return icon
+
+
+def apply_dark_theme(app: QtWidgets.QApplication) -> None:
+    """Dark panels around the dark viewer, as compositing apps have them, so the eye adapts to the picture."""
+    app.setStyle("Fusion")
+    palette = QtGui.QPalette()
+    Role = QtGui.QPalette.ColorRole
+    for role, rgb in ((Role.Window, (50, 50, 50)), (Role.WindowText, (215, 215, 215)), (Role.Base, (36, 36, 36)),
+                      (Role.AlternateBase, (45, 45, 45)), (Role.Text, (215, 215, 215)), (Role.Button, (58, 58, 58)),
+                      (Role.ButtonText, (215, 215, 215)), (Role.Highlight, (230, 150, 40)),
+                      (Role.HighlightedText, (20, 20, 20)), (Role.ToolTipBase, (40, 40, 40)),
+                      (Role.ToolTipText, (225, 225, 225)), (Role.PlaceholderText, (130, 130, 130)),
+                      (Role.BrightText, (255, 90, 70)), (Role.Link, (240, 170, 60))):
+        palette.setColor(role, QtGui.QColor(*rgb))
+    for role in (Role.WindowText, Role.Text, Role.ButtonText):
+        palette.setColor(QtGui.QPalette.ColorGroup.Disabled, role, QtGui.QColor(115, 115, 115))
+    app.setPalette(palette)
 
 
 def _wait_for_viewer(window: MainWindow, timeout_s: float) -> bool:
@@ -420,6 +543,7 @@ def run_app(project_path: str | None = None, screenshot: str | None = None) -> i
     import doublure.nodes  # noqa: F401  (registers the node library)
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    apply_dark_theme(app)
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(APP_NAME)
     app.setWindowIcon(app_icon())

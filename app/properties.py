@@ -5,6 +5,7 @@ the current frame (as in Nuke). Animated knobs are tinted; at a key frame the ti
 """
 from __future__ import annotations
 
+import html
 import os
 import threading
 from typing import Any, Callable
@@ -13,12 +14,20 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from doublure.engine import CancelToken, Cancelled, DoublureError, Graph, GraphEvent, Node
 from doublure.engine import knobs as K
+from doublure.engine.render import is_executable
 
 from .events import subscribe_on_ui_thread
 
 ANIMATED_STYLE = "background-color: #2d4263;"
 KEY_STYLE = "background-color: #3f6fb5;"
 MAX_PANELS = 4
+
+
+def wrapped_tooltip(text: str) -> str:
+    """A tooltip Qt wraps at a readable width (it wraps rich text, never plain text)."""
+    if not text:
+        return ""
+    return "<p style='white-space:pre-wrap; max-width: 28em'>" + html.escape(text) + "</p>"
 
 
 class KnobEditor(QtWidgets.QWidget):
@@ -30,7 +39,7 @@ class KnobEditor(QtWidgets.QWidget):
         self.layout_ = QtWidgets.QHBoxLayout(self)
         self.layout_.setContentsMargins(0, 0, 0, 0)
         self.layout_.setSpacing(3)
-        self.setToolTip(self.spec.tooltip)
+        self.setToolTip(wrapped_tooltip(self.spec.tooltip))
 
     @property
     def node(self) -> Node:
@@ -59,7 +68,9 @@ class KnobEditor(QtWidgets.QWidget):
             elif value != self.knob.value_at(self.graph.current_frame):
                 self.graph.set_knob(self.node, self.name, value)
         except DoublureError as exc:
-            self.panel.status_message.emit(str(exc))
+            self.panel.show_refusal(str(exc))
+        else:
+            self.panel.show_refusal("")
         self.refresh()
 
     def refresh(self) -> None:
@@ -243,6 +254,26 @@ class FileEditor(KnobEditor):
         self.layout_.addWidget(self.button)
         self.refresh()
 
+    def commit(self, value: Any) -> None:
+        """Set the path; a node that can detect its files' frame range (Read) takes the new file's range in
+        the same undo step, as a typed or picked path would in Nuke."""
+        detect = getattr(self.node, "action_detect_range", None)
+        if detect is None or self.name != "file" or self.knob.is_animated or value == self.value():
+            super().commit(value)
+            return
+        try:
+            with self.graph.undo_group(f"Set {self.node.name}.{self.name}"):
+                self.graph.set_knob(self.node, self.name, value)
+                try:
+                    detect(self.graph)
+                except DoublureError:
+                    pass  # no files there yet: the range stays and the viewer shows what is missing
+        except DoublureError as exc:
+            self.panel.show_refusal(str(exc))
+        else:
+            self.panel.show_refusal("")
+        self.refresh()
+
     def _browse(self) -> None:
         spec = self.spec
         start = self.node.path(self.name) or self.graph.project_dir or os.getcwd()
@@ -367,6 +398,7 @@ class NodePanel(QtWidgets.QFrame):
         self.node = node
         self.status_message = properties.status_message
         self.frame_requested = properties.frame_requested
+        self.knob_refused = properties.knob_refused
         self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
         header = QtWidgets.QHBoxLayout()
         self.name_edit = QtWidgets.QLineEdit(node.name, self)
@@ -389,13 +421,24 @@ class NodePanel(QtWidgets.QFrame):
             editor = EDITORS[knob.spec.kind](self, name)
             self.editors[name] = editor
             label = QtWidgets.QLabel(knob.spec.label, self)
-            label.setToolTip(knob.spec.tooltip)
+            label.setToolTip(wrapped_tooltip(knob.spec.tooltip))
             self.form.addRow(label, editor)
+        # A refused value, in red under the header until the next accepted edit (the knob kept its value).
+        self.error_label = QtWidgets.QLabel(self)
+        self.error_label.setWordWrap(True)
+        self.error_label.setStyleSheet("color: #ff7a64;")
+        self.error_label.setVisible(False)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addLayout(header)
+        layout.addWidget(self.error_label)
         layout.addLayout(self.form)
         self.action_buttons: dict[str, QtWidgets.QPushButton] = {}
         self.runner: ActionRunner | None = None
+        if is_executable(node):  # a Write renders from its own panel, as in Nuke
+            self.render_button = QtWidgets.QPushButton("Render…", self)
+            self.render_button.setToolTip(f"Render {node.name} over the project range in the Render panel")
+            self.render_button.clicked.connect(lambda: properties.render_requested.emit(node))
+            layout.addWidget(self.render_button)
         if node.actions:
             row = QtWidgets.QHBoxLayout()
             for action, label in node.actions:
@@ -419,6 +462,15 @@ class NodePanel(QtWidgets.QFrame):
             self.status_label.setWordWrap(True)
             layout.addWidget(self.status_label)
             self._refresh_status()
+        self.show_relevant_knobs()
+
+    def show_refusal(self, message: str) -> None:
+        """Say why an edit was refused ("" clears it): in the panel, the status bar and the viewer."""
+        self.error_label.setText(message)
+        self.error_label.setVisible(bool(message))
+        if message:
+            self.status_message.emit(message)
+            self.knob_refused.emit(message)
 
     def _rename(self) -> None:
         name = self.name_edit.text().strip()
@@ -436,6 +488,15 @@ class NodePanel(QtWidgets.QFrame):
         for name, editor in self.editors.items():
             if knob is None or knob == name:
                 editor.refresh()
+        self.show_relevant_knobs()
+
+    def show_relevant_knobs(self) -> None:
+        """Hide the knobs that do not matter for the node's present settings (a Write's codec knobs while it
+        writes EXR), for nodes that say which ones matter (``knobs_shown``)."""
+        shown = getattr(self.node, "knobs_shown", None)
+        names = shown(self.node.graph.current_frame) if shown is not None else None
+        for name, editor in self.editors.items():
+            self.form.setRowVisible(editor, names is None or name in names)
 
     def _refresh_status(self) -> None:
         if self.status_label is not None:
@@ -477,6 +538,8 @@ class PropertiesPanel(QtWidgets.QWidget):
 
     status_message = QtCore.Signal(str)
     frame_requested = QtCore.Signal(int)
+    knob_refused = QtCore.Signal(str)
+    render_requested = QtCore.Signal(object)  # a Write node
 
     def __init__(self, graph: Graph, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)

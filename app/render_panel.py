@@ -130,6 +130,7 @@ class RenderPanel(QtWidgets.QWidget):
         except DoublureError as exc:
             self.append_log(str(exc))
             return None
+        self.log.clear()  # one render's log at a time
         self.job = RenderJob(self.graph, writes, frames, self)
         self.job.progressed.connect(self._on_progress)
         self.job.finished.connect(self._on_finished)
@@ -150,6 +151,7 @@ class RenderPanel(QtWidgets.QWidget):
 
     def append_log(self, text: str) -> None:
         self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
+        self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
 
     def _on_progress(self, done: int, total: int, frame: int) -> None:
         self.progress.setValue(done)

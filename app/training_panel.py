@@ -12,7 +12,9 @@ being closed.
 from __future__ import annotations
 
 import os
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 import numpy as np
 from PySide6 import QtCharts, QtCore, QtGui, QtWidgets
@@ -49,8 +51,53 @@ def preview_qimage(preview: np.ndarray | None) -> QtGui.QImage | None:
     return QtGui.QImage(arr.data, w, h, 3 * w, QtGui.QImage.Format.Format_RGB888).copy()
 
 
+class FacesetExtraction(QtCore.QObject):
+    """``extract_faceset`` on a worker thread; signals arrive on the UI thread."""
+
+    progressed = QtCore.Signal(int, int, str)  # frames done, frames expected, clip
+    finished = QtCore.Signal(object, str)  # the summary dict (None on failure), the error ("" when fine)
+
+    def __init__(self, clips: list[str], out_dir: str, size: int, every: int,
+                 parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self.clips, self.out_dir, self.size, self.every = clips, out_dir, size, every
+        self.thread = threading.Thread(target=self._run, name="doublure-extract", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        from doublure.faces.extract import extract_faceset
+
+        try:
+            summary = extract_faceset(self.clips, self.out_dir, size=self.size, every=self.every,
+                                      progress=lambda done, total, clip: self.progressed.emit(done, total, clip))
+        except DoublureError as exc:
+            self.finished.emit(None, str(exc))
+        except Exception as exc:  # a bug is shown, not lost on a thread
+            self.finished.emit(None, f"{type(exc).__name__}: {exc}")
+        else:
+            self.finished.emit(summary, "")
+
+
+def _row(field: QtWidgets.QWidget, *buttons: tuple[str, str, Callable[[], None]]) -> QtWidgets.QWidget:
+    """A form field with small buttons (text, tooltip, slot) beside it."""
+    row = QtWidgets.QWidget()
+    layout = QtWidgets.QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.setSpacing(3)
+    layout.addWidget(field, 1)
+    for text, tip, slot in buttons:
+        button = QtWidgets.QToolButton(row)
+        button.setText(text)
+        button.setToolTip(tip)
+        button.clicked.connect(lambda _=False, slot=slot: slot())
+        layout.addWidget(button)
+    return row
+
+
 class TrainingPanel(QtWidgets.QWidget):
-    """Start/Stop a run, its loss curves, preview and rate."""
+    """Extract facesets, start/stop a run, its loss curves, previews while it trains, rate and saves."""
 
     status_message = QtCore.Signal(str)
     _progress = QtCore.Signal(object)
@@ -83,12 +130,49 @@ class TrainingPanel(QtWidgets.QWidget):
         self.iterations = QtWidgets.QSpinBox(self)
         self.iterations.setRange(0, 10_000_000)
         self.iterations.setSpecialValueText("until stopped")
+        self.preview_every = QtWidgets.QSpinBox(self)
+        self.preview_every.setRange(0, 100_000)
+        self.preview_every.setValue(50)
+        self.preview_every.setSpecialValueText("at checkpoints only")
+        self.preview_every.setSuffix(" iterations")
+        self.preview_every.setToolTip("how often the preview grid below is redrawn while training")
+        self.checkpoint_minutes = QtWidgets.QDoubleSpinBox(self)
+        self.checkpoint_minutes.setRange(0.5, 24 * 60)
+        self.checkpoint_minutes.setValue(TrainConfig.checkpoint_minutes)
+        self.checkpoint_minutes.setSuffix(" min")
+        self.checkpoint_minutes.setToolTip("how often the model is saved while training (and always on Stop)")
         self.resume = QtWidgets.QCheckBox("resume the run in the output model", self)
         self.resume.setToolTip("continue the checkpoint: its resolution and widths are kept")
+        self.extract_size = QtWidgets.QSpinBox(self)
+        self.extract_size.setRange(16, 2048)
+        self.extract_size.setValue(256)
+        self.extract_size.setSuffix(" px")
+        self.extract_size.setToolTip("side of the aligned crops an extraction writes")
+        self.extract_every = QtWidgets.QSpinBox(self)
+        self.extract_every.setRange(1, 1000)
+        self.extract_every.setPrefix("every ")
+        self.extract_every.setSuffix(" frames")
+        self.extract_every.setToolTip("an extraction keeps every N-th frame of the clips")
+        self.extraction: FacesetExtraction | None = None
+        extract_row = QtWidgets.QWidget(self)
+        extract_layout = QtWidgets.QHBoxLayout(extract_row)
+        extract_layout.setContentsMargins(0, 0, 0, 0)
+        extract_layout.addWidget(self.extract_size)
+        extract_layout.addWidget(self.extract_every)
+        extract_layout.addStretch(1)
         form = QtWidgets.QFormLayout()
-        for label, w in (("Target", self.target), ("Source", self.source), ("Model", self.out),
-                         ("Resolution", self.res), ("Width", self.width_scale), ("Batch", self.batch),
-                         ("Iterations", self.iterations), ("", self.resume)):
+        for label, w in (
+                ("Target", _row(self.target, ("Extract…", "extract a faceset from clips of this actor",
+                                               lambda: self._extract_dialog(self.target)),
+                                ("…", "add a faceset folder", lambda: self._browse_faceset(self.target)))),
+                ("Source", _row(self.source, ("Extract…", "extract a faceset from clips of the plate actor",
+                                               lambda: self._extract_dialog(self.source)),
+                                ("…", "add a faceset folder", lambda: self._browse_faceset(self.source)))),
+                ("Extraction", extract_row),
+                ("Model", _row(self.out, ("…", "choose the model to write", self._browse_model))),
+                ("Resolution", self.res), ("Width", self.width_scale), ("Batch", self.batch),
+                ("Iterations", self.iterations), ("Preview every", self.preview_every),
+                ("Save every", self.checkpoint_minutes), ("", self.resume)):
             form.addRow(label, w)
         rights_box = QtWidgets.QGroupBox("Rights and consent (stored in the model)", self)
         rights_form = QtWidgets.QFormLayout(rights_box)
@@ -108,6 +192,10 @@ class TrainingPanel(QtWidgets.QWidget):
         self.stop_button.setEnabled(False)
         self.stop_button.clicked.connect(self.stop)
         self.rate = QtWidgets.QLabel("", self)
+        self.rate.setWordWrap(True)
+        self.saved = QtWidgets.QLabel("", self)
+        self.saved.setWordWrap(True)
+        self.saved.setStyleSheet("color: #7fc97f;")
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
@@ -117,21 +205,44 @@ class TrainingPanel(QtWidgets.QWidget):
         self.chart.legend().setAlignment(QtCore.Qt.AlignmentFlag.AlignBottom)
         self.x_axis = QtCharts.QValueAxis()
         self.x_axis.setTitleText("iteration")
+        self.x_axis.setLabelFormat("%d")
+        self.x_axis.setTickCount(5)
         self.y_axis = QtCharts.QValueAxis()
+        self.y_axis.setLabelFormat("%.3g")
+        self.y_axis.setTickCount(5)
+        self.chart.setMargins(QtCore.QMargins(4, 4, 4, 4))
         self.chart.addAxis(self.x_axis, QtCore.Qt.AlignmentFlag.AlignBottom)
         self.chart.addAxis(self.y_axis, QtCore.Qt.AlignmentFlag.AlignLeft)
         self.chart_view = QtCharts.QChartView(self.chart, self)
-        self.chart_view.setMinimumHeight(160)
+        self.chart_view.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
+        self.chart_view.setMinimumSize(220, 110)
         self.preview = QtWidgets.QLabel("no preview yet", self)
         self.preview.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumHeight(120)
+        self.preview.setMinimumHeight(100)
         self.preview.setToolTip("columns: A, A->A, B, B->B, A->B")
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(rights_box)
-        layout.addLayout(buttons)
-        layout.addWidget(self.chart_view, 2)
-        layout.addWidget(self.preview, 1)
+        # The form and the rights on the left, the run's curve and preview on the right: the panel sits in
+        # a wide, low dock beside the node graph.
+        left = QtWidgets.QVBoxLayout()
+        left.addLayout(form)
+        left.addWidget(rights_box)
+        left.addStretch(1)
+        form_area = QtWidgets.QScrollArea(self)  # the long form scrolls; the curve and preview stay in view
+        form_area.setWidgetResizable(True)
+        form_area.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        form_widget = QtWidgets.QWidget(form_area)
+        form_widget.setLayout(left)
+        form_area.setWidget(form_widget)
+        plots = QtWidgets.QHBoxLayout()
+        plots.addWidget(self.chart_view, 3)
+        plots.addWidget(self.preview, 2)
+        right = QtWidgets.QVBoxLayout()
+        right.addLayout(buttons)
+        right.addWidget(self.saved)
+        right.addLayout(plots, 1)
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.addWidget(form_area, 2)
+        layout.addLayout(right, 5)
+        self._started_at = 0.0
         self._progress.connect(self.on_progress)
         # Trainer.start() gives no end signal when the run fails (the error is kept on the trainer), so the
         # panel watches the run's thread.
@@ -176,7 +287,9 @@ class TrainingPanel(QtWidgets.QWidget):
                       # a resumed run keeps its checkpoint's shape; asking for another one is refused
                       res=None if resume else int(self.res.currentText()),
                       width=self.width_scale.value(), batch=self.batch.value(),
-                      iters=self.iterations.value() or None, rights=self.rights_record())
+                      iters=self.iterations.value() or None, rights=self.rights_record(),
+                      preview_every=self.preview_every.value(),
+                      checkpoint_minutes=self.checkpoint_minutes.value())
         fields.update(overrides)
         return TrainConfig(**fields)
 
@@ -204,7 +317,9 @@ class TrainingPanel(QtWidgets.QWidget):
         self.iteration = 0
         for series in self.series.values():
             series.clear()
-        self.rate.setText("starting…")
+        self.rate.setText("starting: reading the facesets and building the model…")
+        self.saved.setText("")
+        self._started_at = time.monotonic()
         self.trainer.start()
         self.start_button.setEnabled(False)
         self.stop_button.setEnabled(True)
@@ -222,6 +337,9 @@ class TrainingPanel(QtWidgets.QWidget):
 
     def _check_ended(self) -> None:
         if self.running():
+            if self.iteration == 0:  # the first report comes after the first iterations: show it is alive
+                self.rate.setText(f"starting: reading the facesets, building the model and running the first "
+                                  f"iterations… {time.monotonic() - self._started_at:.0f} s")
             return
         self._watch.stop()
         self.start_button.setEnabled(True)
@@ -232,6 +350,8 @@ class TrainingPanel(QtWidgets.QWidget):
             self.status_message.emit(f"training failed: {error}")
         else:
             self.update_preview()
+            self.saved.setText(f"Model saved: {self.trainer.config.out} at iteration {self.trainer.iteration} "
+                               f"({time.strftime('%H:%M:%S')})")
             self.status_message.emit(f"training stopped at iteration {self.trainer.iteration}; "
                                      f"model saved to {self.trainer.config.out}")
 
@@ -241,6 +361,9 @@ class TrainingPanel(QtWidgets.QWidget):
         event = info["event"]
         if event in ("preview", "done"):
             self.update_preview()
+        if event == "checkpoint":
+            self.saved.setText(f"Model saved: {self.trainer.config.out if self.trainer else ''} at iteration "
+                               f"{info['iteration']} ({time.strftime('%H:%M:%S')})")
         if event != "step":
             return
         iteration = int(info["iteration"])
@@ -268,6 +391,56 @@ class TrainingPanel(QtWidgets.QWidget):
         lo, hi = min(ys), max(ys)
         pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
         self.y_axis.setRange(lo - pad, hi + pad)
+
+    # -- files and facesets ------------------------------------------------------------------------------
+    def _browse_faceset(self, field: QtWidgets.QLineEdit) -> None:
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Faceset folder", os.getcwd())
+        if folder:
+            field.setText(os.pathsep.join(facesets(field.text()) + [folder]))
+
+    def _browse_model(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Identity model", self.out.text() or os.getcwd(),
+                                                        "Identity models (*.dbm);;All files (*)")
+        if path:
+            self.out.setText(path if path.endswith(".dbm") else path + ".dbm")
+
+    def _extract_dialog(self, field: QtWidgets.QLineEdit) -> None:
+        clips, _ = QtWidgets.QFileDialog.getOpenFileNames(self, "Clips of the actor", os.getcwd(),
+                                                          "Video (*.mp4 *.mov *.mkv *.avi);;All files (*)")
+        if not clips:
+            return
+        default = os.path.splitext(clips[0])[0] + "_faceset"
+        out_dir = QtWidgets.QFileDialog.getExistingDirectory(self, "Faceset folder to write",
+                                                             os.path.dirname(default)) or default
+        self.extract(field, clips, out_dir)
+
+    def extract(self, field: QtWidgets.QLineEdit, clips: list[str], out_dir: str) -> FacesetExtraction | None:
+        """Extract a faceset from ``clips`` into ``out_dir`` in the background; when it is done its folder
+        joins ``field``'s facesets. Returns the extraction (None while another one runs)."""
+        if self.extraction is not None:
+            self.status_message.emit("an extraction is already running")
+            return None
+        job = self.extraction = FacesetExtraction(clips, out_dir, self.extract_size.value(),
+                                                  self.extract_every.value(), self)
+        job.progressed.connect(lambda done, total, clip: self.rate.setText(
+            f"extracting {os.path.basename(clip)}: frame {done}/{total}"))
+        job.finished.connect(lambda summary, error: self._extracted(field, out_dir, summary, error))
+        self.rate.setText(f"extracting faces from {len(clips)} clip(s) into {out_dir}…")
+        job.start()
+        return job
+
+    def _extracted(self, field: QtWidgets.QLineEdit, out_dir: str, summary: dict | None, error: str) -> None:
+        self.extraction = None
+        if error:
+            self.rate.setText(f"extraction failed: {error}")
+            self.status_message.emit(f"faceset extraction failed: {error}")
+            return
+        if out_dir not in facesets(field.text()):
+            field.setText(os.pathsep.join(facesets(field.text()) + [out_dir]))
+        missing = summary.get("missing") or []
+        self.rate.setText(f"extracted {summary['items']} faces into {out_dir}"
+                          + (f"; the coverage lacks: {', '.join(map(str, missing))}" if missing else ""))
+        self.status_message.emit(f"faceset {out_dir}: {summary['items']} faces")
 
     def update_preview(self) -> None:
         """Show the trainer's latest preview grid, if it has one."""

@@ -52,6 +52,16 @@ class ViewerState:
         return {"inputs": dict(self.inputs), "a": self.a, "b": self.b, "mode": self.mode, "wipe": self.wipe}
 
 
+@dataclasses.dataclass(frozen=True)
+class LaneError:
+    """Why a viewer lane has no picture: the request that failed (None when its hash failed), the message
+    and the node that raised it ("" when unknown)."""
+
+    key: tuple | None
+    message: str
+    node: str
+
+
 class ViewerCanvas(QtWidgets.QWidget):
     """Draws the A and B frames in image space with zoom and pan, the wipe line, overlays and the brush.
 
@@ -77,7 +87,8 @@ class ViewerCanvas(QtWidgets.QWidget):
         self.show_matte = True
         # the strokes of the node being painted at a frame (drawn where they lie), or None
         self.strokes_at: Callable[[int], list[dict]] | None = None
-        self.message = ""
+        self.message = ""  # an error: drawn instead of any picture
+        self.notice = ""  # a passing remark over the picture (a refused knob value)
         self.stale = False
         self.paint_enabled = False
         self.brush = BrushSettings()
@@ -210,6 +221,8 @@ class ViewerCanvas(QtWidgets.QWidget):
         if shown:
             self._draw_overlays(p)
         self._draw_hud(p)
+        if self.message:
+            self._draw_error(p)
         p.end()
         if shown:
             self.painted.emit()
@@ -271,13 +284,28 @@ class ViewerCanvas(QtWidgets.QWidget):
             p.setBrush(QtCore.Qt.BrushStyle.NoBrush)
             p.drawEllipse(self._cursor, radius, radius)
             p.drawEllipse(self._cursor, radius * self.brush.hardness, radius * self.brush.hardness)
-        if self.message:
-            p.setPen(QtGui.QColor(255, 110, 90))
-            p.drawText(QtCore.QRectF(10, 10, self.width() - 20, 60),
-                       int(QtCore.Qt.TextFlag.TextWordWrap), self.message)
-        elif self.stale:
+        if self.notice:
+            p.setPen(QtGui.QColor(255, 150, 110))
+            p.drawText(QtCore.QRectF(10, 10, self.width() - 20, 60), int(QtCore.Qt.TextFlag.TextWordWrap),
+                       self.notice)
+        if self.stale and not self.message:
             p.setPen(QtGui.QColor(240, 200, 80))
             p.drawText(QtCore.QPointF(10, self.height() - 10), "computing…")
+
+    def _draw_error(self, p: QtGui.QPainter) -> None:
+        """The error in place of the picture, as Nuke's viewer shows it: nothing of a stale frame remains."""
+        box = QtCore.QRectF(self.rect()).adjusted(40, 40, -40, -40)
+        font = QtGui.QFont(p.font())
+        font.setPointSizeF(max(11.0, font.pointSizeF() * 1.3))
+        p.setFont(font)
+        flags = int(QtCore.Qt.AlignmentFlag.AlignCenter | QtCore.Qt.TextFlag.TextWordWrap)
+        text = "ERROR\n\n" + self.message
+        bounds = p.boundingRect(box, flags, text).adjusted(-16, -12, 16, 12)
+        p.setPen(QtGui.QPen(QtGui.QColor(200, 50, 40), 2))
+        p.setBrush(QtGui.QColor(40, 12, 10, 235))
+        p.drawRect(bounds)
+        p.setPen(QtGui.QColor(255, 120, 100))
+        p.drawText(box, flags, text)
 
     # -- interaction ----------------------------------------------------------------------------------
     def _frame_pixel(self, widget_pos: QtCore.QPointF) -> tuple[float, float]:
@@ -368,6 +396,7 @@ class ViewerPanel(QtWidgets.QWidget):
     status_message = QtCore.Signal(str)
     frame_shown = QtCore.Signal()
     frame_changed = QtCore.Signal(int)
+    errors_changed = QtCore.Signal(dict)  # node name -> message, for the nodes the shown frames fail in
 
     def __init__(self, graph: Graph, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -391,7 +420,11 @@ class ViewerPanel(QtWidgets.QWidget):
         self.paint_target: Node | None = None
         self._wanted: dict[str, tuple | None] = {"A": None, "B": None}
         self._frames: dict[str, DisplayFrame | None] = {"A": None, "B": None}
-        self._errors: dict[str, str] = {}
+        self._errors: dict[str, LaneError] = {}
+        self._published_errors: dict[str, str] = {}
+        self._notice_timer = QtCore.QTimer(self)
+        self._notice_timer.setSingleShot(True)
+        self._notice_timer.timeout.connect(lambda: self.show_notice(""))
         self._playing = 0
         self._play_times: list[float] = []
         self._refresh_pending = False
@@ -557,6 +590,8 @@ class ViewerPanel(QtWidgets.QWidget):
         shortcut("O", self.timeline.toggle_out)
         shortcut("Home", lambda: self.timeline._jump("first"))
         shortcut("End", lambda: self.timeline._jump("last"))
+        for slot in range(1, 10):  # as over Nuke's viewer: show what viewer input N holds
+            shortcut(str(slot), lambda slot=slot: self.show_slot(slot))
 
     def _fill_views(self) -> None:
         current = self.view_combo.currentText() or colour.DEFAULT_VIEW
@@ -583,6 +618,7 @@ class ViewerPanel(QtWidgets.QWidget):
         self.canvas.mode, self.canvas.wipe = self.state.mode, self.state.wipe
         self.canvas._fitted_once = False
         self._frames = {"A": None, "B": None}
+        self._errors.clear()
         self.canvas.set_frames(None, None)
         timeline = graph.ui.get("timeline") or {}
         self.timeline.set_range(graph.settings["first"], graph.settings["last"])
@@ -647,6 +683,16 @@ class ViewerPanel(QtWidgets.QWidget):
         self._sync_controls()
         self.refresh()
 
+    def view_result(self, node: Node) -> str:
+        """Show a rendered node in a free viewer input (or the one already holding it), leaving the A/B
+        set-up's inputs alone. Returns the slot."""
+        slots = [str(n) for n in range(1, 10)]
+        slot = next((k for k in slots if self.state.inputs.get(k) == node.uuid), None) or next(
+            (k for k in slots if k not in self.state.inputs and k not in (self.state.a, self.state.b)), "9")
+        self.state.inputs[slot] = node.uuid
+        self.show_slot(slot)
+        return slot
+
     def set_ab(self, a: int | str, b: int | str) -> None:
         self.state.a, self.state.b = str(a), str(b)
         self._store_state()
@@ -674,6 +720,21 @@ class ViewerPanel(QtWidgets.QWidget):
         if mode not in MODES:
             raise ValueError(f"viewer mode {mode!r} is not one of {MODES}")
         self.state.mode = self.canvas.mode = mode
+        self._store_state()
+        self._sync_controls()
+        self.refresh()
+
+    def show_slot(self, slot: int | str) -> None:
+        """Show viewer input ``slot``: it becomes A (B in mode B); a comparison keeps comparing."""
+        slot = str(slot)
+        if self.node_in_slot(slot) is None:
+            self.status_message.emit(f"viewer input {slot} is empty: select a node and press {slot} over the "
+                                     f"node graph")
+            return
+        if self.state.mode == "b":
+            self.state.b = slot
+        else:
+            self.state.a = slot
         self._store_state()
         self._sync_controls()
         self.refresh()
@@ -736,17 +797,23 @@ class ViewerPanel(QtWidgets.QWidget):
             if node is None:
                 self._wanted[lane] = None
                 self._frames[lane] = None
+                self._errors.pop(lane, None)
                 self.evaluator.cancel(lane)
                 continue
             try:
-                self._wanted[lane] = self.evaluator.key_for(node, frame, proxy, settings)
-                ready = self.evaluator.request(lane, node, frame, proxy, settings)
+                key = self.evaluator.key_for(node, frame, proxy, settings)
             except DoublureError as exc:
                 self._wanted[lane] = None
                 self._frames[lane] = None
-                self._errors[lane] = str(exc)
+                self._errors[lane] = LaneError(None, str(exc), exc.node or "")
+                self.evaluator.cancel(lane)
                 continue
+            self._wanted[lane] = key
+            failed = self._errors.get(lane)
+            if failed is not None and failed.key == key:
+                continue  # this very request failed: keep showing why instead of computing it again
             self._errors.pop(lane, None)
+            ready = self.evaluator.request(lane, node, frame, proxy, settings)
             if ready is not None:
                 self._frames[lane] = ready
         self._show()
@@ -754,13 +821,37 @@ class ViewerPanel(QtWidgets.QWidget):
     def _show(self) -> None:
         self.canvas.stale = any(self._wanted[lane] is not None and (self._frames[lane] is None or
                                 self._frames[lane].key != self._wanted[lane]) for lane in ("A", "B"))
-        self.canvas.message = "\n".join(f"{lane}: {msg}" for lane, msg in sorted(self._errors.items()))
+        messages = {error.message for error in self._errors.values()}
+        self.canvas.message = "\n".join(
+            (f"{lane}: " if len(messages) > 1 else "") + error.message
+            for lane, error in sorted(self._errors.items()) if len(messages) > 1 or lane == min(self._errors))
+        self._publish_errors()
         self.canvas.mode = self.state.mode
         self.canvas.wipe = self.state.wipe
         a, b = self._frames["A"], self._frames["B"]
         if self.state.mode == "b":
             a, b = None, b
+        if self._errors:
+            # A comparison with a frame the graph cannot make would show the other side as if it were both.
+            a = b = None
         self.canvas.set_frames(a, b)
+
+    def errors(self) -> dict[str, str]:
+        """Node name -> message for the nodes the frames on screen fail in ("" for an unknown node)."""
+        return {error.node: error.message for error in self._errors.values()}
+
+    def _publish_errors(self) -> None:
+        errors = self.errors()
+        if errors != self._published_errors:
+            self._published_errors = errors
+            self.errors_changed.emit(errors)
+
+    def show_notice(self, text: str, seconds: float = 6.0) -> None:
+        """A passing remark over the picture (a refused knob value), gone after ``seconds``."""
+        self.canvas.notice = text
+        if text:
+            self._notice_timer.start(int(seconds * 1000))
+        self.canvas.update()
 
     def is_current(self) -> bool:
         """Every frame the mode needs is on screen for the current frame, graph and settings."""
@@ -775,11 +866,12 @@ class ViewerPanel(QtWidgets.QWidget):
             if self._playing:
                 self._prefetch()
 
-    def _on_frame_failed(self, lane: str, frame: int, message: str) -> None:
-        if lane in self._wanted and frame == self.graph.current_frame:
-            self._errors[lane] = message
+    def _on_frame_failed(self, lane: str, key: tuple, message: str, node: str) -> None:
+        if lane in self._wanted and key == self._wanted[lane]:
+            self._errors[lane] = LaneError(key, message, node)
+            self._frames[lane] = None
             self._show()
-            self.status_message.emit(f"viewer {lane}: {message}")
+            self.status_message.emit(message)
 
     def _on_painted(self) -> None:
         if self.is_current():

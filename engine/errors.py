@@ -2,7 +2,19 @@
 
 
 class DoublureError(Exception):
-    """A user-facing error: the message names the file, node, knob or frame involved."""
+    """A user-facing error: the message names the file, node, knob or frame involved.
+
+    ``node`` is the name of the node whose hash or compute raised it (set by the graph, innermost node
+    first), so a viewer can draw that node in error; None when no node raised it.
+    """
+
+    node: str | None = None
+
+
+def blame(exc: DoublureError, node_name: str) -> None:
+    """Record ``node_name`` as the node an error came from, unless a node further up already is."""
+    if exc.node is None:
+        exc.node = node_name
 
 
 class KnobError(DoublureError, ValueError):

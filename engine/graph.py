@@ -15,7 +15,7 @@ from .cache import FrameCache
 from .commands import Command, FunctionCommand, UndoStack
 from .context import CancelToken, EvalContext
 from .device import default_device
-from .errors import ConnectionRefused, Deferred, DoublureError, KnobError
+from .errors import ConnectionRefused, Deferred, DoublureError, KnobError, blame
 from .hashing import Hasher
 from .image import Image
 from .node import Inputs, Node, node_type
@@ -422,8 +422,10 @@ class Graph:
         while (index := node.pass_through(ctx)) is not None:
             src = node.input_nodes[index]
             if src is None:
-                raise DoublureError(f"{node.name}: passes input {node.inputs[index].name!r} through at frame "
+                exc = DoublureError(f"{node.name}: passes input {node.inputs[index].name!r} through at frame "
                                     f"{ctx.frame} but nothing is connected to it")
+                blame(exc, node.name)
+                raise exc
             node = src
         return node
 
@@ -463,7 +465,11 @@ class Graph:
         nesting.hash_depth += 1
         try:
             h = Hasher()
-            node.hash(ctx, h)
+            try:
+                node.hash(ctx, h)
+            except DoublureError as exc:
+                blame(exc, node.name)
+                raise
         finally:
             nesting.hash_depth -= 1
         digest = memo[key] = h.hexdigest()
@@ -524,7 +530,6 @@ class Graph:
 
     def _compute(self, node: Node, ctx: EvalContext) -> Image:
         ctx.check_cancelled()
-        node.validate_inputs()
         stack = getattr(self._timing_stack, "children", None)
         if stack is None:
             stack = self._timing_stack.children = []
@@ -533,7 +538,11 @@ class Graph:
         nesting.eval_depth += 1
         start = time.perf_counter()
         try:
+            node.validate_inputs()
             image = node.compute(ctx, Inputs(self, node, ctx))
+        except DoublureError as exc:
+            blame(exc, node.name)
+            raise
         finally:
             nesting.eval_depth -= 1
             elapsed = time.perf_counter() - start

@@ -6,12 +6,18 @@ timestamps come from one pass over the container's packets at open (demuxing onl
 1 ms per 100 frames), so frame n is the n-th presentation timestamp whatever the GOP structure, B-frames
 or frame-rate variations are. Reading frame n+1 after frame n continues decoding without a seek.
 
+The reader keeps the code values of the frames it decoded last (``RECENT_FRAMES_BYTES`` of them): a node
+reading a window of frames around the current one (SwapModel's temporal work reads +-10) and then the next
+frame's window decodes each frame once in one forward pass, instead of seeking back to the keyframe and
+decoding forward again for every frame before the last one read.
+
 Pixels cross this module as numpy float32 (H, W, 3) in [0, 1], display-encoded (the file's own transfer
 curve); colour management is the caller's (``colour.convert``).
 """
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import json
 import os
@@ -40,6 +46,10 @@ METADATA_TAG = "comment"  # container tag holding the doublure/ metadata as JSON
 
 def is_video(path: str | os.PathLike) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in VIDEO_EXTENSIONS
+
+
+# Budget of decoded frames kept per reader: about 32 frames of 1080p 8-bit video.
+RECENT_FRAMES_BYTES = int(os.environ.get("DOUBLURE_VIDEO_RECENT_MB", 200)) * 2**20
 
 
 class VideoReader:
@@ -79,6 +89,9 @@ class VideoReader:
         self._decoded = None        # the decode iterator of the current position
         self._next_index = None     # the frame index the iterator yields next
         self.seeks = 0              # how many reads needed a seek (sequential reads need none)
+        self.decodes = 0            # how many frames were converted from the decoder (recent ones are kept)
+        self._recent: collections.OrderedDict[int, tuple[np.ndarray, np.float32]] = collections.OrderedDict()
+        self._recent_bytes = 0
 
     def _index_packets(self) -> tuple[list[int], list[int]]:
         pts, keys = [], []
@@ -98,6 +111,8 @@ class VideoReader:
     def close(self) -> None:
         with self._lock:
             self._decoded = None
+            self._recent.clear()
+            self._recent_bytes = 0
             self._container.close()
 
     def __enter__(self) -> "VideoReader":
@@ -122,7 +137,8 @@ class VideoReader:
         """Frame ``index`` (0-based) as decoded RGB code values: (H, W, 3) uint8 (or uint16 for deeper
         video) and the float32 factor that takes them to [0, 1] (what :meth:`read` applies).
 
-        Lets a caller convert to float in the layout it needs with one full-frame pass. Raises as ``read``.
+        Lets a caller convert to float in the layout it needs with one full-frame pass. The array is the
+        reader's kept copy of a recent frame: read it, never write into it. Raises as ``read``.
         """
         if not 0 <= index < self.frame_count:
             raise MediaError(f"frame {index} is out of range for {self.path} (frames 0-{self.frame_count - 1})")
@@ -130,8 +146,22 @@ class VideoReader:
             raise MediaError(f"truncated video {self.path}: frame {index} is missing "
                              f"(the file holds {len(self._pts)} of its {self.frame_count} frames)")
         with self._lock:
+            hit = self._recent.get(index)
+            if hit is not None:
+                self._recent.move_to_end(index)
+                return hit
             frame = self._decode(index)
-            return self._to_codes(frame)
+            codes = self._to_codes(frame)
+            self.decodes += 1
+            self._remember(index, codes)
+            return codes
+
+    def _remember(self, index: int, codes: tuple[np.ndarray, np.float32]) -> None:
+        self._recent[index] = codes
+        self._recent_bytes += codes[0].nbytes
+        while self._recent_bytes > RECENT_FRAMES_BYTES and len(self._recent) > 1:
+            _, (old, _) = self._recent.popitem(last=False)
+            self._recent_bytes -= old.nbytes
 
     def _decode(self, index: int) -> av.VideoFrame:
         target = self._pts[index]

@@ -71,6 +71,20 @@ class Write(Node):
             raise DoublureError(f"{self.name}: cannot tell the file type of {path!r}; set file_type")
         return found
 
+    def knobs_shown(self, frame: int | None = None) -> set[str] | None:
+        """The knobs that matter for the file type written (the properties panel hides the others); None
+        when the type cannot be told yet (all shown)."""
+        try:
+            kind = self.resolved_file_type(frame)
+        except DoublureError:
+            return None
+        hidden = {"codec", "crf", "preset"} if kind in IMAGE_TYPES else {"datatype", "compression", "skip_existing"}
+        if kind != "exr":
+            hidden.add("compression")
+        if kind in VIDEO_TYPES and self.value("codec", frame) != "h264":
+            hidden |= {"crf", "preset"}
+        return set(self.knobs) - hidden
+
     def output_colorspace(self, frame: int | None = None) -> str:
         chosen = self.value("colorspace", frame)
         return DEFAULT_COLORSPACE[self.resolved_file_type(frame)] if chosen == "default" else chosen

@@ -157,6 +157,9 @@ def test_double_click_opens_knobs_and_number_keys_set_viewer_inputs(qtbot, windo
     assert window.properties.panels[0].node is gain
     gv.select([gain])
     viewer.setFocus()
+    # Keys go to the panel under the pointer: put it over the node graph.
+    over_graph = viewer.mapToGlobal(viewer.rect().center())
+    window.key_router.pointer = lambda: over_graph
     qtbot.keyClick(viewer, QtCore.Qt.Key.Key_2)
     assert window.viewer.node_in_slot("2") is gain
     assert window.graph.ui["viewer"]["inputs"]["2"] == gain.uuid

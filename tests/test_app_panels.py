@@ -41,7 +41,8 @@ def test_render_panel_renders_real_footage_in_the_background(qtbot, window, tmp_
         assert read_image(str(tmp_path / "out" / f"plate.{frame:04d}.png")).pixels.shape[:2] == (256, 256)
     assert len(ticks) > 3  # the event loop kept running while frames rendered
     qtbot.mouseClick(panel.view_button, QtCore.Qt.MouseButton.LeftButton)
-    assert window.viewer.node_in_slot("1") is write
+    # Shown as A from a free viewer input: the inputs of an A/B set-up stay as they were.
+    assert window.viewer.node_in_slot(window.viewer.state.a) is write
 
     # Cancel: a long range stops early and says so.
     panel.frames.setText("10-100")

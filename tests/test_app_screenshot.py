@@ -30,14 +30,14 @@ def shot_project(tmp_path: Path) -> Path:
     return Path(graph.project_path)
 
 
-def start_xvfb() -> tuple[subprocess.Popen | None, dict]:
+def start_xvfb(size: str = "1600x1000x24") -> tuple[subprocess.Popen | None, dict]:
     env = dict(os.environ)
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         env["QT_QPA_PLATFORM"] = "offscreen"
         return None, env
     display = f":{90 + os.getpid() % 500}"
-    proc = subprocess.Popen([xvfb, display, "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+    proc = subprocess.Popen([xvfb, display, "-screen", "0", size, "-nolisten", "tcp"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lock = Path(f"/tmp/.X{display[1:]}-lock")
     deadline = time.time() + 20

@@ -137,6 +137,8 @@ def window(qtbot, tmp_path, monkeypatch):
     settings = QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat)
     graph = Graph(first=1, last=5)
     w = MainWindow(graph, settings=settings, autosave_s=3600)
+    # The pointer starts off the window, so keys follow the focus; a test routing by pointer moves it.
+    w.key_router.pointer = lambda: QtCore.QPoint(-10000, -10000)
     w.show()
     yield w
     w.graph.undo_stack.set_clean()  # closing asks about unsaved changes otherwise

@@ -14,8 +14,14 @@ def test_demo_project_is_the_graph_the_builder_makes():
     shipped = engine.load(str(DEMO_PROJECT))
     built = build_demo_graph()
     assert [(n.type_name, n.name) for n in shipped.nodes] == [(n.type_name, n.name) for n in built.nodes]
-    assert [n.type_name for n in shipped.nodes] == ["Read", "FaceDetect", "SwapModel", "ColorMatch",
-                                                    "ShadowMatch", "EyeFix", "Grain", "Write", "Write"]
+    # The plate reaches each finishing node's side (reference) input through a column of Dots (issue 23).
+    assert [n.type_name for n in shipped.nodes] == ["Read", "FaceDetect", "SwapModel", "Dot", "ColorMatch", "Dot",
+                                                    "ShadowMatch", "Dot", "EyeFix", "Dot", "Grain", "Write", "Write"]
+    for name in ("ColorMatch1", "ShadowMatch1", "EyeFix1", "Grain1"):
+        plate = shipped[name].input_nodes[1]
+        while plate.type_name == "Dot":
+            plate = plate.input_nodes[0]
+        assert plate is shipped["Read1"], name
     assert shipped["SwapModel1"].path("model") == built["SwapModel1"].path("model")
 
 

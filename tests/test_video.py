@@ -195,3 +195,19 @@ def test_join_videos_decodes_to_the_parts_frames_bit_for_bit(tmp_path):
     assert not (tmp_path / "bad.mp4").exists()
     with pytest.raises(MediaError, match="no parts"):
         video.join_videos([], str(tmp_path / "none.mp4"))
+
+
+def test_windows_of_frames_around_each_frame_decode_every_frame_once():
+    """SwapModel's temporal work reads +-10 frames around each frame it makes: with the reader's recent
+    frames kept, stepping through the shot decodes each frame once and seeks only at the start."""
+    with video.VideoReader(MULTI_GOP) as reader:
+        expected = {}
+        for centre in range(40, 50):
+            for index in list(range(centre - 10, centre + 11)) + [centre]:
+                expected.setdefault(index, reader.read(index))
+                np.testing.assert_array_equal(reader.read(index), expected[index], err_msg=f"frame {index}")
+        assert reader.decodes == len(expected) == 30
+        assert reader.seeks <= 1
+    with video.VideoReader(MULTI_GOP) as fresh:  # what was kept is what a fresh decode gives
+        for index in (30, 45, 59):
+            np.testing.assert_array_equal(fresh.read(index), expected[index])
