@@ -146,6 +146,10 @@ def test_paint_stroke_changes_the_mask(qtbot, window):
     strokes = mask.value("strokes")
     assert len(strokes) == 1 and strokes[0]["track_id"] == 0 and len(strokes[0]["points"]) > 3
     wait_current(qtbot, viewer)
+    red, green, blue = shown_pixel(viewer)
+    assert red == 255 and green < 255 and blue < 255     # while painting, the stroke is drawn over the mask
+    window.graph_view.select([])                         # the node deselected: the mask alone
+    viewer.canvas.repaint()
     assert shown_pixel(viewer) == (255, 255, 255)
     assert shown_pixel(viewer, 0.1, 0.1) == (0, 0, 0)
     window.graph_undo()  # one stroke, one undo step
