@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import fields
 from doublure.engine import knobs as K
 from doublure.engine.hashing import file_identity
 from doublure.faces.detect import working_to_srgb8
@@ -50,6 +51,20 @@ def strokes_key(strokes: list[dict]) -> str:
     return Hasher().update("Occlusion.strokes/1").update(strokes).hexdigest()
 
 
+
+def check_matte_record(matte: object) -> None:
+    """The ``matte`` knob's shape (what Train matte stores): the matte file, the keys that tell a stale matte
+    and the training frames; a project file holds it, so it is checked like every other field read."""
+    matte = fields.mapping(matte, "matte")
+    path = fields.text(matte.get("file"), "matte: file")
+    if not path:
+        raise fields.FieldError("matte: file is empty")
+    for key in ("strokes_key", "plate_key"):
+        fields.text(matte.get(key), f"matte: {key}")
+    fields.sequence(matte.get("frames"), "matte: frames")
+    for i, frame in enumerate(matte["frames"]):
+        fields.integer(frame, f"matte: frames[{i}]")
+
 @register_node
 class Occlusion(Node):
     """Find what stands in front of each face (painted and learned, hands, a turned head's far side)."""
@@ -73,7 +88,7 @@ class Occlusion(Node):
               tooltip="Optimisation steps of Train matte (about 0.1 s each on a CPU core)."),
         K.Enum("output", OUTPUTS, default="plate",
                tooltip="plate: the input with each face's occlusion attached; matte: the occlusion as an image."),
-        K.Data("matte", default=None),
+        K.Data("matte", default=None, check=check_matte_record),
     )
 
     def __init__(self, *args, **kwargs) -> None:

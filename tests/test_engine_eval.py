@@ -37,7 +37,8 @@ def nudged(spec, value):
         return value + [{"track_id": 0, "points": [[0.5, 0.5]], "radius": 0.05}]
     if isinstance(spec, Data):  # the first value the knob's check accepts (a stored analysis has a shape)
         for candidate in ({"nudged": 1}, {"schema": "nudged/1"},
-                          {"file": "nudged.npz", "key": "nudged", "first": 1, "last": 2}):
+                          {"file": "nudged.npz", "key": "nudged", "first": 1, "last": 2},
+                          {"file": "nudged.safetensors", "strokes_key": "n", "plate_key": "n", "frames": [1]}):
             try:
                 return spec.validate(candidate)
             except ValueError:
