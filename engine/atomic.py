@@ -4,6 +4,10 @@ The temporary is ``.<target name>.<8 random characters>.tmp<suffix>`` in the tar
 holds an exclusive ``flock`` on it until the rename. A writer that is killed (SIGKILL, a lost farm node)
 leaves its temporary behind but loses the lock with the process, which is how ``remove_stale_temps`` tells
 an abandoned temporary from one that a live process is still writing.
+
+What is renamed into place is readable by the studio: the temporary gets the mode a plain ``open`` would
+give a new file (0666 less the umask: 0644 under umask 022), not mkstemp's private 0600. A target that is a
+symbolic link is written through: the file it points at is replaced and the link stays.
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     ``suffix`` keeps the extension writers use to pick a format (``.exr``); on error the temporary file
     is removed and ``path`` is untouched.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(os.fspath(path))
+    folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     if suffix is None:
         suffix = os.path.splitext(path)[1]
@@ -47,6 +51,7 @@ def _locked_temp(folder: str, prefix: str, suffix: str) -> tuple[int, str]:
     path again). A sweep may unlink the file between its creation and the lock; then it is made again."""
     while True:
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+        os.fchmod(fd, 0o666 & ~current_umask())
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             if os.path.samestat(os.fstat(fd), os.stat(tmp)):
@@ -54,6 +59,21 @@ def _locked_temp(folder: str, prefix: str, suffix: str) -> tuple[int, str]:
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only be read by setting it, which
+    would let another thread create a file under the wrong mask meanwhile)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc (macOS): the classic read-and-restore
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temps(paths: Iterable[str | os.PathLike]) -> list[str]:
@@ -67,7 +87,7 @@ def remove_stale_temps(paths: Iterable[str | os.PathLike]) -> list[str]:
     """
     targets: dict[str, set[str]] = {}
     for path in paths:
-        folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+        folder, name = os.path.split(os.path.realpath(os.fspath(path)))
         targets.setdefault(folder, set()).add(name)
     removed = []
     for folder, names in targets.items():

@@ -4,13 +4,14 @@ from __future__ import annotations
 import functools
 import os
 from fractions import Fraction
-from typing import Callable
 
 import numpy as np
 import torch
 
 from doublure.engine import Node, Port, colour, imageio, knobs as K, register_node, video
 from doublure.engine.errors import DoublureError, MediaError
+from doublure.engine.hashing import Hasher
+from doublure.engine.render import FrameJob
 
 IMAGE_TYPES = ("exr", "dpx", "tiff", "png", "jpeg")
 VIDEO_TYPES = ("mov", "mp4")
@@ -44,8 +45,12 @@ class Write(Node):
                tooltip="H.264 encoding speed: faster presets take less CPU for a somewhat larger file at the "
                        "same crf; veryfast suits previews"),
         K.Bool("skip_existing", True, tooltip="On a resumed render, keep image files that are already "
-               "complete (they open and decode)."),
+               "complete (they open and decode) and were rendered from this same graph (the graph's hash in "
+               "their header); a frame of another version is rendered again."),
     )
+    # What a frame's pixels in the file depend on besides the input: its hash goes into every header.
+    FILE_KNOBS = ("file_type", "colorspace", "datatype", "compression", "codec", "crf", "preset")
+    GRAPH_HASH_KEY = "doublure/graph_hash"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -79,6 +84,23 @@ class Write(Node):
         return (f"{imageio.frame_path(target, frames[0])} .. {imageio.frame_path(target, frames[-1])} "
                 f"({kind}, {self._datatype(kind)}, {self.output_colorspace()})")
 
+    def frame_hash(self, ctx) -> str:
+        """The hash of what this Write puts in the file at ``ctx``: its input's hash (the whole graph above it),
+        the working space, the proxy scale and the knobs that change the file's pixels. Stored in each frame's
+        header (``doublure/graph_hash``), so a resumed render keeps only frames of this same graph."""
+        h = Hasher().update("Write.frame_hash/1").update(self.input_hash(0, ctx))
+        h.update(ctx.working_space).update(ctx.proxy)
+        for name in self.FILE_KNOBS:
+            h.update(name).update(self.knobs[name].spec.to_json(self.knobs[name].value_at(ctx.frame)))
+        return h.hexdigest()
+
+    def movie_hash(self, ctx_template, frames: list[int]) -> str:
+        """One hash for a movie (or a farm's movie part) over ``frames``: every frame's :meth:`frame_hash`."""
+        h = Hasher().update("Write.movie_hash/1")
+        for frame in frames:
+            h.update(frame).update(self.frame_hash(ctx_template.at(frame)))
+        return h.hexdigest()
+
     def _datatype(self, kind: str) -> str:
         chosen = self.value("datatype")
         return imageio.SUPPORTED_DATATYPES[kind][0] if chosen == "auto" else chosen
@@ -102,6 +124,7 @@ class Write(Node):
                                                    .limit_denominator(1001), crf=self.value("crf"),
                                                    preset=self.value("preset"),
                                                    metadata=self._metadata(ctx_template.frame, {}, frames))
+            self._video_writer.metadata[self.GRAPH_HASH_KEY] = self.movie_hash(ctx_template, frames)
             return
         if ext != imageio.FILE_TYPES[kind] and not (kind == "tiff" and ext == ".tiff") and \
                 not (kind == "jpeg" and ext == ".jpeg"):
@@ -121,16 +144,21 @@ class Write(Node):
         job()
         return True
 
-    def stage(self, ctx) -> "Callable[[], None] | None":
+    def stage(self, ctx) -> "FrameJob | None":
         """Evaluate the input for one frame (on the calling thread) and return the rest of the frame's work:
         the conversion into the file's colour space and the encoded or atomically written file. ``engine.render``
         runs these jobs in frame order on its writer thread while the next frame computes. None when an
-        existing complete file is kept (``skip_existing``)."""
+        existing complete file of this same graph is kept (``skip_existing``); a complete file rendered from
+        another version of the graph is rendered again, its job marked ``outdated``."""
         kind = self.resolved_file_type(ctx.frame)
         path = imageio.frame_path(self.path("file", ctx.frame), ctx.frame) if kind in IMAGE_TYPES else None
-        if path is not None and self.value("skip_existing", ctx.frame) and os.path.exists(path) \
-                and imageio.is_complete_image(path):
-            return None
+        frame_hash = self.frame_hash(ctx)
+        outdated = False
+        if path is not None and self.value("skip_existing", ctx.frame) and os.path.exists(path):
+            existing = self._existing_frame_hash(path)
+            if existing == frame_hash:
+                return None
+            outdated = existing is not None
         image = self.graph.evaluate_node(self.input_nodes[0], ctx)
         ctx.check_cancelled()
         colorspace = self.output_colorspace(ctx.frame)
@@ -138,10 +166,23 @@ class Write(Node):
             writer = self._video_writer
             if writer is None:
                 raise DoublureError(f"{self.name}: execute called outside begin_render/end_render")
-            return functools.partial(self._encode_frame, writer, image, ctx.working_space, colorspace, ctx.frame)
-        return functools.partial(self._write_file, path, image, ctx.working_space, colorspace, kind,
-                                 self._datatype(kind), self.value("compression", ctx.frame),
-                                 self._metadata(ctx.frame, image.metadata), ctx.frame)
+            return FrameJob(functools.partial(self._encode_frame, writer, image, ctx.working_space, colorspace,
+                                              ctx.frame))
+        metadata = dict(self._metadata(ctx.frame, image.metadata), **{self.GRAPH_HASH_KEY: frame_hash})
+        return FrameJob(functools.partial(self._write_file, path, image, ctx.working_space, colorspace, kind,
+                                          self._datatype(kind), self.value("compression", ctx.frame), metadata,
+                                          ctx.frame), outdated=outdated)
+
+    def _existing_frame_hash(self, path: str) -> str | None:
+        """The graph hash in the header of a complete file at ``path``: "" for a complete file without one (a
+        file of another program, or of an older Doublure), None when the file does not decode (a partial
+        frame: rendered again, which is not a version change)."""
+        try:
+            header = imageio.read_image(path).metadata
+        except MediaError:
+            return None
+        value = header.get(self.GRAPH_HASH_KEY)
+        return value if isinstance(value, str) else ""
 
     @staticmethod
     def _file_planes(image, working_space: str, colorspace: str) -> tuple[torch.Tensor, int | None]:
@@ -172,7 +213,8 @@ class Write(Node):
         else:
             pixels = planes.permute(1, 2, 0).contiguous().cpu().numpy()
         if writer.frames_written == 0:  # container tags are written with the first frame
-            writer.metadata.update({k: v for k, v in image.metadata.items() if k.startswith("doublure/")})
+            writer.metadata.update({k: v for k, v in image.metadata.items() if k.startswith("doublure/")
+                                    and k != self.GRAPH_HASH_KEY})  # a read file's own hash is not ours
         try:
             writer.write(pixels)
         except MediaError as exc:
