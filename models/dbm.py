@@ -11,9 +11,14 @@ when (``consent_given_by``, ``consent_date``), the agreement reference (``agreem
 (``allowed_uses``, a list) and an ``expiry`` date (ISO ``YYYY-MM-DD``). A model whose record is missing
 or expired still loads, with a loud warning in the log and ``LoadedModel.rights_warning`` set for the UI.
 
-Writes are atomic: a folder is written beside the target under a temporary name and swapped in with two
-renames (a crash between them leaves ``<name>.old``, which :func:`resolve_model_path` falls back to); a
-zip is written to a temporary file and renamed over the target.
+Writes are atomic at every instant: a folder is written beside the target under a temporary name and
+exchanged with the old one in one step (``engine.atomic.atomic_folder``: where the file system cannot, a
+process killed between its renames leaves a complete folder that :func:`resolve_model_path` reads and the
+next save puts back); a zip is written to a temporary file and renamed over the target. What killed saves
+left (temporary folders and files) is removed, and logged, when the next save of the same model starts.
+
+Faceset paths in ``model.json`` are stored relative to the folder holding the model (the card names no
+folder of the machine that built it); :func:`read_meta` gives them back as stored.
 """
 from __future__ import annotations
 
@@ -26,7 +31,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from typing import Any
 
@@ -35,7 +39,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
-from doublure.engine.atomic import atomic_path
+from doublure.engine.atomic import atomic_folder, atomic_path, pause_for_test, recover_folder, \
+    remove_stale_temps, resolve_folder
 from doublure.engine.errors import DoublureError
 
 from .arch import IdentityModel, ModelConfig
@@ -116,26 +121,51 @@ def _write_bytes(path: str, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _replace_dir(tmp: str, path: str) -> None:
-    """Swap a fully written folder in for ``path``."""
-    old = path + ".old"
-    if os.path.isdir(old):
-        shutil.rmtree(old)
-    if os.path.lexists(path):
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if os.path.isdir(old):
-        shutil.rmtree(old, ignore_errors=True)
-    elif os.path.exists(old):
-        os.unlink(old)
-
-
 def resolve_model_path(path: str) -> str:
-    """``path``, or ``path + ".old"`` when a crash interrupted a folder swap between its two renames."""
-    if not os.path.exists(path) and os.path.isdir(path + ".old"):
-        log.warning("%s: using %s.old left by an interrupted save", path, path)
-        return path + ".old"
-    return path
+    """``path``, or the complete folder a save killed between its renames left (``atomic_folder``); also
+    ``path + ".old"``, what saves of Doublure before issue 26 left in that case."""
+    found = resolve_folder(path)
+    if found == path and not os.path.exists(path) and os.path.isdir(path + ".old"):
+        found = path + ".old"
+    if found != path:
+        log.warning("%s: using %s, left by an interrupted save", path, found)
+    return found
+
+
+def clean_leftovers(path: str) -> list[str]:
+    """Put back or remove what killed saves of the model at ``path`` left (a model folder under a side name,
+    temporary folders and files); each repair is logged. Called as a save or a training run starts."""
+    path = os.fspath(path)
+    legacy = path + ".old"   # what a save before issue 26 left when killed between its renames
+    done = []
+    if os.path.isdir(legacy):
+        if os.path.exists(path):
+            shutil.rmtree(legacy, ignore_errors=True)
+            done.append(f"removed {legacy}, left by an interrupted save")
+        else:
+            os.rename(legacy, path)
+            done.append(f"restored {path} from {legacy}, left by an interrupted save")
+        log.warning("%s", done[-1])
+    if os.path.isfile(path):   # a zip: its temporaries are files
+        for tmp in remove_stale_temps([path]):
+            done.append(f"removed {tmp}, left by a killed save")
+            log.warning("%s", done[-1])
+        return done
+    return done + recover_folder(path)
+
+
+def _relative_facesets(meta: dict[str, Any], model_path: str) -> dict[str, Any]:
+    """``meta`` with each faceset's absolute ``path`` made relative to the folder holding the model."""
+    base = os.path.dirname(os.path.abspath(model_path))
+    facesets = meta.get("facesets")
+    if not isinstance(facesets, dict):
+        return meta
+    relative = {}
+    for role, entries in facesets.items():
+        relative[role] = [dict(fs, path=os.path.relpath(fs["path"], base))
+                          if isinstance(fs, dict) and isinstance(fs.get("path"), str) and os.path.isabs(fs["path"])
+                          else fs for fs in entries] if isinstance(entries, list) else entries
+    return dict(meta, facesets=relative)
 
 
 # -------------------------------------------------------------------------------- tensors <-> files
@@ -194,7 +224,7 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
     if as_zip is None:
         as_zip = os.path.isfile(path)
     weights = state_to_bytes(model.state_dict())
-    full = dict(meta)
+    full = _relative_facesets(meta, path)
     full.update({"schema": MODEL_SCHEMA, "architecture": model.cfg.to_json(), "resolution": model.cfg.res,
                  "weights_sha256": _sha256(weights),
                  "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
@@ -205,19 +235,15 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
         train_state = dict(train_state or {}, optimizer=opt_meta, optimizer_sha256=_sha256(opt_bytes))
     if train_state is not None:
         files[TRAIN_STATE] = (json.dumps(train_state, indent=1) + "\n").encode()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    clean_leftovers(path)
     if as_zip:
         _write_zip(path, files)
     else:
-        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        try:
-            for name, data in files.items():
+        with atomic_folder(path) as tmp:
+            for index, (name, data) in enumerate(files.items()):
                 _write_bytes(os.path.join(tmp, name), data)
-            _replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+                if index == 0:
+                    pause_for_test("model-writing")
     return full
 
 
