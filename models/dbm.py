@@ -44,6 +44,7 @@ from doublure.engine.atomic import atomic_folder, atomic_path, pause_for_test, r
 from doublure.engine.errors import DoublureError
 
 from .arch import IdentityModel, ModelConfig
+from .card import check_card, check_weights
 
 log = logging.getLogger("doublure.models")
 
@@ -87,7 +88,7 @@ def _iso_date(field: str, value: str) -> datetime.date:
 
 def rights_problems(rights: dict[str, Any] | None, today: datetime.date | None = None) -> list[str]:
     """What is wrong with a rights record: missing fields, a past expiry. Empty when it is in order."""
-    if not rights:
+    if not isinstance(rights, dict) or not rights:
         return ["no rights record (whose face, who consented, agreement, allowed uses, expiry)"]
     problems = [f"rights record has no {name}" for name in RIGHTS_FIELDS if not rights.get(name)]
     expiry = rights.get("expiry")
@@ -95,7 +96,7 @@ def rights_problems(rights: dict[str, Any] | None, today: datetime.date | None =
         try:
             if datetime.date.fromisoformat(expiry) < (today or datetime.date.today()):
                 problems.append(f"rights expired on {expiry}")
-        except ValueError:
+        except (ValueError, TypeError):
             problems.append(f"rights expiry {expiry!r} is not a date")
     return problems
 
@@ -274,7 +275,8 @@ def _read_files(path: str, names: tuple[str, ...]) -> dict[str, bytes]:
 
 
 def read_meta(path: str) -> dict[str, Any]:
-    """``model.json`` of a model, checked for its schema and architecture (weights are not read)."""
+    """``model.json`` of a model, every field checked for its type and range (``models.card``; weights are not
+    read). Raises ModelFileError naming the file and the field."""
     raw = _read_files(path, (META,)).get(META)
     if raw is None:
         raise ModelFileError(f"model file {path} has no {META}")
@@ -286,9 +288,9 @@ def read_meta(path: str) -> dict[str, Any]:
         schema = meta.get("schema") if isinstance(meta, dict) else None
         raise ModelFileError(f"model file {path}: unknown schema {schema!r} (expected {MODEL_SCHEMA})")
     try:
-        ModelConfig.from_json(meta.get("architecture") or {})
-    except (DoublureError, TypeError) as exc:
-        raise ModelFileError(f"model file {path}: {exc}") from None
+        check_card(meta)
+    except ValueError as exc:
+        raise ModelFileError(f"model file {path}: {META} field {exc}") from None
     return meta
 
 
@@ -351,7 +353,9 @@ class LoadedModel:
 
 
 def load_weights(path: str) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Read and verify a model's weights (checksum against ``model.json``). Never unpickles.
+    """Read and verify a model's weights: the checksum against ``model.json``, then every tensor against the
+    architecture the card declares (names, shapes, finite values: ``models.card.check_weights``), so that a
+    network is only ever built from numbers its weights agree with. Never unpickles.
 
     Returns:
         (config, state dict on the CPU, model.json).
@@ -365,9 +369,14 @@ def load_weights(path: str) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[
         raise ModelFileError(f"model file {path}: {WEIGHTS} does not match its checksum (corrupt or replaced)")
     try:
         state = st_load_bytes(data)
-    except (SafetensorError, ValueError) as exc:
+    except (SafetensorError, ValueError, RuntimeError, OverflowError, TypeError) as exc:
         raise ModelFileError(f"model file {path}: {WEIGHTS} is corrupt ({exc})") from None
-    return ModelConfig.from_json(meta["architecture"]), state, meta
+    cfg = ModelConfig.from_json(meta["architecture"])
+    try:
+        check_weights(cfg, state)
+    except ValueError as exc:
+        raise ModelFileError(f"model file {path}: {WEIGHTS} {exc}") from None
+    return cfg, state, meta
 
 
 def load_model(path: str, device: torch.device | str = "cpu") -> LoadedModel:
@@ -404,12 +413,26 @@ def read_training_state(path: str) -> tuple[dict[str, Any], dict[str, Any] | Non
         state = json.loads(files[TRAIN_STATE])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"model file {path}: {TRAIN_STATE} is corrupt ({exc})") from None
+    if not isinstance(state, dict):
+        raise ModelFileError(f"model file {path}: {TRAIN_STATE} must hold an object")
+    for field, kinds in (("iteration", int), ("elapsed_s", (int, float)), ("seed", int)):
+        value = state.get(field)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) or value < 0
+                                  or value != value or value == float("inf")):
+            raise ModelFileError(f"model file {path}: {TRAIN_STATE} field {field} must be a number >= 0, "
+                                 f"got {value!r:.40}")
+    if not isinstance(state.get("iteration"), int):
+        raise ModelFileError(f"model file {path}: {TRAIN_STATE} has no iteration")
     opt = None
     if "optimizer" in state:
         data = files.get(OPTIMIZER)
         if data is None or _sha256(data) != state.get("optimizer_sha256"):
             raise ModelFileError(f"model file {path}: {OPTIMIZER} is missing or does not match its checksum")
-        opt = optimizer_from_files(data, state["optimizer"])
+        try:
+            opt = optimizer_from_files(data, state["optimizer"])
+        except (SafetensorError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+            raise ModelFileError(f"model file {path}: {TRAIN_STATE} field optimizer or {OPTIMIZER} is not an "
+                                 f"optimiser state ({type(exc).__name__}: {exc})") from None
     return state, opt
 
 
@@ -419,17 +442,18 @@ def model_card(path: str) -> str:
     """A human-readable summary of a model (``doublure info model.dbm``): architecture, training, facesets
     and the rights record, with a loud line when the rights are missing or expired."""
     meta = read_meta(path)
-    arch = meta["architecture"]
+    arch = ModelConfig.from_json(meta["architecture"])
     lines = [f"Identity model {meta.get('name') or os.path.basename(os.path.normpath(path))}",
              f"  file: {os.path.abspath(path)}",
              f"  digest: {model_digest(path)[:16]}",
-             f"  architecture: {arch['arch']} at {arch['res']} px, face type {meta.get('face_type', '?')}; "
-             f"encoder {arch['e_ch']}, decoder {arch['d_ch']}, mask {arch['d_mask_ch']}, code {arch['ae_dims']}, "
-             f"{arch.get('res_blocks', 1)} residual block(s) per upscale"]
+             f"  architecture: {arch.arch} at {arch.res} px, face type {meta.get('face_type') or '?'}; "
+             f"encoder {arch.e_ch}, decoder {arch.d_ch}, mask {arch.d_mask_ch}, code {arch.ae_dims}, "
+             f"{arch.res_blocks} residual block(s) per upscale"]
     tr = meta.get("training") or {}
     if tr:
-        lines.append(f"  training: {tr.get('iterations', 0)} iterations, batch {tr.get('batch', '?')}, "
-                     f"{tr.get('elapsed_s', 0) / 60:.1f} min on {tr.get('device', '?')} ({tr.get('precision', '?')})")
+        lines.append(f"  training: {tr.get('iterations') or 0} iterations, batch {tr.get('batch') or '?'}, "
+                     f"{(tr.get('elapsed_s') or 0) / 60:.1f} min on {tr.get('device') or '?'} "
+                     f"({tr.get('precision') or '?'})")
         loss = tr.get("loss") or {}
         if loss.get("last"):
             lines.append("  loss (mean of last iterations): " +
@@ -437,8 +461,9 @@ def model_card(path: str) -> str:
         if tr.get("from"):
             lines.append(f"  started from: {tr['from']}")
     for role, label in (("a", "plate actor (A)"), ("b", "target actor (B)"), ("pretrain", "pretraining")):
-        for fs in (meta.get("facesets") or {}).get(role, []):
-            lines.append(f"  faceset {label}: {fs.get('path')} ({fs.get('items')} faces, sha256 {fs.get('digest', '')[:12]})")
+        for fs in (meta.get("facesets") or {}).get(role) or []:
+            lines.append(f"  faceset {label}: {fs.get('path')} ({fs.get('items')} faces, sha256 "
+                         f"{(fs.get('digest') or '')[:12]})")
     rights = meta.get("rights") or {}
     lines.append("  rights:")
     for name in RIGHTS_FIELDS:

@@ -35,8 +35,8 @@ def facesets(media_dir, tmp_path_factory):
 
 def config(facesets, out, **kw):
     a, b = facesets
-    opts = dict(TINY, out=str(out), source=[a], target=[b], checkpoint_minutes=60.0, preview_every=0,
-                log_every=10, rights=RIGHTS)
+    opts = dict(TINY, out=str(out), source=[a], target=[b], checkpoint_minutes=60.0,
+                first_checkpoint_minutes=60.0, preview_every=0, log_every=10, rights=RIGHTS)
     opts.update(kw)
     return TrainConfig(**opts)
 
