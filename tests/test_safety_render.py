@@ -110,3 +110,15 @@ def test_an_atomic_write_through_a_symlink_replaces_the_file_it_points_at(tmp_pa
     assert link.is_symlink() and os.readlink(link) == str(target)
     assert target.read_text() == "new"
     assert sorted(os.listdir(tmp_path / "real")) == ["shot.txt"]
+
+
+def test_a_render_removes_and_reports_what_killed_renders_left(tmp_path, capsys):
+    g, project, out = reformat_shot(tmp_path)
+    os.makedirs(os.path.dirname(out))
+    # what a render killed while writing frame 2 leaves: its temporary, whose lock died with the process
+    leftover = os.path.join(os.path.dirname(out), ".comp.0002.exr.k1ll3d_9.tmp.exr")
+    with open(leftover, "wb") as f:
+        f.write(b"half a frame")
+    assert cli.main(["render", project, "-X", "Write1", "-F", "1-2"]) == 0
+    assert "removed 1 temporary file(s) that killed renders left" in capsys.readouterr().err
+    assert sorted(os.listdir(os.path.dirname(out))) == ["comp.0001.exr", "comp.0002.exr"]
