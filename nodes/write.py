@@ -51,6 +51,9 @@ class Write(Node):
     # What a frame's pixels in the file depend on besides the input: its hash goes into every header.
     FILE_KNOBS = ("file_type", "colorspace", "datatype", "compression", "codec", "crf", "preset")
     GRAPH_HASH_KEY = "doublure/graph_hash"
+    # A movie's hash is compared only for a farm's movie parts (a chunk of frames) before they are kept; a
+    # movie longer than this is never such a part, and hashing every frame would delay its first one.
+    MOVIE_HASH_MAX_FRAMES = 100_000
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -124,7 +127,8 @@ class Write(Node):
                                                    .limit_denominator(1001), crf=self.value("crf"),
                                                    preset=self.value("preset"),
                                                    metadata=self._metadata(ctx_template.frame, {}, frames))
-            self._video_writer.metadata[self.GRAPH_HASH_KEY] = self.movie_hash(ctx_template, frames)
+            if len(frames) <= self.MOVIE_HASH_MAX_FRAMES:
+                self._video_writer.metadata[self.GRAPH_HASH_KEY] = self.movie_hash(ctx_template, frames)
             return
         if ext != imageio.FILE_TYPES[kind] and not (kind == "tiff" and ext == ".tiff") and \
                 not (kind == "jpeg" and ext == ".jpeg"):
