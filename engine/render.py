@@ -274,9 +274,15 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
                     finish_oldest(record_errors_only=True)
             for writer in writers.values():
                 writer.shutdown(wait=True)
+            ending: list[DoublureError] = []   # every node ends (closes its files) before one error is raised
             for node in begun:
-                node.end_render(completed)
+                try:
+                    node.end_render(completed)
+                except DoublureError as exc:
+                    ending.append(exc)
             report.seconds = time.perf_counter() - start
+    if ending:
+        raise ending[0]
     if report.outdated:
         log.warning("%d existing frame(s) were rendered from another version of the graph and were rendered "
                     "again: %s", len(report.outdated), ", ".join(f"{n} {f}" for n, f in report.outdated[:10]))

@@ -58,6 +58,7 @@ class Write(Node):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._video_writer: video.VideoWriter | None = None
+        self._frame_hashes: dict[str, str] = {}   # the frame files this render wrote or kept, and their hashes
 
     def compute(self, ctx, inputs):
         """In the viewer a Write shows its input; the file's colour space is applied at execute time."""
@@ -110,6 +111,7 @@ class Write(Node):
 
     # -- rendering ------------------------------------------------------------------------------------
     def begin_render(self, ctx_template, frames: list[int]) -> None:
+        self._frame_hashes = {}
         path = self.path("file")
         if not path:
             raise DoublureError(f"{self.name}: the file knob is empty")
@@ -161,6 +163,7 @@ class Write(Node):
         if path is not None and self.value("skip_existing", ctx.frame) and os.path.exists(path):
             existing = self._existing_frame_hash(path)
             if existing == frame_hash:
+                self._frame_hashes[path] = frame_hash
                 return None
             outdated = existing is not None
         image = self.graph.evaluate_node(self.input_nodes[0], ctx)
@@ -238,10 +241,22 @@ class Write(Node):
                                 compression=compression, metadata=metadata)
         except MediaError as exc:
             raise MediaError(f"{self.name}: frame {frame}: {exc}") from None
+        self._frame_hashes[path] = metadata[self.GRAPH_HASH_KEY]
 
     def end_render(self, completed: bool = True) -> None:
+        """Close or drop the movie; after a completed image render, check that every frame file still holds this
+        graph's hash: a render of another version of the graph writing the same files at the same time would
+        otherwise leave a mixed sequence behind two renders that both succeeded."""
+        written, self._frame_hashes = self._frame_hashes, {}
         writer, self._video_writer = self._video_writer, None
         if writer is None:
+            overwritten = [path for path, frame_hash in written.items() if completed and
+                           (imageio.read_header(path) or {}).get(self.GRAPH_HASH_KEY) != frame_hash]
+            if overwritten:
+                raise DoublureError(
+                    f"{self.name}: {len(overwritten)} frame file(s) were replaced during this render by another "
+                    f"version of the graph rendering to the same files (a mixed sequence), e.g. {overwritten[0]}; "
+                    f"render again when the other render is done, or give each version its own file name")
             return
         if completed and writer.frames_written:
             writer.close()

@@ -6,8 +6,10 @@ import stat
 import pytest
 
 import doublure.nodes  # noqa: F401  (registers the node library)
+from doublure import engine
 from doublure.app import cli
 from doublure.engine import imageio
+from doublure.engine.errors import DoublureError
 from doublure.engine.atomic import atomic_path, current_umask, write_text_atomic
 from doublure.engine.project import save_graph
 from doublure.farm.render import is_complete_movie
@@ -122,3 +124,23 @@ def test_a_render_removes_and_reports_what_killed_renders_left(tmp_path, capsys)
     assert cli.main(["render", project, "-X", "Write1", "-F", "1-2"]) == 0
     assert "removed 1 temporary file(s) that killed renders left" in capsys.readouterr().err
     assert sorted(os.listdir(os.path.dirname(out))) == ["comp.0001.exr", "comp.0002.exr"]
+
+
+def test_a_render_whose_frames_another_version_replaced_meanwhile_fails(tmp_path):
+    """Two versions of a comp rendering to the same files at once: the one whose frames the other replaced
+    does not report success over a mixed sequence."""
+    g, project, out = reformat_shot(tmp_path)
+    other = engine.load(project)
+    other["Reformat1"]["scale"] = 1.0
+    raced = []
+
+    def other_render_writes_frame_1(done, total, frame):
+        if frame == 2 and not raced:
+            raced.append(other.render("Write1", frames="1"))
+
+    with pytest.raises(DoublureError, match=r"Write1: 1 frame file\(s\) were replaced during this render by another "
+                                            r"version of the graph .*comp.0001.exr"):
+        g.render("Write1", frames="1-3", progress=other_render_writes_frame_1)
+    assert raced[0].outdated == [("Write1", 1)]   # the other render said so too
+    report = g.render("Write1", frames="1-3")      # run again alone: frame 1 back to this version
+    assert report.written == [("Write1", 1)] and report.outdated == [("Write1", 1)]
