@@ -64,6 +64,12 @@ def cmd_render(args: argparse.Namespace) -> int:
             bar.close()
     for node, frame, why in report.failures:
         print(f"doublure: {node} frame {frame} failed: {why}", file=sys.stderr)
+    if report.stale_temps:
+        print(f"doublure: removed {len(report.stale_temps)} temporary file(s) that killed renders left",
+              file=sys.stderr)
+    if report.outdated:
+        print(f"doublure: {len(report.outdated)} existing frame(s) came from another version of the graph: "
+              f"rendered again", file=sys.stderr)
     print(f"rendered {len(report.written)} frame(s), skipped {len(report.skipped)} already complete, "
           f"{len(report.failures)} failed, in {report.seconds:.1f} s", file=sys.stderr)
     return 0 if report.ok else 1

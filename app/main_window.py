@@ -16,6 +16,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from doublure.engine import DoublureError, Graph, GraphEvent
 from doublure.engine.atomic import write_text_atomic
 from doublure.engine.project import dumps, graph_from_dict, graph_to_dict, load, save_graph
+from doublure.engine.project_guard import ProjectChangedError
 
 from .events import subscribe_on_ui_thread
 from .graph_view import GraphView
@@ -387,7 +388,17 @@ class MainWindow(QtWidgets.QMainWindow):
     def _save_to(self, path: str) -> bool:
         old_autosave = autosave_path_for(self.graph.project_path)
         try:
-            save_graph(self.graph, path)
+            try:
+                save_graph(self.graph, path)
+            except ProjectChangedError as exc:
+                overwrite = QtWidgets.QMessageBox.question(
+                    self, "Save project", f"{exc}\n\nOverwrite it with this version?",
+                    QtWidgets.QMessageBox.StandardButton.Yes | QtWidgets.QMessageBox.StandardButton.No,
+                    QtWidgets.QMessageBox.StandardButton.No)
+                if overwrite != QtWidgets.QMessageBox.StandardButton.Yes:
+                    self.show_message(f"Not saved: {path} changed on disk")
+                    return False
+                save_graph(self.graph, path, overwrite=True)
         except (OSError, DoublureError) as exc:
             QtWidgets.QMessageBox.warning(self, "Save project", f"{path}: {exc}")
             return False

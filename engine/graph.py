@@ -119,6 +119,7 @@ class Graph:
             self.settings[key] = value
         self.ui: dict[str, Any] = {}
         self.project_path: str | None = None
+        self.project_disk_state = None  # the project file as loaded or last saved (engine.project_guard)
         self.current_frame: int = self.settings["first"]
         self.cache = cache if cache is not None else FrameCache()
         self.undo_stack = UndoStack(on_change=lambda: self._notify(GraphEvent("history")))
@@ -558,10 +559,12 @@ class Graph:
         return image.to(ctx.device)
 
     # -- files and rendering ---------------------------------------------------------------------------
-    def save(self, path: str) -> None:
+    def save(self, path: str, overwrite: bool = False) -> None:
+        """Save the project (``engine.project.save_graph``); refuses a file changed on disk meanwhile unless
+        ``overwrite``."""
         from .project import save_graph
 
-        save_graph(self, path)
+        save_graph(self, path, overwrite)
 
     def render(self, writes: "Iterable[str | Node] | str | None" = None, frames: Any = None, **kwargs: Any) -> Any:
         from .render import render

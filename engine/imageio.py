@@ -107,6 +107,18 @@ def read_image(path: str | os.PathLike, frame: int | None = None) -> ImageFile:
     )
 
 
+def read_header(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The header metadata of an image file, pixels not read (as ``read_image`` gives it); None when the file
+    is missing or does not open."""
+    inp = oiio.ImageInput.open(os.fspath(path)) if os.path.exists(path) else None
+    if inp is None:
+        return None
+    try:
+        return _metadata_from_spec(inp.spec())
+    finally:
+        inp.close()
+
+
 def _to_display_window(pixels: np.ndarray, spec: oiio.ImageSpec) -> np.ndarray:
     """Place the data window's pixels in the display window (EXR files may differ; others never do)."""
     if (spec.x, spec.y, spec.width, spec.height) == (spec.full_x, spec.full_y, spec.full_width, spec.full_height):

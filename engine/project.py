@@ -15,6 +15,7 @@ from .errors import DoublureError, ProjectError
 from .graph import SETTINGS_DEFAULTS, Graph
 from .knobs import File
 from .node import node_type
+from .project_guard import check_unchanged, disk_state, folder_lock
 
 SCHEMA = "doublure.project"
 VERSION = 1
@@ -112,15 +113,24 @@ def dumps(data: dict) -> str:
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def save_graph(graph: Graph, path: str) -> None:
+def save_graph(graph: Graph, path: str, overwrite: bool = False) -> None:
     """Write the project atomically and make ``path`` the graph's project.
 
     File paths are stored relative to the new project's folder, and the graph's own values are rebased the
-    same way, so every path still names the same file after a Save As to another folder.
+    same way, so every path still names the same file after a Save As to another folder. A project file that
+    is a symbolic link is written through (the link stays).
+
+    Saving to the graph's own project file refuses, with ProjectChangedError, when that file changed on disk
+    since the graph loaded or last saved it (another process or user saved it meanwhile), unless
+    ``overwrite``: see ``engine.project_guard``.
     """
     path = os.path.abspath(path)
     data = graph_to_dict(graph, os.path.dirname(path))
-    write_text_atomic(path, dumps(data))
+    with folder_lock(os.path.dirname(os.path.realpath(path))):
+        if not overwrite and graph.project_path == path:
+            check_unchanged(path, graph.project_disk_state)
+        write_text_atomic(path, dumps(data))
+        graph.project_disk_state = disk_state(path)
     for node, entry in zip(graph.nodes, data["nodes"]):
         for name, knob in node.knobs.items():
             if isinstance(knob.spec, File) and name in entry["knobs"]:
@@ -206,6 +216,7 @@ def _graph_from_dict(data: dict, path: str, graph: Graph | None) -> Graph:
 def load(path: str) -> Graph:
     """Open a project file. Node modules must be imported (``import doublure.nodes``) first."""
     path = os.path.abspath(path)
+    on_disk = disk_state(path)   # taken first: a change while reading is then seen as a change at save time
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -217,4 +228,5 @@ def load(path: str) -> Graph:
         raise ProjectError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
     graph = Graph()
     graph.project_path = path
+    graph.project_disk_state = on_disk
     return graph_from_dict(data, path, graph)

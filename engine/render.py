@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import logging
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .node import Node
 
+log = logging.getLogger("doublure.render")
+
 
 @dataclasses.dataclass
 class RenderReport:
@@ -30,11 +33,29 @@ class RenderReport:
     skipped: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     failures: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)
     stale_temps: list[str] = dataclasses.field(default_factory=list)  # removed: left by killed writers
+    # written over a complete file that another version of the graph had rendered (also in ``written``)
+    outdated: list[tuple[str, int]] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+
+@dataclasses.dataclass
+class FrameJob:
+    """A frame's file work that a node's ``stage(ctx)`` hands to the render's writer thread.
+
+    Attributes:
+        run: the work (conversion, encoding, the atomic write).
+        outdated: it replaces a complete file that another version of the graph rendered.
+    """
+
+    run: Callable[[], None]
+    outdated: bool = False
+
+    def __call__(self) -> None:
+        self.run()
 
 
 def is_executable(node: "Node") -> bool:
@@ -157,6 +178,9 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     # A resumed or re-run render clears what killed writers of its own files left (see remove_stale_temps:
     # a temporary that a live process still writes is kept).
     report.stale_temps = remove_stale_temps(set().union(*(output_paths(n, frame_list) for n in nodes)))
+    if report.stale_temps:
+        log.warning("removed %d temporary file(s) that killed renders left: %s", len(report.stale_temps),
+                    ", ".join(report.stale_temps[:5]) + (" ..." if len(report.stale_temps) > 5 else ""))
     pending: collections.deque[_FrameWrites] = collections.deque()
     done = 0
 
@@ -221,6 +245,8 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
                 failed(node, computed.frame, result)
             elif node in writers:
                 writes_of_frame.results.append((node, False if result is None else writers[node].submit(result)))
+                if getattr(result, "outdated", False):
+                    report.outdated.append((node.name, computed.frame))
             else:
                 writes_of_frame.results.append((node, result))
         while len(pending) > WRITE_QUEUE_FRAMES:
@@ -257,7 +283,16 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
                     finish_oldest(record_errors_only=True)
             for writer in writers.values():
                 writer.shutdown(wait=True)
+            ending: list[DoublureError] = []   # every node ends (closes its files) before one error is raised
             for node in begun:
-                node.end_render(completed)
+                try:
+                    node.end_render(completed)
+                except DoublureError as exc:
+                    ending.append(exc)
             report.seconds = time.perf_counter() - start
+    if ending:
+        raise ending[0]
+    if report.outdated:
+        log.warning("%d existing frame(s) were rendered from another version of the graph and were rendered "
+                    "again: %s", len(report.outdated), ", ".join(f"{n} {f}" for n, f in report.outdated[:10]))
     return report

@@ -167,6 +167,7 @@ class ChunkResult:
     host: str
     pid: int
     error: str | None = None
+    outdated: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # see RenderReport.outdated
     stopped: bool = False  # the client asked the job to stop; frames after the last finished one were not done
 
 
@@ -188,13 +189,15 @@ def frames_label(frames: Sequence[int]) -> str:
 
 def _point_movies_at_parts(graph: Any, task: ChunkTask) -> tuple[list[str], list[tuple[str, int]]]:
     """Point the task's movie Writes at their parts for its frames (``movie_part_path``); a part already
-    complete is kept and its Write left out. Returns (the Writes to render, (Write, frame) kept)."""
+    complete and rendered from this same graph is kept and its Write left out. Returns (the Writes to render,
+    (Write, frame) kept)."""
     writes, kept = [], []
     for name in task.writes:
         node = graph[name]
         if is_movie_write(node):
             part = movie_part_path(node.path("file"), task.frames)
-            if is_complete_movie(part, len(task.frames)):
+            expected = node.movie_hash(graph.context(task.frames[0], task.proxy), list(task.frames))
+            if is_complete_movie(part, len(task.frames), expected):
                 kept += [(name, frame) for frame in task.frames]
                 continue
             node["file"] = part
@@ -265,7 +268,7 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
     return ChunkResult(frames=task.frames, written=report.written, skipped=report.skipped,
                        failures=report.failures, stale_temps=report.stale_temps,
                        seconds=time.perf_counter() - start, worker=worker_address, host=host, pid=os.getpid(),
-                       error=error, stopped=cancel.cancelled)
+                       error=error, outdated=report.outdated, stopped=cancel.cancelled)
 
 
 class _StopWatcher(threading.Thread):
@@ -463,6 +466,7 @@ class FarmReport(RenderReport):
         self.skipped.extend(result.skipped)
         self.failures.extend(result.failures)
         self.stale_temps.extend(result.stale_temps)
+        self.outdated.extend(result.outdated)
 
     def workers(self) -> list[WorkerSummary]:
         by_worker: dict[str, WorkerSummary] = {}
@@ -483,6 +487,9 @@ class FarmReport(RenderReport):
                  f"({self.fps:.2f} frames/s) on {self.scheduler}"]
         if self.stale_temps:
             lines.append(f"  removed {len(self.stale_temps)} temporary file(s) that killed writers left")
+        if self.outdated:
+            lines.append(f"  {len(self.outdated)} existing frame(s) came from another version of the graph: "
+                         f"rendered again")
         lines += ["  " + w.line() for w in self.workers()]
         lines += [f"  frame {frame} did not finish within {seconds:g} s on {worker} (in {where}): that worker "
                   f"process was ended and its chunk ran again" for frame, worker, seconds, where in self.stalls]
@@ -519,8 +526,9 @@ def movie_part_path(path: str, frames: Sequence[int]) -> str:
     return os.path.join(folder, f".{name}.part{frames[0]}-{frames[-1]}{os.path.splitext(name)[1]}")
 
 
-def is_complete_movie(path: str, frames: int) -> bool:
-    """True if the video at ``path`` opens and holds ``frames`` frames (a part a re-run can keep)."""
+def is_complete_movie(path: str, frames: int, graph_hash: str | None = None) -> bool:
+    """True if the video at ``path`` opens and holds ``frames`` frames (a part a re-run can keep) and, when
+    ``graph_hash`` is given, was rendered from that graph (``Write.movie_hash`` in its metadata)."""
     from doublure.engine.errors import MediaError
     from doublure.engine.video import VideoReader
 
@@ -528,7 +536,8 @@ def is_complete_movie(path: str, frames: int) -> bool:
         return False
     try:
         with VideoReader(path) as reader:
-            return reader.frame_count == frames
+            return reader.frame_count == frames and (
+                graph_hash is None or reader.metadata.get("doublure/graph_hash") == graph_hash)
     except MediaError:
         return False
 

@@ -37,6 +37,9 @@ from .fast_conv import TunedConv2d
 
 ARCHITECTURES = ("df", "liae")
 MIN_RES, MAX_RES, RES_STEP = 64, 1024, 32
+# Upper bounds of the other numbers, well above DeepFaceLab's largest settings (256 channels, a 1024-wide
+# code): a model card is read before its weights, and a number past these is a damaged or crafted file.
+MAX_BOUNDS = {"e_ch": 1024, "d_ch": 1024, "d_mask_ch": 1024, "ae_dims": 8192, "res_blocks": 16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,13 +71,12 @@ class ModelConfig:
             raise DoublureError(f"unknown model architecture {self.arch!r} (known: {', '.join(ARCHITECTURES)})")
         if not (MIN_RES <= self.res <= MAX_RES) or self.res % RES_STEP:
             raise DoublureError(f"model resolution {self.res} must be {MIN_RES}..{MAX_RES} in steps of {RES_STEP}")
-        for name in ("e_ch", "d_ch", "d_mask_ch", "ae_dims"):
-            if getattr(self, name) < 1:
-                raise DoublureError(f"model {name} must be positive, got {getattr(self, name)}")
+        for name in ("e_ch", "d_ch", "d_mask_ch", "ae_dims", "res_blocks"):
+            low = 0 if name == "res_blocks" else 1
+            if not low <= getattr(self, name) <= MAX_BOUNDS[name]:
+                raise DoublureError(f"model {name} must be {low}..{MAX_BOUNDS[name]}, got {getattr(self, name)}")
         if self.depth not in (0, 4, 5):
             raise DoublureError(f"model depth must be 4 or 5 (0: automatic), got {self.depth}")
-        if self.res_blocks < 0:
-            raise DoublureError(f"model res_blocks must be >= 0, got {self.res_blocks}")
 
     @property
     def stages(self) -> int:
@@ -90,11 +92,20 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+    def from_json(cls, data: Any) -> "ModelConfig":
+        """A config from ``model.json["architecture"]``; raises DoublureError naming the field that is not
+        of its type (``arch`` a string, the rest integers) or out of its range."""
+        if not isinstance(data, dict):
+            raise DoublureError(f"model architecture must be an object, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(data) - set(fields)
         if unknown:
-            raise DoublureError(f"model architecture has unknown fields {sorted(unknown)}")
+            raise DoublureError(f"model architecture has unknown fields {sorted(map(str, unknown))}")
+        for name, value in data.items():
+            wanted = str if name == "arch" else int
+            if not isinstance(value, wanted) or isinstance(value, bool):
+                raise DoublureError(f"model architecture field {name} must be {'a string' if wanted is str else 'an integer'}"
+                                    f", got {value!r:.40}")
         return cls(**data)
 
 

@@ -14,9 +14,14 @@ when (``consent_given_by``, ``consent_date``), the agreement reference (``agreem
 (``allowed_uses``, a list) and an ``expiry`` date (ISO ``YYYY-MM-DD``). A model whose record is missing
 or expired still loads, with a loud warning in the log and ``LoadedModel.rights_warning`` set for the UI.
 
-Writes are atomic: a folder is written beside the target under a temporary name and swapped in with two
-renames (a crash between them leaves ``<name>.old``, which :func:`resolve_model_path` falls back to); a
-zip is written to a temporary file and renamed over the target.
+Writes are atomic at every instant: a folder is written beside the target under a temporary name and
+exchanged with the old one in one step (``engine.atomic.atomic_folder``: where the file system cannot, a
+process killed between its renames leaves a complete folder that :func:`resolve_model_path` reads and the
+next save puts back); a zip is written to a temporary file and renamed over the target. What killed saves
+left (temporary folders and files) is removed, and logged, when the next save of the same model starts.
+
+Faceset paths in ``model.json`` are stored relative to the folder holding the model (the card names no
+folder of the machine that built it); :func:`read_meta` gives them back as stored.
 """
 from __future__ import annotations
 
@@ -29,7 +34,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +42,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
-from doublure.engine.atomic import atomic_path
+from doublure.engine.atomic import atomic_folder, atomic_path, pause_for_test, recover_folder, \
+    remove_stale_temps, resolve_folder
 from doublure.engine.errors import DoublureError
 
 from .arch import IdentityModel, ModelConfig
+from .card import check_card, check_weights
 
 if TYPE_CHECKING:
     from .detail import DetailNet
@@ -89,7 +95,7 @@ def _iso_date(field: str, value: str) -> datetime.date:
 
 def rights_problems(rights: dict[str, Any] | None, today: datetime.date | None = None) -> list[str]:
     """What is wrong with a rights record: missing fields, a past expiry. Empty when it is in order."""
-    if not rights:
+    if not isinstance(rights, dict) or not rights:
         return ["no rights record (whose face, who consented, agreement, allowed uses, expiry)"]
     problems = [f"rights record has no {name}" for name in RIGHTS_FIELDS if not rights.get(name)]
     expiry = rights.get("expiry")
@@ -97,7 +103,7 @@ def rights_problems(rights: dict[str, Any] | None, today: datetime.date | None =
         try:
             if datetime.date.fromisoformat(expiry) < (today or datetime.date.today()):
                 problems.append(f"rights expired on {expiry}")
-        except ValueError:
+        except (ValueError, TypeError):
             problems.append(f"rights expiry {expiry!r} is not a date")
     return problems
 
@@ -123,26 +129,51 @@ def _write_bytes(path: str, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _replace_dir(tmp: str, path: str) -> None:
-    """Swap a fully written folder in for ``path``."""
-    old = path + ".old"
-    if os.path.isdir(old):
-        shutil.rmtree(old)
-    if os.path.lexists(path):
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if os.path.isdir(old):
-        shutil.rmtree(old, ignore_errors=True)
-    elif os.path.exists(old):
-        os.unlink(old)
-
-
 def resolve_model_path(path: str) -> str:
-    """``path``, or ``path + ".old"`` when a crash interrupted a folder swap between its two renames."""
-    if not os.path.exists(path) and os.path.isdir(path + ".old"):
-        log.warning("%s: using %s.old left by an interrupted save", path, path)
-        return path + ".old"
-    return path
+    """``path``, or the complete folder a save killed between its renames left (``atomic_folder``); also
+    ``path + ".old"``, what saves of Doublure before issue 26 left in that case."""
+    found = resolve_folder(path)
+    if found == path and not os.path.exists(path) and os.path.isdir(path + ".old"):
+        found = path + ".old"
+    if found != path:
+        log.warning("%s: using %s, left by an interrupted save", path, found)
+    return found
+
+
+def clean_leftovers(path: str) -> list[str]:
+    """Put back or remove what killed saves of the model at ``path`` left (a model folder under a side name,
+    temporary folders and files); each repair is logged. Called as a save or a training run starts."""
+    path = os.fspath(path)
+    legacy = path + ".old"   # what a save before issue 26 left when killed between its renames
+    done = []
+    if os.path.isdir(legacy):
+        if os.path.exists(path):
+            shutil.rmtree(legacy, ignore_errors=True)
+            done.append(f"removed {legacy}, left by an interrupted save")
+        else:
+            os.rename(legacy, path)
+            done.append(f"restored {path} from {legacy}, left by an interrupted save")
+        log.warning("%s", done[-1])
+    if os.path.isfile(path):   # a zip: its temporaries are files
+        for tmp in remove_stale_temps([path]):
+            done.append(f"removed {tmp}, left by a killed save")
+            log.warning("%s", done[-1])
+        return done
+    return done + recover_folder(path)
+
+
+def _relative_facesets(meta: dict[str, Any], model_path: str) -> dict[str, Any]:
+    """``meta`` with each faceset's absolute ``path`` made relative to the folder holding the model."""
+    base = os.path.dirname(os.path.abspath(model_path))
+    facesets = meta.get("facesets")
+    if not isinstance(facesets, dict):
+        return meta
+    relative = {}
+    for role, entries in facesets.items():
+        relative[role] = [dict(fs, path=os.path.relpath(fs["path"], base))
+                          if isinstance(fs, dict) and isinstance(fs.get("path"), str) and os.path.isabs(fs["path"])
+                          else fs for fs in entries] if isinstance(entries, list) else entries
+    return dict(meta, facesets=relative)
 
 
 # -------------------------------------------------------------------------------- tensors <-> files
@@ -203,7 +234,7 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
     if as_zip is None:
         as_zip = os.path.isfile(path)
     weights = state_to_bytes(model.state_dict())
-    full = dict(meta)
+    full = _relative_facesets(meta, path)
     full.update({"schema": MODEL_SCHEMA, "architecture": model.cfg.to_json(), "resolution": model.cfg.res,
                  "weights_sha256": _sha256(weights),
                  "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
@@ -242,20 +273,17 @@ def _carry_detail(path: str, meta: dict[str, Any], files: dict[str, bytes]) -> N
 
 
 def _write_model_files(path: str, files: dict[str, bytes], as_zip: bool) -> None:
-    """Write a model's files as a zip or a folder swapped in whole (see the module's note on atomicity)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    """Write a model's files as a zip, or as a folder swapped in whole (see the module's note on atomicity);
+    what a killed earlier save left is cleaned up first."""
+    clean_leftovers(path)
     if as_zip:
         _write_zip(path, files)
         return
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        for name, data in files.items():
+    with atomic_folder(path) as tmp:
+        for index, (name, data) in enumerate(files.items()):
             _write_bytes(os.path.join(tmp, name), data)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            if index == 0:
+                pause_for_test("model-writing")
 
 
 def save_detail(path: str, net: "DetailNet", detail_meta: dict[str, Any]) -> dict[str, Any]:
@@ -306,12 +334,17 @@ def load_detail(path: str, meta: dict[str, Any]) -> tuple["DetailNet | None", st
         raise ModelFileError(f"model file {path}: {DETAIL} is missing or does not match its checksum")
     try:
         cfg = DetailConfig.from_json(detail.get("architecture"))
+        state = st_load_bytes(data)
+        bad = next((name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())),
+                   None)
+        if bad is not None:
+            raise ValueError(f"tensor {bad} holds NaN or infinity")
         net = DetailNet(cfg)
-        net.load_state_dict(st_load_bytes(data))
+        net.load_state_dict(state)
     except DoublureError as exc:
         raise ModelFileError(f"model file {path}: detail stage: {exc}") from None
     except (SafetensorError, RuntimeError, ValueError) as exc:
-        raise ModelFileError(f"model file {path}: {DETAIL} does not fit its architecture ({exc})") from None
+        raise ModelFileError(f"model file {path}: {DETAIL} is unusable: {exc}") from None
     if cfg.res != (meta.get("architecture") or {}).get("res"):
         raise ModelFileError(f"model file {path}: detail stage takes {cfg.res} px faces but the identity part "
                              f"renders {meta['architecture'].get('res')} px")
@@ -345,7 +378,8 @@ def _read_files(path: str, names: tuple[str, ...]) -> dict[str, bytes]:
 
 
 def read_meta(path: str) -> dict[str, Any]:
-    """``model.json`` of a model, checked for its schema and architecture (weights are not read)."""
+    """``model.json`` of a model, every field checked for its type and range (``models.card``; weights are not
+    read). Raises ModelFileError naming the file and the field."""
     raw = _read_files(path, (META,)).get(META)
     if raw is None:
         raise ModelFileError(f"model file {path} has no {META}")
@@ -357,9 +391,9 @@ def read_meta(path: str) -> dict[str, Any]:
         schema = meta.get("schema") if isinstance(meta, dict) else None
         raise ModelFileError(f"model file {path}: unknown schema {schema!r} (expected {MODEL_SCHEMA})")
     try:
-        ModelConfig.from_json(meta.get("architecture") or {})
-    except (DoublureError, TypeError) as exc:
-        raise ModelFileError(f"model file {path}: {exc}") from None
+        check_card(meta)
+    except ValueError as exc:
+        raise ModelFileError(f"model file {path}: {META} field {exc}") from None
     return meta
 
 
@@ -433,7 +467,9 @@ class LoadedModel:
 
 
 def load_weights(path: str) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Read and verify a model's weights (checksum against ``model.json``). Never unpickles.
+    """Read and verify a model's weights: the checksum against ``model.json``, then every tensor against the
+    architecture the card declares (names, shapes, finite values: ``models.card.check_weights``), so that a
+    network is only ever built from numbers its weights agree with. Never unpickles.
 
     Returns:
         (config, state dict on the CPU, model.json).
@@ -447,9 +483,14 @@ def load_weights(path: str) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[
         raise ModelFileError(f"model file {path}: {WEIGHTS} does not match its checksum (corrupt or replaced)")
     try:
         state = st_load_bytes(data)
-    except (SafetensorError, ValueError) as exc:
+    except (SafetensorError, ValueError, RuntimeError, OverflowError, TypeError) as exc:
         raise ModelFileError(f"model file {path}: {WEIGHTS} is corrupt ({exc})") from None
-    return ModelConfig.from_json(meta["architecture"]), state, meta
+    cfg = ModelConfig.from_json(meta["architecture"])
+    try:
+        check_weights(cfg, state)
+    except ValueError as exc:
+        raise ModelFileError(f"model file {path}: {WEIGHTS} {exc}") from None
+    return cfg, state, meta
 
 
 def load_model(path: str, device: torch.device | str = "cpu") -> LoadedModel:
@@ -491,12 +532,26 @@ def read_training_state(path: str) -> tuple[dict[str, Any], dict[str, Any] | Non
         state = json.loads(files[TRAIN_STATE])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"model file {path}: {TRAIN_STATE} is corrupt ({exc})") from None
+    if not isinstance(state, dict):
+        raise ModelFileError(f"model file {path}: {TRAIN_STATE} must hold an object")
+    for field, kinds in (("iteration", int), ("elapsed_s", (int, float)), ("seed", int)):
+        value = state.get(field)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) or value < 0
+                                  or value != value or value == float("inf")):
+            raise ModelFileError(f"model file {path}: {TRAIN_STATE} field {field} must be a number >= 0, "
+                                 f"got {value!r:.40}")
+    if not isinstance(state.get("iteration"), int):
+        raise ModelFileError(f"model file {path}: {TRAIN_STATE} has no iteration")
     opt = None
     if "optimizer" in state:
         data = files.get(OPTIMIZER)
         if data is None or _sha256(data) != state.get("optimizer_sha256"):
             raise ModelFileError(f"model file {path}: {OPTIMIZER} is missing or does not match its checksum")
-        opt = optimizer_from_files(data, state["optimizer"])
+        try:
+            opt = optimizer_from_files(data, state["optimizer"])
+        except (SafetensorError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+            raise ModelFileError(f"model file {path}: {TRAIN_STATE} field optimizer or {OPTIMIZER} is not an "
+                                 f"optimiser state ({type(exc).__name__}: {exc})") from None
     return state, opt
 
 
@@ -506,17 +561,18 @@ def model_card(path: str) -> str:
     """A human-readable summary of a model (``doublure info model.dbm``): architecture, training, facesets
     and the rights record, with a loud line when the rights are missing or expired."""
     meta = read_meta(path)
-    arch = meta["architecture"]
+    arch = ModelConfig.from_json(meta["architecture"])
     lines = [f"Identity model {meta.get('name') or os.path.basename(os.path.normpath(path))}",
              f"  file: {os.path.abspath(path)}",
              f"  digest: {model_digest(path)[:16]}",
-             f"  architecture: {arch['arch']} at {arch['res']} px, face type {meta.get('face_type', '?')}; "
-             f"encoder {arch['e_ch']}, decoder {arch['d_ch']}, mask {arch['d_mask_ch']}, code {arch['ae_dims']}, "
-             f"{arch.get('res_blocks', 1)} residual block(s) per upscale"]
+             f"  architecture: {arch.arch} at {arch.res} px, face type {meta.get('face_type') or '?'}; "
+             f"encoder {arch.e_ch}, decoder {arch.d_ch}, mask {arch.d_mask_ch}, code {arch.ae_dims}, "
+             f"{arch.res_blocks} residual block(s) per upscale"]
     tr = meta.get("training") or {}
     if tr:
-        lines.append(f"  training: {tr.get('iterations', 0)} iterations, batch {tr.get('batch', '?')}, "
-                     f"{tr.get('elapsed_s', 0) / 60:.1f} min on {tr.get('device', '?')} ({tr.get('precision', '?')})")
+        lines.append(f"  training: {tr.get('iterations') or 0} iterations, batch {tr.get('batch') or '?'}, "
+                     f"{(tr.get('elapsed_s') or 0) / 60:.1f} min on {tr.get('device') or '?'} "
+                     f"({tr.get('precision') or '?'})")
         loss = tr.get("loss") or {}
         if loss.get("last"):
             lines.append("  loss (mean of last iterations): " +
@@ -542,8 +598,9 @@ def model_card(path: str) -> str:
     else:
         lines.append("  detail stage: none (the swap is drawn at the identity model's resolution)")
     for role, label in (("a", "plate actor (A)"), ("b", "target actor (B)"), ("pretrain", "pretraining")):
-        for fs in (meta.get("facesets") or {}).get(role, []):
-            lines.append(f"  faceset {label}: {fs.get('path')} ({fs.get('items')} faces, sha256 {fs.get('digest', '')[:12]})")
+        for fs in (meta.get("facesets") or {}).get(role) or []:
+            lines.append(f"  faceset {label}: {fs.get('path')} ({fs.get('items')} faces, sha256 "
+                         f"{(fs.get('digest') or '')[:12]})")
     rights = meta.get("rights") or {}
     lines.append("  rights:")
     for name in RIGHTS_FIELDS:

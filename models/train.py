@@ -52,8 +52,8 @@ from .arch import ARCHITECTURES, IdentityModel, ModelConfig, config_for, paramet
 from .augment import AugmentSettings
 from .data import BatchLoader, FaceData, ProcessBatchLoader, augment_batch, default_workers, make_raw_batch
 from .detail_train import DetailTrainConfig, DetailTrainer
-from .dbm import (has_training_state, load_weights, read_meta, read_training_state, resolve_model_path,
-                  rights_problems, save_model)
+from .dbm import (clean_leftovers, has_training_state, load_weights, read_meta, read_training_state,
+                  resolve_model_path, rights_problems, save_model)
 from .losses import LossWeights, identity_loss, ssim_window
 
 log = logging.getLogger("doublure.models")
@@ -94,7 +94,10 @@ class TrainConfig:
             model, off for a pretrained base (its "A" is many people) and for df (no private code).
         loss, augment: loss weights and augmentation ranges.
         seed: the data stream's and initialisation's seed.
-        checkpoint_minutes: write a checkpoint this often (and at the end, on stop, Ctrl-C and SIGTERM).
+        checkpoint_minutes: write a checkpoint this often (and at the end, on stop, Ctrl-C and SIGTERM, and
+            when the run fails with an error it survives, if its weights are finite).
+        first_checkpoint_minutes: the first checkpoint comes this soon (or at ``checkpoint_minutes`` if that is
+            sooner), so a run killed early leaves something to resume.
         preview_every: write the preview grid every this many iterations (0: only at checkpoints).
         log_every: log losses (file and progress callback) every this many iterations.
         device: torch device (None: CUDA when present, else CPU; torchrun's local rank under DDP).
@@ -135,6 +138,7 @@ class TrainConfig:
     augment: AugmentSettings = dataclasses.field(default_factory=AugmentSettings)
     seed: int = 0
     checkpoint_minutes: float = 10.0
+    first_checkpoint_minutes: float = 1.0
     preview_every: int = 500
     log_every: int = 10
     device: str | None = None
@@ -213,6 +217,17 @@ def _moments_like_parameters(optimizer: torch.optim.Optimizer) -> None:
             for name, value in state.items():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
                     state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+def _check_moment_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Raise ValueError when a loaded moment's shape is not its parameter's (``load_state_dict`` checks only
+    the number of parameters; a moment of another shape fails only at the first step, in the kernel)."""
+    for group in optimizer.param_groups:
+        for index, param in enumerate(group["params"]):
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                    raise ValueError(f"parameter {index}: {name} is {tuple(value.shape)}, the weights "
+                                     f"{tuple(param.shape)}")
 
 
 @dataclasses.dataclass
@@ -470,6 +485,8 @@ class Trainer:
         resume_state: dict[str, Any] | None = None
         opt_state = None
         state_dict = None
+        if self.env.is_main:
+            clean_leftovers(c.out)   # what killed checkpoints of this model left (logged)
         out = resolve_model_path(c.out)
         if c.resume:
             if not os.path.exists(out):
@@ -504,7 +521,11 @@ class Trainer:
         torch.manual_seed(c.seed)
         model = IdentityModel(cfg)
         if state_dict is not None:
-            model.load_state_dict(state_dict)
+            try:
+                model.load_state_dict(state_dict)
+            except RuntimeError as exc:   # load_weights checks the shapes; this is the last guard
+                raise DoublureError(f"{c.out if c.resume else c.from_model}: its weights do not fit its "
+                                    f"architecture: {str(exc).splitlines()[0]}") from None
         self.model = model.to(self.device)
         if c.pretrain:
             self.data_a = self.data_b = FaceData(c.pretrain, cfg.res)
@@ -518,7 +539,12 @@ class Trainer:
         self.autocast = resolve_precision(c.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast == torch.float16 else None
         if opt_state is not None:
-            self.optimizer.load_state_dict(opt_state)
+            try:
+                self.optimizer.load_state_dict(opt_state)
+                _check_moment_shapes(self.optimizer)
+            except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+                raise DoublureError(f"--resume: the optimiser state in {c.out} does not fit its weights "
+                                    f"(another model's checkpoint files?): {exc}") from None
         self.iteration = int(resume_state["iteration"]) if resume_state else 0
         # a fresh optimiser (a new model, --from, or a shipped model resumed) warms up from where it starts:
         # Adam's first steps move every weight by about the learning rate, which would undo a trained model
@@ -627,6 +653,29 @@ class Trainer:
         dist_helpers.barrier(self.env)
         self._good = None   # from now on roll back to the file
 
+    def _rescue_checkpoint(self, exc: Exception, settle: Callable[[], bool], recent: list[dict[str, float]]) -> None:
+        """After an error the run survives (a faceset that went away, a full disk, a loader crash, divergence):
+        write a checkpoint of the steps done since the last one, if their weights are sound, so that
+        ``--resume`` continues from there. A multi-process run does not (its other ranks are not in step)."""
+        if self.env.world_size > 1:
+            return
+        try:
+            settled = settle()
+        except Exception:   # the step in flight is the failure itself
+            settled = False
+        if not settled or not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            log.warning("training of %s failed at iteration %d (%s); its weights are not sound, so no checkpoint "
+                        "was written: --resume continues from the last one", self.config.out, self.iteration, exc)
+            return
+        try:
+            self.save_checkpoint(self.elapsed_before + time.monotonic() - self._session_start, recent)
+        except Exception as save_exc:
+            log.warning("training of %s failed at iteration %d (%s), and its checkpoint could not be written: %s",
+                        self.config.out, self.iteration, exc, save_exc)
+            return
+        log.warning("training of %s failed at iteration %d (%s): checkpoint written, --resume continues from it",
+                    self.config.out, self.iteration, exc)
+
     def _log_line(self, record: dict[str, Any]) -> None:
         if self.env.is_main:
             with open(self.log_path, "a", encoding="utf-8") as f:
@@ -712,6 +761,8 @@ class Trainer:
         c = self.config
         self._session_start = time.monotonic()
         last_checkpoint = time.monotonic()
+        next_checkpoint_s = min(c.first_checkpoint_minutes, c.checkpoint_minutes) * 60
+        checkpointed = self.iteration
         on_gpu = self.device.type == "cuda"
         if on_gpu:   # faces and draws from worker processes; the augmentation's pixel work on the GPU, batched
             loader = ProcessBatchLoader(
@@ -803,12 +854,18 @@ class Trainer:
                 if c.preview_every and self.iteration % c.preview_every == 0:
                     self._write_preview()
                     self._notify("preview")
-                if dist_helpers.any_rank(time.monotonic() - last_checkpoint >= c.checkpoint_minutes * 60, self.env):
+                if dist_helpers.any_rank(time.monotonic() - last_checkpoint >= next_checkpoint_s, self.env):
                     if settle():   # a checkpoint holds no step whose values were not read
                         self.save_checkpoint(self.elapsed_before + time.monotonic() - self._session_start, recent)
                         self._notify("checkpoint")
                         last_checkpoint = time.monotonic()
+                        next_checkpoint_s = c.checkpoint_minutes * 60
+                        checkpointed = self.iteration
             settle()
+        except Exception as exc:
+            if self.iteration > checkpointed:
+                self._rescue_checkpoint(exc, settle, recent)
+            raise
         finally:
             loader.close()
         elapsed = self.elapsed_before + time.monotonic() - self._session_start
@@ -869,6 +926,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"residual blocks of the detail stage (default {DetailTrainConfig.blocks})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    p.add_argument("--first-checkpoint-minutes", type=float, default=1.0,
+                   help="the first checkpoint comes this soon, so a run killed early leaves something to resume")
     p.add_argument("--preview-every", type=int, default=500)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--gpus", type=int, default=1,
@@ -902,7 +961,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        shared_expression=args.shared_expression,
                        loss=dataclasses.replace(LossWeights(), eyes_mouth=args.eyes_mouth_weight),
                        augment=dataclasses.replace(AugmentSettings(), blink=args.blink), seed=args.seed,
-                       checkpoint_minutes=args.checkpoint_minutes, preview_every=args.preview_every,
+                       checkpoint_minutes=args.checkpoint_minutes,
+                       first_checkpoint_minutes=args.first_checkpoint_minutes, preview_every=args.preview_every,
                        log_every=args.log_every, device=args.device, precision=args.precision,
                        compile_mode=args.compile_mode, threads=args.threads, name=args.name, rights=rights)
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 import functools
 import os
 from fractions import Fraction
-from typing import Callable
 
 import numpy as np
 import torch
 
 from doublure.engine import Node, Port, colour, imageio, knobs as K, register_node, video
 from doublure.engine.errors import DoublureError, MediaError
+from doublure.engine.hashing import Hasher
+from doublure.engine.render import FrameJob
 
 from . import _handoff as handoff
 
@@ -46,15 +47,23 @@ class Write(Node):
                tooltip="H.264 encoding speed: faster presets take less CPU for a somewhat larger file at the "
                        "same crf; veryfast suits previews"),
         K.Bool("skip_existing", True, tooltip="On a resumed render, keep image files that are already "
-               "complete (they open and decode)."),
+               "complete (they open and decode) and were rendered from this same graph (the graph's hash in "
+               "their header); a frame of another version is rendered again."),
         K.Bool("face_layers", False, label="face layers",
                tooltip="EXR: add the swapped face premultiplied by its matte (face.R/G/B/A) and the faces' "
                        "transforms (header doublure:face_transforms), for finishing in Nuke"),
     )
+    # What a frame's pixels in the file depend on besides the input: its hash goes into every header.
+    FILE_KNOBS = ("file_type", "colorspace", "datatype", "compression", "codec", "crf", "preset", "face_layers")
+    GRAPH_HASH_KEY = "doublure/graph_hash"
+    # A movie's hash is compared only for a farm's movie parts (a chunk of frames) before they are kept; a
+    # movie longer than this is never such a part, and hashing every frame would delay its first one.
+    MOVIE_HASH_MAX_FRAMES = 100_000
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._video_writer: video.VideoWriter | None = None
+        self._frame_hashes: dict[str, str] = {}   # the frame files this render wrote or kept, and their hashes
 
     def compute(self, ctx, inputs):
         """In the viewer a Write shows its input; the file's colour space is applied at execute time."""
@@ -98,12 +107,30 @@ class Write(Node):
         return (f"{imageio.frame_path(target, frames[0])} .. {imageio.frame_path(target, frames[-1])} "
                 f"({kind}, {self._datatype(kind)}, {self.output_colorspace()})")
 
+    def frame_hash(self, ctx) -> str:
+        """The hash of what this Write puts in the file at ``ctx``: its input's hash (the whole graph above it),
+        the working space, the proxy scale and the knobs that change the file's pixels. Stored in each frame's
+        header (``doublure/graph_hash``), so a resumed render keeps only frames of this same graph."""
+        h = Hasher().update("Write.frame_hash/1").update(self.input_hash(0, ctx))
+        h.update(ctx.working_space).update(ctx.proxy)
+        for name in self.FILE_KNOBS:
+            h.update(name).update(self.knobs[name].spec.to_json(self.knobs[name].value_at(ctx.frame)))
+        return h.hexdigest()
+
+    def movie_hash(self, ctx_template, frames: list[int]) -> str:
+        """One hash for a movie (or a farm's movie part) over ``frames``: every frame's :meth:`frame_hash`."""
+        h = Hasher().update("Write.movie_hash/1")
+        for frame in frames:
+            h.update(frame).update(self.frame_hash(ctx_template.at(frame)))
+        return h.hexdigest()
+
     def _datatype(self, kind: str) -> str:
         chosen = self.value("datatype")
         return imageio.SUPPORTED_DATATYPES[kind][0] if chosen == "auto" else chosen
 
     # -- rendering ------------------------------------------------------------------------------------
     def begin_render(self, ctx_template, frames: list[int]) -> None:
+        self._frame_hashes = {}
         path = self.path("file")
         if not path:
             raise DoublureError(f"{self.name}: the file knob is empty")
@@ -121,6 +148,8 @@ class Write(Node):
                                                    .limit_denominator(1001), crf=self.value("crf"),
                                                    preset=self.value("preset"),
                                                    metadata=self._metadata(ctx_template.frame, {}, frames))
+            if len(frames) <= self.MOVIE_HASH_MAX_FRAMES:
+                self._video_writer.metadata[self.GRAPH_HASH_KEY] = self.movie_hash(ctx_template, frames)
             return
         if ext != imageio.FILE_TYPES[kind] and not (kind == "tiff" and ext == ".tiff") and \
                 not (kind == "jpeg" and ext == ".jpeg"):
@@ -140,16 +169,22 @@ class Write(Node):
         job()
         return True
 
-    def stage(self, ctx) -> "Callable[[], None] | None":
+    def stage(self, ctx) -> "FrameJob | None":
         """Evaluate the input for one frame (on the calling thread) and return the rest of the frame's work:
         the conversion into the file's colour space and the encoded or atomically written file. ``engine.render``
         runs these jobs in frame order on its writer thread while the next frame computes. None when an
-        existing complete file is kept (``skip_existing``)."""
+        existing complete file of this same graph is kept (``skip_existing``); a complete file rendered from
+        another version of the graph is rendered again, its job marked ``outdated``."""
         kind = self.resolved_file_type(ctx.frame)
         path = imageio.frame_path(self.path("file", ctx.frame), ctx.frame) if kind in IMAGE_TYPES else None
-        if path is not None and self.value("skip_existing", ctx.frame) and os.path.exists(path) \
-                and imageio.is_complete_image(path):
-            return None
+        frame_hash = self.frame_hash(ctx)
+        outdated = False
+        if path is not None and self.value("skip_existing", ctx.frame) and os.path.exists(path):
+            existing = self._existing_frame_hash(path)
+            if existing == frame_hash:
+                self._frame_hashes[path] = frame_hash
+                return None
+            outdated = existing is not None
         image = self.graph.evaluate_node(self.input_nodes[0], ctx)
         ctx.check_cancelled()
         colorspace = self.output_colorspace(ctx.frame)
@@ -157,10 +192,23 @@ class Write(Node):
             writer = self._video_writer
             if writer is None:
                 raise DoublureError(f"{self.name}: execute called outside begin_render/end_render")
-            return functools.partial(self._encode_frame, writer, image, ctx.working_space, colorspace, ctx.frame)
-        return functools.partial(self._write_file, path, image, ctx.working_space, colorspace, kind,
-                                 self._datatype(kind), self.value("compression", ctx.frame),
-                                 self._metadata(ctx.frame, image.metadata), ctx.frame)
+            return FrameJob(functools.partial(self._encode_frame, writer, image, ctx.working_space, colorspace,
+                                              ctx.frame))
+        metadata = dict(self._metadata(ctx.frame, image.metadata), **{self.GRAPH_HASH_KEY: frame_hash})
+        return FrameJob(functools.partial(self._write_file, path, image, ctx.working_space, colorspace, kind,
+                                          self._datatype(kind), self.value("compression", ctx.frame), metadata,
+                                          ctx.frame), outdated=outdated)
+
+    def _existing_frame_hash(self, path: str) -> str | None:
+        """The graph hash in the header of a complete file at ``path``: "" for a complete file without one (a
+        file of another program, or of an older Doublure), None when the file does not decode (a partial
+        frame: rendered again, which is not a version change)."""
+        try:
+            header = imageio.read_image(path).metadata
+        except MediaError:
+            return None
+        value = header.get(self.GRAPH_HASH_KEY)
+        return value if isinstance(value, str) else ""
 
     @staticmethod
     def _file_planes(image, working_space: str, colorspace: str) -> tuple[torch.Tensor, int | None]:
@@ -191,7 +239,8 @@ class Write(Node):
         else:
             pixels = planes.permute(1, 2, 0).contiguous().cpu().numpy()
         if writer.frames_written == 0:  # container tags are written with the first frame
-            writer.metadata.update({k: v for k, v in image.metadata.items() if k.startswith("doublure/")})
+            writer.metadata.update({k: v for k, v in image.metadata.items() if k.startswith("doublure/")
+                                    and k != self.GRAPH_HASH_KEY})  # a read file's own hash is not ours
         try:
             writer.write(pixels)
         except MediaError as exc:
@@ -216,10 +265,22 @@ class Write(Node):
                                 compression=compression, metadata=metadata)
         except MediaError as exc:
             raise MediaError(f"{self.name}: frame {frame}: {exc}") from None
+        self._frame_hashes[path] = metadata[self.GRAPH_HASH_KEY]
 
     def end_render(self, completed: bool = True) -> None:
+        """Close or drop the movie; after a completed image render, check that every frame file still holds this
+        graph's hash: a render of another version of the graph writing the same files at the same time would
+        otherwise leave a mixed sequence behind two renders that both succeeded."""
+        written, self._frame_hashes = self._frame_hashes, {}
         writer, self._video_writer = self._video_writer, None
         if writer is None:
+            overwritten = [path for path, frame_hash in written.items() if completed and
+                           (imageio.read_header(path) or {}).get(self.GRAPH_HASH_KEY) != frame_hash]
+            if overwritten:
+                raise DoublureError(
+                    f"{self.name}: {len(overwritten)} frame file(s) were replaced during this render by another "
+                    f"version of the graph rendering to the same files (a mixed sequence), e.g. {overwritten[0]}; "
+                    f"render again when the other render is done, or give each version its own file name")
             return
         if completed and writer.frames_written:
             writer.close()

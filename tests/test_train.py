@@ -35,8 +35,8 @@ def facesets(media_dir, tmp_path_factory):
 
 def config(facesets, out, **kw):
     a, b = facesets
-    opts = dict(TINY, out=str(out), source=[a], target=[b], checkpoint_minutes=60.0, preview_every=0,
-                log_every=10, rights=RIGHTS)
+    opts = dict(TINY, out=str(out), source=[a], target=[b], checkpoint_minutes=60.0,
+                first_checkpoint_minutes=60.0, preview_every=0, log_every=10, rights=RIGHTS)
     opts.update(kw)
     return TrainConfig(**opts)
 
@@ -264,21 +264,28 @@ def test_a_non_finite_step_leaves_weights_and_optimiser_untouched_without_waitin
         assert all(torch.equal(optimizer.state[p][k], v) for k, v in saved.items())   # step count included
 
 
-def test_sigterm_leaves_a_loadable_checkpoint(facesets, tmp_path):
+def start_training(facesets, out, until, *extra):
+    """A real ``doublure.models.train`` process on the tiny model, returned once its log holds ``until``."""
     a, b = facesets
-    out = tmp_path / "term.dbm"
     log = str(out)[:-4] + ".training/loss.jsonl"
     cmd = [sys.executable, "-m", "doublure.models.train", "--source", a, "--target", b, "--out", str(out),
            "--res", "64", "--width", "0.125", "--batch", "4", "--iters", "100000", "--threads", "1",
-           "--log-every", "2", "--checkpoint-minutes", "60", "--preview-every", "0"]
+           "--log-every", "2", "--checkpoint-minutes", "60", "--preview-every", "0", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if os.path.exists(log) and any(until in line for line in open(log)):
+            break
+        time.sleep(0.1)
+    if proc.poll() is not None:
+        raise AssertionError(proc.stdout.read().decode())
+    return proc
+
+
+def test_sigterm_leaves_a_loadable_checkpoint(facesets, tmp_path):
+    out = tmp_path / "term.dbm"
+    proc = start_training(facesets, out, '"loss"')
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            if os.path.exists(log) and any('"loss"' in line for line in open(log)):
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.stdout.read().decode()
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=60)[0].decode()
     finally:
@@ -334,3 +341,56 @@ def test_fused_adam_resumes_channels_last_moments_exactly():
     for seed in range(2, 4):
         step(resumed, resumed_opt, seed)
     assert torch.equal(resumed.weight, straight.weight)
+
+
+def test_a_run_killed_after_its_early_first_checkpoint_resumes_from_it(facesets, tmp_path):
+    """kill -9 soon after the start: the first checkpoint comes early (--first-checkpoint-minutes), not after
+    --checkpoint-minutes, so there is something to resume."""
+    out = tmp_path / "killed.dbm"
+    proc = start_training(facesets, out, '"checkpoint"', "--first-checkpoint-minutes", "0.002")
+    proc.kill()
+    proc.communicate()
+    iteration = read_training_state(str(out))[0]["iteration"]
+    assert iteration >= 1
+    resumed = Trainer(config(facesets, out, iters=iteration + 2, resume=True, res=None))
+    assert resumed.run()["iteration"] == iteration + 2
+
+
+def test_a_run_that_fails_writes_a_checkpoint_of_its_steps(facesets, tmp_path, caplog):
+    out = tmp_path / "failed.dbm"
+    trainer = Trainer(config(facesets, out, iters=50))
+    produce = trainer._produce_raw
+
+    def faceset_gone(iteration):
+        if iteration == 6:
+            raise OSError("the faceset's server went away")
+        return produce(iteration)
+
+    trainer._produce_raw = faceset_gone
+    with pytest.raises(OSError, match="went away"):
+        trainer.run()
+    assert read_training_state(str(out))[0]["iteration"] == 6
+    assert "checkpoint written, --resume continues from it" in caplog.text
+    assert all(torch.isfinite(t).all() for t in load_model(str(out)).model.state_dict().values())
+
+
+def test_resume_with_weights_or_optimiser_of_another_shape_says_so(facesets, tmp_path, capsys):
+    from doublure.app import cli
+
+    a, b = facesets
+    small, wide = tmp_path / "small.dbm", tmp_path / "wide.dbm"
+    Trainer(config(facesets, small, iters=2)).run()
+    Trainer(config(facesets, wide, iters=2, width=0.25)).run()
+    args = ["train", "--source", a, "--target", b, "--iters", "4", "--resume", "--threads", "1"]
+    for name in ("optimizer.safetensors", "train_state.json"):   # another model's optimiser state
+        (small / name).write_bytes((wide / name).read_bytes())
+    assert cli.main(args + ["--out", str(small)]) == 1
+    err = capsys.readouterr().err
+    assert f"the optimiser state in {small} does not fit its weights" in err and "Traceback" not in err
+    card = json.loads((wide / "model.json").read_text())   # a card that does not describe its weights
+    card["architecture"]["e_ch"] = 8
+    (wide / "model.json").write_text(json.dumps(card))
+    assert cli.main(args + ["--out", str(wide)]) == 1
+    err = capsys.readouterr().err
+    assert "weights.safetensors weights: tensor encoder.blocks.0.conv.weight is (16, 3, 5, 5), but the card's " \
+           "architecture makes it (8, 3, 5, 5)" in err and "Traceback" not in err
