@@ -261,3 +261,12 @@ def test_adapting_a_model_to_a_shot_keeps_its_card_and_detail_stage(faceset, med
     save_model(gone, tiny_identity(), {"face_type": "whole_face", "facesets": {"b": [{"path": "/nowhere/faces"}]}})
     with pytest.raises(DoublureError, match="not here; give the target's faces with --target"):
         Trainer(TrainConfig(out=str(tmp_path / "x.dbm"), from_model=gone, source=[shot], iters=1)).run()
+
+
+def test_a_detail_stage_with_nan_weights_is_refused_naming_the_tensor(model_path):
+    net = DetailNet(DetailConfig(res=64, scale=2, channels=16, blocks=1))
+    with torch.no_grad():
+        net.tail.bias[1] = float("nan")
+    save_detail(model_path, net, {})
+    with pytest.raises(ModelFileError, match="tensor tail.bias holds NaN"):
+        load_model(model_path)
