@@ -11,6 +11,7 @@ import torch
 
 from doublure.engine import Node, Port, colour, imageio, knobs as K, register_node, video
 from doublure.engine.errors import DoublureError, MediaError
+from doublure.engine.provenance import is_synthetic, sign_file
 
 IMAGE_TYPES = ("exr", "dpx", "tiff", "png", "jpeg")
 VIDEO_TYPES = ("mov", "mp4")
@@ -46,6 +47,10 @@ class Write(Node):
         K.Bool("skip_existing", True, tooltip="On a resumed render, keep image files that are already "
                "complete (they open and decode)."),
     )
+
+    # A movie with a synthetic face is signed when its writer closes; the farm renders movies in parts and
+    # signs the joined movie instead, so its parts' Writes have this off.
+    sign_movies = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -190,8 +195,10 @@ class Write(Node):
         try:
             imageio.write_image(path, pixels, channels=channels, file_type=kind, datatype=datatype,
                                 compression=compression, metadata=metadata)
-        except MediaError as exc:
-            raise MediaError(f"{self.name}: frame {frame}: {exc}") from None
+            if is_synthetic(metadata):
+                sign_file(path, metadata)
+        except DoublureError as exc:
+            raise type(exc)(f"{self.name}: frame {frame}: {exc}") from None
 
     def end_render(self, completed: bool = True) -> None:
         writer, self._video_writer = self._video_writer, None
@@ -199,12 +206,15 @@ class Write(Node):
             return
         if completed and writer.frames_written:
             writer.close()
+            if self.sign_movies and is_synthetic(writer.metadata):
+                sign_file(writer.path, writer.metadata)
         else:
             writer.abort()
 
     def _metadata(self, frame: int, upstream: dict, frames: list[int] | None = None) -> dict:
         """Header metadata: every upstream ``doublure/`` key (provenance), the graph's name and the frame."""
         meta = {k: v for k, v in upstream.items() if k.startswith("doublure/")}
+        meta.update(self.graph.render_record)
         meta["doublure/graph"] = self.graph.settings["name"]
         if frames is None:
             meta["doublure/frame"] = frame
