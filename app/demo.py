@@ -38,6 +38,7 @@ def build_demo_graph():
     g.set_setting("last", last)
     g.set_setting("first", first)
     g.set_setting("fps", 25.0)
+    g.set_setting("declared_use", "demonstration")  # the MEAD terms: research use; the model allows a demonstration
     detect = g.create("FaceDetect", inputs=[read], position=(0, 100))
     swap = g.create("SwapModel", inputs=[detect], model=str(DEMO_MODEL), position=(0, 200))
     node = swap

@@ -143,7 +143,7 @@ def load_identity() -> SigningIdentity:
         if not (paths[0] and paths[1]):
             raise SigningError(f"signing settings {settings}: give both \"certificate\" and \"key\"")
         return identity_from_files(paths[0], paths[1], paths[2], source=settings)
-    return test_identity()
+    return local_test_identity()
 
 
 def trust_anchors() -> bytes:
@@ -168,7 +168,7 @@ def trust_anchors() -> bytes:
     return b"".join(found)
 
 
-def test_identity() -> SigningIdentity:
+def local_test_identity() -> SigningIdentity:
     """The local test identity, made on first use in ``<config>/test-identity/`` (see the module's notes)."""
     folder = os.path.join(config_dir(), "test-identity")
     paths = {name: os.path.join(folder, name) for name in ("chain.pem", "key.pem", "ca.pem")}
