@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -31,6 +32,9 @@ EMBEDDED_FORMATS = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/j
 SIDECAR_FORMATS = (".exr", ".dpx")
 SIDECAR_SUFFIX = ".c2pa.json"
 SIDECAR_SCHEMA = "doublure.sidecar-manifest/1"
+# Signing: no thumbnail (c2pa's default decodes and re-encodes every frame for one: 110-190 ms of a 1080p
+# frame's 2-30) and no read-back of each signature (the tests and ``doublure verify`` read them).
+_SIGN_SETTINGS = {"builder": {"thumbnail": {"enabled": False}}, "verify": {"verify_after_sign": False}}
 # Reading offline: no OCSP, no remote manifests; trust only what the verifier is given.
 _READ_SETTINGS = {"verify": {"verify_trust": True, "remote_manifest_fetch": False, "ocsp_fetch": False}}
 
@@ -50,14 +54,19 @@ def is_synthetic(metadata: dict[str, Any]) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in ("1", "true")) or value == 1
 
 
-def manifest_definition(path: str, record: dict[str, Any], identity: SigningIdentity) -> dict[str, Any]:
-    """The C2PA manifest definition (JSON-able) for a file rendered with a synthetic face."""
+@functools.lru_cache(maxsize=1)
+def _software_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        software = version("doublure")
+        return version("doublure")
     except PackageNotFoundError:
-        software = "unknown"
+        return "unknown"
+
+
+def manifest_definition(path: str, record: dict[str, Any], identity: SigningIdentity) -> dict[str, Any]:
+    """The C2PA manifest definition (JSON-able) for a file rendered with a synthetic face."""
+    software = _software_version()
     model = record.get("model", "an identity model")
     return {
         "claim_generator_info": [{"name": "Doublure", "version": software}],
@@ -95,18 +104,19 @@ def current_identity() -> SigningIdentity:
 
 
 def _signer(identity: SigningIdentity):
-    """A c2pa Signer for the identity, one per thread (Writes sign on writer threads of their own)."""
+    """(a c2pa Signer for the identity, the signing settings' Context), one pair per thread (Writes sign on
+    writer threads of their own)."""
     import c2pa
 
-    cached = getattr(_SIGNERS, "pair", None)
+    cached = getattr(_SIGNERS, "triple", None)
     if cached is None or cached[0] is not identity:
         try:
             signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(identity.algorithm.encode(), identity.chain_pem,
                                                                identity.key_pem, None))
         except Exception as exc:  # c2pa's own errors name no file
             raise SigningError(f"signing identity {identity.source}: c2pa refuses it ({exc})") from None
-        cached = _SIGNERS.pair = (identity, signer)
-    return cached[1]
+        cached = _SIGNERS.triple = (identity, signer, c2pa.Context.from_dict(_SIGN_SETTINGS))
+    return cached[1], cached[2]
 
 
 def sign_file(path: str, metadata: dict[str, Any], identity: SigningIdentity | None = None) -> str:
@@ -137,8 +147,8 @@ def sign_file(path: str, metadata: dict[str, Any], identity: SigningIdentity | N
             raise ProvenanceError(f"{path}: cannot carry Content Credentials (a {ext or 'no'} file)")
         with atomic_path(path) as tmp:
             with open(path, "rb") as source, open(tmp, "wb") as dest:
-                builder = c2pa.Builder(json.dumps(definition))
-                builder.sign(_signer(identity), EMBEDDED_FORMATS[ext], source, dest)
+                signer, context = _signer(identity)
+                c2pa.Builder(json.dumps(definition), context=context).sign(signer, EMBEDDED_FORMATS[ext], source, dest)
             os.chmod(tmp, os.stat(path).st_mode & 0o777)  # the rendered file's permissions (the umask's)
         return path
     except DoublureError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import threading
@@ -52,7 +53,7 @@ class SigningIdentity:
     source: str
     trust_anchors_pem: bytes = b""
 
-    @property
+    @functools.cached_property
     def subject(self) -> str:
         """The signing certificate's subject, as RFC 4514 text."""
         from cryptography import x509
