@@ -12,6 +12,7 @@ import torch
 from doublure.engine import Node, Port, colour, imageio, knobs as K, register_node, video
 from doublure.engine.errors import DoublureError, MediaError
 from doublure.engine.provenance import is_synthetic, sign_file
+from doublure.faces import watermark
 
 IMAGE_TYPES = ("exr", "dpx", "tiff", "png", "jpeg")
 VIDEO_TYPES = ("mov", "mp4")
@@ -165,9 +166,18 @@ class Write(Node):
 
         return image.map_pixels(convert).to(torch.float32), alpha
 
+    def _marked(self, planes: torch.Tensor, image, colorspace: str) -> torch.Tensor:
+        """The swapped faces of a synthetic frame watermarked in the file's encoding (``faces.watermark``): a
+        copy stripped of its header and credentials still tells a synthetic face, its model and render."""
+        if not is_synthetic(image.metadata) or not image.faces:
+            return planes
+        payload = watermark.make_payload(str(image.metadata.get("doublure/model_digest", "")),
+                                         f"{self.graph.settings['name']}/{self.name}")
+        return watermark.mark_frame(planes, image.faces, payload, colour.is_scene_linear(colorspace))
+
     def _encode_frame(self, writer: video.VideoWriter, image, working_space: str, colorspace: str,
                       frame: int) -> None:
-        planes, _ = self._file_planes(image, working_space, colorspace)
+        planes = self._marked(self._file_planes(image, working_space, colorspace)[0], image, colorspace)
         channels, code_dtype = writer.code_type
         if code_dtype == np.uint8 and planes.shape[0] >= channels:
             # 8-bit codes on the planes, VideoWriter.write's rounding op for op in float32 (the same codes),
@@ -186,6 +196,7 @@ class Write(Node):
     def _write_file(self, path: str, image, working_space: str, colorspace: str, kind: str, datatype: str,
                     compression: str, metadata: dict, frame: int) -> None:
         planes, alpha = self._file_planes(image, working_space, colorspace)
+        planes = self._marked(planes, image, colorspace)
         channels = ("R", "G", "B", "A") if alpha is not None and planes.shape[0] == 4 else ("R", "G", "B")
         planes = planes[:len(channels)]
         # Half files get half pixels from the interleaving copy itself (torch rounds as write_image would).

@@ -9,6 +9,7 @@ import struct
 import zlib
 
 import c2pa
+import cv2
 import numpy as np
 import OpenImageIO as oiio
 import pytest
@@ -277,3 +278,17 @@ def test_farm_checks_consent_on_the_client_and_signs_the_joined_movie_once(tmp_p
     assert state == "Valid" and len(store["manifests"]) == 1
     record = {a["label"]: a["data"] for a in store["manifests"][store["active_manifest"]]["assertions"]}
     assert record["org.doublure.provenance"]["frames"] == "1-4"
+
+
+def test_a_stripped_copy_still_reports_the_watermark(rendered, tmp_path, capsys):
+    out, model, _ = rendered
+    from doublure.faces.watermark import make_payload, payload_ids
+
+    pixels = oiio.ImageBuf(str(out / "sh010.0001.png")).get_pixels(oiio.UINT8)
+    stripped = tmp_path / "screenshot.jpg"
+    assert cv2.imwrite(str(stripped), pixels[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75])  # no header, no manifest
+    assert main(["verify", str(stripped)]) == 0
+    text = capsys.readouterr().out
+    assert "credentials: none" in text and "header:      none" in text
+    model_tag, render_tag = payload_ids(make_payload(model_digest(model), "sh010/Write1"))
+    assert f"watermark:   found (model tag {model_tag}, render tag {render_tag}" in text
