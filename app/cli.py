@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from doublure.engine import DoublureError  # noqa: E402
 
-SUBCOMMANDS = ("render", "info", "track", "occlusion", "extract", "train", "demo")
+SUBCOMMANDS = ("render", "info", "track", "occlusion", "extract", "train", "demo", "verify")
 
 
 def _version() -> str:
@@ -39,15 +39,18 @@ def _load_project(path: str):
 
 def cmd_render(args: argparse.Namespace) -> int:
     from doublure.engine.progress import ProgressBar
+    from doublure.engine.provenance import make_override
     from doublure.engine.render import resolve_frames
 
+    override = make_override(args.override_consent) if args.override_consent is not None else None
     if args.scheduler or args.workers:
         from doublure.farm.render import farm_render
 
         report = farm_render(args.project, writes=args.write, frames=args.frames, scheduler=args.scheduler,
                              workers=args.workers, chunk=args.chunk, path_map=args.path_map,
                              halt_on_error=args.halt_on_error, proxy=args.proxy,
-                             frame_timeout=args.frame_timeout, frame_workers=args.frame_workers, progress=True)
+                             frame_timeout=args.frame_timeout, frame_workers=args.frame_workers, progress=True,
+                             consent_override=override)
     else:
         if args.path_map or args.frame_timeout:
             raise DoublureError("--path-map and --frame-timeout apply to farm workers: use them with --scheduler "
@@ -59,7 +62,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         try:
             report = graph.render(args.write, frames, proxy=args.proxy, halt_on_error=args.halt_on_error,
                                   progress=lambda done, total, frame: bar.update(done, f"frame {frame}"),
-                                  frame_workers=args.frame_workers)
+                                  frame_workers=args.frame_workers, consent_override=override)
         finally:
             bar.close()
     for node, frame, why in report.failures:
@@ -160,6 +163,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from doublure.faces.verify import verify_file
+
+    verdicts = [verify_file(path) for path in args.files]
+    for verdict in verdicts:
+        print(verdict.text(), flush=True)
+    # grep's convention: 0 found, 1 not found, 2 a file could not be read
+    if any(v.synthetic for v in verdicts):
+        return 0
+    return 2 if any(v.error for v in verdicts) else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from doublure.app.demo import run_demo
 
@@ -204,7 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--frame-timeout", type=float, metavar="SECONDS",
                         help="farm: a chunk that finishes no frame for this long ends its worker process and "
                              "runs again (a stuck read); default: no limit")
+    render.add_argument("--override-consent", metavar="REASON",
+                        help="render although a model's consent does not cover the project's declared use; who, "
+                             "when and REASON go into every frame's provenance and its Content Credentials")
     render.set_defaults(func=cmd_render, halt_on_error=None)
+
+    verify = sub.add_parser("verify", help="tell whether files hold a synthetic face: Content Credentials, header "
+                            "record, face watermark; exit 0 when one does, 1 when none does, 2 when a file cannot "
+                            "be read")
+    verify.add_argument("files", nargs="+", metavar="FILE")
+    verify.set_defaults(func=cmd_verify)
 
     info = sub.add_parser("info", help="describe a project (.dbl) or an identity model (.dbm)")
     info.add_argument("path")

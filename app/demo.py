@@ -42,6 +42,7 @@ def build_demo_graph():
     g.set_setting("last", last)
     g.set_setting("first", first)
     g.set_setting("fps", 25.0)
+    g.set_setting("declared_use", "demonstration")  # the MEAD terms: research use; the model allows a demonstration
     detect = g.create("FaceDetect", inputs=[read], position=(0, step))
     swap = g.create("SwapModel", inputs=[detect], model=str(DEMO_MODEL), position=(0, 2 * step))
     node, plate = swap, read

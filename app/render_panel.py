@@ -9,6 +9,7 @@ from typing import Callable
 from PySide6 import QtCore, QtWidgets
 
 from doublure.engine import CancelToken, Cancelled, DoublureError, Graph, Node, render
+from doublure.engine.provenance import ConsentOverride, consent_findings, make_override
 from doublure.engine.progress import format_seconds
 from doublure.engine.render import is_executable, resolve_frames
 
@@ -21,9 +22,11 @@ class RenderJob(QtCore.QObject):
     progressed = QtCore.Signal(int, int, int)  # done, total, frame
     finished = QtCore.Signal(object, str)  # RenderReport | None, error ("" when fine, "cancelled")
 
-    def __init__(self, graph: Graph, writes: list[Node], frames: str, parent: QtCore.QObject | None = None) -> None:
+    def __init__(self, graph: Graph, writes: list[Node], frames: str, parent: QtCore.QObject | None = None,
+                 consent_override: ConsentOverride | None = None) -> None:
         super().__init__(parent)
         self.graph, self.writes, self.frames = graph, writes, frames
+        self.consent_override = consent_override
         self.cancel = CancelToken()
         self.thread: threading.Thread | None = None
 
@@ -34,7 +37,8 @@ class RenderJob(QtCore.QObject):
     def _run(self) -> None:
         try:
             report = render(self.graph, self.writes, self.frames or None, cancel=self.cancel,
-                            progress=lambda done, total, frame: self.progressed.emit(done, total, frame))
+                            progress=lambda done, total, frame: self.progressed.emit(done, total, frame),
+                            consent_override=self.consent_override)
         except Cancelled:
             self.finished.emit(None, "cancelled")
         except DoublureError as exc:
@@ -126,12 +130,22 @@ class RenderPanel(QtWidgets.QWidget):
             self.append_log("nothing to render: check a Write node")
             return None
         try:
-            total = len(resolve_frames(self.graph, frames or None))
+            frame_list = resolve_frames(self.graph, frames or None)
         except DoublureError as exc:
             self.append_log(str(exc))
             return None
         self.log.clear()  # one render's log at a time
-        self.job = RenderJob(self.graph, writes, frames, self)
+        total = len(frame_list)
+        override = None
+        findings = consent_findings(self.graph, writes, frame_list[0])
+        if findings:
+            reason = self.ask_consent_override(findings)
+            if not reason:
+                self.append_log("render refused: consent does not cover it: " + " | ".join(findings))
+                return None
+            override = make_override(reason)
+            self.append_log(f"consent overridden by {override.who}: {override.reason}")
+        self.job = RenderJob(self.graph, writes, frames, self, consent_override=override)
         self.job.progressed.connect(self._on_progress)
         self.job.finished.connect(self._on_finished)
         self.progress.setRange(0, total)
@@ -143,6 +157,14 @@ class RenderPanel(QtWidgets.QWidget):
         self.append_log(f"render {', '.join(w.name for w in writes)} frames {frames or 'project range'} ({total})")
         self.job.start()
         return self.job
+
+    def ask_consent_override(self, findings: list[str]) -> str | None:
+        """Ask whether to render although consent does not cover it; the reason given, or None to refuse."""
+        reason, ok = QtWidgets.QInputDialog.getText(
+            self, "Consent does not cover this render",
+            "\n".join(findings) + "\n\nRender anyway? Who approved it and why is recorded in every frame and "
+            "its Content Credentials.\nReason:")
+        return reason.strip() if ok and reason.strip() else None
 
     def cancel(self) -> None:
         if self.job is not None:

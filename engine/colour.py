@@ -104,6 +104,13 @@ class ColorspaceKnob(K.Enum):
         return super().validate(value)
 
 
+def is_scene_linear(name: str) -> bool:
+    """True when the colour space holds scene-linear light (its OCIO encoding says so)."""
+    if is_raw(name):
+        return False
+    return config().getColorSpace(resolve_colorspace(name)).getEncoding() == "scene-linear"
+
+
 def is_raw(name: str) -> bool:
     """True for the data-only space: no conversion happens to or from it."""
     return resolve_colorspace(name) == "Raw"

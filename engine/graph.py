@@ -28,6 +28,8 @@ SETTINGS_DEFAULTS: dict[str, Any] = {
     "last": 100,
     "fps": 25.0,
     "working_space": "ACEScg",
+    # what the project's renders are for (research, advertising, feature...): a model's consent must allow it
+    "declared_use": "",
 }
 
 
@@ -127,6 +129,8 @@ class Graph:
         self._listeners: list[Callable[[GraphEvent], None]] = []
         self._revision = 0
         self._hash_memo: dict[tuple, str] = {}
+        # provenance every frame of the render under way carries (a consent override), set by engine.render
+        self.render_record: dict[str, Any] = {}
         self._timing_lock = threading.Lock()
         self._timing_stack = threading.local()
         self._nesting_local = threading.local()

@@ -17,6 +17,7 @@ from .context import CancelToken
 from .errors import Cancelled, DoublureError
 from .imageio import frame_path
 from .knobs import _RANGE_RE, File, parse_frame_range
+from .provenance.consent import ConsentOverride, check_consent
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -146,7 +147,8 @@ class _FrameWrites:
 def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, frames: Any = None, *,
            proxy: float = 1.0, cancel: CancelToken | None = None, halt_on_error: bool = True,
            progress: Callable[[int, int, int], None] | None = None,
-           starting: Callable[[int], None] | None = None, frame_workers: int = 1) -> RenderReport:
+           starting: Callable[[int], None] | None = None, frame_workers: int = 1,
+           consent_override: ConsentOverride | None = None) -> RenderReport:
     """Render ``writes`` (names or nodes; every enabled Write by default) over ``frames`` (Nuke syntax).
 
     Frames go in order; for each frame every Write executes, so they share the upstream cache. A frame
@@ -164,6 +166,10 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     shared and thread-safe): one frame's Python, decoding and colour work then overlaps another's, which
     pays where cores or a GPU wait on a single frame's chain. Their file work still reaches the writers in
     frame order, and their errors are reported in frame order.
+
+    Consent gates it (``provenance.check_consent``): a face model without consent for the project's declared use
+    refuses the render before anything is written, unless ``consent_override`` says who allowed it, when and
+    why; that record then goes into every frame (``graph.render_record``) and its manifest.
     """
     if frame_workers < 1:
         raise DoublureError(f"frame_workers must be 1 or more, got {frame_workers}")
@@ -175,6 +181,7 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     template = graph.context(frame_list[0], proxy, cancel)
     for node in nodes:
         node.validate_inputs()
+    graph.render_record = check_consent(graph, nodes, frame_list[0], consent_override)
     # A resumed or re-run render clears what killed writers of its own files left (see remove_stale_temps:
     # a temporary that a live process still writes is kept).
     report.stale_temps = remove_stale_temps(set().union(*(output_paths(n, frame_list) for n in nodes)))
@@ -289,6 +296,7 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
                     node.end_render(completed)
                 except DoublureError as exc:
                     ending.append(exc)
+            graph.render_record = {}
             report.seconds = time.perf_counter() - start
     if ending:
         raise ending[0]

@@ -176,25 +176,48 @@ class MediapipeBackend(FaceBackend):
         if not result.detections:
             return []
         dets = sorted(result.detections, key=lambda d: -d.score[0])[: self.max_faces]
-        if self._crop_mesh is None:
-            self._crop_mesh = self._fm_module.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                                       refine_landmarks=True,
-                                                       min_detection_confidence=self.min_confidence)
         out = []
         for det in dets:
             bb = det.location_data.relative_bounding_box
             cx = (bb.xmin + bb.width / 2) * w
             cy = (bb.ymin + bb.height / 2) * h
-            side = max(bb.width * w, bb.height * h) * self.CROP_SCALE
-            crop, m = _square_crop(rgb, cx, cy, side, self.CROP_PX)
-            r = self._crop_mesh.process(crop)
-            if not r.multi_face_landmarks:
-                continue
-            pts = _landmarks_to_pixels(r.multi_face_landmarks[0], self.CROP_PX, self.CROP_PX)
-            pts[:, :2] = (pts[:, :2] - m[:, 2]) / m[0, 0]
-            pts[:, 2] /= m[0, 0]
-            out.append(RawFace(box_from_landmarks(pts), pts, float(det.score[0])))
+            pts = self._mesh_crop(rgb, cx, cy, max(bb.width * w, bb.height * h) * self.CROP_SCALE)
+            if pts is not None:
+                out.append(RawFace(box_from_landmarks(pts), pts, float(det.score[0])))
         return out
+
+    def _mesh_crop(self, rgb: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray | None:
+        """(478, 3) landmarks in frame pixels of the one face meshed in a square crop (static), or None."""
+        if self._crop_mesh is None:
+            self._crop_mesh = self._fm_module.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                       refine_landmarks=True,
+                                                       min_detection_confidence=self.min_confidence)
+        crop, m = _square_crop(rgb, cx, cy, side, self.CROP_PX)
+        r = self._crop_mesh.process(crop)
+        if not r.multi_face_landmarks:
+            return None
+        pts = _landmarks_to_pixels(r.multi_face_landmarks[0], self.CROP_PX, self.CROP_PX)
+        pts[:, :2] = (pts[:, :2] - m[:, 2]) / m[0, 0]
+        pts[:, 2] /= m[0, 0]
+        return pts
+
+    def mesh_around(self, rgb: np.ndarray, box: tuple[float, float, float, float], passes: int = 2) -> np.ndarray | None:
+        """The landmarks of the face in ``box`` (x0, y0, x1, y1), meshed in a square crop of ``CROP_SCALE``
+        times the box and again around the box of the landmarks found, so that two boxes a few pixels apart
+        give the same landmarks (a watermark's writer and reader align on them).
+
+        Returns:
+            (478, 3) float32 landmarks in frame pixels, or None where no face is meshed.
+        """
+        rgb = _check_rgb(rgb)
+        pts = None
+        for _ in range(passes):
+            x0, y0, x1, y1 = box
+            pts = self._mesh_crop(rgb, (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * self.CROP_SCALE)
+            if pts is None:
+                return None
+            box = box_from_landmarks(pts)
+        return pts
 
 
 def _square_crop(rgb: np.ndarray, cx: float, cy: float, side: float, out_px: int):

@@ -146,6 +146,7 @@ class ChunkTask:
     stop_event: str | None = None  # the Dask Event the client sets to stop every chunk of the job
     frame_timeout: float | None = None  # seconds without a finished frame before the worker ends itself
     frame_workers: int = 1  # frames of the chunk computing at once on the worker (engine.render)
+    consent_override: Any = None  # engine.provenance.ConsentOverride, given on the client, recorded in every frame
 
     @property
     def label(self) -> str:
@@ -201,6 +202,7 @@ def _point_movies_at_parts(graph: Any, task: ChunkTask) -> tuple[list[str], list
                 kept += [(name, frame) for frame in task.frames]
                 continue
             node["file"] = part
+            node.sign_movies = False  # the joined movie is signed, once (join_movies)
         writes.append(name)
     return writes, kept
 
@@ -248,7 +250,7 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
             report = engine.render(graph, writes, list(task.frames), proxy=task.proxy,
                                    halt_on_error=task.halt_on_error, progress=on_frame, cancel=cancel,
                                    starting=watchdog.started if watchdog is not None else None,
-                                   frame_workers=task.frame_workers)
+                                   frame_workers=task.frame_workers, consent_override=task.consent_override)
         report.skipped.extend(kept)
     except engine.Cancelled:
         pass
@@ -545,7 +547,10 @@ def is_complete_movie(path: str, frames: int, graph_hash: str | None = None) -> 
 def join_movies(graph: Any, plan: list[tuple[tuple[str, ...], tuple[int, ...]]], report: "FarmReport") -> None:
     """Join each movie Write's parts into its movie once every part is complete, then remove them; a movie
     with a part missing (a failed frame) is listed in the report and its parts kept for a re-run."""
-    from doublure.engine.video import join_videos
+    import av
+
+    from doublure.engine.provenance import is_synthetic, sign_file
+    from doublure.engine.video import join_videos, metadata_from_tags
 
     for name in dict.fromkeys(n for names, _ in plan for n in names):
         node = graph[name]
@@ -559,6 +564,10 @@ def join_movies(graph: Any, plan: list[tuple[tuple[str, ...], tuple[int, ...]]],
             report.movies_waiting.append((movie, missing))
             continue
         join_videos(parts, movie, {"doublure/frames": f"{chunks[0][0]}-{chunks[-1][-1]}"})
+        with av.open(movie) as joined:
+            tags = metadata_from_tags(dict(joined.metadata))
+        if is_synthetic(tags):
+            sign_file(movie, tags)
         for part in parts:
             os.remove(part)
         report.movies_joined.append((movie, len(parts)))
@@ -663,7 +672,7 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
                 workers: int | None = None, chunk: int = 10, path_map: Iterable[str] | PathMap = (),
                 halt_on_error: bool = False, proxy: float = 1.0, frame_timeout: float | None = None,
                 frame_workers: int = 1, progress: bool | Callable[[int, int], None] = False,
-                security: Any = None) -> FarmReport:
+                security: Any = None, consent_override: Any = None) -> FarmReport:
     """Render a project's Writes over ``frames`` as Dask tasks of ``chunk`` frames.
 
     Args:
@@ -685,6 +694,9 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
             callable gets ``(frames done, total)`` after each frame finishes.
         security: the TLS credentials for ``scheduler`` (a ``distributed.security.Security``); by default
             those of the Dask config (README: Farm security).
+        consent_override: an ``engine.provenance.ConsentOverride``: render although a model's consent does not
+            cover the project's declared use (checked here, on the client, before any task is sent), recorded
+            in every frame.
 
     Returns:
         FarmReport: frames written, skipped as already complete, failures (node, frame, why), per chunk.
@@ -696,6 +708,7 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
     from distributed import Client
 
     from doublure import engine
+    from doublure.engine.provenance import check_consent
 
     if scheduler and workers is not None:
         raise DoublureError("give either --scheduler (an existing cluster) or --workers (a local one), not both")
@@ -708,6 +721,8 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
     pairs = parse_path_map(path_map)
     graph = engine.load(project_path)
     plan = plan_chunks(graph, writes, frames, chunk)
+    check_consent(graph, [graph[name] for name in dict.fromkeys(n for names, _ in plan for n in names)],
+                  min(f for _, chunk_frames in plan for f in chunk_frames), consent_override)
     total = len({f for _, chunk_frames in plan for f in chunk_frames})
 
     cluster = None
@@ -726,7 +741,7 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
             client.register_plugin(ImportNodeLibrary())
         try:
             report = _run(client, project_path, plan, total, pairs, halt_on_error, proxy, frame_timeout,
-                          frame_workers, progress, cluster)
+                          frame_workers, progress, cluster, consent_override)
         finally:
             client.close()
         join_movies(graph, plan, report)
@@ -739,7 +754,8 @@ def farm_render(project_path: str, writes: Any = None, frames: Any = None, *, sc
 
 
 def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathMap, halt_on_error: bool,
-         proxy: float, frame_timeout: float | None, frame_workers: int, progress: Any, cluster: Any) -> FarmReport:
+         proxy: float, frame_timeout: float | None, frame_workers: int, progress: Any, cluster: Any,
+         consent_override: Any = None) -> FarmReport:
     from distributed import Event, as_completed
 
     from doublure.engine.progress import ProgressBar
@@ -768,7 +784,7 @@ def _run(client: Any, project_path: str, plan: list, total: int, path_map: PathM
     futures = []
     for index, (names, chunk_frames) in enumerate(plan):
         task = ChunkTask(project_path, names, chunk_frames, path_map, halt_on_error, proxy, topic, stop.name,
-                         frame_timeout, frame_workers)
+                         frame_timeout, frame_workers, consent_override)
         futures.append(client.submit(render_chunk, task, key=f"{topic}-chunk-{index}", pure=False,
                                      retries=TASK_RETRIES, priority=-index, resources=resources))
     pending = as_completed(futures, with_results=False, loop=client.loop)

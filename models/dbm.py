@@ -108,6 +108,17 @@ def rights_problems(rights: dict[str, Any] | None, today: datetime.date | None =
     return problems
 
 
+def consent_problems(rights: dict[str, Any] | None, use: str, today: datetime.date | None = None) -> list[str]:
+    """Why the rights record does not cover a render for the project's declared ``use`` (research,
+    advertising, feature...): its :func:`rights_problems`, and the use when the allowed uses leave it out
+    (compared without case). Empty when consent covers the render."""
+    problems = rights_problems(rights, today)
+    allowed = [str(u).strip().lower() for u in (rights or {}).get("allowed_uses") or []]
+    if use and allowed and use.strip().lower() not in allowed:
+        problems.append(f"use {use!r} is not allowed (allowed: {', '.join(allowed)})")
+    return problems
+
+
 def rights_reference(rights: dict[str, Any] | None) -> str:
     """A one-line reference for provenance metadata: subject, agreement and expiry."""
     if not rights:
@@ -626,6 +637,6 @@ def _write_zip(path: str, files: dict[str, bytes]) -> None:
                 zf.writestr(name, data)
 
 
-__all__ = ["LoadedModel", "ModelFileError", "has_training_state", "load_model", "load_weights", "model_card",
+__all__ = ["LoadedModel", "ModelFileError", "consent_problems", "has_training_state", "load_model", "load_weights", "model_card",
            "model_digest", "read_meta", "read_training_state", "rights_problems", "rights_record", "rights_reference",
            "load_detail", "save_detail", "save_model", "zip_model"]

@@ -58,7 +58,8 @@ from doublure.faces.face import MAX_REPEATS, Coverage, Face, affine_scale, apply
 from doublure.faces.masks import render_crop_mask
 from doublure.faces.occlusion import occlusion_in_window
 from doublure.faces.track import box_iou
-from doublure.models.dbm import ModelFileError, model_digest, read_meta, rights_problems, rights_reference
+from doublure.models.dbm import (ModelFileError, consent_problems, model_digest, read_meta, rights_problems,
+                                 rights_reference)
 from doublure.models.detail import enhance
 from doublure.models.infer import shared_model, swap_faces
 
@@ -585,6 +586,13 @@ class SwapModel(Node):
         if not path:
             raise DoublureError(f"{self.name}: no model file set (knob 'model')")
         return path
+
+    def consent_problems(self, use: str) -> tuple[str, list[str]]:
+        """(the model's name, what its rights record lacks for the project's declared ``use``): the render's
+        consent check (``engine.provenance.consent``)."""
+        path = self._model_path()
+        meta = read_meta(path)
+        return meta.get("name") or path, consent_problems(meta.get("rights"), use)
 
     def _provenance(self, meta: dict, digest: str, path: str, swapped: int, direction: str) -> dict:
         problems = rights_problems(meta.get("rights"))

@@ -11,7 +11,9 @@ import torch
 from doublure.engine import Node, Port, colour, imageio, knobs as K, register_node, video
 from doublure.engine.errors import DoublureError, MediaError
 from doublure.engine.hashing import Hasher
+from doublure.engine.provenance import is_synthetic, sign_file
 from doublure.engine.render import FrameJob
+from doublure.faces import watermark
 
 from . import _handoff as handoff
 
@@ -59,6 +61,10 @@ class Write(Node):
     # A movie's hash is compared only for a farm's movie parts (a chunk of frames) before they are kept; a
     # movie longer than this is never such a part, and hashing every frame would delay its first one.
     MOVIE_HASH_MAX_FRAMES = 100_000
+
+    # A movie with a synthetic face is signed when its writer closes; the farm renders movies in parts and
+    # signs the joined movie instead, so its parts' Writes have this off.
+    sign_movies = True
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -227,9 +233,18 @@ class Write(Node):
 
         return image.map_pixels(convert).to(torch.float32), alpha
 
+    def _marked(self, planes: torch.Tensor, image, colorspace: str) -> torch.Tensor:
+        """The swapped faces of a synthetic frame watermarked in the file's encoding (``faces.watermark``): a
+        copy stripped of its header and credentials still tells a synthetic face, its model and render."""
+        if not is_synthetic(image.metadata) or not image.faces:
+            return planes
+        payload = watermark.make_payload(str(image.metadata.get("doublure/model_digest", "")),
+                                         f"{self.graph.settings['name']}/{self.name}")
+        return watermark.mark_frame(planes, image.faces, payload, colour.is_scene_linear(colorspace))
+
     def _encode_frame(self, writer: video.VideoWriter, image, working_space: str, colorspace: str,
                       frame: int) -> None:
-        planes, _ = self._file_planes(image, working_space, colorspace)
+        planes = self._marked(self._file_planes(image, working_space, colorspace)[0], image, colorspace)
         channels, code_dtype = writer.code_type
         if code_dtype == np.uint8 and planes.shape[0] >= channels:
             # 8-bit codes on the planes, VideoWriter.write's rounding op for op in float32 (the same codes),
@@ -249,6 +264,7 @@ class Write(Node):
     def _write_file(self, path: str, image, working_space: str, colorspace: str, kind: str, datatype: str,
                     compression: str, metadata: dict, frame: int) -> None:
         planes, alpha = self._file_planes(image, working_space, colorspace)
+        planes = self._marked(planes, image, colorspace)
         channels = ("R", "G", "B", "A") if alpha is not None and planes.shape[0] == 4 else ("R", "G", "B")
         planes = planes[:len(channels)]
         if kind == "exr" and self.value("face_layers", frame):
@@ -263,8 +279,10 @@ class Write(Node):
         try:
             imageio.write_image(path, pixels, channels=channels, file_type=kind, datatype=datatype,
                                 compression=compression, metadata=metadata)
-        except MediaError as exc:
-            raise MediaError(f"{self.name}: frame {frame}: {exc}") from None
+            if is_synthetic(metadata):
+                sign_file(path, metadata)
+        except DoublureError as exc:
+            raise type(exc)(f"{self.name}: frame {frame}: {exc}") from None
         self._frame_hashes[path] = metadata[self.GRAPH_HASH_KEY]
 
     def end_render(self, completed: bool = True) -> None:
@@ -284,12 +302,15 @@ class Write(Node):
             return
         if completed and writer.frames_written:
             writer.close()
+            if self.sign_movies and is_synthetic(writer.metadata):
+                sign_file(writer.path, writer.metadata)
         else:
             writer.abort()
 
     def _metadata(self, frame: int, upstream: dict, frames: list[int] | None = None) -> dict:
         """Header metadata: every upstream ``doublure/`` key (provenance), the graph's name and the frame."""
         meta = {k: v for k, v in upstream.items() if k.startswith("doublure/")}
+        meta.update(self.graph.render_record)
         meta["doublure/graph"] = self.graph.settings["name"]
         if frames is None:
             meta["doublure/frame"] = frame

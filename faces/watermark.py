@@ -1,0 +1,359 @@
+"""A watermark in the pixels of a swapped face, in the face's aligned space, so a copy stripped of every header
+and manifest (a re-encode, a screenshot, a crop to the face) still tells a synthetic face and its payload.
+
+Design (``invisible-watermark``, measured first, loses its bits to a 50% downscale and to a crop and takes
+260-700 ms a 1080p frame; a plain spread-spectrum mark here drowned in the face's own structure, which every
+face shares in aligned space: bench/RESULTS.md, issue 24):
+
+* **Where.** In the canonical aligned crop (``whole_face`` framing fitted to the landmarks by
+  :func:`faces.align.estimate_to_crop`), ``GRID`` px square, on the skin of the template (the face oval less eyes,
+  brows, lips and nostrils, which hold most of a face's own contrast), and in the frame only where the swap
+  replaced the plate (``Face.coverage``). A reader finds the face again with the landmark detector, so a crop, a
+  downscale or a shift keeps the mark's geometry; it then searches a few tenths of an aligned pixel around the
+  detected fit (landmarks move by most of a pixel between a frame and its re-encoded copy).
+* **What.** ``K = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS`` orthonormal patterns (random +-1 chips on ``CELLS`` x
+  ``CELLS``, smoothed, orthogonalised on the skin). The luma's relative detail (luma over its local mean, minus
+  one) projected on each pattern is moved onto a lattice of step ``STEP`` (dither modulation, QIM): the lattice
+  point of a 0 bit, or the one half a step away for a 1. The face's own detail is not noise to this code: the
+  projection is moved to the nearest right point whatever it was. Sync bits are a fixed word; the payload is 16
+  bits (8 of the model's digest, 8 of the render id) and its CRC-8.
+* **How.** The change is relative and the same on R, G and B, ``x * (1 + M)``, computed on the display-encoded
+  luma; a linear file gets ``(1 + M) ** LINEAR_GAIN``. Two passes: the second corrects what the warp into the
+  frame and the coverage's soft edge left off the lattice.
+* **Reading.** For each shift of the search, each pattern's distance to the lattice as ``cos(2 pi (p - dither) /
+  STEP)``: +1 on a 0 bit's point, -1 on a 1 bit's, uniform on an unmarked face. The sync word's agreement,
+  ``z = sum(sync * cos) / sqrt(n / 2)``, is about N(0, 1) on unmarked faces; found: ``z >= SYNC_Z`` at the
+  best shift and the payload's CRC matches. Several frames of a movie add their cosines.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import threading
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .align import estimate_to_crop, plate_to_crop_pixel, template_in_crop, warp_affine
+from .face import Face, invert_affine
+from .masks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
+
+GRID = 64                 # aligned crop side, px, the mark is designed in
+CELLS = 24                # random chips per side (2.7 aligned px each: ~10 px of a 200 px face)
+SYNC_BITS = 32
+PAYLOAD_BITS = 16
+CHECK_BITS = 8
+STEP = 0.45               # lattice step of a projection (relative detail x aligned px)
+SEED = 0x5D0B1E24         # fixed: every Doublure build writes and reads the same patterns
+LINEAR_GAIN = 2.2         # a relative change in linear light shrinks by the display encoding's exponent
+SYNC_Z = 5.0              # sync agreement that says "marked" (with the CRC)
+OVERSAMPLE = 4            # the reader's search grid: 1/OVERSAMPLE aligned px
+SEARCH = 2                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
+SCALES = (0.985, 1.0, 1.015)   # ... and these scales and turns (degrees) of the fit about the crop's centre
+TURNS = (-1.0, 0.0, 1.0)
+_HIGHPASS_SIGMA = 3.0     # aligned px: the local mean the relative detail is taken against
+_LUMA = (0.299, 0.587, 0.114)   # as cv2's RGB2GRAY, the reader's luma
+# The lower nose (nostrils, alar creases): dark, sharp and the same on every face, like the eyes and lips.
+_NOSE = (48, 64, 98, 97, 2, 326, 327, 294, 278, 344, 440, 275, 4, 45, 220, 115)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """What :func:`read_crops` found.
+
+    Attributes:
+        found: the sync word is there (``sync_z >= SYNC_Z``) and the payload's CRC matches.
+        sync_z: the sync word's agreement at the best shift (unmarked faces: about N(0, 1), a little more
+            for the best of the search's shifts).
+        payload: the 16-bit payload read (meaningful when ``found``).
+        crc_ok: the payload's CRC-8 matches its check bits.
+        faces: how many faces were read together.
+    """
+
+    found: bool
+    sync_z: float
+    payload: int
+    crc_ok: bool
+    faces: int
+
+
+def crc8(value: int, bits: int = PAYLOAD_BITS) -> int:
+    """CRC-8 (polynomial 0x07) of the low ``bits`` bits of ``value``, most significant first."""
+    crc = 0
+    for i in range(bits - 1, -1, -1):
+        crc ^= ((value >> i) & 1) << 7
+        crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def make_payload(model_digest: str, render_id: str) -> int:
+    """The 16-bit payload: 8 bits from the model's digest, 8 from the render's id.
+
+    Args:
+        model_digest: the model's content digest, hex (``doublure/model_digest``).
+        render_id: what names the render (the project's name and the Write's file).
+
+    Returns:
+        int in [0, 2**16).
+    """
+    model = hashlib.sha256(model_digest.encode()).digest()[0]
+    render = hashlib.sha256(render_id.encode()).digest()[0]
+    return (model << 8) | render
+
+
+def payload_ids(payload: int) -> tuple[str, str]:
+    """(model tag, render tag) of a payload, 2 hex digits each."""
+    return f"{payload >> 8:02x}", f"{payload & 0xFF:02x}"
+
+
+@functools.lru_cache(maxsize=1)
+def _mask() -> np.ndarray:
+    """(GRID, GRID) float32 in [0, 1]: the template face's skin (see the module's notes), feathered."""
+    points = template_in_crop("whole_face") * GRID * 4 - 1.5
+    oval = points[list(FACE_OVAL)]
+    centre = oval.mean(0)
+    hard = np.zeros((GRID * 4, GRID * 4), np.uint8)
+    cv2.fillPoly(hard, [np.round((oval - centre) * 0.88 + centre).astype(np.int32)], 255)
+    features = np.zeros_like(hard)
+    for part in (LEFT_EYE + LEFT_BROW, RIGHT_EYE + RIGHT_BROW, LIPS_OUTER, _NOSE):
+        cv2.fillPoly(features, [cv2.convexHull(np.round(points[list(part)]).astype(np.int32))], 255)
+    features = cv2.dilate(features, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * 3, 4 * 3)))
+    hard[features > 0] = 0
+    mask = cv2.resize(hard.astype(np.float32) / 255.0, (GRID, GRID), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(mask, (0, 0), 1.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _code() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(patterns (K, GRID*GRID) float64 orthonormal on the skin, dithers (K,), sync word (SYNC_BITS,) of 0/1,
+    the residual's gain on a pattern)."""
+    rng = np.random.default_rng(SEED)
+    count = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS
+    chips = rng.choice(np.array([-1.0, 1.0], np.float32), size=(count, CELLS, CELLS))
+    fields = np.stack([cv2.resize(c, (GRID, GRID), interpolation=cv2.INTER_CUBIC) for c in chips]).reshape(count, -1)
+    fields = fields.astype(np.float64) * _mask().reshape(-1)
+    q, _ = np.linalg.qr(fields.T)
+    patterns = q.T * np.sign(np.sum(q.T * fields, axis=1, keepdims=True))
+    dithers = rng.uniform(0.0, STEP, count)
+    sync = rng.integers(0, 2, SYNC_BITS)
+    # how much of a pattern the residual (detail over its local mean) keeps: the mark is scaled up by it
+    kept = [float(_residual_of(1.0 + 0.01 * p.reshape(GRID, GRID)) @ p) / 0.01 for p in patterns[:8]]
+    return patterns, dithers, sync, float(np.mean(kept))
+
+
+def _residual_of(crop: np.ndarray) -> np.ndarray:
+    """(GRID*GRID,) float64: luma over its local mean, minus one."""
+    crop = np.asarray(crop, np.float32)
+    local = cv2.GaussianBlur(crop, (0, 0), _HIGHPASS_SIGMA) + 1e-3
+    return (crop / local - 1.0).astype(np.float64).reshape(-1)
+
+
+def _bits(payload: int) -> np.ndarray:
+    """(K,) 0/1: the sync word, the payload (most significant bit first), its CRC-8."""
+    _, _, sync, _ = _code()
+    word = (payload << CHECK_BITS) | crc8(payload)
+    total = PAYLOAD_BITS + CHECK_BITS
+    return np.concatenate([sync, [(word >> (total - 1 - i)) & 1 for i in range(total)]])
+
+
+def _to_lattice(projections: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """(K,) how far each projection is from its bit's nearest lattice point."""
+    _, dithers, _, _ = _code()
+    offset = dithers + bits * (STEP / 2)
+    return np.round((projections - offset) / STEP) * STEP + offset - projections
+
+
+def _window_to_grid(landmarks: np.ndarray, x0: int, y0: int) -> torch.Tensor:
+    """(2, 3) float64: plate-window pixel -> aligned pixel at GRID px, the fit made from the landmarks."""
+    to_crop, _ = estimate_to_crop(landmarks, "whole_face")
+    m = plate_to_crop_pixel(to_crop, GRID)[0].clone()
+    m[:, 2] += m[:, 0] * x0 + m[:, 1] * y0
+    return m
+
+
+def _grid_to_window(window_to_grid: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(invert_affine(window_to_grid.numpy()))
+
+
+def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False,
+          landmarks: Sequence[np.ndarray | None] | None = None) -> torch.Tensor:
+    """Mark every swapped face of a frame, in place.
+
+    Args:
+        planes: (C >= 3, H, W) float pixels of the frame, display-encoded (``linear=False``) or linear light;
+            R, G and B change.
+        faces: the frame's faces; those with a ``coverage`` (SwapModel's new faces) are marked, through the
+            alpha the swap was composited with.
+        payload: 16-bit int (:func:`make_payload`).
+        linear: the planes are linear light (the mark is worked out on their display encoding).
+        landmarks: per face, the landmarks to align the mark on (:func:`mesh_landmarks` of this very frame, as
+            the reader will find them); None, or a None entry: the face's own.
+
+    Returns:
+        ``planes``, marked.
+    """
+    if not 0 <= payload < 2 ** PAYLOAD_BITS:
+        raise ValueError(f"watermark payload {payload} is not a {PAYLOAD_BITS}-bit unsigned value")
+    patterns, _, _, gain = _code()
+    bits = _bits(payload)
+    weights = torch.tensor(_LUMA, dtype=torch.float32, device=planes.device).view(3, 1, 1)
+    for index, face in enumerate(faces):
+        if face.coverage is None:
+            continue
+        points = landmarks[index] if landmarks is not None else None
+        y0, y1, x0, x1 = face.coverage.window
+        if y1 <= y0 or x1 <= x0:
+            continue
+        rgb = planes[:3, y0:y1, x0:x1].float()
+        luma = (rgb.clamp(min=0.0) ** (1.0 / LINEAR_GAIN) if linear else rgb).mul(weights).sum(0, keepdim=True)
+        alpha = face.coverage.alpha.to(device=planes.device, dtype=torch.float32)
+        to_grid = _window_to_grid(face.landmarks if points is None else points, x0, y0)
+        to_window = _grid_to_window(to_grid)
+        mark = np.zeros(GRID * GRID)
+        relative = torch.zeros_like(alpha)
+        for _ in range(2):
+            crop = warp_affine(luma * (1.0 + relative), to_window[None], (GRID, GRID))[0, 0].cpu().numpy()
+            projections = patterns @ _residual_of(crop)
+            mark += (_to_lattice(projections, bits) @ patterns) / gain
+            field = torch.from_numpy(mark.astype(np.float32)).view(1, GRID, GRID).to(planes.device)
+            relative = warp_affine(field, to_grid[None], (y1 - y0, x1 - x0))[0] * alpha
+        factor = 1.0 + relative
+        planes[:3, y0:y1, x0:x1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
+    return planes
+
+
+def aligned_luma(rgb8: np.ndarray, landmarks: Iterable[np.ndarray]) -> np.ndarray:
+    """The faces of an 8-bit RGB frame, aligned for reading, oversampled for the reader's search.
+
+    Args:
+        rgb8: (H, W, 3) uint8 RGB (display encoded, as files and screens hold it).
+        landmarks: each face's (478, >=2) landmarks in that frame's pixels.
+
+    Returns:
+        (N, V, S, S) float32 luma in [0, 1]: for each face and each of the V = len(SCALES) * len(TURNS) scale
+        and rotation variants of its fit (about the crop's centre), the aligned crop at OVERSAMPLE times GRID
+        with SEARCH pixels more on every side, S = GRID * OVERSAMPLE + 2 * SEARCH.
+    """
+    luma = torch.from_numpy(cv2.cvtColor(np.ascontiguousarray(rgb8), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0)
+    side = GRID * OVERSAMPLE + 2 * SEARCH
+    centre = side / 2 - 0.5
+    crops = []
+    for lm in landmarks:
+        to_crop, _ = estimate_to_crop(lm, "whole_face")
+        m = np.vstack([plate_to_crop_pixel(to_crop, GRID * OVERSAMPLE)[0].numpy(), [0.0, 0.0, 1.0]])
+        m[:2, 2] += SEARCH
+        variants = []
+        for scale in SCALES:
+            for turn in TURNS:
+                c, s_ = scale * math.cos(math.radians(turn)), scale * math.sin(math.radians(turn))
+                about = np.array([[c, -s_, centre - c * centre + s_ * centre],
+                                  [s_, c, centre - s_ * centre - c * centre], [0.0, 0.0, 1.0]])
+                variants.append(np.linalg.inv(about @ m)[:2])
+        crops.append(warp_affine(luma[None], np.stack(variants), (side, side), padding_mode="border")[:, 0].numpy())
+    return np.stack(crops) if crops else np.zeros((0, len(SCALES) * len(TURNS), side, side), np.float32)
+
+
+def _cosines(big: np.ndarray) -> np.ndarray:
+    """((2 SEARCH + 1)^2, K) the lattice cosines of one oversampled crop at every shift of the search."""
+    patterns, dithers, _, _ = _code()
+    out = []
+    span = GRID * OVERSAMPLE
+    for dy in range(2 * SEARCH + 1):
+        for dx in range(2 * SEARCH + 1):
+            crop = big[dy:dy + span, dx:dx + span].reshape(GRID, OVERSAMPLE, GRID, OVERSAMPLE).mean((1, 3))
+            out.append(np.cos(2 * np.pi * (patterns @ _residual_of(crop) - dithers) / STEP))
+    return np.stack(out)
+
+
+def read_crops(crops: np.ndarray) -> Reading:
+    """Read the mark from the faces of one marked source (the faces of a frame, or of a movie's frames).
+
+    Args:
+        crops: (N, V, S, S) from :func:`aligned_luma`; N may be 0.
+
+    Returns:
+        a :class:`Reading`: each face read at its best variant and shift, the faces' cosines added before
+        deciding.
+    """
+    if len(crops) == 0:
+        return Reading(False, 0.0, 0, False, 0)
+    _, _, sync, _ = _code()
+    signs = 1.0 - 2.0 * sync
+    total = np.zeros(SYNC_BITS + PAYLOAD_BITS + CHECK_BITS)
+    for variants in crops:
+        cosines = np.concatenate([_cosines(big) for big in variants])
+        total += cosines[int(np.argmax(cosines[:, :SYNC_BITS] @ signs))]
+    sync_z = float(total[:SYNC_BITS] @ signs / math.sqrt(SYNC_BITS * len(crops) / 2))
+    word = 0
+    for value in total[SYNC_BITS:]:
+        word = (word << 1) | int(value < 0)
+    payload, check = word >> CHECK_BITS, word & 0xFF
+    crc_ok = crc8(payload) == check
+    return Reading(bool(sync_z >= SYNC_Z and crc_ok), sync_z, int(payload), crc_ok, len(crops))
+
+
+_MESHERS = threading.local()
+
+
+def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
+                   origin: tuple[int, int] = (0, 0)) -> list[np.ndarray | None]:
+    """The landmarks writer and reader align the mark on: each face meshed again, statically, around its box
+    (``MediapipeBackend.mesh_around``), so both find the same fit on the same pixels.
+
+    Args:
+        rgb8: (H, W, 3) uint8 display-encoded RGB: the frame, or a part of it starting at ``origin``.
+        boxes: (x0, y0, x1, y1) of each face in frame pixels.
+        origin: (x, y) of ``rgb8``'s top-left pixel in the frame.
+
+    Returns:
+        per box, (478, 3) landmarks in frame pixels, or None where no face is meshed.
+    """
+    from .detect import MediapipeBackend
+
+    mesher = getattr(_MESHERS, "backend", None)
+    if mesher is None:   # one per thread: mediapipe graphs are not shared between threads
+        mesher = _MESHERS.backend = MediapipeBackend(detection_range="short", video=False)
+    ox, oy = origin
+    out = []
+    for x0, y0, x1, y1 in boxes:
+        points = mesher.mesh_around(rgb8, (x0 - ox, y0 - oy, x1 - ox, y1 - oy))
+        if points is not None:
+            points[:, 0] += ox
+            points[:, 1] += oy
+        out.append(points)
+    return out
+
+
+def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
+    """Mark the swapped faces of a frame about to be written (Write calls it), in place: each face meshed
+    again on these very pixels (:func:`mesh_landmarks`), then :func:`embed`.
+
+    Args:
+        planes: (C >= 3, H, W) float pixels in the file's encoding.
+        faces: the frame's faces (those with a ``coverage`` are marked).
+        payload: 16-bit int (:func:`make_payload`).
+        linear: the planes are linear light.
+
+    Returns:
+        ``planes``, marked.
+    """
+    swapped = [f for f in faces if f.coverage is not None]
+    if not swapped:
+        return planes
+    h, w = planes.shape[-2:]
+    # the part of the frame the meshes look at: each face's box grown as mesh_around's crop grows it
+    reach = [max(f.width, f.height) * 1.2 for f in swapped]
+    x0 = max(int(min(f.box[0] - r for f, r in zip(swapped, reach))), 0)
+    y0 = max(int(min(f.box[1] - r for f, r in zip(swapped, reach))), 0)
+    x1 = min(int(max(f.box[2] + r for f, r in zip(swapped, reach))) + 1, w)
+    y1 = min(int(max(f.box[3] + r for f, r in zip(swapped, reach))) + 1, h)
+    region = planes[:3, y0:y1, x0:x1].float().clamp(0.0, 1.0)
+    if linear:
+        region = region ** (1.0 / LINEAR_GAIN)
+    rgb8 = (region * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+    meshed = mesh_landmarks(rgb8, [f.box for f in swapped], origin=(x0, y0))
+    return embed(planes, swapped, payload, linear, landmarks=meshed)
