@@ -230,3 +230,20 @@ def load(path: str) -> Graph:
     graph.project_path = path
     graph.project_disk_state = on_disk
     return graph_from_dict(data, path, graph)
+
+
+def run_node_action(path: str, node_name: str, node_class: type, action: Callable[[Graph, Any], Any]) -> Any:
+    """A node's analysis run headless (``doublure track``, ``doublure occlusion``): open the project, run
+    ``action(graph, node)`` on its node ``node_name``, which must be a ``node_class``, and save the project with
+    what the action stored in the node.
+
+    Returns:
+        What ``action`` returns.
+    """
+    graph = load(path)
+    node = graph.node(node_name)
+    if not isinstance(node, node_class):
+        raise DoublureError(f"{path}: {node_name} is a {node.type_name}, not a {node_class.type_name} node")
+    result = action(graph, node)
+    graph.save(path)
+    return result

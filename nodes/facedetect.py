@@ -340,12 +340,7 @@ def track_shot(project_path: str, node_name: str, progress: Callable[[int, int, 
     Returns:
         The track file's path.
     """
-    from doublure.engine import load
+    from doublure.engine.project import run_node_action
 
-    graph = load(project_path)
-    node = graph.node(node_name)
-    if not isinstance(node, FaceDetect):
-        raise DoublureError(f"{project_path}: {node_name} is a {node.type_name}, not a FaceDetect")
-    path = node.action_track(graph, progress=progress)
-    graph.save(project_path)
-    return path
+    return run_node_action(project_path, node_name, FaceDetect,
+                           lambda graph, node: node.action_track(graph, progress=progress))

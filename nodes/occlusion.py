@@ -299,12 +299,7 @@ def train_occlusion(project_path: str, node_name: str, progress: Callable[..., N
     Returns:
         The matte file's path.
     """
-    from doublure.engine import load
+    from doublure.engine.project import run_node_action
 
-    graph = load(project_path)
-    node = graph.node(node_name)
-    if not isinstance(node, Occlusion):
-        raise DoublureError(f"{project_path}: {node_name} is a {node.type_name}, not an Occlusion node")
-    path = node.action_train(graph, progress=progress)
-    graph.save(project_path)
-    return path
+    return run_node_action(project_path, node_name, Occlusion,
+                           lambda graph, node: node.action_train(graph, progress=progress))
