@@ -65,6 +65,7 @@ def check_matte_record(matte: object) -> None:
     for i, frame in enumerate(matte["frames"]):
         fields.integer(frame, f"matte: frames[{i}]")
 
+
 @register_node
 class Occlusion(Node):
     """Find what stands in front of each face (painted and learned, hands, a turned head's far side)."""
