@@ -216,6 +216,18 @@ def current_umask() -> int:
     return mask
 
 
+def holds_temporaries(folders: Iterable[str | os.PathLike]) -> bool:
+    """Whether any of ``folders`` holds a name of ``atomic_path``'s (or ``atomic_folder``'s) temporary pattern:
+    a cheap look before matching temporaries against every file of a long render."""
+    for folder in folders:
+        try:
+            if any(_TEMP_NAME.fullmatch(entry) for entry in os.listdir(folder)):
+                return True
+        except OSError:  # no folder yet: nothing was written there
+            continue
+    return False
+
+
 def remove_stale_temps(paths: Iterable[str | os.PathLike]) -> list[str]:
     """Delete the temporaries that killed writers of ``paths`` left behind; returns the paths removed.
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
-from .atomic import remove_stale_temps
+from .atomic import holds_temporaries, remove_stale_temps
 from .context import CancelToken
 from .errors import Cancelled, DoublureError
 from .imageio import frame_path
@@ -86,6 +86,22 @@ def output_paths(node: "Node", frames: Iterable[int]) -> set[str]:
     (a name without one, a movie, is the same file for every frame)."""
     names = [name for name, knob in node.knobs.items() if isinstance(knob.spec, File) and knob.spec.save]
     return {frame_path(path, frame) for frame in frames for name in names if (path := node.path(name, frame))}
+
+
+def clear_killed_temporaries(nodes: Sequence["Node"], frames: Sequence[int]) -> list[str]:
+    """Remove what killed writers of these nodes' files over ``frames`` left (see
+    :func:`doublure.engine.atomic.remove_stale_temps`: a temporary a live process still writes is kept).
+
+    The outputs of every frame are named only when the folders of the first frame's outputs hold a temporary
+    at all: a render of 10^7 frames would otherwise name 10^7 files before its first frame.
+
+    Returns:
+        The temporaries removed.
+    """
+    first = set().union(*(output_paths(n, frames[:1]) for n in nodes))
+    if not holds_temporaries({os.path.dirname(os.path.realpath(p)) for p in first}):
+        return []
+    return remove_stale_temps(set().union(*(output_paths(n, frames) for n in nodes)))
 
 
 def resolve_frames(graph: "Graph", frames: Any) -> Sequence[int]:
@@ -182,9 +198,7 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     for node in nodes:
         node.validate_inputs()
     graph.render_record = check_consent(graph, nodes, frame_list[0], consent_override)
-    # A resumed or re-run render clears what killed writers of its own files left (see remove_stale_temps:
-    # a temporary that a live process still writes is kept).
-    report.stale_temps = remove_stale_temps(set().union(*(output_paths(n, frame_list) for n in nodes)))
+    report.stale_temps = clear_killed_temporaries(nodes, frame_list)
     if report.stale_temps:
         log.warning("removed %d temporary file(s) that killed renders left: %s", len(report.stale_temps),
                     ", ".join(report.stale_temps[:5]) + (" ..." if len(report.stale_temps) > 5 else ""))

@@ -216,6 +216,29 @@ def test_resumed_render_removes_temporaries_of_killed_writers_only(tmp_path):
         [f"comp.{f:04d}.exr" for f in range(1, 5)]
 
 
+def test_a_long_range_names_its_outputs_only_where_temporaries_lie(tmp_path, monkeypatch):
+    """The clean-up of killed writers' temporaries names every output of the range only when the output
+    folder holds a temporary: a render of 10^7 frames starts at once."""
+    import importlib
+
+    render_module = importlib.import_module("doublure.engine.render")   # the package's `render` is the function
+
+    out = tmp_path / "out" / "comp.####.exr"
+    g, _, write = exr_graph(tmp_path, file=str(out))
+    g.render("Write1", frames="1-2")
+    asked: list[int] = []
+    real = render_module.output_paths
+    monkeypatch.setattr(render_module, "output_paths",
+                        lambda node, frames: asked.append(len(frames)) or real(node, frames))
+    assert render_module.clear_killed_temporaries([write], range(1, 10**7 + 1)) == []
+    assert asked == [1]                                       # the first frame's outputs, to find the folder
+    killed, killed_tmp = start_atomic_write(imageio.frame_path(str(out), 7))
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert render_module.clear_killed_temporaries([write], range(1, 10**4 + 1)) == [killed_tmp]
+    assert asked[-1] == 10**4
+
+
 def test_failed_render_leaves_no_partial_output(tmp_path):
     g, read, write = exr_graph(tmp_path, file=str(tmp_path / "out" / "comp.####.exr"))
     os.unlink(tmp_path / "in" / "plate.0003.exr")
