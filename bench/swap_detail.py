@@ -45,15 +45,16 @@ def media(path: str) -> str:
     return str(p if p.is_absolute() or p.exists() else MEDIA / p)
 
 
-def face_crop8(rgb8: np.ndarray, face) -> tuple[np.ndarray, np.ndarray]:
-    """(the face's aligned crop at the plate's own pixel size (S, S, 3) uint8, its hull eroded (S, S) bool)."""
+def face_crop8(rgb8: np.ndarray, face, side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(the face's aligned crop (S, S, 3) uint8, its hull eroded by 5% of S (S, S) bool), at ``side`` px or by
+    default at the plate's own pixel size of the face."""
     import cv2
 
     from doublure.faces.align import warp_to_crop
     from doublure.faces.face import affine_scale
     from doublure.faces.masks import render_crop_mask
 
-    side = int(round(1.0 / affine_scale(face.to_crop)))
+    side = side or int(round(1.0 / affine_scale(face.to_crop)))
     crop = warp_to_crop(torch.from_numpy(rgb8).permute(2, 0, 1).float(), face.to_crop, side)[0]
     hull = render_crop_mask(face, "face_hull", side)[0].numpy() > 0.5
     k = max(1, int(0.05 * side))
@@ -70,19 +71,7 @@ def sharpness(crop8: np.ndarray, mask: np.ndarray) -> float:
 
 def target_sharpness_at(side: int, target_faces: list[tuple[np.ndarray, object]]) -> float:
     """Mean sharpness of the target's own faces cropped at ``side`` px (the hull eroded as for the plates)."""
-    import cv2
-
-    from doublure.faces.align import warp_to_crop
-    from doublure.faces.masks import render_crop_mask
-
-    values = []
-    k = max(1, int(0.05 * side))
-    for rgb8, face in target_faces:
-        crop = warp_to_crop(torch.from_numpy(rgb8).permute(2, 0, 1).float(), face.to_crop, side)[0]
-        hull = render_crop_mask(face, "face_hull", side)[0].numpy() > 0.5
-        hull = cv2.erode(hull.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)) > 0
-        values.append(sharpness(crop.clamp(0, 255).round().byte().permute(1, 2, 0).numpy(), hull))
-    return float(np.mean(values))
+    return float(np.mean([sharpness(*face_crop8(rgb8, face, side)) for rgb8, face in target_faces]))
 
 
 def swapper(model_path: str, detail: str):
@@ -98,8 +87,8 @@ def measure_plate(clip: str, every: int, swaps: dict, ident: Identity, c_target:
 
     c_plate = centroid(ident, clip, every)
     rows: dict[str, dict[str, list]] = {k: {"sharp": [], "vs_target": [], "dist": [], "nearer": [],
-                                            **{e: [] for e in EXPRESSIONS}, "plate_" + "expr": []} for k in swaps}
-    plate_sharp, plate_expr, sheet, sides, ms = [], {e: [] for e in EXPRESSIONS}, [], [], {k: [] for k in swaps}
+                                            **{e: [] for e in EXPRESSIONS}} for k in swaps}
+    plate_sharp, sheet, sides, ms = [], [], [], {k: [] for k in swaps}
     target_cache: dict[int, float] = {}
     with MediapipeBackend("short+full", max_faces=1) as det, MediapipeBackend("short+full", max_faces=1) as det2:
         n = 0
@@ -126,8 +115,9 @@ def measure_plate(clip: str, every: int, swaps: dict, ident: Identity, c_target:
                 ms[name].append(1000 * (time.perf_counter() - t0))
                 crop, _ = face_crop8(out, face)
                 r = rows[name]
-                r["sharp"].append(sharpness(crop, hull) / max(p_sharp, 1e-9))
-                r["vs_target"].append(sharpness(crop, hull) / max(target_cache[bucket], 1e-9))
+                result_sharp = sharpness(crop, hull)
+                r["sharp"].append(result_sharp / max(p_sharp, 1e-9))
+                r["vs_target"].append(result_sharp / max(target_cache[bucket], 1e-9))
                 d = ident.descriptor(out, face.box)
                 r["dist"].append(float(np.linalg.norm(d - c_target)))
                 r["nearer"].append(bool(np.linalg.norm(d - c_target) < np.linalg.norm(d - c_plate)))

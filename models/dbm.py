@@ -605,7 +605,7 @@ def model_card(path: str) -> str:
                          f"at {identity_now} (`doublure train --detail --resume` refreshes it)")
         for fs in detail.get("facesets", []):
             lines.append(f"  faceset detail (B): {fs.get('path')} ({fs.get('items')} faces, "
-                         f"native {fs.get('native_side', '?')} px)")
+                         f"native {fs.get('native_side') or '?'} px)")
     else:
         lines.append("  detail stage: none (the swap is drawn at the identity model's resolution)")
     for role, label in (("a", "plate actor (A)"), ("b", "target actor (B)"), ("pretrain", "pretraining")):

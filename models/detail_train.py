@@ -160,6 +160,16 @@ class DetailTrainer:
             log.warning("facesets %s are %s px, smaller than the detail stage's %d px output: their faces are "
                         "enlarged to it and hold less detail than the stage could draw", list(cfg.target),
                         sorted(sizes), out_res)
+        # the card's record: what this run adds to an earlier run's time, the facesets by name and native size
+        elapsed_before = float(((meta.get("detail") or {}).get("training") or {}).get("elapsed_s", 0.0)) \
+            if cfg.resume else 0.0
+        facesets = [dict(fs, path=os.path.basename(os.path.normpath(fs["path"]))) for fs in faces.facesets]
+        try:
+            side = round(native_side(cfg.target), 1)
+        except DoublureError:   # an older faceset, trained with an explicit --detail-scale: no size to record
+            side = None
+        for fs in facesets:
+            fs["native_side"] = side
         t0 = time.monotonic()
         self.progress({"event": "setup", "iteration": start_iter, "message": f"rendering {len(faces)} reference faces"})
         renders = self._renderings(loaded, faces, res)
@@ -221,12 +231,12 @@ class DetailTrainer:
                 self.progress({"event": "step", "iteration": it, "iterations": total, "loss": float(np.mean(recent)),
                                "adversarial": use_gan, "elapsed_s": time.monotonic() - t0})
                 if time.monotonic() - last_ckpt > 60.0 * cfg.checkpoint_minutes:
-                    self._save(net, it, start_iter, t0, recent, faces)
+                    self._save(net, it, elapsed_before + time.monotonic() - t0, recent, facesets)
                     last_ckpt = time.monotonic()
                     self.progress({"event": "checkpoint", "iteration": it})
         finally:
             if it > start_iter:
-                self._save(net, it, start_iter, t0, recent, faces)
+                self._save(net, it, elapsed_before + time.monotonic() - t0, recent, facesets)
         summary = {"event": "done", "iteration": it, "loss": float(np.mean(recent)) if recent else None,
                    "elapsed_s": time.monotonic() - t0, "out_res": out_res}
         self.progress(summary)
@@ -242,20 +252,12 @@ class DetailTrainer:
             parts.append((time.monotonic() - t0) / max(deadline - t0, 1e-9))
         return max(parts) if parts else 1.0
 
-    def _save(self, net: DetailNet, it: int, start: int, t0: float, recent: list[float], faces: FaceData) -> None:
+    def _save(self, net: DetailNet, it: int, elapsed: float, recent: list[float], facesets: list[dict]) -> None:
+        """Write the network into the model, with ``elapsed`` seconds of training in all (earlier runs too)."""
         cfg = self.config
-        previous = ((read_meta(cfg.out).get("detail") or {}).get("training") or {}) if cfg.resume else {}
         training = {"iterations": it, "batch": cfg.batch, "lr": cfg.lr, "gradient_weight": cfg.gradient_weight,
-                    "gan_weight": cfg.gan_weight, "device": "cpu",
-                    "elapsed_s": round(float(previous.get("elapsed_s", 0.0)) + time.monotonic() - t0, 1),
+                    "gan_weight": cfg.gan_weight, "device": "cpu", "elapsed_s": round(elapsed, 1),
                     "loss_last": float(np.mean(recent)) if recent else None}
-        facesets = [dict(fs, path=os.path.basename(os.path.normpath(fs["path"]))) for fs in faces.facesets]
-        try:
-            side = native_side(cfg.target)
-            for fs in facesets:
-                fs["native_side"] = round(side, 1)
-        except DoublureError:
-            pass
         was_training = net.training
         net.eval()
         save_detail(cfg.out, net, {"training": training, "facesets": facesets})

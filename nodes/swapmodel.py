@@ -820,8 +820,12 @@ class SwapModel(Node):
         if self._detail_wanted(loaded, faces, ctx.frame):
             # after the temporal blend, so the added detail is drawn once per frame on the steadied face
             res = loaded.detail.cfg.out_res
-            enlarged = F.interpolate(swap, size=(res, res), mode="bilinear", align_corners=False)
-            swap = torch.lerp(enlarged, enhance(loaded.detail, swap), float(self.value("detail_amount", ctx.frame)))
+            amount = float(self.value("detail_amount", ctx.frame))
+            detailed = enhance(loaded.detail, swap)
+            if amount < 1.0:   # the enlargement is made only to fade towards
+                detailed = torch.lerp(F.interpolate(swap, size=(res, res), mode="bilinear", align_corners=False),
+                                      detailed, amount)
+            swap = detailed
             pred_mask = F.interpolate(pred_mask, size=(res, res), mode="bilinear", align_corners=False)
         swap = _to_encoding(swap, "srgb", ctx.working_space).to(plate.device)
         hull = torch.stack([render_crop_mask(f, "face_hull", res, device=swap.device) for f in faces])

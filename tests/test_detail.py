@@ -3,6 +3,7 @@ real reference faces, and SwapModel drawing plate faces through it."""
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -144,9 +145,14 @@ def test_training_on_real_reference_faces(model_path, faceset):
     x = torch.rand(1, 3, 64, 64)
     plain = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
     assert (enhance(loaded.detail, x) - plain.clamp(0, 1)).abs().max() > 1e-4
-    # --resume goes on from the stored iteration count
-    DetailTrainer(DetailTrainConfig(out=model_path, target=[faceset], iters=8, batch=4, resume=True)).run()
-    assert read_meta(model_path)["detail"]["training"]["iterations"] == 8
+    # --resume goes on from the stored iteration count, and adds its own time to the stored time once
+    first_elapsed = detail["training"]["elapsed_s"]
+    started = time.monotonic()
+    DetailTrainer(DetailTrainConfig(out=model_path, target=[faceset], iters=8, batch=4, resume=True,
+                                    checkpoint_minutes=0.0)).run()
+    resumed = read_meta(model_path)["detail"]["training"]
+    assert resumed["iterations"] == 8
+    assert first_elapsed <= resumed["elapsed_s"] <= first_elapsed + time.monotonic() - started + 0.1
 
 
 def test_command_line_and_bad_input(model_path, faceset, tmp_path, capsys):
