@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from doublure.engine import DoublureError  # noqa: E402
 
-SUBCOMMANDS = ("render", "info", "track", "occlusion", "extract", "train", "demo", "verify")
+SUBCOMMANDS = ("render", "info", "track", "occlusion", "extract", "train", "adapt", "demo", "verify")
 
 
 def _version() -> str:
@@ -163,6 +163,38 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    import logging
+
+    from doublure.engine.progress import ProgressBar
+    from doublure.models.train import ProgressLine, Trainer
+
+    from .adapt import adaptation_config, extract_shot, plan_adaptation, use_adapted
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    graph = _load_project(args.project)
+    plan = plan_adaptation(graph, args.node, out=args.out, faceset=args.faceset, target=args.target or None)
+    first, last, step = plan.frames
+    print(f"adapting {plan.model} to {plan.read} ({plan.plate}, frames {first}-{last}"
+          f"{f' every {step}' if step > 1 else ''}) for {args.minutes:g} minutes into {plan.out}")
+    if args.faceset and os.path.isfile(os.path.join(plan.faceset, "index.json")):
+        print(f"using the faces already extracted in {plan.faceset}")
+    else:
+        bar = ProgressBar(plan.frame_count, "frames")
+        try:
+            summary = extract_shot(graph, plan, progress=lambda done, total, _: bar.update(done))
+        finally:
+            bar.close()
+        print(f"{summary['items']} faces of the shot in {plan.faceset}")
+    Trainer(adaptation_config(plan, args.minutes), progress=ProgressLine()).run()
+    print(f"adapted model written to {plan.out}")
+    if args.apply:
+        use_adapted(graph, plan)
+        graph.save(args.project)
+        print(f"{plan.swap} now uses it; {args.project} saved")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from doublure.faces.verify import verify_file
 
@@ -254,6 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an identity model (see doublure train --help)", add_help=False)
     train.add_argument("args", nargs=argparse.REMAINDER)
     train.set_defaults(func=None)
+
+    adapt = sub.add_parser("adapt", help="continue a SwapModel's identity model on the shot's own faces for a few "
+                           "minutes (the plate's identity and expression carry over better)")
+    adapt.add_argument("project")
+    adapt.add_argument("-n", "--node", help="the SwapModel node (default: the project's only one)")
+    adapt.add_argument("--minutes", type=float, default=10.0, help="training time (default 10)")
+    adapt.add_argument("--out", help="the adapted model (default: MODEL_PLATE.dbm beside the project)")
+    adapt.add_argument("--faceset", help="where the shot's faces go (default: PLATE_faces beside the model); "
+                       "a faceset already there is used as it is")
+    adapt.add_argument("--target", nargs="+", metavar="FACESET",
+                       help="the target's facesets (default: those the model's card names)")
+    adapt.add_argument("--apply", action="store_true", help="point the SwapModel at the adapted model and save")
+    adapt.set_defaults(func=cmd_adapt)
 
     demo = sub.add_parser("demo", help="open the demo shot (renders it when there is no display)")
     demo.add_argument("--headless", action="store_true", default=None, help="render instead of opening the app")

@@ -3,7 +3,8 @@
 Faceset format (``doublure.faceset/1``), relied on by training:
 
 - ``out_dir/index.json``: ``{"schema": "doublure.faceset/1", "size": S, "face_type": ..., "items": [...]}``,
-  one item per crop: ``{"file": "000123.png", "source": clip path, "frame": n (0-based decode order),
+  one item per crop: ``{"file": "000123.png", "source": clip path, "frame": n (0-based decode order; a
+  ``FrameSource``'s own frame numbers),
   "landmarks": [[x, y] x 478] in crop pixel coords (pixel centres at integers), "pose": [yaw, pitch, roll],
   "blur": variance of the Laplacian, "track_id": k, "expression": {...}, "luma": mean face luminance,
   "native_side": source pixels across the crop (the detail a reference holds: a crop larger than this is
@@ -34,6 +35,22 @@ from .masks import render_crop_mask
 from .track import associate, make_face
 
 FACESET_SCHEMA = "doublure.faceset/1"
+
+
+@dataclass
+class FrameSource:
+    """Frames to extract faces from that are not a video file: a Read node's frames through the engine (an
+    image sequence, or a plate after its colour conversion), as the app's "adapt to this shot" takes them.
+
+    Attributes:
+        name: what the faceset records as each face's ``source`` (the plate's file).
+        count: how many frames ``frames()`` yields (the progress total).
+        frames: yields (frame number, (H, W, 3) uint8 RGB, sRGB-encoded), in order.
+    """
+
+    name: str
+    count: int
+    frames: Callable[[], Iterator[tuple[int, np.ndarray]]]
 
 
 def iter_video_frames(path: str, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:
@@ -106,13 +123,13 @@ class ExtractOptions:
 
 # ----------------------------------------------------------------------------------------- extract
 
-def extract_faceset(clips: Sequence[str], out_dir: str, size: int = 256, every: int = 1,
+def extract_faceset(clips: Sequence[str | FrameSource], out_dir: str, size: int = 256, every: int = 1,
                     face_type: str = "whole_face", progress: Callable[[int, int, str], None] | None = None,
                     options: ExtractOptions | None = None) -> dict:
     """Extract aligned face crops from clips into a faceset folder and write its coverage report.
 
     Args:
-        clips: video files (decoded with PyAV).
+        clips: video files (decoded with PyAV), or ``FrameSource`` s (every one of their frames is used).
         out_dir: the faceset folder (created).
         size: crop side in pixels.
         every: keep every N-th frame.
@@ -137,17 +154,19 @@ def extract_faceset(clips: Sequence[str], out_dir: str, size: int = 256, every: 
     items: list[dict] = []
     skipped = {"no_face": 0, "too_small": 0, "blurry": 0, "duplicate": 0}
     for clip in clips:
-        if not os.path.isfile(clip):
+        if not isinstance(clip, FrameSource) and not os.path.isfile(clip):
             raise MediaError(f"extract: no such clip {clip}")
     total = _count_frames(clips, every)
     done = 0
     for clip in clips:
+        source = clip.name if isinstance(clip, FrameSource) else os.path.abspath(clip)
+        frames = clip.frames() if isinstance(clip, FrameSource) else iter_video_frames(clip, every)
         # crops go to disk as they are made (a long clip's crops do not fit in memory); the filters need the
         # clip's median sharpness, so they run once the clip is done
         candidates: list[_Candidate] = []
         detections = []
         with MediapipeBackend("short+full", max_faces=4, video=True) as backend:
-            for idx, rgb in iter_video_frames(clip, every):
+            for idx, rgb in frames:
                 raw = backend.detect(rgb)
                 detections.append(raw)
                 if not raw:
@@ -159,7 +178,7 @@ def extract_faceset(clips: Sequence[str], out_dir: str, size: int = 256, every: 
                     candidates.append(cand)
                 done += 1
                 if progress is not None:
-                    progress(done, total, clip)
+                    progress(done, total, source)
         track_of = {id(raw): tr.track_id for tr in associate(detections) for raw in tr.frames.values()}
         kept = set(id(c) for c in _filter(candidates, track_of, size, opts, skipped))
         for cand in candidates:
@@ -169,7 +188,7 @@ def extract_faceset(clips: Sequence[str], out_dir: str, size: int = 256, every: 
             name = f"{len(items):06d}.png"
             os.replace(cand.pending, os.path.join(out_dir, name))
             lm = cand.face.landmarks_in_crop(size)
-            items.append({"file": name, "source": os.path.abspath(clip), "frame": int(cand.frame),
+            items.append({"file": name, "source": source, "frame": int(cand.frame),
                           "landmarks": np.round(lm, 3).tolist(), "pose": [round(v, 3) for v in cand.face.pose],
                           "blur": round(cand.blur, 3), "track_id": int(track_of[cand.raw_id]),
                           "expression": {k: round(v, 4) for k, v in expression_measures(lm).items()},
@@ -200,11 +219,14 @@ class _Candidate:
     pending: str = ""
 
 
-def _count_frames(clips: Sequence[str], every: int) -> int:
+def _count_frames(clips: Sequence[str | FrameSource], every: int) -> int:
     from doublure.engine.video import VideoReader
 
     total = 0
     for clip in clips:
+        if isinstance(clip, FrameSource):
+            total += clip.count
+            continue
         with VideoReader(clip) as reader:
             total += math.ceil(reader.frame_count / every)
     return total

@@ -349,6 +349,30 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer
 
 # ------------------------------------------------------------------------------------ trainer
 
+def recorded_target(model: str, meta: dict[str, Any] | None = None) -> list[str]:
+    """The target facesets an identity model was trained on, as its card records them (relative to the card),
+    for adapting it to a shot without naming them again.
+
+    Args:
+        model: the identity model (``.dbm``).
+        meta: its card, when already read.
+
+    Raises:
+        DoublureError: the card names no target faceset, or they are not on this machine (naming them).
+    """
+    meta = read_meta(model) if meta is None else meta
+    paths = [fs.get("path", "") for fs in (meta.get("facesets") or {}).get("b") or []]
+    if not paths:
+        raise DoublureError(f"{model}: its card names no target faceset; give the target's faces with --target")
+    card = os.path.dirname(os.path.abspath(resolve_model_path(model)))
+    found = [os.path.normpath(p if os.path.isabs(p) else os.path.join(card, p)) for p in paths]
+    missing = [p for p in found if not os.path.isfile(os.path.join(p, "index.json"))]
+    if missing:
+        raise DoublureError(f"{model}: its target facesets {missing} are not here; give the target's faces "
+                            f"with --target")
+    return found
+
+
 class Trainer:
     """Runs a training session (see the module docstring).
 
@@ -420,18 +444,6 @@ class Trainer:
         return os.path.join(self.training_dir, "loss.jsonl")
 
     # -- setup --------------------------------------------------------------------------------------
-    def _recorded_target(self, base_meta: dict[str, Any]) -> list[str]:
-        """The target facesets an identity model was trained on, as its card records them, for adapting it
-        to a shot without naming them again; a DoublureError when they are not on this machine."""
-        paths = [fs.get("path", "") for fs in base_meta["facesets"]["b"]]
-        card = os.path.dirname(os.path.abspath(resolve_model_path(self.config.from_model)))
-        found = [p if os.path.isabs(p) else os.path.join(card, p) for p in paths]
-        missing = [p for p in found if not os.path.isfile(os.path.join(p, "index.json"))]
-        if missing:
-            raise DoublureError(f"--from {self.config.from_model}: its target facesets {missing} are not here; give "
-                                f"the target's faces with --target")
-        return found
-
     def _state_of_shipped_model(self, out: str) -> dict[str, Any]:
         """The training state to resume a model that was shipped without its checkpoint files (weights and
         ``model.json`` only, like the bundled demo model): its recorded iterations and time, a fresh optimiser."""
@@ -474,7 +486,7 @@ class Trainer:
         base_meta = read_meta(c.from_model) if c.from_model else {}
         adapting = bool((base_meta.get("facesets") or {}).get("b"))   # an identity model, not a pretrained base
         if adapting and not c.target and not c.pretrain:
-            c.target = self._recorded_target(base_meta)
+            c.target = recorded_target(c.from_model, base_meta)
         if c.pretrain:
             if c.source or c.target:
                 raise DoublureError("--pretrain trains on its own facesets: give no --source/--target")
@@ -967,8 +979,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        compile_mode=args.compile_mode, threads=args.threads, name=args.name, rights=rights)
 
 
-class _ProgressLine:
-    """The terminal progress display: one line, redrawn in place on a terminal, every log step."""
+class ProgressLine:
+    """The terminal display of a training run (``doublure train``, ``doublure adapt``): one line, redrawn in place
+    on a terminal, every log step."""
 
     def __init__(self, stream=sys.stderr) -> None:
         self.stream = stream
@@ -1023,7 +1036,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         DetailTrainer(detail, progress=_detail_progress).run()
         print(f"detail stage written into {args.out}", file=sys.stderr)
         return 0
-    trainer = Trainer(config_from_args(args), progress=_ProgressLine())
+    trainer = Trainer(config_from_args(args), progress=ProgressLine())
     trainer.run()
     if main_rank:
         print(f"model written to {args.out}", file=sys.stderr)

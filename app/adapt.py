@@ -1,0 +1,197 @@
+"""Adapting an identity model to one shot: the plate's own faces, read through the Read that feeds a SwapModel,
+continue the model for a few minutes (``doublure train --from``), and the SwapModel then uses the result.
+
+An identity model trained once draws the target on plates it never saw only roughly; a few minutes on the
+shot's own faces move identity and expression there (bench/RESULTS.md, issue 21). This module is what the
+Training panel's "Adapt to this shot" and ``doublure adapt shot.dbl`` run; it holds no Qt.
+
+The steps, each its own call so the app can show progress and stop between them:
+
+1. ``plan_adaptation``: which SwapModel, its model and the Read upstream of it, where the faces and the
+   adapted model go; the model's target facesets are checked here, before minutes of extraction.
+2. ``extract_shot``: the Read's frames through the engine (any file the Read reads, after its colour
+   conversion) into a faceset.
+3. ``adaptation_config``: the training run (``models.train.Trainer``) that continues the model on them; its
+   card, rights record and detail stage go with it.
+4. ``use_adapted``: point the SwapModel at the adapted model (one undoable step).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from doublure.engine.errors import DoublureError
+from doublure.faces.detect import working_to_srgb8
+from doublure.faces.extract import FrameSource, extract_faceset
+from doublure.models.dbm import read_meta
+from doublure.models.train import TrainConfig, recorded_target
+
+# Faces drawn from a shot at most: more frames of one shot add little (neighbouring frames are near copies)
+# and cost extraction time.
+MAX_SHOT_FACES = 400
+# Default training budget of an adaptation, in minutes: the issue's goal is met within 10 CPU-minutes.
+DEFAULT_MINUTES = 10.0
+# A shot's run is short: the learning-rate warm-up of a fresh optimiser is shortened to match.
+ADAPT_WARMUP = 50
+
+
+@dataclass
+class AdaptPlan:
+    """One adaptation: what is continued on what, and where it is written.
+
+    Attributes:
+        swap: the SwapModel node's name.
+        read: the Read node upstream of it whose frames are the shot.
+        model: the identity model being adapted (absolute path).
+        plate: the Read's file, as the faceset records its faces' source.
+        frames: the timeline frames read (first, last, step).
+        faceset: the folder the shot's faces are extracted to.
+        out: the adapted model written (``.dbm``).
+        target: the target's facesets (the model card's, or given).
+        crop: the side of the extracted crops.
+    """
+
+    swap: str
+    read: str
+    model: str
+    plate: str
+    frames: tuple[int, int, int]
+    faceset: str
+    out: str
+    target: list[str]
+    crop: int
+
+    @property
+    def frame_count(self) -> int:
+        first, last, step = self.frames
+        return len(range(first, last + 1, step))
+
+
+def _swap_node(graph, swap: str | None):
+    if swap:
+        node = graph.node(swap)
+        if type(node).__name__ != "SwapModel":
+            raise DoublureError(f"adapt: {swap} is a {type(node).__name__}, not a SwapModel")
+        return node
+    swaps = [n for n in graph.nodes if type(n).__name__ == "SwapModel"]
+    if not swaps:
+        raise DoublureError("adapt: the project has no SwapModel node to adapt")
+    if len(swaps) > 1:
+        raise DoublureError(f"adapt: the project has {len(swaps)} SwapModel nodes "
+                            f"({', '.join(sorted(n.name for n in swaps))}): name one")
+    return swaps[0]
+
+
+def _upstream_read(swap):
+    """The Read the SwapModel's main input comes from, following each node's first input."""
+    node, seen = swap.input(0), set()
+    while node is not None and id(node) not in seen:
+        if type(node).__name__ == "Read":
+            return node
+        seen.add(id(node))
+        node = node.input(0)
+    raise DoublureError(f"adapt: no Read upstream of {swap.name}'s input: the shot's faces come from its plate")
+
+
+def plan_adaptation(graph, swap: str | None = None, out: str | None = None, faceset: str | None = None,
+                    target: list[str] | None = None) -> AdaptPlan:
+    """Work out an adaptation of a project's SwapModel to its plate.
+
+    Args:
+        graph: the project's ``engine.Graph``.
+        swap: the SwapModel's name (None: the project's only one).
+        out: the adapted model to write (default: ``<model>_<plate>.dbm`` in the project's folder, or the
+            working folder for an unsaved project: never beside the model, which may be a shared library's).
+        faceset: where the shot's faces go (default: ``<plate>_faces`` beside ``out``).
+        target: the target's facesets (default: the ones the model's card records).
+
+    Returns:
+        The plan.
+
+    Raises:
+        DoublureError: no or several SwapModels, no model set, no Read upstream, the target's facesets not on
+            this machine, or ``out`` the model itself; each message names the node, knob or file.
+    """
+    node = _swap_node(graph, swap)
+    model = node.path("model")
+    if not model:
+        raise DoublureError(f"adapt: {node.name} has no model (knob 'model')")
+    meta = read_meta(model)
+    read = _upstream_read(node)
+    plate = read.path("file")
+    if not plate:
+        raise DoublureError(f"adapt: {read.name} has no file (knob 'file')")
+    offset = int(read.value("frame_offset"))
+    first, last = int(read.value("first")) + offset, int(read.value("last")) + offset
+    if last < first:
+        raise DoublureError(f"adapt: {read.name}'s range {first}-{last} runs backwards")
+    step = max(1, math.ceil((last - first + 1) / MAX_SHOT_FACES))
+    folder = graph.project_dir or os.getcwd()
+    model_stem = os.path.splitext(os.path.basename(os.path.normpath(model)))[0]
+    plate_stem = os.path.splitext(os.path.basename(plate))[0].replace("#", "").replace("%", "").strip("._-") or read.name
+    out = os.path.abspath(out or os.path.join(folder, f"{model_stem}_{plate_stem}.dbm"))
+    if os.path.normpath(out) == os.path.normpath(os.path.abspath(model)):
+        raise DoublureError(f"adapt: the adapted model would replace {model}; choose another output")
+    faceset = os.path.abspath(faceset or os.path.join(os.path.dirname(out), f"{plate_stem}_faces"))
+    target = [os.path.abspath(t) for t in target] if target else recorded_target(model, meta)
+    res = int((meta.get("architecture") or {}).get("res", 64))
+    return AdaptPlan(swap=node.name, read=read.name, model=os.path.abspath(model), plate=plate,
+                     frames=(first, last, step), faceset=faceset, out=out, target=target, crop=max(128, 2 * res))
+
+
+def shot_frames(graph, plan: AdaptPlan, cancel=None) -> FrameSource:
+    """The plan's Read frames as the engine makes them (the Read's colour conversion, any file type), sRGB
+    encoded for the face detector, as ``extract_faceset`` takes them."""
+    read = graph.node(plan.read)
+    first, last, step = plan.frames
+
+    def frames() -> Iterator[tuple[int, np.ndarray]]:
+        for frame in range(first, last + 1, step):
+            ctx = graph.context(frame, 1.0, cancel)
+            ctx.check_cancelled()
+            img = graph.evaluate_node(read, ctx)
+            yield frame, working_to_srgb8(img.tensor, ctx.working_space)
+
+    return FrameSource(plan.plate, plan.frame_count, frames)
+
+
+def extract_shot(graph, plan: AdaptPlan, progress: Callable[[int, int, str], None] | None = None,
+                 cancel=None) -> dict:
+    """Extract the shot's faces into ``plan.faceset`` (see ``faces.extract.extract_faceset``'s summary).
+
+    Raises:
+        DoublureError: no face was found in the shot (naming the Read and its frames).
+    """
+    summary = extract_faceset([shot_frames(graph, plan, cancel)], plan.faceset, size=plan.crop, progress=progress)
+    if not summary["items"]:
+        first, last, _ = plan.frames
+        raise DoublureError(f"adapt: no usable face in {plan.read}'s frames {first}-{last} ({plan.plate})")
+    return summary
+
+
+def adaptation_config(plan: AdaptPlan, minutes: float = DEFAULT_MINUTES, **overrides) -> TrainConfig:
+    """The training run that continues ``plan.model`` on the shot's faces for ``minutes``.
+
+    The model's card, rights record and detail stage go with it (``TrainConfig.from_model``); a fresh optimiser
+    warms up over ``ADAPT_WARMUP`` iterations. ``overrides``: other ``TrainConfig`` fields.
+    """
+    if not minutes > 0:
+        raise DoublureError(f"adapt: the training time must be positive minutes (got {minutes})")
+    fields = dict(out=plan.out, from_model=plan.model, source=[plan.faceset], target=list(plan.target),
+                  minutes=float(minutes), warmup=ADAPT_WARMUP, first_checkpoint_minutes=1.0,
+                  checkpoint_minutes=min(TrainConfig.checkpoint_minutes, max(1.0, minutes / 2)))
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def use_adapted(graph, plan: AdaptPlan) -> None:
+    """Point the SwapModel at the adapted model: one undoable edit, the path relative to a saved project."""
+    path = plan.out
+    if graph.project_dir:
+        rel = os.path.relpath(path, graph.project_dir)
+        path = path if rel.startswith("..") else rel
+    graph.set_knob(plan.swap, "model", path)

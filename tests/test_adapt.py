@@ -1,0 +1,135 @@
+"""Adapting a SwapModel's identity model to its shot (``app/adapt.py``, ``doublure adapt``): the plan found from
+the project, the shot's faces read through its Read, the run that continues the model, and the SwapModel
+pointed at the result; on real MEAD footage with a tiny 64 px model."""
+import json
+import os
+
+import pytest
+
+import doublure.nodes  # noqa: F401  (registers the node library)
+from doublure import engine
+from doublure.app.adapt import adaptation_config, extract_shot, plan_adaptation, use_adapted
+from doublure.app.cli import main
+from doublure.engine.errors import DoublureError
+from doublure.faces.extract import extract_faceset
+from doublure.models.dbm import read_meta, rights_record
+from doublure.models.train import TrainConfig, Trainer
+
+RIGHTS = rights_record("M030", "M030 (the actor)", "2024-01-10", "AGR-0042", "film", "2099-12-31")
+TINY = dict(res=64, width=0.125, batch=4, lr=5e-4, warmup=5, threads=2, workers=1)
+
+
+@pytest.fixture(scope="module")
+def identity_model(media_dir, tmp_path_factory):
+    """A tiny identity model (A: W009 happy, B: M030 happy) whose card names its facesets."""
+    root = tmp_path_factory.mktemp("identity")
+    a, b = str(root / "w009"), str(root / "m030")
+    extract_faceset([str(media_dir / "mead/W009_front_happy_level3_001.mp4")], a, size=64, every=6)
+    extract_faceset([str(media_dir / "mead/M030_front_happy_level3_001.mp4")], b, size=64, every=6)
+    model = str(root / "m030.dbm")
+    Trainer(TrainConfig(out=model, source=[a], target=[b], iters=4, rights=RIGHTS, arch="liae", **TINY)).run()
+    return model, b
+
+
+def shot_project(tmp_path, media_dir, model, swaps=1, last=12):
+    """A saved project: a W009 plate (a clip the model never saw) -> FaceDetect -> SwapModel(s)."""
+    graph = engine.Graph()
+    read = graph.create("Read", file=str(media_dir / "mead/W009_front_surprised_level3_001.mp4"))
+    graph.set_knob(read, "last", last)
+    detect = graph.create("FaceDetect", inputs=[read])
+    for _ in range(swaps):
+        graph.create("SwapModel", inputs=[detect], model=model)
+    path = str(tmp_path / "shot" / "sh010.dbl")
+    os.makedirs(os.path.dirname(path))
+    graph.save(path)
+    return engine.load(path), path
+
+
+def test_the_plan_names_the_shot_the_model_and_where_the_result_goes(identity_model, media_dir, tmp_path):
+    model, target = identity_model
+    graph, path = shot_project(tmp_path, media_dir, model)
+    plan = plan_adaptation(graph)
+    assert (plan.swap, plan.read) == ("SwapModel1", "Read1")
+    assert plan.model == os.path.abspath(model) and plan.plate.endswith("W009_front_surprised_level3_001.mp4")
+    assert plan.frames == (1, 12, 1) and plan.frame_count == 12
+    assert plan.target == [os.path.normpath(target)]   # from the model's card
+    shot_dir = os.path.dirname(path)
+    assert plan.out == os.path.join(shot_dir, "m030_W009_front_surprised_level3_001.dbm")
+    assert plan.faceset == os.path.join(shot_dir, "W009_front_surprised_level3_001_faces")
+    assert plan.crop == 128
+    config = adaptation_config(plan, minutes=3)
+    assert (config.from_model, config.source, config.target) == (plan.model, [plan.faceset], plan.target)
+    assert config.minutes == 3 and config.checkpoint_minutes == 1.5 and not config.resume
+
+
+def test_bad_plans_say_what_is_wrong(identity_model, media_dir, tmp_path):
+    model, _ = identity_model
+    graph, _ = shot_project(tmp_path, media_dir, model, swaps=2)
+    with pytest.raises(DoublureError, match="2 SwapModel nodes .SwapModel1, SwapModel2.: name one"):
+        plan_adaptation(graph)
+    with pytest.raises(DoublureError, match="FaceDetect1 is a FaceDetect, not a SwapModel"):
+        plan_adaptation(graph, "FaceDetect1")
+    with pytest.raises(DoublureError, match="would replace"):
+        plan_adaptation(graph, "SwapModel1", out=model)
+    graph.set_knob("SwapModel2", "model", "")
+    with pytest.raises(DoublureError, match="SwapModel2 has no model .knob 'model'."):
+        plan_adaptation(graph, "SwapModel2")
+    graph.disconnect("SwapModel1", 0)
+    with pytest.raises(DoublureError, match="no Read upstream of SwapModel1"):
+        plan_adaptation(graph, "SwapModel1")
+    card = json.load(open(os.path.join(model, "model.json")))
+    gone = str(tmp_path / "gone.dbm")
+    os.makedirs(gone)
+    # a copy of the model whose card's target faceset is not on this machine: refused before any extraction
+    for name in os.listdir(model):
+        if os.path.isfile(os.path.join(model, name)):
+            with open(os.path.join(model, name), "rb") as src, open(os.path.join(gone, name), "wb") as dst:
+                dst.write(src.read())
+    graph.set_knob("SwapModel2", "model", gone)
+    graph.connect(graph.node("FaceDetect1"), graph.node("SwapModel2"), 0)
+    with pytest.raises(DoublureError, match="target facesets .* are not here; give the target's faces"):
+        plan_adaptation(graph, "SwapModel2")
+    assert card["facesets"]["b"]
+
+
+def test_the_shot_faces_come_through_the_read(identity_model, media_dir, tmp_path):
+    model, _ = identity_model
+    graph, _ = shot_project(tmp_path, media_dir, model, last=6)
+    graph.set_knob("Read1", "frame_offset", 100)   # the shot sits at timeline frames 101-106
+    plan = plan_adaptation(graph)
+    assert plan.frames == (101, 106, 1)
+    seen = []
+    summary = extract_shot(graph, plan, progress=lambda done, total, name: seen.append((done, total, name)))
+    index = json.load(open(os.path.join(plan.faceset, "index.json")))
+    assert summary["items"] == len(index["items"]) >= 5 and index["size"] == 128
+    assert {it["source"] for it in index["items"]} == {plan.plate}
+    assert {it["frame"] for it in index["items"]} <= set(range(101, 107))
+    assert seen[-1] == (6, 6, plan.plate)
+
+
+def test_doublure_adapt_continues_the_model_on_the_shot_and_applies_it(identity_model, media_dir, tmp_path,
+                                                                       capsys):
+    model, _ = identity_model
+    graph, path = shot_project(tmp_path, media_dir, model)
+    assert main(["adapt", path, "--minutes", "0.02", "--apply"]) == 0
+    out = capsys.readouterr().out
+    plan = plan_adaptation(graph)
+    assert f"adapted model written to {plan.out}" in out and "SwapModel1 now uses it" in out
+    meta, base = read_meta(plan.out), read_meta(model)
+    assert meta["rights"] == base["rights"] and meta["training"]["from"].startswith("m030")
+    assert meta["training"]["iterations"] >= 1
+    assert [os.path.basename(fs["path"]) for fs in meta["facesets"]["a"]] == [os.path.basename(plan.faceset)]
+    assert [fs["digest"] for fs in meta["facesets"]["b"]] == [fs["digest"] for fs in base["facesets"]["b"]]
+    reloaded = engine.load(path)
+    assert reloaded.node("SwapModel1").path("model") == plan.out
+    assert reloaded.node("SwapModel1").value("model") == os.path.basename(plan.out)   # relative to the project
+
+
+def test_use_adapted_is_one_undoable_edit(identity_model, media_dir, tmp_path):
+    model, _ = identity_model
+    graph, _ = shot_project(tmp_path, media_dir, model)
+    plan = plan_adaptation(graph)
+    use_adapted(graph, plan)
+    assert graph.node("SwapModel1").path("model") == plan.out
+    graph.undo()
+    assert graph.node("SwapModel1").path("model") == os.path.abspath(model)
