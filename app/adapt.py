@@ -74,10 +74,10 @@ class AdaptPlan:
 def _swap_node(graph, swap: str | None):
     if swap:
         node = graph.node(swap)
-        if type(node).__name__ != "SwapModel":
-            raise DoublureError(f"adapt: {swap} is a {type(node).__name__}, not a SwapModel")
+        if node.type_name != "SwapModel":
+            raise DoublureError(f"adapt: {swap} is a {node.type_name}, not a SwapModel")
         return node
-    swaps = [n for n in graph.nodes if type(n).__name__ == "SwapModel"]
+    swaps = [n for n in graph.nodes if n.type_name == "SwapModel"]
     if not swaps:
         raise DoublureError("adapt: the project has no SwapModel node to adapt")
     if len(swaps) > 1:
@@ -90,7 +90,7 @@ def _upstream_read(swap):
     """The Read the SwapModel's main input comes from, following each node's first input."""
     node, seen = swap.input(0), set()
     while node is not None and id(node) not in seen:
-        if type(node).__name__ == "Read":
+        if node.type_name == "Read":
             return node
         seen.add(id(node))
         node = node.input(0)

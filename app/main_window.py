@@ -82,6 +82,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.properties = PropertiesPanel(self.graph, self)
         self.render_panel = RenderPanel(self.graph, self)
         self.training_panel = TrainingPanel(self)
+        self.training_panel.set_graph(self.graph)
         self.project_panel = ProjectSettingsPanel(self.graph, self)
 
         self._lay_out()
@@ -283,6 +284,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.properties.set_graph(graph)
         self.project_panel.set_graph(graph)
         self.render_panel.set_graph(graph)
+        self.training_panel.set_graph(graph)
         self._edits = self._autosaved_edits = 0
         self._watch(graph)
 

@@ -19,9 +19,12 @@ from typing import Any, Callable
 import numpy as np
 from PySide6 import QtCharts, QtCore, QtGui, QtWidgets
 
-from doublure.engine.errors import DoublureError
+from doublure.engine.context import CancelToken
+from doublure.engine.errors import Cancelled, DoublureError
 from doublure.models.dbm import ModelFileError, read_meta, rights_problems, rights_record
 from doublure.models.train import TrainConfig, Trainer
+
+from .adapt import DEFAULT_MINUTES, AdaptPlan, adaptation_config, extract_shot, plan_adaptation, use_adapted
 
 # The losses plotted, and their legend: each identity's masked reconstruction loss.
 PLOTTED_LOSSES = {"a": "A (plate actor)", "b": "B (target actor)"}
@@ -52,32 +55,53 @@ def preview_qimage(preview: np.ndarray | None) -> QtGui.QImage | None:
 
 
 class FacesetExtraction(QtCore.QObject):
-    """``extract_faceset`` on a worker thread; signals arrive on the UI thread."""
+    """A faceset extraction on a worker thread; signals arrive on the UI thread.
+
+    ``work(progress)`` extracts and returns ``extract_faceset``'s summary; ``progress(done, total, clip)``."""
 
     progressed = QtCore.Signal(int, int, str)  # frames done, frames expected, clip
     finished = QtCore.Signal(object, str)  # the summary dict (None on failure), the error ("" when fine)
 
-    def __init__(self, clips: list[str], out_dir: str, size: int, every: int,
+    def __init__(self, work: Callable[[Callable[[int, int, str], None]], dict],
                  parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
-        self.clips, self.out_dir, self.size, self.every = clips, out_dir, size, every
+        self.work = work
+        self.cancel = CancelToken()
         self.thread = threading.Thread(target=self._run, name="doublure-extract", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
     def _run(self) -> None:
-        from doublure.faces.extract import extract_faceset
-
         try:
-            summary = extract_faceset(self.clips, self.out_dir, size=self.size, every=self.every,
-                                      progress=lambda done, total, clip: self.progressed.emit(done, total, clip))
+            summary = self.work(lambda done, total, clip: self.progressed.emit(done, total, clip))
+        except Cancelled:
+            self.finished.emit(None, "stopped")
         except DoublureError as exc:
             self.finished.emit(None, str(exc))
         except Exception as exc:  # a bug is shown, not lost on a thread
             self.finished.emit(None, f"{type(exc).__name__}: {exc}")
         else:
             self.finished.emit(summary, "")
+
+
+class _NodeCombo(QtWidgets.QComboBox):
+    """A combo box of node names that lists the graph's current ones each time it opens."""
+
+    def __init__(self, names: Callable[[], list[str]], parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.names = names
+
+    def refresh(self) -> None:
+        current = self.currentText()
+        self.clear()
+        self.addItems(self.names())
+        if current:
+            self.setCurrentText(current)
+
+    def showPopup(self) -> None:
+        self.refresh()
+        super().showPopup()
 
 
 def _row(field: QtWidgets.QWidget, *buttons: tuple[str, str, Callable[[], None]]) -> QtWidgets.QWidget:
@@ -104,6 +128,8 @@ class TrainingPanel(QtWidgets.QWidget):
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
+        self.graph = None   # the open project (``set_graph``): what "Adapt to this shot" adapts
+        self.adapting: AdaptPlan | None = None   # the adaptation under way, applied to its SwapModel at the end
         self.trainer: Trainer | None = None
         self.iteration = 0
         self.series: dict[str, QtCharts.QLineSeries] = {}
@@ -160,6 +186,23 @@ class TrainingPanel(QtWidgets.QWidget):
         extract_layout.addWidget(self.extract_size)
         extract_layout.addWidget(self.extract_every)
         extract_layout.addStretch(1)
+        self.adapt_swap = _NodeCombo(self._swap_names, self)
+        self.adapt_swap.setToolTip("the SwapModel whose model is continued on the faces of the plate it swaps")
+        self.adapt_minutes = QtWidgets.QDoubleSpinBox(self)
+        self.adapt_minutes.setRange(0.1, 24 * 60)
+        self.adapt_minutes.setValue(DEFAULT_MINUTES)
+        self.adapt_minutes.setSuffix(" min")
+        self.adapt_minutes.setToolTip("training time of the adaptation (its faces are extracted first)")
+        self.adapt_button = QtWidgets.QPushButton("Adapt to this shot", self)
+        self.adapt_button.setToolTip("extract the faces of the Read that feeds the SwapModel, continue its model on "
+                                     "them (card, rights and detail stage kept) and make the SwapModel use the "
+                                     "result; the Target field, when filled, replaces the card's target faces")
+        self.adapt_button.clicked.connect(self.adapt_to_shot)
+        adapt_box = QtWidgets.QGroupBox("Adapt a model to the shot", self)
+        adapt_form = QtWidgets.QFormLayout(adapt_box)
+        adapt_form.addRow("SwapModel", self.adapt_swap)
+        adapt_form.addRow("Train for", self.adapt_minutes)
+        adapt_form.addRow("", self.adapt_button)
         form = QtWidgets.QFormLayout()
         for label, w in (
                 ("Target", _row(self.target, ("Extract…", "extract a faceset from clips of this actor",
@@ -223,6 +266,7 @@ class TrainingPanel(QtWidgets.QWidget):
         # The form and the rights on the left, the run's curve and preview on the right: the panel sits in
         # a wide, low dock beside the node graph.
         left = QtWidgets.QVBoxLayout()
+        left.addWidget(adapt_box)
         left.addLayout(form)
         left.addWidget(rights_box)
         left.addStretch(1)
@@ -249,6 +293,14 @@ class TrainingPanel(QtWidgets.QWidget):
         self._watch = QtCore.QTimer(self)
         self._watch.setInterval(250)
         self._watch.timeout.connect(self._check_ended)
+
+    def set_graph(self, graph) -> None:
+        """Make ``graph`` the project "Adapt to this shot" works on."""
+        self.graph = graph
+        self.adapt_swap.refresh()
+
+    def _swap_names(self) -> list[str]:
+        return sorted(n.name for n in self.graph.nodes if n.type_name == "SwapModel") if self.graph else []
 
     # -- running --------------------------------------------------------------------------------------
     def rights_record(self) -> dict[str, Any]:
@@ -322,6 +374,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self._started_at = time.monotonic()
         self.trainer.start()
         self.start_button.setEnabled(False)
+        self.adapt_button.setEnabled(False)
         self.stop_button.setEnabled(True)
         self._watch.start()
         self.status_message.emit(f"training {config.out} started")
@@ -331,9 +384,57 @@ class TrainingPanel(QtWidgets.QWidget):
         return self.trainer is not None and self.trainer.running
 
     def stop(self) -> None:
+        if self.extraction is not None and self.adapting is not None:
+            self.extraction.cancel.cancel()
+            self.status_message.emit("stopping the shot's face extraction…")
         if self.running():
             self.trainer.stop()
             self.status_message.emit("stopping training (checkpointing)…")
+
+    def adapt_to_shot(self) -> AdaptPlan | None:
+        """Adapt the chosen SwapModel's model to its shot: extract the faces of the Read that feeds it, train
+        from the model for the chosen minutes, then point the SwapModel at the result (one undoable edit).
+        Returns the plan (None when it could not start: the reason is shown)."""
+        if self.running() or self.extraction is not None:
+            self.status_message.emit("adapt: a training run or an extraction is already under way")
+            return None
+        try:
+            if self.graph is None:
+                raise DoublureError("no project is open")
+            plan = plan_adaptation(self.graph, self.adapt_swap.currentText() or None,
+                                   target=facesets(self.target.text()) or None)
+            config = adaptation_config(plan, self.adapt_minutes.value())
+        except DoublureError as exc:
+            self.rate.setText(f"not started: {exc}")
+            self.status_message.emit(f"adapt not started: {exc}")
+            return None
+        self.adapting = plan
+        graph = self.graph
+        job = self.extraction = FacesetExtraction(lambda progress: extract_shot(graph, plan, progress, job.cancel),
+                                                  self)
+        job.progressed.connect(lambda done, total, _: self.rate.setText(
+            f"adapt: reading the faces of {plan.read}: frame {done}/{total}"))
+        job.finished.connect(lambda summary, error: self._shot_extracted(config, summary, error))
+        self.rate.setText(f"adapt: reading the faces of {plan.read} ({plan.frame_count} frames) into {plan.faceset}…")
+        self.saved.setText("")
+        self.start_button.setEnabled(False)
+        self.adapt_button.setEnabled(False)
+        self.stop_button.setEnabled(True)
+        job.start()
+        return plan
+
+    def _shot_extracted(self, config: TrainConfig, summary: dict | None, error: str) -> None:
+        self.extraction = None
+        if error:
+            self.adapting = None
+            self.start_button.setEnabled(True)
+            self.adapt_button.setEnabled(True)
+            self.stop_button.setEnabled(False)
+            self.rate.setText(f"adapt {'stopped' if error == 'stopped' else 'failed'}: {error}")
+            self.status_message.emit(f"adapt: {error}")
+            return
+        self.status_message.emit(f"adapt: {summary['items']} faces of the shot; training {config.out}")
+        self.start_run(config)
 
     def _check_ended(self) -> None:
         if self.running():
@@ -343,17 +444,27 @@ class TrainingPanel(QtWidgets.QWidget):
             return
         self._watch.stop()
         self.start_button.setEnabled(True)
+        self.adapt_button.setEnabled(True)
         self.stop_button.setEnabled(False)
+        plan, self.adapting = self.adapting, None
         error = self.trainer.error
         if error is not None:
             self.rate.setText(f"failed: {error}")
             self.status_message.emit(f"training failed: {error}")
-        else:
-            self.update_preview()
-            self.saved.setText(f"Model saved: {self.trainer.config.out} at iteration {self.trainer.iteration} "
-                               f"({time.strftime('%H:%M:%S')})")
-            self.status_message.emit(f"training stopped at iteration {self.trainer.iteration}; "
-                                     f"model saved to {self.trainer.config.out}")
+            return
+        self.update_preview()
+        saved = (f"Model saved: {self.trainer.config.out} at iteration {self.trainer.iteration} "
+                 f"({time.strftime('%H:%M:%S')})")
+        if plan is not None and os.path.isfile(os.path.join(plan.out, "model.json")):
+            try:
+                use_adapted(self.graph, plan)
+            except DoublureError as exc:
+                saved += f"; {plan.swap} was not changed: {exc}"
+            else:
+                saved += f"; {plan.swap} now uses it (Edit > Undo goes back)"
+        self.saved.setText(saved)
+        self.status_message.emit(f"training stopped at iteration {self.trainer.iteration}; "
+                                 f"model saved to {self.trainer.config.out}")
 
     # -- display --------------------------------------------------------------------------------------
     def on_progress(self, info: dict[str, Any]) -> None:
@@ -420,8 +531,11 @@ class TrainingPanel(QtWidgets.QWidget):
         if self.extraction is not None:
             self.status_message.emit("an extraction is already running")
             return None
-        job = self.extraction = FacesetExtraction(clips, out_dir, self.extract_size.value(),
-                                                  self.extract_every.value(), self)
+        from doublure.faces.extract import extract_faceset
+
+        size, every = self.extract_size.value(), self.extract_every.value()
+        job = self.extraction = FacesetExtraction(
+            lambda progress: extract_faceset(clips, out_dir, size=size, every=every, progress=progress), self)
         job.progressed.connect(lambda done, total, clip: self.rate.setText(
             f"extracting {os.path.basename(clip)}: frame {done}/{total}"))
         job.finished.connect(lambda summary, error: self._extracted(field, out_dir, summary, error))

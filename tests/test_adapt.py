@@ -11,24 +11,7 @@ from doublure import engine
 from doublure.app.adapt import adaptation_config, extract_shot, plan_adaptation, use_adapted
 from doublure.app.cli import main
 from doublure.engine.errors import DoublureError
-from doublure.faces.extract import extract_faceset
-from doublure.models.dbm import read_meta, rights_record
-from doublure.models.train import TrainConfig, Trainer
-
-RIGHTS = rights_record("M030", "M030 (the actor)", "2024-01-10", "AGR-0042", "film", "2099-12-31")
-TINY = dict(res=64, width=0.125, batch=4, lr=5e-4, warmup=5, threads=2, workers=1)
-
-
-@pytest.fixture(scope="module")
-def identity_model(media_dir, tmp_path_factory):
-    """A tiny identity model (A: W009 happy, B: M030 happy) whose card names its facesets."""
-    root = tmp_path_factory.mktemp("identity")
-    a, b = str(root / "w009"), str(root / "m030")
-    extract_faceset([str(media_dir / "mead/W009_front_happy_level3_001.mp4")], a, size=64, every=6)
-    extract_faceset([str(media_dir / "mead/M030_front_happy_level3_001.mp4")], b, size=64, every=6)
-    model = str(root / "m030.dbm")
-    Trainer(TrainConfig(out=model, source=[a], target=[b], iters=4, rights=RIGHTS, arch="liae", **TINY)).run()
-    return model, b
+from doublure.models.dbm import read_meta
 
 
 def shot_project(tmp_path, media_dir, model, swaps=1, last=12):

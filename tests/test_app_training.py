@@ -49,3 +49,38 @@ def test_training_panel_from_clips_to_saved_model(qtbot, window, tmp_path):
     assert (tmp_path / "w009_to_m030.dbm" / "model.json").is_file()
     grid = panel.trainer.latest_preview()
     assert grid is not None and np.asarray(grid).shape[1] == 5 * 64
+
+
+def test_adapt_to_this_shot_from_the_training_panel(qtbot, window, tmp_path, identity_model, media_dir):
+    """Issue 21 item 2: one click extracts the shot's faces through its Read, continues the SwapModel's model on
+    them with progress, and the SwapModel then uses the adapted model (one undoable edit)."""
+    from test_adapt import shot_project
+
+    model, _ = identity_model
+    graph, _ = shot_project(tmp_path, media_dir, model, last=8)
+    window.set_graph(graph)
+    window.training_dock.raise_()
+    panel = window.training_panel
+    panel.adapt_swap.showPopup()
+    panel.adapt_swap.hidePopup()
+    assert [panel.adapt_swap.itemText(i) for i in range(panel.adapt_swap.count())] == ["SwapModel1"]
+    panel.adapt_minutes.setValue(0.1)
+    qtbot.mouseClick(panel.adapt_button, QtCore.Qt.MouseButton.LeftButton)
+    plan = panel.adapting
+    assert plan is not None and panel.extraction is not None and not panel.adapt_button.isEnabled()
+    assert panel.rate.text().startswith("adapt: reading the faces of Read1")
+    qtbot.waitUntil(lambda: panel.running(), timeout=120000)
+    assert panel.trainer.config.from_model == plan.model and panel.trainer.config.source == [plan.faceset]
+    qtbot.waitUntil(lambda: not panel.running() and panel.adapt_button.isEnabled(), timeout=120000)
+    assert panel.trainer.error is None, panel.trainer.error
+    assert "SwapModel1 now uses it" in panel.saved.text()
+    assert graph.node("SwapModel1").path("model") == plan.out
+    graph.undo()
+    assert graph.node("SwapModel1").path("model") == model
+
+
+def test_adapt_to_this_shot_says_why_it_cannot_start(qtbot, window):
+    panel = window.training_panel
+    qtbot.mouseClick(panel.adapt_button, QtCore.Qt.MouseButton.LeftButton)
+    assert panel.rate.text() == "not started: adapt: the project has no SwapModel node to adapt"
+    assert panel.adapting is None and panel.adapt_button.isEnabled()
