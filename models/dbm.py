@@ -600,7 +600,11 @@ def model_card(path: str) -> str:
                      f"{dtr.get('elapsed_s', 0) / 60:.1f} min on {dtr.get('device', '?')}"
                      + ("; !! trained on other identity weights: not used" if stale else ""))
         identity_now = int(tr.get("iterations", 0))
-        if detail.get("identity_iteration") is not None and detail["identity_iteration"] != identity_now:
+        if tr.get("from"):   # an adapted model counts its own iterations from its base's weights
+            lines.append(f"  detail stage trained on {tr['from']} at its iteration {detail.get('identity_iteration')}; "
+                         f"the identity continued {identity_now} iterations since (`doublure train --detail "
+                         f"--resume` refreshes the stage)")
+        elif detail.get("identity_iteration") is not None and detail["identity_iteration"] != identity_now:
             lines.append(f"  detail stage trained at identity iteration {detail['identity_iteration']}, identity now "
                          f"at {identity_now} (`doublure train --detail --resume` refreshes it)")
         for fs in detail.get("facesets", []):

@@ -262,6 +262,7 @@ def test_adapting_a_model_to_a_shot_keeps_its_card_and_detail_stage(faceset, med
     assert meta["rights"] == RIGHTS and meta["name"] == "tiny M030"
     assert meta["training"]["from"].startswith("tiny M030") and meta["training"]["iterations"] == 3
     assert load_model(out).detail is not None
+    assert "detail stage trained on tiny M030" in model_card(out) and "continued 3 iterations since" in model_card(out)
     assert read_meta(base)["weights_sha256"] != meta["weights_sha256"]    # the base model is left as it was
     gone = str(tmp_path / "moved.dbm")
     save_model(gone, tiny_identity(), {"face_type": "whole_face", "facesets": {"b": [{"path": "/nowhere/faces"}]}})
