@@ -363,13 +363,14 @@ def recorded_target(model: str, meta: dict[str, Any] | None = None) -> list[str]
     meta = read_meta(model) if meta is None else meta
     paths = [fs.get("path", "") for fs in (meta.get("facesets") or {}).get("b") or []]
     if not paths:
-        raise DoublureError(f"{model}: its card names no target faceset; give the target's faces with --target")
+        raise DoublureError(f"{model}: its card names no target faceset; give the target's faces with --target "
+                            f"(in the app: the Training panel's Target field)")
     card = os.path.dirname(os.path.abspath(resolve_model_path(model)))
     found = [os.path.normpath(p if os.path.isabs(p) else os.path.join(card, p)) for p in paths]
     missing = [p for p in found if not os.path.isfile(os.path.join(p, "index.json"))]
     if missing:
         raise DoublureError(f"{model}: its target facesets {missing} are not here; give the target's faces "
-                            f"with --target")
+                            f"with --target (in the app: the Training panel's Target field)")
     return found
 
 
