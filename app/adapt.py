@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
+from doublure.engine.context import CancelToken
 from doublure.engine.errors import DoublureError
 from doublure.faces.detect import working_to_srgb8
 from doublure.faces.extract import FrameSource, extract_faceset
@@ -40,6 +41,47 @@ ADAPT_WARMUP = 50
 
 
 @dataclass
+class TargetRebuild:
+    """A target faceset extracted again from the clips its model card names (a model shipped without its
+    facesets, like the bundled demo model: its clips ship beside it)."""
+
+    path: str
+    clips: list[str]
+    size: int
+    every: int
+    face_type: str
+
+
+# Where the clips a model card names are looked for: the folder holding the model, and its media/ folder.
+CLIP_FOLDERS = (".", "media")
+
+
+def _target_facesets(model: str, meta: dict, folder: str) -> tuple[list[str], list[TargetRebuild]]:
+    """The model's target facesets as its card records them, or, where they are not on this machine, the
+    plan to extract them again from their clips."""
+    try:
+        return recorded_target(model, meta), []
+    except DoublureError as missing:
+        base = os.path.dirname(os.path.abspath(os.path.normpath(model)))
+        stem = os.path.splitext(os.path.basename(os.path.normpath(model)))[0]
+        rebuilds = []
+        for entry in (meta.get("facesets") or {}).get("b") or []:
+            clips = entry.get("clips") or []
+            found = {name: next((p for p in (os.path.join(base, d, name) for d in CLIP_FOLDERS)
+                                 if os.path.isfile(p)), None) for name in clips}
+            lost = [name for name, path in found.items() if path is None]
+            if not clips or lost:
+                raise DoublureError(f"{missing}" + (f"; nor are its clips {lost} beside the model (in "
+                                                    f"{', '.join(os.path.join(base, d) for d in CLIP_FOLDERS)})"
+                                                    if lost else "")) from None
+            name = os.path.basename(os.path.normpath(entry.get("path") or "faces"))
+            rebuilds.append(TargetRebuild(os.path.join(folder, f"{stem}_{name}"), list(found.values()),
+                                          int(entry.get("size", 128)), int(entry.get("every", 1)),
+                                          str(entry.get("face_type", "whole_face"))))
+        return [r.path for r in rebuilds], rebuilds
+
+
+@dataclass
 class AdaptPlan:
     """One adaptation: what is continued on what, and where it is written.
 
@@ -53,6 +95,8 @@ class AdaptPlan:
         out: the adapted model written (``.dbm``).
         target: the target's facesets (the model card's, or given).
         crop: the side of the extracted crops.
+        rebuild: target facesets the card names that are not on this machine, to extract again from their
+            clips (found beside the model) into their ``target`` folder before training.
     """
 
     swap: str
@@ -64,6 +108,7 @@ class AdaptPlan:
     out: str
     target: list[str]
     crop: int
+    rebuild: list[TargetRebuild] = field(default_factory=list)
 
     @property
     def frame_count(self) -> int:
@@ -137,10 +182,15 @@ def plan_adaptation(graph, swap: str | None = None, out: str | None = None, face
     if os.path.normpath(out) == os.path.normpath(os.path.abspath(model)):
         raise DoublureError(f"adapt: the adapted model would replace {model}; choose another output")
     faceset = os.path.abspath(faceset or os.path.join(os.path.dirname(out), f"{plate_stem}_faces"))
-    target = [os.path.abspath(t) for t in target] if target else recorded_target(model, meta)
+    rebuild: list[TargetRebuild] = []
+    if target:
+        target = [os.path.abspath(t) for t in target]
+    else:
+        target, rebuild = _target_facesets(model, meta, os.path.dirname(out))
     res = int((meta.get("architecture") or {}).get("res", 64))
     return AdaptPlan(swap=node.name, read=read.name, model=os.path.abspath(model), plate=plate,
-                     frames=(first, last, step), faceset=faceset, out=out, target=target, crop=max(128, 2 * res))
+                     frames=(first, last, step), faceset=faceset, out=out, target=target, crop=max(128, 2 * res),
+                     rebuild=rebuild)
 
 
 def shot_frames(graph, plan: AdaptPlan, cancel=None) -> FrameSource:
@@ -160,13 +210,24 @@ def shot_frames(graph, plan: AdaptPlan, cancel=None) -> FrameSource:
 
 
 def extract_shot(graph, plan: AdaptPlan, progress: Callable[[int, int, str], None] | None = None,
-                 cancel=None) -> dict:
-    """Extract the shot's faces into ``plan.faceset`` (see ``faces.extract.extract_faceset``'s summary).
+                 cancel: CancelToken | None = None) -> dict:
+    """Extract the shot's faces into ``plan.faceset`` (see ``faces.extract.extract_faceset``'s summary), after
+    the target facesets the plan extracts again from their clips (once: a folder already extracted is kept).
 
     Raises:
         DoublureError: no face was found in the shot (naming the Read and its frames).
     """
-    summary = extract_faceset([shot_frames(graph, plan, cancel)], plan.faceset, size=plan.crop, progress=progress)
+    def report(done: int, total: int, clip: str) -> None:
+        if cancel is not None:
+            cancel.check()
+        if progress is not None:
+            progress(done, total, clip)
+
+    for rebuild in plan.rebuild:
+        if not os.path.isfile(os.path.join(rebuild.path, "index.json")):
+            extract_faceset(rebuild.clips, rebuild.path, size=rebuild.size, every=rebuild.every,
+                            face_type=rebuild.face_type, progress=report)
+    summary = extract_faceset([shot_frames(graph, plan, cancel)], plan.faceset, size=plan.crop, progress=report)
     if not summary["items"]:
         first, last, _ = plan.frames
         raise DoublureError(f"adapt: no usable face in {plan.read}'s frames {first}-{last} ({plan.plate})")

@@ -180,11 +180,23 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if args.faceset and os.path.isfile(os.path.join(plan.faceset, "index.json")):
         print(f"using the faces already extracted in {plan.faceset}")
     else:
-        bar = ProgressBar(plan.frame_count, "frames")
+        bar: dict[str, ProgressBar] = {}   # one at a time, a clip each: the target's clips come first when
+        # they are extracted again
+
+        def progress(done: int, total: int, clip: str) -> None:
+            if clip not in bar:
+                for other in bar.values():
+                    other.close()
+                bar.clear()
+                print(f"faces of {os.path.basename(clip)}")
+                bar[clip] = ProgressBar(total, "frames")
+            bar[clip].update(done)
+
         try:
-            summary = extract_shot(graph, plan, progress=lambda done, total, _: bar.update(done))
+            summary = extract_shot(graph, plan, progress=progress)
         finally:
-            bar.close()
+            for other in bar.values():
+                other.close()
         print(f"{summary['items']} faces of the shot in {plan.faceset}")
     Trainer(adaptation_config(plan, args.minutes), progress=ProgressLine()).run()
     print(f"adapted model written to {plan.out}")

@@ -419,8 +419,9 @@ class TrainingPanel(QtWidgets.QWidget):
         graph = self.graph
         job = self.extraction = FacesetExtraction(lambda progress: extract_shot(graph, plan, progress, job.cancel),
                                                   self)
-        job.progressed.connect(lambda done, total, _: self.rate.setText(
-            f"adapt: reading the faces of {plan.read}: frame {done}/{total}"))
+        job.progressed.connect(lambda done, total, clip: self.rate.setText(
+            f"adapt: reading the faces of {plan.read if clip == plan.plate else os.path.basename(clip)}: "
+            f"frame {done}/{total}"))
         job.finished.connect(lambda summary, error: self._shot_extracted(config, summary, error))
         self.rate.setText(f"adapt: reading the faces of {plan.read} ({plan.frame_count} frames) into {plan.faceset}…")
         self.saved.setText("")

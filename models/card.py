@@ -20,7 +20,8 @@ from .arch import IdentityModel, ModelConfig
 # "boolean", "object" (a dict), or a nested table for an object whose fields are checked in turn.
 _RIGHTS = {"subject": "string", "consent_given_by": "string", "consent_date": "string", "agreement": "string",
            "allowed_uses": "strings", "expiry": "string"}
-_FACESET = {"path": "string", "items": "integer", "digest": "string", "size": "integer", "face_type": "string"}
+_FACESET = {"path": "string", "items": "integer", "digest": "string", "size": "integer", "face_type": "string",
+            "clips": "strings", "every": "integer"}
 _TRAINING = {"iterations": "integer", "batch": "integer", "elapsed_s": "number", "device": "string",
              "precision": "string", "from": "string", "rollbacks": "integer", "pretrain": "boolean",
              "hyper": "object", "loss": {"first": "numbers", "last": "numbers"}}

@@ -148,7 +148,12 @@ class FaceData:
                 faceset_of.append(len(self.facesets))
             self.facesets.append({"path": os.path.abspath(path), "digest": faceset_digest(path),
                                   "items": len(index["items"]), "size": int(index["size"]),
-                                  "face_type": index.get("face_type", "whole_face")})
+                                  "face_type": index.get("face_type", "whole_face"),
+                                  # the clips by file name (not this machine's paths), so the card says what
+                                  # the faces came from and the faceset can be extracted again elsewhere
+                                  "clips": sorted({os.path.basename(str(it.get("source", ""))) for it in
+                                                   index["items"]} - {""}),
+                                  "every": int(index.get("every", 1))})
         if len(face_types) > 1:
             raise DoublureError(f"facesets {list(paths)} mix face types {sorted(face_types)}")
         self.face_type = face_types.pop()

@@ -614,8 +614,10 @@ def model_card(path: str) -> str:
         lines.append("  detail stage: none (the swap is drawn at the identity model's resolution)")
     for role, label in (("a", "plate actor (A)"), ("b", "target actor (B)"), ("pretrain", "pretraining")):
         for fs in (meta.get("facesets") or {}).get(role) or []:
+            clips = fs.get("clips") or []
             lines.append(f"  faceset {label}: {fs.get('path')} ({fs.get('items')} faces, sha256 "
-                         f"{(fs.get('digest') or '')[:12]})")
+                         f"{(fs.get('digest') or '')[:12]})"
+                         + (f" from {len(clips)} clip(s): {', '.join(clips)}" if clips else ""))
     rights = meta.get("rights") or {}
     lines.append("  rights:")
     for name in RIGHTS_FIELDS:

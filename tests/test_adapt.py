@@ -116,3 +116,32 @@ def test_use_adapted_is_one_undoable_edit(identity_model, media_dir, tmp_path):
     assert graph.node("SwapModel1").path("model") == plan.out
     graph.undo()
     assert graph.node("SwapModel1").path("model") == os.path.abspath(model)
+
+
+def test_a_model_shipped_without_its_facesets_gets_them_again_from_its_clips(identity_model, media_dir, tmp_path):
+    """A model whose card names its target's clips, shipped beside them (as the bundled demo model is): the
+    adaptation extracts the target's faceset again, once, instead of refusing."""
+    import shutil
+
+    model, target = identity_model
+    shipped = tmp_path / "library" / "m030.dbm"
+    shutil.copytree(model, shipped)
+    card = read_meta(str(shipped))
+    assert card["facesets"]["b"][0]["clips"] == ["M030_front_happy_level3_001.mp4"]
+    assert card["facesets"]["b"][0]["every"] == 6
+    os.makedirs(tmp_path / "library" / "media")
+    # the card's faceset path is relative to the model: moved, it points nowhere
+    graph, path = shot_project(tmp_path, media_dir, str(shipped), last=4)
+    with pytest.raises(DoublureError, match=r"nor are its clips \['M030_front_happy_level3_001.mp4'\] beside"):
+        plan_adaptation(graph)
+    os.symlink(media_dir / "mead/M030_front_happy_level3_001.mp4",
+               tmp_path / "library" / "media" / "M030_front_happy_level3_001.mp4")
+    plan = plan_adaptation(graph)
+    rebuilt = os.path.join(os.path.dirname(path), "m030_m030")
+    assert plan.target == [rebuilt] and [r.size for r in plan.rebuild] == [64]
+    clips_seen = set()
+    extract_shot(graph, plan, progress=lambda done, total, clip: clips_seen.add(os.path.basename(clip)))
+    assert clips_seen == {"M030_front_happy_level3_001.mp4", os.path.basename(plan.plate)}
+    index = json.load(open(os.path.join(rebuilt, "index.json")))
+    original = json.load(open(os.path.join(target, "index.json")))
+    assert (index["size"], index["every"], len(index["items"])) == (64, 6, len(original["items"]))
