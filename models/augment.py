@@ -22,6 +22,11 @@ target alike, with the thin-plate spline through them (Bookstein 1989): the mode
 closed. It is off by default: continuing the demo model (64 px) for 9 300 iterations with 15% of faces warped
 left the swap's eyes open through W009's blinks (MediaPipe reads 0.25-0.30 there, as before) and moved eyes r
 only from 0.80 to 0.82, no more than further training might.
+
+Degradations of the input only (:func:`degrade_inputs`): a Gaussian blur and a JPEG-like block-DCT
+quantisation, each on a fraction of the faces. Plates of other people come softer and more compressed than
+the references (H.264 at a delivery bitrate, a focus pull, motion blur); an encoder that only ever saw clean
+crops reads those as a different face. The target stays clean, so the decoder keeps drawing the detail.
 """
 from __future__ import annotations
 
@@ -48,6 +53,10 @@ class AugmentSettings:
         colour: strength of the random colour matrix, gain, offset and gamma (0 disables).
         transfer: probability of matching a face's colour statistics to a face of the other identity.
         blink: probability that a face gets its eyes closed by :func:`blink_warp` (0 disables).
+        blur: probability that a face's input is blurred (:func:`degrade_inputs`; 0 disables).
+        blur_sigma: the largest blur, in pixels of a 128 px crop (scaled with the resolution).
+        compression: probability that a face's input goes through a JPEG-like quantisation (0 disables).
+        quality: the range of JPEG qualities drawn (IJG scale, 1-100).
     """
 
     rotation: float = 10.0
@@ -59,6 +68,10 @@ class AugmentSettings:
     colour: float = 1.0
     transfer: float = 0.3
     blink: float = 0.0
+    blur: float = 0.25
+    blur_sigma: float = 1.2
+    compression: float = 0.25
+    quality: tuple[int, int] = (25, 85)
 
 
 def random_similarity(n: int, s: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
@@ -304,3 +317,85 @@ def blink_warp(images: torch.Tensor, masks: torch.Tensor, grids: torch.Tensor,
     warped = F.grid_sample(both, grids, mode="bilinear", padding_mode="border", align_corners=False)
     both = torch.where(blinking.view(-1, 1, 1, 1), warped, both)
     return both[:, :3], both[:, 3:]
+
+
+# ------------------------------------------------------------------------------------- input degradations
+
+# The JPEG standard's quantisation tables (ITU-T T.81 annex K), luminance and chrominance, for quality 50.
+_JPEG_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+              14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+              49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+_JPEG_CHROMA = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+                47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32
+
+
+def random_degradation(n: int, s: AugmentSettings, res: int,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per face: the blur sigma in pixels of a ``res`` crop and the JPEG quality, 0 where a face is left alone.
+
+    Returns:
+        ((n,) float32 sigmas, (n,) float32 qualities).
+    """
+    u = torch.rand(n, 4, generator=generator)
+    sigma = torch.where(u[:, 0] < s.blur, (0.3 + 0.7 * u[:, 1]) * s.blur_sigma * res / 128.0, 0.0)
+    lo, hi = s.quality
+    quality = torch.where(u[:, 2] < s.compression, torch.round(lo + (hi - lo) * u[:, 3]), 0.0)
+    return sigma, quality
+
+
+def jpeg_quantise(images: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """What a baseline JPEG at 4:4:4 does to the pixels: YCbCr (BT.601, full range), an 8x8 block DCT, each
+    coefficient rounded to a multiple of the standard table scaled for the quality (IJG's scaling), back.
+
+    Args:
+        images: (N, 3, H, W) RGB in [0, 1], H and W multiples of 8.
+        quality: (N,) quality per face, 1-100; 0 leaves that face as it is.
+
+    Returns:
+        (N, 3, H, W) in [0, 1], same dtype.
+    """
+    n, _, h, w = images.shape
+    if h % 8 or w % 8:
+        raise ValueError(f"jpeg_quantise needs sides that are multiples of 8, got {h}x{w}")
+    dtype, device = images.dtype, images.device
+    x = images.float() * 255.0
+    to_ycc = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]],
+                          device=device)
+    ycc = torch.einsum("ij,njhw->nihw", to_ycc, x) + torch.tensor([-128.0, 0.0, 0.0], device=device).view(1, 3, 1, 1)
+    k = torch.arange(8, dtype=torch.float32, device=device)
+    dct = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * torch.where(k == 0, math.sqrt(1 / 8),
+                                                                                       math.sqrt(2 / 8))[:, None]
+    blocks = ycc.reshape(n, 3, h // 8, 8, w // 8, 8).permute(0, 1, 2, 4, 3, 5)   # (N, 3, H/8, W/8, 8, 8)
+    coef = dct @ blocks @ dct.T
+    q = quality.float().clamp(1, 100).to(device)
+    scale = torch.where(q < 50, 5000.0 / q, 200.0 - 2.0 * q)
+    tables = torch.tensor([_JPEG_LUMA, _JPEG_CHROMA, _JPEG_CHROMA], dtype=torch.float32, device=device)
+    steps = torch.floor((tables[None] * scale.view(n, 1, 1) + 50.0) / 100.0).clamp(1, 255).view(n, 3, 1, 1, 8, 8)
+    back = dct.T @ (torch.round(coef / steps) * steps) @ dct
+    ycc = back.permute(0, 1, 2, 4, 3, 5).reshape(n, 3, h, w) + torch.tensor([128.0, 0.0, 0.0], device=device).view(
+        1, 3, 1, 1)
+    rgb = torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_ycc), ycc)
+    out = (rgb / 255.0).clamp(0, 1)
+    keep = (quality <= 0).to(device).view(n, 1, 1, 1)
+    return torch.where(keep, images.float(), out).to(dtype)
+
+
+def degrade_inputs(images: torch.Tensor, sigma: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """Blur then JPEG-quantise the faces a draw picked (:func:`random_degradation`), for the network's input.
+
+    Args:
+        images: (N, 3, R, R) in [0, 1].
+        sigma: (N,) blur sigma in pixels; 0: no blur.
+        quality: (N,) JPEG quality; 0: no quantisation.
+
+    Returns:
+        (N, 3, R, R).
+    """
+    from doublure.engine.ops import gaussian_blur
+
+    if bool((sigma > 0).any()):
+        images = torch.stack([gaussian_blur(face, float(s)) if s > 0 else face
+                              for face, s in zip(images, sigma.tolist())])
+    if bool((quality > 0).any()):
+        images = jpeg_quantise(images, quality)
+    return images

@@ -32,8 +32,8 @@ from doublure.faces.extract import FACESET_SCHEMA
 from doublure.faces.face import FACE_TYPES
 from doublure.faces.masks import rasterize_shapes, region_shapes
 
-from .augment import (AugmentSettings, apply_colour, augment_pair, blink_warp, colour_transfer, random_blink,
-                      random_colour, random_similarity, random_warp)
+from .augment import (AugmentSettings, apply_colour, augment_pair, blink_warp, colour_transfer, degrade_inputs,
+                      random_blink, random_colour, random_degradation, random_similarity, random_warp)
 from .distributed import DistEnv, batch_indices, shard_bounds
 
 MASK_CHANNELS = ("hull", "loss", "eyes_mouth")
@@ -265,7 +265,8 @@ def make_raw_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: in
         ``X_offset`` (N, 3), ``X_gamma`` (N,) (:func:`random_colour`), ``X_theta`` (N, 2, 3)
         (:func:`random_similarity`), with ``warp`` ``X_warp`` (N, 2, G, G) (:func:`random_warp`), with
         ``settings.blink`` ``X_blink`` (N, R, R, 2) and ``X_blinking`` (N,) bool (:func:`random_blink`); with
-        ``settings.transfer`` ``transfer`` (N, 2) bool: B takes A's colour, then A takes B's.
+        ``settings.transfer`` ``transfer`` (N, 2) bool: B takes A's colour, then A takes B's; with
+        ``settings.blur`` or ``settings.compression`` ``X_blur`` and ``X_quality`` (N,) (:func:`random_degradation`).
     """
     env = env or DistEnv()
     weights_a = data_a.sampling_weights(balance_expressions)
@@ -295,13 +296,19 @@ def make_raw_batch(data_a: FaceData, data_b: FaceData, batch: int, iteration: in
             draws[f"{name}_theta"].append(random_similarity(1, settings, generator))
             if warp:
                 draws[f"{name}_warp"].append(random_warp(1, settings, generator))
+        if settings.blur > 0 or settings.compression > 0:   # last: the draws above are the same without them
+            for name in ("a", "b"):
+                sigma, quality = random_degradation(1, settings, res, generator)
+                draws[f"{name}_blur"].append(sigma)
+                draws[f"{name}_quality"].append(quality)
     raw = {k: torch.cat(v) if k != "transfer" else torch.stack(v) for k, v in draws.items()}
     return {"a_faces": a, "a_masks": a_masks, "b_faces": b, "b_masks": b_masks, **raw}
 
 
 def augment_batch(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The training batch from :func:`make_raw_batch`'s faces and draws, on their device: colour changes,
-    colour transfer, blinks, similarity transforms and the random warp, each once for the whole batch.
+    colour transfer, blinks, similarity transforms, the random warp and the input's blur and compression, each
+    once for the whole batch.
 
     Returns:
         dict with ``a_in``, ``a_target``, ``b_in``, ``b_target`` (N, 3, R, R) and ``a_masks``, ``b_masks``
@@ -321,6 +328,8 @@ def augment_batch(raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             images, masks = blink_warp(images, masks, raw[f"{name}_blink"], raw[f"{name}_blinking"])
         out[f"{name}_in"], out[f"{name}_target"], out[f"{name}_masks"] = augment_pair(
             images, masks, raw[f"{name}_theta"], raw.get(f"{name}_warp"))
+        if f"{name}_blur" in raw:
+            out[f"{name}_in"] = degrade_inputs(out[f"{name}_in"], raw[f"{name}_blur"], raw[f"{name}_quality"])
     return {k: v.contiguous(memory_format=torch.channels_last) for k, v in out.items()}
 
 

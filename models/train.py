@@ -917,6 +917,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up iterations")
     p.add_argument("--warp-until", type=float, default=0.8, help="fraction of the budget with random warp")
     p.add_argument("--eyes-mouth-weight", type=float, default=LossWeights.eyes_mouth)
+    p.add_argument("--blur", type=float, default=AugmentSettings.blur,
+                   help="probability of blurring a face's input, so softer plates read as the same face "
+                        f"(default {AugmentSettings.blur}; 0: off)")
+    p.add_argument("--compression", type=float, default=AugmentSettings.compression,
+                   help="probability of a JPEG-like quantisation of a face's input, so compressed plates read as "
+                        f"the same face (default {AugmentSettings.compression}; 0: off)")
     p.add_argument("--blink", type=float, default=AugmentSettings.blink,
                    help="probability of closing a face's eyes by a warp, for facesets without blinks "
                         f"(default {AugmentSettings.blink}: off)")
@@ -973,7 +979,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        warmup=args.warmup, warp_until=args.warp_until, balance_expressions=args.balance_expressions,
                        shared_expression=args.shared_expression,
                        loss=dataclasses.replace(LossWeights(), eyes_mouth=args.eyes_mouth_weight),
-                       augment=dataclasses.replace(AugmentSettings(), blink=args.blink), seed=args.seed,
+                       augment=dataclasses.replace(AugmentSettings(), blink=args.blink, blur=args.blur,
+                                                   compression=args.compression), seed=args.seed,
                        checkpoint_minutes=args.checkpoint_minutes,
                        first_checkpoint_minutes=args.first_checkpoint_minutes, preview_every=args.preview_every,
                        log_every=args.log_every, device=args.device, precision=args.precision,

@@ -10,8 +10,8 @@ import torch
 
 from doublure.engine.errors import DoublureError
 from doublure.models.arch import IdentityModel, ModelConfig, config_for
-from doublure.models.augment import (AugmentSettings, apply_colour, augment_pair, colour_transfer, random_colour,
-                                     random_similarity, random_warp)
+from doublure.models.augment import (AugmentSettings, apply_colour, augment_pair, colour_transfer, degrade_inputs,
+                                     jpeg_quantise, random_colour, random_degradation, random_similarity, random_warp)
 from doublure.models.dbm import (ModelFileError, load_model, model_card, model_digest, optimizer_from_files,
                                  optimizer_to_files, read_training_state, rights_problems, rights_record,
                                  save_model, zip_model)
@@ -154,6 +154,57 @@ def test_colour_augmentation_and_transfer():
     moved = colour_transfer(imgs * 0.5 + 0.2, ref, mask, mask)
     torch.testing.assert_close(moved.mean((2, 3)), ref.mean((2, 3)), atol=1e-4, rtol=0)
     torch.testing.assert_close(moved.std((2, 3), unbiased=False), ref.std((2, 3), unbiased=False), atol=1e-4, rtol=0)
+
+
+def real_face_rgb8(media_dir, side=128) -> np.ndarray:
+    """A real face: the centre of a MEAD frame, (side, side, 3) uint8 RGB."""
+    from doublure.engine.video import VideoReader
+
+    with VideoReader(str(media_dir / "mead/M030_front_happy_level3_001.mp4")) as reader:
+        frame = reader.read(20)
+    h, w = frame.shape[:2]
+    crop = frame[h // 2 - side // 2:h // 2 + side // 2, w // 2 - side // 2:w // 2 + side // 2, :3]
+    return np.ascontiguousarray((crop * 255 + 0.5).astype(np.uint8))
+
+
+@pytest.mark.parametrize("quality", [25, 50, 85])
+def test_jpeg_quantise_matches_libjpeg_at_444(media_dir, quality):
+    """The training's compression is what a baseline JPEG does: OpenCV's libjpeg at 4:4:4 differs from it far
+    less than either differs from the original."""
+    import cv2
+
+    rgb8 = real_face_rgb8(media_dir)
+    ok, encoded = cv2.imencode(".jpg", rgb8[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality,
+                                                         cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                                         cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+    libjpeg = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+    original = rgb8.astype(np.float32) / 255.0
+    ours = jpeg_quantise(torch.from_numpy(original).permute(2, 0, 1)[None], torch.tensor([float(quality)]))
+    ours = ours[0].permute(1, 2, 0).numpy()
+
+    def psnr(a, b):
+        return 10 * np.log10(1.0 / np.mean((a - b) ** 2))
+
+    assert psnr(ours, libjpeg) > 42 and psnr(ours, libjpeg) > psnr(original, libjpeg) + 3
+    assert psnr(ours, original) < 46   # it does degrade
+
+
+def test_input_degradations_leave_the_target_and_undrawn_faces_alone(media_dir):
+    from doublure.engine.ops import gaussian_blur
+
+    imgs = torch.from_numpy(real_face_rgb8(media_dir, 64)).permute(2, 0, 1)[None].float().repeat(3, 1, 1, 1) / 255
+    sigma, quality = torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, 0.0, 40.0])
+    out = degrade_inputs(imgs, sigma, quality)
+    assert torch.equal(out[0], imgs[0])
+    torch.testing.assert_close(out[1], gaussian_blur(imgs[1], 1.0))
+    torch.testing.assert_close(out[2], jpeg_quantise(imgs[2:], torch.tensor([40.0]))[0])
+    g = torch.Generator().manual_seed(4)
+    sigma, quality = random_degradation(2000, AugmentSettings(), 64, g)
+    assert 0.2 < float((sigma > 0).float().mean()) < 0.3 and 0.2 < float((quality > 0).float().mean()) < 0.3
+    assert float(sigma.max()) <= 1.2 * 64 / 128 and set(quality[quality > 0].long().tolist()) <= set(range(25, 86))
+    off = AugmentSettings(blur=0, compression=0)
+    sigma, quality = random_degradation(100, off, 64, g)
+    assert not sigma.any() and not quality.any()
 
 
 # --------------------------------------------------------------------------------------- .dbm files

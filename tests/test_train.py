@@ -97,6 +97,23 @@ def test_worker_processes_make_the_batches_the_trainer_would(trained):
     loader.close()
 
 
+def test_blur_and_compression_reach_the_input_only(facesets):
+    """The draws that degrade a face come after its other draws: the same seed gives the same targets, warp
+    and colour with or without them, and only the inputs of the faces drawn change."""
+    from doublure.models.augment import AugmentSettings
+    from doublure.models.data import make_raw_batch
+
+    a, b = FaceData([facesets[0]], 64), FaceData([facesets[1]], 64)
+    clean = make_raw_batch(a, b, 8, 3, 0, True, AugmentSettings(blur=0, compression=0))
+    harsh = make_raw_batch(a, b, 8, 3, 0, True, AugmentSettings(blur=1, compression=1))
+    assert "a_blur" not in clean and bool((harsh["a_blur"] > 0).all()) and bool((harsh["b_quality"] > 0).all())
+    got, want = augment_batch(harsh), augment_batch(clean)
+    for name in ("a", "b"):
+        assert torch.equal(got[f"{name}_target"], want[f"{name}_target"])
+        assert torch.equal(got[f"{name}_masks"], want[f"{name}_masks"])
+        assert float((got[f"{name}_in"] - want[f"{name}_in"]).abs().mean()) > 2e-3
+
+
 def test_save_load_identical(trained, tmp_path):
     trainer, out, _, _ = trained
     loaded = load_model(str(out), trainer.device)  # beside the trained model: the same device, the same kernels
