@@ -63,6 +63,11 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 SHAPE_FIELDS = ("arch", "res", "e_ch", "d_ch", "d_mask_ch", "ae_dims", "depth", "res_blocks")
 
 
+# A faceset smaller than this teaches nothing but a few frames by heart; one under the second figure is thin.
+MIN_FACESET_FACES = 8
+THIN_FACESET_FACES = 40
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run needs.
@@ -456,6 +461,18 @@ class Trainer:
                         "fresh optimiser, warmed up over %d iterations", out, state["iteration"], self.config.warmup)
         return state
 
+    def _check_face_counts(self) -> None:
+        """Refuse a faceset too small to learn a face from, warn about a thin one (each names the folder)."""
+        for data in {id(self.data_a): self.data_a, id(self.data_b): self.data_b}.values():
+            for fs in data.facesets:
+                if fs["items"] < MIN_FACESET_FACES:
+                    raise DoublureError(f"faceset {fs['path']} holds {fs['items']} faces: at least "
+                                        f"{MIN_FACESET_FACES} are needed to learn a face (extract more frames or "
+                                        f"clips of this person)")
+                if fs["items"] < THIN_FACESET_FACES and self.env.is_main:
+                    log.warning("faceset %s holds only %d faces: the model will see few poses and expressions of "
+                                "this person (%d or more are advised)", fs["path"], fs["items"], THIN_FACESET_FACES)
+
     def _model_config(self, existing: ModelConfig | None, what: str) -> ModelConfig:
         c = self.config
         if existing is None:
@@ -548,6 +565,7 @@ class Trainer:
         if self.data_a.face_type != self.data_b.face_type:
             raise DoublureError(f"facesets mix face types: source {self.data_a.face_type}, "
                                 f"target {self.data_b.face_type}")
+        self._check_face_counts()
         self.optimizer = make_optimizer(self.model, c.lr, c.betas)
         self.autocast = resolve_precision(c.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast == torch.float16 else None

@@ -93,7 +93,7 @@ def test_the_shot_faces_come_through_the_read(identity_model, media_dir, tmp_pat
 def test_doublure_adapt_continues_the_model_on_the_shot_and_applies_it(identity_model, media_dir, tmp_path,
                                                                        capsys):
     model, _ = identity_model
-    graph, path = shot_project(tmp_path, media_dir, model)
+    graph, path = shot_project(tmp_path, media_dir, model, last=24)
     assert main(["adapt", path, "--minutes", "0.02", "--apply"]) == 0
     out = capsys.readouterr().out
     plan = plan_adaptation(graph)

@@ -57,7 +57,7 @@ def test_adapt_to_this_shot_from_the_training_panel(qtbot, window, tmp_path, ide
     from test_adapt import shot_project
 
     model, _ = identity_model
-    graph, _ = shot_project(tmp_path, media_dir, model, last=8)
+    graph, _ = shot_project(tmp_path, media_dir, model, last=24)
     window.set_graph(graph)
     window.training_dock.raise_()
     panel = window.training_panel

@@ -411,3 +411,21 @@ def test_resume_with_weights_or_optimiser_of_another_shape_says_so(facesets, tmp
     err = capsys.readouterr().err
     assert "weights.safetensors weights: tensor encoder.blocks.0.conv.weight is (16, 3, 5, 5), but the card's " \
            "architecture makes it (8, 3, 5, 5)" in err and "Traceback" not in err
+
+
+def test_a_faceset_too_small_to_learn_from_is_refused_and_a_thin_one_warned(facesets, tmp_path, caplog):
+    import json
+    import shutil
+
+    small = tmp_path / "five_faces"
+    shutil.copytree(facesets[0], small)
+    index = json.loads((small / "index.json").read_text())
+    index["items"] = index["items"][:5]
+    (small / "index.json").write_text(json.dumps(index))
+    with pytest.raises(DoublureError, match=r"faceset .*five_faces holds 5 faces: at least 8 are needed"):
+        Trainer(config(facesets, tmp_path / "x.dbm", iters=1, source=[str(small)])).run()
+    thin = json.loads(open(os.path.join(facesets[0], "index.json")).read())
+    thin["items"] = thin["items"][:12]
+    (small / "index.json").write_text(json.dumps(thin))
+    Trainer(config(facesets, tmp_path / "y.dbm", iters=1, source=[str(small)])).run()
+    assert "holds only 12 faces" in caplog.text
