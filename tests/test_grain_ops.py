@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from doublure.engine import ops
-from doublure.nodes import colormatch, grain
+from doublure.finish import grain
+from doublure.nodes import colormatch
 
 LUMA = torch.tensor(colormatch.working_to_xyz_matrix("ACEScg")[1])
 
