@@ -1,55 +1,23 @@
 """Helpers shared by the finishing nodes (ColorMatch, ShadowMatch, EyeFix, Grain): the face region a node
-acts in, the final limit-and-mix, luminance weights and face-space sampling. Not a node module (the leading
+acts in, the final limit-and-mix and face-space sampling (the colour maths is :mod:`doublure.finish.colour`). Not a node module (the leading
 underscore keeps ``doublure.nodes`` from importing it as one)."""
 from __future__ import annotations
 
-import functools
 import hashlib
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from doublure.engine import DoublureError, Image, ops
-from doublure.engine import colour as engine_colour
 from doublure.engine.cache import Memo
 from doublure.engine.device import upload
 from doublure.engine.image import Window
 from doublure.faces.face import Face
 from doublure.faces.masks import rasterize_shapes, region_shapes
 
-
-XYZ_D65_SPACE = "CIE XYZ-D65 - Scene-referred"
-
 # The region a finishing node changes: the face hull grown a little, feathered, in face widths.
 REGION_GROW = 0.02
 REGION_FEATHER = 0.03
-
-
-@functools.lru_cache(maxsize=16)
-def working_to_xyz_matrix(working_space: str) -> np.ndarray:
-    """The 3x3 matrix from a scene-linear working space to CIE XYZ (D65 white), from the OCIO config.
-
-    Args:
-        working_space: an OCIO colour space name or alias (``ctx.working_space``), e.g. ``"ACEScg"``.
-
-    Returns:
-        (3, 3) float64 M with xyz = M @ rgb.
-    """
-    basis = np.eye(3, dtype=np.float32).reshape(3, 1, 3).copy()
-    xyz = engine_colour.convert(basis, working_space, XYZ_D65_SPACE)
-    return xyz.reshape(3, 3).T.astype(np.float64)
-
-
-def luma_weights(working_space: str, device=None) -> torch.Tensor:
-    """(3,) the luminance (Y) row of the working space's RGB -> XYZ matrix: one tensor per device, shared
-    (read it, never write it), since a copy to a GPU from pageable memory waits for its stream each time."""
-    return _luma_weights(working_space, torch.device(device or "cpu"))
-
-
-@functools.lru_cache(maxsize=32)
-def _luma_weights(working_space: str, device: torch.device) -> torch.Tensor:
-    return torch.tensor(working_to_xyz_matrix(working_space)[1], dtype=torch.float32, device=device)
 
 
 def face_width(face: Face) -> float:

@@ -25,7 +25,9 @@ from doublure.engine.device import upload
 from doublure.faces.masks import LEFT_EYE, RIGHT_EYE, rasterize_shapes
 from doublure.faces.paint import render_strokes, stroke_active, stroke_window
 
-from ._finish import blend_into, luma_weights, mask_input, region_mask, require_same_size
+from doublure.finish.colour import luma_weights
+
+from ._finish import blend_into, mask_input, region_mask, require_same_size
 
 # Row 0 of Face.iris is the subject's left eye, whose eyelid contour is mediapipe's LEFT_EYE.
 EYE_CONTOURS = (LEFT_EYE, RIGHT_EYE)

@@ -17,7 +17,8 @@ from doublure.engine import ops
 from doublure.finish.grain import (ANALYSIS_SCHEMA, OLD_SCHEMAS, analyse_grain, check_grain_analysis,
                                    synthesise_face_grain)
 
-from ._finish import (blend_into, frame_seed, luma_weights, mask_input, require_same_size, swap_region,
+from doublure.finish.colour import luma_weights
+from ._finish import (blend_into, frame_seed, mask_input, require_same_size, swap_region,
                       swap_window)
 
 # Light degrain: a Gaussian of this sigma (px) removes the finest noise of the swap before new grain goes on.

@@ -21,7 +21,9 @@ import torch
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import knobs as K
 from doublure.engine import ops
-from ._finish import (blend_into, face_width, luma_weights, mask_input, region_mask, require_same_size,
+from doublure.finish.colour import luma_weights
+
+from ._finish import (blend_into, face_width, mask_input, region_mask, require_same_size,
                       swap_region, swap_window)
 
 # Ratios beyond these come from near-black pixels, not from light; clamping keeps noise from exploding.

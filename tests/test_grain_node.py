@@ -8,6 +8,7 @@ from doublure import engine
 from doublure.engine import DoublureError
 from doublure.faces.masks import render_mask
 from doublure.finish import grain as grain_mod
+from doublure.finish.colour import luma_weights
 from doublure.nodes import _finish
 
 import finish_nodes  # noqa: F401
@@ -129,7 +130,7 @@ def test_an_analysis_of_schema_1_renders_as_it_did(shot):
     c = g.evaluate(clean, 20)
     face = c.faces[0]
     window = _finish.swap_window(face, (c.height, c.width))
-    lum = torch.einsum("c,chw->hw", _finish.luma_weights("ACEScg", c.device), c.tensor[:3].float())[None]
+    lum = torch.einsum("c,chw->hw", luma_weights("ACEScg", c.device), c.tensor[:3].float())[None]
     y0, y1, x0, x1 = window
     expect = grain_mod.synthesise_grain(lum[:, y0:y1, x0:x1], old, _finish.frame_seed(20, 0, 0))
     added = (g.evaluate(legacy, 20).tensor - c.tensor)[:3, y0:y1, x0:x1]
