@@ -5,7 +5,7 @@ import torch
 
 from doublure.engine import ops
 from doublure.finish.colour import working_to_xyz_matrix
-from doublure.nodes import shadowmatch as sm
+from doublure.finish import shading as sm
 
 LUMA = torch.tensor(working_to_xyz_matrix("ACEScg")[1])
 
