@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from doublure.engine import EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import EvalContext, Hasher, Image, register_node
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
 from doublure.engine.cache import Memo
@@ -43,7 +43,7 @@ from doublure.faces.face import MAX_REPEATS
 from doublure.finish.colour import SPACES, from_match_space, to_match_space, working_to_xyz_matrix
 from doublure.finish.colour_transfer import METHODS, transfer
 
-from ._finish import (blend_into, face_width, face_window, mask_input, region_mask, require_same_size,
+from ._finish import (FinishNode, blend_into, face_width, face_window, mask_input, region_mask, require_same_size,
                       swap_region, swap_window)
 
 SAMPLES_PER_FRAME = 20000
@@ -81,13 +81,11 @@ def skin_samples(image: Image, face, space: str, rgb_to_xyz: np.ndarray,
 
 
 @register_node
-class ColorMatch(Node):
+class ColorMatch(FinishNode):
     """Match the swapped face's colour to the plate face under it (skin statistics, temporally pooled)."""
 
     type_name = "ColorMatch"
     version = 3
-    category = "Finish"
-    inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
     knob_specs = (
         K.Enum("method", METHODS, default="mkl",
                tooltip="meanstd: Reinhard mean/std; mkl: linear Monge-Kantorovich; sot: sliced optimal "
@@ -104,13 +102,7 @@ class ColorMatch(Node):
                         "colours along any direction. The plate's skin often varies more than the swap's for "
                         "reasons that are not light (glasses, stubble, make-up): matched in full, such a gain "
                         "(up to 3.6 on people/d13) turns the swap's brows and shadows purple."),
-        K.Float("mix", default=1.0, min=0.0, max=1.0),
     )
-
-    def pass_through(self, ctx: EvalContext) -> int | None:
-        if self.value("mix", ctx.frame) == 0.0:
-            return 0
-        return super().pass_through(ctx)
 
     def _window(self, ctx: EvalContext, repeats: int = 0) -> list[int]:
         """The frames pooled for a face that repeats the one ``repeats`` frames earlier (a held plate frame,
@@ -122,7 +114,7 @@ class ColorMatch(Node):
 
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         super().hash(ctx, h)
-        h.update(ctx.working_space).update(engine_colour.config_cache_id())
+        h.update(engine_colour.config_cache_id())
         reach = self._window(ctx, MAX_REPEATS) + self._window(ctx)
         for f in sorted(set(reach)):
             if f != ctx.frame:
@@ -157,10 +149,7 @@ class ColorMatch(Node):
         # evenly thinned: the transforms' cost grows with the sample count, their accuracy barely does
         return samples[:, :: max(1, -(-samples.shape[1] // MAX_POOLED_SAMPLES))]
 
-    def compute(self, ctx: EvalContext, inputs) -> Image:
-        src = inputs.get(0)
-        if not src.faces:
-            return src
+    def finish(self, ctx: EvalContext, inputs, src: Image) -> Image:
         ref_img = inputs.get(1)
         if ref_img is not None:
             require_same_size(self.name, src, ref_img, "reference")

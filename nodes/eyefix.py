@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import DoublureError, EvalContext, Hasher, Image, register_node
 from doublure.engine import knobs as K
 from doublure.engine import ops
 from doublure.engine.device import upload
@@ -25,17 +25,15 @@ from doublure.finish.colour import luma_weights
 from doublure.finish.eyes import (catchlight_layer, circle_shapes, eye_opening, find_iris_centre, shift_inside,
                                   unsharp, window_around_eye)
 
-from ._finish import blend_into, mask_input, region_mask, require_same_size
+from ._finish import FinishNode, blend_into, mask_input, region_mask, require_same_size
 
 
 @register_node
-class EyeFix(Node):
+class EyeFix(FinishNode):
     """Fix the swap's eyes: plate eyes through a painted eye mask, iris alignment, catchlights, sharpening."""
 
     type_name = "EyeFix"
     version = 1
-    category = "Finish"
-    inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
     knob_specs = (
         K.Bool("plate_eyes", default=True, label="plate eyes",
                tooltip="Bring back the plate's real eyes through the eye mask (needs the reference input)."),
@@ -49,18 +47,14 @@ class EyeFix(Node):
         K.Float("catchlight", default=0.0, min=0.0, max=2.0, soft_max=1.0,
                 tooltip="Add the plate eyes' specular highlights onto the swapped eyes."),
         K.Float("sharpen", default=0.0, min=0.0, max=3.0, soft_max=1.0, tooltip="Unsharp-mask the eyes."),
-        K.Float("mix", default=1.0, min=0.0, max=1.0),
     )
 
-    def pass_through(self, ctx: EvalContext) -> int | None:
+    def changes_nothing(self, ctx: EvalContext) -> bool:
         v = lambda n: self.value(n, ctx.frame)  # noqa: E731
-        if v("mix") == 0.0 or not (v("plate_eyes") or v("iris_align") or v("catchlight") > 0 or v("sharpen") > 0):
-            return 0
-        return super().pass_through(ctx)
+        return not (v("plate_eyes") or v("iris_align") or v("catchlight") > 0 or v("sharpen") > 0)
 
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         super().hash(ctx, h)
-        h.update(ctx.working_space)
         h.update(ctx.frame)  # strokes may be limited to frames ("only" / "from")
 
     def _mask_margin(self, face, frame: int) -> tuple[float, float, float]:
@@ -116,10 +110,7 @@ class EyeFix(Node):
         plate[:, wy0:wy1, wx0:wx1] = base
         return render_strokes(strokes, faces, frame, hw, base=plate, device=device)[:, wy0:wy1, wx0:wx1]
 
-    def compute(self, ctx: EvalContext, inputs) -> Image:
-        src = inputs.get(0)
-        if not src.faces:
-            return src
+    def finish(self, ctx: EvalContext, inputs, src: Image) -> Image:
         v = lambda n: self.value(n, ctx.frame)  # noqa: E731
         plate_img = inputs.get(1)
         if plate_img is None and (v("plate_eyes") or v("iris_align") or v("catchlight") > 0):

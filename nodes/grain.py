@@ -11,14 +11,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import DoublureError, EvalContext, Hasher, Image, register_node
 from doublure.engine import knobs as K
 from doublure.engine import ops
 from doublure.finish.grain import (ANALYSIS_SCHEMA, OLD_SCHEMAS, analyse_grain, check_grain_analysis,
                                    synthesise_face_grain)
 
 from doublure.finish.colour import luma_weights
-from ._finish import (blend_into, frame_seed, mask_input, require_same_size, swap_region,
+from ._finish import (FinishNode, blend_into, frame_seed, mask_input, require_same_size, swap_region,
                       swap_window)
 
 # Light degrain: a Gaussian of this sigma (px) removes the finest noise of the swap before new grain goes on.
@@ -27,13 +27,11 @@ DEGRAIN_SIGMA = 1.0
 
 
 @register_node
-class Grain(Node):
+class Grain(FinishNode):
     """Measure the plate's grain (Analyse) and add matching grain where the swap replaced the plate."""
 
     type_name = "Grain"
     version = 3
-    category = "Finish"
-    inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
     knob_specs = (
         K.Float("amount", default=1.0, min=0.0, max=4.0, soft_max=2.0, tooltip="Scales the measured grain."),
         K.Float("degrain", default=0.0, min=0.0, max=1.0,
@@ -57,19 +55,12 @@ class Grain(Node):
         K.Float("box_x1", default=1.0, min=0.0, max=1.0, animatable=False, tooltip="Box right."),
         K.Float("box_y1", default=1.0, min=0.0, max=1.0, animatable=False, tooltip="Box bottom."),
         K.Data("analysis", default=None, check=check_grain_analysis),
-        K.Float("mix", default=1.0, min=0.0, max=1.0),
     )
     actions = (("analyse", "Analyse"),)
-
-    def pass_through(self, ctx: EvalContext) -> int | None:
-        if self.value("mix", ctx.frame) == 0.0:
-            return 0
-        return super().pass_through(ctx)
 
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         super().hash(ctx, h)
         h.update(ctx.frame)  # the grain pattern is seeded by the frame
-        h.update(ctx.working_space)
 
     # -- analysis ---------------------------------------------------------------------------------------
     def analysis_frame_list(self, graph) -> list[int]:
@@ -144,8 +135,7 @@ class Grain(Node):
         return result
 
     # -- apply ------------------------------------------------------------------------------------------
-    def compute(self, ctx: EvalContext, inputs) -> Image:
-        src = inputs.get(0)
+    def check_inputs(self, ctx: EvalContext, inputs, src: Image) -> None:
         analysis = self.value("analysis", ctx.frame)
         if not analysis:
             raise DoublureError(f"{self.name}: no grain analysis yet; press Analyse (frame {ctx.frame})")
@@ -155,8 +145,9 @@ class Grain(Node):
         ref = inputs.get(1)
         if ref is not None:
             require_same_size(self.name, src, ref, "reference")
-        if not src.faces:
-            return src
+
+    def finish(self, ctx: EvalContext, inputs, src: Image) -> Image:
+        analysis = self.value("analysis", ctx.frame)
         hw = (src.height, src.width)
         dev = src.device
         out = src

@@ -14,22 +14,21 @@ does not follow, stay out.
 """
 from __future__ import annotations
 
-from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import DoublureError, EvalContext, Image, Port, register_node
 from doublure.engine import knobs as K
 from doublure.finish.colour import luma_weights
 from doublure.finish.shading import shadow_match
 
-from ._finish import (blend_into, face_width, mask_input, region_mask, require_same_size, swap_region,
+from ._finish import (FinishNode, blend_into, face_width, mask_input, region_mask, require_same_size, swap_region,
                       swap_window)
 
 
 @register_node
-class ShadowMatch(Node):
+class ShadowMatch(FinishNode):
     """Give the swapped face the plate's low-frequency shading (light, shadows), keeping the swap's detail."""
 
     type_name = "ShadowMatch"
     version = 2
-    category = "Finish"
     inputs = (Port("source", "Image"), Port("reference", "Image"), Port("mask", "Mask", optional=True))
     knob_specs = (
         K.Float("radius", default=0.08, min=0.005, max=1.0, soft_max=0.3,
@@ -39,22 +38,12 @@ class ShadowMatch(Node):
                tooltip="Transfer brightness only; off also transfers the light's colour."),
         K.Bool("sharp_shadows", default=False, label="sharp shadows",
                tooltip="Keep hard shadow edges that cross the face sharp (edge-aware shading layer)."),
-        K.Float("mix", default=1.0, min=0.0, max=1.0),
     )
 
-    def pass_through(self, ctx: EvalContext) -> int | None:
-        if self.value("mix", ctx.frame) == 0.0 or self.value("strength", ctx.frame) == 0.0:
-            return 0
-        return super().pass_through(ctx)
+    def changes_nothing(self, ctx: EvalContext) -> bool:
+        return self.value("strength", ctx.frame) == 0.0
 
-    def hash(self, ctx: EvalContext, h: Hasher) -> None:
-        super().hash(ctx, h)
-        h.update(ctx.working_space)
-
-    def compute(self, ctx: EvalContext, inputs) -> Image:
-        src = inputs.get(0)
-        if not src.faces:
-            return src
+    def finish(self, ctx: EvalContext, inputs, src: Image) -> Image:
         plate_img = inputs.get(1)
         if plate_img is None:
             raise DoublureError(f"{self.name}: connect the plate to the reference input")
