@@ -32,8 +32,7 @@ from doublure.engine.device import upload
 from doublure.engine.image import Image
 
 from .align import plate_window, umeyama_2d
-from .detect import box_from_landmarks
-from .face import MAX_REPEATS, Face, affine_scale, apply_affine, invert_affine
+from .face import MAX_REPEATS, Face, affine_scale, invert_affine
 from .track import LINK_IOU, box_iou
 
 # The plate's motion is measured in the face's box grown by this fraction of its size, at most this many
@@ -317,15 +316,8 @@ def placed_face(face: Face, to_crop: np.ndarray) -> Face:
     """
     from_crop = invert_affine(to_crop)
     move = _affine3(from_crop) @ _affine3(face.to_crop)        # fitted plate pixel -> placed plate pixel
-    scale = affine_scale(move[:2])
-    landmarks = face.landmarks.astype(np.float64)
-    landmarks[:, :2] = apply_affine(move[:2], landmarks[:, :2])
-    landmarks[:, 2] *= scale
-    iris = face.iris.astype(np.float64)
-    iris[:, :2] = apply_affine(move[:2], iris[:, :2])
-    iris[:, 2] *= scale
-    return dataclasses.replace(face, landmarks=landmarks, iris=iris, box=box_from_landmarks(landmarks),
-                               to_crop=to_crop, from_crop=from_crop)
+    # the transforms as given, not composed through the fit (whose rounding would move the memo keys)
+    return dataclasses.replace(face.moved(move[:2]), to_crop=to_crop, from_crop=from_crop)
 
 
 def temporal_weights(offsets, reach: int) -> np.ndarray:

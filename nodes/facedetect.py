@@ -25,6 +25,7 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import colour, fields, imageio, knobs as K
 from doublure.engine.graph import MAX_FRAME
 from doublure.engine.hashing import file_identity
+from doublure.engine.node import resolve_path
 from doublure.faces.detect import DETECTION_RANGES, MediapipeBackend, working_to_srgb8
 from doublure.faces.face import FACE_TYPES, Face, scale_faces
 from doublure.faces.trackfile import load_tracks, save_tracks
@@ -217,9 +218,7 @@ class FaceDetect(Node):
         analysis = self.current_analysis(ctx.frame)
         if analysis is None or not int(analysis["first"]) <= ctx.frame <= int(analysis["last"]):
             return None
-        path = analysis["file"]
-        if not os.path.isabs(path):
-            path = os.path.join(self.graph.project_dir or os.getcwd(), path)
+        path = resolve_path(analysis["file"], self.graph.project_dir)
         if not os.path.exists(path):
             return None
         meta, faces = _load_tracks_cached(path)

@@ -28,6 +28,7 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import fields
 from doublure.engine import knobs as K
 from doublure.engine.hashing import file_identity
+from doublure.engine.node import resolve_path
 from doublure.faces.detect import working_to_srgb8
 from doublure.faces.occlusion import (MATTE_RES, HandFinder, TrainingSample, crop_to_plate, crop_window,
                                       far_side_matte, hand_matte, load_matte, matte_ramp, predict_crops, sample_crop,
@@ -109,8 +110,7 @@ class Occlusion(Node):
         return os.path.join(os.path.dirname(_tracks_cache_dir()), "occlusion", f"{self.uuid}.safetensors")
 
     def _stored_path(self, matte: dict) -> str:
-        path = matte["file"]
-        return path if os.path.isabs(path) else os.path.join(self.graph.project_dir or os.getcwd(), path)
+        return resolve_path(matte["file"], self.graph.project_dir)
 
     def plate_key(self, frames: list[int]) -> str:
         """Identity of the plate (and faces) at the training frames, by content: a new or re-rendered plate
