@@ -28,13 +28,14 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import fields
 from doublure.engine import knobs as K
 from doublure.engine.hashing import file_identity
+from doublure.engine.identity import upstream_identity
 from doublure.engine.node import resolve_path
 from doublure.faces.detect import working_to_srgb8
 from doublure.faces.occlusion import (MATTE_RES, HandFinder, TrainingSample, crop_to_plate, crop_window,
                                       far_side_matte, hand_matte, load_matte, matte_ramp, predict_crops, sample_crop,
                                       save_matte, stroke_labels, train_matte, with_occlusion)
 
-from .facedetect import _tracks_cache_dir, upstream_identity
+from .facedetect import _tracks_cache_dir
 
 OUTPUTS = ("plate", "matte")
 # Hands are looked for in the faces' surroundings at most this many pixels wide (mediapipe works at 224 px).

@@ -13,8 +13,9 @@ def _image(value: float) -> engine.Image:
 
 
 def test_a_memo_over_its_byte_budget_drops_its_least_recently_used(monkeypatch):
-    monkeypatch.setattr(memos, "_host_budget", memos.host_bytes + 5 * 4096 + 1024)
-    memo = Memo(100)   # the item cap is far off: the bytes decide
+    clear_memos()   # what earlier tests left would be evicted first
+    monkeypatch.setattr(memos, "_host_budget", 5 * 4096 + 1024)
+    memo, arrays = Memo(100), Memo(100)   # the item cap is far off: the bytes decide
     try:
         for i in range(8):
             memo.put(("plate", i), torch.zeros(1024))            # 4 KiB each
@@ -22,7 +23,6 @@ def test_a_memo_over_its_byte_budget_drops_its_least_recently_used(monkeypatch):
         assert memos.host_bytes <= memos.host_budget
         kept = [i for i in range(8) if memo.get(("plate", i)) is not None]
         assert kept == [0, 4, 5, 6, 7] and len(memo) == 5
-        arrays = Memo(100)
         arrays.put("grey", np.zeros((64, 64), np.uint8))          # numpy buffers count too, in any memo
         assert memo.get(("plate", 0)) is None and arrays.get("grey") is not None   # 0 was read longest ago
     finally:
