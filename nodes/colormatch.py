@@ -1,16 +1,9 @@
 """ColorMatch: match the swapped face's colour to the plate face under it.
 
 The statistics are measured on the skin of both faces (eyes, brows and mouth excluded) and the transfer is
-applied to the whole swapped face region. Methods (:mod:`doublure.finish.colour_transfer`):
-
-- ``meanstd``: per-channel mean and standard deviation transfer in a perceptual space (Reinhard et al.
-  2001, "Color transfer between images"), CIE L*a*b* by default.
-- ``mkl``: the linear Monge-Kantorovich map between the two colour Gaussians (Pitie and Kokaram 2007,
-  "The linear Monge-Kantorovitch linear colour mapping for example-based colour transfer").
-- ``sot``: sliced optimal transport, matching 1D marginals along random orthonormal bases (Rabin, Peyre,
-  Delon and Bernot 2011, "Wasserstein barycenter and its application to texture mixing"; Pitie et al.
-  2007's iterative distribution transfer uses the same step).
-- ``histogram``: per-channel histogram (quantile) matching.
+applied to the whole swapped face region. Methods (:mod:`doublure.finish.colour_transfer`, from the papers):
+``meanstd`` (Reinhard et al. 2001), ``mkl`` (the linear Monge-Kantorovich map, Pitie and Kokaram 2007), ``sot``
+(sliced optimal transport, Rabin et al. 2011) and ``histogram`` (per-channel quantile matching).
 
 Spaces: ``lab`` (CIE 1976 L*a*b*, D65: the working space goes to CIE XYZ D65 through the OCIO config, which
 uses a Bradford adaptation; L* of scene-linear white Y=1 is 100), ``oklab`` (Ottosson 2020, from XYZ D65)
