@@ -18,7 +18,6 @@ so it needs no node) and remembers what neighbouring frames' outputs ask for aga
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Callable
 
@@ -256,12 +255,20 @@ def flow_warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return out if batched else out[0]
 
 
-@functools.lru_cache(maxsize=16)
+_centres_memo = Memo(16)   # (R, device, dtype) -> the grid: 8 MB at 1024 px, so under the memo budgets
+
+
 def _pixel_centres(r: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(R, R, 2) grid_sample coordinates (x, y) of an R x R image's pixel centres, made once per size and
-    device (five kernels a call on a GPU, and the shot graph warps about ten flows a frame)."""
-    pos = (2.0 * torch.arange(r, dtype=torch.float64) + 1.0) / r - 1.0
-    return upload(torch.stack(torch.meshgrid(pos, pos, indexing="xy"), -1).to(dtype), device)
+    device (five kernels a call on a GPU, and the shot graph warps about ten flows a frame). Shared: read it,
+    never write it."""
+    key = (r, str(device), dtype)
+    grid = _centres_memo.get(key)
+    if grid is None:
+        pos = (2.0 * torch.arange(r, dtype=torch.float64) + 1.0) / r - 1.0
+        grid = _centres_memo.put(key, upload(torch.stack(torch.meshgrid(pos, pos, indexing="xy"), -1).to(dtype),
+                                             device))
+    return grid
 
 
 def compose_flows(first: tuple[torch.Tensor, torch.Tensor], then: tuple[torch.Tensor, torch.Tensor]):
