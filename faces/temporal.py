@@ -323,8 +323,10 @@ def placed_face(face: Face, to_crop: np.ndarray) -> Face:
     """
     from_crop = invert_affine(to_crop)
     move = _affine3(from_crop) @ _affine3(face.to_crop)        # fitted plate pixel -> placed plate pixel
-    # the transforms as given, not composed through the fit (whose rounding would move the memo keys)
-    return dataclasses.replace(face.moved(move[:2]), to_crop=to_crop, from_crop=from_crop)
+    # the transforms as given, not composed through the fit (whose rounding would move the memo keys); the
+    # plate's pixels do not move with the placement, so the mattes on them (coverage, occlusion) still hold
+    return dataclasses.replace(face.moved(move[:2]), to_crop=to_crop, from_crop=from_crop,
+                               coverage=face.coverage, occlusion=face.occlusion)
 
 
 def temporal_weights(offsets, reach: int) -> np.ndarray:
