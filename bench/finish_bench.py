@@ -36,7 +36,8 @@ import finish_nodes  # noqa: E402,F401  (the known-transform test nodes)
 from doublure import engine  # noqa: E402
 from doublure.engine.node import Inputs  # noqa: E402
 from doublure.faces.masks import render_mask  # noqa: E402
-from doublure.nodes import colormatch as cm  # noqa: E402
+from doublure.finish import colour as match_colour  # noqa: E402
+from doublure.finish import colour_transfer  # noqa: E402
 
 
 def time_compute(g: engine.Graph, node, frames: list[int], device: torch.device) -> float:
@@ -111,11 +112,11 @@ def bench_colormatch_quality() -> None:
     plate.set_input(0, read)
     swap = g.create("TestFinishRecolour")  # gain (1.3, 0.95, 0.7) in linear light, blur 1 px
     swap.set_input(0, plate)
-    m = cm.working_to_xyz_matrix("ACEScg")
+    m = match_colour.working_to_xyz_matrix("ACEScg")
     frame = 20
     p = g.evaluate(plate, frame)
     skin = render_mask(p.faces, "skin", (p.height, p.width), grow=-3)[0].numpy() > 0.99
-    lab = lambda t: cm.to_match_space(t[:3].float(), "lab", m).permute(1, 2, 0).numpy()[skin]  # noqa: E731
+    lab = lambda t: match_colour.to_match_space(t[:3].float(), "lab", m).permute(1, 2, 0).numpy()[skin]  # noqa: E731
     de = lambda t: colour.delta_E(lab(t), lab(p.tensor), method="CIE 2000").mean()  # noqa: E731
     print(f"\nColorMatch on MEAD W009 neutral frame {frame} (256 px), swap = plate x gain (1.3, 0.95, 0.7), blur 1 px")
     print(f"  CIEDE2000 swap vs plate skin before: {de(g.evaluate(swap, frame).tensor):.2f}")
@@ -123,8 +124,8 @@ def bench_colormatch_quality() -> None:
     blur_only.set_input(0, plate)
     print(f"  floor (blur alone, no colour change): {de(g.evaluate(blur_only, frame).tensor):.2f}")
     print(f"  {'method/space':18s} {'CIEDE2000':>9s} {'ms/frame':>9s}")
-    for method in cm.METHODS:
-        for space in cm.SPACES:
+    for method in colour_transfer.METHODS:
+        for space in match_colour.SPACES:
             node = g.create("ColorMatch", method=method, space=space, window=3)
             node.set_input(0, swap)
             node.set_input(1, plate)

@@ -229,7 +229,7 @@ def blurred_average_swapper(faceset_dir: str, res: int):
     from doublure.faces.masks import render_crop_mask
     from doublure.models.data import FaceData
     from doublure.nodes.facedetect import working_to_srgb8
-    from doublure.nodes.swapmodel import crop_masks
+    from doublure.faces.composite import crop_masks
 
     data = FaceData([faceset_dir], res)
     mean = data.batch(range(len(data)))[0].mean(0)                                   # (3, R, R) sRGB

@@ -7,12 +7,15 @@ for the first (single flight). A waiter whose computing peer was cancelled compu
 from __future__ import annotations
 
 import collections
+import contextvars
 import dataclasses
+import itertools
 import os
 import threading
 import weakref
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .context import CancelToken
@@ -22,55 +25,174 @@ from .image import Image
 
 _WAIT_SLICE_S = 0.02
 
+#: the share of each frame-cache budget (device, host) the memos may hold beside it
+MEMO_SHARE = 0.25
+
+
+class _MemoEntry:
+    __slots__ = ("value", "nbytes", "tier", "owner")
+
+    def __init__(self, value, nbytes: int, tier: str, owner: int | None) -> None:
+        self.value, self.nbytes, self.tier, self.owner = value, nbytes, tier, owner
+
+
+def _value_bytes(value) -> tuple[int, int]:
+    """(host bytes, device bytes) a memo's value or key holds: tensors and arrays by their buffers, the rest
+    (numbers, small objects) by a word or their size."""
+    if isinstance(value, torch.Tensor):
+        n = value.element_size() * value.nelement()
+        return (n, 0) if value.device.type == "cpu" else (0, n)
+    if isinstance(value, np.ndarray):
+        return value.nbytes, 0
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value), 0
+    if isinstance(value, (tuple, list)):
+        parts = [_value_bytes(v) for v in value]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    if isinstance(value, dict):
+        return _value_bytes(list(value.values()))
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _value_bytes([getattr(value, f.name) for f in dataclasses.fields(value)])
+    return 8, 0
+
+
+class MemoRegistry:
+    """The one store behind every :class:`Memo`: what the nodes and their libraries remember beside the frame
+    cache (decoded faces, optical flows, face masks, skin samples), LRU by bytes in two tiers like the frame
+    cache, under a share (:data:`MEMO_SHARE`) of the frame cache's configured budgets.
+
+    An entry belongs to the frame cache (the graph) whose evaluation put it there, so clearing a graph's cache
+    purges its memos too (:meth:`purge`); an entry put outside any evaluation belongs to none and goes with
+    :func:`clear_memos`. Each Memo also keeps at most its ``size`` entries.
+    """
+
+    def __init__(self, device_budget: int | None = None, host_budget: int | None = None) -> None:
+        self._device_budget, self._host_budget = device_budget, host_budget
+        self._tiers: dict[str, collections.OrderedDict] = {"device": collections.OrderedDict(),
+                                                           "host": collections.OrderedDict()}
+        self._bytes = {"device": 0, "host": 0}
+        self._lock = threading.RLock()
+
+    @property
+    def device_budget(self) -> int:
+        """Bytes of device memory the memos may hold: MEMO_SHARE of the frame cache's device budget
+        (``DOUBLURE_CACHE_DEVICE_MB`` or :func:`default_device_budget`), found on first use."""
+        if self._device_budget is None:
+            self._device_budget = int(MEMO_SHARE * _budget_from_env(
+                "DOUBLURE_CACHE_DEVICE_MB", default_device_budget(default_device())))
+        return self._device_budget
+
+    @property
+    def host_budget(self) -> int:
+        """Bytes of host RAM the memos may hold: MEMO_SHARE of the frame cache's host budget."""
+        if self._host_budget is None:
+            self._host_budget = int(MEMO_SHARE * default_host_budget())
+        return self._host_budget
+
+    @property
+    def device_bytes(self) -> int:
+        return self._bytes["device"]
+
+    @property
+    def host_bytes(self) -> int:
+        return self._bytes["host"]
+
+    def set_budgets(self, device_budget: int | None = None, host_budget: int | None = None) -> None:
+        with self._lock:
+            if device_budget is not None:
+                self._device_budget = device_budget
+            if host_budget is not None:
+                self._host_budget = host_budget
+            self._enforce()
+
+    def get(self, memo: "Memo", key):
+        with self._lock:
+            entry = memo._entries.get(key)
+            if entry is None:
+                return None
+            memo._entries.move_to_end(key)
+            self._tiers[entry.tier].move_to_end((memo, key))
+            return entry.value
+
+    def put(self, memo: "Memo", key, value) -> None:
+        host, device = _value_bytes(value)
+        key_bytes, _ = _value_bytes(key)
+        tier = "device" if device > 0 else "host"
+        entry = _MemoEntry(value, host + device + key_bytes, tier, _memo_owner.get())
+        with self._lock:
+            self._remove(memo, key)
+            memo._entries[key] = entry
+            self._tiers[tier][(memo, key)] = entry
+            self._bytes[tier] += entry.nbytes
+            while len(memo._entries) > memo.size:
+                self._remove(memo, next(iter(memo._entries)))
+            self._enforce()
+
+    def _remove(self, memo: "Memo", key) -> None:
+        entry = memo._entries.pop(key, None)
+        if entry is not None:
+            del self._tiers[entry.tier][(memo, key)]
+            self._bytes[entry.tier] -= entry.nbytes
+
+    def _enforce(self) -> None:
+        for tier, budget in (("device", self.device_budget), ("host", self.host_budget)):
+            entries = self._tiers[tier]
+            while self._bytes[tier] > budget and entries:
+                memo, key = next(iter(entries))
+                self._remove(memo, key)
+
+    def purge(self, owner: int | None = None, memo: "Memo | None" = None) -> None:
+        """Drop the entries of one frame cache (``owner``, its :attr:`FrameCache.memo_owner`), of one memo, or,
+        with neither, all of them."""
+        with self._lock:
+            for entries in self._tiers.values():
+                for (m, key), entry in list(entries.items()):
+                    if (memo is None or m is memo) and (owner is None or entry.owner == owner):
+                        self._remove(m, key)
+
+
+#: the frame cache (its :attr:`FrameCache.memo_owner`) whose evaluation is running in this thread
+_memo_owner: contextvars.ContextVar[int | None] = contextvars.ContextVar("doublure_memo_owner", default=None)
+_owners = itertools.count(1)
+memos = MemoRegistry()
+
+
 class Memo:
-    """A small thread-safe LRU of what a node module computes beside the frame cache (face masks, decoded
-    faces, optical flows, skin samples), keyed by content like the frame cache. Every Memo is emptied by
-    :func:`clear_memos` (a benchmark's cold start, a purge)."""
+    """A named part of the :data:`memos` registry: what one node module remembers beside the frame cache (face
+    masks, decoded faces, optical flows, skin samples), keyed by content like the frame cache, at most
+    ``size`` entries and within the registry's byte budgets. Thread-safe."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._items: collections.OrderedDict = collections.OrderedDict()
-        self._lock = threading.Lock()
-        _memos.add(self)
+        self._entries: collections.OrderedDict = collections.OrderedDict()
 
     def get(self, key):
         """The value remembered for ``key`` (now the most recently used), or None."""
-        with self._lock:
-            value = self._items.get(key)
-            if value is not None:
-                self._items.move_to_end(key)
-            return value
+        return memos.get(self, key)
 
     def put(self, key, value):
-        """Remember ``value`` for ``key``, dropping the least recently used beyond ``size``; returns ``value``."""
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        """Remember ``value`` for ``key``, dropping the least recently used beyond ``size`` (and beyond the
+        registry's budgets); returns ``value``."""
+        memos.put(self, key, value)
         return value
 
     def reserve(self, size: int) -> None:
         """Hold at least ``size`` items from now on (a node whose working set grows with its knobs and its
-        faces sizes its memo to it: an LRU smaller than a sequential working set misses on every access)."""
-        with self._lock:
+        faces sizes its memo to it: an LRU smaller than a sequential working set misses on every access).
+        The registry's byte budgets still bound it."""
+        with memos._lock:
             self.size = max(self.size, int(size))
 
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        memos.purge(memo=self)
 
     def __len__(self) -> int:
-        return len(self._items)
-
-
-_memos: "weakref.WeakSet[Memo]" = weakref.WeakSet()
+        return len(self._entries)
 
 
 def clear_memos() -> None:
     """Empty every :class:`Memo` (the frame caches are separate: ``FrameCache.clear``)."""
-    for memo in list(_memos):
-        memo.clear()
+    memos.purge()
 
 
 def default_host_budget() -> int:
@@ -138,6 +260,9 @@ class FrameCache:
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
         self.stats = CacheStats()
+        #: tags the memo entries put while this cache computes (``memos``), so that clearing it purges them
+        self.memo_owner = next(_owners)
+        weakref.finalize(self, memos.purge, self.memo_owner)
 
     # -- queries ----------------------------------------------------------------------------------------
     @property
@@ -220,10 +345,12 @@ class FrameCache:
             self._enforce_budgets()
 
     def clear(self) -> None:
+        """Drop every frame, and the memo entries this cache's evaluations put (``memos``)."""
         with self._lock:
             self._device.clear()
             self._host.clear()
             self._device_bytes = self._host_bytes = 0
+        memos.purge(owner=self.memo_owner)
 
     # -- the one entry point evaluation uses --------------------------------------------------------------
     def get_or_compute(self, key: str, compute: Callable[[], Image], cancel: CancelToken,
@@ -255,6 +382,7 @@ class FrameCache:
             # The owner was cancelled (or deferred the work) but this request was not: loop and compute it here.
 
     def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image]) -> Image:
+        token = _memo_owner.set(self.memo_owner)
         try:
             image = compute()
         except BaseException as exc:
@@ -263,6 +391,8 @@ class FrameCache:
                 del self._flights[key]
             flight.done.set()
             raise
+        finally:
+            _memo_owner.reset(token)
         with self._lock:
             self.stats.computes += 1
             self._insert(key, image)

@@ -65,6 +65,16 @@ def node_type(name: str) -> type["Node"]:
         raise DoublureError(f"unknown node type {name!r}") from None
 
 
+def resolve_path(path: str, base: str | None) -> str:
+    """A file path as the project means it: ``~`` expanded, an absolute path as it is, a relative one
+    resolved against ``base`` (the project's folder; the working folder when None) and normalised.
+    The one resolver of File knobs, stored analyses and project paths."""
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(base or os.getcwd(), path))
+
+
 DISABLE = K.Bool("disable", False, tooltip="Pass the first input through unchanged.")
 
 
@@ -114,12 +124,7 @@ class Node:
     def path(self, name: str, frame: float | None = None) -> str:
         """A File knob's value as an absolute path, relative ones resolved against the project's folder."""
         value = self.value(name, frame)
-        if not value:
-            return value
-        value = os.path.expanduser(value)
-        if os.path.isabs(value):
-            return value
-        return os.path.normpath(os.path.join(self.graph.project_dir or os.getcwd(), value))
+        return resolve_path(value, self.graph.project_dir) if value else value
 
     def knobs_given(self, given: dict[str, Any]) -> None:
         """Called by ``Graph.create`` once the knob values it was given are set, before the node joins the

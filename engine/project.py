@@ -14,7 +14,7 @@ from .atomic import write_text_atomic
 from .errors import DoublureError, ProjectError
 from .graph import SETTINGS_DEFAULTS, Graph
 from .knobs import File
-from .node import node_type
+from .node import node_type, resolve_path
 from .project_guard import check_unchanged, disk_state, folder_lock
 
 SCHEMA = "doublure.project"
@@ -76,7 +76,7 @@ def rebase_path(path: str, old_base: str, new_base: str) -> str:
     """``path`` (relative to ``old_base``, or absolute) made relative to ``new_base``; URLs stay as they are."""
     if not path or "://" in path:
         return path
-    absolute = os.path.normpath(os.path.join(old_base, os.path.expanduser(path)))
+    absolute = os.path.normpath(resolve_path(path, old_base))
     try:
         return os.path.relpath(absolute, new_base)
     except ValueError:  # another drive on Windows

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from doublure.engine.device import upload
 
-from .face import FACE_TYPES, invert_affine
+from .face import FACE_TYPES, affine_scale, invert_affine
 from .template_data import CANONICAL_MESH
 
 #: (478, 3) float64 canonical mesh (head frame, outer eye corners 1 apart; see template_data.py).
@@ -277,6 +277,50 @@ def warp_from_crop(crop: torch.Tensor, from_crop, out_hw: tuple[int, int]) -> tu
         m = (_affine3(to_crop_px[i:i + 1]) @ shift)[:, :2]
         out[i:i + 1, :, y0:y1, x0:x1] = warp_affine(src[i], m, (y1 - y0, x1 - x0), padding_mode="zeros")
     return out[:, :-1], out[:, -1:]
+
+
+def plate_window(from_crop: np.ndarray, res: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The plate rectangle the faces' crops are read from and put back onto, so a 200 px face on a 1080p
+    plate costs a 200 px window, not the frame.
+
+    The crops' footprint grows by the mip filter's reach (two pixels of the coarsest pyramid level that
+    :func:`warp_affine` samples), and the window's edges sit on that level's grid, so
+    the window's pyramid is the plate's pyramid cut out and the crops come out as from the whole plate.
+
+    Args:
+        from_crop: (N, 2, 3) crop unit -> plate pixel affines.
+        res: crop side in pixels.
+        hw: plate (H, W).
+
+    Returns:
+        (y0, y1, x0, x1), clipped to the plate.
+    """
+    corners = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    xy = np.concatenate([corners @ m.T for m in from_crop])
+    plate_px_per_crop_px = max(affine_scale(m) for m in from_crop) / res
+    step = 2 ** max(0, math.ceil(math.log2(max(plate_px_per_crop_px, 1e-12))))
+    margin = 2 * step + 2
+    x0, y0 = ((np.floor((xy.min(0) - margin) / step)) * step).astype(int)
+    x1, y1 = ((np.ceil((xy.max(0) + margin) / step)) * step).astype(int)
+    return max(int(y0), 0), min(int(y1), hw[0]), max(int(x0), 0), min(int(x1), hw[1])
+
+
+def plate_crops(plate: torch.Tensor, to_crop: np.ndarray, res: int) -> torch.Tensor:
+    """Linear aligned crops of a plate, read from the window the faces cover (:func:`plate_window`).
+
+    Args:
+        plate: (C, H, W) the plate.
+        to_crop: (N, 2, 3) plate pixel -> crop unit affines.
+        res: crop side in pixels.
+
+    Returns:
+        (N, 3, R, R) float32, the border repeated beyond the plate.
+    """
+    from_crop = np.stack([invert_affine(m) for m in to_crop])
+    y0, y1, x0, x1 = plate_window(from_crop, res, tuple(plate.shape[-2:]))
+    to_crop = to_crop.copy()
+    to_crop[:, :, 2] += to_crop[:, :, :2] @ np.array([x0, y0], dtype=np.float64)
+    return warp_to_crop(plate[:3, y0:y1, x0:x1].float(), to_crop, res, padding_mode="border")
 
 
 def _pixel_to_normalised(w: int, h: int, k: float) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from doublure.engine import colour as engine_colour
 
-from .face import NUM_LANDMARKS
+from .face import NUM_LANDMARKS, box_from_landmarks  # noqa: F401  (detect's faces' boxes; also imported from here)
 
 DETECTION_RANGES = ("short", "full", "short+full")
 
@@ -58,13 +58,6 @@ def iris_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
     offsets = lm[_IRIS_CONTOURS, :2] - centres[:, None, :]                           # (2, 4, 2)
     radii = np.sqrt((offsets ** 2).sum(-1)).mean(-1)
     return np.concatenate([centres, radii[:, None]], axis=1).astype(np.float32)
-
-
-def box_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float, float]:
-    """(x0, y0, x1, y1) bounding box of (N, >=2) landmarks."""
-    lo = landmarks[:, :2].min(axis=0)
-    hi = landmarks[:, :2].max(axis=0)
-    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
 
 
 class FaceBackend:

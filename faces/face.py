@@ -6,6 +6,7 @@ centre is at integer coordinates (mediapipe's normalised landmarks are converted
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -47,6 +48,13 @@ def affine_scale(m: np.ndarray) -> float:
     similarity's scale), in closed form for the same reason as :func:`invert_affine`."""
     (a, b), (c, d) = np.asarray(m, dtype=np.float64)[:, :2]
     return math.sqrt(abs(a * d - b * c))
+
+
+def box_from_landmarks(landmarks: np.ndarray) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) bounding box of (N, >=2) landmarks."""
+    lo = landmarks[:, :2].min(axis=0)
+    hi = landmarks[:, :2].max(axis=0)
+    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
 
 
 def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -129,6 +137,33 @@ class Face:
         self.pose = tuple(float(v) for v in self.pose)
         if self.face_type not in FACE_TYPES:
             raise ValueError(f"face_type must be one of {FACE_TYPES}, got {self.face_type!r}")
+
+    def moved(self, m: np.ndarray, depth_scale: float | None = None) -> "Face":
+        """This face carried by a plate pixel affine (a resize, a shift, a stabilised placement).
+
+        Args:
+            m: (2, 3) affine from this face's plate pixels to the new ones.
+            depth_scale: what the landmarks' depths and the iris radii are multiplied by; the affine's
+                scale (:func:`affine_scale`) by default.
+
+        Returns:
+            The Face with landmarks and irises moved, the box their new bounding box, the crop transforms
+            composed with ``m``; track, pose, ``repeats`` and the rest kept, but not ``coverage`` and
+            ``occlusion``, whose alphas lie in the old pixels (the nodes below fall back to the face hull).
+        """
+        m = np.asarray(m, dtype=np.float64)
+        scale = affine_scale(m) if depth_scale is None else depth_scale
+        landmarks = self.landmarks.astype(np.float64)
+        landmarks[:, :2] = apply_affine(m, landmarks[:, :2])
+        landmarks[:, 2] *= scale
+        iris = self.iris.astype(np.float64)
+        iris[:, :2] = apply_affine(m, iris[:, :2])
+        iris[:, 2] *= scale
+        from_crop = m[:, :2] @ self.from_crop
+        from_crop[:, 2] += m[:, 2]
+        return dataclasses.replace(self, box=box_from_landmarks(landmarks), landmarks=landmarks, iris=iris,
+                                   to_crop=invert_affine(from_crop), from_crop=from_crop, coverage=None,
+                                   occlusion=None)
 
     @property
     def width(self) -> float:
@@ -213,18 +248,5 @@ def scale_faces(faces: Sequence[Face], s: float) -> list[Face]:
     """
     if s == 1.0:
         return list(faces)
-    out = []
     off = 0.5 * s - 0.5
-    for f in faces:
-        lm = f.landmarks.copy()
-        lm[:, :2] = lm[:, :2] * s + off
-        lm[:, 2] *= s
-        iris = f.iris.copy()
-        iris[:, :2] = iris[:, :2] * s + off
-        iris[:, 2] *= s
-        from_crop = f.from_crop * s
-        from_crop[:, 2] += off
-        out.append(Face(track_id=f.track_id, box=tuple(v * s + off for v in f.box), landmarks=lm, iris=iris,
-                        pose=f.pose, to_crop=invert_affine(from_crop), from_crop=from_crop,
-                        confidence=f.confidence, face_type=f.face_type, interpolated=f.interpolated))
-    return out
+    return [f.moved(np.array([[s, 0.0, off], [0.0, s, off]])) for f in faces]

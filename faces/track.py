@@ -137,7 +137,12 @@ class _TrackState:
     last_frame: int = -1
 
 
-def associate(detections: Sequence[Sequence[RawFace]], reacquire: int = 30, min_iou: float = 0.1,
+#: Box overlap (IoU) of a face in one frame with a face in the next for them to be one face: the tracker's
+#: link test, and SwapModel's when it follows a track over the frames around one.
+LINK_IOU = 0.1
+
+
+def associate(detections: Sequence[Sequence[RawFace]], reacquire: int = 30, min_iou: float = LINK_IOU,
               max_landmark_dist: float = 0.5) -> list[_TrackState]:
     """Link per-frame detections into tracks.
 

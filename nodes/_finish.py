@@ -1,55 +1,73 @@
-"""Helpers shared by the finishing nodes (ColorMatch, ShadowMatch, EyeFix, Grain): the face region a node
-acts in, the final limit-and-mix, luminance weights and face-space sampling. Not a node module (the leading
+"""The base of the finishing nodes (ColorMatch, ShadowMatch, EyeFix, Grain) and the helpers they share: the
+face region a node acts in, the final limit-and-mix and face-space sampling (the colour maths is :mod:`doublure.finish.colour`). Not a node module (the leading
 underscore keeps ``doublure.nodes`` from importing it as one)."""
 from __future__ import annotations
 
-import functools
 import hashlib
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from doublure.engine import DoublureError, Image, ops
-from doublure.engine import colour as engine_colour
+from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, ops
+from doublure.engine import knobs as K
 from doublure.engine.cache import Memo
 from doublure.engine.device import upload
 from doublure.engine.image import Window
+from doublure.engine.node import DISABLE
 from doublure.faces.face import Face
 from doublure.faces.masks import rasterize_shapes, region_shapes
 
+MIX = K.Float("mix", default=1.0, min=0.0, max=1.0)
 
-XYZ_D65_SPACE = "CIE XYZ-D65 - Scene-referred"
+
+class FinishNode(Node):
+    """A node that finishes the swapped faces of its source: it changes the source only inside its faces'
+    regions, reads the plate as it was on ``reference`` and is limited by the optional ``mask``.
+
+    The contract every finishing node shares: a ``mix`` knob (after the node's own) fades the change, and at
+    mix 0, or at knob values that change nothing (:meth:`changes_nothing`), the node passes its source through
+    (its hash is the source's: one cache entry); the working space is hashed (the maths runs in it); a frame
+    without faces is the source unchanged. Subclasses implement :meth:`finish`.
+    """
+
+    category = "Finish"
+    inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
+
+    @classmethod
+    def all_knob_specs(cls) -> tuple[K.KnobSpec, ...]:
+        return tuple(cls.knob_specs) + (MIX, DISABLE)
+
+    def changes_nothing(self, ctx: EvalContext) -> bool:
+        """Whether the knobs at ``ctx.frame`` leave every pixel as it is (besides mix 0)."""
+        return False
+
+    def pass_through(self, ctx: EvalContext) -> int | None:
+        if self.value("mix", ctx.frame) == 0.0 or self.changes_nothing(ctx):
+            return 0
+        return super().pass_through(ctx)
+
+    def hash(self, ctx: EvalContext, h: Hasher) -> None:
+        super().hash(ctx, h)
+        h.update(ctx.working_space)
+
+    def check_inputs(self, ctx: EvalContext, inputs, source: Image) -> None:
+        """Raise on what is wrong whether or not the frame has faces (nothing by default)."""
+
+    def compute(self, ctx: EvalContext, inputs) -> Image:
+        source = inputs.get(0)
+        self.check_inputs(ctx, inputs, source)
+        if not source.faces:
+            return source
+        return self.finish(ctx, inputs, source)
+
+    def finish(self, ctx: EvalContext, inputs, source: Image) -> Image:
+        """The finished frame, for a ``source`` that carries faces."""
+        raise NotImplementedError(f"{self.type_name}.finish")
+
 
 # The region a finishing node changes: the face hull grown a little, feathered, in face widths.
 REGION_GROW = 0.02
 REGION_FEATHER = 0.03
-
-
-@functools.lru_cache(maxsize=16)
-def working_to_xyz_matrix(working_space: str) -> np.ndarray:
-    """The 3x3 matrix from a scene-linear working space to CIE XYZ (D65 white), from the OCIO config.
-
-    Args:
-        working_space: an OCIO colour space name or alias (``ctx.working_space``), e.g. ``"ACEScg"``.
-
-    Returns:
-        (3, 3) float64 M with xyz = M @ rgb.
-    """
-    basis = np.eye(3, dtype=np.float32).reshape(3, 1, 3).copy()
-    xyz = engine_colour.convert(basis, working_space, XYZ_D65_SPACE)
-    return xyz.reshape(3, 3).T.astype(np.float64)
-
-
-def luma_weights(working_space: str, device=None) -> torch.Tensor:
-    """(3,) the luminance (Y) row of the working space's RGB -> XYZ matrix: one tensor per device, shared
-    (read it, never write it), since a copy to a GPU from pageable memory waits for its stream each time."""
-    return _luma_weights(working_space, torch.device(device or "cpu"))
-
-
-@functools.lru_cache(maxsize=32)
-def _luma_weights(working_space: str, device: torch.device) -> torch.Tensor:
-    return torch.tensor(working_to_xyz_matrix(working_space)[1], dtype=torch.float32, device=device)
 
 
 def face_width(face: Face) -> float:

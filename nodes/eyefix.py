@@ -12,145 +12,28 @@
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import DoublureError, EvalContext, Hasher, Image, register_node
 from doublure.engine import knobs as K
 from doublure.engine import ops
 from doublure.engine.device import upload
-from doublure.faces.masks import LEFT_EYE, RIGHT_EYE, rasterize_shapes
+from doublure.faces.masks import rasterize_shapes
 from doublure.faces.paint import render_strokes, stroke_active, stroke_window
+from doublure.finish.colour import luma_weights
+from doublure.finish.eyes import (catchlight_layer, circle_shapes, eye_opening, find_iris_centre, shift_inside,
+                                  unsharp, window_around_eye)
 
-from ._finish import blend_into, luma_weights, mask_input, region_mask, require_same_size
-
-# Row 0 of Face.iris is the subject's left eye, whose eyelid contour is mediapipe's LEFT_EYE.
-EYE_CONTOURS = (LEFT_EYE, RIGHT_EYE)
-
-
-def disc_kernel(radius: float, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Anti-aliased disc of the given radius, normalised to sum 1. Returns (2k+1, 2k+1)."""
-    k = int(math.ceil(radius)) + 1
-    c = torch.arange(-k, k + 1, device=device, dtype=dtype)
-    d = torch.sqrt(c.view(-1, 1) ** 2 + c.view(1, -1) ** 2)
-    disc = (radius + 0.5 - d).clamp(0, 1)
-    return disc / disc.sum()
-
-
-def find_iris_centre(lum: torch.Tensor, opening: torch.Tensor, radius: float) -> tuple[float, float] | None:
-    """Where an iris of the given radius sits in an eye: the centre of the darkest disc inside the opening.
-
-    The darkness (opening's brightest level minus the luminance, zero outside the opening) is correlated
-    with a disc of the iris radius; the peak, refined to sub-pixel by a parabola through its neighbours,
-    is the centre. Partly hidden irises pull the estimate toward their visible part the same way on the
-    plate and on the swap, so comparing the two cancels that bias.
-
-    Args:
-        lum: (H, W) luminance of an eye window.
-        opening: (H, W) eye-opening coverage in [0, 1] (between the eyelids).
-        radius: iris radius in pixels.
-
-    Returns:
-        (x, y) in the window's pixel coordinates, or None when the opening is empty.
-    """
-    inside = opening > 0.5
-    if inside.sum() < 4:
-        return None
-    bright = torch.quantile(lum[inside].float(), 0.95)
-    darkness = ((bright - lum) * opening).clamp_min(0)
-    kernel = disc_kernel(radius, lum.device, lum.dtype)
-    k = kernel.shape[-1] // 2
-    score = F.conv2d(F.pad(darkness[None, None], (k, k, k, k)), kernel[None, None])[0, 0]
-    score = torch.where(inside, score, torch.full_like(score, -1.0))
-    idx = int(torch.argmax(score))
-    y, x = divmod(idx, score.shape[1])
-
-    def vertex(a: float, b: float, c: float) -> float:
-        denom = a - 2 * b + c
-        return 0.0 if denom >= 0 else float(np.clip(0.5 * (a - c) / denom, -0.5, 0.5))
-
-    h, w = score.shape
-    dx = vertex(float(score[y, x - 1]), float(score[y, x]), float(score[y, x + 1])) if 0 < x < w - 1 else 0.0
-    dy = vertex(float(score[y - 1, x]), float(score[y, x]), float(score[y + 1, x])) if 0 < y < h - 1 else 0.0
-    return x + dx, y + dy
-
-
-def shift_inside(img: torch.Tensor, weight: torch.Tensor, dx: float, dy: float) -> torch.Tensor:
-    """Slide content by (dx, dy) px where ``weight`` is 1, fading to no shift where it is 0.
-
-    Each output pixel x samples ``img`` at ``x - weight(x) * (dx, dy)`` (bilinear, border clamped).
-
-    Args:
-        img: (C, H, W) window.
-        weight: (1, H, W) in [0, 1].
-        dx, dy: shift in pixels.
-
-    Returns:
-        (C, H, W) warped window.
-    """
-    c, h, w = img.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=img.device, dtype=torch.float32),
-                            torch.arange(w, device=img.device, dtype=torch.float32), indexing="ij")
-    sx = xs - weight[0].float() * dx
-    sy = ys - weight[0].float() * dy
-    grid = torch.stack([(sx + 0.5) / w * 2 - 1, (sy + 0.5) / h * 2 - 1], dim=-1)[None]
-    out = F.grid_sample(img[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return out[0].to(img.dtype)
-
-
-def unsharp(img: torch.Tensor, sigma: float, amount: float) -> torch.Tensor:
-    """Unsharp mask: ``img + amount * (img - blur(img, sigma))``. Shapes (C, H, W) -> (C, H, W)."""
-    return img + amount * (img - ops.gaussian_blur(img, sigma))
-
-
-def catchlight_layer(eye: torch.Tensor, lum: torch.Tensor, iris_mask: torch.Tensor, radius: float,
-                     white_level: float) -> torch.Tensor:
-    """The specular highlights of an eye: what stands above its surroundings and above the eye's white.
-
-    Args:
-        eye: (3, H, W) plate eye window.
-        lum: (H, W) its luminance.
-        iris_mask: (H, W) iris coverage (grown a little: catchlights sit on the iris and the pupil's edge).
-        radius: iris radius in pixels (sets the size of "surroundings").
-        white_level: luminance of the eye's white (sclera); highlights are brighter than it, which keeps
-            the sclera beside a dark iris from counting.
-
-    Returns:
-        (3, H, W) non-negative highlight layer to add.
-    """
-    sigma = max(radius / 2.0, 1.0)
-    above = (eye - ops.gaussian_blur(eye, sigma)).clamp_min(0)
-    local = ops.gaussian_blur(lum[None], sigma)[0]
-    contrast = ((lum / local.clamp_min(1e-6) - 1.5) / 0.5).clamp(0, 1)
-    brighter = ((lum / max(white_level, 1e-6) - 1.1) / 0.2).clamp(0, 1)
-    return above * (contrast * brighter * iris_mask)[None]
-
-
-def _eye_opening(face, eye: int, window, grow: float = 0.0) -> torch.Tensor:
-    """(h, w) coverage of one eye's opening (between the eyelids) inside a window (y0, y1, x0, x1)."""
-    y0, y1, x0, x1 = window
-    poly = np.asarray(face.landmarks, dtype=np.float64)[list(EYE_CONTOURS[eye]), :2] - [x0, y0]
-    return torch.from_numpy(rasterize_shapes([poly], [], (y1 - y0, x1 - x0), grow))
-
-
-def _window(face, eye: int, hw: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
-    poly = np.asarray(face.landmarks, dtype=np.float64)[list(EYE_CONTOURS[eye]), :2]
-    x0, y0 = np.floor(poly.min(0) - margin).astype(int)
-    x1, y1 = np.ceil(poly.max(0) + margin).astype(int) + 1
-    return max(y0, 0), min(y1, hw[0]), max(x0, 0), min(x1, hw[1])
+from ._finish import FinishNode, blend_into, mask_input, region_mask, require_same_size
 
 
 @register_node
-class EyeFix(Node):
+class EyeFix(FinishNode):
     """Fix the swap's eyes: plate eyes through a painted eye mask, iris alignment, catchlights, sharpening."""
 
     type_name = "EyeFix"
     version = 1
-    category = "Finish"
-    inputs = (Port("source", "Image"), Port("reference", "Image", optional=True), Port("mask", "Mask", optional=True))
     knob_specs = (
         K.Bool("plate_eyes", default=True, label="plate eyes",
                tooltip="Bring back the plate's real eyes through the eye mask (needs the reference input)."),
@@ -164,18 +47,14 @@ class EyeFix(Node):
         K.Float("catchlight", default=0.0, min=0.0, max=2.0, soft_max=1.0,
                 tooltip="Add the plate eyes' specular highlights onto the swapped eyes."),
         K.Float("sharpen", default=0.0, min=0.0, max=3.0, soft_max=1.0, tooltip="Unsharp-mask the eyes."),
-        K.Float("mix", default=1.0, min=0.0, max=1.0),
     )
 
-    def pass_through(self, ctx: EvalContext) -> int | None:
+    def changes_nothing(self, ctx: EvalContext) -> bool:
         v = lambda n: self.value(n, ctx.frame)  # noqa: E731
-        if v("mix") == 0.0 or not (v("plate_eyes") or v("iris_align") or v("catchlight") > 0 or v("sharpen") > 0):
-            return 0
-        return super().pass_through(ctx)
+        return not (v("plate_eyes") or v("iris_align") or v("catchlight") > 0 or v("sharpen") > 0)
 
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         super().hash(ctx, h)
-        h.update(ctx.working_space)
         h.update(ctx.frame)  # strokes may be limited to frames ("only" / "from")
 
     def _mask_margin(self, face, frame: int) -> tuple[float, float, float]:
@@ -190,7 +69,7 @@ class EyeFix(Node):
         windows = []
         for face in faces:
             margin = max(self._mask_margin(face, frame)[2], 2.0 * max(float(face.iris[:, 2].max()), 1.0) + 2)
-            windows += [_window(face, eye, hw, margin) for eye in range(2)]
+            windows += [window_around_eye(face, eye, hw, margin) for eye in range(2)]
         by_track = {face.track_id: face for face in faces}
         for stroke in self.value("strokes", frame):
             face = by_track.get(int(stroke["track_id"]))
@@ -214,7 +93,7 @@ class EyeFix(Node):
         for face in faces:
             grow, feather, margin = self._mask_margin(face, frame)
             for eye in range(2):
-                eye_window = _window(face, eye, hw, margin)
+                eye_window = window_around_eye(face, eye, hw, margin)
                 y0, y1, x0, x1 = eye_window
                 # the part of the eye's window inside the requested one, in both windows' coordinates
                 iy0, iy1, ix0, ix1 = max(y0, wy0), min(y1, wy1), max(x0, wx0), min(x1, wx1)
@@ -231,10 +110,7 @@ class EyeFix(Node):
         plate[:, wy0:wy1, wx0:wx1] = base
         return render_strokes(strokes, faces, frame, hw, base=plate, device=device)[:, wy0:wy1, wx0:wx1]
 
-    def compute(self, ctx: EvalContext, inputs) -> Image:
-        src = inputs.get(0)
-        if not src.faces:
-            return src
+    def finish(self, ctx: EvalContext, inputs, src: Image) -> Image:
         v = lambda n: self.value(n, ctx.frame)  # noqa: E731
         plate_img = inputs.get(1)
         if plate_img is None and (v("plate_eyes") or v("iris_align") or v("catchlight") > 0):
@@ -283,11 +159,11 @@ class EyeFix(Node):
         """
         v = lambda n: self.value(n, ctx.frame)  # noqa: E731
         radius = max(float(face.iris[eye, 2]), 1.0)
-        y0, y1, x0, x1 = _window(face, eye, hw, 2.0 * radius + 2)
+        y0, y1, x0, x1 = window_around_eye(face, eye, hw, 2.0 * radius + 2)
         if y1 - y0 < 3 or x1 - x0 < 3 or not (v("iris_align") or v("sharpen") > 0 or v("catchlight") > 0):
             return []
         eye_window = (y0, y1, x0, x1)  # on the plate; the landmarks are plate pixels
-        opening = upload(_eye_opening(face, eye, eye_window), result.device)
+        opening = upload(eye_opening(face, eye, eye_window), result.device)
         y0, y1, x0, x1 = y0 - origin[0], y1 - origin[0], x0 - origin[1], x1 - origin[1]
         swap = result[:, y0:y1, x0:x1]
         lum = lambda t: torch.einsum("c,chw->hw", weights, t)  # noqa: E731
@@ -302,12 +178,12 @@ class EyeFix(Node):
             fade = ops.gaussian_blur(opening[None], max(radius / 4.0, 0.7)).clamp(0, 1)
             swap = shift_inside(swap, fade, *shift)
         if v("sharpen") > 0:
-            fade = ops.gaussian_blur(upload(_eye_opening(face, eye, eye_window, grow=radius / 3), result.device)[None],
+            fade = ops.gaussian_blur(upload(eye_opening(face, eye, eye_window, grow=radius / 3), result.device)[None],
                                      max(radius / 6.0, 0.7))
             swap = swap + (unsharp(swap, max(radius / 8.0, 0.7), v("sharpen")) - swap) * fade
         if v("catchlight") > 0 and plate is not None and swap_centre and plate_centre:
             plate_eye = plate[:, y0:y1, x0:x1]
-            iris = rasterize_shapes(*_circle(plate_centre[0], plate_centre[1], radius * 1.2), (y1 - y0, x1 - x0))
+            iris = rasterize_shapes(*circle_shapes(plate_centre[0], plate_centre[1], radius * 1.2), (y1 - y0, x1 - x0))
             plate_lum = lum(plate_eye)
             white = float(torch.quantile(plate_lum[opening > 0.5], 0.9))
             layer = catchlight_layer(plate_eye, plate_lum, upload(torch.from_numpy(iris), result.device) * opening,
@@ -320,8 +196,3 @@ class EyeFix(Node):
             swap = swap + v("catchlight") * layer
         result[:, y0:y1, x0:x1] = swap
         return [(y0, y1, x0, x1)]
-
-
-def _circle(cx: float, cy: float, r: float):
-    ang = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-    return [np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], 1)], []

@@ -15,16 +15,18 @@ encoding the footage was read from.
 from __future__ import annotations
 
 import os
-import re
 import threading
 from typing import Callable
 
 import numpy as np
 
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
-from doublure.engine import colour, fields, imageio, knobs as K
+from doublure.engine import colour, fields, knobs as K
 from doublure.engine.graph import MAX_FRAME
+from doublure.engine.cache import Memo
 from doublure.engine.hashing import file_identity
+from doublure.engine.identity import upstream_identity
+from doublure.engine.node import resolve_path
 from doublure.faces.detect import DETECTION_RANGES, MediapipeBackend, working_to_srgb8
 from doublure.faces.face import FACE_TYPES, Face, scale_faces
 from doublure.faces.trackfile import load_tracks, save_tracks
@@ -32,10 +34,6 @@ from doublure.faces.track import SELECTIONS, TrackParams, build_tracks, faces_fr
 
 # Knobs whose values change the analysis (selection is applied when reading, so it is not among them).
 ANALYSIS_KNOBS = ("detection_range", "max_faces", "min_confidence", "min_cutoff", "beta", "max_gap", "face_type")
-
-
-# A frame placeholder (####, %04d) in a re.escape'd file name.
-_ESCAPED_PLACEHOLDER = re.compile(r"(?:\\#)+|%0?\d*d")
 
 
 def check_analysis(analysis: object) -> None:
@@ -50,59 +48,6 @@ def check_analysis(analysis: object) -> None:
     fields.integer(analysis["last"], "analysis: last", first, MAX_FRAME)
 
 
-def content_identity(path: str) -> list[tuple]:
-    """The files behind a File knob's path as (name, size, mtime_ns), every frame file of a sequence pattern:
-    what they hold, not where they are mounted (a farm worker sees the same files through --path-map; a
-    copied project sees copies that kept their times). A path that is not there is (name, "missing")."""
-    folder, name = os.path.split(path)
-    names = [name]
-    if imageio.is_sequence_pattern(name):
-        frame_file = re.compile(_ESCAPED_PLACEHOLDER.sub(r"-?\\d+", re.escape(name), count=1))
-        try:
-            names = sorted(entry for entry in os.listdir(folder) if frame_file.fullmatch(entry))
-        except OSError:
-            pass
-    identities = []
-    for entry in names:
-        try:
-            st = os.stat(os.path.join(folder, entry))
-            identities.append((entry, st.st_size, st.st_mtime_ns))
-        except OSError:
-            identities.append((entry, "missing"))
-    return identities
-
-
-def upstream_identity(node: Node, frame: int, memo: dict[int, tuple[str | None, list]]) -> list:
-    """A node's input pixels at ``frame`` as the project describes them: every upstream node's type, version
-    and knob values, with File knobs as their files' ``content_identity`` instead of their paths.
-
-    The upstream hash would do, but it holds absolute paths: a farm worker that sees the plate through
-    --path-map, or a copy of the show at another root, would find a stored analysis stale and redo it.
-    Memoised in ``memo`` per frame on the upstream hash, which changes with any upstream edit or file.
-    """
-    upstream_hash = node.input_hash(0, node.graph.context(frame, 1.0))
-    hit = memo.get(frame)
-    if hit is not None and hit[0] == upstream_hash:
-        return hit[1]
-    identity, stack, seen = [], [node.input(0)], set()
-    while stack:
-        up = stack.pop()
-        if up is None or up.uuid in seen:
-            continue
-        seen.add(up.uuid)
-        knob_values = []
-        for name, knob in up.knobs.items():
-            value = knob.value_at(frame)
-            if isinstance(knob.spec, K.File) and value:
-                knob_values.append((name, content_identity(up.path(name, frame))))
-            else:
-                knob_values.append((name, knob.spec.to_json(value)))
-        identity.append((up.type_name, up.version, knob_values))
-        stack.extend(up.input_nodes)
-    memo[frame] = (upstream_hash, identity)
-    return identity
-
-
 # ---------------------------------------------------------------------------------------- the node
 
 def _tracks_cache_dir() -> str:
@@ -111,21 +56,13 @@ def _tracks_cache_dir() -> str:
     return os.path.join(base, "tracks")
 
 
-_TRACKS_LOCK = threading.Lock()
-_LOADED_TRACKS: dict[tuple, tuple[dict, dict[int, list[Face]]]] = {}
+_loaded_tracks = Memo(16)   # (path, size, mtime) -> the track file's (meta, faces)
 
 
 def _load_tracks_cached(path: str) -> tuple[dict, dict[int, list[Face]]]:
     ident = file_identity(path)
-    with _TRACKS_LOCK:
-        hit = _LOADED_TRACKS.get(ident)
-    if hit is None:
-        hit = load_tracks(path)
-        with _TRACKS_LOCK:
-            if len(_LOADED_TRACKS) > 16:
-                _LOADED_TRACKS.clear()
-            _LOADED_TRACKS[ident] = hit
-    return hit
+    hit = _loaded_tracks.get(ident)
+    return hit if hit is not None else _loaded_tracks.put(ident, load_tracks(path))
 
 
 @register_node
@@ -217,9 +154,7 @@ class FaceDetect(Node):
         analysis = self.current_analysis(ctx.frame)
         if analysis is None or not int(analysis["first"]) <= ctx.frame <= int(analysis["last"]):
             return None
-        path = analysis["file"]
-        if not os.path.isabs(path):
-            path = os.path.join(self.graph.project_dir or os.getcwd(), path)
+        path = resolve_path(analysis["file"], self.graph.project_dir)
         if not os.path.exists(path):
             return None
         meta, faces = _load_tracks_cached(path)

@@ -28,12 +28,14 @@ from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Por
 from doublure.engine import fields
 from doublure.engine import knobs as K
 from doublure.engine.hashing import file_identity
+from doublure.engine.identity import upstream_identity
+from doublure.engine.node import resolve_path
 from doublure.faces.detect import working_to_srgb8
 from doublure.faces.occlusion import (MATTE_RES, HandFinder, TrainingSample, crop_to_plate, crop_window,
                                       far_side_matte, hand_matte, load_matte, matte_ramp, predict_crops, sample_crop,
                                       save_matte, stroke_labels, train_matte, with_occlusion)
 
-from .facedetect import _tracks_cache_dir, upstream_identity
+from .facedetect import _tracks_cache_dir
 
 OUTPUTS = ("plate", "matte")
 # Hands are looked for in the faces' surroundings at most this many pixels wide (mediapipe works at 224 px).
@@ -109,8 +111,7 @@ class Occlusion(Node):
         return os.path.join(os.path.dirname(_tracks_cache_dir()), "occlusion", f"{self.uuid}.safetensors")
 
     def _stored_path(self, matte: dict) -> str:
-        path = matte["file"]
-        return path if os.path.isabs(path) else os.path.join(self.graph.project_dir or os.getcwd(), path)
+        return resolve_path(matte["file"], self.graph.project_dir)
 
     def plate_key(self, frames: list[int]) -> str:
         """Identity of the plate (and faces) at the training frames, by content: a new or re-rendered plate

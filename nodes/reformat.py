@@ -6,7 +6,6 @@ import torch
 
 from doublure.engine import Image, Node, Port, knobs as K, ops, register_node
 from doublure.engine.sizes import check_frame_size
-from doublure.faces.face import Face, invert_affine
 
 FILTERS = ("impulse", "bilinear", "bicubic", "lanczos")
 RESIZE_TYPES = ("width", "height", "fit", "fill", "distort", "none")
@@ -52,23 +51,9 @@ def _affine_faces(faces: list, sx: float, sy: float, dx: float, dy: float) -> li
         return []
     ox, oy = 0.5 * sx - 0.5 + dx, 0.5 * sy - 0.5 + dy
     m = np.array([[sx, 0.0, ox], [0.0, sy, oy]])
-    depth = (sx + sy) / 2.0
-    out = []
-    for f in faces:
-        lm = f.landmarks.copy()
-        lm[:, 0], lm[:, 1], lm[:, 2] = lm[:, 0] * sx + ox, lm[:, 1] * sy + oy, lm[:, 2] * depth
-        iris = f.iris.copy()
-        iris[:, 0], iris[:, 1], iris[:, 2] = iris[:, 0] * sx + ox, iris[:, 1] * sy + oy, iris[:, 2] * depth
-        from_crop = m[:, :2] @ f.from_crop
-        from_crop[:, 2] += m[:, 2]
-        x0, y0, x1, y1 = f.box
-        # a swap's coverage is left behind (its alpha is in the old pixels): the finishing nodes below a
-        # Reformat fall back to the face hull
-        out.append(Face(track_id=f.track_id, box=(x0 * sx + ox, y0 * sy + oy, x1 * sx + ox, y1 * sy + oy),
-                        landmarks=lm, iris=iris, pose=f.pose, to_crop=invert_affine(from_crop),
-                        from_crop=from_crop, confidence=f.confidence, face_type=f.face_type,
-                        interpolated=f.interpolated, repeats=f.repeats))
-    return out
+    # a swap's coverage is left behind (its alpha is in the old pixels): the finishing nodes below a
+    # Reformat fall back to the face hull
+    return [f.moved(m, depth_scale=(sx + sy) / 2.0) for f in faces]
 
 
 @register_node

@@ -7,7 +7,7 @@ import torch
 import doublure.nodes  # noqa: F401
 from doublure import engine
 from doublure.faces.masks import render_mask
-from doublure.nodes import colormatch as cm
+from doublure.finish import colour as match_colour
 
 import finish_nodes  # noqa: F401  (registers TestFinishRecolour)
 from doublure.engine import Node, Port, knobs as K, node_types, register_node
@@ -37,7 +37,7 @@ class TestHoldPatchFlicker(Node):
 if TestHoldPatchFlicker.type_name not in node_types():
     register_node(TestHoldPatchFlicker)
 
-M = cm.working_to_xyz_matrix("ACEScg")
+M = match_colour.working_to_xyz_matrix("ACEScg")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def shot(media_dir):
 
 
 def _lab(t):
-    return cm.to_match_space(t[:3].float().cpu(), "lab", M).permute(1, 2, 0).numpy()
+    return match_colour.to_match_space(t[:3].float().cpu(), "lab", M).permute(1, 2, 0).numpy()
 
 
 def _skin(face, hw):

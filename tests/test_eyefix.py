@@ -9,7 +9,7 @@ from doublure import engine
 from doublure.engine import ops
 from doublure.faces.masks import render_mask
 from doublure.faces.paint import plate_points_to_stroke
-from doublure.nodes import eyefix
+from doublure.finish import eyes
 
 import finish_nodes  # noqa: F401
 
@@ -30,7 +30,7 @@ def _synthetic_eye(cx, cy, r=6.0, h=32, w=48, highlight=None):
 @pytest.mark.parametrize("cx,cy", [(23.3, 15.7), (18.0, 17.2), (30.6, 14.4)])
 def test_find_iris_centre_subpixel(cx, cy):
     _, lum, opening = _synthetic_eye(cx, cy)
-    x, y = eyefix.find_iris_centre(lum, opening, 6.0)
+    x, y = eyes.find_iris_centre(lum, opening, 6.0)
     assert abs(x - cx) < 0.35 and abs(y - cy) < 0.35
 
 
@@ -38,7 +38,7 @@ def test_shift_inside_moves_content_where_weight_is_one_only():
     img = torch.rand(3, 40, 40)
     weight = torch.zeros(1, 40, 40)
     weight[:, 10:30, 10:30] = 1
-    out = eyefix.shift_inside(img, weight, 2.0, -1.0)
+    out = eyes.shift_inside(img, weight, 2.0, -1.0)
     torch.testing.assert_close(out[:, 12:28, 12:28], img[:, 13:29, 10:26])
     torch.testing.assert_close(out[:, :8], img[:, :8])
 
@@ -46,11 +46,11 @@ def test_shift_inside_moves_content_where_weight_is_one_only():
 def test_iris_alignment_moves_the_swap_iris_onto_the_plate_iris():
     swap, swap_lum, opening = _synthetic_eye(19.0, 16.5)
     _, plate_lum, _ = _synthetic_eye(27.4, 15.2)
-    s = eyefix.find_iris_centre(swap_lum, opening, 6.0)
-    p = eyefix.find_iris_centre(plate_lum, opening, 6.0)
+    s = eyes.find_iris_centre(swap_lum, opening, 6.0)
+    p = eyes.find_iris_centre(plate_lum, opening, 6.0)
     fade = ops.gaussian_blur(opening[None], 1.5).clamp(0, 1)
-    moved = eyefix.shift_inside(swap, fade, p[0] - s[0], p[1] - s[1])
-    x, y = eyefix.find_iris_centre(moved[0], opening, 6.0)
+    moved = eyes.shift_inside(swap, fade, p[0] - s[0], p[1] - s[1])
+    x, y = eyes.find_iris_centre(moved[0], opening, 6.0)
     assert abs(x - 27.4) < 0.6 and abs(y - 15.2) < 0.6
     outside = fade[0] == 0
     torch.testing.assert_close(moved[:, outside], swap[:, outside])
@@ -60,7 +60,7 @@ def test_catchlight_layer_holds_the_highlight_only():
     rgb, lum, opening = _synthetic_eye(24, 16, highlight=(26, 14))
     ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(48.0), indexing="ij")
     iris = ((xs - 24) ** 2 + (ys - 16) ** 2 <= 7.2**2).float()
-    layer = eyefix.catchlight_layer(rgb, lum, iris * opening, 6.0, white_level=0.6)
+    layer = eyes.catchlight_layer(rgb, lum, iris * opening, 6.0, white_level=0.6)
     assert layer[0, 14, 26] > 1.0
     far = ((xs - 26) ** 2 + (ys - 14) ** 2) > 16
     assert layer[0][far].max() < 0.05

@@ -11,7 +11,8 @@ import doublure.nodes  # noqa: F401  (registers the node types)
 from doublure import engine
 from doublure.engine import colour
 from doublure.faces.face import Face
-from doublure.nodes.facedetect import FaceDetect, content_identity, overlay_for, track_shot, working_to_srgb8
+from doublure.engine.identity import content_identity
+from doublure.nodes.facedetect import FaceDetect, overlay_for, track_shot, working_to_srgb8
 
 CLIP = "mead/M030_front_surprised_level3_001.mp4"
 

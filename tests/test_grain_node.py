@@ -7,7 +7,9 @@ import doublure.nodes  # noqa: F401
 from doublure import engine
 from doublure.engine import DoublureError
 from doublure.faces.masks import render_mask
-from doublure.nodes import grain as grain_mod
+from doublure.finish import grain as grain_mod
+from doublure.finish.colour import luma_weights
+from doublure.nodes import _finish
 
 import finish_nodes  # noqa: F401
 
@@ -127,12 +129,12 @@ def test_an_analysis_of_schema_1_renders_as_it_did(shot):
     legacy.set_input(0, clean)
     c = g.evaluate(clean, 20)
     face = c.faces[0]
-    window = grain_mod.swap_window(face, (c.height, c.width))
-    lum = torch.einsum("c,chw->hw", grain_mod.luma_weights("ACEScg", c.device), c.tensor[:3].float())[None]
+    window = _finish.swap_window(face, (c.height, c.width))
+    lum = torch.einsum("c,chw->hw", luma_weights("ACEScg", c.device), c.tensor[:3].float())[None]
     y0, y1, x0, x1 = window
-    expect = grain_mod.synthesise_grain(lum[:, y0:y1, x0:x1], old, grain_mod.frame_seed(20, 0, 0))
+    expect = grain_mod.synthesise_grain(lum[:, y0:y1, x0:x1], old, _finish.frame_seed(20, 0, 0))
     added = (g.evaluate(legacy, 20).tensor - c.tensor)[:3, y0:y1, x0:x1]
-    weight = grain_mod.swap_region(face, window, c.device)
+    weight = _finish.swap_region(face, window, c.device)
     torch.testing.assert_close(added, expect * weight, atol=2e-6, rtol=0)
     legacy["analysis"] = dict(old, schema="doublure.grain/0")
     with pytest.raises(DoublureError, match="analyse again"):

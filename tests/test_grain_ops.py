@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from doublure.engine import ops
-from doublure.nodes import colormatch, grain
+from doublure.finish import grain
+from doublure.finish.colour import working_to_xyz_matrix
 
-LUMA = torch.tensor(colormatch.working_to_xyz_matrix("ACEScg")[1])
+LUMA = torch.tensor(working_to_xyz_matrix("ACEScg")[1])
 
 
 def _scene(h=256, w=384, seed=0):

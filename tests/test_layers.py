@@ -12,7 +12,7 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_engine_and_nodes_import_no_qt():
-    loaded = _modules_after("import doublure.engine, doublure.nodes, doublure.faces, doublure.models")
+    loaded = _modules_after("import doublure.engine, doublure.nodes, doublure.faces, doublure.finish, doublure.models")
     assert "doublure.nodes" in loaded
     qt = sorted(m for m in loaded if m.split(".")[0] in QT_MODULES)
     assert qt == [], f"Qt loaded below the app layer: {qt[:5]}"
@@ -22,7 +22,7 @@ def test_engine_imports_nothing_above_it():
     loaded = _modules_after("import doublure.engine")
     above = sorted(m for m in loaded if m.split(".")[:2] in (["doublure", "nodes"], ["doublure", "app"],
                                                             ["doublure", "faces"], ["doublure", "models"],
-                                                            ["doublure", "farm"]))
+                                                            ["doublure", "farm"], ["doublure", "finish"]))
     assert above == []
 
 
@@ -30,3 +30,11 @@ def test_headless_command_line_loads_no_qt():
     loaded = _modules_after("import doublure.app.cli, doublure.farm")
     qt = sorted(m for m in loaded if m.split(".")[0] in QT_MODULES)
     assert qt == []
+
+
+def test_the_libraries_import_no_node_and_no_app():
+    loaded = _modules_after("import doublure.faces.temporal, doublure.faces.composite, doublure.finish.grain, "
+                            "doublure.finish.colour_transfer, doublure.finish.eyes, doublure.finish.shading")
+    above = sorted(m for m in loaded if m.split(".")[:2] in (["doublure", "nodes"], ["doublure", "app"],
+                                                            ["doublure", "farm"]))
+    assert above == []

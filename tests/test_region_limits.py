@@ -11,6 +11,7 @@ import torch
 import doublure.nodes  # noqa: F401  (registers the node library)
 from doublure import engine
 from doublure.engine import colour, imageio, video
+from doublure.faces import align
 from doublure.faces.paint import plate_points_to_stroke
 from doublure.models.arch import IdentityModel, config_for
 from doublure.models.dbm import rights_record, save_model
@@ -59,6 +60,7 @@ def test_swapmodel_window_equals_the_whole_frame(media_dir, model_path, monkeypa
     assert y1 - y0 < plate.shape[-2] and x1 - x0 < plate.shape[-1]  # the face's window, not the frame
     windowed = g.evaluate(sw, 3).tensor
     monkeypatch.setattr(swapmodel, "plate_window", _whole_frame)
+    monkeypatch.setattr(align, "plate_window", _whole_frame)   # the crops SwapModel reads (faces.align.plate_crops)
     whole = _evaluate(build, 3)
     torch.testing.assert_close(windowed, whole, atol=2e-5, rtol=0)
     if output == "composite":

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from doublure.engine import ops
-from doublure.nodes import colormatch, shadowmatch as sm
+from doublure.finish.colour import working_to_xyz_matrix
+from doublure.finish import shading as sm
 
-LUMA = torch.tensor(colormatch.working_to_xyz_matrix("ACEScg")[1])
+LUMA = torch.tensor(working_to_xyz_matrix("ACEScg")[1])
 
 
 def _texture(seed, h=160, w=200, mean=(0.30, 0.22, 0.18)):

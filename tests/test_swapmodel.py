@@ -14,7 +14,7 @@ from doublure.engine.errors import DoublureError
 from doublure.models.arch import IdentityModel, config_for
 from doublure.models.dbm import model_digest, rights_record, save_model
 from doublure.models.infer import shared_model
-from doublure.nodes.swapmodel import crop_masks
+from doublure.faces.composite import crop_masks
 
 RIGHTS = rights_record("M030", "M030 (the actor)", "2024-01-10", "AGR-0042", "film", "2099-12-31")
 

@@ -12,7 +12,7 @@ import torch
 import doublure.nodes  # noqa: F401  (registers the node library)
 from doublure import engine
 from doublure.faces.detect import working_to_srgb8
-from doublure.nodes.swapmodel import aligned_blend, crop_flow, flow_warp, temporal_weights
+from doublure.faces.temporal import aligned_blend, crop_flow, flow_warp, temporal_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import metrics as M  # noqa: E402

@@ -9,7 +9,7 @@ import doublure.nodes  # noqa: F401  (registers the node library)
 from doublure import engine
 from doublure.faces.detect import working_to_srgb8
 from doublure.nodes._finish import swap_window
-from doublure.nodes.swapmodel import is_held
+from doublure.faces.temporal import is_held
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "resources" / "demo" / "demo_model.dbm"
 DEMO_PROJECT = DEMO_MODEL.parent / "demo.dbl"

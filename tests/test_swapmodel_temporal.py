@@ -12,7 +12,7 @@ import torch
 import doublure.nodes  # noqa: F401  (registers the node library)
 from doublure import engine
 from doublure.faces.detect import working_to_srgb8
-from doublure.nodes.swapmodel import carried_to_crop, placed_face, skin_motion, temporal_weights
+from doublure.faces.temporal import PlateFaces, carried_to_crop, placed_face, skin_motion, temporal_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import metrics as M  # noqa: E402
@@ -97,15 +97,17 @@ def test_temporal_blend_steadies_the_decoded_face(media_dir):
 
 def test_the_memos_hold_the_window_of_a_sequential_render(media_dir, monkeypatch):
     from doublure.engine.cache import Memo
+    from doublure.faces import temporal
     from doublure.nodes import swapmodel
 
-    for name in ("_decode_memo", "_grey_memo", "_flow_memo"):
-        monkeypatch.setattr(swapmodel, name, Memo(2))
+    monkeypatch.setattr(swapmodel, "_decode_memo", Memo(2))
+    for name in ("_grey_memo", "_flow_memo"):
+        monkeypatch.setattr(temporal, name, Memo(2))
     g, fd, sw = swap_graph(media_dir / "mead/W009_front_happy_level3_001.mp4", 10, track=True)
     sw["temporal"] = 3
     g.evaluate(sw, frame=5)
     # one face: the 7 frames blended and the one the window slides to next; flows both ways
-    assert swapmodel._decode_memo.size == 8 and swapmodel._grey_memo.size == 8 and swapmodel._flow_memo.size == 16
+    assert swapmodel._decode_memo.size == 8 and temporal._grey_memo.size == 8 and temporal._flow_memo.size == 16
     assert len(swapmodel._decode_memo) == 7
 
 
@@ -198,11 +200,12 @@ def test_a_run_of_neighbours_ends_where_the_id_passes_to_another_face(media_dir)
     faces = {f: g.evaluate(fd, frame=f).faces[0] for f in range(3, 10)}
     elsewhere = dataclasses.replace(faces[8], box=tuple(v + 400.0 for v in faces[8].box))
 
-    class Around:   # the faces FaceDetect would pass on, with another face taking id 0 at frame 8
-        def get(self, index, frame=None):
-            return g.evaluate(fd, frame=frame).replace(faces=[elsewhere if frame == 8 else faces[frame]])
+    def around(frame):   # the faces FaceDetect would pass on, with another face taking id 0 at frame 8
+        return g.evaluate(fd, frame=frame).replace(faces=[elsewhere if frame == 8 else faces[frame]])
 
-    near = sw._track(Around(), 6, faces[6], 3)
+    plate_faces = PlateFaces(around, lambda frame: g.hash_of(fd, engine.EvalContext(frame=frame)),
+                             (g.settings["first"], g.settings["last"]))
+    near = plate_faces.track(6, faces[6], 3)
     assert sorted(near) == [3, 4, 5, 6, 7]
 
 
