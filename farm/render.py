@@ -46,8 +46,6 @@ from doublure.engine.cache import PROCESSES_PER_GPU_ENV
 from doublure.engine.errors import DoublureError
 from doublure.engine.render import RenderReport
 
-# Writes whose file_type knob names a movie container (one file for every frame).
-MOVIE_FILE_TYPES = frozenset({"mov", "mp4"})
 # Task retries for exceptions other than DoublureError (an NFS hiccup). A dead worker is handled by the
 # scheduler itself: it reschedules the task up to ``distributed.scheduler.allowed-failures`` times.
 TASK_RETRIES = 2
@@ -195,7 +193,7 @@ def _point_movies_at_parts(graph: Any, task: ChunkTask) -> tuple[list[str], list
     writes, kept = [], []
     for name in task.writes:
         node = graph[name]
-        if is_movie_write(node):
+        if node.renders_as_one_file():
             part = movie_part_path(node.path("file"), task.frames)
             expected = node.movie_hash(graph.context(task.frames[0], task.proxy), list(task.frames))
             if is_complete_movie(part, len(task.frames), expected):
@@ -554,7 +552,7 @@ def join_movies(graph: Any, plan: list[tuple[tuple[str, ...], tuple[int, ...]]],
 
     for name in dict.fromkeys(n for names, _ in plan for n in names):
         node = graph[name]
-        if not is_movie_write(node):
+        if not node.renders_as_one_file():
             continue
         movie = node.path("file")
         chunks = [frames for names, frames in plan if name in names]
@@ -571,17 +569,6 @@ def join_movies(graph: Any, plan: list[tuple[tuple[str, ...], tuple[int, ...]]],
         for part in parts:
             os.remove(part)
         report.movies_joined.append((movie, len(parts)))
-
-
-def is_movie_write(node: Any) -> bool:
-    """True if the node writes one movie file rather than a file per frame (rendered in parts, then joined)."""
-    from doublure.engine.video import is_video
-
-    first = node.graph.settings["first"]
-    file_knob, type_knob = node.knobs.get("file"), node.knobs.get("file_type")
-    if type_knob is not None and type_knob.value_at(first) in MOVIE_FILE_TYPES:
-        return True
-    return file_knob is not None and is_video(str(file_knob.value_at(first)))
 
 
 def gpu_count() -> int:
