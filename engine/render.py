@@ -16,8 +16,8 @@ import torch
 from .atomic import holds_temporaries, remove_stale_temps
 from .context import CancelToken
 from .errors import Cancelled, DoublureError
-from .knobs import _RANGE_RE, parse_frame_range
 from .in_flight import FramesInFlight
+from .knobs import _RANGE_RE, parse_frame_range
 from .output import FileOutputNode, FrameJob
 from .provenance.consent import ConsentOverride, check_consent
 
