@@ -85,7 +85,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         print(model_card(path))
         return 0
-    from doublure.engine.render import resolve_frames
+    from doublure.engine.render import is_executable, resolve_frames
 
     graph = _load_project(path)
     s = graph.settings
@@ -97,14 +97,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         inputs = ", ".join(f"{p.name}={n.name}" for p, n in zip(node.inputs, node.input_nodes) if n is not None)
         state = " (disabled)" if node.value("disable", s["first"]) else ""
         print(f"  {node.name:<16} {node.type_name:<12} {inputs}{state}")
-    writes = [n for n in graph.nodes if callable(getattr(n, "execute", None))]
+    writes = [n for n in graph.nodes if is_executable(n)]
     if writes:
         print("writes:")
         frames = resolve_frames(graph, None)
         for node in writes:
-            describe = getattr(node, "describe", None)
-            what = describe(frames) if describe else node.path("file")
-            print(f"  {node.name:<16} {what}")
+            print(f"  {node.name:<16} {node.describe(frames)}")
     return 0
 
 

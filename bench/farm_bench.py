@@ -67,7 +67,8 @@ def main() -> None:
     import doublure.nodes  # noqa: F401
     from doublure import engine
     from doublure.engine import imageio
-    from doublure.farm.render import cluster_address, farm_render, start_local_cluster
+    from doublure.farm.cluster import cluster_address, start_local_cluster
+    from doublure.farm.render import farm_render
 
     torch.set_num_threads(1)  # the same as a Dask worker process (OMP_NUM_THREADS=1)
     tmp = Path(tempfile.mkdtemp(prefix="farm_bench_"))

@@ -253,7 +253,8 @@ def farm_fps(g, frames: list[int], out_dir: Path, counts: list[int]) -> dict[str
     are joined within the time."""
     from distributed import Client
 
-    from doublure.farm.render import cluster_address, farm_render, start_local_cluster
+    from doublure.farm.cluster import cluster_address, start_local_cluster
+    from doublure.farm.render import farm_render
 
     results = {}
     for count in counts:

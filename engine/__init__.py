@@ -7,15 +7,16 @@ from .device import default_device
 from .errors import Cancelled, ConnectionRefused, DoublureError, KnobError, MediaError, ProjectError
 from .graph import Graph, GraphEvent
 from .hashing import Hasher, file_identity
-from .image import Format, Image, mask_image
+from .image import Box, Format, Image, Window, mask_image
 from .knobs import parse_frame_range
 from .node import Inputs, Node, Port, node_type, node_types, register_node
+from .output import FileOutputNode, FrameJob
 from .project import load
 from .render import RenderReport, render
 
 __all__ = [
-    "Cancelled", "CancelToken", "ConnectionRefused", "DoublureError", "EvalContext", "Format", "FrameCache",
-    "Graph", "GraphEvent", "Hasher", "Image", "Inputs", "KnobError", "MediaError", "Node", "Port",
-    "ProjectError", "RenderReport", "default_device", "file_identity", "knobs", "load", "mask_image",
-    "node_type", "node_types", "parse_frame_range", "register_node", "render",
+    "Box", "Cancelled", "CancelToken", "ConnectionRefused", "DoublureError", "EvalContext", "FileOutputNode",
+    "Format", "FrameCache", "FrameJob", "Graph", "GraphEvent", "Hasher", "Image", "Inputs", "KnobError",
+    "MediaError", "Node", "Port", "ProjectError", "RenderReport", "Window", "default_device", "file_identity",
+    "knobs", "load", "mask_image", "node_type", "node_types", "parse_frame_range", "register_node", "render",
 ]

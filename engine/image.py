@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -17,8 +17,25 @@ class Format:
     pixel_aspect: float = 1.0
 
 
-# A window of a frame: (y0, y1, x0, x1), rows y0..y1-1 and columns x0..x1-1.
-Window = tuple[int, int, int, int]
+class Window(NamedTuple):
+    """A window of a frame in the tensor's order, rows first: rows y0..y1-1 and columns x0..x1-1
+    (:meth:`Image.window`, :meth:`Image.paste`). A plain 4-tuple in that order is taken too."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+
+class Box(NamedTuple):
+    """A rectangle by its corners in image order, x first: (x0, y0) top-left, (x1, y1) bottom-right. An Image's
+    ``data_window`` (whole pixels, x1 and y1 exclusive) and a face's ``box`` (the landmarks' bounds, in plate
+    pixels) are Boxes; note the order differs from :class:`Window`'s."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
 
 # Guards the one-time materialisation of a patched Image's tensor (an Image may be read from several threads:
 # the viewer's, a render's writers).
@@ -36,7 +53,8 @@ class Image:
         channels: the name of each of the C planes, ("R", "G", "B"), ("R", "G", "B", "A") or ("A",) for a Mask.
         metadata: header-like information; ``doublure/...`` keys (provenance) are written into every frame.
         faces: the frame's faces (``doublure.faces.Face``) attached by FaceDetect, read by the nodes below.
-        data_window: (x0, y0, x1, y1), the part of the format that holds pixels; the whole frame by default.
+        data_window: a :class:`Box` (x0, y0, x1, y1), the part of the format that holds pixels; the whole frame
+            by default.
 
     A node that changes only a window of its input (a face) returns ``image.paste(window, pixels)``: the new
     Image shares its input's tensor and keeps the window's new pixels beside it, so a chain of face nodes
@@ -50,7 +68,7 @@ class Image:
 
     def __init__(self, tensor: torch.Tensor, channels: tuple[str, ...] = ("R", "G", "B"),
                  metadata: dict[str, Any] | None = None, faces: list | None = None, pixel_aspect: float = 1.0,
-                 data_window: tuple[int, int, int, int] | None = None) -> None:
+                 data_window: "Box | tuple[int, int, int, int] | None" = None) -> None:
         if tensor.dim() != 3:
             raise ValueError(f"Image tensor must be (C, H, W), got shape {tuple(tensor.shape)}")
         if tensor.shape[0] != len(channels):
@@ -63,8 +81,8 @@ class Image:
         setattr_(self, "metadata", {} if metadata is None else metadata)
         setattr_(self, "faces", [] if faces is None else faces)
         setattr_(self, "pixel_aspect", pixel_aspect)
-        setattr_(self, "data_window", (0, 0, int(tensor.shape[2]), int(tensor.shape[1]))
-                 if data_window is None else data_window)
+        setattr_(self, "data_window", Box(0, 0, int(tensor.shape[2]), int(tensor.shape[1]))
+                 if data_window is None else Box(*data_window))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Image is immutable: build a new one with replace() (setting {name!r})")
@@ -117,7 +135,7 @@ class Image:
             raise ValueError(f"pixels are {pixels.dtype} on {pixels.device}, the image {self._base.dtype} on "
                              f"{self._base.device}")
         image = self.replace()
-        object.__setattr__(image, "_patches", self._patches + (((y0, y1, x0, x1), pixels),))
+        object.__setattr__(image, "_patches", self._patches + ((Window(y0, y1, x0, x1), pixels),))
         object.__setattr__(image, "_nbytes", self._nbytes + pixels.element_size() * pixels.nelement())
         return image
 

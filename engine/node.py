@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from . import knobs as K
 from .context import EvalContext
@@ -88,6 +88,11 @@ class Node:
     output_type: ClassVar[str] = "Image"
     knob_specs: ClassVar[tuple[K.KnobSpec, ...]] = ()
     actions: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # How a project saved with an older ``version`` of this node is read (OpenTimelineIO's habit): for a version
+    # N whose saved form differs from N + 1's, ``upgrades[N]`` takes the node's saved entry of version N (its
+    # "knobs" and "inputs") and returns it as version N + 1 saves it (a renamed knob moved to its new name).
+    # A version bumped only because compute changed needs none. Loading applies each in turn.
+    upgrades: ClassVar[dict[int, Callable[[dict], dict]]] = {}
 
     def __init__(self, graph: "Graph", name: str, uuid: str) -> None:
         self.graph = graph

@@ -72,6 +72,21 @@ def upgrade(data: dict, path: str = "<project>") -> dict:
     return data
 
 
+def upgrade_node(entry: dict, cls: type, where: str) -> dict:
+    """A node's saved ``entry`` brought from the version it was saved with (1 when it names none) to
+    ``cls.version`` by the node type's ``upgrades``; an entry of a newer version than ``cls`` is refused."""
+    saved = entry.get("version", 1)
+    if isinstance(saved, bool) or not isinstance(saved, int) or saved < 1:
+        raise fields.FieldError(f"{where}.version: bad value {saved!r} (a version number from 1)")
+    if saved > cls.version:
+        raise fields.FieldError(f"{where}: saved by a newer Doublure ({cls.type_name} version {saved}; this one "
+                                f"knows version {cls.version}): upgrade Doublure to open it")
+    for version in range(saved, cls.version):
+        if version in cls.upgrades:
+            entry = cls.upgrades[version](dict(entry))
+    return {**entry, "version": cls.version}
+
+
 def rebase_path(path: str, old_base: str, new_base: str) -> str:
     """``path`` (relative to ``old_base``, or absolute) made relative to ``new_base``; URLs stay as they are."""
     if not path or "://" in path:
@@ -177,10 +192,11 @@ def _graph_from_dict(data: dict, path: str, graph: Graph | None) -> Graph:
             type_name = fields.text(entry["type"], fields.at(where, "type"))
             where = f"{path}: node {name}"
             try:
-                node_type(type_name)
+                cls = node_type(type_name)
             except DoublureError:
                 raise ProjectError(f"{path}: node {name} has unknown type {type_name!r} (a plug-in that is "
                                    "not installed?)") from None
+            entry = upgrade_node(entry, cls, where)
             uuid = entry.get("uuid")
             if uuid is not None:
                 uuid = fields.text(uuid, fields.at(where, "uuid"))

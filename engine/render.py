@@ -1,4 +1,5 @@
-"""Rendering: executing Write-like nodes over a frame list, the same code locally and on the farm."""
+"""Rendering: the nodes that write files (``engine.output.FileOutputNode``) over a frame list, the same code
+locally and on the farm."""
 from __future__ import annotations
 
 import collections
@@ -15,8 +16,9 @@ import torch
 from .atomic import holds_temporaries, remove_stale_temps
 from .context import CancelToken
 from .errors import Cancelled, DoublureError
-from .imageio import frame_path
-from .knobs import _RANGE_RE, File, parse_frame_range
+from .in_flight import FramesInFlight
+from .knobs import _RANGE_RE, parse_frame_range
+from .output import FileOutputNode, FrameJob
 from .provenance.consent import ConsentOverride, check_consent
 
 if TYPE_CHECKING:
@@ -43,27 +45,12 @@ class RenderReport:
         return not self.failures
 
 
-@dataclasses.dataclass
-class FrameJob:
-    """A frame's file work that a node's ``stage(ctx)`` hands to the render's writer thread.
-
-    Attributes:
-        run: the work (conversion, encoding, the atomic write).
-        outdated: it replaces a complete file that another version of the graph rendered.
-    """
-
-    run: Callable[[], None]
-    outdated: bool = False
-
-    def __call__(self) -> None:
-        self.run()
-
-
 def is_executable(node: "Node") -> bool:
-    return callable(getattr(node, "execute", None))
+    """True for a node a render executes: one that writes files (:class:`FileOutputNode`)."""
+    return isinstance(node, FileOutputNode)
 
 
-def executable_nodes(graph: "Graph", names: "Iterable[str | Node] | str | None" = None) -> list["Node"]:
+def executable_nodes(graph: "Graph", names: "Iterable[str | Node] | str | None" = None) -> list[FileOutputNode]:
     """The nodes to render: those named, or every enabled executable node (Writes) in graph order."""
     if names is None:
         nodes = [n for n in graph.nodes if is_executable(n) and not n.value("disable", graph.settings["first"])]
@@ -81,14 +68,7 @@ def executable_nodes(graph: "Graph", names: "Iterable[str | Node] | str | None" 
     return nodes
 
 
-def output_paths(node: "Node", frames: Iterable[int]) -> set[str]:
-    """The files ``node`` writes over ``frames``: its output File knobs (``save``), frame numbers filled in
-    (a name without one, a movie, is the same file for every frame)."""
-    names = [name for name, knob in node.knobs.items() if isinstance(knob.spec, File) and knob.spec.save]
-    return {frame_path(path, frame) for frame in frames for name in names if (path := node.path(name, frame))}
-
-
-def clear_killed_temporaries(nodes: Sequence["Node"], frames: Sequence[int]) -> list[str]:
+def clear_killed_temporaries(nodes: Sequence[FileOutputNode], frames: Sequence[int]) -> list[str]:
     """Remove what killed writers of these nodes' files over ``frames`` left (see
     :func:`doublure.engine.atomic.remove_stale_temps`: a temporary a live process still writes is kept).
 
@@ -98,10 +78,10 @@ def clear_killed_temporaries(nodes: Sequence["Node"], frames: Sequence[int]) -> 
     Returns:
         The temporaries removed.
     """
-    first = set().union(*(output_paths(n, frames[:1]) for n in nodes))
+    first = set().union(*(n.outputs(frames[:1]) for n in nodes))
     if not holds_temporaries({os.path.dirname(os.path.realpath(p)) for p in first}):
         return []
-    return remove_stale_temps(set().union(*(output_paths(n, frames) for n in nodes)))
+    return remove_stale_temps(set().union(*(n.outputs(frames) for n in nodes)))
 
 
 def resolve_frames(graph: "Graph", frames: Any) -> Sequence[int]:
@@ -144,39 +124,40 @@ WRITE_QUEUE_FRAMES = 1
 
 
 class _FrameCompute:
-    """One frame's evaluation, before its file work is handed over: (node, staged job or None for a Write,
-    execute's result for another node, or the DoublureError it raised)."""
+    """One frame's evaluation, before its file work is handed over: (node, staged job, None for a file kept,
+    or the DoublureError staging raised)."""
 
     def __init__(self, frame: int) -> None:
         self.frame = frame
-        self.results: list[tuple["Node", Any]] = []
+        self.results: list[tuple[FileOutputNode, "FrameJob | DoublureError | None"]] = []
 
 
 class _FrameWrites:
-    """One frame's file work on the render's writer thread: (node, job future or a finished bool) per Write."""
+    """One frame's file work on the render's writer thread: (node, job future, or False for a file kept)."""
 
     def __init__(self, frame: int) -> None:
         self.frame = frame
-        self.results: list[tuple["Node", "Future[None] | bool"]] = []
+        self.results: list[tuple[FileOutputNode, "Future[None] | bool"]] = []
 
 
 def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, frames: Any = None, *,
            proxy: float = 1.0, cancel: CancelToken | None = None, halt_on_error: bool = True,
            progress: Callable[[int, int, int], None] | None = None,
            starting: Callable[[int], None] | None = None, frame_workers: int = 1,
-           consent_override: ConsentOverride | None = None) -> RenderReport:
+           consent_override: ConsentOverride | None = None, in_flight: FramesInFlight | None = None) -> RenderReport:
     """Render ``writes`` (names or nodes; every enabled Write by default) over ``frames`` (Nuke syntax).
 
     Frames go in order; for each frame every Write executes, so they share the upstream cache. A frame
     that fails for a data reason raises unless ``halt_on_error`` is false, then it is recorded and the
     render goes on. ``progress(done, total, frame)`` is called after each frame is written, ``starting(frame)``
-    as each frame's computation begins.
+    as each frame's computation begins. ``in_flight`` (an ``engine.in_flight.FramesInFlight``) is kept up to date
+    with the frames begun and not finished, what each is doing and on which thread (a watchdog asks it).
 
-    A node with ``stage(ctx)`` (Write) evaluates its input here and hands back its file work (colour
-    conversion, encoding, compression), which a writer thread of its own runs in frame order while the next
-    frame computes; at most ``WRITE_QUEUE_FRAMES`` frames wait for it. Its errors are reported for the frame
-    they belong to, and the frames already handed over are finished before the render returns or raises (an
-    error or a cancel in a later frame does not drop them). Other executable nodes run ``execute(ctx)`` inline.
+    Each node (a ``FileOutputNode``: Write) stages a frame here, evaluating its input, and hands back its file
+    work (colour conversion, encoding, compression), which a writer thread of its own runs in frame order while
+    the next frame computes; at most ``WRITE_QUEUE_FRAMES`` frames wait for it. Its errors are reported for the
+    frame they belong to, and the frames already handed over are finished before the render returns or raises
+    (an error or a cancel in a later frame does not drop them).
 
     ``frame_workers`` frames compute at once, each on a thread of its own (the graph's cache and memos are
     shared and thread-safe): one frame's Python, decoding and colour work then overlaps another's, which
@@ -192,6 +173,7 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     nodes = executable_nodes(graph, writes)
     frame_list = resolve_frames(graph, frames)
     cancel = cancel or CancelToken()
+    in_flight = in_flight if in_flight is not None else FramesInFlight()
     report = RenderReport()
     start = time.perf_counter()
     template = graph.context(frame_list[0], proxy, cancel)
@@ -205,7 +187,7 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     pending: collections.deque[_FrameWrites] = collections.deque()
     done = 0
 
-    def failed(node: "Node", frame: int, exc: DoublureError) -> None:
+    def failed(node: FileOutputNode, frame: int, exc: DoublureError) -> None:
         if halt_on_error:
             raise exc
         report.failures.append((node.name, frame, str(exc)))
@@ -229,6 +211,7 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
                     failed(node, writes_of_frame.frame, exc)
                     continue
             (report.written if wrote else report.skipped).append((node.name, writes_of_frame.frame))
+        in_flight.done(writes_of_frame.frame)
         done += 1
         if progress is not None and not record_errors_only:
             progress(done, len(frame_list), writes_of_frame.frame)
@@ -238,22 +221,32 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
     # One writer thread per Write: each file's frames go in order, and different files (an EXR sequence and
     # its preview movie) compress side by side instead of one after the other.
     writers = {node: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"doublure-writer-{node.name}")
-               for node in nodes if callable(getattr(node, "stage", None))}
+               for node in nodes}
 
     def compute(frame: int) -> _FrameCompute:
-        """One frame's evaluation: each Write's staged file job (not yet handed over), other nodes executed."""
+        """One frame's evaluation: each node's staged file job (not yet handed over)."""
+        in_flight.computing(frame)
         ctx = template.at(frame)
         computed = _FrameCompute(frame)
         for node in nodes:
             try:
-                computed.results.append((node, node.stage(ctx) if node in writers else node.execute(ctx)))
+                computed.results.append((node, node.stage(ctx)))
             except Cancelled:
                 raise
             except DoublureError as exc:
                 computed.results.append((node, exc))
                 if halt_on_error:
                     break
+        in_flight.computed(frame)
         return computed
+
+    def write(job: FrameJob, frame: int) -> None:
+        """A frame's file job, on a writer thread, its progress published."""
+        in_flight.job_started(frame)
+        try:
+            job()
+        finally:
+            in_flight.job_finished(frame)
 
     def hand_over(computed: _FrameCompute) -> None:
         """In frame order: report the frame's errors and queue its file jobs on the writers (none once the
@@ -261,15 +254,16 @@ def render(graph: "Graph", writes: "Iterable[str | Node] | str | None" = None, f
         cancel.check()
         writes_of_frame = _FrameWrites(computed.frame)
         pending.append(writes_of_frame)
+        in_flight.writing(computed.frame, sum(isinstance(result, FrameJob) for _, result in computed.results))
         for node, result in computed.results:
             if isinstance(result, DoublureError):
                 failed(node, computed.frame, result)
-            elif node in writers:
-                writes_of_frame.results.append((node, False if result is None else writers[node].submit(result)))
-                if getattr(result, "outdated", False):
-                    report.outdated.append((node.name, computed.frame))
+            elif result is None:
+                writes_of_frame.results.append((node, False))
             else:
-                writes_of_frame.results.append((node, result))
+                writes_of_frame.results.append((node, writers[node].submit(write, result, computed.frame)))
+                if result.outdated:
+                    report.outdated.append((node.name, computed.frame))
         while len(pending) > WRITE_QUEUE_FRAMES:
             finish_oldest()
 

@@ -12,6 +12,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from doublure.engine.image import Box
+
 FACE_TYPES = ("whole_face", "full")
 NUM_LANDMARKS = 478
 # Held plate frames a face can repeat (``Face.repeats``): a 2:3 pulldown repeats a frame once, a 25 -> 30 fps
@@ -91,7 +93,7 @@ class Face:
 
     Attributes:
         track_id: stable id of the track this face belongs to (0, 1, ...); -1 when untracked.
-        box: (x0, y0, x1, y1) in plate pixels, the landmarks' bounding box.
+        box: a :class:`~doublure.engine.image.Box` (x0, y0, x1, y1) in plate pixels, the landmarks' bounding box.
         landmarks: (478, 3) float32; x, y in plate pixels; z in the same scale (mediapipe's relative depth,
             scaled by the frame width), smaller is closer to the camera. Indices 468-477 are the irises
             (468 and 473 are the centres of the subject's right and left iris in mediapipe's numbering).
@@ -115,7 +117,7 @@ class Face:
     """
 
     track_id: int
-    box: tuple[float, float, float, float]
+    box: Box
     landmarks: np.ndarray
     iris: np.ndarray
     pose: tuple[float, float, float]
@@ -133,7 +135,7 @@ class Face:
         self.iris = np.asarray(self.iris, dtype=np.float32).reshape(2, 3)
         self.to_crop = np.asarray(self.to_crop, dtype=np.float64).reshape(2, 3)
         self.from_crop = np.asarray(self.from_crop, dtype=np.float64).reshape(2, 3)
-        self.box = tuple(float(v) for v in self.box)
+        self.box = Box(*(float(v) for v in self.box))
         self.pose = tuple(float(v) for v in self.pose)
         if self.face_type not in FACE_TYPES:
             raise ValueError(f"face_type must be one of {FACE_TYPES}, got {self.face_type!r}")

@@ -79,8 +79,8 @@ def face_window(face: Face, hw: tuple[int, int], margin: float) -> Window:
     """The plate rectangle (y0, y1, x0, x1) holding a face's landmarks plus ``margin`` px, clipped."""
     x0, y0, x1, y1 = face.box
     m = int(np.ceil(margin))
-    return (max(int(np.floor(y0)) - m, 0), min(int(np.ceil(y1)) + m + 1, hw[0]),
-            max(int(np.floor(x0)) - m, 0), min(int(np.ceil(x1)) + m + 1, hw[1]))
+    return Window(max(int(np.floor(y0)) - m, 0), min(int(np.ceil(y1)) + m + 1, hw[0]),
+                  max(int(np.floor(x0)) - m, 0), min(int(np.ceil(x1)) + m + 1, hw[1]))
 
 
 # (face geometry, region, window, grow, feather, device) -> mask: the finishing nodes of one graph render

@@ -148,13 +148,17 @@ class FaceDetect(Node):
             return os.path.join(self.graph.project_dir, f"{stem}.tracks", f"{self.name}.npz")
         return os.path.join(_tracks_cache_dir(), f"{self.uuid}.npz")
 
+    def stored_tracks_file(self, analysis: dict) -> str:
+        """The track file of a stored ``analysis``, as an absolute path (stored relative to the project)."""
+        return resolve_path(analysis["file"], self.graph.project_dir)
+
     def _stored_faces(self, ctx: EvalContext, width: int) -> tuple[list[Face], dict] | None:
         """The analysed faces of ctx.frame (all tracks) and the analysis description, or None when no valid
         analysis covers the frame."""
         analysis = self.current_analysis(ctx.frame)
         if analysis is None or not int(analysis["first"]) <= ctx.frame <= int(analysis["last"]):
             return None
-        path = resolve_path(analysis["file"], self.graph.project_dir)
+        path = self.stored_tracks_file(analysis)
         if not os.path.exists(path):
             return None
         meta, faces = _load_tracks_cached(path)
@@ -163,6 +167,15 @@ class FaceDetect(Node):
         return scale_faces(faces.get(ctx.frame, []), width / float(meta["width"])), meta
 
     # -- evaluation -------------------------------------------------------------------------------------
+    def hash(self, ctx: EvalContext, h: Hasher) -> None:
+        """The default (knobs, the stored analysis among them, and the input) plus what compute reads besides
+        when an analysis is stored: the project's fps (part of the analysis key it checks) and the track file
+        (path, size, mtime: a re-track or a deleted file changes the faces)."""
+        super().hash(ctx, h)
+        analysis = self.value("analysis", ctx.frame)
+        if analysis:
+            h.update(float(self.graph.settings["fps"])).update(file_identity(self.stored_tracks_file(analysis)))
+
     def _detector(self, frame: int, video: bool) -> MediapipeBackend:
         key = (self.value("detection_range", frame), int(self.value("max_faces", frame)),
                float(self.value("min_confidence", frame)))

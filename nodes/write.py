@@ -8,11 +8,11 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from doublure.engine import Node, Port, colour, imageio, knobs as K, register_node, video
+from doublure.engine import Port, colour, imageio, knobs as K, register_node, video
 from doublure.engine.errors import DoublureError, MediaError
 from doublure.engine.hashing import Hasher
 from doublure.engine.provenance import is_synthetic, sign_file
-from doublure.engine.render import FrameJob
+from doublure.engine.output import FileOutputNode, FrameJob
 from doublure.faces import watermark
 
 from . import _handoff as handoff
@@ -25,12 +25,11 @@ DEFAULT_COLORSPACE = {"exr": "linear", "dpx": "srgb", "tiff": "srgb", "png": "sr
 
 
 @register_node
-class Write(Node):
+class Write(FileOutputNode):
     """Write frames to disk: EXR, DPX, TIFF, PNG, JPEG sequences or H.264 / ProRes video."""
 
     type_name = "Write"
     version = 1
-    category = "Output"
     inputs = (Port("input"),)
     knob_specs = (
         K.File("file", "", pattern="*.exr *.dpx *.tif *.png *.jpg *.mov *.mp4", sequence=True, save=True,
@@ -104,6 +103,10 @@ class Write(Node):
         chosen = self.value("colorspace", frame)
         return DEFAULT_COLORSPACE[self.resolved_file_type(frame)] if chosen == "default" else chosen
 
+    def renders_as_one_file(self) -> bool:
+        """A movie: every frame goes into one file."""
+        return self.resolved_file_type() in VIDEO_TYPES
+
     def describe(self, frames: list[int]) -> str:
         """What a render over ``frames`` produces (for ``doublure info``)."""
         kind = self.resolved_file_type()
@@ -166,14 +169,6 @@ class Write(Node):
         if datatype not in imageio.SUPPORTED_DATATYPES[kind]:
             raise DoublureError(f"{self.name}: {kind} cannot store {datatype} "
                                 f"(use {', '.join(imageio.SUPPORTED_DATATYPES[kind])})")
-
-    def execute(self, ctx) -> bool:
-        """Write one frame now; False when an existing complete file was kept."""
-        job = self.stage(ctx)
-        if job is None:
-            return False
-        job()
-        return True
 
     def stage(self, ctx) -> "FrameJob | None":
         """Evaluate the input for one frame (on the calling thread) and return the rest of the frame's work:

@@ -108,6 +108,29 @@ class TestTemporalMean(Node):
         return inputs.get(0).replace(tensor=torch.stack(frames).mean(0))
 
 
-for _cls in (TestConstant, TestFrameRamp, TestGain, TestSlow, TestMaskFromImage, TestMasked, TestTemporalMean):
+def _offset_knob_was_amount(entry):
+    """TestOffset version 1 saved its knob as ``amount``."""
+    knobs = dict(entry.get("knobs", {}))
+    if "amount" in knobs:
+        knobs["offset"] = knobs.pop("amount")
+    return {**entry, "knobs": knobs}
+
+
+class TestOffset(Node):
+    """Adds ``offset``. Version 1 named the knob ``amount`` (an upgrade renames it); version 2 changed compute
+    only (no upgrade)."""
+
+    type_name = "TestOffset"
+    version = 3
+    knob_specs = (K.Float("offset", 0.0),)
+    upgrades = {1: _offset_knob_was_amount}
+
+    def compute(self, ctx, inputs):
+        image = inputs.get(0)
+        return image.replace(tensor=image.tensor + self.value("offset", ctx.frame))
+
+
+for _cls in (TestConstant, TestFrameRamp, TestGain, TestSlow, TestMaskFromImage, TestMasked, TestTemporalMean,
+             TestOffset):
     if _cls.type_name not in node_types():
         register_node(_cls)

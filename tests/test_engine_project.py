@@ -99,7 +99,25 @@ def test_v0_project_is_upgraded(tmp_path):
     assert g["Source"].position == (10.0, 20.0)
 
 
+def test_a_node_saved_by_an_older_version_is_upgraded_by_its_node_type(tmp_path):
+    """TestOffset's knob was ``amount`` in version 1: the project opens with it as ``offset``, animation kept, and
+    saves as the current version; a version that changed only compute needs no upgrade."""
+    g = engine.load(str(FIXTURES / "project_node_v1.dbl"))
+    lift = g["Lift"]
+    assert lift.input(0) is g["Source"]
+    assert (lift.value("offset", 1), lift.value("offset", 10)) == (0.0, 0.9)
+    assert g.evaluate(lift, frame=10).tensor[0, 0, 0].item() == pytest.approx(1.4)
+    g.save(str(tmp_path / "upgraded.dbl"))
+    saved = {n["name"]: n for n in json.loads((tmp_path / "upgraded.dbl").read_text())["nodes"]}
+    assert saved["Lift"]["version"] == 3 and set(saved["Lift"]["knobs"]) == {"offset"}
+    assert engine.load(str(tmp_path / "upgraded.dbl"))["Lift"].value("offset", 10) == 0.9
+
+
 @pytest.mark.parametrize("content, message", [
+    ('{"schema": "doublure.project/1", "nodes": [{"name": "C1", "type": "TestConstant", "version": 2}]}',
+     r"node C1: saved by a newer Doublure \(TestConstant version 2; this one knows version 1\)"),
+    ('{"schema": "doublure.project/1", "nodes": [{"name": "C1", "type": "TestConstant", "version": "one"}]}',
+     r"node C1.version: bad value 'one'"),
     ("{not json", r"not valid JSON \(line 1"),
     ('{"nodes": []}', "no \"schema\" field"),
     ('{"schema": "doublure.project/99", "nodes": []}', "newer than this Doublure"),

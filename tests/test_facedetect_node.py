@@ -98,6 +98,29 @@ def test_proxy_scales_the_stored_faces(media_dir, tmp_path):
     np.testing.assert_allclose((half.landmarks[:, :2] + 0.5) * 2 - 0.5, full.landmarks[:, :2], atol=1e-3)
 
 
+def test_the_hash_covers_the_projects_fps_and_the_stored_track_file(media_dir, tmp_path):
+    """Compute reads the project's fps (the stored analysis's key holds it) and the track file: changing either
+    changes the hash, so the cache never serves faces of another fps or of a track file since rewritten."""
+    g, read, fd = _graph(media_dir, last=6)
+    g.save(str(tmp_path / "shot.dbl"))
+    before_track = g.hash_of(fd, g.context(3))
+    path = fd.action_track(g)
+    tracked = g.hash_of(fd, g.context(3))
+    assert tracked != before_track
+    g.set_setting("fps", 24.0)
+    assert g.hash_of(fd, g.context(3)) != tracked
+    g.set_setting("fps", 25.0)
+    assert g.hash_of(fd, g.context(3)) == tracked
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file rewritten, same knobs
+    g.reload()   # hashes are memoised between edits; Reload sees files changed on disk
+    rewritten = g.hash_of(fd, g.context(3))
+    assert rewritten != tracked
+    os.remove(path)   # gone: compute detects live, so the hash moves again
+    g.reload()
+    assert g.hash_of(fd, g.context(3)) not in (tracked, rewritten)
+
+
 def test_no_face_gives_an_empty_list(media_dir, tmp_path):
     g = engine.Graph(first=1, last=169)
     read = g.create("Read", file=str(media_dir / "pexels" / "face_noface.mov"), first=1, last=169)

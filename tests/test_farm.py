@@ -19,8 +19,12 @@ from distributed.security import Security
 import doublure.nodes  # noqa: F401  (registers Read and Write)
 from doublure import engine
 from doublure.engine import colour, imageio, video
-from doublure.farm.render import (ChunkTask, FarmReport, apply_path_map, cluster_address, farm_render, map_path,
-                                  movie_part_path, parse_path_map, plan_chunks, render_chunk, start_local_cluster)
+from doublure.farm.chunk import ChunkTask, render_chunk
+from doublure.farm.cluster import cluster_address, start_local_cluster
+from doublure.farm.movies import movie_part_path
+from doublure.farm.paths import apply_path_map, map_path, parse_path_map
+from doublure.farm.render import farm_render, plan_chunks
+from doublure.farm.report import FarmReport
 from farm_nodes import FarmTestNodes
 from test_read_write import start_atomic_write
 
@@ -390,6 +394,14 @@ def test_more_workers_than_gpus_share_them_round_robin():
         assert [s["env"]["DOUBLURE_PROCESSES_PER_GPU"] for s in specs] == ["2", "1", "2"]
     finally:
         cluster.close()
+
+
+def test_the_restarting_cluster_overrides_a_method_dask_still_has():
+    """farm.cluster keeps lost workers by overriding SpecCluster._update_worker_status (no public setting
+    does it per cluster): a Dask that renamed it would silently lose workers again."""
+    from distributed.deploy.spec import SpecCluster
+
+    assert "_update_worker_status" in vars(SpecCluster)
 
 
 def test_scheduler_and_workers_are_exclusive(tmp_path):

@@ -122,3 +122,26 @@ def test_the_cache_counts_a_patched_image_by_its_parts_and_balances_after_it_is_
     image.tensor  # built while cached: what the cache removes later is what it added
     cache.put("patched", patched(base, pastes[:1]))
     assert cache.host_bytes == base.nbytes + base.nbytes + pastes[0][1].nbytes
+
+
+def test_rectangles_are_named_in_their_own_order():
+    """A Window is rows first (y0, y1, x0, x1), a Box x first (x0, y0, x1, y1): named fields say which, and both
+    stay tuples, so code unpacking a plain 4-tuple reads them as before."""
+    from doublure.engine import Box, Window
+    from doublure.faces.face import Face
+
+    base, pastes = frame_and_pastes()
+    image = Image(base, channels=("R", "G", "B", "A"), data_window=(2, 3, 50, 40))
+    assert image.data_window == Box(x0=2, y0=3, x1=50, y1=40) == (2, 3, 50, 40)
+    assert Image(base[:3]).data_window == Box(0, 0, W, H) and Image(base[:3]).data_window.x1 == W
+    window = Window(y0=5, y1=20, x0=10, x1=30)
+    pixels = pastes[0][1]
+    pasted = Image(base, channels=("R", "G", "B", "A")).paste(window, pixels)
+    assert torch.equal(pasted.window(window), pixels)
+    assert torch.equal(pasted.window((5, 20, 10, 30)), pixels)   # a plain tuple in the same order
+    face = Face(track_id=0, box=(10, 20, 110, 140), landmarks=np.zeros((478, 3)), iris=np.zeros((2, 3)),
+                pose=(0, 0, 0))
+    assert isinstance(face.box, Box) and (face.box.x1, face.box.y1) == (110.0, 140.0)
+    x0, y0, x1, y1 = face.box
+    assert (x0, y0, x1, y1) == (10.0, 20.0, 110.0, 140.0)
+    assert pickle.loads(pickle.dumps(face)).box == face.box

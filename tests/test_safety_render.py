@@ -12,7 +12,7 @@ from doublure.engine import imageio
 from doublure.engine.errors import DoublureError
 from doublure.engine.atomic import atomic_path, current_umask, write_text_atomic
 from doublure.engine.project import save_graph
-from doublure.farm.render import is_complete_movie
+from doublure.farm.movies import is_complete_movie
 
 from test_read_write import exr_graph
 
