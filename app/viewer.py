@@ -24,6 +24,8 @@ from .evaluator import FrameEvaluator
 from .events import subscribe_on_ui_thread
 from .overlays import draw_occlusion, draw_strokes, stroke_pen
 from .paint import BrushSettings, stroke_from_plate_path, strokes_knob
+from .provisional import (PROVISIONAL_PROXY, REFINE_AFTER_MS, draw_provisional, provisional_source,
+                          provisional_text, start_previews)
 from .timeline import Timeline
 
 MODES = ("a", "b", "wipe", "side", "diff")
@@ -88,6 +90,7 @@ class ViewerCanvas(QtWidgets.QWidget):
         # the strokes of the node being painted at a frame (drawn where they lie), or None
         self.strokes_at: Callable[[int], list[dict]] | None = None
         self.message = ""  # an error: drawn instead of any picture
+        self.provisional = ""  # what the picture shown is while the full one computes ("" when it is the full one)
         self.notice = ""  # a passing remark over the picture (a refused knob value)
         self.stale = False
         self.paint_enabled = False
@@ -220,6 +223,10 @@ class ViewerCanvas(QtWidgets.QWidget):
             shown = True
         if shown:
             self._draw_overlays(p)
+            if self.provisional:
+                size = self.content_rect().size() * self.zoom
+                draw_provisional(p, QtCore.QRectF(self.to_widget(QtCore.QPointF(0, 0)), size),
+                                 QtCore.QRectF(self.rect()), self.provisional)
         self._draw_hud(p)
         if self.message:
             self._draw_error(p)
@@ -406,6 +413,18 @@ class ViewerPanel(QtWidgets.QWidget):
         self.evaluator = FrameEvaluator(graph, self.cache, self)
         self.evaluator.frame_ready.connect(self._on_frame_ready)
         self.evaluator.frame_failed.connect(self._on_frame_failed)
+        # first pictures of frames not computed yet, on a thread of their own (never behind a full frame)
+        self.quick = FrameEvaluator(graph, self.cache, self)
+        self.quick.frame_ready.connect(self._on_provisional_ready)
+        self._provisional: dict[str, DisplayFrame | None] = {"A": None, "B": None}
+        self._provisional_wanted: dict[str, tuple | None] = {"A": None, "B": None}
+        self._provisional_for: dict[str, tuple | None] = {"A": None, "B": None}  # the full picture it stands for
+        self._provisional_text: dict[str, str] = {}
+        self._rested_frame: int | None = None  # the frame the playhead last rested on REFINE_AFTER_MS
+        self._refine_timer = QtCore.QTimer(self)
+        self._refine_timer.setSingleShot(True)
+        self._refine_timer.setInterval(REFINE_AFTER_MS)
+        self._refine_timer.timeout.connect(self._on_rested)
         self.canvas = ViewerCanvas(self)
         self.canvas.mode = self.state.mode
         self.canvas.wipe = self.state.wipe
@@ -610,6 +629,10 @@ class ViewerPanel(QtWidgets.QWidget):
         self.play(0)
         self.graph = graph
         self.evaluator.set_graph(graph)
+        self.quick.set_graph(graph)
+        self._provisional = {"A": None, "B": None}
+        self._provisional_wanted = {"A": None, "B": None}
+        self._rested_frame = None
         self.state = ViewerState.from_ui(graph.ui.get("viewer"))
         if not self.state.inputs:
             default = self._default_node()
@@ -813,10 +836,74 @@ class ViewerPanel(QtWidgets.QWidget):
             if failed is not None and failed.key == key:
                 continue  # this very request failed: keep showing why instead of computing it again
             self._errors.pop(lane, None)
+            if (frame != self._rested_frame and not self._playing and key not in self.cache
+                    and self._request_provisional(lane, node, frame, proxy, settings)):
+                # the playhead moved onto a frame not computed: its first picture now, the full one once the
+                # playhead rests (stepping or scrubbing on cancels nothing that was started in vain)
+                self.evaluator.cancel(lane)
+                self._refine_timer.start()
+                continue
             ready = self.evaluator.request(lane, node, frame, proxy, settings)
             if ready is not None:
                 self._frames[lane] = ready
         self._show()
+
+    def _request_provisional(self, lane: str, node: Node, frame: int, proxy: float,
+                             settings: DisplaySettings) -> bool:
+        """Ask for the first picture of ``node`` at ``frame`` in ``lane`` (see ``app.provisional``); False when
+        there is none cheaper than the full picture."""
+        source = provisional_source(node)
+        if source is node and proxy <= PROVISIONAL_PROXY:
+            return False
+        start_previews(source)
+        try:
+            key = self.quick.key_for(source, frame, PROVISIONAL_PROXY, settings)
+        except DoublureError:
+            return False   # the full request reports why
+        self._provisional_wanted[lane] = key
+        self._provisional_for[lane] = self._wanted[lane]
+        self._provisional_text[lane] = provisional_text(source, node)
+        shown = self._provisional[lane]
+        if shown is None or shown.key != key:
+            ready = self.quick.request(lane, source, frame, PROVISIONAL_PROXY, settings)
+            if ready is not None:
+                self._provisional[lane] = ready
+        return True
+
+    def _on_rested(self) -> None:
+        self._rested_frame = self.graph.current_frame
+        self.refresh()
+
+    def _on_provisional_ready(self, lane: str, frame: DisplayFrame) -> None:
+        if frame.key == self._provisional_wanted.get(lane):
+            self._provisional[lane] = frame
+            self._show()
+
+    def _picture(self, lane: str) -> tuple[DisplayFrame | None, str]:
+        """(the picture ``lane`` shows, its provisional text or ""): the full frame asked for, else the first
+        picture of the frame asked for, else the last frame shown (marked stale)."""
+        full, wanted = self._frames[lane], self._wanted[lane]
+        if wanted is None or (full is not None and full.key == wanted):
+            return full, ""
+        first = self._provisional[lane]
+        # (after an edit the full picture asked for is another: the old one stays shown, marked stale)
+        if first is not None and first.key == self._provisional_wanted[lane] and self._provisional_for[lane] == wanted:
+            return first, self._provisional_text.get(lane, "")
+        return full, ""
+
+    def picture_state(self) -> str:
+        """What the viewer shows of the current frame: "full", "provisional" or "" (an older picture or
+        none)."""
+        lanes = [lane for lane in ("A", "B") if self._wanted[lane] is not None]
+        if not lanes:
+            return ""
+        states = set()
+        for lane in lanes:
+            picture, text = self._picture(lane)
+            if picture is None or picture.frame != self.graph.current_frame:
+                return ""
+            states.add("provisional" if text else "full")
+        return "provisional" if "provisional" in states else "full"
 
     def _show(self) -> None:
         self.canvas.stale = any(self._wanted[lane] is not None and (self._frames[lane] is None or
@@ -828,12 +915,13 @@ class ViewerPanel(QtWidgets.QWidget):
         self._publish_errors()
         self.canvas.mode = self.state.mode
         self.canvas.wipe = self.state.wipe
-        a, b = self._frames["A"], self._frames["B"]
+        (a, a_text), (b, b_text) = self._picture("A"), self._picture("B")
         if self.state.mode == "b":
-            a, b = None, b
+            a, a_text = None, ""
         if self._errors:
             # A comparison with a frame the graph cannot make would show the other side as if it were both.
             a = b = None
+        self.canvas.provisional = "" if self._errors else "\n".join(dict.fromkeys(t for t in (a_text, b_text) if t))
         self.canvas.set_frames(a, b)
 
     def errors(self) -> dict[str, str]:
@@ -1006,4 +1094,6 @@ class ViewerPanel(QtWidgets.QWidget):
     def shutdown(self) -> None:
         self.play(0)
         self._cache_line_timer.stop()
+        self._refine_timer.stop()
         self.evaluator.shutdown()
+        self.quick.shutdown()

@@ -170,10 +170,9 @@ class Read(Node):
                 return self._black(ctx)
             raise MediaError(f"{self.name}: {exc}") from None
         tensor = upload(tensor, ctx.device)
-        h, w = tensor.shape[-2:]
-        size = (max(1, round(h * ctx.proxy)), max(1, round(w * ctx.proxy)))
-        if ctx.proxy != 1.0 and (h, w) != size:   # (a video's preview comes at its size)
-            tensor = ops.resize(tensor, size)
+        if ctx.proxy != 1.0 and not (video.is_video(path) and ctx.proxy == video.PREVIEW_SCALE):
+            h, w = tensor.shape[-2:]   # (a video's preview comes at its size from the decoder)
+            tensor = ops.resize(tensor, (max(1, round(h * ctx.proxy)), max(1, round(w * ctx.proxy))))
         metadata = {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool, list, dict))}
         metadata.update({"input/filename": path, "input/frame": file_frame, "input/colorspace": src})
         return Image(tensor.contiguous(), channels=channels, metadata=metadata, pixel_aspect=aspect)
@@ -217,6 +216,17 @@ class Read(Node):
             raise MediaError(f"{self.name}: no readable frame of {pattern} in {first}-{last} to size black by")
         h, w = max(1, round(height * ctx.proxy)), max(1, round(width * ctx.proxy))
         return Image(torch.zeros(3, h, w, device=ctx.device), metadata={"input/filename": ""})
+
+    def start_previews(self) -> None:
+        """Keep the previews of every frame of the video the file knob names, decoded on a background thread
+        (the viewer's first pictures, at proxy ``video.PREVIEW_SCALE``); nothing for image sequences or a
+        file that cannot be opened (compute reports it)."""
+        pattern = self.path("file")
+        if video.is_video(pattern) and os.path.exists(pattern):
+            try:
+                VIDEO_READERS.get(pattern).start_preview_pass()
+            except MediaError:
+                pass
 
     # -- actions --------------------------------------------------------------------------------------
     def action_detect_range(self, graph, progress=None, cancel=None) -> tuple[int, int]:
