@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from doublure.engine import DoublureError, Graph, GraphEvent, Node
+from doublure.engine import DoublureError, Graph, GraphEvent, Node, warnings_of
 from doublure.engine import colour
 
 from .display import CHANNEL_MODES, DisplayCache, DisplayFrame, DisplaySettings, difference_pixels, qimage_of
@@ -92,6 +92,7 @@ class ViewerCanvas(QtWidgets.QWidget):
         self.message = ""  # an error: drawn instead of any picture
         self.provisional = ""  # what the picture shown is while the full one computes ("" when it is the full one)
         self.notice = ""  # a passing remark over the picture (a refused knob value)
+        self.warning = ""  # what the nodes of the picture shown warn about (drawn while it is shown)
         self.stale = False
         self.paint_enabled = False
         self.brush = BrushSettings()
@@ -295,6 +296,18 @@ class ViewerCanvas(QtWidgets.QWidget):
             p.setPen(QtGui.QColor(255, 150, 110))
             p.drawText(QtCore.QRectF(10, 10, self.width() - 20, 60), int(QtCore.Qt.TextFlag.TextWordWrap),
                        self.notice)
+        if self.warning and not self.message:
+            p.save()
+            flags = int(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.TextFlag.TextWordWrap)
+            box = QtCore.QRectF(10, 0, self.width() - 20, 0)
+            bounds = p.boundingRect(box, flags, "WARNING  " + self.warning)
+            bounds.moveBottom(self.height() - 28)
+            p.setPen(QtCore.Qt.PenStyle.NoPen)
+            p.setBrush(QtGui.QColor(30, 20, 0, 220))
+            p.drawRect(bounds.adjusted(-6, -4, 6, 4))
+            p.setPen(QtGui.QColor(255, 176, 32))
+            p.drawText(bounds, flags, "WARNING  " + self.warning)
+            p.restore()
         if self.stale and not self.message:
             p.setPen(QtGui.QColor(240, 200, 80))
             p.drawText(QtCore.QPointF(10, self.height() - 10), "computing…")
@@ -404,6 +417,7 @@ class ViewerPanel(QtWidgets.QWidget):
     frame_shown = QtCore.Signal()
     frame_changed = QtCore.Signal(int)
     errors_changed = QtCore.Signal(dict)  # node name -> message, for the nodes the shown frames fail in
+    warnings_changed = QtCore.Signal(dict)  # node name -> message, for the nodes the shown frames warn from
 
     def __init__(self, graph: Graph, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -441,6 +455,7 @@ class ViewerPanel(QtWidgets.QWidget):
         self._frames: dict[str, DisplayFrame | None] = {"A": None, "B": None}
         self._errors: dict[str, LaneError] = {}
         self._published_errors: dict[str, str] = {}
+        self._published_warnings: dict[str, str] = {}
         self._notice_timer = QtCore.QTimer(self)
         self._notice_timer.setSingleShot(True)
         self._notice_timer.timeout.connect(lambda: self.show_notice(""))
@@ -922,6 +937,14 @@ class ViewerPanel(QtWidgets.QWidget):
             # A comparison with a frame the graph cannot make would show the other side as if it were both.
             a = b = None
         self.canvas.provisional = "" if self._errors else "\n".join(dict.fromkeys(t for t in (a_text, b_text) if t))
+        warnings = {}
+        for frame, text in ((a, a_text), (b, b_text)):
+            if frame is not None and not text:   # (a first picture is the plate's: it warns of nothing)
+                warnings.update(warnings_of(frame.image))
+        self.canvas.warning = "\n".join(warnings.values())
+        if warnings != self._published_warnings:
+            self._published_warnings = warnings
+            self.warnings_changed.emit(warnings)
         self.canvas.set_frames(a, b)
 
     def errors(self) -> dict[str, str]:

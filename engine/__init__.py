@@ -7,7 +7,7 @@ from .device import default_device
 from .errors import Cancelled, ConnectionRefused, DoublureError, KnobError, MediaError, ProjectError
 from .graph import Graph, GraphEvent
 from .hashing import Hasher, file_identity
-from .image import Format, Image, mask_image
+from .image import Format, Image, mask_image, warnings_of, with_warning
 from .knobs import parse_frame_range
 from .node import Inputs, Node, Port, node_type, node_types, register_node
 from .project import load
@@ -17,5 +17,5 @@ __all__ = [
     "Cancelled", "CancelToken", "ConnectionRefused", "DoublureError", "EvalContext", "Format", "FrameCache",
     "Graph", "GraphEvent", "Hasher", "Image", "Inputs", "KnobError", "MediaError", "Node", "Port",
     "ProjectError", "RenderReport", "default_device", "file_identity", "knobs", "load", "mask_image",
-    "node_type", "node_types", "parse_frame_range", "register_node", "render",
+    "node_type", "node_types", "parse_frame_range", "register_node", "render", "warnings_of", "with_warning",
 ]

@@ -33,7 +33,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node, with_warning
 from doublure.engine import fields, knobs as K
 from doublure.engine import ops
 from doublure.engine.cache import Memo
@@ -793,8 +793,9 @@ class Grain(Node):
     def compute(self, ctx: EvalContext, inputs) -> Image:
         src = inputs.get(0)
         analysis = self.value("analysis", ctx.frame)
-        if not analysis:
-            raise DoublureError(f"{self.name}: no grain analysis yet; press Analyse (frame {ctx.frame})")
+        if not analysis:   # as Nuke's nodes missing their setup do: the input goes on, the node warns
+            return with_warning(src, self.name, f"{self.name}: no grain analysis yet, the input passes through "
+                                                f"without grain; press Analyse")
         if analysis.get("schema") != ANALYSIS_SCHEMA and analysis.get("schema") not in OLD_SCHEMAS:
             raise DoublureError(f"{self.name}: grain analysis has schema {analysis.get('schema')!r}, "
                                 f"expected {ANALYSIS_SCHEMA}; analyse again")
