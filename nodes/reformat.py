@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from doublure.engine import Image, Node, Port, knobs as K, ops, register_node
-from doublure.engine.sizes import check_frame_size
+from doublure.engine.sizes import FrameTooLarge, check_frame_size
 from doublure.faces.face import Face, invert_affine
 
 FILTERS = ("impulse", "bilinear", "bicubic", "lanczos")
@@ -94,6 +94,18 @@ class Reformat(Node):
     def hash(self, ctx, h) -> None:
         super().hash(ctx, h)
         h.update(ctx.proxy)  # the format is scaled by the proxy
+
+    def edit_problem(self, frame: int) -> str | None:
+        """Why the knobs at ``frame`` cannot make a frame, or None: a format whose RGB frame (with the resample's
+        copy) would need more memory than one frame may take. The properties panel refuses such an edit, the
+        old value kept, instead of letting every frame fail (a 9999x9999 format took 19 GB)."""
+        if self.value("type", frame) != "to format":
+            return None
+        try:
+            check_frame_size(self.name, 3, self.value("height", frame), self.value("width", frame), copies=2)
+        except FrameTooLarge as exc:
+            return str(exc)
+        return None
 
     def compute(self, ctx, inputs) -> Image:
         src = inputs.get(0)
