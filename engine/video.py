@@ -80,6 +80,10 @@ class _ForwardDecoder:
         self._decoded = None
         self._container.close()
 
+    def forget_position(self) -> None:
+        self._decoded = None
+        self._next_index = None
+
     def seek_needed(self, index: int) -> bool:
         return self._next_index != index
 
@@ -258,6 +262,14 @@ class VideoReader:
             _, (old, _) = self._recent.popitem(last=False)
             self._recent_bytes -= old.nbytes
         return codes
+
+    def forget_decoded(self) -> None:
+        """Drop the full-size frames kept and the decoder's position (previews stay): the next read decodes
+        from its keyframe as on a reader just opened (a benchmark's cold start)."""
+        with self._lock:
+            self._recent.clear()
+            self._recent_bytes = 0
+            self._decoder.forget_position()
 
     # -- previews -------------------------------------------------------------------------------------
     def has_preview(self, index: int) -> bool:
