@@ -80,3 +80,35 @@ def test_stepping_on_before_the_playhead_rests_computes_no_full_frame(qtbot, win
     graph.set_knob(gain, "gain", 3.0)
     qtbot.waitUntil(viewer.is_current, timeout=60000)
     assert "provisional" not in states
+
+
+def test_a_frame_being_prefetched_is_delivered_to_the_lane_that_asks_for_it_not_made_twice(qtbot, monkeypatch):
+    """Playback asks lane A for the frame the prefetch lane is making, then prefetches the next: A gets that
+    frame when done, converted for display once, and the next prefetch does not cancel it."""
+    from doublure.app import evaluator as evaluator_module
+    from doublure.app.evaluator import FrameEvaluator
+    from doublure.app.display import CHANNEL_MODES, DisplaySettings
+    from doublure.engine import Graph, colour
+    from test_app_support import constant_chain
+
+    graph = Graph(first=1, last=5)
+    _, gain = constant_chain(graph, width=4000, height=3000)   # slow enough to be still running when A asks
+    settings = DisplaySettings(display=colour.DEFAULT_DISPLAY, view=colour.DEFAULT_VIEW, exposure=0.0, gamma=1.0,
+                               channels=CHANNEL_MODES[0], working_space=graph.settings["working_space"])
+    conversions = []
+    convert = evaluator_module.display_pixels
+    monkeypatch.setattr(evaluator_module, "display_pixels",
+                        lambda image, s: (conversions.append(image), convert(image, s))[1])
+    evaluator = FrameEvaluator(graph)
+    delivered = []
+    evaluator.frame_ready.connect(lambda lane, frame: delivered.append((lane, frame.frame)))
+    try:
+        assert evaluator.request("prefetch", gain, 2, 1.0, settings) is None
+        qtbot.waitUntil(lambda: evaluator._running is not None, timeout=5000)
+        ready = evaluator.request("A", gain, 2, 1.0, settings)
+        evaluator.request("prefetch", gain, 3, 1.0, settings)
+        qtbot.waitUntil(lambda: ("prefetch", 3) in delivered, timeout=60000)
+    finally:
+        evaluator.shutdown()
+    assert ready is None and ("A", 2) in delivered and ("prefetch", 2) in delivered, delivered
+    assert len(conversions) == 2, "a frame was converted for display twice"
