@@ -63,17 +63,16 @@ class KnobEditor(QtWidgets.QWidget):
     def commit(self, value: Any) -> None:
         """Set the knob (a key at the current frame when it is animated); a refusal says why. A value the node
         cannot make a frame with (its ``edit_problem``: a Reformat to a format beyond the memory budget) is
-        taken back at once, the old value kept."""
+        refused, the old value kept."""
         try:
             if self.knob.is_animated:
                 self.graph.set_key(self.node, self.name, self.graph.current_frame, value)
             elif value != self.knob.value_at(self.graph.current_frame):
-                self.graph.set_knob(self.node, self.name, value)
                 problem = getattr(self.node, "edit_problem", None)
-                problem = problem(self.graph.current_frame) if callable(problem) else None
+                problem = problem(self.graph.current_frame, self.name, value) if callable(problem) else None
                 if problem:
-                    self.graph.undo()
                     raise DoublureError(f"{problem}; {self.name} kept at {self.knob.value_at(self.graph.current_frame)}")
+                self.graph.set_knob(self.node, self.name, value)
         except DoublureError as exc:
             self.panel.show_refusal(str(exc))
         else:

@@ -95,14 +95,16 @@ class Reformat(Node):
         super().hash(ctx, h)
         h.update(ctx.proxy)  # the format is scaled by the proxy
 
-    def edit_problem(self, frame: int) -> str | None:
-        """Why the knobs at ``frame`` cannot make a frame, or None: a format whose RGB frame (with the resample's
-        copy) would need more memory than one frame may take. The properties panel refuses such an edit, the
-        old value kept, instead of letting every frame fail (a 9999x9999 format took 19 GB)."""
-        if self.value("type", frame) != "to format":
+    def edit_problem(self, frame: int, name: str, value) -> str | None:
+        """Why knob ``name`` set to ``value`` could not make a frame at ``frame``, or None: a format whose RGB
+        frame (with the resample's copy) would need more memory than one frame may take. The properties panel
+        refuses such an edit, the old value kept, instead of letting every frame fail (a 9999x9999 format took
+        19 GB)."""
+        knobs = {k: value if k == name else self.value(k, frame) for k in ("type", "width", "height")}
+        if knobs["type"] != "to format":
             return None
         try:
-            check_frame_size(self.name, 3, self.value("height", frame), self.value("width", frame), copies=2)
+            check_frame_size(self.name, 3, knobs["height"], knobs["width"], copies=2)
         except FrameTooLarge as exc:
             return str(exc)
         return None

@@ -109,7 +109,7 @@ def test_a_reformat_too_large_for_memory_is_refused_with_its_figure_the_old_valu
     assert reformat.value("height") == 1080 and panel.editors["height"].field.value() == 1080
     for shown in (panel.error_label.text(), viewer.canvas.notice, window.graph_view.node_warning(reformat)):
         assert "Reformat1" in shown and "GiB" in shown and "kept at 1080" in shown, shown
-    assert panel.error_label.isVisibleTo(panel)
+    assert panel.error_label.isVisibleTo(panel) and not graph.undo_stack.can_redo()
     panel.editors["width"].commit(640)
     assert reformat.value("width") == 640 and window.graph_view.node_warning(reformat) == ""
     panel.editors["height"].commit(500)
