@@ -29,6 +29,7 @@ class FrameJob:
     settings: DisplaySettings
     key: tuple
     token: CancelToken = dataclasses.field(default_factory=CancelToken)
+    also: set[str] = dataclasses.field(default_factory=set)  # other lanes that asked for the same frame meanwhile
 
 
 class FrameEvaluator(QtCore.QObject):
@@ -69,16 +70,20 @@ class FrameEvaluator(QtCore.QObject):
         hit = self.cache.get(key)
         with self._cond:
             running = self._running
+            if running is not None:
+                running.also.discard(lane)   # this lane now wants another frame (or has this one)
             if hit is not None:
                 self._pending.pop(lane, None)
-                if running is not None and running.lane == lane:
-                    running.token.cancel()
+                self._cancel_running(lane)
                 return hit
-            if running is not None and running.lane == lane and running.key == key:
+            if running is not None and running.key == key and (running.lane == lane or running.lane == "prefetch"):
+                # the frame is being made (playback asks A for the frame prefetched): delivered to this lane
+                # too when done, instead of evaluating and converting it a second time
                 self._pending.pop(lane, None)
+                if running.lane != lane:
+                    running.also.add(lane)
                 return None
-            if running is not None and running.lane == lane:
-                running.token.cancel()
+            self._cancel_running(lane)
             self._pending[lane] = FrameJob(lane, node, int(frame), float(proxy), settings, key)
             self._cond.notify()
         return None
@@ -88,8 +93,20 @@ class FrameEvaluator(QtCore.QObject):
         with self._cond:
             for name in [lane] if lane else list(self._pending):
                 self._pending.pop(name, None)
-            if self._running is not None and (lane is None or self._running.lane == lane):
-                self._running.token.cancel()
+            if lane is None:
+                if self._running is not None:
+                    self._running.also.clear()
+                    self._running.token.cancel()
+            else:
+                if self._running is not None:
+                    self._running.also.discard(lane)
+                self._cancel_running(lane)
+
+    def _cancel_running(self, lane: str) -> None:
+        """Cancel the running frame if ``lane`` asked for it and no other lane waits for it (under the lock)."""
+        running = self._running
+        if running is not None and running.lane == lane and not running.also:
+            running.token.cancel()
 
     def set_graph(self, graph: Graph) -> None:
         self.cancel()
@@ -141,7 +158,8 @@ class FrameEvaluator(QtCore.QObject):
             with self._cond:
                 self._running = None
             if frame is not None:
-                self.frame_ready.emit(job.lane, frame)
+                for lane in (job.lane, *sorted(job.also)):
+                    self.frame_ready.emit(lane, frame)
 
     def _evaluate(self, job: FrameJob) -> DisplayFrame:
         graph = self.graph

@@ -133,6 +133,8 @@ class GraphView(QtCore.QObject):
         self._backdrops: dict[str, Any] = {}  # backdrop id -> NodeGraphQt backdrop
         self._menu_scene_pos = QtCore.QPointF()
         self._errors: dict[str, str] = {}  # node name -> the error the viewer's frame fails with there
+        self._warnings: dict[str, str] = {}  # node name -> the warning the viewer's frame carries from there
+        self._refusals: dict[str, str] = {}  # node name -> why its last edit was refused (the old value kept)
         self._unsubscribe: Callable[[], None] | None = None
         self.graph = graph
         self.set_graph(graph)
@@ -201,6 +203,7 @@ class GraphView(QtCore.QObject):
         if isinstance(view.view, EngineNodeItem):
             view.view.set_description(description)
             view.view.set_error(self._errors.get(node.name, ""))
+            view.view.set_warning(self._warning(node.name))
         else:
             view.view.setToolTip(description)
         self._views[node.uuid] = view
@@ -239,6 +242,29 @@ class GraphView(QtCore.QObject):
         for uuid, view in self._views.items():
             if isinstance(view.view, EngineNodeItem):
                 view.view.set_error(errors.get(self.graph.by_uuid(uuid).name, ""))
+
+    def set_warnings(self, warnings: dict[str, str]) -> None:
+        """Draw the nodes named in ``warnings`` warning (their tooltip the message); the others normally."""
+        self._warnings = dict(warnings)
+        self._show_warnings()
+
+    def set_refusal(self, node: str, message: str) -> None:
+        """Draw ``node`` warning with why its last edit was refused ("" once an edit is accepted)."""
+        self._refusals[node] = message
+        self._show_warnings()
+
+    def _warning(self, name: str) -> str:
+        return self._refusals.get(name) or self._warnings.get(name, "")
+
+    def _show_warnings(self) -> None:
+        for uuid, view in self._views.items():
+            if isinstance(view.view, EngineNodeItem):
+                view.view.set_warning(self._warning(self.graph.by_uuid(uuid).name))
+
+    def node_warning(self, node: Node) -> str:
+        """The warning ``node`` is drawn with ("" when none)."""
+        view = self._views.get(node.uuid)
+        return view.view.warning if view is not None and isinstance(view.view, EngineNodeItem) else ""
 
     def node_error(self, node: Node) -> str:
         """The error ``node`` is drawn with ("" when none)."""

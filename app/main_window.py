@@ -91,6 +91,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.graph_view.selection_changed.connect(self._on_selection)
         self.graph_view.viewer_input_requested.connect(self.viewer.set_input)
         self.viewer.errors_changed.connect(self.graph_view.set_errors)
+        self.viewer.warnings_changed.connect(self.graph_view.set_warnings)
+        self.properties.refusal_changed.connect(self.graph_view.set_refusal)
         self.viewer.errors_changed.connect(self._clear_fixed_error)
         self.properties.knob_refused.connect(self.viewer.show_notice)
         self.viewer.frame_changed.connect(lambda _: self.properties.refresh())

@@ -5,7 +5,8 @@
   output, so a chain of nodes is one straight pipe. The second input (a side input: ``reference``, ``A``) enters
   from the left edge and the third (``mask``) from the right edge, as Nuke's Merge takes B, A and mask.
 - Every input is labelled with its port name beside the pipe's end, and hovering a port names it.
-- A node the viewer's frame fails in is drawn in red, its tooltip the error.
+- A node the viewer's frame fails in is drawn in red, its tooltip the error; a node that warns about the
+  frame shown (it passed its input on without doing its work) gets an amber border, its tooltip the warning.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ LABEL_POINT_SIZE = 7.0
 LABEL_COLOUR = QtGui.QColor(200, 200, 200)
 ERROR_FILL = QtGui.QColor(190, 30, 25, 170)
 ERROR_BORDER = QtGui.QColor(255, 70, 50)
+WARNING_BORDER = QtGui.QColor(255, 176, 32)
 MIN_WIDTH = 110.0
 MIN_HEIGHT = 34.0
 
@@ -28,6 +30,7 @@ class EngineNodeItem(NodeItem):
     def __init__(self, name: str = "node", parent: QtWidgets.QGraphicsItem | None = None) -> None:
         super().__init__(name, parent)
         self.error = ""
+        self.warning = ""
         self._port_labels: dict[object, QtWidgets.QGraphicsSimpleTextItem] = {}
 
     # -- error state ----------------------------------------------------------------------------------
@@ -36,8 +39,20 @@ class EngineNodeItem(NodeItem):
         if message == self.error:
             return
         self.error = message
-        self.setToolTip(f"ERROR: {message}" if message else self._plain_tooltip)
+        self._show_tooltip()
         self.update()
+
+    def set_warning(self, message: str) -> None:
+        """Draw the node warning with ``message`` as its tooltip ("" clears it); an error goes first."""
+        if message == self.warning:
+            return
+        self.warning = message
+        self._show_tooltip()
+        self.update()
+
+    def _show_tooltip(self) -> None:
+        self.setToolTip(f"ERROR: {self.error}" if self.error else
+                        f"WARNING: {self.warning}" if self.warning else self._plain_tooltip)
 
     @property
     def _plain_tooltip(self) -> str:
@@ -46,8 +61,7 @@ class EngineNodeItem(NodeItem):
     def set_description(self, text: str) -> None:
         """The tooltip shown while the node is not in error."""
         self._tooltip = text
-        if not self.error:
-            self.setToolTip(text)
+        self._show_tooltip()
 
     def paint(self, painter: QtGui.QPainter, option, widget) -> None:
         super().paint(painter, option, widget)
@@ -57,6 +71,12 @@ class EngineNodeItem(NodeItem):
             painter.setBrush(ERROR_FILL)
             painter.setPen(QtGui.QPen(ERROR_BORDER, 2.5))
             painter.drawRoundedRect(rect, 4.0, 4.0)
+            painter.restore()
+        elif self.warning:
+            painter.save()
+            painter.setBrush(QtCore.Qt.BrushStyle.NoBrush)
+            painter.setPen(QtGui.QPen(WARNING_BORDER, 3.0, QtCore.Qt.PenStyle.DashLine))
+            painter.drawRoundedRect(self.boundingRect().adjusted(1, 1, -1, -1), 4.0, 4.0)
             painter.restore()
 
     # -- layout ---------------------------------------------------------------------------------------

@@ -61,11 +61,17 @@ class KnobEditor(QtWidgets.QWidget):
         return self.knob.value_at(self.graph.current_frame)
 
     def commit(self, value: Any) -> None:
-        """Set the knob (a key at the current frame when it is animated); a refusal says why."""
+        """Set the knob (a key at the current frame when it is animated); a refusal says why. A value the node
+        cannot make a frame with (its ``edit_problem``: a Reformat to a format beyond the memory budget) is
+        refused, the old value kept."""
         try:
             if self.knob.is_animated:
                 self.graph.set_key(self.node, self.name, self.graph.current_frame, value)
             elif value != self.knob.value_at(self.graph.current_frame):
+                problem = getattr(self.node, "edit_problem", None)
+                problem = problem(self.graph.current_frame, self.name, value) if callable(problem) else None
+                if problem:
+                    raise DoublureError(f"{problem}; {self.name} kept at {self.knob.value_at(self.graph.current_frame)}")
                 self.graph.set_knob(self.node, self.name, value)
         except DoublureError as exc:
             self.panel.show_refusal(str(exc))
@@ -399,6 +405,7 @@ class NodePanel(QtWidgets.QFrame):
         self.status_message = properties.status_message
         self.frame_requested = properties.frame_requested
         self.knob_refused = properties.knob_refused
+        self.refusal_changed = properties.refusal_changed
         self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
         header = QtWidgets.QHBoxLayout()
         self.name_edit = QtWidgets.QLineEdit(node.name, self)
@@ -468,6 +475,7 @@ class NodePanel(QtWidgets.QFrame):
         """Say why an edit was refused ("" clears it): in the panel, the status bar and the viewer."""
         self.error_label.setText(message)
         self.error_label.setVisible(bool(message))
+        self.refusal_changed.emit(self.node.name, message)
         if message:
             self.status_message.emit(message)
             self.knob_refused.emit(message)
@@ -539,6 +547,7 @@ class PropertiesPanel(QtWidgets.QWidget):
     status_message = QtCore.Signal(str)
     frame_requested = QtCore.Signal(int)
     knob_refused = QtCore.Signal(str)
+    refusal_changed = QtCore.Signal(str, str)  # node name, why its last edit was refused ("" once one is accepted)
     render_requested = QtCore.Signal(object)  # a Write node
 
     def __init__(self, graph: Graph, parent: QtWidgets.QWidget | None = None) -> None:

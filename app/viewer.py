@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from doublure.engine import DoublureError, Graph, GraphEvent, Node
+from doublure.engine import DoublureError, Graph, GraphEvent, Node, warnings_of
 from doublure.engine import colour
 
 from .display import CHANNEL_MODES, DisplayCache, DisplayFrame, DisplaySettings, difference_pixels, qimage_of
@@ -24,6 +24,8 @@ from .evaluator import FrameEvaluator
 from .events import subscribe_on_ui_thread
 from .overlays import draw_occlusion, draw_strokes, stroke_pen
 from .paint import BrushSettings, stroke_from_plate_path, strokes_knob
+from .provisional import (PROVISIONAL_PROXY, REFINE_AFTER_MS, draw_provisional, provisional_source,
+                          provisional_text, start_previews)
 from .timeline import Timeline
 
 MODES = ("a", "b", "wipe", "side", "diff")
@@ -88,7 +90,9 @@ class ViewerCanvas(QtWidgets.QWidget):
         # the strokes of the node being painted at a frame (drawn where they lie), or None
         self.strokes_at: Callable[[int], list[dict]] | None = None
         self.message = ""  # an error: drawn instead of any picture
+        self.provisional = ""  # what the picture shown is while the full one computes ("" when it is the full one)
         self.notice = ""  # a passing remark over the picture (a refused knob value)
+        self.warning = ""  # what the nodes of the picture shown warn about (drawn while it is shown)
         self.stale = False
         self.paint_enabled = False
         self.brush = BrushSettings()
@@ -220,6 +224,10 @@ class ViewerCanvas(QtWidgets.QWidget):
             shown = True
         if shown:
             self._draw_overlays(p)
+            if self.provisional:
+                size = self.content_rect().size() * self.zoom
+                draw_provisional(p, QtCore.QRectF(self.to_widget(QtCore.QPointF(0, 0)), size),
+                                 QtCore.QRectF(self.rect()), self.provisional)
         self._draw_hud(p)
         if self.message:
             self._draw_error(p)
@@ -288,6 +296,18 @@ class ViewerCanvas(QtWidgets.QWidget):
             p.setPen(QtGui.QColor(255, 150, 110))
             p.drawText(QtCore.QRectF(10, 10, self.width() - 20, 60), int(QtCore.Qt.TextFlag.TextWordWrap),
                        self.notice)
+        if self.warning and not self.message:
+            p.save()
+            flags = int(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.TextFlag.TextWordWrap)
+            box = QtCore.QRectF(10, 0, self.width() - 20, 0)
+            bounds = p.boundingRect(box, flags, "WARNING  " + self.warning)
+            bounds.moveBottom(self.height() - 28)
+            p.setPen(QtCore.Qt.PenStyle.NoPen)
+            p.setBrush(QtGui.QColor(30, 20, 0, 220))
+            p.drawRect(bounds.adjusted(-6, -4, 6, 4))
+            p.setPen(QtGui.QColor(255, 176, 32))
+            p.drawText(bounds, flags, "WARNING  " + self.warning)
+            p.restore()
         if self.stale and not self.message:
             p.setPen(QtGui.QColor(240, 200, 80))
             p.drawText(QtCore.QPointF(10, self.height() - 10), "computing…")
@@ -397,6 +417,7 @@ class ViewerPanel(QtWidgets.QWidget):
     frame_shown = QtCore.Signal()
     frame_changed = QtCore.Signal(int)
     errors_changed = QtCore.Signal(dict)  # node name -> message, for the nodes the shown frames fail in
+    warnings_changed = QtCore.Signal(dict)  # node name -> message, for the nodes the shown frames warn from
 
     def __init__(self, graph: Graph, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -406,6 +427,18 @@ class ViewerPanel(QtWidgets.QWidget):
         self.evaluator = FrameEvaluator(graph, self.cache, self)
         self.evaluator.frame_ready.connect(self._on_frame_ready)
         self.evaluator.frame_failed.connect(self._on_frame_failed)
+        # first pictures of frames not computed yet, on a thread of their own (never behind a full frame)
+        self.quick = FrameEvaluator(graph, self.cache, self)
+        self.quick.frame_ready.connect(self._on_provisional_ready)
+        self._provisional: dict[str, DisplayFrame | None] = {"A": None, "B": None}
+        self._provisional_wanted: dict[str, tuple | None] = {"A": None, "B": None}
+        self._provisional_for: dict[str, tuple | None] = {"A": None, "B": None}  # the full picture it stands for
+        self._provisional_text: dict[str, str] = {}
+        self._rested_frame: int | None = None  # the frame the playhead last rested on REFINE_AFTER_MS
+        self._refine_timer = QtCore.QTimer(self)
+        self._refine_timer.setSingleShot(True)
+        self._refine_timer.setInterval(REFINE_AFTER_MS)
+        self._refine_timer.timeout.connect(self._on_rested)
         self.canvas = ViewerCanvas(self)
         self.canvas.mode = self.state.mode
         self.canvas.wipe = self.state.wipe
@@ -422,6 +455,7 @@ class ViewerPanel(QtWidgets.QWidget):
         self._frames: dict[str, DisplayFrame | None] = {"A": None, "B": None}
         self._errors: dict[str, LaneError] = {}
         self._published_errors: dict[str, str] = {}
+        self._published_warnings: dict[str, str] = {}
         self._notice_timer = QtCore.QTimer(self)
         self._notice_timer.setSingleShot(True)
         self._notice_timer.timeout.connect(lambda: self.show_notice(""))
@@ -610,6 +644,10 @@ class ViewerPanel(QtWidgets.QWidget):
         self.play(0)
         self.graph = graph
         self.evaluator.set_graph(graph)
+        self.quick.set_graph(graph)
+        self._provisional = {"A": None, "B": None}
+        self._provisional_wanted = {"A": None, "B": None}
+        self._rested_frame = None
         self.state = ViewerState.from_ui(graph.ui.get("viewer"))
         if not self.state.inputs:
             default = self._default_node()
@@ -813,10 +851,74 @@ class ViewerPanel(QtWidgets.QWidget):
             if failed is not None and failed.key == key:
                 continue  # this very request failed: keep showing why instead of computing it again
             self._errors.pop(lane, None)
+            if (frame != self._rested_frame and not self._playing and key not in self.cache
+                    and self._request_provisional(lane, node, frame, proxy, settings)):
+                # the playhead moved onto a frame not computed: its first picture now, the full one once the
+                # playhead rests (stepping or scrubbing on cancels nothing that was started in vain)
+                self.evaluator.cancel(lane)
+                self._refine_timer.start()
+                continue
             ready = self.evaluator.request(lane, node, frame, proxy, settings)
             if ready is not None:
                 self._frames[lane] = ready
         self._show()
+
+    def _request_provisional(self, lane: str, node: Node, frame: int, proxy: float,
+                             settings: DisplaySettings) -> bool:
+        """Ask for the first picture of ``node`` at ``frame`` in ``lane`` (see ``app.provisional``); False when
+        there is none cheaper than the full picture."""
+        source = provisional_source(node)
+        if source is node and proxy <= PROVISIONAL_PROXY:
+            return False
+        start_previews(source)
+        try:
+            key = self.quick.key_for(source, frame, PROVISIONAL_PROXY, settings)
+        except DoublureError:
+            return False   # the full request reports why
+        self._provisional_wanted[lane] = key
+        self._provisional_for[lane] = self._wanted[lane]
+        self._provisional_text[lane] = provisional_text(source, node)
+        shown = self._provisional[lane]
+        if shown is None or shown.key != key:
+            ready = self.quick.request(lane, source, frame, PROVISIONAL_PROXY, settings)
+            if ready is not None:
+                self._provisional[lane] = ready
+        return True
+
+    def _on_rested(self) -> None:
+        self._rested_frame = self.graph.current_frame
+        self.refresh()
+
+    def _on_provisional_ready(self, lane: str, frame: DisplayFrame) -> None:
+        if frame.key == self._provisional_wanted.get(lane):
+            self._provisional[lane] = frame
+            self._show()
+
+    def _picture(self, lane: str) -> tuple[DisplayFrame | None, str]:
+        """(the picture ``lane`` shows, its provisional text or ""): the full frame asked for, else the first
+        picture of the frame asked for, else the last frame shown (marked stale)."""
+        full, wanted = self._frames[lane], self._wanted[lane]
+        if wanted is None or (full is not None and full.key == wanted):
+            return full, ""
+        first = self._provisional[lane]
+        # (after an edit the full picture asked for is another: the old one stays shown, marked stale)
+        if first is not None and first.key == self._provisional_wanted[lane] and self._provisional_for[lane] == wanted:
+            return first, self._provisional_text.get(lane, "")
+        return full, ""
+
+    def picture_state(self) -> str:
+        """What the viewer shows of the current frame: "full", "provisional" or "" (an older picture or
+        none)."""
+        lanes = [lane for lane in ("A", "B") if self._wanted[lane] is not None]
+        if not lanes:
+            return ""
+        states = set()
+        for lane in lanes:
+            picture, text = self._picture(lane)
+            if picture is None or picture.frame != self.graph.current_frame:
+                return ""
+            states.add("provisional" if text else "full")
+        return "provisional" if "provisional" in states else "full"
 
     def _show(self) -> None:
         self.canvas.stale = any(self._wanted[lane] is not None and (self._frames[lane] is None or
@@ -828,12 +930,21 @@ class ViewerPanel(QtWidgets.QWidget):
         self._publish_errors()
         self.canvas.mode = self.state.mode
         self.canvas.wipe = self.state.wipe
-        a, b = self._frames["A"], self._frames["B"]
+        (a, a_text), (b, b_text) = self._picture("A"), self._picture("B")
         if self.state.mode == "b":
-            a, b = None, b
+            a, a_text = None, ""
         if self._errors:
             # A comparison with a frame the graph cannot make would show the other side as if it were both.
             a = b = None
+        self.canvas.provisional = "" if self._errors else "\n".join(dict.fromkeys(t for t in (a_text, b_text) if t))
+        warnings = {}
+        for frame, text in ((a, a_text), (b, b_text)):
+            if frame is not None and not text:   # (a first picture is the plate's: it warns of nothing)
+                warnings.update(warnings_of(frame.image))
+        self.canvas.warning = "\n".join(warnings.values())
+        if warnings != self._published_warnings:
+            self._published_warnings = warnings
+            self.warnings_changed.emit(warnings)
         self.canvas.set_frames(a, b)
 
     def errors(self) -> dict[str, str]:
@@ -1006,4 +1117,6 @@ class ViewerPanel(QtWidgets.QWidget):
     def shutdown(self) -> None:
         self.play(0)
         self._cache_line_timer.stop()
+        self._refine_timer.stop()
         self.evaluator.shutdown()
+        self.quick.shutdown()

@@ -7,7 +7,7 @@ from .device import default_device
 from .errors import Cancelled, ConnectionRefused, DoublureError, KnobError, MediaError, ProjectError
 from .graph import Graph, GraphEvent
 from .hashing import Hasher, file_identity
-from .image import Box, Format, Image, Window, mask_image
+from .image import Box, Format, Image, Window, mask_image, warnings_of, with_warning
 from .knobs import parse_frame_range
 from .node import Inputs, Node, Port, node_type, node_types, register_node
 from .output import FileOutputNode, FrameJob
@@ -19,4 +19,5 @@ __all__ = [
     "Format", "FrameCache", "FrameJob", "Graph", "GraphEvent", "Hasher", "Image", "Inputs", "KnobError",
     "MediaError", "Node", "Port", "ProjectError", "RenderReport", "Window", "default_device", "file_identity",
     "knobs", "load", "mask_image", "node_type", "node_types", "parse_frame_range", "register_node", "render",
+    "warnings_of", "with_warning",
 ]

@@ -228,6 +228,21 @@ class Image:
         return None
 
 
+WARNING_PREFIX = "doublure/warning/"  # metadata key of a node's warning: WARNING_PREFIX + node name
+
+
+def with_warning(image: Image, node: str, message: str) -> Image:
+    """``image`` carrying ``node``'s warning down the pipe in its metadata (what a node that could not do its
+    work passes on, so that the viewer shows why and marks the node, and a render's files record it)."""
+    return image.replace(metadata={**image.metadata, WARNING_PREFIX + node: message})
+
+
+def warnings_of(image: Image) -> dict[str, str]:
+    """Node name -> warning, for the warnings ``image`` carries (:func:`with_warning`)."""
+    return {key[len(WARNING_PREFIX):]: value for key, value in image.metadata.items()
+            if key.startswith(WARNING_PREFIX) and isinstance(value, str)}
+
+
 def mask_image(mask: torch.Tensor, **kwargs: Any) -> Image:
     """Wrap a (1, H, W) or (H, W) tensor in [0, 1] as a Mask-port Image."""
     if mask.dim() == 2:

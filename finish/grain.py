@@ -256,7 +256,6 @@ def analyse_grain(frames, luma_weights: torch.Tensor, *, regions=None, next_fram
     structure = torch.cat([c.structure for c in found]).double()
     if tiles.shape[0] == 0:
         raise ValueError("no flat, unclipped region found to measure grain in")
-    n = tile * tile
     log_lum = torch.log2(lum.clamp_min(1e-6))
     n_bands = max(1, min(bands, tiles.shape[0] // 16))
     strata = torch.tensor_split(torch.argsort(log_lum), n_bands)

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from doublure.engine import DoublureError, EvalContext, Hasher, Image, register_node
+from doublure.engine import DoublureError, EvalContext, Hasher, Image, register_node, with_warning
 from doublure.engine import knobs as K
 from doublure.engine import ops
 from doublure.finish.grain import (ANALYSIS_SCHEMA, OLD_SCHEMAS, analyse_grain, check_grain_analysis,
@@ -135,10 +135,15 @@ class Grain(FinishNode):
         return result
 
     # -- apply ------------------------------------------------------------------------------------------
+    def compute(self, ctx: EvalContext, inputs) -> Image:
+        if not self.value("analysis", ctx.frame):   # as Nuke's nodes missing their setup do: the input goes on,
+            # the node warns
+            return with_warning(inputs.get(0), self.name, f"{self.name}: no grain analysis yet, the input passes "
+                                                          f"through without grain; press Analyse")
+        return super().compute(ctx, inputs)
+
     def check_inputs(self, ctx: EvalContext, inputs, src: Image) -> None:
         analysis = self.value("analysis", ctx.frame)
-        if not analysis:
-            raise DoublureError(f"{self.name}: no grain analysis yet; press Analyse (frame {ctx.frame})")
         if analysis.get("schema") != ANALYSIS_SCHEMA and analysis.get("schema") not in OLD_SCHEMAS:
             raise DoublureError(f"{self.name}: grain analysis has schema {analysis.get('schema')!r}, "
                                 f"expected {ANALYSIS_SCHEMA}; analyse again")

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import torch
 
-from doublure.engine import Image, Node, Port, colour, imageio, knobs as K, ops, register_node, video
+from doublure.engine import Image, Node, colour, imageio, knobs as K, ops, register_node, video
 from doublure.engine.device import upload
 from doublure.engine.errors import DoublureError, MediaError
 from doublure.engine.graph import MAX_FRAME
@@ -156,7 +156,7 @@ class Read(Node):
         src = self.input_colorspace(path, ctx.frame)
         try:
             if video.is_video(path):
-                tensor, metadata = self._read_video(path, file_frame, src, ctx.working_space, ctx.device)
+                tensor, metadata = self._read_video(path, file_frame, src, ctx)
                 channels, aspect = ("R", "G", "B"), 1.0
             else:
                 image = imageio.read_image(path, frame=file_frame)
@@ -170,24 +170,26 @@ class Read(Node):
                 return self._black(ctx)
             raise MediaError(f"{self.name}: {exc}") from None
         tensor = upload(tensor, ctx.device)
-        if ctx.proxy != 1.0:
-            h, w = tensor.shape[-2:]
+        if ctx.proxy != 1.0 and not (video.is_video(path) and ctx.proxy == video.PREVIEW_SCALE):
+            h, w = tensor.shape[-2:]   # (a video's preview comes at its size from the decoder)
             tensor = ops.resize(tensor, (max(1, round(h * ctx.proxy)), max(1, round(w * ctx.proxy))))
         metadata = {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool, list, dict))}
         metadata.update({"input/filename": path, "input/frame": file_frame, "input/colorspace": src})
         return Image(tensor.contiguous(), channels=channels, metadata=metadata, pixel_aspect=aspect)
 
-    def _read_video(self, path: str, file_frame: int, src: str, working_space: str, device: torch.device):
-        """(3, H, W) float32 in the working space on ``device`` and the container's metadata of one video
-        frame."""
+    def _read_video(self, path: str, file_frame: int, src: str, ctx):
+        """(3, H, W) float32 in the working space on ``ctx.device`` and the container's metadata of one video
+        frame; at the readers' preview scale, the frame's preview (the decoder scales it: a viewer's first
+        picture of a far frame of a long-GOP plate comes from the previews kept, not a decode)."""
         reader = VIDEO_READERS.get(path)
-        try:
-            codes, scale = reader.read_codes(file_frame - 1)  # file frames count from 1, like Nuke
+        preview = ctx.proxy == video.PREVIEW_SCALE
+        try:   # file frames count from 1, like Nuke
+            codes, scale = (reader.preview_codes if preview else reader.read_codes)(file_frame - 1)
         except MediaError as exc:
             raise MediaError(f"{exc} (file frame {file_frame})") from None
         # (H, W, 3) codes -> converted (3, H, W) float32 planes: a table per code value instead of the
         # transfer curve on every pixel (see colour.codes_to_planes)
-        return colour.codes_to_planes(codes, scale, src, working_space, device), dict(reader.metadata)
+        return colour.codes_to_planes(codes, scale, src, ctx.working_space, ctx.device), dict(reader.metadata)
 
     def _black(self, ctx) -> Image:
         """Black at the size of the nearest readable frame (a missing frame keeps the plate's format)."""
@@ -214,6 +216,17 @@ class Read(Node):
             raise MediaError(f"{self.name}: no readable frame of {pattern} in {first}-{last} to size black by")
         h, w = max(1, round(height * ctx.proxy)), max(1, round(width * ctx.proxy))
         return Image(torch.zeros(3, h, w, device=ctx.device), metadata={"input/filename": ""})
+
+    def start_previews(self) -> None:
+        """Keep the previews of every frame of the video the file knob names, decoded on a background thread
+        (the viewer's first pictures, at proxy ``video.PREVIEW_SCALE``); nothing for image sequences or a
+        file that cannot be opened (compute reports it)."""
+        pattern = self.path("file")
+        if video.is_video(pattern) and os.path.exists(pattern):
+            try:
+                VIDEO_READERS.get(pattern).start_preview_pass()
+            except MediaError:
+                pass
 
     # -- actions --------------------------------------------------------------------------------------
     def action_detect_range(self, graph, progress=None, cancel=None) -> tuple[int, int]:

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from doublure.engine import Image, Node, Port, knobs as K, ops, register_node
-from doublure.engine.sizes import check_frame_size
+from doublure.engine.sizes import FrameTooLarge, check_frame_size
 
 FILTERS = ("impulse", "bilinear", "bicubic", "lanczos")
 RESIZE_TYPES = ("width", "height", "fit", "fill", "distort", "none")
@@ -79,6 +79,20 @@ class Reformat(Node):
     def hash(self, ctx, h) -> None:
         super().hash(ctx, h)
         h.update(ctx.proxy)  # the format is scaled by the proxy
+
+    def edit_problem(self, frame: int, name: str, value) -> str | None:
+        """Why knob ``name`` set to ``value`` could not make a frame at ``frame``, or None: a format whose RGB
+        frame (with the resample's copy) would need more memory than one frame may take. The properties panel
+        refuses such an edit, the old value kept, instead of letting every frame fail (a 9999x9999 format took
+        19 GB)."""
+        knobs = {k: value if k == name else self.value(k, frame) for k in ("type", "width", "height")}
+        if knobs["type"] != "to format":
+            return None
+        try:
+            check_frame_size(self.name, 3, knobs["height"], knobs["width"], copies=2)
+        except FrameTooLarge as exc:
+            return str(exc)
+        return None
 
     def compute(self, ctx, inputs) -> Image:
         src = inputs.get(0)

@@ -72,3 +72,46 @@ def test_a_knob_typed_wrong_keeps_its_value_and_says_why(qtbot, window):
     assert "width" in viewer.canvas.notice
     editor.commit(32)
     assert const.value("width") == 32 and not panel.error_label.isVisibleTo(panel)
+
+
+def test_a_grain_without_its_analysis_passes_its_input_with_a_warning_on_the_node_and_in_the_viewer(
+        qtbot, window, media_dir):
+    graph, viewer = window.graph, window.viewer
+    read = graph.create("Read", file=str(media_dir / "stills" / "astronaut.png"))
+    grain = graph.create("Grain", inputs=[read])
+    viewer.set_input(1, grain)
+    wait_current(qtbot, viewer)
+    assert viewer.canvas.message == "" and viewer.canvas.frame_a is not None
+    assert "Grain1" in viewer.canvas.warning and "Analyse" in viewer.canvas.warning
+    qtbot.waitUntil(lambda: "Analyse" in window.graph_view.node_warning(grain), timeout=5000)
+    assert window.graph_view.node_error(grain) == "" and window.graph_view.node_warning(read) == ""
+    # drawn: the warning's amber text over the picture
+    viewer.canvas.repaint()
+    image = viewer.canvas.grab().toImage()
+    assert any(image.pixelColor(x, y).getRgb()[:3] == (255, 176, 32)
+               for x in range(0, image.width(), 1) for y in range(image.height() - 60, image.height()))
+    viewer.set_input(1, read)   # the plate itself warns of nothing
+    wait_current(qtbot, viewer)
+    assert viewer.canvas.warning == ""
+    qtbot.waitUntil(lambda: window.graph_view.node_warning(grain) == "", timeout=5000)
+
+
+def test_a_reformat_too_large_for_memory_is_refused_with_its_figure_the_old_value_kept(qtbot, window):
+    graph, viewer = window.graph, window.viewer
+    const, _ = constant_chain(graph)
+    reformat = graph.create("Reformat", inputs=[const])
+    viewer.set_input(1, reformat)
+    wait_current(qtbot, viewer)
+    panel = window.properties.open_node(reformat)
+    panel.editors["width"].commit(9999)   # 9999x1080: fine
+    assert reformat.value("width") == 9999
+    panel.editors["height"].commit(9999)   # 9999x9999 RGB float and its resample copy: 2.2 GiB
+    assert reformat.value("height") == 1080 and panel.editors["height"].field.value() == 1080
+    for shown in (panel.error_label.text(), viewer.canvas.notice, window.graph_view.node_warning(reformat)):
+        assert "Reformat1" in shown and "GiB" in shown and "kept at 1080" in shown, shown
+    assert panel.error_label.isVisibleTo(panel) and not graph.undo_stack.can_redo()
+    panel.editors["width"].commit(640)
+    assert reformat.value("width") == 640 and window.graph_view.node_warning(reformat) == ""
+    panel.editors["height"].commit(500)
+    wait_current(qtbot, viewer, 120000)
+    assert viewer.canvas.message == "" and viewer.canvas.frame_a.image.height == 500

@@ -5,7 +5,7 @@ import torch
 
 import doublure.nodes  # noqa: F401
 from doublure import engine
-from doublure.engine import DoublureError
+from doublure.engine import DoublureError, warnings_of
 from doublure.faces.masks import render_mask
 from doublure.finish import grain as grain_mod
 from doublure.finish.colour import luma_weights
@@ -86,12 +86,13 @@ def test_grain_is_seeded_by_frame(shot):
     assert abs(np.corrcoef(n1[keep].numpy(), n2[keep].numpy())[0, 1]) < 0.1
 
 
-def test_no_analysis_is_a_clear_error(shot):
+def test_no_analysis_passes_the_input_through_with_a_warning(shot):
     g, clean, plate, _ = shot
     fresh = g.create("Grain")
     fresh.set_input(0, clean)
-    with pytest.raises(DoublureError, match="Analyse"):
-        g.evaluate(fresh, 5)
+    out, source = g.evaluate(fresh, 5), g.evaluate(clean, 5)
+    assert torch.equal(out.tensor, source.tensor) and out.faces == source.faces
+    assert "Analyse" in warnings_of(out)[fresh.name] and not warnings_of(source)
 
 
 def test_renewal_is_measured_on_the_plate_and_the_grain_stays_on_the_face(shot):

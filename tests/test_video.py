@@ -211,3 +211,37 @@ def test_windows_of_frames_around_each_frame_decode_every_frame_once():
     with video.VideoReader(MULTI_GOP) as fresh:  # what was kept is what a fresh decode gives
         for index in (30, 45, 59):
             np.testing.assert_array_equal(fresh.read(index), expected[index])
+
+
+def test_a_window_read_backwards_first_is_one_forward_decode():
+    """SwapModel asks for its frame, then the frames before it nearest first, then those after: the read that
+    seeks keeps the frames it passes on the way, so the window costs one seek and one decode per frame."""
+    with video.VideoReader(MEAD) as reader:
+        window = [50] + list(range(49, 39, -1)) + list(range(51, 61))
+        got = {index: reader.read(index) for index in window}
+        assert reader.seeks == 1
+        assert reader.decodes == video.KEPT_BEFORE_SEEK + 1 + 10
+    with video.VideoReader(MEAD) as fresh:
+        for index in (40, 49, 60):
+            np.testing.assert_array_equal(fresh.read(index), got[index], err_msg=f"frame {index}")
+
+
+def test_previews_are_the_frames_scaled_whether_kept_or_decoded():
+    with video.VideoReader(MEAD) as reader:
+        w, h = reader.preview_size
+        assert (w, h) == (64, 64)
+        decoded = reader.preview_codes(70)[0].copy()   # decoded from the keyframe, keeping frames 0-69
+        assert decoded.shape == (h, w, 3) and reader.has_preview(69) and not reader.has_preview(71)
+        full = reader.read(70)
+        # the decoder's area filter: each preview pixel is the mean of a 4x4 block of the frame (codes)
+        blocks = full.reshape(h, 4, w, 4, 3).mean(axis=(1, 3)) * 255
+        assert np.abs(blocks - decoded).mean() < 1.5
+        reader.start_preview_pass()
+        reader._preview_pass.join(timeout=60)
+        assert reader.preview_pass_done()
+        assert all(reader.has_preview(i) for i in range(reader.frame_count))
+        np.testing.assert_array_equal(reader.preview_codes(70)[0], decoded)
+    with video.VideoReader(MEAD) as fresh:   # a preview decoded alone is the one the pass kept
+        fresh.start_preview_pass()
+        fresh._preview_pass.join(timeout=60)
+        np.testing.assert_array_equal(fresh.preview_codes(70)[0], decoded)
