@@ -79,7 +79,7 @@ def jpeg(rgb: np.ndarray, q: int = 75) -> np.ndarray:
 def read(detector: FaceDetector, rgb: np.ndarray) -> wm.Reading | None:
     """What ``doublure verify`` reads from a frame (faces.verify.read_mark), timed."""
     t0 = time.perf_counter()
-    found = [p for p in wm.mesh_landmarks(rgb, [f.box for f in detector.detect(rgb)]) if p is not None]
+    found = wm.reading_landmarks(detector, rgb)
     reading = wm.read_crops(wm.aligned_luma(rgb, found)) if found else None
     READ_S.append(time.perf_counter() - t0)
     return reading

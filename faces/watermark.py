@@ -16,14 +16,18 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
   one) projected on each pattern is moved onto a lattice of step ``STEP`` (dither modulation, QIM): the lattice
   point of a 0 bit, or the one half a step away for a 1. The face's own detail is not noise to this code: the
   projection is moved to the nearest right point whatever it was. Sync bits are a fixed word; the payload is 16
-  bits (8 of the model's digest, 8 of the render id) and its CRC-8.
+  bits (8 of the model's digest, 8 of the render id) and its CRC-8, written twice: a code of 48 bits with a
+  distance of 8 (an H.264 re-encode of a small face flips a bit or two of the 24, a crop to the face one).
 * **How.** The change is relative and the same on R, G and B, ``x * (1 + M)``, computed on the display-encoded
   luma; a linear file gets ``(1 + M) ** LINEAR_GAIN``. Two passes: the second corrects what the warp into the
   frame and the coverage's soft edge left off the lattice.
 * **Reading.** For each shift of the search, each pattern's distance to the lattice as ``cos(2 pi (p - dither) /
   STEP)``: +1 on a 0 bit's point, -1 on a 1 bit's, uniform on an unmarked face. The sync word's agreement,
   ``z = sum(sync * cos) / sqrt(n / 2)``, is about N(0, 1) on unmarked faces; found: ``z >= SYNC_Z`` at the
-  best shift and the payload's CRC matches. Several frames of a movie add their cosines.
+  best shift and the payload decoded. The decoder is maximum likelihood over all 2**16 codewords (the one
+  the soft cosines agree with most), which then may differ from the bits read in at most ``MAX_ERRORS``
+  (a random word is that close to some codeword with a chance of 4e-6). Several frames of a movie add their
+  cosines.
 """
 from __future__ import annotations
 
@@ -47,6 +51,8 @@ CELLS = 24                # random chips per side (2.7 aligned px each: ~10 px o
 SYNC_BITS = 32
 PAYLOAD_BITS = 16
 CHECK_BITS = 8
+COPIES = 2                # the payload and its CRC are written this many times (a code of 48 bits, distance 8)
+MAX_ERRORS = 3            # hard bit errors the decoder corrects (the code's distance, 8, allows 3)
 STEP = 0.45               # lattice step of a projection (relative detail x aligned px)
 SEED = 0x5D0B1E24         # fixed: every Doublure build writes and reads the same patterns
 LINEAR_GAIN = 2.2         # a relative change in linear light shrinks by the display encoding's exponent
@@ -70,14 +76,15 @@ class Reading:
         sync_z: the sync word's agreement at the best shift (unmarked faces: about N(0, 1), a little more
             for the best of the search's shifts).
         payload: the 16-bit payload read (meaningful when ``found``).
-        crc_ok: the payload's CRC-8 matches its check bits.
+        errors: how many of the coded bits read differ from the payload's codeword (found: at most
+            ``MAX_ERRORS``).
         faces: how many faces were read together.
     """
 
     found: bool
     sync_z: float
     payload: int
-    crc_ok: bool
+    errors: int
     faces: int
 
 
@@ -132,7 +139,7 @@ def _code() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(patterns (K, GRID*GRID) float64 orthonormal on the skin, dithers (K,), sync word (SYNC_BITS,) of 0/1,
     the residual's gain on a pattern)."""
     rng = np.random.default_rng(SEED)
-    count = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS
+    count = SYNC_BITS + _CODED_BITS
     chips = rng.choice(np.array([-1.0, 1.0], np.float32), size=(count, CELLS, CELLS))
     fields = np.stack([cv2.resize(c, (GRID, GRID), interpolation=cv2.INTER_CUBIC) for c in chips]).reshape(count, -1)
     fields = fields.astype(np.float64) * _mask().reshape(-1)
@@ -152,12 +159,34 @@ def _residual_of(crop: np.ndarray) -> np.ndarray:
     return (crop / local - 1.0).astype(np.float64).reshape(-1)
 
 
+_CODED_BITS = COPIES * (PAYLOAD_BITS + CHECK_BITS)
+
+
+def _codewords(payloads: np.ndarray) -> np.ndarray:
+    """(N, _CODED_BITS) 0/1: each payload (most significant bit first) and its CRC-8, ``COPIES`` times.
+
+    Args:
+        payloads: (N,) int64 16-bit payloads.
+    """
+    # CRC-8 with a zero start is linear: a 16-bit value's check is the checks of its two bytes XORed
+    low = np.array([crc8(v) for v in range(256)], np.int64)
+    high = np.array([crc8(v << 8) for v in range(256)], np.int64)
+    word = (payloads << CHECK_BITS) | (high[payloads >> 8] ^ low[payloads & 0xFF])
+    bits = (word[:, None] >> np.arange(PAYLOAD_BITS + CHECK_BITS - 1, -1, -1)) & 1
+    return np.tile(bits, COPIES)
+
+
+@functools.lru_cache(maxsize=1)
+def _codebook() -> np.ndarray:
+    """(2**PAYLOAD_BITS, _CODED_BITS) float32: every payload's codeword as the reader's cosines read it (+1 for
+    a 0 bit, -1 for a 1), for maximum-likelihood decoding."""
+    return (1.0 - 2.0 * _codewords(np.arange(2 ** PAYLOAD_BITS, dtype=np.int64))).astype(np.float32)
+
+
 def _bits(payload: int) -> np.ndarray:
-    """(K,) 0/1: the sync word, the payload (most significant bit first), its CRC-8."""
+    """(K,) 0/1: the sync word, then the payload's codeword (:func:`_codewords`)."""
     _, _, sync, _ = _code()
-    word = (payload << CHECK_BITS) | crc8(payload)
-    total = PAYLOAD_BITS + CHECK_BITS
-    return np.concatenate([sync, [(word >> (total - 1 - i)) & 1 for i in range(total)]])
+    return np.concatenate([sync, _codewords(np.array([payload], np.int64))[0]])
 
 
 def _to_lattice(projections: np.ndarray, bits: np.ndarray) -> np.ndarray:
@@ -280,20 +309,19 @@ def read_crops(crops: np.ndarray) -> Reading:
         deciding.
     """
     if len(crops) == 0:
-        return Reading(False, 0.0, 0, False, 0)
+        return Reading(False, 0.0, 0, _CODED_BITS, 0)
     _, _, sync, _ = _code()
     signs = 1.0 - 2.0 * sync
-    total = np.zeros(SYNC_BITS + PAYLOAD_BITS + CHECK_BITS)
+    total = np.zeros(SYNC_BITS + _CODED_BITS)
     for variants in crops:
         cosines = np.concatenate([_cosines(big) for big in variants])
         total += cosines[int(np.argmax(cosines[:, :SYNC_BITS] @ signs))]
     sync_z = float(total[:SYNC_BITS] @ signs / math.sqrt(SYNC_BITS * len(crops) / 2))
-    word = 0
-    for value in total[SYNC_BITS:]:
-        word = (word << 1) | int(value < 0)
-    payload, check = word >> CHECK_BITS, word & 0xFF
-    crc_ok = crc8(payload) == check
-    return Reading(bool(sync_z >= SYNC_Z and crc_ok), sync_z, int(payload), crc_ok, len(crops))
+    coded = total[SYNC_BITS:].astype(np.float32)
+    book = _codebook()
+    payload = int(np.argmax(book @ coded))   # the codeword the soft cosines agree with most
+    errors = int(np.sum((coded < 0) != (book[payload] < 0)))
+    return Reading(bool(sync_z >= SYNC_Z and errors <= MAX_ERRORS), sync_z, payload, errors, len(crops))
 
 
 _MESHERS = threading.local()
@@ -326,6 +354,32 @@ def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, 
             points[:, 1] += oy
         out.append(points)
     return out
+
+
+def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
+    """The landmarks a reader aligns the mark on: each face the detector finds, meshed as the writer meshed it
+    (:func:`mesh_landmarks`). A copy cropped to the face leaves the detector no margin around it (its short
+    range model wants some): when nothing is found, the frame is searched again padded by half its size on
+    every side with grey, and the landmarks are brought back to the frame's pixels.
+
+    Args:
+        detector: a ``MediapipeBackend`` (static, ``video=False``) that finds the faces.
+        rgb8: (H, W, 3) uint8 display-encoded RGB.
+
+    Returns:
+        (478, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
+    """
+    rgb8 = np.ascontiguousarray(rgb8)
+    found = [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
+    if found:
+        return found
+    h, w = rgb8.shape[:2]
+    pad = max(h, w) // 2
+    padded = cv2.copyMakeBorder(rgb8, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+    found = [p for p in mesh_landmarks(padded, [f.box for f in detector.detect(padded)]) if p is not None]
+    for points in found:
+        points[:, :2] -= pad
+    return found
 
 
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
