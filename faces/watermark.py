@@ -152,6 +152,12 @@ def _code() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     return patterns, dithers, sync, float(np.mean(kept))
 
 
+@functools.lru_cache(maxsize=1)
+def _patterns32() -> np.ndarray:
+    """The patterns of :func:`_code` in float32 (the writer's projections: half the time, precision to spare)."""
+    return _code()[0].astype(np.float32)
+
+
 def _residual_of(crop: np.ndarray) -> np.ndarray:
     """(GRID*GRID,) float64: luma over its local mean, minus one."""
     crop = np.asarray(crop, np.float32)
@@ -162,15 +168,20 @@ def _residual_of(crop: np.ndarray) -> np.ndarray:
 _CODED_BITS = COPIES * (PAYLOAD_BITS + CHECK_BITS)
 
 
+@functools.lru_cache(maxsize=1)
+def _crc8_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(256,) int64 each: the CRC-8 of a 16-bit value's low byte and of its high byte. CRC-8 with a zero start
+    is linear: a value's check is the two XORed."""
+    return (np.array([crc8(v) for v in range(256)], np.int64), np.array([crc8(v << 8) for v in range(256)], np.int64))
+
+
 def _codewords(payloads: np.ndarray) -> np.ndarray:
     """(N, _CODED_BITS) 0/1: each payload (most significant bit first) and its CRC-8, ``COPIES`` times.
 
     Args:
         payloads: (N,) int64 16-bit payloads.
     """
-    # CRC-8 with a zero start is linear: a 16-bit value's check is the checks of its two bytes XORed
-    low = np.array([crc8(v) for v in range(256)], np.int64)
-    high = np.array([crc8(v << 8) for v in range(256)], np.int64)
+    low, high = _crc8_tables()
     word = (payloads << CHECK_BITS) | (high[payloads >> 8] ^ low[payloads & 0xFF])
     bits = (word[:, None] >> np.arange(PAYLOAD_BITS + CHECK_BITS - 1, -1, -1)) & 1
     return np.tile(bits, COPIES)
@@ -227,7 +238,8 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
     """
     if not 0 <= payload < 2 ** PAYLOAD_BITS:
         raise ValueError(f"watermark payload {payload} is not a {PAYLOAD_BITS}-bit unsigned value")
-    patterns, _, _, gain = _code()
+    _, _, _, gain = _code()
+    patterns = _patterns32()
     bits = _bits(payload)
     weights = torch.tensor(_LUMA, dtype=torch.float32, device=planes.device).view(3, 1, 1)
     for index, face in enumerate(faces):
@@ -242,14 +254,17 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
         alpha = face.coverage.alpha.to(device=planes.device, dtype=torch.float32)
         to_grid = _window_to_grid(face.landmarks if points is None else points, x0, y0)
         to_window = _grid_to_window(to_grid)
-        mark = np.zeros(GRID * GRID)
-        relative = torch.zeros_like(alpha)
+        mark = np.zeros(GRID * GRID, np.float32)
+        marked = luma
         for _ in range(2):
-            crop = warp_affine(luma * (1.0 + relative), to_window[None], (GRID, GRID))[0, 0].cpu().numpy()
-            projections = patterns @ _residual_of(crop)
+            crop = warp_affine(marked, to_window[None], (GRID, GRID))[0, 0].cpu().numpy()
+            projections = patterns @ _residual_of(crop).astype(np.float32)
             mark += (_to_lattice(projections, bits) @ patterns) / gain
-            field = torch.from_numpy(mark.astype(np.float32)).view(1, GRID, GRID).to(planes.device)
-            relative = warp_affine(field, to_grid[None], (y1 - y0, x1 - x0))[0] * alpha
+            # a smooth 64 px field enlarged into the window: cv2's bilinear warp costs a fifth of grid_sample's
+            field = cv2.warpAffine(mark.reshape(GRID, GRID), to_grid.numpy(), (x1 - x0, y1 - y0),
+                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+            relative = torch.from_numpy(field).to(planes.device)[None] * alpha
+            marked = luma * (1.0 + relative)
         factor = 1.0 + relative
         planes[:3, y0:y1, x0:x1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
     return planes
@@ -298,6 +313,25 @@ def _cosines(big: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
+def decode_payload(cosines: np.ndarray) -> tuple[int, int]:
+    """Maximum-likelihood decoding of the coded payload: the codeword the soft readings agree with most.
+
+    Args:
+        cosines: (COPIES * (PAYLOAD_BITS + CHECK_BITS),) the lattice cosines of the coded patterns (+1 on a 0
+            bit's point, -1 on a 1 bit's), summed over the faces read.
+
+    Returns:
+        (payload, errors): the 16-bit payload, and in how many bits the hard readings (the cosines' signs)
+        differ from its codeword.
+    """
+    coded = np.asarray(cosines, np.float32)
+    if coded.shape != (_CODED_BITS,):
+        raise ValueError(f"expected {_CODED_BITS} coded cosines, got shape {coded.shape}")
+    book = _codebook()
+    payload = int(np.argmax(book @ coded))
+    return payload, int(np.sum((coded < 0) != (book[payload] < 0)))
+
+
 def read_crops(crops: np.ndarray) -> Reading:
     """Read the mark from the faces of one marked source (the faces of a frame, or of a movie's frames).
 
@@ -317,10 +351,7 @@ def read_crops(crops: np.ndarray) -> Reading:
         cosines = np.concatenate([_cosines(big) for big in variants])
         total += cosines[int(np.argmax(cosines[:, :SYNC_BITS] @ signs))]
     sync_z = float(total[:SYNC_BITS] @ signs / math.sqrt(SYNC_BITS * len(crops) / 2))
-    coded = total[SYNC_BITS:].astype(np.float32)
-    book = _codebook()
-    payload = int(np.argmax(book @ coded))   # the codeword the soft cosines agree with most
-    errors = int(np.sum((coded < 0) != (book[payload] < 0)))
+    payload, errors = decode_payload(total[SYNC_BITS:])
     return Reading(bool(sync_z >= SYNC_Z and errors <= MAX_ERRORS), sync_z, payload, errors, len(crops))
 
 
@@ -358,9 +389,7 @@ def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, 
 
 def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
     """The landmarks a reader aligns the mark on: each face the detector finds, meshed as the writer meshed it
-    (:func:`mesh_landmarks`). A copy cropped to the face leaves the detector no margin around it (its short
-    range model wants some): when nothing is found, the frame is searched again padded by half its size on
-    every side with grey, and the landmarks are brought back to the frame's pixels.
+    (:func:`mesh_landmarks`).
 
     Args:
         detector: a ``MediapipeBackend`` (static, ``video=False``) that finds the faces.
@@ -370,16 +399,7 @@ def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
         (478, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
     """
     rgb8 = np.ascontiguousarray(rgb8)
-    found = [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
-    if found:
-        return found
-    h, w = rgb8.shape[:2]
-    pad = max(h, w) // 2
-    padded = cv2.copyMakeBorder(rgb8, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
-    found = [p for p in mesh_landmarks(padded, [f.box for f in detector.detect(padded)]) if p is not None]
-    for points in found:
-        points[:, :2] -= pad
-    return found
+    return [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
 
 
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
