@@ -53,7 +53,7 @@ PAYLOAD_BITS = 16
 CHECK_BITS = 8
 COPIES = 2                # the payload and its CRC are written this many times (a code of 48 bits, distance 8)
 MAX_ERRORS = 3            # hard bit errors the decoder corrects (the code's distance, 8, allows 3)
-STEP = 0.45               # lattice step of a projection (relative detail x aligned px)
+STEP = 0.5                # lattice step of a projection (relative detail x aligned px)
 SEED = 0x5D0B1E24         # fixed: every Doublure build writes and reads the same patterns
 LINEAR_GAIN = 2.2         # a relative change in linear light shrinks by the display encoding's exponent
 SYNC_Z = 5.0              # sync agreement that says "marked" (with the CRC)
@@ -304,13 +304,13 @@ def aligned_luma(rgb8: np.ndarray, landmarks: Iterable[np.ndarray]) -> np.ndarra
 def _cosines(big: np.ndarray) -> np.ndarray:
     """((2 SEARCH + 1)^2, K) the lattice cosines of one oversampled crop at every shift of the search."""
     patterns, dithers, _, _ = _code()
-    out = []
+    # the OVERSAMPLE-px box means at every offset at once; a shift's GRID px crop is every OVERSAMPLE-th of them
+    means = cv2.boxFilter(big.astype(np.float32), -1, (OVERSAMPLE, OVERSAMPLE), anchor=(0, 0), normalize=True,
+                          borderType=cv2.BORDER_REPLICATE)
     span = GRID * OVERSAMPLE
-    for dy in range(2 * SEARCH + 1):
-        for dx in range(2 * SEARCH + 1):
-            crop = big[dy:dy + span, dx:dx + span].reshape(GRID, OVERSAMPLE, GRID, OVERSAMPLE).mean((1, 3))
-            out.append(np.cos(2 * np.pi * (patterns @ _residual_of(crop) - dithers) / STEP))
-    return np.stack(out)
+    residuals = np.stack([_residual_of(means[dy:dy + span:OVERSAMPLE, dx:dx + span:OVERSAMPLE])
+                          for dy in range(2 * SEARCH + 1) for dx in range(2 * SEARCH + 1)])
+    return np.cos(2 * np.pi * (residuals @ patterns.T - dithers) / STEP)
 
 
 def decode_payload(cosines: np.ndarray) -> tuple[int, int]:
