@@ -119,9 +119,7 @@ def read_mark(frames: list[np.ndarray]) -> watermark.Reading | None:
     crops = []
     with MediapipeBackend(detection_range="short+full", max_faces=4, video=False) as detector:
         for rgb in frames:
-            rgb = np.ascontiguousarray(rgb)
-            meshed = watermark.mesh_landmarks(rgb, [f.box for f in detector.detect(rgb)])
-            found = [points for points in meshed if points is not None]
+            found = watermark.reading_landmarks(detector, rgb)
             if found:
                 crops.append(watermark.aligned_luma(rgb, found))
     if not crops:

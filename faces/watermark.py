@@ -16,14 +16,18 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
   one) projected on each pattern is moved onto a lattice of step ``STEP`` (dither modulation, QIM): the lattice
   point of a 0 bit, or the one half a step away for a 1. The face's own detail is not noise to this code: the
   projection is moved to the nearest right point whatever it was. Sync bits are a fixed word; the payload is 16
-  bits (8 of the model's digest, 8 of the render id) and its CRC-8.
+  bits (8 of the model's digest, 8 of the render id) and its CRC-8, written twice: a code of 48 bits with a
+  distance of 8 (an H.264 re-encode of a small face flips a bit or two of the 24, a crop to the face one).
 * **How.** The change is relative and the same on R, G and B, ``x * (1 + M)``, computed on the display-encoded
   luma; a linear file gets ``(1 + M) ** LINEAR_GAIN``. Two passes: the second corrects what the warp into the
   frame and the coverage's soft edge left off the lattice.
 * **Reading.** For each shift of the search, each pattern's distance to the lattice as ``cos(2 pi (p - dither) /
   STEP)``: +1 on a 0 bit's point, -1 on a 1 bit's, uniform on an unmarked face. The sync word's agreement,
   ``z = sum(sync * cos) / sqrt(n / 2)``, is about N(0, 1) on unmarked faces; found: ``z >= SYNC_Z`` at the
-  best shift and the payload's CRC matches. Several frames of a movie add their cosines.
+  best shift and the payload decoded. The decoder is maximum likelihood over all 2**16 codewords (the one
+  the soft cosines agree with most), which then may differ from the bits read in at most ``MAX_ERRORS``
+  (a random word is that close to some codeword with a chance of 4e-6). Several frames of a movie add their
+  cosines.
 """
 from __future__ import annotations
 
@@ -47,7 +51,9 @@ CELLS = 24                # random chips per side (2.7 aligned px each: ~10 px o
 SYNC_BITS = 32
 PAYLOAD_BITS = 16
 CHECK_BITS = 8
-STEP = 0.45               # lattice step of a projection (relative detail x aligned px)
+COPIES = 2                # the payload and its CRC are written this many times (a code of 48 bits, distance 8)
+MAX_ERRORS = 3            # hard bit errors the decoder corrects (the code's distance, 8, allows 3)
+STEP = 0.5                # lattice step of a projection (relative detail x aligned px)
 SEED = 0x5D0B1E24         # fixed: every Doublure build writes and reads the same patterns
 LINEAR_GAIN = 2.2         # a relative change in linear light shrinks by the display encoding's exponent
 SYNC_Z = 5.0              # sync agreement that says "marked" (with the CRC)
@@ -70,14 +76,15 @@ class Reading:
         sync_z: the sync word's agreement at the best shift (unmarked faces: about N(0, 1), a little more
             for the best of the search's shifts).
         payload: the 16-bit payload read (meaningful when ``found``).
-        crc_ok: the payload's CRC-8 matches its check bits.
+        errors: how many of the coded bits read differ from the payload's codeword (found: at most
+            ``MAX_ERRORS``).
         faces: how many faces were read together.
     """
 
     found: bool
     sync_z: float
     payload: int
-    crc_ok: bool
+    errors: int
     faces: int
 
 
@@ -132,7 +139,7 @@ def _code() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(patterns (K, GRID*GRID) float64 orthonormal on the skin, dithers (K,), sync word (SYNC_BITS,) of 0/1,
     the residual's gain on a pattern)."""
     rng = np.random.default_rng(SEED)
-    count = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS
+    count = SYNC_BITS + _CODED_BITS
     chips = rng.choice(np.array([-1.0, 1.0], np.float32), size=(count, CELLS, CELLS))
     fields = np.stack([cv2.resize(c, (GRID, GRID), interpolation=cv2.INTER_CUBIC) for c in chips]).reshape(count, -1)
     fields = fields.astype(np.float64) * _mask().reshape(-1)
@@ -145,6 +152,12 @@ def _code() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     return patterns, dithers, sync, float(np.mean(kept))
 
 
+@functools.lru_cache(maxsize=1)
+def _patterns32() -> np.ndarray:
+    """The patterns of :func:`_code` in float32 (the writer's projections: half the time, precision to spare)."""
+    return _code()[0].astype(np.float32)
+
+
 def _residual_of(crop: np.ndarray) -> np.ndarray:
     """(GRID*GRID,) float64: luma over its local mean, minus one."""
     crop = np.asarray(crop, np.float32)
@@ -152,12 +165,39 @@ def _residual_of(crop: np.ndarray) -> np.ndarray:
     return (crop / local - 1.0).astype(np.float64).reshape(-1)
 
 
+_CODED_BITS = COPIES * (PAYLOAD_BITS + CHECK_BITS)
+
+
+@functools.lru_cache(maxsize=1)
+def _crc8_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(256,) int64 each: the CRC-8 of a 16-bit value's low byte and of its high byte. CRC-8 with a zero start
+    is linear: a value's check is the two XORed."""
+    return (np.array([crc8(v) for v in range(256)], np.int64), np.array([crc8(v << 8) for v in range(256)], np.int64))
+
+
+def _codewords(payloads: np.ndarray) -> np.ndarray:
+    """(N, _CODED_BITS) 0/1: each payload (most significant bit first) and its CRC-8, ``COPIES`` times.
+
+    Args:
+        payloads: (N,) int64 16-bit payloads.
+    """
+    low, high = _crc8_tables()
+    word = (payloads << CHECK_BITS) | (high[payloads >> 8] ^ low[payloads & 0xFF])
+    bits = (word[:, None] >> np.arange(PAYLOAD_BITS + CHECK_BITS - 1, -1, -1)) & 1
+    return np.tile(bits, COPIES)
+
+
+@functools.lru_cache(maxsize=1)
+def _codebook() -> np.ndarray:
+    """(2**PAYLOAD_BITS, _CODED_BITS) float32: every payload's codeword as the reader's cosines read it (+1 for
+    a 0 bit, -1 for a 1), for maximum-likelihood decoding."""
+    return (1.0 - 2.0 * _codewords(np.arange(2 ** PAYLOAD_BITS, dtype=np.int64))).astype(np.float32)
+
+
 def _bits(payload: int) -> np.ndarray:
-    """(K,) 0/1: the sync word, the payload (most significant bit first), its CRC-8."""
+    """(K,) 0/1: the sync word, then the payload's codeword (:func:`_codewords`)."""
     _, _, sync, _ = _code()
-    word = (payload << CHECK_BITS) | crc8(payload)
-    total = PAYLOAD_BITS + CHECK_BITS
-    return np.concatenate([sync, [(word >> (total - 1 - i)) & 1 for i in range(total)]])
+    return np.concatenate([sync, _codewords(np.array([payload], np.int64))[0]])
 
 
 def _to_lattice(projections: np.ndarray, bits: np.ndarray) -> np.ndarray:
@@ -198,7 +238,8 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
     """
     if not 0 <= payload < 2 ** PAYLOAD_BITS:
         raise ValueError(f"watermark payload {payload} is not a {PAYLOAD_BITS}-bit unsigned value")
-    patterns, _, _, gain = _code()
+    _, _, _, gain = _code()
+    patterns = _patterns32()
     bits = _bits(payload)
     weights = torch.tensor(_LUMA, dtype=torch.float32, device=planes.device).view(3, 1, 1)
     for index, face in enumerate(faces):
@@ -213,14 +254,17 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
         alpha = face.coverage.alpha.to(device=planes.device, dtype=torch.float32)
         to_grid = _window_to_grid(face.landmarks if points is None else points, x0, y0)
         to_window = _grid_to_window(to_grid)
-        mark = np.zeros(GRID * GRID)
-        relative = torch.zeros_like(alpha)
+        mark = np.zeros(GRID * GRID, np.float32)
+        marked = luma
         for _ in range(2):
-            crop = warp_affine(luma * (1.0 + relative), to_window[None], (GRID, GRID))[0, 0].cpu().numpy()
-            projections = patterns @ _residual_of(crop)
+            crop = warp_affine(marked, to_window[None], (GRID, GRID))[0, 0].cpu().numpy()
+            projections = patterns @ _residual_of(crop).astype(np.float32)
             mark += (_to_lattice(projections, bits) @ patterns) / gain
-            field = torch.from_numpy(mark.astype(np.float32)).view(1, GRID, GRID).to(planes.device)
-            relative = warp_affine(field, to_grid[None], (y1 - y0, x1 - x0))[0] * alpha
+            # a smooth 64 px field enlarged into the window: cv2's bilinear warp costs a fifth of grid_sample's
+            field = cv2.warpAffine(mark.reshape(GRID, GRID), to_grid.numpy(), (x1 - x0, y1 - y0),
+                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+            relative = torch.from_numpy(field).to(planes.device)[None] * alpha
+            marked = luma * (1.0 + relative)
         factor = 1.0 + relative
         planes[:3, y0:y1, x0:x1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
     return planes
@@ -260,13 +304,32 @@ def aligned_luma(rgb8: np.ndarray, landmarks: Iterable[np.ndarray]) -> np.ndarra
 def _cosines(big: np.ndarray) -> np.ndarray:
     """((2 SEARCH + 1)^2, K) the lattice cosines of one oversampled crop at every shift of the search."""
     patterns, dithers, _, _ = _code()
-    out = []
+    # the OVERSAMPLE-px box means at every offset at once; a shift's GRID px crop is every OVERSAMPLE-th of them
+    means = cv2.boxFilter(big.astype(np.float32), -1, (OVERSAMPLE, OVERSAMPLE), anchor=(0, 0), normalize=True,
+                          borderType=cv2.BORDER_REPLICATE)
     span = GRID * OVERSAMPLE
-    for dy in range(2 * SEARCH + 1):
-        for dx in range(2 * SEARCH + 1):
-            crop = big[dy:dy + span, dx:dx + span].reshape(GRID, OVERSAMPLE, GRID, OVERSAMPLE).mean((1, 3))
-            out.append(np.cos(2 * np.pi * (patterns @ _residual_of(crop) - dithers) / STEP))
-    return np.stack(out)
+    residuals = np.stack([_residual_of(means[dy:dy + span:OVERSAMPLE, dx:dx + span:OVERSAMPLE])
+                          for dy in range(2 * SEARCH + 1) for dx in range(2 * SEARCH + 1)])
+    return np.cos(2 * np.pi * (residuals @ patterns.T - dithers) / STEP)
+
+
+def decode_payload(cosines: np.ndarray) -> tuple[int, int]:
+    """Maximum-likelihood decoding of the coded payload: the codeword the soft readings agree with most.
+
+    Args:
+        cosines: (COPIES * (PAYLOAD_BITS + CHECK_BITS),) the lattice cosines of the coded patterns (+1 on a 0
+            bit's point, -1 on a 1 bit's), summed over the faces read.
+
+    Returns:
+        (payload, errors): the 16-bit payload, and in how many bits the hard readings (the cosines' signs)
+        differ from its codeword.
+    """
+    coded = np.asarray(cosines, np.float32)
+    if coded.shape != (_CODED_BITS,):
+        raise ValueError(f"expected {_CODED_BITS} coded cosines, got shape {coded.shape}")
+    book = _codebook()
+    payload = int(np.argmax(book @ coded))
+    return payload, int(np.sum((coded < 0) != (book[payload] < 0)))
 
 
 def read_crops(crops: np.ndarray) -> Reading:
@@ -280,20 +343,16 @@ def read_crops(crops: np.ndarray) -> Reading:
         deciding.
     """
     if len(crops) == 0:
-        return Reading(False, 0.0, 0, False, 0)
+        return Reading(False, 0.0, 0, _CODED_BITS, 0)
     _, _, sync, _ = _code()
     signs = 1.0 - 2.0 * sync
-    total = np.zeros(SYNC_BITS + PAYLOAD_BITS + CHECK_BITS)
+    total = np.zeros(SYNC_BITS + _CODED_BITS)
     for variants in crops:
         cosines = np.concatenate([_cosines(big) for big in variants])
         total += cosines[int(np.argmax(cosines[:, :SYNC_BITS] @ signs))]
     sync_z = float(total[:SYNC_BITS] @ signs / math.sqrt(SYNC_BITS * len(crops) / 2))
-    word = 0
-    for value in total[SYNC_BITS:]:
-        word = (word << 1) | int(value < 0)
-    payload, check = word >> CHECK_BITS, word & 0xFF
-    crc_ok = crc8(payload) == check
-    return Reading(bool(sync_z >= SYNC_Z and crc_ok), sync_z, int(payload), crc_ok, len(crops))
+    payload, errors = decode_payload(total[SYNC_BITS:])
+    return Reading(bool(sync_z >= SYNC_Z and errors <= MAX_ERRORS), sync_z, payload, errors, len(crops))
 
 
 _MESHERS = threading.local()
@@ -326,6 +385,21 @@ def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, 
             points[:, 1] += oy
         out.append(points)
     return out
+
+
+def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
+    """The landmarks a reader aligns the mark on: each face the detector finds, meshed as the writer meshed it
+    (:func:`mesh_landmarks`).
+
+    Args:
+        detector: a ``MediapipeBackend`` (static, ``video=False``) that finds the faces.
+        rgb8: (H, W, 3) uint8 display-encoded RGB.
+
+    Returns:
+        (478, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
+    """
+    rgb8 = np.ascontiguousarray(rgb8)
+    return [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
 
 
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The face watermark on real footage: written by ``mark_frame`` as Write writes it, read back as ``doublure verify``
-reads it (a fresh detection, the face meshed again) after a JPEG at quality 75, a 50% downscale and a crop to the
-face; unmarked faces are not read as marked; bad payloads are refused."""
+reads it (a fresh detection, the face meshed again) after a JPEG at quality 75, a 50% downscale, a crop to the
+face and an H.264 re-encode at CRF 23 (through PyAV); unmarked faces are not read as marked; the payload's code
+corrects what it claims; bad payloads are refused."""
 import av
 import cv2
 import numpy as np
@@ -54,6 +55,47 @@ def test_the_mark_survives_jpeg_downscale_and_a_crop_to_the_face(media_dir, clip
         assert reading is not None and reading.found and reading.payload == PAYLOAD, (attack, reading)
     unmarked = read_mark([rgb])
     assert unmarked is not None and not unmarked.found and unmarked.sync_z < wm.SYNC_Z
+
+
+def test_the_mark_survives_h264_on_the_small_demo_face(media_dir, tmp_path):
+    # the 110 px face of the 256 px demo clip, the hardest case for H.264: each frame's payload read alone
+    clip = media_dir / "mead/W009_front_happy_level3_001.mp4"
+    frames = [frame_of(clip, index) for index in (24, 26, 28, 30)]
+    movie = tmp_path / "marked.mp4"
+    with av.open(str(movie), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "23", "preset": "medium"})
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for rgb in frames:
+            planes = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).contiguous()
+            wm.mark_frame(planes, [swapped_face(rgb)], PAYLOAD)
+            marked = (planes.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(marked, format="rgb24")))
+        container.mux(stream.encode())
+    with av.open(str(movie)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == len(frames)
+    for index, rgb in enumerate(decoded):
+        reading = read_mark([rgb])
+        assert reading is not None and reading.found and reading.payload == PAYLOAD, (index, reading)
+
+
+def test_the_payload_code_corrects_three_bit_errors_and_refuses_noise():
+    codeword = 1.0 - 2.0 * wm._bits(PAYLOAD)[wm.SYNC_BITS:]
+    rng = np.random.default_rng(7)
+    for flips in range(wm.MAX_ERRORS + 1):
+        cosines = codeword * rng.uniform(0.2, 1.0, codeword.size)   # soft readings of every strength
+        cosines[rng.choice(codeword.size, flips, replace=False)] *= -1.0
+        assert wm.decode_payload(cosines) == (PAYLOAD, flips)
+    # the two copies of a bit read against each other: the stronger wins
+    weak = codeword.copy()
+    weak[0] *= -0.1
+    assert wm.decode_payload(weak)[0] == PAYLOAD
+    # random readings land within MAX_ERRORS bits of some codeword with a chance of about 4e-6
+    noise = [wm.decode_payload(rng.uniform(-1.0, 1.0, codeword.size))[1] for _ in range(300)]
+    assert min(noise) > wm.MAX_ERRORS
+    with pytest.raises(ValueError, match="coded cosines"):
+        wm.decode_payload(np.zeros(24))
 
 
 def test_unmarked_faces_are_not_read_as_marked(media_dir):
