@@ -55,7 +55,7 @@ from .detail_train import DetailTrainConfig, DetailTrainer
 from .dbm import (clean_leftovers, has_training_state, load_weights, read_meta, read_training_state,
                   resolve_model_path, rights_problems, save_model)
 from .losses import LossWeights, identity_loss, ssim_window
-from .memory import check_training_memory, training_memory
+from .memory import check_training_memory, resident_bytes, training_memory
 
 log = logging.getLogger("doublure.models")
 
@@ -595,7 +595,7 @@ class Trainer:
         if self.device.type == "cuda":   # each batch-making process decodes faces of its own
             data_copies = c.workers or default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         estimate = training_memory(cfg, c.batch, [len(d) for d in datas], datas[0].cache_bytes, c.prefetch,
-                                   data_copies, self.shared_expression)
+                                   data_copies, self.shared_expression, resident_bytes())
         check_training_memory(estimate, self.device,
                               f"training {cfg.arch} at {cfg.res} px (batch {c.batch}, width {c.width:g})",
                               c.memory_gb)

@@ -420,7 +420,8 @@ def test_training_at_1024_px_past_the_memory_budget_is_refused_before_anything_i
     assert proc.returncode == 1, proc.stderr
     found = re.search(r"error: training df at 1024 px \(batch 8, width 1\) would need about ([0-9.]+) GiB of memory "
                       r"\(model and optimiser [0-9.]+ GiB, one step's activations ([0-9.]+) GiB, batches [0-9.]+ GiB, "
-                      r"decoded faces [0-9.]+ GiB\), more than the 12.0 GiB budget \(the 12 GiB of --memory-gb\): "
+                      r"decoded faces [0-9.]+ GiB, the process so far [0-9.]+ GiB\), "
+                      r"more than the 12.0 GiB budget \(the 12 GiB of --memory-gb\): "
                       r"lower --res, --batch or --width, or give a larger --memory-gb", proc.stderr)
     assert found, proc.stderr
     assert float(found[1]) > 50 and float(found[2]) > 50   # a 1024 px step saves about 100 GiB for its backward
