@@ -167,6 +167,11 @@ class FaceData:
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def cache_bytes(self) -> int:
+        """The most decoded data this keeps."""
+        return self._cache_bytes
+
     def expression_weights(self, bins: int = 6) -> torch.Tensor:
         """Sampling weights that even out expressions, the way DeepFaceLab evens out head yaw.
 

@@ -55,6 +55,7 @@ from .detail_train import DetailTrainConfig, DetailTrainer
 from .dbm import (clean_leftovers, has_training_state, load_weights, read_meta, read_training_state,
                   resolve_model_path, rights_problems, save_model)
 from .losses import LossWeights, identity_loss, ssim_window
+from .memory import check_training_memory, resident_bytes, training_memory
 
 log = logging.getLogger("doublure.models")
 
@@ -117,6 +118,8 @@ class TrainConfig:
         prefetch, workers: background data loading: batches made ahead and producers (None: on CUDA
             :func:`doublure.models.data.default_workers` processes, else 2 threads).
         threads: torch CPU threads (0: leave torch's default).
+        memory_gb: the memory the run may take, checked before anything is allocated (``models.memory``;
+            None: 80% of the machine's, and of the GPU's on a GPU).
     """
 
     out: str
@@ -156,6 +159,7 @@ class TrainConfig:
     prefetch: int = 4
     workers: int | None = None
     threads: int = 0
+    memory_gb: float | None = None
 
     def hyper(self) -> dict[str, Any]:
         """The training hyper-parameters recorded in model.json."""
@@ -497,6 +501,8 @@ class Trainer:
             torch.set_num_threads(c.threads)
         if c.batch < 1:
             raise DoublureError(f"batch {c.batch} must be at least 1")
+        if c.memory_gb is not None and not c.memory_gb > 0:
+            raise DoublureError(f"--memory-gb {c.memory_gb} must be a positive number of GiB")
         if c.compile_mode not in COMPILE_MODES:
             raise DoublureError(f"compile mode {c.compile_mode!r} is not one of {', '.join(COMPILE_MODES)}")
         self.env = dist_helpers.init_distributed(device=c.device)
@@ -548,6 +554,13 @@ class Trainer:
         self.shared_expression = cfg.arch == "liae" and not c.pretrain if c.shared_expression is None \
             else c.shared_expression
 
+        if c.pretrain:
+            self.data_a = self.data_b = FaceData(c.pretrain, cfg.res)
+        else:
+            self.data_a = FaceData(c.source, cfg.res)
+            self.data_b = FaceData(c.target, cfg.res)
+        self._check_memory(cfg)
+
         torch.manual_seed(c.seed)
         model = IdentityModel(cfg)
         if state_dict is not None:
@@ -557,11 +570,6 @@ class Trainer:
                 raise DoublureError(f"{c.out if c.resume else c.from_model}: its weights do not fit its "
                                     f"architecture: {str(exc).splitlines()[0]}") from None
         self.model = model.to(self.device)
-        if c.pretrain:
-            self.data_a = self.data_b = FaceData(c.pretrain, cfg.res)
-        else:
-            self.data_a = FaceData(c.source, cfg.res)
-            self.data_b = FaceData(c.target, cfg.res)
         if self.data_a.face_type != self.data_b.face_type:
             raise DoublureError(f"facesets mix face types: source {self.data_a.face_type}, "
                                 f"target {self.data_b.face_type}")
@@ -603,6 +611,25 @@ class Trainer:
             log.info("model %s at %d px, %.1fM parameters, %s on %s, %d + %d faces", cfg.arch, cfg.res,
                      parameter_count(self.model) / 1e6, self.precision_name, self.device, len(self.data_a),
                      len(self.data_b))
+
+    def _check_memory(self, cfg: ModelConfig) -> None:
+        """Refuse a run that would not fit in memory, before its network is built; warn of upscaled crops."""
+        c = self.config
+        datas = [self.data_a] if self.data_a is self.data_b else [self.data_a, self.data_b]
+        for data in datas:
+            for faceset in data.facesets:
+                if faceset["size"] < cfg.res and self.env.is_main:
+                    log.warning("faceset %s holds %d px crops: training at %d px upscales them %.2gx (the model "
+                                "learns their softness); extract at --size %d for full detail", faceset["path"],
+                                faceset["size"], cfg.res, cfg.res / faceset["size"], cfg.res)
+        data_copies = 1
+        if self.device.type == "cuda":   # each batch-making process decodes faces of its own
+            data_copies = c.workers or default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        estimate = training_memory(cfg, c.batch, [len(d) for d in datas], datas[0].cache_bytes, c.prefetch,
+                                   data_copies, self.shared_expression, resident_bytes())
+        check_training_memory(estimate, self.device,
+                              f"training {cfg.arch} at {cfg.res} px (batch {c.batch}, width {c.width:g})",
+                              c.memory_gb)
 
     @property
     def precision_name(self) -> str:
@@ -974,6 +1001,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                    help="torch.compile's mode on CUDA (reduce-overhead: CUDA graphs)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: default)")
+    p.add_argument("--memory-gb", type=float,
+                   help="memory the run may take, GiB (default 80%% of the machine's; on a GPU, of each of host "
+                        "and GPU memory): a run estimated past it is refused before it starts")
     p.add_argument("--name", default="", help="display name of the model")
     p.add_argument("--rights-subject", default="", help="whose face the model renders")
     p.add_argument("--rights-consent-by", default="", help="who gave consent")
@@ -1002,7 +1032,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        checkpoint_minutes=args.checkpoint_minutes,
                        first_checkpoint_minutes=args.first_checkpoint_minutes, preview_every=args.preview_every,
                        log_every=args.log_every, device=args.device, precision=args.precision,
-                       compile_mode=args.compile_mode, threads=args.threads, name=args.name, rights=rights)
+                       compile_mode=args.compile_mode, threads=args.threads, name=args.name, rights=rights,
+                       memory_gb=args.memory_gb)
 
 
 class ProgressLine:

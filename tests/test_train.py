@@ -3,6 +3,8 @@ the loss falls, save -> load is identical, resume is exact and refuses other sha
 SIGTERM leaves a loadable checkpoint, pretraining feeds --from."""
 import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -13,11 +15,12 @@ import pytest
 import torch
 
 from doublure.engine.errors import DoublureError
-from doublure.faces.extract import extract_faceset
+from doublure.faces.extract import ExtractOptions, extract_faceset
 from doublure.models.dbm import (load_model, model_card, optimizer_from_files, optimizer_to_files, read_meta,
                                  read_training_state, rights_record, zip_model)
 from doublure.models.data import FaceData, ProcessBatchLoader, augment_batch
 from doublure.models.distributed import DistEnv, batch_indices
+from doublure.models.memory import TrainingMemory, check_training_memory, host_memory_bytes
 from doublure.models.train import TrainConfig, Trainer, make_optimizer
 
 RIGHTS = rights_record("M030", "M030 (the actor)", "2024-01-10", "AGR-0042", "film", "2099-12-31")
@@ -429,3 +432,54 @@ def test_a_faceset_too_small_to_learn_from_is_refused_and_a_thin_one_warned(face
     (small / "index.json").write_text(json.dumps(thin))
     Trainer(config(facesets, tmp_path / "y.dbm", iters=1, source=[str(small)])).run()
     assert "holds only 12 faces" in caplog.text
+@pytest.fixture(scope="module")
+def faceset_512(media_dir, tmp_path_factory):
+    """A few 512 px crops (the MEAD faces are about 100 px: the size filter is off to keep them)."""
+    path = str(tmp_path_factory.mktemp("fs512") / "m030")
+    extract_faceset([str(media_dir / "mead/M030_front_neutral_level1_001.mp4")], path, size=512, every=40,
+                    options=ExtractOptions(min_face_ratio=0.0))
+    return path
+
+
+def run_train(*args):
+    return subprocess.run([sys.executable, "-m", "doublure.models.train", *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_training_at_1024_px_past_the_memory_budget_is_refused_before_anything_is_allocated(faceset_512, tmp_path):
+    out = tmp_path / "big.dbm"
+    proc = run_train("--source", faceset_512, "--target", faceset_512, "--out", out, "--res", 1024,
+                     "--memory-gb", 12, "--threads", 1)
+    assert proc.returncode == 1, proc.stderr
+    found = re.search(r"error: training df at 1024 px \(batch 8, width 1\) would need about ([0-9.]+) GiB of memory "
+                      r"\(model and optimiser [0-9.]+ GiB, one step's activations ([0-9.]+) GiB, batches [0-9.]+ GiB, "
+                      r"decoded faces [0-9.]+ GiB, the process so far [0-9.]+ GiB\), "
+                      r"more than the 12.0 GiB budget \(the 12 GiB of --memory-gb\): "
+                      r"lower --res, --batch or --width, or give a larger --memory-gb", proc.stderr)
+    assert found, proc.stderr
+    assert float(found[1]) > 50 and float(found[2]) > 50   # a 1024 px step saves about 100 GiB for its backward
+    # the 512 px crops are upscaled twice: allowed, with a warning
+    assert "holds 512 px crops: training at 1024 px upscales them 2x" in proc.stderr
+    assert not out.exists()
+    # refused before the network (283M parameters, 1.1 GB of weights alone) or a face was allocated
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 < 2 * 2**30
+
+
+def test_crops_much_smaller_than_the_resolution_are_refused_through_the_command(facesets, tmp_path):
+    a, b = facesets
+    proc = run_train("--source", a, "--target", b, "--out", tmp_path / "up.dbm", "--res", 1024)
+    assert proc.returncode == 1
+    assert re.search(r"error: faceset .*w009 holds 64 px crops: training at 1024 px would upscale them 16x "
+                     r"\(at most 2x\); extract at --size 512 or more, or train at --res 128 or less", proc.stderr)
+    assert not (tmp_path / "up.dbm").exists()
+
+
+def test_the_default_budget_is_a_share_of_this_machine_and_names_the_option():
+    half = host_memory_bytes() // 2
+    check_training_memory(TrainingMemory(parameters=half // 2, activations=half // 2, batches=0, faces=0),
+                          torch.device("cpu"), "run")
+    past = TrainingMemory(parameters=half, activations=half, batches=0, faces=2**30)
+    with pytest.raises(DoublureError, match=r"run would need about [0-9.]+ GiB of memory .* budget \(80% of this "
+                                            r"machine's [0-9.]+ GiB; --memory-gb sets it\)"):
+        check_training_memory(past, torch.device("cpu"), "run")
+    check_training_memory(past, torch.device("cpu"), "run", budget_gib=past.total / 2**30 + 1)
