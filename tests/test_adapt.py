@@ -43,6 +43,8 @@ def test_the_plan_names_the_shot_the_model_and_where_the_result_goes(identity_mo
     config = adaptation_config(plan, minutes=3)
     assert (config.from_model, config.source, config.target) == (plan.model, [plan.faceset], plan.target)
     assert config.minutes == 3 and config.checkpoint_minutes == 1.5 and not config.resume
+    # it continues at the model's own learning rate and batch (the tiny model's 5e-4 and 4), warmed up briefly
+    assert (config.lr, config.batch, config.warmup) == (5e-4, 4, 50)
 
 
 def test_bad_plans_say_what_is_wrong(identity_model, media_dir, tmp_path):
