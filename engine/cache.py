@@ -234,10 +234,16 @@ class CacheStats:
 
 
 class _Flight:
-    __slots__ = ("done", "result", "error")
+    """One computation under way; the threads that ask for the same key meanwhile wait for it.
+
+    Its event is made by the first thread that has to wait (under the cache's lock), not for every
+    computation: most have no waiter, and an Event (a Condition and its locks) cost a tenth of the engine's
+    own time per node in a long chain."""
+
+    __slots__ = ("waiters", "result", "error")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.waiters: threading.Event | None = None
         self.result: Image | None = None
         self.error: BaseException | None = None
 
@@ -368,9 +374,12 @@ class FrameCache:
                 if owner:
                     flight = self._flights[key] = _Flight()
                     self.stats.misses += 1
+                elif flight.waiters is None:
+                    flight.waiters = threading.Event()
+                done = flight.waiters
             if owner:
                 return self._compute_as_owner(key, flight, compute)
-            while not flight.done.wait(_WAIT_SLICE_S):
+            while not done.wait(_WAIT_SLICE_S):
                 cancel.check()
             if flight.error is None:
                 with self._lock:
@@ -389,14 +398,18 @@ class FrameCache:
             flight.error = exc
             with self._lock:
                 del self._flights[key]
-            flight.done.set()
+                done = flight.waiters
+            if done is not None:
+                done.set()
             raise
         finally:
             _memo_owner.reset(token)
+        flight.result = image
         with self._lock:
             self.stats.computes += 1
             self._insert(key, image)
             del self._flights[key]
-        flight.result = image
-        flight.done.set()
+            done = flight.waiters
+        if done is not None:
+            done.set()
         return image
