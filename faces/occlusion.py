@@ -31,10 +31,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from doublure.engine import ops
 from doublure.engine.atomic import atomic_path
 from doublure.engine.errors import DoublureError
 
-from .face import Coverage, Face, apply_affine, crop_matrix, invert_affine
+from .face import Coverage, Face, affine_scale, apply_affine, crop_matrix, invert_affine
 from .masks import rasterize_shapes, region_shapes
 from .paint import render_strokes
 
@@ -305,6 +306,73 @@ def crop_to_plate(matte: torch.Tensor, face: Face, window: tuple[int, int, int, 
     src = np.ascontiguousarray(matte.reshape(size, size).float().cpu().numpy())
     return cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0.0)
+
+
+# The edge refinement: the guided filter's window in crop pixels (one crop pixel is several plate pixels on a
+# large face: the network's edge is that coarse), and its regularisation in the guide's encoding (gamma 1/2.2,
+# [0, 1]): a plate edge of less contrast than about sqrt(eps) is smoothed over rather than followed.
+REFINE_RADIUS_CROP_PX = 1.0
+REFINE_EPS = 1e-3
+# Only where the matte is undecided near an edge can the refinement change which side of the ramp it falls.
+_SURE = 0.02
+
+
+def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: float = REFINE_EPS) -> np.ndarray:
+    """Snap an upsampled matte's edge to the plate's own edges, the way learned roto tools refine a coarse
+    matte: the colour guided filter (He, Sun and Tang 2010, :func:`~doublure.engine.ops.guided_filter_color`)
+    of the probability, guided by the plate's pixels.
+
+    Only the band where the matte is neither sure occluder nor sure face within two radii is filtered (its
+    bounding box); elsewhere the probability is returned as it came.
+
+    Args:
+        prob: (h, w) float32 occluder probability warped onto the plate window.
+        guide: (h, w, 3) float32 plate window in the network's encoding (:func:`encode_for_matte`).
+        radius: filter radius in plate pixels (0 returns ``prob``).
+        eps: regularisation (squared units of the guide).
+
+    Returns:
+        (h, w) float32 refined probability in [0, 1].
+    """
+    if radius < 1:
+        return prob
+    reach = np.ones((4 * radius + 1, 4 * radius + 1), np.uint8)
+    band = (cv2.dilate(prob, reach) > _SURE) & (cv2.erode(prob, reach) < 1.0 - _SURE)
+    if not band.any():
+        return prob
+    ys, xs = np.nonzero(band.any(1))[0], np.nonzero(band.any(0))[0]
+    grow = 2 * radius
+    y0, y1 = max(int(ys[0]) - grow, 0), min(int(ys[-1]) + grow + 1, prob.shape[0])
+    x0, x1 = max(int(xs[0]) - grow, 0), min(int(xs[-1]) + grow + 1, prob.shape[1])
+    box = torch.from_numpy(np.ascontiguousarray(prob[y0:y1, x0:x1]))[None]
+    box_guide = torch.from_numpy(np.ascontiguousarray(guide[y0:y1, x0:x1])).permute(2, 0, 1)
+    refined = ops.guided_filter_color(box_guide, box, radius, eps)[0].clamp(0.0, 1.0).numpy()
+    out = prob.copy()
+    inside = band[y0:y1, x0:x1]
+    out[y0:y1, x0:x1][inside] = refined[inside]
+    return out
+
+
+def learned_plate_matte(prob: torch.Tensor, face: Face, plate: torch.Tensor,
+                        window: tuple[int, int, int, int]) -> np.ndarray:
+    """The network's crop-space probability as the face's matte on a plate window: warped onto the plate,
+    its edge refined on the plate's own pixels (:func:`refine_matte_edge`, radius
+    :data:`REFINE_RADIUS_CROP_PX` crop pixels), then ramped (:func:`matte_ramp`).
+
+    Args:
+        prob: (S, S) occluder probability in the face's aligned crop.
+        face: the face.
+        plate: (C >= 3, H, W) scene-linear plate.
+        window: (y0, y1, x0, x1) plate rectangle.
+
+    Returns:
+        (y1 - y0, x1 - x0) float32 matte in [0, 1].
+    """
+    y0, y1, x0, x1 = window
+    on_plate = crop_to_plate(prob, face, window)
+    radius = int(round(REFINE_RADIUS_CROP_PX * affine_scale(face.from_crop) / prob.shape[-1]))
+    guide = encode_for_matte(plate[:3, y0:y1, x0:x1].float().cpu().permute(1, 2, 0).numpy())
+    return matte_ramp(torch.from_numpy(refine_matte_edge(on_plate, guide, radius))).numpy()
 
 
 def matte_ramp(prob: torch.Tensor, low: float = 0.35, high: float = 0.65) -> torch.Tensor:

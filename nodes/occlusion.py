@@ -29,9 +29,9 @@ from doublure.engine import fields
 from doublure.engine import knobs as K
 from doublure.engine.hashing import file_identity
 from doublure.faces.detect import working_to_srgb8
-from doublure.faces.occlusion import (MATTE_RES, HandFinder, TrainingSample, crop_to_plate, crop_window,
-                                      far_side_matte, hand_matte, load_matte, matte_ramp, predict_crops, sample_crop,
-                                      save_matte, stroke_labels, train_matte, with_occlusion)
+from doublure.faces.occlusion import (MATTE_RES, HandFinder, TrainingSample, crop_window,
+                                      far_side_matte, hand_matte, learned_plate_matte, load_matte, predict_crops,
+                                      sample_crop, save_matte, stroke_labels, train_matte, with_occlusion)
 
 from .facedetect import _tracks_cache_dir, upstream_identity
 
@@ -202,13 +202,13 @@ class Occlusion(Node):
         if net is not None and faces:
             ctx.check_cancelled()
             crops = torch.stack([sample_crop(src.tensor, f) for f in faces])
-            learned = matte_ramp(predict_crops(net, crops))[:, 0]
+            learned = predict_crops(net, crops)[:, 0]
         out = []
         for i, face in enumerate(faces):
             window = crop_window(face, MATTE_RES, hw)
             matte = np.zeros((window[1] - window[0], window[3] - window[2]), dtype=np.float32)
             if learned is not None:
-                matte = np.maximum(matte, crop_to_plate(learned[i], face, window))
+                matte = np.maximum(matte, learned_plate_matte(learned[i], face, src.tensor, window))
             if hands:
                 matte = np.maximum(matte, hand_matte(hands, window))
             if far_side:
