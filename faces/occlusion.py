@@ -6,7 +6,8 @@ Three sources, each a plate-resolution matte over a face's window (:class:`~doub
 - **learned**: a small segmentation network in the face's aligned crop (:data:`MATTE_RES` px), trained per
   shot from painted strokes on two or three frames (``add`` strokes mark the occluder, ``erase`` strokes mark
   the face; unpainted pixels carry no label), with augmentation. Because the crop follows the face, glasses
-  painted on three frames are found on every frame.
+  painted on three frames are found on every frame. Its edge is refined at the plate's resolution, guided
+  by the plate's pixels (:func:`refine_matte_edge`).
 - **hands**: mediapipe's legacy hand landmarker (its models ship in the mediapipe wheel), a hand drawn as its
   palm polygon and finger bones, taken to be in front of any face it overlaps.
 - **far side**: on a turned head, the part of the face hull the mesh does not cover (background between the

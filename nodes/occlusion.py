@@ -7,7 +7,8 @@ over the face's crop window, 1 where the plate must be kept. It is the union of:
 - **learned**: paint in the viewer on two or three frames, ``add`` strokes over the occluder (the glasses'
   frame, a hand, a strand of hair) and ``erase`` strokes over the face beside it, then Train matte
   (``action_train`` / ``doublure occlusion shot.dbl -n Occlusion1``): a small network learns the shot's
-  occluders in the face's aligned crop and finds them on every frame. The trained matte is stored beside the
+  occluders in the face's aligned crop and finds them on every frame; its coarse edge (a crop pixel is
+  several plate pixels) is then refined on the plate's own pixels. The trained matte is stored beside the
   project (``<project_dir>/<project_stem>.occlusion/<NodeName>.safetensors``) with the keys of what it was
   trained on: the plate at the training frames (by content, as FaceDetect's tracks) and the strokes. A matte
   whose plate or strokes changed is not applied: the node errors until it is trained again (or ``learned``
