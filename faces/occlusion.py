@@ -314,8 +314,10 @@ def crop_to_plate(matte: torch.Tensor, face: Face, window: tuple[int, int, int, 
 # [0, 1]): a plate edge of less contrast than about sqrt(eps) is smoothed over rather than followed.
 REFINE_RADIUS_CROP_PX = 1.0
 REFINE_EPS = 1e-3
-# Only where the matte is undecided near an edge can the refinement change which side of the ramp it falls.
-_SURE = 0.02
+# The refinement works near the matte's edges only: pixels within two radii of one whose probability lies
+# between these (the network's edge, warped onto the plate, always passes through them: a crop pixel spans
+# several plate pixels). A face with no occluder then costs nothing.
+_UNDECIDED = (0.1, 0.9)
 
 
 def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: float = REFINE_EPS) -> np.ndarray:
@@ -323,7 +325,7 @@ def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: flo
     matte: the colour guided filter (He, Sun and Tang 2010, :func:`~doublure.engine.ops.guided_filter_color`)
     of the probability, guided by the plate's pixels.
 
-    Only the band where the matte is neither sure occluder nor sure face within two radii is filtered (its
+    Only the band within two radii of an undecided pixel (probability between 0.1 and 0.9) is filtered (in its
     bounding box); elsewhere the probability is returned as it came.
 
     Args:
@@ -337,14 +339,14 @@ def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: flo
     """
     if radius < 1:
         return prob
-    reach = np.ones((4 * radius + 1, 4 * radius + 1), np.uint8)
-    band = (cv2.dilate(prob, reach) > _SURE) & (cv2.erode(prob, reach) < 1.0 - _SURE)
+    undecided = ((prob > _UNDECIDED[0]) & (prob < _UNDECIDED[1])).astype(np.uint8)
+    band = cv2.dilate(undecided, np.ones((4 * radius + 1, 4 * radius + 1), np.uint8)) > 0
     if not band.any():
         return prob
-    ys, xs = np.nonzero(band.any(1))[0], np.nonzero(band.any(0))[0]
-    grow = 2 * radius
-    y0, y1 = max(int(ys[0]) - grow, 0), min(int(ys[-1]) + grow + 1, prob.shape[0])
-    x0, x1 = max(int(xs[0]) - grow, 0), min(int(xs[-1]) + grow + 1, prob.shape[1])
+    rows, cols = np.nonzero(band.any(1))[0], np.nonzero(band.any(0))[0]
+    margin = 2 * radius   # a pixel's result depends on the pixels two radii away
+    y0, y1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, prob.shape[0])
+    x0, x1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, prob.shape[1])
     box = torch.from_numpy(np.ascontiguousarray(prob[y0:y1, x0:x1]))[None]
     box_guide = torch.from_numpy(np.ascontiguousarray(guide[y0:y1, x0:x1])).permute(2, 0, 1)
     refined = ops.guided_filter_color(box_guide, box, radius, eps)[0].clamp(0.0, 1.0).numpy()
