@@ -315,8 +315,8 @@ def crop_to_plate(matte: torch.Tensor, face: Face, window: tuple[int, int, int, 
 REFINE_RADIUS_CROP_PX = 1.0
 REFINE_EPS = 1e-3
 # The refinement works near the matte's edges only: pixels within two radii of one whose probability lies
-# between these (the network's edge, warped onto the plate, always passes through them: a crop pixel spans
-# several plate pixels). A face with no occluder then costs nothing.
+# between these, beside occluder pixels (the network's edge, warped onto the plate, always passes through
+# them: a crop pixel spans several plate pixels). A face with no occluder then costs nothing.
 _UNDECIDED = (0.1, 0.9)
 
 
@@ -325,8 +325,8 @@ def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: flo
     matte: the colour guided filter (He, Sun and Tang 2010, :func:`~doublure.engine.ops.guided_filter_color`)
     of the probability, guided by the plate's pixels.
 
-    Only the band within two radii of an undecided pixel (probability between 0.1 and 0.9) is filtered (in its
-    bounding box); elsewhere the probability is returned as it came.
+    Only the band within two radii of the matte's edge (undecided pixels, probability 0.1-0.9, within two radii
+    of one above 0.5) is filtered (in its bounding box); elsewhere the probability is returned as it came.
 
     Args:
         prob: (h, w) float32 occluder probability warped onto the plate window.
@@ -339,8 +339,12 @@ def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: flo
     """
     if radius < 1:
         return prob
-    undecided = ((prob > _UNDECIDED[0]) & (prob < _UNDECIDED[1])).astype(np.uint8)
-    band = cv2.dilate(undecided, np.ones((4 * radius + 1, 4 * radius + 1), np.uint8)) > 0
+    reach = np.ones((4 * radius + 1, 4 * radius + 1), np.uint8)
+    # an edge of the matte: undecided pixels beside occluder ones (specks of doubt with no occluder near them
+    # are below the ramp whatever the filter does to them)
+    occluder_near = cv2.dilate((prob > 0.5).astype(np.uint8), reach) > 0
+    edge = (prob > _UNDECIDED[0]) & (prob < _UNDECIDED[1]) & occluder_near
+    band = cv2.dilate(edge.astype(np.uint8), reach) > 0
     if not band.any():
         return prob
     rows, cols = np.nonzero(band.any(1))[0], np.nonzero(band.any(0))[0]

@@ -74,7 +74,14 @@ def test_refinement_moves_a_coarse_edge_onto_the_plates_edge_and_leaves_the_rest
     assert refine_matte_edge(coarse, encode_for_matte(plate), radius=0) is coarse
 
 
-def test_a_matte_without_an_undecided_band_is_returned_as_it_came():
+def test_a_matte_without_an_occluders_edge_is_returned_as_it_came():
+    """Nothing to refine (a face with no occluder costs no filtering): an empty matte, and specks of doubt
+    (a network unsure in places) with no occluder pixel near them."""
     plate, _ = disc_plate()
     empty = np.zeros(plate.shape[:2], np.float32)
     assert refine_matte_edge(empty, encode_for_matte(plate), radius=3) is empty
+    doubt = empty.copy()
+    doubt[10:14, 10:14] = doubt[50:53, 70:72] = 0.4
+    assert refine_matte_edge(doubt, encode_for_matte(plate), radius=3) is doubt
+    doubt[53:60, 66:74] = 1.0   # an occluder beside the second speck: now its edge is refined
+    assert not np.array_equal(refine_matte_edge(doubt, encode_for_matte(plate), radius=3), doubt)
