@@ -5,17 +5,17 @@
 1. Synthetic occluder with known ground truth: a piece of a real photograph (the astronaut still's suit and
    flag, cut as a capsule, a microphone's shape) moved across the lower face of a real plate (people/d10). The
    artist's painting is simulated on 3 frames: one stroke down the object's middle (occluder), a thin stroke
-   tracing the face around it and dots on the face's landmarks away from it (face). Train matte, then on every frame the IoU of the matte (> 0.5) with
-   the object's true mask, inside the face's crop.
+   tracing the face around it and dots on the face's landmarks away from it (face). Train matte, then on
+   every frame the IoU of the matte (> 0.5) with the object's true mask, inside the face's crop.
 2. Training time (wall and CPU seconds of this process) for that shot, and the time to apply the matte per
    face at 1080p (plates_1080; CPU and wall ms, one torch thread), against reading the same frames (Read
    alone) in the same run.
 3. Real glasses (people/ d9, d13): strokes painted along the glasses' frame, on the face inside the lenses
-   and on the face around them on 3 frames (``GLASSES_STROKES``, crop unit coordinates, drawn by looking at
-   the frames); then SwapModel
-   with the demo model, with and without the matte: the mean absolute difference to the plate (linear light)
-   over the glasses' frame pixels on frames that were not painted, relative to the plate's mean there, and
-   the swap's alpha inside the lenses (the face there must still be swapped).
+   and dots on the face around them on 3 frames (``GLASSES_STROKES``, crop unit coordinates, drawn by looking at
+   the frames); then SwapModel with the demo model, with and without the matte: the mean absolute difference
+   to the plate (linear light) over the glasses' frame pixels (``glasses_frame_truth``) on frames that were
+   not painted, relative to the plate's mean there, and the swap's alpha inside the lenses and around the
+   glasses (the face there must still be swapped).
 """
 from __future__ import annotations
 
@@ -275,7 +275,8 @@ def _ellipse(cu: float, cv: float, ru: float, rv: float, n: int = 24, power: flo
 
 
 GLASSES_STROKES = {
-    "d9": {"frames": (1, 30, 60), "measure": (15, 45, 75, 90), "radius": 0.012, "grey": 0.16, "tophat": 0.02,
+    "d9": {"frames": (1, 30, 60), "measure": (15, 45, 75, 90), "radius": 0.012, "brush": 0.02,
+           "rings": (0.6, 0.3, 0.0), "grey": 0.16, "tophat": 0.02,
            "rims": [_ellipse(0.29, 0.288, 0.162, 0.122), _ellipse(0.703, 0.28, 0.166, 0.122),
                     [[0.45, 0.232], [0.537, 0.225]], [[0.08, 0.222], [0.127, 0.225]], [[0.87, 0.215], [0.92, 0.218]]],
            "face": [[0.29, 0.47], [0.70, 0.47], [0.50, 0.36], [0.50, 0.10], [0.30, 0.07], [0.72, 0.07], [0.20, 0.55],
@@ -348,7 +349,7 @@ def glasses_strokes(spec: dict) -> list[dict]:
     strokes = []
     for frame in spec["frames"]:
         for rim in spec["rims"]:
-            strokes.append(stroke(rim, spec["radius"], "add", frame))
+            strokes.append(stroke(rim, spec.get("brush", spec["radius"]), "add", frame))
         for lens in spec["rims"][:2]:
             centre = np.mean(lens, 0)
             for scale in spec.get("rings", LENS_FACE_RINGS):
@@ -374,7 +375,7 @@ def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None
     swap.set_input(0, node)
     node["strokes"] = glasses_strokes(spec)
     trained = train_or_reuse(node, g, record)
-    rel_with, rel_without, lens_kept, wire_px, tiles = [], [], [], [], []
+    rel_with, rel_without, lens_kept, around_kept, wire_px, tiles = [], [], [], [], [], []
     for frame in spec["measure"]:
         plate = g.evaluate(detect, frame)
         on = g.evaluate(swap, frame)
@@ -399,6 +400,12 @@ def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None
         a_on = face.coverage.alpha[0].numpy()
         a_off = off.faces[0].coverage.alpha[0].numpy()
         lens_kept.append(float(a_on[inside].mean() / max(a_off[inside].mean(), 1e-6)))
+        # around the glasses (the rims grown to 1.5 less grown to 1.1, less the frame): swapped there too
+        grown = lambda k: [np.mean(r, 0) + k * (np.asarray(r) - np.mean(r, 0)) for r in spec["rims"][:2]]  # noqa: E731
+        around = (crop_polygons_to_plate(grown(1.5), face, window) > 0.5) \
+            & (crop_polygons_to_plate(grown(1.1), face, window) < 0.5) \
+            & (cv2.dilate(truth.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0)
+        around_kept.append(float(a_on[around].mean() / max(a_off[around].mean(), 1e-6)))
         if sheet is not None:
             occl = g.evaluate(node, frame).faces[0]
             tiles.append(glasses_tiles(plate, on, off, occl, truth, window, sample_crop))
@@ -407,7 +414,8 @@ def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None
     return {"clip": clip, "frames": list(spec["measure"]), "wire_px": wire_px,
             "rim_rel_mad_with": [round(v, 4) for v in rel_with],
             "rim_rel_mad_without": [round(v, 4) for v in rel_without],
-            "lens_alpha_kept": [round(v, 3) for v in lens_kept], "train": trained, "matte": node.value("matte")}
+            "lens_alpha_kept": [round(v, 3) for v in lens_kept],
+            "around_alpha_kept": [round(v, 3) for v in around_kept], "train": trained, "matte": node.value("matte")}
 
 
 def glasses_tiles(plate, on, off, occl_face, truth, window, sample_crop) -> np.ndarray:
