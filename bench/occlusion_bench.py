@@ -4,17 +4,18 @@
 
 1. Synthetic occluder with known ground truth: a piece of a real photograph (the astronaut still's suit and
    flag, cut as a capsule, a microphone's shape) moved across the lower face of a real plate (people/d10). The
-   artist's painting is simulated on 3 frames: one stroke down the object's middle (occluder) and dots on the
-   face's landmarks away from it (face). Train matte, then on every frame the IoU of the matte (> 0.5) with
-   the object's true mask, inside the face's crop.
+   artist's painting is simulated on 3 frames: one stroke down the object's middle (occluder), a thin stroke
+   tracing the face around it and dots on the face's landmarks away from it (face). Train matte, then on
+   every frame the IoU of the matte (> 0.5) with the object's true mask, inside the face's crop.
 2. Training time (wall and CPU seconds of this process) for that shot, and the time to apply the matte per
    face at 1080p (plates_1080; CPU and wall ms, one torch thread), against reading the same frames (Read
    alone) in the same run.
-3. Real glasses (people/ d9, d12, d13): strokes painted along the glasses' frame and on the face beside it
-   on 3 frames (``GLASSES_STROKES``, crop unit coordinates, drawn by looking at the frames); then SwapModel
-   with the demo model, with and without the matte: the mean absolute difference to the plate (linear light)
-   over the glasses' frame pixels on frames that were not painted, relative to the plate's mean there, and
-   the swap's alpha inside the lenses (the face there must still be swapped).
+3. Real glasses (people/ d9, d13): strokes painted along the glasses' frame, on the face inside the lenses
+   and dots on the face around them on 3 frames (``GLASSES_STROKES``, crop unit coordinates, drawn by looking at
+   the frames); then SwapModel with the demo model, with and without the matte: the mean absolute difference
+   to the plate (linear light) over the glasses' frame pixels (``glasses_frame_truth``) on frames that were
+   not painted, relative to the plate's mean there, and the swap's alpha inside the lenses and around the
+   glasses (the face there must still be swapped).
 """
 from __future__ import annotations
 
@@ -120,8 +121,22 @@ def synthetic_shot(clip: Path, first: int, last: int, texture: Path):
     return g, occ, detect, matte
 
 
+# The face stroke traced around the object: its brush radius and its gap to the object's edge, plate pixels.
+OUTLINE_RADIUS_PX, OUTLINE_GAP_PX = 2.0, 2.0
+
+
+def capsule_outline(centre: tuple[float, float], width: float, height: float, reach: float, n: int = 48) -> list:
+    """Points around a vertical capsule at ``reach`` from its axis (closed), plate pixels."""
+    half = max(height / 2 - width / 2, 0.0)
+    a = np.linspace(0, 2 * np.pi, n + 1)
+    x = centre[0] + reach * np.cos(a)
+    y = centre[1] + reach * np.sin(a) + np.where(np.sin(a) >= 0, half, -half)
+    return np.stack([x, y], 1).tolist()
+
+
 def paint_synthetic(occ, detect, frames: list[int]) -> list[dict]:
-    """The strokes an artist would paint on ``frames``: down the object's middle, dots on the face beside it."""
+    """The strokes an artist would paint on ``frames``: down the object's middle, the face traced around it
+    (a thin stroke just outside its edge), dots on the face's landmarks away from it."""
     strokes = []
     for frame in frames:
         img = detect.graph.evaluate(detect, frame)
@@ -130,6 +145,9 @@ def paint_synthetic(occ, detect, frames: list[int]) -> list[dict]:
         half = height / 2 - width / 2
         strokes.append(plate_points_to_stroke(face, [[cx, cy - half], [cx, cy + half]], 0.45 * width,
                                               hardness=0.9, mode="add", frames={"only": frame}))
+        reach = width / 2 + OUTLINE_GAP_PX + OUTLINE_RADIUS_PX
+        strokes.append(plate_points_to_stroke(face, capsule_outline((cx, cy), width, height, reach), OUTLINE_RADIUS_PX,
+                                              hardness=0.9, mode="erase", frames={"only": frame}))
         truth = occ.truth(frame, (img.height, img.width))
         near = cv2.dilate((truth > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
         r = 0.03 * face.width
@@ -153,24 +171,54 @@ def iou_inside_crop(matte_img: Image, face, truth: np.ndarray) -> float:
     return float(((pred & true) & inside).sum() / max(union, 1))
 
 
-def bench_synthetic(quick: bool) -> dict:
+def train_or_reuse(node, graph, record: Path | None) -> dict | None:
+    """Train ``node``'s matte, or reuse the one whose record (the ``matte`` knob's value) a former run wrote to
+    ``record``, when the node accepts it: trained on the same plate and strokes. Returns the training's CPU and
+    wall seconds, None when reused."""
+    import json
+
+    if record is not None and record.exists():
+        node["matte"] = json.loads(record.read_text())
+        if node.matte_problem() is None:
+            return None
+        node["matte"] = None
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    node.action_train(graph)
+    trained = {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0}
+    if record is not None:
+        record.write_text(json.dumps(node.value("matte")))
+    return trained
+
+
+def bench_synthetic(quick: bool, record: Path | None = None) -> dict:
+    """IoU of the learned matte on every frame, with the edge refined on the plate (as the node applies it)
+    and, for comparison, without (the network's probability warped onto the plate and ramped)."""
+    from doublure.faces import occlusion as occlusion_lib
+
     first, last = 1, (40 if quick else 100)
     g, occ, detect, matte = synthetic_shot(MEDIA / "people" / "d10.mp4", first, last, MEDIA / "stills" / "astronaut.png")
     span = last - first
     painted = [first + span // 6, first + span // 2, first + 5 * span // 6]
     matte["strokes"] = paint_synthetic(occ, detect, painted)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    matte.action_train(g)
-    train_wall, train_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    ious = []
+    trained = train_or_reuse(matte, g, record)
+    refined, unrefined = [], []
+    net = matte._learned_net(first)
     for frame in range(first, last + 1):
         img = g.evaluate(matte, frame)
-        if img.faces:
-            ious.append(iou_inside_crop(img, img.faces[0], occ.truth(frame, (img.height, img.width))))
-    return {"frames": last - first + 1, "painted": painted, "strokes": len(matte["strokes"]),
-            "train_wall_s": train_wall, "train_cpu_s": train_cpu, "summary": matte["matte"],
-            "iou_mean": float(np.mean(ious)), "iou_min": float(np.min(ious)),
-            "iou_p10": float(np.percentile(ious, 10)), "faces": len(ious)}
+        if not img.faces:
+            continue
+        face, truth = img.faces[0], occ.truth(frame, (img.height, img.width))
+        refined.append(iou_inside_crop(img, face, truth))
+        # the network's probability warped onto the plate and ramped, without the refinement
+        window = crop_window(face, MATTE_RES, (img.height, img.width))
+        prob = occlusion_lib.predict_crops(net, occlusion_lib.sample_crop(img.tensor, face)[None])[0, 0]
+        plain = occlusion_lib.matte_ramp(torch.from_numpy(crop_to_plate(prob, face, window))).numpy()
+        unrefined.append(iou_inside_crop(img, occlusion_lib.with_occlusion(face, window, plain), truth))
+    return {"frames": last - first + 1, "painted": painted, "strokes": len(matte["strokes"]), "train": trained,
+            "summary": matte["matte"], "faces": len(refined),
+            "iou_mean": float(np.mean(refined)), "iou_min": float(np.min(refined)),
+            "iou_p10": float(np.percentile(refined, 10)),
+            "unrefined_iou_mean": float(np.mean(unrefined)), "unrefined_iou_min": float(np.min(unrefined))}
 
 
 # ------------------------------------------------------------------------------------------ apply speed
@@ -181,21 +229,20 @@ def bench_apply_1080(matte_file_from) -> dict:
     read = g.create("Read", file=str(MEDIA / "plates_1080" / "demo1_video.mp4"), first=1, last=20)
     detect = g.create("FaceDetect")
     detect.set_input(0, read)
-    node = g.create("Occlusion", hands=False, far_side=False)
-    node.set_input(0, detect)
-    node["matte"] = matte_file_from
     src = g.evaluate(detect, 5)
-    net = node._learned_net(5)
-    assert net is not None and src.faces
-    from doublure.faces.occlusion import matte_ramp, predict_crops, sample_crop, with_occlusion
+    assert src.faces
+    from doublure.faces.occlusion import learned_plate_matte, load_matte, predict_crops, sample_crop, with_occlusion
+
+    # the network itself: the node would refuse a matte trained on another plate
+    net, _ = load_matte(matte_file_from["file"])
 
     def apply_once():
         t, c = time.perf_counter(), time.process_time()
         crops = torch.stack([sample_crop(src.tensor, f) for f in src.faces])
-        learned = matte_ramp(predict_crops(net, crops))[:, 0]
+        learned = predict_crops(net, crops)[:, 0]
         for i, face in enumerate(src.faces):
             window = crop_window(face, MATTE_RES, (src.height, src.width))
-            with_occlusion(face, window, crop_to_plate(learned[i], face, window))
+            with_occlusion(face, window, learned_plate_matte(learned[i], face, src.tensor, window))
         return (time.perf_counter() - t) / len(src.faces), (time.process_time() - c) / len(src.faces)
 
     # one torch thread: a 128 px crop is too small to share between threads (two cost 13x the CPU time here)
@@ -219,79 +266,200 @@ def bench_apply_1080(matte_file_from) -> dict:
 
 # Painted by looking at 256 px crops of the painted frames (crop unit coordinates: u right, v down). Each
 # clip: the frames painted, the glasses' frame as polylines (occluder), dots on the face beside it (face).
-def _ellipse(cu: float, cv: float, ru: float, rv: float, n: int = 24) -> list[list[float]]:
+def _ellipse(cu: float, cv: float, ru: float, rv: float, n: int = 24, power: float = 2.0) -> list[list[float]]:
+    """A closed (super)ellipse: ``power`` 2 an ellipse, larger a rounded rectangle (a rectangular lens)."""
     a = np.linspace(0, 2 * np.pi, n + 1)
-    return np.stack([cu + ru * np.cos(a), cv + rv * np.sin(a)], 1).tolist()
+    c, s = np.cos(a), np.sin(a)
+    c, s = np.sign(c) * np.abs(c) ** (2 / power), np.sign(s) * np.abs(s) ** (2 / power)
+    return np.stack([cu + ru * c, cv + rv * s], 1).tolist()
 
 
 GLASSES_STROKES = {
-    "d9": {"frames": (1, 30, 60), "radius": 0.012,
+    "d9": {"frames": (1, 30, 60), "measure": (15, 45, 75, 90), "radius": 0.012, "brush": 0.02,
+           "rings": (0.6, 0.3, 0.0), "grey": 0.16, "tophat": 0.02,
            "rims": [_ellipse(0.29, 0.288, 0.162, 0.122), _ellipse(0.703, 0.28, 0.166, 0.122),
                     [[0.45, 0.232], [0.537, 0.225]], [[0.08, 0.222], [0.127, 0.225]], [[0.87, 0.215], [0.92, 0.218]]],
            "face": [[0.29, 0.47], [0.70, 0.47], [0.50, 0.36], [0.50, 0.10], [0.30, 0.07], [0.72, 0.07], [0.20, 0.55],
                     [0.80, 0.55], [0.50, 0.62], [0.06, 0.40], [0.94, 0.40], [0.50, 0.85], [0.29, 0.35], [0.70, 0.35]]},
+    # half-rim glasses: a dark metal upper rim and temples, a clear nylon thread below the lenses
+    "d13": {"frames": (1, 30, 60), "measure": (15, 45, 75, 90), "radius": 0.010, "band": 2.0,
+            "rings": (0.55, 0.25, 0.0), "grey": 0.16, "tophat": 0.02, "lines": ("dark", "bright"),
+            "rims": [_ellipse(0.28, 0.292, 0.155, 0.088, power=3.0), _ellipse(0.705, 0.275, 0.16, 0.088, power=3.0),
+                     [[0.44, 0.228], [0.546, 0.226]], [[0.09, 0.245], [0.13, 0.24]], [[0.87, 0.22], [0.925, 0.215]]],
+            "face": [[0.28, 0.44], [0.70, 0.43], [0.50, 0.34], [0.50, 0.10], [0.30, 0.10], [0.72, 0.09], [0.20, 0.55],
+                     [0.80, 0.55], [0.50, 0.62], [0.50, 0.85], [0.28, 0.33], [0.70, 0.32]]},
 }
 
 
-def bench_glasses(clip: str, spec: dict, model: Path) -> dict:
+def crop_polygons_to_plate(polygons, face, window, size: int = 256) -> np.ndarray:
+    """Closed polygons in a face's crop unit coordinates, filled and warped onto a plate window. (h, w) float32."""
+    canvas = np.zeros((size, size), dtype=np.float32)
+    cv2.fillPoly(canvas, [np.round((np.asarray(p) * size - 0.5) * 16).astype(np.int32) for p in polygons], 1.0,
+                 cv2.LINE_AA, shift=4)
+    return crop_to_plate(torch.from_numpy(canvas), face, window)
+
+
+def glasses_frame_truth(plate: torch.Tensor, face, window, spec: dict) -> np.ndarray:
+    """The glasses' frame on one plate frame, drawn from the plate's own pixels, not from any matte: the thin
+    lines lighter (or, for a dark frame, darker: ``spec["lines"]``) than what lies on either side of them (a
+    white or black top-hat of the encoded luminance over a window three times the wire's width) and grey
+    (metal: low saturation), inside a band around the rims the strokes follow (``spec["band"]``, default 3,
+    times the brush radius: the rims were drawn on other frames), in connected pieces at least 3 wire widths
+    long. Checked by eye on the contact sheet (``--sheet``).
+
+    Returns:
+        (h, w) bool over ``window``.
+    """
+    from doublure.faces.paint import render_strokes
+    from doublure.faces.occlusion import encode_for_matte
+
+    y0, y1, x0, x1 = window
+    rgb = encode_for_matte(plate[:3, y0:y1, x0:x1].float().permute(1, 2, 0).numpy())
+    luma = rgb.mean(2)
+    wire = max(3, int(round(0.012 * face.width)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (wire, wire))
+    # light lines (polished metal, a clear rim catching the light) and dark ones (a dark metal rim)
+    tophat = np.max([cv2.morphologyEx(luma, cv2.MORPH_TOPHAT if kind == "bright" else cv2.MORPH_BLACKHAT, kernel)
+                     for kind in spec.get("lines", ("bright",))], 0)
+    grey = rgb.max(2) - rgb.min(2) < spec["grey"]
+    bands = [{"track_id": face.track_id, "points": rim, "radius": spec.get("band", 3.0) * spec["radius"],
+              "hardness": 1.0, "opacity": 1.0, "mode": "add", "frames": None} for rim in spec["rims"]]
+    band = render_strokes(bands, [face], 0, plate.shape[-2:])[0, y0:y1, x0:x1].numpy() > 0.5
+    lines = (band & grey & (tophat > spec["tophat"])).astype(np.uint8)
+    # specks (skin between hairs of an eyebrow) are not the frame: it is drawn in long connected lines
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    long_enough = stats[:, cv2.CC_STAT_AREA] >= 3 * wire
+    long_enough[0] = False
+    return long_enough[labels]
+
+
+# Face strokes inside each lens: the rim shrunk about its centre to these scales (rings) and the centre
+# (a spec's "rings" for flatter lenses: the first ring stays clear of the rim).
+LENS_FACE_RINGS = (0.7, 0.4, 0.0)
+
+
+def glasses_strokes(spec: dict) -> list[dict]:
+    """The artist's strokes of ``spec`` on each painted frame: the rims (occluder); the face inside the lenses
+    (erase: rings inside each lens, clear of the rim), since what the lenses show is the face to be swapped;
+    and dots on the face around the glasses (erase)."""
+    def stroke(points, radius, mode, frame):
+        return {"track_id": 0, "points": points, "radius": radius, "hardness": 0.8, "opacity": 1.0, "mode": mode,
+                "frames": {"only": frame}}
+
+    strokes = []
+    for frame in spec["frames"]:
+        for rim in spec["rims"]:
+            strokes.append(stroke(rim, spec.get("brush", spec["radius"]), "add", frame))
+        for lens in spec["rims"][:2]:
+            centre = np.mean(lens, 0)
+            for scale in spec.get("rings", LENS_FACE_RINGS):
+                strokes.append(stroke((centre + scale * (np.asarray(lens) - centre)).tolist(), 0.02, "erase", frame))
+        for dot in spec["face"]:
+            strokes.append(stroke([dot], 0.03, "erase", frame))
+    return strokes
+
+
+def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None, sheet: Path | None = None) -> dict:
+    """Train on the painted frames (or reuse the matte ``record`` a former run wrote, if the node accepts it:
+    the same plate and strokes), then on unpainted frames: the glasses' frame in the result against the plate,
+    and the swap's alpha inside the lenses with the matte against without it."""
+    from doublure.faces.occlusion import sample_crop
+
     g = engine.Graph()
-    read = g.create("Read", file=str(MEDIA / "people" / f"{clip}.mp4"), first=1, last=90)
+    read = g.create("Read", file=str(MEDIA / "people" / f"{clip}.mp4"), first=1, last=max(spec["measure"]))
     detect = g.create("FaceDetect")
     detect.set_input(0, read)
     node = g.create("Occlusion", hands=False, far_side=False)
     node.set_input(0, detect)
     swap = g.create("SwapModel", model=str(model), stabilise=0, temporal=0)
     swap.set_input(0, node)
-    strokes = []
-    for frame in spec["frames"]:
-        for rim in spec["rims"]:
-            strokes.append({"track_id": 0, "points": rim, "radius": spec["radius"], "hardness": 0.8, "opacity": 1.0,
-                            "mode": "add", "frames": {"only": frame}})
-        for dot in spec["face"]:
-            strokes.append({"track_id": 0, "points": [dot], "radius": 0.03, "hardness": 0.8, "opacity": 1.0,
-                            "mode": "erase", "frames": {"only": frame}})
-    node["strokes"] = strokes
-    node.action_train(g)
-    rims = [{"track_id": 0, "points": rim, "radius": spec["radius"] * 0.5, "hardness": 1.0, "opacity": 1.0,
-             "mode": "add", "frames": None} for rim in spec["rims"]]
-    from doublure.faces.paint import render_strokes
-
-    rel_with, rel_without, lens_alpha = [], [], []
-    for frame in (15, 45, 75, 90):
+    node["strokes"] = glasses_strokes(spec)
+    trained = train_or_reuse(node, g, record)
+    rel_with, rel_without, lens_kept, around_kept, wire_px, tiles = [], [], [], [], [], []
+    for frame in spec["measure"]:
         plate = g.evaluate(detect, frame)
         on = g.evaluate(swap, frame)
         node["learned"] = False
         off = g.evaluate(swap, frame)
         node["learned"] = True
-        rim = render_strokes(rims, plate.faces, frame, (plate.height, plate.width))[0] > 0.5
-        p = plate.tensor[:3].float()
-        ref = p[:, rim].abs().mean()
-        rel_with.append(float((on.tensor[:3].float() - p)[:, rim].abs().mean() / ref))
-        rel_without.append(float((off.tensor[:3].float() - p)[:, rim].abs().mean() / ref))
         face = on.faces[0]
-        y0, y1, x0, x1 = face.coverage.window
-        for cu, cv in ((0.25, 0.36), (0.66, 0.36)):   # below the eye, inside each lens
-            x, y = (face.from_crop @ np.array([cu, cv, 1.0]))
-            lens_alpha.append(float(face.coverage.alpha[0, int(round(y)) - y0, int(round(x)) - x0]))
-    return {"clip": clip, "rim_rel_mad_with": float(np.mean(rel_with)), "rim_rel_mad_without": float(np.mean(rel_without)),
-            "lens_alpha_min": float(np.min(lens_alpha)), "train": node["matte"]}
+        window = face.coverage.window
+        y0, y1, x0, x1 = window
+        truth = glasses_frame_truth(plate.tensor, plate.faces[0], window, spec)
+        p = plate.tensor[:3, y0:y1, x0:x1].float()
+        ref = p[:, torch.from_numpy(truth)].mean()   # the plate's mean over the frame's pixels
+        on_frame = torch.from_numpy(truth)
+        diff = lambda img: float((img.tensor[:3, y0:y1, x0:x1].float() - p)[:, on_frame].abs().mean() / ref)  # noqa: E731
+        rel_with.append(diff(on))
+        rel_without.append(diff(off))
+        wire_px.append(int(truth.sum()))
+        # inside the lenses: the rims shrunk to 3/4 about their centres, less the frame and its neighbourhood
+        lenses = [np.mean(r, 0) + 0.75 * (np.asarray(r) - np.mean(r, 0)) for r in spec["rims"][:2]]
+        inside = crop_polygons_to_plate(lenses, face, window) > 0.5
+        inside &= cv2.dilate(truth.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
+        a_on = face.coverage.alpha[0].numpy()
+        a_off = off.faces[0].coverage.alpha[0].numpy()
+        lens_kept.append(float(a_on[inside].mean() / max(a_off[inside].mean(), 1e-6)))
+        # around the glasses (the rims grown to 1.5 less grown to 1.1, less the frame): swapped there too
+        grown = lambda k: [np.mean(r, 0) + k * (np.asarray(r) - np.mean(r, 0)) for r in spec["rims"][:2]]  # noqa: E731
+        around = (crop_polygons_to_plate(grown(1.5), face, window) > 0.5) \
+            & (crop_polygons_to_plate(grown(1.1), face, window) < 0.5) \
+            & (cv2.dilate(truth.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0)
+        around_kept.append(float(a_on[around].mean() / max(a_off[around].mean(), 1e-6)))
+        if sheet is not None:
+            occl = g.evaluate(node, frame).faces[0]
+            tiles.append(glasses_tiles(plate, on, off, occl, truth, window, sample_crop))
+    if sheet is not None:
+        cv2.imwrite(str(sheet), np.concatenate(tiles, 0))
+    return {"clip": clip, "frames": list(spec["measure"]), "wire_px": wire_px,
+            "rim_rel_mad_with": [round(v, 4) for v in rel_with],
+            "rim_rel_mad_without": [round(v, 4) for v in rel_without],
+            "lens_alpha_kept": [round(v, 3) for v in lens_kept],
+            "around_alpha_kept": [round(v, 3) for v in around_kept], "train": trained, "matte": node.value("matte")}
+
+
+def glasses_tiles(plate, on, off, occl_face, truth, window, sample_crop) -> np.ndarray:
+    """One contact sheet row (BGR uint8): the eye band of the face's 384 px crop, plate with the truth (red)
+    and the matte (green), the swap with the matte, the swap without."""
+    from doublure.faces.occlusion import occlusion_in_window
+
+    face = plate.faces[0]
+    y0, y1, x0, x1 = window
+    pad = ((y0, plate.height - y1), (x0, plate.width - x1))
+    full = lambda m: torch.from_numpy(np.pad(m.astype(np.float32), pad))  # noqa: E731
+    overlay = plate.tensor[:3].float().clone()
+    matte = occlusion_in_window(occl_face, (0, plate.height, 0, plate.width))[0]
+    overlay[1] = torch.maximum(overlay[1], matte)
+    overlay[0] = torch.where(full(truth) > 0, 1.0, overlay[0])
+    rows = []
+    for img in (overlay, on.tensor, off.tensor):
+        crop = sample_crop(img, face, 384).permute(1, 2, 0).numpy()[40:200]
+        rows.append((crop[..., ::-1] * 255).astype(np.uint8))
+    return np.concatenate(rows, 1)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", choices=("synthetic", "apply", "glasses"))
+    ap.add_argument("--clips", default=",".join(GLASSES_STROKES), help="glasses clips, comma separated")
+    ap.add_argument("--reuse", type=Path, help="a folder for the glasses mattes' records: a later run with the "
+                                                "same plate and strokes measures again without training")
+    ap.add_argument("--sheet", type=Path, help="a folder for the glasses contact sheets (PNG)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     synthetic = None
     if args.only in (None, "synthetic", "apply"):
-        synthetic = bench_synthetic(args.quick)
+        synthetic = bench_synthetic(args.quick, args.reuse / "synthetic.json" if args.reuse else None)
         print("synthetic occluder:", synthetic, flush=True)
     if args.only in (None, "apply"):
         print("apply 1080p:", bench_apply_1080(synthetic["summary"]), flush=True)
     if args.only in (None, "glasses"):
-        for clip, spec in GLASSES_STROKES.items():
-            print("glasses:", bench_glasses(clip, spec, ROOT / "resources" / "demo" / "demo_model.dbm"), flush=True)
+        for clip in args.clips.split(","):
+            record = args.reuse / f"{clip}.json" if args.reuse else None
+            sheet = args.sheet / f"glasses_{clip}.png" if args.sheet else None
+            print("glasses:", bench_glasses(clip, GLASSES_STROKES[clip], ROOT / "resources" / "demo" / "demo_model.dbm",
+                                            record, sheet), flush=True)
 
 
 if __name__ == "__main__":

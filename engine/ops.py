@@ -193,6 +193,39 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     return box_filter(a, radius) * g + box_filter(b, radius)
 
 
+def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """Colour-guide guided filter (He, Sun and Tang 2010, eq. 19-21): per window, ``src`` fitted as a linear
+    function of the guide's three channels. It tells apart edges of equal luminance but other hue (skin against
+    a prop), which the grey guide of :func:`guided_filter` cannot.
+
+    Args:
+        guide: (3, H, W) guidance image.
+        src: (C, H, W) planes to filter.
+        radius: box window half size in pixels.
+        eps: regularisation, in squared guide units; larger keeps only strong edges of the guide.
+
+    Returns:
+        (C, H, W) filtered planes.
+    """
+    mean = lambda t: box_filter(t, radius)  # noqa: E731
+    mean_g = mean(guide)                                                   # (3, H, W)
+    mean_s = mean(src)                                                     # (C, H, W)
+    cov_gs = mean(guide[:, None] * src[None]) - mean_g[:, None] * mean_s[None]   # (3, C, H, W)
+    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+    var = mean(torch.stack([guide[i] * guide[j] for i, j in pairs])) \
+        - torch.stack([mean_g[i] * mean_g[j] for i, j in pairs])
+    rr, rg, rb, gg, gb, bb = var + torch.tensor([eps, 0, 0, eps, 0, eps], dtype=var.dtype,
+                                                device=var.device)[:, None, None]
+    # the symmetric 3x3 (Sigma + eps U) inverted by its cofactors, every pixel at once
+    inv = torch.stack([gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb,
+                       rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg])
+    det = rr * inv[0] + rg * inv[1] + rb * inv[2]
+    row = ((0, 1, 2), (1, 3, 4), (2, 4, 5))                               # inverse's entries by (row, column)
+    a = torch.stack([sum(inv[row[i][j]] * cov_gs[j] for j in range(3)) / det for i in range(3)])   # (3, C, H, W)
+    b = mean_s - (a * mean_g[:, None]).sum(0)
+    return (mean(a.flatten(0, 1)).reshape(a.shape) * guide[:, None]).sum(0) + mean(b)
+
+
 # -- resampling with a choice of filter (Reformat) -----------------------------------------------------
 
 

@@ -6,7 +6,8 @@ Three sources, each a plate-resolution matte over a face's window (:class:`~doub
 - **learned**: a small segmentation network in the face's aligned crop (:data:`MATTE_RES` px), trained per
   shot from painted strokes on two or three frames (``add`` strokes mark the occluder, ``erase`` strokes mark
   the face; unpainted pixels carry no label), with augmentation. Because the crop follows the face, glasses
-  painted on three frames are found on every frame.
+  painted on three frames are found on every frame. Its edge is refined at the plate's resolution, guided
+  by the plate's pixels (:func:`refine_matte_edge`).
 - **hands**: mediapipe's legacy hand landmarker (its models ship in the mediapipe wheel), a hand drawn as its
   palm polygon and finger bones, taken to be in front of any face it overlaps.
 - **far side**: on a turned head, the part of the face hull the mesh does not cover (background between the
@@ -31,10 +32,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from doublure.engine import ops
 from doublure.engine.atomic import atomic_path
 from doublure.engine.errors import DoublureError
 
-from .face import Coverage, Face, apply_affine, crop_matrix, invert_affine
+from .face import Coverage, Face, affine_scale, apply_affine, crop_matrix, invert_affine
 from .masks import rasterize_shapes, region_shapes
 from .paint import render_strokes
 
@@ -305,6 +307,79 @@ def crop_to_plate(matte: torch.Tensor, face: Face, window: tuple[int, int, int, 
     src = np.ascontiguousarray(matte.reshape(size, size).float().cpu().numpy())
     return cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0.0)
+
+
+# The edge refinement: the guided filter's window in crop pixels (one crop pixel is several plate pixels on a
+# large face: the network's edge is that coarse), and its regularisation in the guide's encoding (gamma 1/2.2,
+# [0, 1]): a plate edge of less contrast than about sqrt(eps) is smoothed over rather than followed.
+REFINE_RADIUS_CROP_PX = 1.0
+REFINE_EPS = 1e-3
+# The refinement works near the matte's edges only: pixels within two radii of one whose probability lies
+# between these, beside occluder pixels (the network's edge, warped onto the plate, always passes through
+# them: a crop pixel spans several plate pixels). A face with no occluder then costs nothing.
+_UNDECIDED = (0.1, 0.9)
+
+
+def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: float = REFINE_EPS) -> np.ndarray:
+    """Snap an upsampled matte's edge to the plate's own edges, the way learned roto tools refine a coarse
+    matte: the colour guided filter (He, Sun and Tang 2010, :func:`~doublure.engine.ops.guided_filter_color`)
+    of the probability, guided by the plate's pixels.
+
+    Only the band within two radii of the matte's edge (undecided pixels, probability 0.1-0.9, within two radii
+    of one above 0.5) is filtered (in its bounding box); elsewhere the probability is returned as it came.
+
+    Args:
+        prob: (h, w) float32 occluder probability warped onto the plate window.
+        guide: (h, w, 3) float32 plate window in the network's encoding (:func:`encode_for_matte`).
+        radius: filter radius in plate pixels (0 returns ``prob``).
+        eps: regularisation (squared units of the guide).
+
+    Returns:
+        (h, w) float32 refined probability in [0, 1].
+    """
+    if radius < 1:
+        return prob
+    reach = np.ones((4 * radius + 1, 4 * radius + 1), np.uint8)
+    # an edge of the matte: undecided pixels beside occluder ones (specks of doubt with no occluder near them
+    # are below the ramp whatever the filter does to them)
+    occluder_near = cv2.dilate((prob > 0.5).astype(np.uint8), reach) > 0
+    edge = (prob > _UNDECIDED[0]) & (prob < _UNDECIDED[1]) & occluder_near
+    band = cv2.dilate(edge.astype(np.uint8), reach) > 0
+    if not band.any():
+        return prob
+    rows, cols = np.nonzero(band.any(1))[0], np.nonzero(band.any(0))[0]
+    margin = 2 * radius   # a pixel's result depends on the pixels two radii away
+    y0, y1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, prob.shape[0])
+    x0, x1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, prob.shape[1])
+    box = torch.from_numpy(np.ascontiguousarray(prob[y0:y1, x0:x1]))[None]
+    box_guide = torch.from_numpy(np.ascontiguousarray(guide[y0:y1, x0:x1])).permute(2, 0, 1)
+    refined = ops.guided_filter_color(box_guide, box, radius, eps)[0].clamp(0.0, 1.0).numpy()
+    out = prob.copy()
+    inside = band[y0:y1, x0:x1]
+    out[y0:y1, x0:x1][inside] = refined[inside]
+    return out
+
+
+def learned_plate_matte(prob: torch.Tensor, face: Face, plate: torch.Tensor,
+                        window: tuple[int, int, int, int]) -> np.ndarray:
+    """The network's crop-space probability as the face's matte on a plate window: warped onto the plate,
+    its edge refined on the plate's own pixels (:func:`refine_matte_edge`, radius
+    :data:`REFINE_RADIUS_CROP_PX` crop pixels), then ramped (:func:`matte_ramp`).
+
+    Args:
+        prob: (S, S) occluder probability in the face's aligned crop.
+        face: the face.
+        plate: (C >= 3, H, W) scene-linear plate.
+        window: (y0, y1, x0, x1) plate rectangle.
+
+    Returns:
+        (y1 - y0, x1 - x0) float32 matte in [0, 1].
+    """
+    y0, y1, x0, x1 = window
+    on_plate = crop_to_plate(prob, face, window)
+    radius = int(round(REFINE_RADIUS_CROP_PX * affine_scale(face.from_crop) / prob.shape[-1]))
+    guide = encode_for_matte(plate[:3, y0:y1, x0:x1].float().cpu().permute(1, 2, 0).numpy())
+    return matte_ramp(torch.from_numpy(refine_matte_edge(on_plate, guide, radius))).numpy()
 
 
 def matte_ramp(prob: torch.Tensor, low: float = 0.35, high: float = 0.65) -> torch.Tensor:

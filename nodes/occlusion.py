@@ -7,7 +7,8 @@ over the face's crop window, 1 where the plate must be kept. It is the union of:
 - **learned**: paint in the viewer on two or three frames, ``add`` strokes over the occluder (the glasses'
   frame, a hand, a strand of hair) and ``erase`` strokes over the face beside it, then Train matte
   (``action_train`` / ``doublure occlusion shot.dbl -n Occlusion1``): a small network learns the shot's
-  occluders in the face's aligned crop and finds them on every frame. The trained matte is stored beside the
+  occluders in the face's aligned crop and finds them on every frame; its coarse edge (a crop pixel is
+  several plate pixels) is then refined on the plate's own pixels. The trained matte is stored beside the
   project (``<project_dir>/<project_stem>.occlusion/<NodeName>.safetensors``) with the keys of what it was
   trained on: the plate at the training frames (by content, as FaceDetect's tracks) and the strokes. A matte
   whose plate or strokes changed is not applied: the node errors until it is trained again (or ``learned``
@@ -31,9 +32,9 @@ from doublure.engine.hashing import file_identity
 from doublure.engine.identity import upstream_identity
 from doublure.engine.node import resolve_path
 from doublure.faces.detect import working_to_srgb8
-from doublure.faces.occlusion import (MATTE_RES, HandFinder, TrainingSample, crop_to_plate, crop_window,
-                                      far_side_matte, hand_matte, load_matte, matte_ramp, predict_crops, sample_crop,
-                                      save_matte, stroke_labels, train_matte, with_occlusion)
+from doublure.faces.occlusion import (MATTE_RES, HandFinder, TrainingSample, crop_window,
+                                      far_side_matte, hand_matte, learned_plate_matte, load_matte, predict_crops,
+                                      sample_crop, save_matte, stroke_labels, train_matte, with_occlusion)
 
 from .facedetect import _tracks_cache_dir
 
@@ -203,13 +204,13 @@ class Occlusion(Node):
         if net is not None and faces:
             ctx.check_cancelled()
             crops = torch.stack([sample_crop(src.tensor, f) for f in faces])
-            learned = matte_ramp(predict_crops(net, crops))[:, 0]
+            learned = predict_crops(net, crops)[:, 0]
         out = []
         for i, face in enumerate(faces):
             window = crop_window(face, MATTE_RES, hw)
             matte = np.zeros((window[1] - window[0], window[3] - window[2]), dtype=np.float32)
             if learned is not None:
-                matte = np.maximum(matte, crop_to_plate(learned[i], face, window))
+                matte = np.maximum(matte, learned_plate_matte(learned[i], face, src.tensor, window))
             if hands:
                 matte = np.maximum(matte, hand_matte(hands, window))
             if far_side:
