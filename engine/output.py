@@ -80,5 +80,21 @@ class FileOutputNode(Node):
         return ", ".join(files) if files else "(no file)"
 
     def renders_as_one_file(self) -> bool:
-        """True when every frame goes into one file (a movie): it cannot be split into frames rendered apart."""
+        """True when every frame goes into one file (a movie): it cannot be split into frames rendered apart.
+        A farm then renders it in parts (one a chunk of frames, :meth:`render_into_part`) and joins them."""
         return False
+
+    # -- one file rendered in parts (a farm's movie) -------------------------------------------------------
+    def one_file(self) -> str:
+        """The file every frame goes into (absolute), for a node that :meth:`renders_as_one_file`."""
+        raise NotImplementedError(f"{self.type_name}.one_file")
+
+    def version_of(self, ctx_template: "EvalContext", frames: Sequence[int]) -> str | None:
+        """A digest of what a render over ``frames`` writes, recorded in a part so that a re-run keeps only a part
+        rendered from the same graph; None: parts are not marked."""
+        return None
+
+    def render_into_part(self, path: str) -> None:
+        """Write the frames of this render into ``path``, a part of :meth:`one_file` joined later (the joined
+        file gets what the whole would, e.g. its Content Credentials, once)."""
+        raise NotImplementedError(f"{self.type_name}.render_into_part")

@@ -81,13 +81,12 @@ def point_movies_at_parts(graph: Any, task: ChunkTask) -> tuple[list[str], list[
     for name in task.writes:
         node = graph[name]
         if node.renders_as_one_file():
-            part = movie_part_path(node.path("file"), task.frames)
-            expected = node.movie_hash(graph.context(task.frames[0], task.proxy), list(task.frames))
+            part = movie_part_path(node.one_file(), task.frames)
+            expected = node.version_of(graph.context(task.frames[0], task.proxy), task.frames)
             if is_complete_movie(part, len(task.frames), expected):
                 kept += [(name, frame) for frame in task.frames]
                 continue
-            node["file"] = part
-            node.sign_movies = False  # the joined movie is signed, once (join_movies)
+            node.render_into_part(part)
         writes.append(name)
     return writes, kept
 

@@ -19,7 +19,7 @@ def movie_part_path(path: str, frames: Sequence[int]) -> str:
 
 def is_complete_movie(path: str, frames: int, graph_hash: str | None = None) -> bool:
     """True if the video at ``path`` opens and holds ``frames`` frames (a part a re-run can keep) and, when
-    ``graph_hash`` is given, was rendered from that graph (``Write.movie_hash`` in its metadata)."""
+    ``graph_hash`` is given, was rendered from that graph (``FileOutputNode.version_of``, in its metadata)."""
     from doublure.engine.errors import MediaError
     from doublure.engine.video import VideoReader
 
@@ -45,7 +45,7 @@ def join_movies(graph: Any, plan: list[tuple[tuple[str, ...], tuple[int, ...]]],
         node = graph[name]
         if not node.renders_as_one_file():
             continue
-        movie = node.path("file")
+        movie = node.one_file()
         chunks = [frames for names, frames in plan if name in names]
         parts = [movie_part_path(movie, frames) for frames in chunks]
         missing = sum(not is_complete_movie(part, len(frames)) for part, frames in zip(parts, chunks))

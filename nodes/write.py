@@ -107,6 +107,16 @@ class Write(FileOutputNode):
         """A movie: every frame goes into one file."""
         return self.resolved_file_type() in VIDEO_TYPES
 
+    def one_file(self) -> str:
+        return self.path("file")
+
+    def version_of(self, ctx_template, frames) -> str:
+        return self.movie_hash(ctx_template, list(frames))
+
+    def render_into_part(self, path: str) -> None:
+        self["file"] = path
+        self.sign_movies = False   # the joined movie is signed, once
+
     def describe(self, frames: list[int]) -> str:
         """What a render over ``frames`` produces (for ``doublure info``)."""
         kind = self.resolved_file_type()

@@ -110,3 +110,19 @@ def test_a_movie_write_renders_as_one_file_a_sequence_does_not(tmp_path):
     assert movie.renders_as_one_file() and typed.renders_as_one_file() and not frames.renders_as_one_file()
     assert movie.outputs([1, 2, 3]) == {str(tmp_path / "out.mov")}
     assert frames.outputs([1, 2]) == {str(tmp_path / "out.0001.exr"), str(tmp_path / "out.0002.exr")}
+
+
+def test_a_one_file_output_says_what_a_farm_needs_to_render_it_in_parts(tmp_path):
+    """The farm renders a movie in parts through the base's interface, not Write's knobs: the one file, the
+    version a part records, and a render redirected into a part (the joined file is signed once)."""
+    graph = engine.Graph(first=1, last=3)
+    movie = graph.create("Write", file=str(tmp_path / "out.mov"))
+    assert movie.one_file() == str(tmp_path / "out.mov")
+    ctx = graph.context(1)
+    assert movie.version_of(ctx, [1, 2]) == movie.version_of(ctx, (1, 2)) != movie.version_of(ctx, [1, 2, 3])
+    movie.render_into_part(str(tmp_path / ".out.mov.part1-2.mov"))
+    assert movie.path("file") == str(tmp_path / ".out.mov.part1-2.mov") and not movie.sign_movies
+    base = engine.FileOutputNode
+    assert base.version_of(movie, ctx, [1]) is None   # the default: parts are not marked
+    with pytest.raises(NotImplementedError):
+        base.one_file(movie)
