@@ -225,6 +225,27 @@ def degrade(x: torch.Tensor, generator: torch.Generator, max_sigma: float = 0.8,
     return torch.stack(out)
 
 
+def enhance_faces(net: DetailNet, faces: torch.Tensor, masks: torch.Tensor,
+                  amount: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The detail stage on the swap's decoded faces, and their masks enlarged to match.
+
+    Args:
+        net: the detail network.
+        faces: (N, 3, R, R) sRGB renderings in [0, 1], R = ``net.cfg.res``.
+        masks: (N, 1, R, R) their masks.
+        amount: 1 the stage's output; below, a fade towards the bilinear enlargement (made only then).
+
+    Returns:
+        ((N, 3, S, S) faces, (N, 1, S, S) masks), S = ``net.cfg.out_res``.
+    """
+    side = net.cfg.out_res
+    detailed = enhance(net, faces)
+    if amount < 1.0:
+        detailed = torch.lerp(F.interpolate(faces, size=(side, side), mode="bilinear", align_corners=False)
+                              .to(detailed.device), detailed, amount)
+    return detailed, F.interpolate(masks, size=(side, side), mode="bilinear", align_corners=False)
+
+
 def enhance(net: DetailNet, faces: torch.Tensor, chunk: int = 8) -> torch.Tensor:
     """Run a detail stage on rendered faces.
 

@@ -6,6 +6,11 @@ import threading
 
 import torch
 
+from doublure.engine.cache import Memo
+from doublure.faces.align import plate_crops
+from doublure.faces.composite import to_encoding
+from doublure.faces.face import Face
+
 from .dbm import LoadedModel, load_model, model_digest
 from .train import flush_denormals, resolve_precision
 
@@ -79,3 +84,40 @@ def swap_faces(loaded: LoadedModel, faces: torch.Tensor, chunk: int = 16,
             rgbs.append(rgb.float())
             masks.append(mask.float())
     return torch.cat(rgbs), torch.cat(masks)
+
+
+# (model digest, direction, plate hash, track id, to_crop, working space, device) -> the decoded face (sRGB rgb,
+# mask): neighbouring frames' outputs blend the same decoded faces, and a sequential render needs 2 * temporal
+# + 2 of them per face at a time (SwapModel reserves that much). At 1024 px a decoded face is 16 MB.
+decode_memo = Memo(24)
+
+
+def reserve_decoded(faces: int) -> None:
+    """Let :data:`decode_memo` hold at least ``faces`` decoded faces (a temporal window of every face)."""
+    decode_memo.reserve(faces)
+
+
+def decoded_face(loaded: LoadedModel, direction: str, plate, plate_hash: str, face: Face, working_space: str,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A plate face decoded by the model (:func:`swap_faces`), remembered by content in :data:`decode_memo`.
+
+    Args:
+        loaded: the model (:func:`shared_model`).
+        direction: "A->B" or "A->A".
+        plate: the plate frame (an ``engine.Image`` in ``working_space``).
+        plate_hash: the plate frame's engine hash (the memo's key).
+        face: the face, its ``to_crop`` the crop transform to decode through.
+        working_space: the plate's colour space.
+        device: where the model computes.
+
+    Returns:
+        (rgb (3, R, R) sRGB-encoded in [0, 1], mask (1, R, R)), R the model's resolution, on ``device``.
+    """
+    key = (loaded.digest, direction, plate_hash, face.track_id, face.to_crop.tobytes(), working_space, str(device))
+    hit = decode_memo.get(key)
+    if hit is not None:
+        return hit
+    crop = plate_crops(plate.tensor, face.to_crop[None], loaded.model.cfg.res)
+    model_in = to_encoding(crop, working_space, "srgb").clamp(0.0, 1.0)
+    rgb, mask = swap_faces(loaded, model_in.to(device), direction=direction)
+    return decode_memo.put(key, (rgb[0], mask[0]))

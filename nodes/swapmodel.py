@@ -33,12 +33,10 @@ import dataclasses
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
-from doublure.engine.cache import Memo
 from doublure.faces.align import plate_crops, plate_window, warp_from_crop
 from doublure.faces.composite import (MASK_SOURCES, crop_masks, over_alpha, over_plate, seamless_correction,
                                       to_encoding)
@@ -48,8 +46,8 @@ from doublure.faces.occlusion import occlusion_in_window
 from doublure.faces.temporal import PlateFaces, aligned_blend, temporal_weights
 from doublure.models.dbm import (ModelFileError, consent_problems, model_digest, read_meta, rights_problems,
                                  rights_reference)
-from doublure.models.detail import enhance
-from doublure.models.infer import shared_model, swap_faces
+from doublure.models.detail import enhance_faces
+from doublure.models.infer import decoded_face, reserve_decoded, shared_model
 
 from ._finish import region_mask
 
@@ -69,12 +67,6 @@ def parse_tracks(text: str) -> set[int] | None:
     if text in ("", "all"):
         return None
     return {int(part) for part in text.replace(" ", "").split(",") if part}
-
-
-# (model digest, direction, plate hash, track id, to_crop, working space, device) -> the decoded face (sRGB rgb,
-# mask): neighbouring frames' outputs blend the same decoded faces, and a sequential render needs 2 * temporal
-# + 2 of them per face at a time (``compute`` reserves that much). At 1024 px a decoded face is 16 MB.
-_decode_memo = Memo(24)
 
 
 @register_node
@@ -191,22 +183,6 @@ class SwapModel(Node):
             out["doublure/rights_warning"] = "; ".join(problems)
         return out
 
-    def _decoded(self, ctx: EvalContext, plate_faces: PlateFaces, loaded, direction: str, frame: int,
-                 face) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's face (sRGB (3, R, R), mask (1, R, R)) decoded in ``direction`` from the plate at ``frame``
-        through ``face``'s crop transform (remembered: neighbouring frames' outputs blend the same decoded
-        faces)."""
-        key = (loaded.digest, direction, plate_faces.hash_at(frame), face.track_id, face.to_crop.tobytes(),
-               ctx.working_space, str(ctx.device))
-        hit = _decode_memo.get(key)
-        if hit is not None:
-            return hit
-        plate = plate_faces.plate_at(frame)
-        crop = plate_crops(plate.tensor, face.to_crop[None], loaded.model.cfg.res)
-        model_in = to_encoding(crop, ctx.working_space, "srgb").clamp(0.0, 1.0)
-        rgb, mask = swap_faces(loaded, model_in.to(ctx.device), direction=direction)
-        return _decode_memo.put(key, (rgb[0], mask[0]))
-
     def _detail_wanted(self, loaded, faces, frame: int) -> bool:
         """Whether the model's detail stage draws these faces: it has one, the knob allows it and a face spans
         more plate pixels than :data:`DETAIL_FROM` times the model's crop."""
@@ -245,7 +221,7 @@ class SwapModel(Node):
         res = loaded.model.cfg.res
         stabilise, temporal = self._reach(ctx.frame)
         align = self.value("temporal_align", ctx.frame)
-        _decode_memo.reserve((2 * temporal + 2) * len(faces))
+        reserve_decoded((2 * temporal + 2) * len(faces))
         PlateFaces.reserve(len(faces), temporal)
         plate_faces = PlateFaces(lambda f: inputs.get(0, frame=f), lambda f: self.input_hash(0, ctx.at(f)),
                                  (self.graph.settings["first"], self.graph.settings["last"]))
@@ -264,7 +240,8 @@ class SwapModel(Node):
             offsets = [d for d in range(-temporal, temporal + 1) if frame + d in near]
             around = {d: face if d == 0 else plate_faces.stabilised(frame + d, near, stabilise)
                       for d in offsets}
-            decoded = [self._decoded(ctx, plate_faces, loaded, direction, frame + d, around[d]) for d in offsets]
+            decoded = [decoded_face(loaded, direction, plate_faces.plate_at(frame + d), plate_faces.hash_at(frame + d),
+                                    around[d], ctx.working_space, ctx.device) for d in offsets]
             weights = temporal_weights(offsets, temporal)
             if align == "flow" and len(offsets) > 1:
                 flows = plate_faces.neighbour_flows(res, frame, around, ctx.device)
@@ -278,14 +255,9 @@ class SwapModel(Node):
         swap, pred_mask = torch.stack(swaps), torch.stack(masks)
         if self._detail_wanted(loaded, faces, ctx.frame):
             # after the temporal blend, so the added detail is drawn once per frame on the steadied face
+            swap, pred_mask = enhance_faces(loaded.detail, swap, pred_mask, float(self.value("detail_amount",
+                                                                                              ctx.frame)))
             res = loaded.detail.cfg.out_res
-            amount = float(self.value("detail_amount", ctx.frame))
-            detailed = enhance(loaded.detail, swap)
-            if amount < 1.0:   # the enlargement is made only to fade towards
-                detailed = torch.lerp(F.interpolate(swap, size=(res, res), mode="bilinear", align_corners=False),
-                                      detailed, amount)
-            swap = detailed
-            pred_mask = F.interpolate(pred_mask, size=(res, res), mode="bilinear", align_corners=False)
         swap = to_encoding(swap, "srgb", ctx.working_space).to(plate.device)
         hull = torch.stack([render_crop_mask(f, "face_hull", res, device=swap.device) for f in faces])
         mask = crop_masks(pred_mask.to(swap.device), hull, self.value("mask_source", ctx.frame),

@@ -98,17 +98,17 @@ def test_temporal_blend_steadies_the_decoded_face(media_dir):
 def test_the_memos_hold_the_window_of_a_sequential_render(media_dir, monkeypatch):
     from doublure.engine.cache import Memo
     from doublure.faces import temporal
-    from doublure.nodes import swapmodel
+    from doublure.models import infer
 
-    monkeypatch.setattr(swapmodel, "_decode_memo", Memo(2))
+    monkeypatch.setattr(infer, "decode_memo", Memo(2))
     for name in ("_grey_memo", "_flow_memo"):
         monkeypatch.setattr(temporal, name, Memo(2))
     g, fd, sw = swap_graph(media_dir / "mead/W009_front_happy_level3_001.mp4", 10, track=True)
     sw["temporal"] = 3
     g.evaluate(sw, frame=5)
     # one face: the 7 frames blended and the one the window slides to next; flows both ways
-    assert swapmodel._decode_memo.size == 8 and temporal._grey_memo.size == 8 and temporal._flow_memo.size == 16
-    assert len(swapmodel._decode_memo) == 7
+    assert infer.decode_memo.size == 8 and temporal._grey_memo.size == 8 and temporal._flow_memo.size == 16
+    assert len(infer.decode_memo) == 7
 
 
 def test_stabilised_swap_sticks_to_a_fast_moving_head(media_dir):
