@@ -238,18 +238,7 @@ class TrainingPanel(QtWidgets.QWidget):
         buttons = QtWidgets.QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
-        buttons.addSpacing(16)
-        # the one-click path beside Start: the project's shot, no form to fill (the Target field, when filled,
-        # replaces the model card's target faces)
-        buttons.addWidget(self.adapt_button)
-        buttons.addWidget(QtWidgets.QLabel("model of", self))
-        buttons.addWidget(self.adapt_swap)
-        buttons.addWidget(QtWidgets.QLabel("for", self))
-        buttons.addWidget(self.adapt_minutes)
-        buttons.addStretch(1)
-        messages = QtWidgets.QHBoxLayout()
-        messages.addWidget(self.rate, 1)
-        messages.addWidget(self.saved, 1)
+        buttons.addWidget(self.rate, 1)
         self.chart = QtCharts.QChart()
         self.chart.setTitle("loss by iteration")
         # the legend on the right and no axis title: in a low dock the plot keeps the height its tick labels
@@ -273,7 +262,16 @@ class TrainingPanel(QtWidgets.QWidget):
         self.preview.setToolTip("columns: A, A->A, B, B->B, A->B")
         # The form and the rights on the left, the run's curve and preview on the right: the panel sits in
         # a wide, low dock beside the node graph.
+        # the one-click path first, in the form's scrolling column (a row beside Start would set the dock's, and
+        # so the window's, minimum width): the project's shot, nothing else to fill in (the Target field, when
+        # filled, replaces the model card's target faces)
+        adapt_box = QtWidgets.QGroupBox("Adapt a model to this shot", self)
+        adapt_form = QtWidgets.QFormLayout(adapt_box)
+        adapt_form.addRow("SwapModel", self.adapt_swap)
+        adapt_form.addRow("Train for", self.adapt_minutes)
+        adapt_form.addRow(self.adapt_button)
         left = QtWidgets.QVBoxLayout()
+        left.addWidget(adapt_box)
         left.addLayout(form)
         left.addWidget(rights_box)
         left.addStretch(1)
@@ -288,7 +286,7 @@ class TrainingPanel(QtWidgets.QWidget):
         plots.addWidget(self.preview, 2)
         right = QtWidgets.QVBoxLayout()
         right.addLayout(buttons)
-        right.addLayout(messages)
+        right.addWidget(self.saved)
         right.addLayout(plots, 1)
         layout = QtWidgets.QHBoxLayout(self)
         layout.addWidget(form_area, 2)
