@@ -178,7 +178,7 @@ def face_window(faces: list, hw: tuple[int, int], margin: float = 0.35) -> tuple
 def render_and_capture(g, frames: list[int], faces: list, every: int, hw: tuple[int, int]):
     """Render every Write over ``frames``; after each frame keep plate, result and (sampled frames) the
     composite mask inside the face window. Returns (Capture, RenderReport)."""
-    from doublure.nodes.facedetect import working_to_srgb8
+    from doublure.faces.detect import working_to_srgb8
 
     ws = g.settings["working_space"]
     win = face_window(faces, hw)

@@ -174,7 +174,7 @@ def model_swapper(model_path: str, direction: str = "A->B", **knobs):
     import doublure.nodes  # noqa: F401
     from doublure import engine
     from doublure.engine import colour
-    from doublure.nodes.facedetect import working_to_srgb8
+    from doublure.faces.detect import working_to_srgb8
 
     graph = engine.Graph()
     node = graph.create("SwapModel", model=model_path, stabilise=0, temporal=0, holds=False, direction=direction,
@@ -201,7 +201,7 @@ def shot_swapper(model_path: str, knobs: dict | None = None):
     frame. One graph per clip, so SwapModel's neighbours are the clip's own frames."""
     import doublure.nodes  # noqa: F401
     from doublure import engine
-    from doublure.nodes.facedetect import working_to_srgb8
+    from doublure.faces.detect import working_to_srgb8
 
     graphs: dict[str, tuple] = {}
 
@@ -228,7 +228,7 @@ def blurred_average_swapper(faceset_dir: str, res: int):
     from doublure.faces.align import warp_from_crop
     from doublure.faces.masks import render_crop_mask
     from doublure.models.data import FaceData
-    from doublure.nodes.facedetect import working_to_srgb8
+    from doublure.faces.detect import working_to_srgb8
     from doublure.faces.composite import crop_masks
 
     data = FaceData([faceset_dir], res)

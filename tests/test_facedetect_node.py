@@ -12,7 +12,8 @@ from doublure import engine
 from doublure.engine import colour
 from doublure.faces.face import Face
 from doublure.engine.identity import content_identity
-from doublure.nodes.facedetect import FaceDetect, overlay_for, track_shot, working_to_srgb8
+from doublure.faces.detect import working_to_srgb8
+from doublure.nodes.facedetect import FaceDetect, overlay_for, track_shot
 
 CLIP = "mead/M030_front_surprised_level3_001.mp4"
 
