@@ -378,15 +378,19 @@ class TrainingPanel(QtWidgets.QWidget):
         self.saved.setText("")
         self._started_at = time.monotonic()
         self.trainer.start()
-        self.start_button.setEnabled(False)
-        self.adapt_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
+        self._set_busy(True)
         self._watch.start()
         self.status_message.emit(f"training {config.out} started")
         return self.trainer
 
     def running(self) -> bool:
         return self.trainer is not None and self.trainer.running
+
+    def _set_busy(self, busy: bool) -> None:
+        """While an extraction for an adaptation or a run goes on, only Stop is offered."""
+        self.start_button.setEnabled(not busy)
+        self.adapt_button.setEnabled(not busy)
+        self.stop_button.setEnabled(busy)
 
     def stop(self) -> None:
         if self.extraction is not None and self.adapting is not None:
@@ -423,9 +427,7 @@ class TrainingPanel(QtWidgets.QWidget):
         job.finished.connect(lambda summary, error: self._shot_extracted(config, summary, error))
         self.rate.setText(f"adapt: reading the faces of {plan.read} ({plan.frame_count} frames) into {plan.faceset}…")
         self.saved.setText("")
-        self.start_button.setEnabled(False)
-        self.adapt_button.setEnabled(False)
-        self.stop_button.setEnabled(True)
+        self._set_busy(True)
         job.start()
         return plan
 
@@ -433,9 +435,7 @@ class TrainingPanel(QtWidgets.QWidget):
         self.extraction = None
         if error:
             self.adapting = None
-            self.start_button.setEnabled(True)
-            self.adapt_button.setEnabled(True)
-            self.stop_button.setEnabled(False)
+            self._set_busy(False)
             self.rate.setText(f"adapt {'stopped' if error == 'stopped' else 'failed'}: {error}")
             self.status_message.emit(f"adapt: {error}")
             return
@@ -449,9 +449,7 @@ class TrainingPanel(QtWidgets.QWidget):
                                   f"iterations… {time.monotonic() - self._started_at:.0f} s")
             return
         self._watch.stop()
-        self.start_button.setEnabled(True)
-        self.adapt_button.setEnabled(True)
-        self.stop_button.setEnabled(False)
+        self._set_busy(False)
         plan, self.adapting = self.adapting, None
         error = self.trainer.error
         if error is not None:
