@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from doublure.engine import DoublureError  # noqa: E402
 
-SUBCOMMANDS = ("render", "info", "track", "occlusion", "extract", "train", "adapt", "demo", "verify")
+SUBCOMMANDS = ("render", "info", "track", "occlusion", "extract", "train", "adapt", "references", "demo", "verify")
 
 
 def _version() -> str:
@@ -158,6 +158,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if bar:
         bar[0].close()
     print(summary["text"])
+    return 0
+
+
+def cmd_references(args: argparse.Namespace) -> int:
+    from doublure.models.dbm import save_references
+    from doublure.models.references import bank_to_bytes, build_bank
+
+    bank, card = build_bank(args.faceset, args.count)
+    data = bank_to_bytes(bank)
+    save_references(args.model, data, card)
+    print(f"{card['count']} reference faces of {card['faceset']} at {card['size']} px ({len(data) / 1e6:.1f} MB) "
+          f"added to {args.model}")
     return 0
 
 
@@ -309,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the target's facesets (default: those the model's card names)")
     adapt.add_argument("--apply", action="store_true", help="point the SwapModel at the adapted model and save")
     adapt.set_defaults(func=cmd_adapt)
+
+    references = sub.add_parser("references", help="give an identity model its target's reference faces: SwapModel "
+                                "draws the face from them, at their own sharpness, moved by the plate's landmarks")
+    references.add_argument("model", help="the identity model (.dbm)")
+    references.add_argument("--faceset", required=True, help="a faceset of the model's target (doublure extract; "
+                            "256 px or more for sharp faces on large plate faces)")
+    references.add_argument("--count", type=int, default=48, help="faces kept, chosen to cover the faceset's poses "
+                            "and expressions (default 48)")
+    references.set_defaults(func=cmd_references)
 
     demo = sub.add_parser("demo", help="open the demo shot (renders it when there is no display)")
     demo.add_argument("--headless", action="store_true", default=None, help="render instead of opening the app")

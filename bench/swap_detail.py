@@ -74,9 +74,9 @@ def target_sharpness_at(side: int, target_faces: list[tuple[np.ndarray, object]]
     return float(np.mean([sharpness(*face_crop8(rgb8, face, side)) for rgb8, face in target_faces]))
 
 
-def swapper(model_path: str, detail: str):
+def swapper(model_path: str, detail: str, references: str = "off"):
     """SwapModel's compute on one frame alone (see the module doc), as ``swap(rgb8, face) -> rgb8``."""
-    swap = model_swapper(model_path, detail=detail)
+    swap = model_swapper(model_path, detail=detail, references=references)
     return lambda rgb8, face: swap(rgb8, face, "", 0)
 
 
@@ -176,6 +176,9 @@ def main(argv=None) -> int:
             if face is not None:
                 target_faces.append((rgb, face))
     swaps = {"detail off": swapper(args.model, "off"), "detail auto": swapper(args.model, "auto")}
+    from doublure.models.dbm import read_meta
+    if read_meta(args.model).get("references"):
+        swaps["references"] = swapper(args.model, "auto", "auto")
     results, sheets = {}, {}
     for plate in args.plates:
         clip = media(plate)
@@ -193,7 +196,7 @@ def main(argv=None) -> int:
     (OUT / f"swap_detail_{stamp}.json").write_text(json.dumps({"model": args.model, "results": results}, indent=1))
     if args.sheet:
         write_sheet(args.sheet, sheets)
-        print(f"contact sheet: {args.sheet} (rows: plate | detail off | detail auto)")
+        print(f"contact sheet: {args.sheet} (rows: plate | {' | '.join(swaps)})")
     return 0
 
 

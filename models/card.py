@@ -28,9 +28,11 @@ _TRAINING = {"iterations": "integer", "batch": "integer", "elapsed_s": "number",
 # the detail stage's card (its architecture is checked by DetailConfig when it is built)
 _DETAIL = {"architecture": "object", "weights_sha256": "string", "identity_sha256": "string",
            "identity_iteration": "integer", "training": "object"}
+# the reference faces' card (their tensors are checked by doublure.models.references when they are read)
+_REFERENCES = {"sha256": "string", "count": "integer", "size": "integer", "faceset": "string", "clips": "strings"}
 CARD_FIELDS: dict[str, Any] = {"name": "string", "face_type": "string", "encoding": "string", "saved": "string",
                                "resolution": "integer", "rights": _RIGHTS, "training": _TRAINING,
-                               "facesets": "facesets", "detail": _DETAIL}
+                               "facesets": "facesets", "detail": _DETAIL, "references": _REFERENCES}
 
 
 def _kind_problem(value: Any, kind: Any) -> str | None:

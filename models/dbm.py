@@ -6,6 +6,9 @@
 - optionally ``detail.safetensors``: the detail stage (:mod:`doublure.models.detail`), described by
   ``model.json["detail"]`` (``architecture``, ``weights_sha256``, ``identity_sha256``: the identity weights it
   was trained on, ``training``); written by ``doublure train --detail``;
+- optionally ``references.safetensors``: the target's reference faces (:mod:`doublure.models.references`),
+  described by ``model.json["references"]`` (``sha256``, ``count``, ``size``, ``faceset``, ``clips``); written by
+  ``doublure references``, kept as training continues the model;
 - while training, also ``optimizer.safetensors`` (the optimiser's tensors) and ``train_state.json`` (its
   other state, the iteration, the loss log position), so ``--resume`` continues exactly. No pickles.
 
@@ -58,6 +61,7 @@ MODEL_SCHEMA = "doublure.model/1"
 WEIGHTS = "weights.safetensors"
 META = "model.json"
 OPTIMIZER = "optimizer.safetensors"
+REFERENCES = "references.safetensors"
 TRAIN_STATE = "train_state.json"
 DETAIL = "detail.safetensors"
 RIGHTS_FIELDS = ("subject", "consent_given_by", "consent_date", "agreement", "allowed_uses", "expiry")
@@ -251,6 +255,7 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
                  "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     files = {WEIGHTS: weights}
     _carry_detail(detail_from or path, full, files)
+    _carry_references(path, full, files)
     files[META] = (json.dumps(full, indent=1) + "\n").encode()
     if optimizer_state is not None:
         opt_bytes, opt_meta = optimizer_to_files(optimizer_state)
@@ -262,25 +267,82 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
     return full
 
 
+def _carried_file(path: str, meta: dict[str, Any], field: str, name: str, checksum: str, what: str) -> bytes | None:
+    """The bytes of the optional file ``name`` of the model at ``path`` that ``meta[field]`` names (its
+    ``checksum`` key holding the file's sha256), for a save that continues the model; None, with the field
+    dropped from ``meta`` (and a log line where the card named a file that is gone), where there is none."""
+    card = meta.get(field)
+    if not isinstance(card, dict):
+        meta.pop(field, None)
+        return None
+    existing = resolve_model_path(path)
+    data = _read_files(existing, (name,)).get(name) if os.path.exists(existing) else None
+    if data is None or _sha256(data) != card.get(checksum):
+        log.warning("%s: the %s named in the model card %s not in the model any more; left out", path, what,
+                    "are" if what.endswith("s") else "is")
+        meta.pop(field)
+        return None
+    return data
+
+
 def _carry_detail(path: str, meta: dict[str, Any], files: dict[str, bytes]) -> None:
     """Keep the detail stage of the model at ``path`` when ``meta`` (its card, as training continues it) names
     it: continuing the identity part (adapting it to a shot, more iterations) changes its renderings little,
     and the stage keeps drawing the same person's detail. It is rebound to the new identity weights; the
     identity iteration it was trained at stays recorded, so the card tells how far the identity has moved
     since. A stage whose file is gone is dropped from the card, with a log line."""
-    detail = meta.get("detail")
-    if not isinstance(detail, dict):
-        meta.pop("detail", None)
-        return
-    existing = resolve_model_path(path)
-    data = _read_files(existing, (DETAIL,)).get(DETAIL) if os.path.exists(existing) else None
-    if data is None or _sha256(data) != detail.get("weights_sha256"):
-        log.warning("%s: the detail stage named in the model card is not in the model any more; it is left out",
-                    path)
-        meta.pop("detail")
-        return
-    files[DETAIL] = data
-    meta["detail"] = dict(detail, identity_sha256=_sha256(files[WEIGHTS]))
+    data = _carried_file(path, meta, "detail", DETAIL, "weights_sha256", "detail stage")
+    if data is not None:
+        files[DETAIL] = data
+        meta["detail"] = dict(meta["detail"], identity_sha256=_sha256(files[WEIGHTS]))
+
+
+def _carry_references(path: str, meta: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Keep the reference faces of the model at ``path`` when ``meta`` names them: they are the target's own
+    faces, whatever the identity weights. A bank whose file is gone is dropped from the card, with a log line."""
+    data = _carried_file(path, meta, "references", REFERENCES, "sha256", "reference faces")
+    if data is not None:
+        files[REFERENCES] = data
+
+
+def save_references(path: str, bank_bytes: bytes, card: dict[str, Any]) -> dict[str, Any]:
+    """Add (or replace) the reference faces of an existing model, atomically; everything else is kept.
+
+    Args:
+        path: the model (.dbm folder or zip).
+        bank_bytes: :func:`doublure.models.references.bank_to_bytes`.
+        card: ``model.json["references"]`` without its checksum (``count``, ``size``, ``faceset``, ``clips``).
+
+    Returns:
+        The ``model.json`` dict as written.
+    """
+    path = os.fspath(path)
+    meta = read_meta(path)
+    files = _read_files(path, (WEIGHTS, META, DETAIL, OPTIMIZER, TRAIN_STATE))
+    meta["references"] = dict(card, sha256=_sha256(bank_bytes))
+    files[REFERENCES] = bank_bytes
+    files[META] = (json.dumps(meta, indent=1) + "\n").encode()
+    _write_model_files(path, files, as_zip=os.path.isfile(resolve_model_path(path)))
+    return meta
+
+
+def load_references(path: str, meta: dict[str, Any]):
+    """The model's reference bank (:class:`doublure.models.references.ReferenceBank`), or None where the card
+    names none. A missing, altered or corrupt bank raises ModelFileError naming the file."""
+    from .references import ReferenceError, bank_from_bytes
+
+    refs = meta.get("references")
+    if not refs:
+        return None
+    if not isinstance(refs, dict):
+        raise ModelFileError(f"model file {path}: {META} field 'references' must be an object")
+    data = _read_files(path, (REFERENCES,)).get(REFERENCES)
+    if data is None or _sha256(data) != refs.get("sha256"):
+        raise ModelFileError(f"model file {path}: {REFERENCES} is missing or does not match its checksum")
+    try:
+        return bank_from_bytes(data, f"model file {path}: {REFERENCES}")
+    except ReferenceError as exc:
+        raise ModelFileError(str(exc)) from None
 
 
 def _write_model_files(path: str, files: dict[str, bytes], as_zip: bool) -> None:
@@ -311,7 +373,7 @@ def save_detail(path: str, net: "DetailNet", detail_meta: dict[str, Any]) -> dic
     """
     path = os.fspath(path)
     meta = read_meta(path)
-    files = _read_files(path, (WEIGHTS, META, OPTIMIZER, TRAIN_STATE))
+    files = _read_files(path, (WEIGHTS, META, OPTIMIZER, TRAIN_STATE, REFERENCES))
     weights = state_to_bytes(net.state_dict())
     meta["detail"] = dict(detail_meta, architecture=net.cfg.to_json(), weights_sha256=_sha256(weights),
                           identity_sha256=meta["weights_sha256"],
@@ -428,6 +490,8 @@ def _digest_for(identity: tuple) -> str:
     content = [meta["architecture"], meta["weights_sha256"], meta.get("face_type"), meta.get("name"), meta.get("rights")]
     if _detail_digest(meta) is not None:   # so that a model without one keeps the digest it always had
         content.append(_detail_digest(meta))
+    if isinstance(meta.get("references"), dict):
+        content.append({"references": meta["references"].get("sha256")})
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
@@ -458,6 +522,7 @@ class LoadedModel:
         rights_warning: empty when the rights record is in order, else what is wrong (the UI shows it).
         detail: the detail stage (:mod:`doublure.models.detail`) on the same device, or None.
         detail_note: why there is no detail stage, when there is none.
+        references: the target's reference faces (:mod:`doublure.models.references`), or None.
     """
 
     model: IdentityModel
@@ -467,6 +532,7 @@ class LoadedModel:
     rights_warning: str = ""
     detail: "DetailNet | None" = None
     detail_note: str = ""
+    references: Any = None
 
     @property
     def rights(self) -> dict[str, Any]:
@@ -525,7 +591,8 @@ def load_model(path: str, device: torch.device | str = "cpu") -> LoadedModel:
         detail.to(device)
     elif meta.get("detail"):
         log.warning("%s: the swap runs without its detail stage", detail_note)
-    return LoadedModel(model, meta, model_digest(path), path, warning, detail, detail_note)
+    return LoadedModel(model, meta, model_digest(path), path, warning, detail, detail_note,
+                       load_references(path, meta))
 
 
 def has_training_state(path: str) -> bool:
@@ -612,6 +679,14 @@ def model_card(path: str) -> str:
                          f"native {fs.get('native_side') or '?'} px)")
     else:
         lines.append("  detail stage: none (the swap is drawn at the identity model's resolution)")
+    refs = meta.get("references")
+    if isinstance(refs, dict):
+        clips = refs.get("clips") or []
+        lines.append(f"  reference faces: {refs.get('count')} of the target at {refs.get('size')} px, from "
+                     f"{refs.get('faceset')}" + (f" ({len(clips)} clip(s): {', '.join(clips)})" if clips else "")
+                     + "; SwapModel draws the face from them (knob 'references')")
+    else:
+        lines.append("  reference faces: none (`doublure references MODEL.dbm --faceset DIR` adds them)")
     for role, label in (("a", "plate actor (A)"), ("b", "target actor (B)"), ("pretrain", "pretraining")):
         for fs in (meta.get("facesets") or {}).get(role) or []:
             clips = fs.get("clips") or []

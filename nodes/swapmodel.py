@@ -48,6 +48,7 @@ from doublure.models.dbm import (ModelFileError, consent_problems, model_digest,
                                  rights_reference)
 from doublure.models.detail import enhance_faces
 from doublure.models.infer import decoded_face, reserve_decoded, shared_model
+from doublure.models.references import reference_swap
 
 from ._finish import region_mask
 
@@ -119,6 +120,12 @@ class SwapModel(Node):
         K.Float("detail_amount", default=1.0, min=0.0, max=1.0, label="detail amount",
                 tooltip="How much of the detail stage's added detail to keep: 1 all of it, 0 the model's "
                         "rendering enlarged to the same size (skin, creases and lashes fade with it)."),
+        K.Enum("references", DETAIL_MODES, default="auto",
+               tooltip="auto: where the model carries its target's reference faces (`doublure references`), draw "
+                       "the face from them: the nearest in pose and expression warped onto the plate face's "
+                       "landmarks, at the plate's size, lit like the plate; the model gives the mask (A->B only: "
+                       "they are the target's faces). off: the model's rendering (on actors it never trained on, "
+                       "a soft face)."),
         K.Enum("output", OUTPUTS, default="composite",
                tooltip="composite: the plate with the new faces; swapped crop: the model's output crops side "
                        "by side; mask: where the new faces go."),
@@ -235,7 +242,7 @@ class SwapModel(Node):
         # Work in the plate window the faces cover: the same affines with the window's origin moved to 0.
         y0, y1, x0, x1 = plate_window(from_crop, res, (plate.height, plate.width))
         from_crop[:, :, 2] -= np.array([x0, y0], dtype=np.float64)
-        swaps, masks = [], []
+        swaps, masks, windows = [], [], []
         for face, near, (frame, _) in zip(faces, tracks_near, keys):
             offsets = [d for d in range(-temporal, temporal + 1) if frame + d in near]
             around = {d: face if d == 0 else plate_faces.stabilised(frame + d, near, stabilise)
@@ -251,6 +258,7 @@ class SwapModel(Node):
                 m = sum(float(w) * m for w, (_, m) in zip(weights, decoded))
             swaps.append(rgb)
             masks.append(m)
+            windows.append([(float(w), around[d]) for w, d in zip(weights, offsets)])
         ctx.check_cancelled()
         swap, pred_mask = torch.stack(swaps), torch.stack(masks)
         if self._detail_wanted(loaded, faces, ctx.frame):
@@ -259,6 +267,9 @@ class SwapModel(Node):
                                                                                               ctx.frame)))
             res = loaded.detail.cfg.out_res
         swap = to_encoding(swap, "srgb", ctx.working_space).to(plate.device)
+        if loaded.references is not None and direction == "A->B" and self.value("references", ctx.frame) == "auto":
+            swap, pred_mask, res = reference_swap(loaded.references, faces, windows, plate.tensor, pred_mask,
+                                                  ctx.working_space)
         hull = torch.stack([render_crop_mask(f, "face_hull", res, device=swap.device) for f in faces])
         mask = crop_masks(pred_mask.to(swap.device), hull, self.value("mask_source", ctx.frame),
                           self.value("erode", ctx.frame) * res / 100.0, self.value("feather", ctx.frame) * res / 100.0)

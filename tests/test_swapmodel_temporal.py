@@ -85,6 +85,7 @@ def test_temporal_blend_steadies_the_decoded_face(media_dir):
     sw["stabilise"] = 2     # the same crop transforms either way: only the decoded faces' blend differs
     sw["temporal_align"] = "none"   # the plain blend (flow-aligned, the crop moves as the plate's face does:
                                     # tests/test_swapmodel_flow_align.py measures it after the plate's flow)
+    sw["references"] = "off"        # the model's decoded faces are what is blended (the references are warped)
 
     def change(temporal: int) -> float:
         sw["temporal"] = temporal

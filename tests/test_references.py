@@ -1,0 +1,188 @@
+"""The target's reference faces: the bank built from a real faceset and stored in the .dbm, the mesh warp and the
+relighting against direct references, and SwapModel drawing plate faces from them."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from doublure.faces.extract import extract_faceset
+from doublure.models.arch import IdentityModel, ModelConfig
+from doublure.models.dbm import (ModelFileError, load_model, model_card, model_digest, read_meta, save_detail,
+                                 save_model, save_references)
+from doublure.models.detail import DetailConfig, DetailNet
+from doublure.models.references import (ReferenceError, bank_from_bytes, bank_to_bytes, build_bank,
+                                        choose_references, face_features, mesh_warp, relight)
+
+RIGHTS = {"subject": "MEAD actor M030", "consent_given_by": "MEAD participants", "consent_date": "2020-08-23",
+          "agreement": "MEAD terms", "allowed_uses": ["research"], "expiry": "2030-12-31"}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def faceset(media_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref_faces") / "M030_256"
+    extract_faceset([str(media_dir / "mead/M030_front_happy_level3_001.mp4"),
+                     str(media_dir / "mead/M030_front_surprised_level3_001.mp4")], str(out), size=256, every=8)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def bank(faceset):
+    return build_bank(faceset, count=12)
+
+
+@pytest.fixture
+def model_path(tmp_path):
+    torch.manual_seed(0)
+    path = str(tmp_path / "m.dbm")
+    net = IdentityModel(ModelConfig(arch="liae", res=64, e_ch=8, d_ch=8, d_mask_ch=4, ae_dims=16))
+    save_model(path, net, {"name": "tiny M030", "rights": RIGHTS, "face_type": "whole_face"})
+    return path
+
+
+def test_bank_covers_the_faceset_and_survives_its_file(faceset, bank):
+    refs, card = bank
+    index = json.load(open(os.path.join(faceset, "index.json")))
+    assert len(refs) == card["count"] == 12 and refs.size == card["size"] == 256
+    assert card["clips"] == ["M030_front_happy_level3_001.mp4", "M030_front_surprised_level3_001.mp4"]
+    # farthest-point sampling spreads the choice: the chosen faces span most of the faceset's mouth openings
+    feats = np.stack([face_features(np.array(it["landmarks"]), it["pose"]) for it in index["items"]])
+    chosen = refs.features.numpy()[:, 2]
+    assert chosen.max() - chosen.min() > 0.7 * (feats[:, 2].max() - feats[:, 2].min())
+    # landmarks in unit crop coordinates: the first face's match its index entry
+    first = refs.landmarks[0].numpy() * 256 - 0.5
+    assert any(np.abs(first - np.array(it["landmarks"])).max() < 1e-3 for it in index["items"])
+    back = bank_from_bytes(bank_to_bytes(refs), "test")
+    assert torch.equal(back.landmarks, refs.landmarks) and torch.equal(back.triangles, refs.triangles)
+    assert (back.images.float() - refs.images.float()).abs().mean() < 2.0      # JPEG at quality 95
+    assert 800 < len(refs.triangles) < 1000                                     # the 478 points' Delaunay mesh
+
+
+def test_bad_banks_are_refused_naming_the_file(faceset, bank, tmp_path):
+    data = bank_to_bytes(bank[0])
+    with pytest.raises(ReferenceError, match="refs.safetensors: not a reference bank"):
+        bank_from_bytes(data[: len(data) // 2], "refs.safetensors")
+    from safetensors.torch import load, save
+    t = load(data)
+    t["triangles"][0, 0] = 9999
+    with pytest.raises(ReferenceError, match="do not describe 12 reference faces"):
+        bank_from_bytes(save(t), "refs.safetensors")
+    with pytest.raises(ReferenceError, match=f"faceset {tmp_path}"):
+        build_bank(str(tmp_path), 4)
+
+
+def test_mesh_warp_matches_a_direct_affine_warp(bank):
+    refs = bank[0]
+    image = refs.images[:1].float() / 255.0
+    src = refs.landmarks[:1]
+    # the whole layout moved by one affine: the piecewise warp is that affine, which OpenCV applies directly
+    m = np.array([[0.9, 0.1, 0.02], [-0.08, 0.95, 0.05]])
+    dst = src[0].double().numpy() @ m[:, :2].T + m[:, 2]
+    warped, cover = mesh_warp(image, src, dst, refs.triangles, 256)
+    to_px = np.vstack([np.hstack([np.eye(2) * 256, [[-0.5], [-0.5]]]), [0, 0, 1]])
+    full = to_px @ np.vstack([m, [0, 0, 1]]) @ np.linalg.inv(to_px)
+    direct = cv2.warpAffine(image[0].permute(1, 2, 0).numpy(), full[:2], (256, 256), flags=cv2.INTER_CUBIC,
+                            borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.erode(cover[0].numpy(), np.ones((7, 7), np.uint8)) > 0.5
+    diff = np.abs(warped[0].permute(1, 2, 0).numpy() - direct)[inside]
+    assert inside.mean() > 0.3
+    assert diff.mean() < 0.01 and np.percentile(diff, 99) < 0.06
+
+
+def test_relight_takes_the_plates_low_frequencies():
+    torch.manual_seed(1)
+    face = torch.rand(1, 3, 64, 64) * 0.5 + 0.25
+    light = torch.linspace(0.5, 2.0, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64)
+    skin = torch.ones(1, 1, 64, 64)
+    out = relight(face, face * light, skin, 4.0)
+    # a slowly varying light on the plate is carried over: away from the borders the ratio is the light's
+    inner = (out / face)[..., 8:-8, 8:-8]
+    assert torch.allclose(inner, light[..., 8:-8, 8:-8], rtol=0.05)
+
+
+def test_choice_follows_the_window(bank):
+    refs = bank[0]
+    feats = refs.features.double().numpy()
+    idx, w = choose_references(refs, [(1.0, feats[3])])
+    assert idx[0] == 3 and abs(w.sum() - 1.0) < 1e-9
+    # a window whose frames are mostly another face's picks that one
+    idx, _ = choose_references(refs, [(0.2, feats[3]), (0.4, feats[5]), (0.4, feats[5])])
+    assert idx[0] == 5
+
+
+def test_references_live_in_the_model_file(model_path, bank, capsys):
+    before = model_digest(model_path)
+    save_references(model_path, bank_to_bytes(bank[0]), bank[1])
+    assert model_digest(model_path) != before                # a SwapModel's hash follows the bank
+    assert len(load_model(model_path).references) == 12
+    assert "reference faces: 12 of the target at 256 px, from M030_256" in model_card(model_path)
+    # a detail stage added later and more training keep them
+    save_detail(model_path, DetailNet(DetailConfig(res=64, scale=2, channels=16, blocks=1)), {})
+    meta = read_meta(model_path)
+    meta.pop("schema")
+    meta["training"] = {"iterations": 10}
+    net = load_model(model_path).model
+    written = save_model(model_path, net, meta)
+    assert written["references"]["count"] == 12 and len(load_model(model_path).references) == 12
+    # an altered bank is refused by name
+    with open(os.path.join(model_path, "references.safetensors"), "r+b") as f:
+        f.seek(200)
+        f.write(b"\0\0\0\0")
+    with pytest.raises(ModelFileError, match="references.safetensors is missing or does not match its checksum"):
+        load_model(model_path)
+
+
+def test_command_line_adds_references(model_path, faceset):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(ROOT))
+    run = subprocess.run([sys.executable, "-m", "doublure.app.cli", "references", model_path, "--faceset", faceset,
+                          "--count", "6"], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "6 reference faces of M030_256 at 256 px" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "doublure.app.cli", "references", model_path, "--faceset",
+                          model_path], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 1 and f"faceset {model_path}" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_swapmodel_draws_the_face_from_the_references(media_dir, model_path, bank):
+    import doublure.nodes  # noqa: F401  (registers the node library)
+    from doublure import engine
+    from doublure.faces.align import warp_to_crop
+    from doublure.faces.extract import laplacian_variance
+    from doublure.faces.masks import render_crop_mask
+
+    save_references(model_path, bank_to_bytes(bank[0]), bank[1])
+    g = engine.Graph()
+    read = g.create("Read", file=str(media_dir / "people/d0.mp4"), first=1, last=3)
+    fd = g.create("FaceDetect")
+    fd.set_input(0, read)
+    sw = g.create("SwapModel", model=model_path, output="swapped crop", temporal=1, stabilise=0, detail="off")
+    sw.set_input(0, fd)
+    plate = g.evaluate(fd, frame=2)
+    face = plate.faces[0]
+    side = 1.0 / np.sqrt(abs(np.linalg.det(face.to_crop[:, :2])))
+    crop = g.evaluate(sw, frame=2).tensor
+    # drawn at the plate face's own size (rounded up to 8), not the model's 64 px
+    assert crop.shape[-1] == 8 * int(np.ceil(side / 8)) and crop.shape[-1] > 200
+    sw["output"] = "composite"
+    drawn = g.evaluate(sw, frame=2)
+    sw["references"] = "off"
+    plain = g.evaluate(sw, frame=2)
+    changed = (drawn.tensor - plain.tensor).abs().sum(0) > 1e-3
+    x0, y0, x1, y1 = face.box
+    grow = 0.2 * max(x1 - x0, y1 - y0)
+    ys, xs = torch.nonzero(changed, as_tuple=True)
+    assert xs.min() >= x0 - grow and xs.max() <= x1 + grow and ys.min() >= y0 - grow and ys.max() <= y1 + grow
+    # the untrained 4-channel model draws a flat blur; the references draw a face: far more fine detail
+    hull = render_crop_mask(face, "face_hull", 128)[0].numpy()
+    hull = cv2.erode(hull, np.ones((9, 9), np.uint8))
+
+    def sharpness(image):
+        crop = warp_to_crop(image.tensor[:3].float(), face.to_crop, 128)[0].mean(0).numpy()
+        return laplacian_variance(crop * 255.0, hull)
+    assert sharpness(drawn) > 3 * sharpness(plain)
+    assert drawn.metadata["doublure/synthetic_face"] is True
