@@ -37,8 +37,13 @@ FEATURES = ("yaw", "pitch", "mouth_open", "eyes_open", "brow_raise", "mouth_widt
 BLEND = 3
 # how fast a reference's weight falls with its distance beyond the nearest one's, in the bank's spreads
 SOFTNESS = 0.25
-# a reference weighing less than this in the blend is left out
-MIN_WEIGHT = 0.05
+# a reference weighing less than this in the blend is left out (its fade's last step)
+MIN_WEIGHT = 0.02
+# frames either side whose landmarks are averaged into the layout the references are drawn on
+LAYOUT_REACH = 2
+# a moving face's smear: the shutter open half the frame (180 degrees, film's usual), at most this many copies
+MOTION_SHUTTER = 0.5
+MOTION_TAPS = 24
 # the relighting blur, as a fraction of the face crop
 LIGHT_SIGMA = 1.0 / 16.0
 JPEG_QUALITY = 95
@@ -219,9 +224,16 @@ def choose_references(bank: ReferenceBank, window: list[tuple[float, np.ndarray]
     for weight, feats in window:
         dist = np.linalg.norm(refs - feats / spread, axis=1)
         score += weight * np.exp(-(dist - dist.min()) / SOFTNESS)
-    order = np.argsort(-score, kind="stable")[:count]
-    w = score[order] / max(score[order].sum(), 1e-12)
-    keep = w >= MIN_WEIGHT                # the nearest always stays; a reference that adds nothing is not warped
+    order = np.argsort(-score, kind="stable")[:count + 1]
+    # a smooth top-k: each kept reference weighs what its score exceeds the first one left out by, so a face
+    # leaves the blend (and another enters it) by fading through zero, not by a jump from frame to frame
+    floor = score[order[count]] if len(order) > count else 0.0
+    order = order[:count]
+    w = np.maximum(score[order] - floor, 0.0)
+    if w.sum() <= 0.0:                        # ties: the nearest alone
+        return order[:1], np.ones(1)
+    w = w / w.sum()
+    keep = w >= MIN_WEIGHT                    # a reference that adds next to nothing is not warped
     return order[keep], w[keep] / w[keep].sum()
 
 
@@ -285,11 +297,15 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
             # both are crops of the same face type: shrink first, filtered, so the warp samples about 1:1
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         warped, covered = mesh_warp(images, bank.landmarks[torch.from_numpy(idx)], layout, bank.triangles, size)
-        blend = (warped * torch.from_numpy(w).float().view(-1, 1, 1, 1)).sum(0)
+        weights = torch.from_numpy(w).float().view(-1, 1, 1, 1)
+        blend = (warped * weights).sum(0)
         if len(idx) > 1:
-            # a blend of faces is softer than any of them: its fine detail is the nearest reference's
+            # a blend of faces is softer than any of them: its fine detail is the nearest references', their
+            # weights sharpened (the 4th power), so one face's pores and lashes dominate and a change of
+            # nearest face is a short cross-fade
             sigma = size * DETAIL_SIGMA
-            blend = fast_gaussian_blur(blend, sigma) + warped[0] - fast_gaussian_blur(warped[0], sigma)
+            sharp = weights ** 4 / (weights ** 4).sum()
+            blend = fast_gaussian_blur(blend, sigma) + (sharp * (warped - fast_gaussian_blur(warped, sigma))).sum(0)
         out.append(blend.clamp(0.0, 1.0))
         cover.append(covered)
     return torch.stack(out), torch.stack(cover)
@@ -302,7 +318,9 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     Args:
         bank: the model's reference bank.
         faces: the N plate faces (:class:`doublure.faces.face.Face`, as placed: stabilised).
-        windows: per face, (weight, Face) of it at the frames of its temporal window.
+        windows: per face, (its temporal window: (frame offset, weight, Face as placed) a frame, the faces of
+            its track around it: {frame offset: Face}, the window's crop flows or None:
+            :meth:`doublure.faces.temporal.PlateFaces.neighbour_flows`).
         plate: (C, H, W) the plate, linear working space.
         pred_mask: (N, 1, r, r) the identity model's mask for the faces.
         working_space: the plate's colour space.
@@ -314,15 +332,19 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     """
     from doublure.faces.align import plate_crops
     from doublure.faces.composite import to_encoding
-    from doublure.faces.face import affine_scale, apply_affine
+    from doublure.faces.face import affine_scale
     from doublure.faces.masks import render_crop_mask
 
     side = max(1.0 / affine_scale(f.to_crop) for f in faces)
     size = int(min(max(8 * math.ceil(side / 8), pred_mask.shape[-1]), max_size))
-    layouts = [apply_affine(f.to_crop, f.landmarks) for f in faces]
-    feats = [[(float(w), face_features(g.landmarks, g.pose)) for w, g in window] for window in windows]
+    layouts = [carried_layout(window, flows) for window, _, flows in windows]
+    # the choice reads the whole track around the frame, evenly: a face's references change over a second, not
+    # from frame to frame with the detector's jitter (the mesh follows the expression in every frame)
+    feats = [[(1.0, face_features(g.landmarks, g.pose)) for g in track.values()] for _, track, _ in windows]
     drawn, cover = reference_faces(bank, layouts, feats, size)
     drawn = to_encoding(drawn.to(plate.device), "srgb", working_space)
+    # the references are still photographs; a moving plate face is smeared over the shutter's time
+    drawn = torch.stack([motion_blur(d, face_motion(track, f, size)) for d, (_, track, _), f in zip(drawn, windows, faces)])
     cover = cover.to(plate.device)
     under = plate_crops(plate, np.stack([f.to_crop for f in faces]), size)
     lit = torch.stack([relight(d[None], u[None], (render_crop_mask(f, "skin", size, device=plate.device) * c)[None],
@@ -330,6 +352,84 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     mask = F.interpolate(pred_mask.to(plate.device, torch.float32), size=(size, size), mode="bilinear",
                          align_corners=False) * cover
     return lit, mask, size
+
+
+def carried_layout(window: list[tuple[int, float, object]], flows: dict | None) -> np.ndarray:
+    """Where a face's landmarks are, in unit coordinates of its crop: the landmarks of the frames around it
+    carried onto it by the plate's optical flow (where the flow is trusted) and averaged with the window's
+    weights. The detector's landmarks slide over the skin from frame to frame (most on the cheeks and brow,
+    where the mesh is fitted, not seen); the references drawn on them swam against the plate's skin. Without
+    flows: the frame's own landmarks, averaged with its neighbours' within :data:`LAYOUT_REACH`.
+
+    Args:
+        window: (frame offset, weight, Face as placed) per frame of the face's temporal window (offset 0 in it).
+        flows: offset -> (flow (R, R, 2) from this frame's crop to the neighbour's, in pixels; trust (R, R)),
+            None at offset 0; or None.
+
+    Returns:
+        (478, 2) float64.
+    """
+    from doublure.faces.face import apply_affine
+
+    total, weight = np.zeros((478, 2)), 0.0
+    for d, w, g in window:
+        layout = apply_affine(g.to_crop, g.landmarks)
+        if d != 0 and (flows is None or flows.get(d) is None):
+            if flows is not None or abs(d) > LAYOUT_REACH:
+                continue
+            w = LAYOUT_REACH + 1 - abs(d)
+        elif d != 0:
+            flow, trust = flows[d]
+            r = flow.shape[0]
+            # this crop's pixel x sees the neighbour's x + flow(x): a neighbour's point q came from about
+            # q - flow(q) (the flow varies slowly over a face)
+            grid = torch.from_numpy(layout * 2.0 - 1.0).float().view(1, 1, -1, 2).to(flow.device)
+            at = F.grid_sample(torch.cat([flow.permute(2, 0, 1), trust[None]]).float()[None], grid,
+                               mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T.cpu().numpy()
+            layout = layout - at[:, :2] / r
+            w = w * at[:, 2:]
+        elif flows is None:
+            w = LAYOUT_REACH + 1
+        total = total + w * layout
+        weight = weight + w
+    return total / weight
+
+
+def face_motion(track: dict[int, object], face, size: int) -> np.ndarray:
+    """How far a face moves in a frame, in its crop's pixels at ``size``: (2,) from the landmarks' centre a frame
+    before and after (``track``: frame offset -> Face; one side at the shot's ends; zero with no neighbour)."""
+    centres = {d: g.landmarks[:, :2].mean(0) for d, g in track.items() if abs(d) <= 1}
+    if 0 not in centres or len(centres) < 2:
+        return np.zeros(2)
+    after, before = centres.get(1, centres[0]), centres.get(-1, centres[0])
+    steps = (1 in centres) + (-1 in centres)
+    return np.asarray(face.to_crop)[:, :2] @ ((after - before) / steps) * size
+
+
+def motion_blur(image: torch.Tensor, motion: np.ndarray, shutter: float = MOTION_SHUTTER) -> torch.Tensor:
+    """Smear an image along a straight motion: the mean of copies shifted evenly over ``shutter`` of it.
+
+    Args:
+        image: (C, H, W).
+        motion: (2,) x, y pixels the image moves in a frame.
+        shutter: the fraction of the frame the shutter is open (180 degrees: 0.5).
+
+    Returns:
+        (C, H, W), the image itself where the smear is under half a pixel.
+    """
+    length = float(np.hypot(*motion)) * shutter
+    if length < 0.5:
+        return image
+    taps = int(min(math.ceil(length) + 1, MOTION_TAPS))
+    h, w = image.shape[-2:]
+    shifts = torch.linspace(-0.5, 0.5, taps, dtype=torch.float32).view(-1, 1, 1, 1) * shutter
+    offset = torch.tensor([motion[0] * 2.0 / w, motion[1] * 2.0 / h], dtype=torch.float32)
+    ys, xs = torch.meshgrid(torch.linspace(-1 + 1.0 / h, 1 - 1.0 / h, h), torch.linspace(-1 + 1.0 / w, 1 - 1.0 / w, w),
+                            indexing="ij")
+    grid = torch.stack([xs, ys], -1).unsqueeze(0) + shifts * offset          # (taps, H, W, 2)
+    copies = F.grid_sample(image.float().unsqueeze(0).expand(taps, -1, -1, -1), grid.to(image.device),
+                           mode="bilinear", padding_mode="border", align_corners=False)
+    return copies.mean(0).to(image.dtype)
 
 
 def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -354,4 +454,4 @@ def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma:
 
 
 __all__ = ["FEATURES", "ReferenceBank", "ReferenceError", "bank_from_bytes", "bank_to_bytes", "build_bank",
-           "choose_references", "delaunay_triangles", "face_features", "mesh_warp", "reference_faces", "reference_swap", "relight"]
+           "choose_references", "delaunay_triangles", "face_features", "face_motion", "mesh_warp", "motion_blur", "reference_faces", "reference_swap", "relight"]

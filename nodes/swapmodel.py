@@ -249,7 +249,7 @@ class SwapModel(Node):
                       for d in offsets}
             decoded = [decoded_face(loaded, direction, plate_faces.plate_at(frame + d), plate_faces.hash_at(frame + d),
                                     around[d], ctx.working_space, ctx.device) for d in offsets]
-            weights = temporal_weights(offsets, temporal)
+            weights, flows = temporal_weights(offsets, temporal), None
             if align == "flow" and len(offsets) > 1:
                 flows = plate_faces.neighbour_flows(res, frame, around, ctx.device)
                 rgb, m = aligned_blend(decoded, weights, [flows[d] for d in offsets])
@@ -258,7 +258,8 @@ class SwapModel(Node):
                 m = sum(float(w) * m for w, (_, m) in zip(weights, decoded))
             swaps.append(rgb)
             masks.append(m)
-            windows.append([(float(w), around[d]) for w, d in zip(weights, offsets)])
+            windows.append(([(d, float(w), around[d]) for w, d in zip(weights, offsets)],
+                            {f - frame: g for f, g in near.items()}, flows))
         ctx.check_cancelled()
         swap, pred_mask = torch.stack(swaps), torch.stack(masks)
         if self._detail_wanted(loaded, faces, ctx.frame):

@@ -16,7 +16,8 @@ from doublure.models.dbm import (ModelFileError, load_model, model_card, model_d
                                  save_model, save_references)
 from doublure.models.detail import DetailConfig, DetailNet
 from doublure.models.references import (ReferenceError, bank_from_bytes, bank_to_bytes, build_bank,
-                                        choose_references, face_features, mesh_warp, relight)
+                                        carried_layout, choose_references, face_features, face_motion, mesh_warp,
+                                        motion_blur, relight)
 
 RIGHTS = {"subject": "MEAD actor M030", "consent_given_by": "MEAD participants", "consent_date": "2020-08-23",
           "agreement": "MEAD terms", "allowed_uses": ["research"], "expiry": "2030-12-31"}
@@ -103,6 +104,40 @@ def test_relight_takes_the_plates_low_frequencies():
     # a slowly varying light on the plate is carried over: away from the borders the ratio is the light's
     inner = (out / face)[..., 8:-8, 8:-8]
     assert torch.allclose(inner, light[..., 8:-8, 8:-8], rtol=0.05)
+
+
+def test_motion_blur_is_the_mean_of_the_shifted_image():
+    torch.manual_seed(2)
+    image = torch.rand(3, 40, 40)
+    # 8 px a frame along x, shutter half open: the mean of copies shifted evenly over -2..+2 px (5 taps)
+    out = motion_blur(image, np.array([8.0, 0.0]))
+    direct = torch.stack([torch.roll(image, -s, dims=2) for s in range(-2, 3)]).mean(0)
+    assert torch.allclose(out[:, :, 4:-4], direct[:, :, 4:-4], atol=1e-5)
+    assert motion_blur(image, np.array([0.3, 0.4])) is image              # under half a pixel: untouched
+
+
+def test_layouts_are_carried_by_the_flow_and_averaged():
+    from doublure.faces.face import Face
+    rng = np.random.default_rng(3)
+    lm = rng.uniform(80, 120, (478, 3))
+
+    def face(dx: float) -> Face:
+        return Face(track_id=0, box=(70.0, 70.0, 130.0, 130.0), landmarks=lm + [dx, 0.0, 0.0], iris=np.zeros((2, 3)),
+                    pose=(0.0, 0.0, 0.0),
+                    to_crop=np.array([[1 / 100, 0.0, -0.5], [0.0, 1 / 100, -0.5]]))
+
+    # the neighbours' landmarks slid 2 crop px (at R = 50: 4 plate px) either way; the flow says the skin did not
+    window = [(-1, 0.25, face(-4.0)), (0, 0.5, face(0.0)), (1, 0.25, face(4.0))]
+    r = 50
+    still = {0: None, -1: (torch.zeros(r, r, 2), torch.ones(r, r)), 1: (torch.zeros(r, r, 2), torch.ones(r, r))}
+    assert np.allclose(carried_layout(window, still), window[1][2].landmarks[:, :2] / 100 - 0.5)
+    # a flow that follows the slide carries each neighbour's points back onto this frame's
+    slid = [(-1, 0.25, face(-4.0)), (0, 0.5, face(0.0)), (1, 0.25, face(-4.0))]
+    moved = {0: None, -1: (torch.full((r, r, 2), 0.0).index_fill_(2, torch.tensor([0]), -2.0), torch.ones(r, r)),
+             1: (torch.full((r, r, 2), 0.0).index_fill_(2, torch.tensor([0]), -2.0), torch.ones(r, r))}
+    assert np.allclose(carried_layout(slid, moved), slid[1][2].landmarks[:, :2] / 100 - 0.5, atol=1e-6)
+    # motion: 4 plate px a frame along x is 2 crop px at R = 50
+    assert np.allclose(face_motion({-1: face(-4.0), 0: face(0.0), 1: face(4.0)}, face(0.0), r), [2.0, 0.0])
 
 
 def test_choice_follows_the_window(bank):
