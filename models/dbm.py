@@ -231,7 +231,7 @@ def optimizer_from_files(data: bytes, meta: dict[str, Any]) -> dict[str, Any]:
 
 def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimizer_state: dict | None = None,
                train_state: dict | None = None, as_zip: bool | None = None,
-               detail_from: str | None = None) -> dict[str, Any]:
+               parts_from: str | None = None) -> dict[str, Any]:
     """Write a ``.dbm`` atomically.
 
     Args:
@@ -240,7 +240,8 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
         meta: the rest of ``model.json`` (training summary, facesets, rights, name...).
         optimizer_state: ``optimizer.state_dict()`` to store for resuming, or None.
         train_state: JSON-able training state for resuming (iteration, seed...), or None.
-        detail_from: the model whose detail stage ``meta["detail"]`` names (default: ``path`` itself).
+        parts_from: the model whose detail stage and reference faces ``meta`` names (default: ``path``
+            itself; a model adapted from another takes them from it).
 
     Returns:
         The ``model.json`` dict as written (with ``weights_sha256``).
@@ -254,8 +255,8 @@ def save_model(path: str, model: IdentityModel, meta: dict[str, Any], *, optimiz
                  "weights_sha256": _sha256(weights),
                  "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
     files = {WEIGHTS: weights}
-    _carry_detail(detail_from or path, full, files)
-    _carry_references(path, full, files)
+    _carry_detail(parts_from or path, full, files)
+    _carry_references(parts_from or path, full, files)
     files[META] = (json.dumps(full, indent=1) + "\n").encode()
     if optimizer_state is not None:
         opt_bytes, opt_meta = optimizer_to_files(optimizer_state)
@@ -707,7 +708,7 @@ def model_card(path: str) -> str:
 
 def zip_model(folder: str, out: str) -> None:
     """Pack a .dbm folder into a single-file zip (inference files only; training state left out)."""
-    _write_zip(out, _read_files(folder, (WEIGHTS, META, DETAIL)))
+    _write_zip(out, _read_files(folder, (WEIGHTS, META, DETAIL, REFERENCES)))
 
 
 def _write_zip(path: str, files: dict[str, bytes]) -> None:
@@ -720,4 +721,4 @@ def _write_zip(path: str, files: dict[str, bytes]) -> None:
 
 __all__ = ["LoadedModel", "ModelFileError", "consent_problems", "has_training_state", "load_model", "load_weights", "model_card",
            "model_digest", "read_meta", "read_training_state", "rights_problems", "rights_record", "rights_reference",
-           "load_detail", "save_detail", "save_model", "zip_model"]
+           "load_detail", "load_references", "save_detail", "save_model", "save_references", "zip_model"]

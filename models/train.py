@@ -118,6 +118,8 @@ class TrainConfig:
         prefetch, workers: background data loading: batches made ahead and producers (None: on CUDA
             :func:`doublure.models.data.default_workers` processes, else 2 threads).
         threads: torch CPU threads (0: leave torch's default).
+        references: at the end, give the model this many of its target's own faces (from the first target
+            faceset; :mod:`doublure.models.references`), where it has none yet (0: none).
         memory_gb: the memory the run may take, checked before anything is allocated (``models.memory``;
             None: 80% of the machine's, and of the GPU's on a GPU).
     """
@@ -160,6 +162,7 @@ class TrainConfig:
     workers: int | None = None
     threads: int = 0
     memory_gb: float | None = None
+    references: int = 48
 
     def hyper(self) -> dict[str, Any]:
         """The training hyper-parameters recorded in model.json."""
@@ -698,6 +701,19 @@ class Trainer:
         meta["name"] = c.name or meta.get("name") or os.path.splitext(os.path.basename(os.path.normpath(c.out)))[0]
         return meta
 
+    def _add_references(self) -> None:
+        """The target's reference faces (``config.references`` of the first target faceset) into the model
+        just written, where it carries none (a model continued or adapted keeps the ones it has)."""
+        c = self.config
+        if not self.env.is_main or c.references <= 0 or not c.target or c.pretrain or "references" in self.start_meta:
+            return
+        from .dbm import save_references
+        from .references import bank_to_bytes, build_bank
+
+        bank, card = build_bank(c.target[0], c.references)
+        save_references(c.out, bank_to_bytes(bank), card)
+        log.info("%d reference faces of %s at %d px added to %s", card["count"], card["faceset"], card["size"], c.out)
+
     def save_checkpoint(self, elapsed: float, recent: list[dict[str, float]]) -> None:
         """Write the model, optimiser and training state to ``out`` atomically. Called on every rank: rank 0
         writes, then all ranks wait for the file and roll back to it from now on."""
@@ -705,8 +721,9 @@ class Trainer:
             c = self.config
             state = {"iteration": self.iteration, "seed": c.seed, "elapsed_s": round(elapsed, 1),
                      "loss_first": self.loss_first, "shape": self.cfg.to_json()}
+            carried = c.from_model if {"detail", "references"} & set(self.start_meta) else None
             save_model(c.out, self.model, self._meta(elapsed, recent), optimizer_state=self.optimizer.state_dict(),
-                       train_state=state, detail_from=c.from_model if "detail" in self.start_meta else None)
+                       train_state=state, parts_from=carried)
             self._log_line({"event": "checkpoint", "iteration": self.iteration})
         dist_helpers.barrier(self.env)
         self._good = None   # from now on roll back to the file
@@ -928,6 +945,7 @@ class Trainer:
             loader.close()
         elapsed = self.elapsed_before + time.monotonic() - self._session_start
         self.save_checkpoint(elapsed, recent)
+        self._add_references()
         self._write_preview()
         session = time.monotonic() - self._session_start
         summary = {"iteration": self.iteration, "losses": self._meta(elapsed, recent)["training"]["loss"]["last"],
@@ -988,6 +1006,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"width of the detail stage (default {DetailTrainConfig.channels})")
     p.add_argument("--detail-blocks", type=int, default=DetailTrainConfig.blocks,
                    help=f"residual blocks of the detail stage (default {DetailTrainConfig.blocks})")
+    p.add_argument("--references", type=int, default=48, metavar="N",
+                   help="after training, give the model N of the target's own faces from the first --target "
+                        "faceset, which SwapModel draws the face from at the plate's size (default 48; 0: none; "
+                        "`doublure references` adds or replaces them later)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-minutes", type=float, default=10.0)
     p.add_argument("--first-checkpoint-minutes", type=float, default=1.0,
@@ -1033,7 +1055,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        first_checkpoint_minutes=args.first_checkpoint_minutes, preview_every=args.preview_every,
                        log_every=args.log_every, device=args.device, precision=args.precision,
                        compile_mode=args.compile_mode, threads=args.threads, name=args.name, rights=rights,
-                       memory_gb=args.memory_gb)
+                       memory_gb=args.memory_gb, references=args.references)
 
 
 class ProgressLine:
