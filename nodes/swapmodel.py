@@ -262,13 +262,15 @@ class SwapModel(Node):
                             {f - frame: g for f, g in near.items()}, flows))
         ctx.check_cancelled()
         swap, pred_mask = torch.stack(swaps), torch.stack(masks)
-        if self._detail_wanted(loaded, faces, ctx.frame):
+        from_references = (loaded.references is not None and direction == "A->B"
+                           and self.value("references", ctx.frame) == "auto")
+        if not from_references and self._detail_wanted(loaded, faces, ctx.frame):
             # after the temporal blend, so the added detail is drawn once per frame on the steadied face
             swap, pred_mask = enhance_faces(loaded.detail, swap, pred_mask, float(self.value("detail_amount",
                                                                                               ctx.frame)))
             res = loaded.detail.cfg.out_res
         swap = to_encoding(swap, "srgb", ctx.working_space).to(plate.device)
-        if loaded.references is not None and direction == "A->B" and self.value("references", ctx.frame) == "auto":
+        if from_references:   # the model's face is replaced (its mask is kept): its detail stage would be wasted
             swap, pred_mask, res = reference_swap(loaded.references, faces, windows, plate.tensor, pred_mask,
                                                   ctx.working_space)
         hull = torch.stack([render_crop_mask(f, "face_hull", res, device=swap.device) for f in faces])
