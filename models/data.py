@@ -153,9 +153,11 @@ class FaceData:
         paths: faceset folders.
         res: model resolution; crops are resized with area averaging (or cubic when upscaling).
         cache_bytes: how much decoded data to keep.
+        lower_res: how to train at a lower resolution, for the message refusing crops too small (default: a
+            new model at a lower --res; the detail stage's output side follows from --detail-scale).
     """
 
-    def __init__(self, paths: Sequence[str], res: int, cache_bytes: int = 2 << 30) -> None:
+    def __init__(self, paths: Sequence[str], res: int, cache_bytes: int = 2 << 30, lower_res: str = "") -> None:
         if not paths:
             raise DoublureError("no faceset given")
         self.res = res
@@ -168,8 +170,8 @@ class FaceData:
             if scale > MAX_UPSCALE:
                 raise DoublureError(f"faceset {path} holds {index['size']} px crops: training at {res} px would "
                                     f"upscale them {scale:g}x (at most {MAX_UPSCALE:g}x); extract at --size "
-                                    f"{math.ceil(res / MAX_UPSCALE)} or more, or train at --res "
-                                    f"{int(index['size'] * MAX_UPSCALE)} or less")
+                                    f"{math.ceil(res / MAX_UPSCALE)} or more, or " + (lower_res or f"train a new "
+                                    f"model at --res {int(index['size'] * MAX_UPSCALE)} or less"))
             for item in index["items"]:
                 self.items.append((os.path.join(path, item["file"]), item, scale))
                 faceset_of.append(len(self.facesets))

@@ -148,7 +148,7 @@ class DetailTrainer:
         res = loaded.model.cfg.res
         net, start_iter = self._network(res, meta)
         out_res = net.cfg.out_res
-        faces = FaceData(cfg.target, out_res)
+        faces = FaceData(cfg.target, out_res, lower_res="a smaller --detail-scale")
         if len(faces) < MIN_FACES:
             raise DoublureError(f"facesets {list(cfg.target)} hold {len(faces)} faces; a detail stage needs at least "
                                 f"{MIN_FACES} of the target")

@@ -338,3 +338,13 @@ def test_detail_training_on_a_faceset_of_another_face_type_is_refused_naming_it(
                                             r"on whole_face crops: extract it again with `doublure extract "
                                             r"--face-type whole_face`"):
         DetailTrainer(DetailTrainConfig(out=model_path, target=[str(full)], iters=1, scale=2)).run()
+
+
+def test_detail_training_on_crops_far_smaller_than_its_output_names_the_scale_not_the_models_res(model_path,
+                                                                                                  media_dir, tmp_path):
+    small = str(tmp_path / "m030_32")
+    extract_faceset([str(media_dir / CLIP)], small, size=32, every=8)
+    with pytest.raises(DoublureError, match=rf"faceset {small} holds 32 px crops: training at 256 px would upscale "
+                                            r"them 8x \(at most 2x\); extract at --size 128 or more, or a smaller "
+                                            r"--detail-scale$"):
+        DetailTrainer(DetailTrainConfig(out=model_path, target=[small], iters=1, scale=4)).run()

@@ -488,7 +488,8 @@ def test_crops_much_smaller_than_the_resolution_are_refused_through_the_command(
     proc = run_train("--source", a, "--target", b, "--out", tmp_path / "up.dbm", "--res", 1024)
     assert proc.returncode == 1
     assert re.search(r"error: faceset .*w009 holds 64 px crops: training at 1024 px would upscale them 16x "
-                     r"\(at most 2x\); extract at --size 512 or more, or train at --res 128 or less", proc.stderr)
+                     r"\(at most 2x\); extract at --size 512 or more, or train a new model at --res 128 or less",
+                     proc.stderr)
     assert not (tmp_path / "up.dbm").exists()
 
 
