@@ -4,6 +4,7 @@ pointed at the result; on real MEAD footage with a tiny 64 px model."""
 import dataclasses
 import json
 import os
+import re
 
 import pytest
 
@@ -173,3 +174,13 @@ def test_the_shot_faces_are_extracted_in_the_models_face_type(identity_model, me
     with pytest.raises(DoublureError, match=rf"faceset {plan.faceset} holds full crops but model {plan.model} was "
                                             r"trained on whole_face crops"):
         Trainer(adaptation_config(plan, minutes=0.05, iters=1, workers=1, threads=2)).run()
+
+
+def test_a_shot_too_short_to_adapt_to_says_so_in_the_shots_terms(identity_model, media_dir, tmp_path, capsys):
+    model, _ = identity_model
+    _, path = shot_project(tmp_path, media_dir, model, last=5)
+    assert main(["adapt", path, "--minutes", "0.02"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"adapt: only [1-7] usable faces in Read1's frames 1-5 \(.*W009_front_surprised_level3_001.mp4\); "
+                     r"adapting needs at least 8 \(a longer frame range gives more\)", err), err
+    assert "Traceback" not in err
