@@ -211,5 +211,8 @@ def test_a_face_far_smaller_than_the_crop_is_swapped_with_a_warning_naming_node_
     g.set_knob(small, "scale", 1.0)
     warning = engine.warnings_of(g.evaluate(sw, frame=2))["SwapModel1"]
     assert "spans only" not in warning and "drawn at 64 px" in warning and "has no detail stage" in warning
+    # in the viewer at an eighth proxy the face is as small as above, but the render's is not: judged at full size
+    warning = engine.warnings_of(g.evaluate(sw, frame=2, proxy=0.125))["SwapModel1"]
+    assert "spans only" not in warning and "has no detail stage" in warning
     sw["detail"] = "off"                     # the enlargement chosen: nothing to say
     assert engine.warnings_of(g.evaluate(sw, frame=2)) == {}
