@@ -7,8 +7,10 @@ stage runs. Two misfits are worth a warning on the node (and one log line), sinc
 - a face far smaller than the crop (under :data:`SMALL_FACE` x R: a wide shot, a plate at a fraction of its
   size) is enlarged more than any face the model learned before it reads it (faceset extraction keeps faces
   at least half their crop, ``ExtractOptions.min_face_ratio``), so its expression and light come from a few
-  plate pixels. The swap is still drawn, reduced to the plate's size with its anti-aliased warp, where it is
-  as sharp as the plate: a wide shot needs its face replaced too;
+  plate pixels, and what the model draws from them is soft (a 1080p plate at 1/8: a face 30 px across a
+  64 px crop lost its eyes and mouth; no resampling filter of the plate's pixels changed that, bicubic or
+  bilinear, measured against the full-size plate's swap). The swap is still drawn, reduced to the plate's
+  size by the anti-aliased warp: a wide shot needs its face replaced too;
 - a face larger than the swap is drawn (over :data:`DETAIL_FROM` x the drawn side) comes out enlarged and
   softer than the plate: the model has no detail stage, its stage was left out (trained on other identity
   weights, ``LoadedModel.detail_note``), or the face is larger than even the stage's output. With the
@@ -70,7 +72,8 @@ def face_fit_warning(node: str, frame: int, faces: Sequence[Face], loaded: Loade
     if small < SMALL_FACE * res:
         notes.append(("small", f"face {track} spans only {small:.0f} px across the model's {res} px crop: the "
                                f"model reads it enlarged {res / small:.1f}x, from fewer pixels than the faces it "
-                               f"learned, and may miss its expression; the swap is drawn reduced to the plate"))
+                               f"learned, and may draw it soft and miss its expression; the swap is drawn reduced "
+                               f"to the plate"))
     large, track = max(sides)
     drawn = loaded.detail.cfg.out_res if loaded.detail is not None else res
     if detail_on and large > DETAIL_FROM * drawn:
