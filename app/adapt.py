@@ -29,7 +29,7 @@ from doublure.engine.errors import DoublureError
 from doublure.faces.detect import working_to_srgb8
 from doublure.faces.extract import FrameSource, extract_faceset
 from doublure.models.dbm import read_meta
-from doublure.models.train import MIN_FACESET_FACES, TrainConfig, recorded_target
+from doublure.models.train import TrainConfig, recorded_target
 
 # Faces drawn from a shot at most: more frames of one shot add little (neighbouring frames are near copies)
 # and cost extraction time.
@@ -218,12 +218,14 @@ def shot_frames(graph, plan: AdaptPlan, cancel=None) -> FrameSource:
 
 
 def extract_shot(graph, plan: AdaptPlan, progress: Callable[[int, int, str], None] | None = None,
-                 cancel: CancelToken | None = None) -> dict:
+                 cancel: CancelToken | None = None, min_faces: int = 1) -> dict:
     """Extract the shot's faces into ``plan.faceset`` (see ``faces.extract.extract_faceset``'s summary), after
     the target facesets the plan extracts again from their clips (once: a folder already extracted is kept).
+    ``min_faces``: fewer usable faces are refused (``MIN_FACESET_FACES`` before a training run, which would
+    refuse them naming only the faceset's folder).
 
     Raises:
-        DoublureError: too few faces were found in the shot to train on (naming the Read and its frames).
+        DoublureError: fewer than ``min_faces`` faces were found in the shot (naming the Read and its frames).
     """
     def report(done: int, total: int, clip: str) -> None:
         if cancel is not None:
@@ -237,11 +239,12 @@ def extract_shot(graph, plan: AdaptPlan, progress: Callable[[int, int, str], Non
                             face_type=rebuild.face_type, progress=report)
     summary = extract_faceset([shot_frames(graph, plan, cancel)], plan.faceset, size=plan.crop,
                               face_type=plan.face_type, progress=report)
-    if summary["items"] < MIN_FACESET_FACES:   # the run would refuse them: say so in the shot's terms
+    if summary["items"] < min_faces:
         first, last, _ = plan.frames
         found = f"only {summary['items']} usable faces" if summary["items"] else "no usable face"
-        raise DoublureError(f"adapt: {found} in {plan.read}'s frames {first}-{last} ({plan.plate}); adapting "
-                            f"needs at least {MIN_FACESET_FACES} (a longer frame range gives more)")
+        raise DoublureError(f"adapt: {found} in {plan.read}'s frames {first}-{last} ({plan.plate})"
+                            + (f"; adapting needs at least {min_faces} (a longer frame range gives more)"
+                               if min_faces > 1 else ""))
     return summary
 
 

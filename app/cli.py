@@ -167,7 +167,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     import logging
 
     from doublure.engine.progress import ProgressBar
-    from doublure.models.train import ProgressLine, Trainer
+    from doublure.models.train import MIN_FACESET_FACES, ProgressLine, Trainer
 
     from .adapt import adaptation_config, extract_shot, plan_adaptation, use_adapted
 
@@ -193,7 +193,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             bar[clip].update(done)
 
         try:
-            summary = extract_shot(graph, plan, progress=progress)
+            summary = extract_shot(graph, plan, progress=progress, min_faces=MIN_FACESET_FACES)
         finally:
             for other in bar.values():
                 other.close()
