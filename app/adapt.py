@@ -97,6 +97,7 @@ class AdaptPlan:
         out: the adapted model written (``.dbm``).
         target: the target's facesets (the model card's, or given).
         crop: the side of the extracted crops.
+        face_type: the framing of the extracted crops: the model's (it continues on what it learned).
         rebuild: target facesets the card names that are not on this machine, to extract again from their
             clips (found beside the model) into their ``target`` folder before training.
         hyper: the training settings the model's card records (its learning rate, batch...), which the
@@ -112,6 +113,7 @@ class AdaptPlan:
     out: str
     target: list[str]
     crop: int
+    face_type: str = "whole_face"
     rebuild: list[TargetRebuild] = field(default_factory=list)
     hyper: dict = field(default_factory=dict)
 
@@ -195,7 +197,8 @@ def plan_adaptation(graph, swap: str | None = None, out: str | None = None, face
     res = int((meta.get("architecture") or {}).get("res", 64))
     return AdaptPlan(swap=node.name, read=read.name, model=os.path.abspath(model), plate=plate,
                      frames=(first, last, step), faceset=faceset, out=out, target=target, crop=max(128, 2 * res),
-                     rebuild=rebuild, hyper=dict((meta.get("training") or {}).get("hyper") or {}))
+                     face_type=str(meta.get("face_type") or "whole_face"), rebuild=rebuild,
+                     hyper=dict((meta.get("training") or {}).get("hyper") or {}))
 
 
 def shot_frames(graph, plan: AdaptPlan, cancel=None) -> FrameSource:
@@ -215,12 +218,14 @@ def shot_frames(graph, plan: AdaptPlan, cancel=None) -> FrameSource:
 
 
 def extract_shot(graph, plan: AdaptPlan, progress: Callable[[int, int, str], None] | None = None,
-                 cancel: CancelToken | None = None) -> dict:
+                 cancel: CancelToken | None = None, min_faces: int = 1) -> dict:
     """Extract the shot's faces into ``plan.faceset`` (see ``faces.extract.extract_faceset``'s summary), after
     the target facesets the plan extracts again from their clips (once: a folder already extracted is kept).
+    ``min_faces``: fewer usable faces are refused (``MIN_FACESET_FACES`` before a training run, which would
+    refuse them naming only the faceset's folder).
 
     Raises:
-        DoublureError: no face was found in the shot (naming the Read and its frames).
+        DoublureError: fewer than ``min_faces`` faces were found in the shot (naming the Read and its frames).
     """
     def report(done: int, total: int, clip: str) -> None:
         if cancel is not None:
@@ -232,10 +237,14 @@ def extract_shot(graph, plan: AdaptPlan, progress: Callable[[int, int, str], Non
         if not os.path.isfile(os.path.join(rebuild.path, "index.json")):
             extract_faceset(rebuild.clips, rebuild.path, size=rebuild.size, every=rebuild.every,
                             face_type=rebuild.face_type, progress=report)
-    summary = extract_faceset([shot_frames(graph, plan, cancel)], plan.faceset, size=plan.crop, progress=report)
-    if not summary["items"]:
+    summary = extract_faceset([shot_frames(graph, plan, cancel)], plan.faceset, size=plan.crop,
+                              face_type=plan.face_type, progress=report)
+    if summary["items"] < min_faces:
         first, last, _ = plan.frames
-        raise DoublureError(f"adapt: no usable face in {plan.read}'s frames {first}-{last} ({plan.plate})")
+        found = f"only {summary['items']} usable faces" if summary["items"] else "no usable face"
+        raise DoublureError(f"adapt: {found} in {plan.read}'s frames {first}-{last} ({plan.plate})"
+                            + (f"; adapting needs at least {min_faces} (a longer frame range gives more)"
+                               if min_faces > 1 else ""))
     return summary
 
 

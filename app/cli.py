@@ -19,6 +19,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from doublure.engine import DoublureError  # noqa: E402
+from doublure.faces.face import FACE_TYPES  # noqa: E402
 
 SUBCOMMANDS = ("render", "info", "track", "occlusion", "extract", "train", "adapt", "references", "demo", "verify")
 
@@ -154,7 +155,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
             bar.append(ProgressBar(total, "frames"))
         bar[0].update(done)
 
-    summary = extract_faceset(args.clips, args.out, size=args.size, every=args.every, progress=progress)
+    summary = extract_faceset(args.clips, args.out, size=args.size, every=args.every, face_type=args.face_type,
+                              progress=progress)
     if bar:
         bar[0].close()
     print(summary["text"])
@@ -177,7 +179,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     import logging
 
     from doublure.engine.progress import ProgressBar
-    from doublure.models.train import ProgressLine, Trainer
+    from doublure.models.train import MIN_FACESET_FACES, ProgressLine, Trainer
 
     from .adapt import adaptation_config, extract_shot, plan_adaptation, use_adapted
 
@@ -203,7 +205,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
             bar[clip].update(done)
 
         try:
-            summary = extract_shot(graph, plan, progress=progress)
+            summary = extract_shot(graph, plan, progress=progress, min_faces=MIN_FACESET_FACES)
         finally:
             for other in bar.values():
                 other.close()
@@ -303,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--out", required=True)
     extract.add_argument("--size", type=int, default=256)
     extract.add_argument("--every", type=int, default=1, help="take every Nth frame")
+    extract.add_argument("--face-type", choices=FACE_TYPES, default="whole_face",
+                         help="the crop's framing: the model trained on the faceset draws faces of this type")
     extract.set_defaults(func=cmd_extract)
 
     train = sub.add_parser("train", help="train an identity model (see doublure train --help)", add_help=False)

@@ -22,7 +22,7 @@ from PySide6 import QtCharts, QtCore, QtGui, QtWidgets
 from doublure.engine.context import CancelToken
 from doublure.engine.errors import Cancelled, DoublureError
 from doublure.models.dbm import ModelFileError, read_meta, rights_problems, rights_record
-from doublure.models.train import TrainConfig, Trainer
+from doublure.models.train import MIN_FACESET_FACES, TrainConfig, Trainer
 
 from .adapt import DEFAULT_MINUTES, AdaptPlan, adaptation_config, extract_shot, plan_adaptation, use_adapted
 
@@ -419,8 +419,8 @@ class TrainingPanel(QtWidgets.QWidget):
             return None
         self.adapting = plan
         graph = self.graph
-        job = self.extraction = FacesetExtraction(lambda progress: extract_shot(graph, plan, progress, job.cancel),
-                                                  self)
+        job = self.extraction = FacesetExtraction(
+            lambda progress: extract_shot(graph, plan, progress, job.cancel, min_faces=MIN_FACESET_FACES), self)
         job.progressed.connect(lambda done, total, clip: self.rate.setText(
             f"adapt: reading the faces of {plan.read if clip == plan.plate else os.path.basename(clip)}: "
             f"frame {done}/{total}"))

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .arch import IdentityModel, ModelConfig
+from .detail import DetailConfig, DetailNet
 
 # The card's optional fields and their kinds: "string", "integer" (>= 0), "number" (finite, >= 0),
 # "boolean", "object" (a dict), or a nested table for an object whose fields are checked in turn.
@@ -106,29 +107,31 @@ def check_card(meta: dict[str, Any]) -> ModelConfig:
     return cfg
 
 
-def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor of the network ``cfg`` describes, by name, with its shape; nothing is allocated."""
+def expected_shapes(cfg: ModelConfig | DetailConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the network ``cfg`` describes (a ``ModelConfig``, or a ``DetailConfig`` for the detail
+    stage), by name, with its shape; nothing is allocated."""
     with torch.device("meta"):
-        model = IdentityModel(cfg)
+        model = DetailNet(cfg) if isinstance(cfg, DetailConfig) else IdentityModel(cfg)
     return {name: tuple(t.shape) for name, t in model.state_dict().items()}
 
 
-def check_weights(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> None:
-    """Check that the weights are exactly the tensors ``cfg``'s network has, with its shapes, floating point
-    and finite.
+def check_weights(cfg: ModelConfig | DetailConfig, state: dict[str, torch.Tensor]) -> None:
+    """Check that the weights are exactly the tensors ``cfg``'s network has (the identity network's
+    ``ModelConfig`` or the detail stage's ``DetailConfig``), with its shapes, floating point and finite.
 
     Raises:
         ValueError: naming the first tensor missing, unexpected, of another shape or dtype, or holding NaN or
         infinity.
     """
     shapes = expected_shapes(cfg)
+    arch = getattr(cfg, "arch", "detail stage")
     missing = sorted(set(shapes) - set(state))
     if missing:
-        raise ValueError(f"weights: tensor {missing[0]} of the {cfg.arch} architecture is missing "
+        raise ValueError(f"weights: tensor {missing[0]} of the {arch} architecture is missing "
                          f"({len(missing)} missing)")
     extra = sorted(set(state) - set(shapes))
     if extra:
-        raise ValueError(f"weights: tensor {extra[0]} is not part of the {cfg.arch} architecture")
+        raise ValueError(f"weights: tensor {extra[0]} is not part of the {arch} architecture")
     for name, shape in shapes.items():
         tensor = state[name]
         if tuple(tensor.shape) != shape:

@@ -99,6 +99,35 @@ def check_index(index: dict, where: str) -> None:
             fields.number(value, fields.at(fields.at(at, "expression"), key))
 
 
+def check_face_type(facesets: Sequence[dict[str, Any]], model_face_type: str | None = None, model: str = "") -> str:
+    """The face type (crop framing) all ``facesets`` share: a model learns one framing, and its card names it
+    for the SwapModel (a model continued on crops of another type was relabelled with it, its weights mixed).
+
+    Args:
+        facesets: ``FaceData.facesets`` entries (``path``, ``face_type``).
+        model_face_type: the face type of the model being continued (``--from``, ``--resume``), or None.
+        model: that model's path, for the message.
+
+    Returns:
+        The face type.
+
+    Raises:
+        DoublureError: naming the first faceset folder whose crops are of another face type than the model's,
+            or than the first faceset's.
+    """
+    expected = model_face_type or facesets[0]["face_type"]
+    for fs in facesets:
+        if fs["face_type"] == expected:
+            continue
+        if model_face_type:
+            raise DoublureError(f"faceset {fs['path']} holds {fs['face_type']} crops but model {model} was trained "
+                                f"on {model_face_type} crops: extract it again with `doublure extract "
+                                f"--face-type {model_face_type}`")
+        raise DoublureError(f"faceset {fs['path']} holds {fs['face_type']} crops but {facesets[0]['path']} holds "
+                            f"{expected} crops: a model learns one framing (extract them with the same --face-type)")
+    return expected
+
+
 def face_masks(landmarks: np.ndarray, res: int) -> np.ndarray:
     """The training masks of one face from its landmarks in crop pixels at ``res``.
 
@@ -124,25 +153,25 @@ class FaceData:
         paths: faceset folders.
         res: model resolution; crops are resized with area averaging (or cubic when upscaling).
         cache_bytes: how much decoded data to keep.
+        lower_res: how to train at a lower resolution, for the message refusing crops too small (default: a
+            new model at a lower --res; the detail stage's output side follows from --detail-scale).
     """
 
-    def __init__(self, paths: Sequence[str], res: int, cache_bytes: int = 2 << 30) -> None:
+    def __init__(self, paths: Sequence[str], res: int, cache_bytes: int = 2 << 30, lower_res: str = "") -> None:
         if not paths:
             raise DoublureError("no faceset given")
         self.res = res
         self.facesets: list[dict[str, Any]] = []
         self.items: list[tuple[str, dict[str, Any], float]] = []   # (crop path, item, crop px -> res px)
         faceset_of: list[int] = []                                    # item -> its faceset's position in paths
-        face_types = set()
         for path in paths:
             index = read_index(path)
-            face_types.add(index.get("face_type", "whole_face"))
             scale = res / float(index["size"])
             if scale > MAX_UPSCALE:
                 raise DoublureError(f"faceset {path} holds {index['size']} px crops: training at {res} px would "
                                     f"upscale them {scale:g}x (at most {MAX_UPSCALE:g}x); extract at --size "
-                                    f"{math.ceil(res / MAX_UPSCALE)} or more, or train at --res "
-                                    f"{int(index['size'] * MAX_UPSCALE)} or less")
+                                    f"{math.ceil(res / MAX_UPSCALE)} or more, or " + (lower_res or f"train a new "
+                                    f"model at --res {int(index['size'] * MAX_UPSCALE)} or less"))
             for item in index["items"]:
                 self.items.append((os.path.join(path, item["file"]), item, scale))
                 faceset_of.append(len(self.facesets))
@@ -154,9 +183,7 @@ class FaceData:
                                   "clips": sorted({os.path.basename(str(it.get("source", ""))) for it in
                                                    index["items"]} - {""}),
                                   "every": int(index.get("every", 1))})
-        if len(face_types) > 1:
-            raise DoublureError(f"facesets {list(paths)} mix face types {sorted(face_types)}")
-        self.face_type = face_types.pop()
+        self.face_type = check_face_type(self.facesets)
         self._faceset_of = np.asarray(faceset_of, dtype=np.int64)
         self._expression_weights: torch.Tensor | None = None
         self._cache: collections.OrderedDict[int, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()

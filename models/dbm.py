@@ -404,24 +404,26 @@ def load_detail(path: str, meta: dict[str, Any]) -> tuple["DetailNet | None", st
         return None, (f"model {path}: its detail stage was trained on other identity weights; retrain it with "
                       f"`doublure train --detail --out {path} --target ...`")
     data = _read_files(path, (DETAIL,)).get(DETAIL)
-    if data is None or _sha256(data) != detail.get("weights_sha256"):
-        raise ModelFileError(f"model file {path}: {DETAIL} is missing or does not match its checksum")
+    if data is None:
+        raise ModelFileError(f"model file {path}: {META} names a detail stage but {DETAIL} is missing")
+    if _sha256(data) != detail.get("weights_sha256"):
+        raise ModelFileError(f"model file {path}: {DETAIL} is not the detail stage {META} records (its checksum "
+                             f"differs: another model's detail stage, or a damaged copy); put back this model's, "
+                             f"or train one with `doublure train --detail --out {path} --target ...`")
     try:
         cfg = DetailConfig.from_json(detail.get("architecture"))
-        state = st_load_bytes(data)
-        bad = next((name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())),
-                   None)
-        if bad is not None:
-            raise ValueError(f"tensor {bad} holds NaN or infinity")
-        net = DetailNet(cfg)
-        net.load_state_dict(state)
     except DoublureError as exc:
         raise ModelFileError(f"model file {path}: detail stage: {exc}") from None
-    except (SafetensorError, RuntimeError, ValueError) as exc:
-        raise ModelFileError(f"model file {path}: {DETAIL} is unusable: {exc}") from None
     if cfg.res != (meta.get("architecture") or {}).get("res"):
         raise ModelFileError(f"model file {path}: detail stage takes {cfg.res} px faces but the identity part "
                              f"renders {meta['architecture'].get('res')} px")
+    try:
+        state = st_load_bytes(data)
+        check_weights(cfg, state)
+    except (SafetensorError, ValueError, RuntimeError, OverflowError, TypeError) as exc:
+        raise ModelFileError(f"model file {path}: {DETAIL} is unusable: {exc}") from None
+    net = DetailNet(cfg)
+    net.load_state_dict(state)
     return net.eval(), ""
 
 
@@ -668,7 +670,10 @@ def model_card(path: str) -> str:
                      f"{dtr.get('elapsed_s', 0) / 60:.1f} min on {dtr.get('device', '?')}"
                      + ("; !! trained on other identity weights: not used" if stale else ""))
         identity_now = int(tr.get("iterations", 0))
-        if tr.get("from"):   # an adapted model counts its own iterations from its base's weights
+        if stale:   # --resume would refuse it: only a new stage fits these identity weights
+            lines.append(f"  the swap runs without it; train one for these weights with `doublure train --detail "
+                         f"--out {path} --target ...`")
+        elif tr.get("from"):   # an adapted model counts its own iterations from its base's weights
             lines.append(f"  detail stage trained on {tr['from']} at its iteration {detail.get('identity_iteration')}; "
                          f"the identity continued {identity_now} iterations since (`doublure train --detail "
                          f"--resume` refreshes the stage)")

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from doublure.engine.device import cpu_has_native_bf16
 from doublure.engine.errors import DoublureError
 
-from .data import FaceData, read_index
+from .data import FaceData, check_face_type, read_index
 from .dbm import load_detail, load_model, read_meta, save_detail
 from .detail import DetailConfig, DetailNet, PatchCritic, auto_scale, degrade, detail_reconstruction_loss
 
@@ -148,13 +148,11 @@ class DetailTrainer:
         res = loaded.model.cfg.res
         net, start_iter = self._network(res, meta)
         out_res = net.cfg.out_res
-        faces = FaceData(cfg.target, out_res)
+        faces = FaceData(cfg.target, out_res, lower_res="a smaller --detail-scale")
         if len(faces) < MIN_FACES:
             raise DoublureError(f"facesets {list(cfg.target)} hold {len(faces)} faces; a detail stage needs at least "
                                 f"{MIN_FACES} of the target")
-        if faces.face_type != meta.get("face_type", "whole_face"):
-            raise DoublureError(f"facesets {list(cfg.target)} hold {faces.face_type} crops but model {cfg.out} was "
-                                f"trained on {meta.get('face_type')} crops")
+        check_face_type(faces.facesets, meta.get("face_type", "whole_face"), cfg.out)
         sizes = {fs["size"] for fs in faces.facesets}
         if min(sizes) < out_res:
             log.warning("facesets %s are %s px, smaller than the detail stage's %d px output: their faces are "

@@ -50,7 +50,8 @@ from doublure.engine.errors import DoublureError
 from . import distributed as dist_helpers
 from .arch import ARCHITECTURES, IdentityModel, ModelConfig, config_for, parameter_count
 from .augment import AugmentSettings
-from .data import BatchLoader, FaceData, ProcessBatchLoader, augment_batch, default_workers, make_raw_batch
+from .data import (BatchLoader, FaceData, ProcessBatchLoader, augment_batch, check_face_type, default_workers,
+                   make_raw_batch)
 from .detail_train import DetailTrainConfig, DetailTrainer
 from .dbm import (clean_leftovers, has_training_state, load_weights, read_meta, read_training_state,
                   resolve_model_path, rights_problems, save_model)
@@ -573,9 +574,10 @@ class Trainer:
                 raise DoublureError(f"{c.out if c.resume else c.from_model}: its weights do not fit its "
                                     f"architecture: {str(exc).splitlines()[0]}") from None
         self.model = model.to(self.device)
-        if self.data_a.face_type != self.data_b.face_type:
-            raise DoublureError(f"facesets mix face types: source {self.data_a.face_type}, "
-                                f"target {self.data_b.face_type}")
+        # a model continued (--resume, --from) keeps the framing it learned: facesets of another are refused
+        continued = self.start_meta if c.resume else base_meta
+        check_face_type(self.data_a.facesets + self.data_b.facesets, continued.get("face_type"),
+                        c.out if c.resume else c.from_model)
         self._check_face_counts()
         self.optimizer = make_optimizer(self.model, c.lr, c.betas)
         self.autocast = resolve_precision(c.precision, self.device)

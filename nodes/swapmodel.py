@@ -34,7 +34,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node
+from doublure.engine import DoublureError, EvalContext, Hasher, Image, Node, Port, register_node, with_warning
 from doublure.engine import colour as engine_colour
 from doublure.engine import knobs as K
 from doublure.faces.align import plate_crops, plate_window, warp_from_crop
@@ -47,6 +47,7 @@ from doublure.faces.temporal import PlateFaces, aligned_blend, temporal_weights
 from doublure.models.dbm import (ModelFileError, consent_problems, model_digest, read_meta, rights_problems,
                                  rights_reference)
 from doublure.models.detail import enhance_faces
+from doublure.models.face_fit import DETAIL_FROM, face_fit_warning, plate_side
 from doublure.models.infer import decoded_face, reserve_decoded, shared_model
 from doublure.models.references import reference_swap
 
@@ -56,9 +57,6 @@ TEMPORAL_ALIGN = ("none", "flow")
 BLEND_MODES = ("alpha", "seamless")
 OUTPUTS = ("composite", "swapped crop", "mask")
 DETAIL_MODES = ("auto", "off")
-# The detail stage runs where a plate face spans more than this many times the model's crop side: below it the
-# model's own rendering already holds about as many pixels as the plate shows.
-DETAIL_FROM = 1.25
 DIRECTIONS = ("A->B", "A->A")
 
 
@@ -195,8 +193,7 @@ class SwapModel(Node):
         more plate pixels than :data:`DETAIL_FROM` times the model's crop."""
         if loaded.detail is None or self.value("detail", frame) == "off":
             return False
-        res = loaded.model.cfg.res
-        return any(1.0 / affine_scale(f.to_crop) > DETAIL_FROM * res for f in faces)
+        return any(plate_side(f) > DETAIL_FROM * loaded.model.cfg.res for f in faces)
 
     def compute(self, ctx: EvalContext, inputs) -> Image:
         plate = inputs.get(0)
@@ -237,6 +234,8 @@ class SwapModel(Node):
                 for f in faces]
         tracks_near = [plate_faces.track(frame, f, stabilise + temporal) for frame, f in keys]
         faces = [plate_faces.stabilised(frame, near, stabilise) for (frame, _), near in zip(keys, tracks_near)]
+        fit_warning = face_fit_warning(self.name, ctx.frame, faces, loaded, self.value("detail", ctx.frame) != "off",
+                                       ctx.proxy)
         to_crop = np.stack([f.to_crop for f in faces])
         from_crop = np.stack([f.from_crop for f in faces])
         # Work in the plate window the faces cover: the same affines with the window's origin moved to 0.
@@ -279,6 +278,8 @@ class SwapModel(Node):
         if self.value("blend", ctx.frame) == "seamless":
             swap = seamless_correction(plate_crops(plate.tensor, to_crop, res), swap, mask)
         metadata = dict(plate.metadata, **self._provenance(loaded.meta, loaded.digest, path, len(faces), direction))
+        if fit_warning:   # a face far smaller than the crop, or enlarged past what the model draws
+            metadata = with_warning(plate.replace(metadata=metadata), self.name, fit_warning).metadata
         if output == "swapped crop":
             tiles = torch.cat(list(swap), dim=2)                                             # (3, R, N R)
             return Image(tiles.to(plate.dtype).contiguous(), metadata=metadata)

@@ -1,8 +1,10 @@
 """Adapting a SwapModel's identity model to its shot (``app/adapt.py``, ``doublure adapt``): the plan found from
 the project, the shot's faces read through its Read, the run that continues the model, and the SwapModel
 pointed at the result; on real MEAD footage with a tiny 64 px model."""
+import dataclasses
 import json
 import os
+import re
 
 import pytest
 
@@ -147,3 +149,38 @@ def test_a_model_shipped_without_its_facesets_gets_them_again_from_its_clips(ide
     index = json.load(open(os.path.join(rebuilt, "index.json")))
     original = json.load(open(os.path.join(target, "index.json")))
     assert (index["size"], index["every"], len(index["items"])) == (64, 6, len(original["items"]))
+
+
+def test_the_shot_faces_are_extracted_in_the_models_face_type(identity_model, media_dir, tmp_path):
+    import shutil
+
+    from doublure.models.train import Trainer
+
+    model, target = identity_model
+    full = str(tmp_path / "m030_full.dbm")   # a model of the other framing (its card says so)
+    shutil.copytree(model, full)
+    card = json.load(open(os.path.join(full, "model.json")))
+    card["face_type"] = "full"
+    json.dump(card, open(os.path.join(full, "model.json"), "w"))
+    graph, _ = shot_project(tmp_path, media_dir, full, last=24)
+    plan = plan_adaptation(graph, target=[target])
+    assert plan.face_type == "full"
+    extract_shot(graph, plan)
+    assert json.load(open(os.path.join(plan.faceset, "index.json")))["face_type"] == "full"
+    Trainer(adaptation_config(plan, target=[plan.faceset], minutes=0.05, iters=1, workers=1, threads=2)).run()
+    assert read_meta(plan.out)["face_type"] == "full"
+    # the whole-face model on those faces (an earlier shot's folder, used as it is): refused, naming it
+    plan = dataclasses.replace(plan, model=os.path.abspath(model), out=str(tmp_path / "whole.dbm"))
+    with pytest.raises(DoublureError, match=rf"faceset {plan.faceset} holds full crops but model {plan.model} was "
+                                            r"trained on whole_face crops"):
+        Trainer(adaptation_config(plan, minutes=0.05, iters=1, workers=1, threads=2)).run()
+
+
+def test_a_shot_too_short_to_adapt_to_says_so_in_the_shots_terms(identity_model, media_dir, tmp_path, capsys):
+    model, _ = identity_model
+    _, path = shot_project(tmp_path, media_dir, model, last=5)
+    assert main(["adapt", path, "--minutes", "0.02"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"adapt: only [1-7] usable faces in Read1's frames 1-5 \(.*W009_front_surprised_level3_001.mp4\); "
+                     r"adapting needs at least 8 \(a longer frame range gives more\)", err), err
+    assert "Traceback" not in err

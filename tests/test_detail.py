@@ -275,5 +275,76 @@ def test_a_detail_stage_with_nan_weights_is_refused_naming_the_tensor(model_path
     with torch.no_grad():
         net.tail.bias[1] = float("nan")
     save_detail(model_path, net, {})
-    with pytest.raises(ModelFileError, match="tensor tail.bias holds NaN"):
+    with pytest.raises(ModelFileError, match="tensor tail.bias holds 1 NaN"):
         load_model(model_path)
+
+
+def test_a_detail_stage_that_is_not_this_models_is_refused_or_left_out_with_a_message(media_dir, model_path,
+                                                                                       tmp_path, caplog):
+    import doublure.nodes  # noqa: F401  (registers the node library)
+    from doublure import engine
+
+    save_detail(model_path, DetailNet(DetailConfig(res=64, scale=4, channels=16, blocks=1)), {})
+    torch.manual_seed(1)
+    other = str(tmp_path / "other.dbm")
+    save_model(other, IdentityModel(ModelConfig(arch="liae", res=64, e_ch=8, d_ch=8, d_mask_ch=4, ae_dims=16)),
+               {"name": "other", "face_type": "whole_face"})
+    save_detail(other, DetailNet(DetailConfig(res=64, scale=4, channels=32, blocks=2)), {})
+    # another model's detail.safetensors copied into this one: its card names other weights
+    swapped_file = str(tmp_path / "swapped_file.dbm")
+    shutil.copytree(model_path, swapped_file)
+    shutil.copy(os.path.join(other, "detail.safetensors"), os.path.join(swapped_file, "detail.safetensors"))
+    with pytest.raises(ModelFileError, match=r"swapped_file.dbm: detail.safetensors is not the detail stage "
+                                             r"model.json records \(its checksum differs: another model's"):
+        load_model(swapped_file)
+    # a card whose detail architecture is not its weights': the tensor and both shapes named, no torch dump
+    wrong_card = str(tmp_path / "wrong_card.dbm")
+    shutil.copytree(model_path, wrong_card)
+    meta = json.loads(open(os.path.join(wrong_card, "model.json")).read())
+    meta["detail"]["architecture"]["channels"] = 48
+    open(os.path.join(wrong_card, "model.json"), "w").write(json.dumps(meta))
+    with pytest.raises(ModelFileError) as err:
+        load_model(wrong_card)
+    assert str(err.value) == (f"model file {wrong_card}: detail.safetensors is unusable: weights: tensor head.weight "
+                              f"is (16, 3, 3, 3), but the card's architecture makes it (48, 3, 3, 3)")
+    # another model's detail stage, card and file: trained on other identity weights, so the swap runs without
+    # it, and says so on the node where it draws a face larger than its crop
+    stale = str(tmp_path / "stale.dbm")
+    shutil.copytree(model_path, stale)
+    shutil.copy(os.path.join(other, "detail.safetensors"), os.path.join(stale, "detail.safetensors"))
+    meta = json.loads(open(os.path.join(stale, "model.json")).read())
+    meta["detail"] = read_meta(other)["detail"]
+    open(os.path.join(stale, "model.json"), "w").write(json.dumps(meta))
+    assert "the swap runs without it; train one for these weights with `doublure train --detail" in model_card(stale)
+    g = engine.Graph()
+    read = g.create("Read", file=str(media_dir / "mead/W009_front_angry_level3_001.mp4"), first=1, last=3)
+    fd = g.create("FaceDetect", inputs=[read])
+    sw = g.create("SwapModel", inputs=[fd], model=stale, temporal=0, stabilise=0, output="swapped crop")
+    out = g.evaluate(sw, frame=2)
+    assert tuple(out.tensor.shape) == (3, 64, 64)           # the identity part's own rendering
+    warning = engine.warnings_of(out)["SwapModel1"]
+    assert warning.startswith("SwapModel1: frame 2: face 0 spans ") and "drawn at 64 px" in warning
+    assert "its detail stage was trained on other identity weights" in warning
+    assert "the swap runs without its detail stage" in caplog.text
+
+
+def test_detail_training_on_a_faceset_of_another_face_type_is_refused_naming_it(model_path, faceset, tmp_path):
+    full = tmp_path / "full_faces"
+    shutil.copytree(faceset, full)
+    index = json.loads((full / "index.json").read_text())
+    index["face_type"] = "full"
+    (full / "index.json").write_text(json.dumps(index))
+    with pytest.raises(DoublureError, match=rf"faceset {full} holds full crops but model {model_path} was trained "
+                                            r"on whole_face crops: extract it again with `doublure extract "
+                                            r"--face-type whole_face`"):
+        DetailTrainer(DetailTrainConfig(out=model_path, target=[str(full)], iters=1, scale=2)).run()
+
+
+def test_detail_training_on_crops_far_smaller_than_its_output_names_the_scale_not_the_models_res(model_path,
+                                                                                                  media_dir, tmp_path):
+    small = str(tmp_path / "m030_32")
+    extract_faceset([str(media_dir / CLIP)], small, size=32, every=8)
+    with pytest.raises(DoublureError, match=rf"faceset {small} holds 32 px crops: training at 256 px would upscale "
+                                            r"them 8x \(at most 2x\); extract at --size 128 or more, or a smaller "
+                                            r"--detail-scale$"):
+        DetailTrainer(DetailTrainConfig(out=model_path, target=[small], iters=1, scale=4)).run()

@@ -84,6 +84,6 @@ def test_training_refuses_crops_it_would_upscale_past_twice(tmp_path):
                         "pose": [0, 0, 0]}]}
     (tmp_path / "index.json").write_text(json.dumps(index))
     assert len(FaceData([str(tmp_path)], 128)) == 1
-    with pytest.raises(engine.DoublureError, match=r"holds 64 px crops: training at 1024 px would upscale them "
-                                                   r"16x .*--size 512 or more, or train at --res 128 or less"):
+    with pytest.raises(engine.DoublureError, match=r"holds 64 px crops: training at 1024 px would upscale them 16x "
+                                                   r".*--size 512 or more, or train a new model at --res 128 or less"):
         FaceData([str(tmp_path)], 1024)

@@ -188,3 +188,31 @@ def test_a_to_a_draws_the_plate_actor_as_the_model_learned_her(media_dir):
         assert out.metadata["doublure/swap_direction"] == direction and out.metadata["doublure/synthetic_face"]
         error[direction] = float((out.tensor[:3, inside] - plate[:3, inside]).abs().mean())
     assert error["A->A"] < 0.6 * error["A->B"], error
+
+
+def test_a_face_far_smaller_than_the_crop_is_swapped_with_a_warning_naming_node_frame_and_size(media_dir, model_path,
+                                                                                              caplog):
+    # the 1080p plate at an eighth of its size: a face about 30 px across the model's 64 px crop
+    g = engine.Graph()
+    read = g.create("Read", file=str(media_dir / "plates_1080/demo1_video.mp4"), first=1, last=3)
+    small = g.create("Reformat", inputs=[read], type="scale", scale=0.125)
+    fd = g.create("FaceDetect", inputs=[small])
+    sw = g.create("SwapModel", inputs=[fd], model=model_path, temporal=0, stabilise=0)
+    plate = g.evaluate(fd, frame=2)
+    out = g.evaluate(sw, frame=2)
+    warning = engine.warnings_of(out)["SwapModel1"]
+    side = int(warning.split("spans only ")[1].split(" px")[0])
+    assert 20 < side < 40
+    assert warning.startswith("SwapModel1: frame 2: face 0 spans only") and "enlarged" in warning
+    assert "SwapModel1: frame 2: face 0 spans only" in caplog.text
+    # the swap is still drawn, at the plate's size
+    assert out.tensor.shape == plate.tensor.shape and (out.tensor - plate.tensor).abs().amax() > 0.05
+    # the same plate at full size is no small face, and the model with no detail stage says its swap is soft
+    g.set_knob(small, "scale", 1.0)
+    warning = engine.warnings_of(g.evaluate(sw, frame=2))["SwapModel1"]
+    assert "spans only" not in warning and "drawn at 64 px" in warning and "has no detail stage" in warning
+    # in the viewer at an eighth proxy the face is as small as above, but the render's is not: judged at full size
+    warning = engine.warnings_of(g.evaluate(sw, frame=2, proxy=0.125))["SwapModel1"]
+    assert "spans only" not in warning and "has no detail stage" in warning
+    sw["detail"] = "off"                     # the enlargement chosen: nothing to say
+    assert engine.warnings_of(g.evaluate(sw, frame=2)) == {}

@@ -488,7 +488,8 @@ def test_crops_much_smaller_than_the_resolution_are_refused_through_the_command(
     proc = run_train("--source", a, "--target", b, "--out", tmp_path / "up.dbm", "--res", 1024)
     assert proc.returncode == 1
     assert re.search(r"error: faceset .*w009 holds 64 px crops: training at 1024 px would upscale them 16x "
-                     r"\(at most 2x\); extract at --size 512 or more, or train at --res 128 or less", proc.stderr)
+                     r"\(at most 2x\); extract at --size 512 or more, or train a new model at --res 128 or less",
+                     proc.stderr)
     assert not (tmp_path / "up.dbm").exists()
 
 
@@ -501,3 +502,29 @@ def test_the_default_budget_is_a_share_of_this_machine_and_names_the_option():
                                             r"machine's [0-9.]+ GiB; --memory-gb sets it\)"):
         check_training_memory(past, torch.device("cpu"), "run")
     check_training_memory(past, torch.device("cpu"), "run", budget_gib=past.total / 2**30 + 1)
+
+
+def test_continuing_a_model_on_facesets_of_another_face_type_is_refused_naming_the_faceset(facesets, media_dir,
+                                                                                          tmp_path):
+    from doublure.app.cli import main
+
+    full = str(tmp_path / "w009_full")
+    assert main(["extract", str(media_dir / "mead/W009_front_happy_level3_001.mp4"), "--out", full, "--size", "64",
+                 "--every", "8", "--face-type", "full"]) == 0
+    assert json.load(open(os.path.join(full, "index.json")))["face_type"] == "full"
+    model = tmp_path / "m030.dbm"
+    Trainer(config(facesets, model, iters=2)).run()
+    refused = (rf"faceset {full} holds full crops but model {model} was trained on whole_face crops: extract it "
+               r"again with `doublure extract --face-type whole_face`")
+    # adapting it to a shot (its target from its card), continuing it on other faces: each kept its weights
+    # and wrote the card's face type over with the new facesets'
+    with pytest.raises(DoublureError, match=refused):
+        Trainer(config(facesets, tmp_path / "adapted.dbm", iters=3, from_model=str(model), source=[full],
+                       target=[], res=None)).run()
+    with pytest.raises(DoublureError, match=refused):
+        Trainer(config(facesets, model, iters=3, resume=True, res=None, source=[full], target=[full])).run()
+    assert read_meta(str(model))["face_type"] == "whole_face" and read_training_state(str(model))[0]["iteration"] == 2
+    # a new model from facesets of two framings: the first faceset of the other framing named
+    with pytest.raises(DoublureError, match=rf"faceset {full} holds full crops but {facesets[0]} holds whole_face "
+                                            r"crops: a model learns one framing"):
+        Trainer(config(facesets, tmp_path / "mixed.dbm", iters=1, target=[full])).run()
