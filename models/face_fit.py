@@ -47,7 +47,7 @@ def plate_side(face: Face, proxy: float = 1.0) -> float:
 
 
 def face_fit_warning(node: str, frame: int, faces: Sequence[Face], loaded: LoadedModel, detail_on: bool,
-                     proxy: float = 1.0) -> str:
+                     proxy: float = 1.0, references: bool = False) -> str:
     """The warning a swap of ``faces`` carries (see the module's note), or "" when they fit. Each kind of
     warning is also logged, once per node and model resolution in a process (a render would repeat it on
     every frame).
@@ -59,6 +59,8 @@ def face_fit_warning(node: str, frame: int, faces: Sequence[Face], loaded: Loade
         loaded: the model (its resolution, detail stage and why it has none).
         detail_on: whether the node lets the detail stage run (its ``detail`` knob is not "off").
         proxy: the plate's scale against full resolution.
+        references: the faces are drawn from the model's reference faces (:mod:`doublure.models.references`):
+            at the plate's size whatever the model's crop, as sharp as the references are large.
 
     Returns:
         The warning, one sentence per misfit, or "".
@@ -69,15 +71,19 @@ def face_fit_warning(node: str, frame: int, faces: Sequence[Face], loaded: Loade
     sides = [(plate_side(f, proxy), f.track_id) for f in faces]
     notes = []
     small, track = min(sides)
-    if small < SMALL_FACE * res:
+    if small < SMALL_FACE * res and not references:
         notes.append(("small", f"face {track} spans only {small:.0f} px across the model's {res} px crop: the "
                                f"model reads it enlarged {res / small:.1f}x, from fewer pixels than the faces it "
                                f"learned, and may draw it soft and miss its expression; the swap is drawn reduced "
                                f"to the plate"))
     large, track = max(sides)
     drawn = loaded.detail.cfg.out_res if loaded.detail is not None else res
-    if detail_on and large > DETAIL_FROM * drawn:
-        if loaded.detail is not None:
+    if references:
+        drawn = loaded.references.size
+    if (detail_on or references) and large > DETAIL_FROM * drawn:
+        if references:
+            why = f"its reference faces are {drawn} px: `doublure references` with a faceset extracted larger"
+        elif loaded.detail is not None:
             why = f"larger than the {drawn} px its detail stage draws"
         elif loaded.meta.get("detail"):
             why = loaded.detail_note

@@ -234,8 +234,10 @@ class SwapModel(Node):
                 for f in faces]
         tracks_near = [plate_faces.track(frame, f, stabilise + temporal) for frame, f in keys]
         faces = [plate_faces.stabilised(frame, near, stabilise) for (frame, _), near in zip(keys, tracks_near)]
+        from_references = (loaded.references is not None and direction == "A->B"
+                           and self.value("references", ctx.frame) == "auto")
         fit_warning = face_fit_warning(self.name, ctx.frame, faces, loaded, self.value("detail", ctx.frame) != "off",
-                                       ctx.proxy)
+                                       ctx.proxy, from_references)
         to_crop = np.stack([f.to_crop for f in faces])
         from_crop = np.stack([f.from_crop for f in faces])
         # Work in the plate window the faces cover: the same affines with the window's origin moved to 0.
@@ -261,8 +263,6 @@ class SwapModel(Node):
                             {f - frame: g for f, g in near.items()}, flows))
         ctx.check_cancelled()
         swap, pred_mask = torch.stack(swaps), torch.stack(masks)
-        from_references = (loaded.references is not None and direction == "A->B"
-                           and self.value("references", ctx.frame) == "auto")
         if not from_references and self._detail_wanted(loaded, faces, ctx.frame):
             # after the temporal blend, so the added detail is drawn once per frame on the steadied face
             swap, pred_mask = enhance_faces(loaded.detail, swap, pred_mask, float(self.value("detail_amount",
