@@ -360,8 +360,11 @@ class FrameCache:
 
     # -- the one entry point evaluation uses --------------------------------------------------------------
     def get_or_compute(self, key: str, compute: Callable[[], Image], cancel: CancelToken,
-                       device: torch.device | None = None) -> Image:
-        """The cached Image for ``key``, computing it once however many threads ask at the same time."""
+                       device: torch.device | None = None, keep: bool = True) -> Image:
+        """The cached Image for ``key``, computing it once however many threads ask at the same time.
+
+        ``keep`` False: a computed Image is handed to the threads asking now but not kept (a frame its one
+        consumer takes over and writes into, ``Graph.take_input``): kept, it would push an older frame out."""
         while True:
             cancel.check()
             with self._lock:
@@ -378,7 +381,7 @@ class FrameCache:
                     flight.waiters = threading.Event()
                 done = flight.waiters
             if owner:
-                return self._compute_as_owner(key, flight, compute)
+                return self._compute_as_owner(key, flight, compute, keep)
             while not done.wait(_WAIT_SLICE_S):
                 cancel.check()
             if flight.error is None:
@@ -390,7 +393,7 @@ class FrameCache:
                 raise flight.error
             # The owner was cancelled (or deferred the work) but this request was not: loop and compute it here.
 
-    def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image]) -> Image:
+    def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image], keep: bool) -> Image:
         token = _memo_owner.set(self.memo_owner)
         try:
             image = compute()
@@ -407,7 +410,8 @@ class FrameCache:
         flight.result = image
         with self._lock:
             self.stats.computes += 1
-            self._insert(key, image)
+            if keep:
+                self._insert(key, image)
             del self._flights[key]
             done = flight.waiters
         if done is not None:

@@ -198,5 +198,15 @@ class Inputs:
         ctx = self._ctx if frame is None else self._ctx.at(frame)
         return self._graph.evaluate_node(node, ctx)
 
+    def take(self, index: int, frame: int | None = None) -> tuple[Image | None, bool]:
+        """Input ``index`` (as :meth:`get`) and whether this compute may write over its tensor: True when the
+        input was computed for this node alone and no one else can see its pixels (``Graph.take_input``), so a
+        pointwise node can work in place (``t.mul_(g) if writable else t * g``). Such an input is not kept
+        in the cache. False: the tensor is shared (a cached frame) and must not be changed."""
+        node = self._node.input_nodes[index]
+        if node is None:
+            return None, False
+        return self._graph.take_input(node, self._ctx if frame is None else self._ctx.at(frame))
+
     def connected(self, index: int) -> bool:
         return self._node.input_nodes[index] is not None
