@@ -48,7 +48,8 @@ class BenchSource(Node):
         h.update(ctx.frame)
 
     def compute(self, ctx, inputs):
-        return Image(torch.full((4, H, W), float(ctx.frame), device=ctx.device), channels=("R", "G", "B", "A"))
+        frame = torch.full((4, H, W), float(ctx.frame), out=inputs.new_tensor((4, H, W)))
+        return Image(frame, channels=("R", "G", "B", "A"))
 
 
 @register_node

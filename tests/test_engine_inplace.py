@@ -224,3 +224,57 @@ def test_a_chain_deeper_than_one_pass_evaluates():
     assert torch.equal(g.evaluate(head, 2).tensor, torch.full((3, 4, 4), 2.0))
     writable = in_place()
     assert len(writable) == 3 * MAX_NESTING and sum(writable) >= len(writable) - 6  # in place but where held
+
+
+class SpareRamp(Node):
+    """A frame of the frame number, written into ``inputs.new_tensor`` (memory the cache let go of)."""
+
+    type_name = "TestSpareRamp"
+    inputs = ()
+
+    def hash(self, ctx, h):
+        super().hash(ctx, h)
+        h.update(ctx.frame)
+
+    def compute(self, ctx, inputs):
+        return Image(torch.full((3, 8, 8), float(ctx.frame), out=inputs.new_tensor((3, 8, 8))))
+
+
+if SpareRamp.type_name not in node_types():
+    register_node(SpareRamp)
+
+FRAME_BYTES = 3 * 8 * 8 * 4
+
+
+def test_a_new_frame_reuses_the_memory_of_one_the_cache_let_go_of():
+    g = engine.Graph(cache=engine.FrameCache(host_budget=2 * FRAME_BYTES))
+    ramp = g.create("TestSpareRamp")
+    pointers = {f: g.evaluate(ramp, f).tensor.data_ptr() for f in (1, 2, 3)}  # frame 3 evicts frame 1
+    assert g.cache.stats.evictions == 1
+    four = g.evaluate(ramp, 4)
+    assert four.tensor.data_ptr() == pointers[1] and torch.equal(four.tensor, torch.full((3, 8, 8), 4.0))
+    assert torch.equal(g.evaluate(ramp, 3).tensor, torch.full((3, 8, 8), 3.0))
+
+
+def test_a_frame_held_after_its_eviction_is_never_reused():
+    g = engine.Graph(cache=engine.FrameCache(host_budget=2 * FRAME_BYTES))
+    ramp = g.create("TestSpareRamp")
+    viewed = g.evaluate(ramp, 1)  # the viewer still shows frame 1 when the cache lets it go
+    later = [g.evaluate(ramp, f) for f in (2, 3, 4, 5)]
+    assert g.cache.stats.evictions == 3
+    assert torch.equal(viewed.tensor, torch.full((3, 8, 8), 1.0))
+    assert viewed.tensor.data_ptr() not in {image.tensor.data_ptr() for image in later}
+    g.cache.clear()
+    assert g.cache.new_tensor((3, 8, 8), torch.float32, torch.device("cpu")).data_ptr() not in {
+        image.tensor.data_ptr() for image in later}  # clear keeps no spare frames either
+
+
+def test_only_a_spare_of_the_same_shape_and_type_is_reused():
+    cache = engine.FrameCache(host_budget=FRAME_BYTES)
+    cpu = torch.device("cpu")
+    for frame in range(3):
+        cache.put(str(frame), Image(cache.new_tensor((3, 8, 8), torch.float32, cpu).fill_(frame)))
+    spare = cache._spare[-1].data_ptr()
+    assert cache.new_tensor((3, 4, 16), torch.float32, cpu).data_ptr() != spare
+    assert cache.new_tensor((3, 8, 8), torch.float64, cpu).data_ptr() != spare
+    assert cache.new_tensor((3, 8, 8), torch.float32, cpu).data_ptr() == spare
