@@ -138,7 +138,7 @@ def report(what: str, wall: dict, cpu: dict, faults: dict, goal: str) -> None:
 def main() -> None:
     torch.set_num_threads(2)
     gains = [1.0 + 1e-4 * i for i in range(CHAIN)]
-    frames = list(range(1, 11))
+    frames = list(range(1, 17))
     g, node = chain("BenchGain", gains)
     taken = compare(lambda frame: g.evaluate(node, frame).tensor, lambda frame: direct_in_place(frame, gains),
                     frames, WARM_UP_TAKEN)
