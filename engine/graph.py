@@ -17,7 +17,7 @@ from .context import CancelToken, EvalContext
 from .device import default_device
 from .errors import ConnectionRefused, Deferred, DoublureError, KnobError, blame
 from .hashing import Hasher
-from .image import Image
+from .image import Image, is_unshared
 from .node import Inputs, Node, node_type
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -130,6 +130,7 @@ class Graph:
         self._listeners: list[Callable[[GraphEvent], None]] = []
         self._revision = 0
         self._hash_memo: dict[tuple, str] = {}
+        self._consumers: dict[str, int] | None = None  # node uuid -> inputs it feeds, until the next edit
         # provenance every frame of the render under way carries (a consent override), set by engine.render
         self.render_record: dict[str, Any] = {}
         self._timing_lock = threading.Lock()
@@ -198,6 +199,7 @@ class Graph:
     def _changed(self, event: GraphEvent) -> None:
         self._revision += 1
         self._hash_memo = {}
+        self._consumers = None
         self._notify(event)
 
     def reload(self) -> None:
@@ -528,6 +530,58 @@ class Graph:
                 nesting.held[digest] = (level, image)
         finally:
             nesting.held = {}
+
+    def take_input(self, node: Node, ctx: EvalContext) -> tuple[Image, bool]:
+        """``node``'s output at ``ctx`` for the one node it feeds, and whether that node may write over its
+        tensor (``Inputs.take``).
+
+        When ``node`` (and each node it passes through) feeds exactly one input in the graph, its output is
+        computed for that consumer alone and not kept in the cache: a chain of pointwise nodes then works in
+        place in memory still warm from the node before, as the same torch calls made directly do, instead of
+        writing each node's frame into the coldest memory of the cache (the frame it evicts). The cache keeps
+        what is asked for at the top (the viewed node, a Write's input), what several nodes read and what
+        nodes that do not take their input read. The tensor is writable only if this call computed it and no
+        one else holds it or shares its memory (:func:`is_unshared`): a frame found in the cache, held by a
+        deep pull, waited on by another thread, kept by a memo, a view of another tensor or numpy's memory
+        is read-only, and the consumer writes a new tensor as ``Inputs.get`` users do.
+        """
+        nesting = self._nesting
+        source = self._sole_feeder(node, ctx)
+        if source is None or nesting.eval_depth >= MAX_NESTING:
+            return self.evaluate_node(node, ctx), False
+        digest = self.hash_of(source, ctx)
+        held = nesting.held.get(digest)
+        if held is not None:
+            return held[1].to(ctx.device), False
+        computed = []
+
+        def compute() -> Image:
+            computed.append(True)
+            return self._compute(source, ctx)
+
+        image = self.cache.get_or_compute(digest, compute, ctx.cancel, ctx.device, keep=False)
+        writable = bool(computed) and is_unshared(image, image_refs=1)  # alone on its line: ``image`` is
+        return image, writable                                          # then referenced by this local only
+
+    def _sole_feeder(self, node: Node, ctx: EvalContext) -> Node | None:
+        """The node whose output ``node`` gives at ``ctx`` (``node`` itself or the one it passes through to)
+        when every node on the way feeds exactly one input in the graph; else None."""
+        consumers = self._consumers
+        if consumers is None:
+            consumers = {}
+            for n in self._nodes.values():
+                for src in n.input_nodes:
+                    if src is not None:
+                        consumers[src.uuid] = consumers.get(src.uuid, 0) + 1
+            self._consumers = consumers
+        while consumers.get(node.uuid) == 1:
+            index = node.pass_through(ctx)
+            if index is None:
+                return node
+            node = node.input_nodes[index]
+            if node is None:
+                return None  # evaluate_node names the missing input
+        return None
 
     def is_cached(self, node: "Node | str", frame: int, proxy: float = 1.0) -> bool:
         """Whether ``node``'s output at ``frame`` is in the cache (the timeline's cache line)."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from typing import Any, Callable, NamedTuple
 
@@ -226,6 +227,30 @@ class Image:
             i = self.channels.index("A")
             return self.tensor[i : i + 1]
         return None
+
+
+def is_unshared(image: Image, image_refs: int) -> bool:
+    """Whether writing into ``image.tensor`` can change nothing anyone else sees: the caller holds
+    ``image_refs`` references to ``image`` and there are no others, the Image has no pasted windows, its tensor
+    object is referenced by this Image alone, no other tensor (a view, a numpy array, autograd) shares its
+    memory, torch allocated that memory (not numpy's or a file's: ``from_numpy`` memory is not resizable), and
+    autograd and inference mode allow writing into it.
+
+    Args:
+        image: an Image the caller holds.
+        image_refs: how many references to ``image`` the caller's frames hold.
+    """
+    # getrefcount counts its own argument and this function's parameter
+    if sys.getrefcount(image) > image_refs + 2 or image._patches:
+        return False
+    tensor = image._base
+    # the Image's slot, this local and getrefcount's argument
+    if (sys.getrefcount(tensor) > 3 or tensor.requires_grad
+            or (tensor.is_inference() and not torch.is_inference_mode_enabled())):
+        return False
+    storage = tensor.untyped_storage()
+    # the tensor and ``storage``'s own Python object
+    return storage.resizable() and torch._C._storage_Use_Count(storage._cdata) == 2
 
 
 WARNING_PREFIX = "doublure/warning/"  # metadata key of a node's warning: WARNING_PREFIX + node name

@@ -11,6 +11,8 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+import torch
+
 from . import knobs as K
 from .context import EvalContext
 from .errors import DoublureError, KnobError
@@ -197,6 +199,23 @@ class Inputs:
             return None
         ctx = self._ctx if frame is None else self._ctx.at(frame)
         return self._graph.evaluate_node(node, ctx)
+
+    def take(self, index: int, frame: int | None = None) -> tuple[Image | None, bool]:
+        """Input ``index`` (as :meth:`get`) and whether this compute may write over its tensor: True when the
+        input was computed for this node alone and no one else can see its pixels (``Graph.take_input``), so a
+        pointwise node can work in place (``t.mul_(g) if writable else t * g``). Such an input is not kept
+        in the cache. False: the tensor is shared (a cached frame) and must not be changed."""
+        node = self._node.input_nodes[index]
+        if node is None:
+            return None, False
+        return self._graph.take_input(node, self._ctx if frame is None else self._ctx.at(frame))
+
+    def new_tensor(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """An uninitialised tensor on the request's device for this node's output (write it whole, e.g.
+        ``torch.full(shape, v, out=inputs.new_tensor(shape))``): on the CPU the memory of a frame of that
+        shape the cache let go of when it has one (``FrameCache.new_tensor``), so a node making a new frame
+        for each frame (a source) does not fault in new memory each time."""
+        return self._graph.cache.new_tensor(shape, dtype, self._ctx.device)
 
     def connected(self, index: int) -> bool:
         return self._node.input_nodes[index] is not None

@@ -1,4 +1,5 @@
-"""Small node types for engine tests: a constant generator, a gain, a slow node and a counting sum.
+"""Small node types for engine tests: a constant generator, gains (one working in place), a slow node and a
+counting sum.
 
 Registered once, under names no library node uses.
 """
@@ -130,7 +131,22 @@ class TestOffset(Node):
         return image.replace(tensor=image.tensor + self.value("offset", ctx.frame))
 
 
+class TestInPlaceGain(Node):
+    """A gain that takes its input (``Inputs.take``): in place when the engine hands the frame over. Records
+    each compute's choice in ``wrote_in_place`` (node name, frame, True when in place)."""
+
+    type_name = "TestInPlaceGain"
+    knob_specs = (K.Float("gain", 2.0, min=-100, max=100),)
+    wrote_in_place: list[tuple[str, int, bool]] = []
+
+    def compute(self, ctx, inputs):
+        image, writable = inputs.take(0)
+        gain = self.value("gain", ctx.frame)
+        TestInPlaceGain.wrote_in_place.append((self.name, ctx.frame, writable))
+        return image.replace(tensor=image.tensor.mul_(gain) if writable else image.tensor * gain)
+
+
 for _cls in (TestConstant, TestFrameRamp, TestGain, TestSlow, TestMaskFromImage, TestMasked, TestTemporalMean,
-             TestOffset):
+             TestOffset, TestInPlaceGain):
     if _cls.type_name not in node_types():
         register_node(_cls)
