@@ -58,7 +58,7 @@ SEED = 0x5D0B1E24         # fixed: every Doublure build writes and reads the sam
 LINEAR_GAIN = 2.2         # a relative change in linear light shrinks by the display encoding's exponent
 SYNC_Z = 5.0              # sync agreement that says "marked" (with the CRC)
 OVERSAMPLE = 4            # the reader's search grid: 1/OVERSAMPLE aligned px
-SEARCH = 2                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
+SEARCH = 4                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
 SCALES = (0.985, 1.0, 1.015)   # ... and these scales and turns (degrees) of the fit about the crop's centre
 TURNS = (-1.0, 0.0, 1.0)
 _HIGHPASS_SIGMA = 3.0     # aligned px: the local mean the relative detail is taken against
@@ -207,21 +207,50 @@ def _to_lattice(projections: np.ndarray, bits: np.ndarray) -> np.ndarray:
     return np.round((projections - offset) / STEP) * STEP + offset - projections
 
 
-def _window_to_grid(landmarks: np.ndarray, x0: int, y0: int) -> torch.Tensor:
-    """(2, 3) float64: plate-window pixel -> aligned pixel at GRID px, the fit made from the landmarks."""
+def _frame_to_grid(landmarks: np.ndarray) -> np.ndarray:
+    """(2, 3) float64: frame pixel -> aligned pixel at GRID px, the fit made from the landmarks."""
     to_crop, _ = estimate_to_crop(landmarks, "whole_face")
-    m = plate_to_crop_pixel(to_crop, GRID)[0].clone()
-    m[:, 2] += m[:, 0] * x0 + m[:, 1] * y0
+    m = to_crop * GRID
+    m[:, 2] -= 0.5
     return m
 
 
-def _grid_to_window(window_to_grid: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(invert_affine(window_to_grid.numpy()))
+def _shifted(m: np.ndarray, x0: float, y0: float) -> np.ndarray:
+    """(2, 3) the map ``m`` (to frame pixels) made to give pixels of the part of the frame starting at (x0, y0)."""
+    out = m.copy()
+    out[:, 2] -= (x0, y0)
+    return out
+
+
+def _display_luma(rgb: torch.Tensor, linear: bool) -> np.ndarray:
+    """(H, W) float32 display-encoded luma of (3, H, W) pixels (linear light: encoded first, as files are)."""
+    planes = rgb.float().cpu().numpy()
+    if linear:
+        planes = [cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) for plane in planes]
+    red_green = cv2.addWeighted(planes[0], _LUMA[0], planes[1], _LUMA[1], 0.0)
+    return cv2.addWeighted(red_green, 1.0, planes[2], _LUMA[2], 0.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _enlarged_and_sampled() -> np.ndarray:
+    """(3,) the 1-D kernel a GRID px field goes through when enlarged bilinearly into the frame and sampled back
+    as the crop samples it (a Gaussian of an aligned pixel's area): the tent of bilinear interpolation blurred by
+    that Gaussian, at -1, 0 and +1 aligned px."""
+    u = np.linspace(-4.0, 4.0, 8001)
+    gauss = np.exp(-0.5 * u ** 2 * 12.0)
+    taps = np.array([np.sum(np.clip(1.0 - np.abs(d - u), 0.0, None) * gauss) for d in (-1.0, 0.0, 1.0)])
+    return (taps / taps.sum()).astype(np.float32)
 
 
 def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False,
           landmarks: Sequence[np.ndarray | None] | None = None) -> torch.Tensor:
     """Mark every swapped face of a frame, in place.
+
+    Each face's aligned GRID px luma is sampled from the frame (a Gaussian of an aligned pixel's area, then
+    bilinear: the area average the reader's box means take) and its projections moved onto their bits' lattice
+    points by a GRID px field. A second pass, worked out in the GRID px crop alone, corrects what the field's
+    enlargement into the frame, the coverage's soft edge and the residual's local mean leave off the lattice;
+    the field is then enlarged into the face's window once.
 
     Args:
         planes: (C >= 3, H, W) float pixels of the frame, display-encoded (``linear=False``) or linear light;
@@ -230,8 +259,8 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
             alpha the swap was composited with.
         payload: 16-bit int (:func:`make_payload`).
         linear: the planes are linear light (the mark is worked out on their display encoding).
-        landmarks: per face, the landmarks to align the mark on (:func:`mesh_landmarks` of this very frame, as
-            the reader will find them); None, or a None entry: the face's own.
+        landmarks: per face, the landmarks to align the mark on (a static mesh of this very frame, as the
+            reader will find them: :func:`mark_frame`); None, or a None entry: the face's own.
 
     Returns:
         ``planes``, marked.
@@ -241,31 +270,40 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
     _, _, _, gain = _code()
     patterns = _patterns32()
     bits = _bits(payload)
-    weights = torch.tensor(_LUMA, dtype=torch.float32, device=planes.device).view(3, 1, 1)
+    kernel = _enlarged_and_sampled()
+    h, w = planes.shape[-2:]
     for index, face in enumerate(faces):
         if face.coverage is None:
             continue
-        points = landmarks[index] if landmarks is not None else None
         y0, y1, x0, x1 = face.coverage.window
         if y1 <= y0 or x1 <= x0:
             continue
-        rgb = planes[:3, y0:y1, x0:x1].float()
-        luma = (rgb.clamp(min=0.0) ** (1.0 / LINEAR_GAIN) if linear else rgb).mul(weights).sum(0, keepdim=True)
-        alpha = face.coverage.alpha.to(device=planes.device, dtype=torch.float32)
-        to_grid = _window_to_grid(face.landmarks if points is None else points, x0, y0)
-        to_window = _grid_to_window(to_grid)
-        mark = np.zeros(GRID * GRID, np.float32)
-        marked = luma
+        points = landmarks[index] if landmarks is not None else None
+        to_grid = _frame_to_grid(face.landmarks if points is None else points)
+        to_frame = invert_affine(to_grid)
+        # what the reader's crop sees of this face: the grid's footprint in the frame
+        corners = np.array([[-1.0, -1.0, 1.0], [GRID, -1.0, 1.0], [-1.0, GRID, 1.0], [GRID, GRID, 1.0]]) @ to_frame.T
+        rx0, ry0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+        rx1, ry1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
+        if rx1 <= rx0 or ry1 <= ry0:
+            continue
+        luma = _display_luma(planes[:3, ry0:ry1, rx0:rx1], linear)
+        sigma = math.sqrt(abs(np.linalg.det(to_frame[:, :2])) / 12.0)   # a box of an aligned pixel's side
+        smooth = cv2.GaussianBlur(luma, (0, 0), sigma) if sigma > 0.25 else luma
+        crop = cv2.warpAffine(smooth, _shifted(to_frame, rx0, ry0), (GRID, GRID),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        alpha = face.coverage.alpha.reshape(y1 - y0, x1 - x0).float().cpu().numpy()
+        alpha_in_grid = cv2.warpAffine(alpha, _shifted(to_frame, x0, y0), (GRID, GRID),
+                                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        mark = np.zeros((GRID, GRID), np.float32)
+        marked = crop
         for _ in range(2):
-            crop = warp_affine(marked, to_window[None], (GRID, GRID))[0, 0].cpu().numpy()
-            projections = patterns @ _residual_of(crop).astype(np.float32)
-            mark += (_to_lattice(projections, bits) @ patterns) / gain
-            # a smooth 64 px field enlarged into the window: cv2's bilinear warp costs a fifth of grid_sample's
-            field = cv2.warpAffine(mark.reshape(GRID, GRID), to_grid.numpy(), (x1 - x0, y1 - y0),
-                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-            relative = torch.from_numpy(field).to(planes.device)[None] * alpha
-            marked = luma * (1.0 + relative)
-        factor = 1.0 + relative
+            projections = patterns @ _residual_of(marked).astype(np.float32)
+            mark += ((_to_lattice(projections, bits) @ patterns) / gain).reshape(GRID, GRID)
+            marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
+        field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, x0, y0)), (x1 - x0, y1 - y0),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        factor = torch.from_numpy(1.0 + field * alpha).to(planes.device)
         planes[:3, y0:y1, x0:x1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
     return planes
 
@@ -358,10 +396,21 @@ def read_crops(crops: np.ndarray) -> Reading:
 _MESHERS = threading.local()
 
 
+def _mesher():
+    """This thread's static mesher (mediapipe graphs are not shared between threads)."""
+    from .detect import MediapipeBackend
+
+    mesher = getattr(_MESHERS, "backend", None)
+    if mesher is None:
+        mesher = _MESHERS.backend = MediapipeBackend(detection_range="short", video=False)
+    return mesher
+
+
 def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
                    origin: tuple[int, int] = (0, 0)) -> list[np.ndarray | None]:
-    """The landmarks writer and reader align the mark on: each face meshed again, statically, around its box
-    (``MediapipeBackend.mesh_around``), so both find the same fit on the same pixels.
+    """The landmarks a reader aligns the mark on: each face meshed again, statically, around its box and
+    around the box of what that found (``MediapipeBackend.mesh_around``, two passes), so that where the box
+    came from hardly matters.
 
     Args:
         rgb8: (H, W, 3) uint8 display-encoded RGB: the frame, or a part of it starting at ``origin``.
@@ -371,11 +420,7 @@ def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, 
     Returns:
         per box, (478, 3) landmarks in frame pixels, or None where no face is meshed.
     """
-    from .detect import MediapipeBackend
-
-    mesher = getattr(_MESHERS, "backend", None)
-    if mesher is None:   # one per thread: mediapipe graphs are not shared between threads
-        mesher = _MESHERS.backend = MediapipeBackend(detection_range="short", video=False)
+    mesher = _mesher()
     ox, oy = origin
     out = []
     for x0, y0, x1, y1 in boxes:
@@ -388,7 +433,7 @@ def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, 
 
 
 def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
-    """The landmarks a reader aligns the mark on: each face the detector finds, meshed as the writer meshed it
+    """The landmarks a reader aligns the mark on: each face the detector finds, meshed again
     (:func:`mesh_landmarks`).
 
     Args:
@@ -402,9 +447,47 @@ def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
     return [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
 
 
+def writing_landmarks(planes: torch.Tensor, box: tuple[float, float, float, float],
+                      linear: bool = False) -> np.ndarray | None:
+    """The landmarks the writer aligns a face's mark on: the face meshed once, statically, on the pixels it
+    writes, in the square crop ``MediapipeBackend.mesh_around`` takes around the face's box.
+
+    One pass, where the reader takes two: the swap's box is already the box of a mesh of that face, so this
+    pass is about the reader's second; what is left between them (a few tenths of an aligned pixel) is within
+    the reader's search (``SEARCH``). Only the crop's part of the frame is made 8-bit.
+
+    Args:
+        planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
+        box: (x0, y0, x1, y1) of the face in frame pixels.
+        linear: the planes are linear light.
+
+    Returns:
+        (478, 3) float32 landmarks in frame pixels, or None where no face is meshed.
+    """
+    from .detect import square_crop
+
+    mesher = _mesher()
+    h, w = planes.shape[-2:]
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = max(x1 - x0, y1 - y0) * mesher.CROP_SCALE
+    # the crop's pixels (a pixel more each side for square_crop's rounding), made 8-bit display-encoded RGB as
+    # the reader will have them, plane by plane from the frame's own memory (nothing else of the frame is copied)
+    rx0, ry0 = min(max(int(cx - side / 2) - 1, 0), w - 1), min(max(int(cy - side / 2) - 1, 0), h - 1)
+    rx1, ry1 = max(min(int(cx + side / 2) + 2, w), rx0 + 1), max(min(int(cy + side / 2) + 2, h), ry0 + 1)
+    region = planes[:3, ry0:ry1, rx0:rx1].float().cpu().numpy()
+    encoded = [cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) if linear else cv2.max(plane, 0.0) for plane in region]
+    rgb8 = cv2.merge([cv2.convertScaleAbs(plane, alpha=255.0) for plane in encoded])   # rounded, saturated
+    points = mesher.mesh_square(*square_crop(rgb8, cx - rx0, cy - ry0, side, mesher.CROP_PX))
+    if points is not None:
+        points[:, 0] += rx0
+        points[:, 1] += ry0
+    return points
+
+
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
     """Mark the swapped faces of a frame about to be written (Write calls it), in place: each face meshed
-    again on these very pixels (:func:`mesh_landmarks`), then :func:`embed`.
+    again on these very pixels (:func:`writing_landmarks`), then :func:`embed`.
 
     Args:
         planes: (C >= 3, H, W) float pixels in the file's encoding.
@@ -418,16 +501,4 @@ def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear
     swapped = [f for f in faces if f.coverage is not None]
     if not swapped:
         return planes
-    h, w = planes.shape[-2:]
-    # the part of the frame the meshes look at: each face's box grown as mesh_around's crop grows it
-    reach = [max(f.width, f.height) * 1.2 for f in swapped]
-    x0 = max(int(min(f.box[0] - r for f, r in zip(swapped, reach))), 0)
-    y0 = max(int(min(f.box[1] - r for f, r in zip(swapped, reach))), 0)
-    x1 = min(int(max(f.box[2] + r for f, r in zip(swapped, reach))) + 1, w)
-    y1 = min(int(max(f.box[3] + r for f, r in zip(swapped, reach))) + 1, h)
-    region = planes[:3, y0:y1, x0:x1].float().clamp(0.0, 1.0)
-    if linear:
-        region = region ** (1.0 / LINEAR_GAIN)
-    rgb8 = (region * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
-    meshed = mesh_landmarks(rgb8, [f.box for f in swapped], origin=(x0, y0))
-    return embed(planes, swapped, payload, linear, landmarks=meshed)
+    return embed(planes, swapped, payload, linear, landmarks=[writing_landmarks(planes, f.box, linear) for f in swapped])
