@@ -196,6 +196,7 @@ def main(argv=None) -> int:
     p.add_argument("--skip-robustness", action="store_true", help="only the false positives")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)   # CPU time is the measure: one thread each, no pool's spinning counted
     if a.repeats:
         signing(a.repeats)
     with FaceDetector(detection_range="short+full", video=False) as detector:

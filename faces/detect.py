@@ -181,22 +181,11 @@ class MediapipeBackend(FaceBackend):
 
     def _mesh_crop(self, rgb: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray | None:
         """(478, 3) landmarks in frame pixels of the one face meshed in a square crop (static), or None."""
-        return self.mesh_square(*square_crop(rgb, cx, cy, side, self.CROP_PX))
-
-    def mesh_square(self, crop: np.ndarray, m: np.ndarray) -> np.ndarray | None:
-        """The one face of a square crop meshed (static), as :meth:`mesh_around` meshes each of its crops.
-
-        Args:
-            crop: (CROP_PX, CROP_PX, 3) uint8 RGB, C-contiguous (:func:`square_crop`).
-            m: (2, 3) frame pixel -> crop pixel affine of that crop (a scale and a shift).
-
-        Returns:
-            (478, 3) float32 landmarks in frame pixels, or None where no face is meshed.
-        """
         if self._crop_mesh is None:
             self._crop_mesh = self._fm_module.FaceMesh(static_image_mode=True, max_num_faces=1,
                                                        refine_landmarks=True,
                                                        min_detection_confidence=self.min_confidence)
+        crop, m = _square_crop(rgb, cx, cy, side, self.CROP_PX)
         r = self._crop_mesh.process(crop)
         if not r.multi_face_landmarks:
             return None
@@ -224,11 +213,8 @@ class MediapipeBackend(FaceBackend):
         return pts
 
 
-def square_crop(rgb: np.ndarray, cx: float, cy: float, side: float, out_px: int):
+def _square_crop(rgb: np.ndarray, cx: float, cy: float, side: float, out_px: int):
     """Square crop of about ``side`` px centred on (cx, cy), resampled to ``out_px`` (zero padded outside).
-
-    Args:
-        rgb: (H, W, 3) uint8 RGB.
 
     Returns:
         crop: (out_px, out_px, 3) uint8, C-contiguous.
@@ -238,14 +224,11 @@ def square_crop(rgb: np.ndarray, cx: float, cy: float, side: float, out_px: int)
     s = max(int(round(side)), 1)
     x0 = int(np.floor(cx - s / 2 + 0.5))
     y0 = int(np.floor(cy - s / 2 + 0.5))
-    if x0 >= 0 and y0 >= 0 and x0 + s <= w and y0 + s <= h:
-        pad = rgb[y0:y0 + s, x0:x0 + s]   # inside the frame: no padded copy
-    else:
-        pad = np.zeros((s, s, 3), dtype=np.uint8)
-        sx0, sy0 = max(x0, 0), max(y0, 0)
-        sx1, sy1 = min(x0 + s, w), min(y0 + s, h)
-        if sx1 > sx0 and sy1 > sy0:
-            pad[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
+    pad = np.zeros((s, s, 3), dtype=np.uint8)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + s, w), min(y0 + s, h)
+    if sx1 > sx0 and sy1 > sy0:
+        pad[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
     interp = cv2.INTER_AREA if s > out_px else cv2.INTER_LINEAR
     crop = np.ascontiguousarray(cv2.resize(pad, (out_px, out_px), interpolation=interp))
     k = out_px / s

@@ -8,9 +8,12 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
 * **Where.** In the canonical aligned crop (``whole_face`` framing fitted to the landmarks by
   :func:`faces.align.estimate_to_crop`), ``GRID`` px square, on the skin of the template (the face oval less eyes,
   brows, lips and nostrils, which hold most of a face's own contrast), and in the frame only where the swap
-  replaced the plate (``Face.coverage``). A reader finds the face again with the landmark detector, so a crop, a
-  downscale or a shift keeps the mark's geometry; it then searches a few tenths of an aligned pixel around the
-  detected fit (landmarks move by most of a pixel between a frame and its re-encoded copy).
+  replaced the plate (``Face.coverage``). Writer and reader fit the crop to a static mesh of the pixels they
+  have, in the square around the face's box (:func:`_square_around`): the reader meshes twice (around the
+  detector's box, then around the box of what that found), the writer once, around the box the swap hands
+  down (already a mesh's box of that face): one mediapipe pass, the writer's largest cost. A crop, a downscale
+  or a shift keeps the mark's geometry; the reader searches +-1 aligned px around its fit (the writer's one pass
+  and a re-encode's landmarks each move the fit by a few tenths of a pixel).
 * **What.** ``K = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS`` orthonormal patterns (random +-1 chips on ``CELLS`` x
   ``CELLS``, smoothed, orthogonalised on the skin). The luma's relative detail (luma over its local mean, minus
   one) projected on each pattern is moved onto a lattice of step ``STEP`` (dither modulation, QIM): the lattice
@@ -19,8 +22,9 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
   bits (8 of the model's digest, 8 of the render id) and its CRC-8, written twice: a code of 48 bits with a
   distance of 8 (an H.264 re-encode of a small face flips a bit or two of the 24, a crop to the face one).
 * **How.** The change is relative and the same on R, G and B, ``x * (1 + M)``, computed on the display-encoded
-  luma; a linear file gets ``(1 + M) ** LINEAR_GAIN``. Two passes: the second corrects what the warp into the
-  frame and the coverage's soft edge left off the lattice.
+  luma; a linear file gets ``(1 + M) ** LINEAR_GAIN``. The mark is worked out on the GRID px crop only
+  (``WRITER_PASSES`` passes, each correcting what the last left off the lattice) and enlarged into the frame
+  once.
 * **Reading.** For each shift of the search, each pattern's distance to the lattice as ``cos(2 pi (p - dither) /
   STEP)``: +1 on a 0 bit's point, -1 on a 1 bit's, uniform on an unmarked face. The sync word's agreement,
   ``z = sum(sync * cos) / sqrt(n / 2)``, is about N(0, 1) on unmarked faces; found: ``z >= SYNC_Z`` at the
@@ -43,7 +47,7 @@ import numpy as np
 import torch
 
 from .align import estimate_to_crop, plate_to_crop_pixel, template_in_crop, warp_affine
-from .face import Face, invert_affine
+from .face import Face, box_from_landmarks, invert_affine
 from .masks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
 
 GRID = 64                 # aligned crop side, px, the mark is designed in
@@ -61,6 +65,9 @@ OVERSAMPLE = 4            # the reader's search grid: 1/OVERSAMPLE aligned px
 SEARCH = 4                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
 SCALES = (0.985, 1.0, 1.015)   # ... and these scales and turns (degrees) of the fit about the crop's centre
 TURNS = (-1.0, 0.0, 1.0)
+WRITER_PASSES = 3           # the writer's passes over the GRID px crop: each moves the projections nearer their points
+MESH_SCALE = 2.2          # the square meshed around a face, times its box's long side (as FaceDetect's crops)
+MESH_PX = 256             # ... resampled to this side (mediapipe samples its inputs from it without filtering)
 _HIGHPASS_SIGMA = 3.0     # aligned px: the local mean the relative detail is taken against
 _LUMA = (0.299, 0.587, 0.114)   # as cv2's RGB2GRAY, the reader's luma
 # The lower nose (nostrils, alar creases): dark, sharp and the same on every face, like the eyes and lips.
@@ -248,9 +255,10 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
 
     Each face's aligned GRID px luma is sampled from the frame (a Gaussian of an aligned pixel's area, then
     bilinear: the area average the reader's box means take) and its projections moved onto their bits' lattice
-    points by a GRID px field. A second pass, worked out in the GRID px crop alone, corrects what the field's
-    enlargement into the frame, the coverage's soft edge and the residual's local mean leave off the lattice;
-    the field is then enlarged into the face's window once.
+    points by a GRID px field. Further passes (``WRITER_PASSES`` in all), worked out in the GRID px crop alone,
+    correct what the field's enlargement into the frame (:func:`_enlarged_and_sampled`), the coverage's soft
+    edge and the residual's local mean leave off the lattice; the field is then enlarged into the face's window
+    once.
 
     Args:
         planes: (C >= 3, H, W) float pixels of the frame, display-encoded (``linear=False``) or linear light;
@@ -297,7 +305,7 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
                                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         mark = np.zeros((GRID, GRID), np.float32)
         marked = crop
-        for _ in range(2):
+        for _ in range(WRITER_PASSES):
             projections = patterns @ _residual_of(marked).astype(np.float32)
             mark += ((_to_lattice(projections, bits) @ patterns) / gain).reshape(GRID, GRID)
             marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
@@ -313,7 +321,7 @@ def aligned_luma(rgb8: np.ndarray, landmarks: Iterable[np.ndarray]) -> np.ndarra
 
     Args:
         rgb8: (H, W, 3) uint8 RGB (display encoded, as files and screens hold it).
-        landmarks: each face's (478, >=2) landmarks in that frame's pixels.
+        landmarks: each face's (468 or 478, >=2) landmarks in that frame's pixels.
 
     Returns:
         (N, V, S, S) float32 luma in [0, 1]: for each face and each of the V = len(SCALES) * len(TURNS) scale
@@ -393,41 +401,82 @@ def read_crops(crops: np.ndarray) -> Reading:
     return Reading(bool(sync_z >= SYNC_Z and errors <= MAX_ERRORS), sync_z, payload, errors, len(crops))
 
 
-_MESHERS = threading.local()
+_MESHES = threading.local()
 
 
-def _mesher():
-    """This thread's static mesher (mediapipe graphs are not shared between threads)."""
-    from .detect import MediapipeBackend
+def _face_mesh():
+    """This thread's static face mesh, without the attention refinement (lips, eyes and irises: not needed by the
+    fit, and 0.7 ms a face). Mediapipe graphs are not shared between threads."""
+    graph = getattr(_MESHES, "graph", None)
+    if graph is None:
+        from mediapipe.python.solutions import face_mesh
 
-    mesher = getattr(_MESHERS, "backend", None)
-    if mesher is None:
-        mesher = _MESHERS.backend = MediapipeBackend(detection_range="short", video=False)
-    return mesher
+        from .detect import _quiet_mediapipe
+
+        _quiet_mediapipe()
+        graph = _MESHES.graph = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                                                   min_detection_confidence=0.5)
+    return graph
 
 
-def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
-                   origin: tuple[int, int] = (0, 0)) -> list[np.ndarray | None]:
-    """The landmarks a reader aligns the mark on: each face meshed again, statically, around its box and
-    around the box of what that found (``MediapipeBackend.mesh_around``, two passes), so that where the box
-    came from hardly matters.
+def _square_around(box: tuple[float, float, float, float]) -> tuple[int, int, int]:
+    """(x0, y0, side) in frame pixels of the square meshed around a face's box: ``MESH_SCALE`` times its long
+    side, centred on it."""
+    x0, y0, x1, y1 = box
+    side = max(int(round(max(x1 - x0, y1 - y0) * MESH_SCALE)), 1)
+    return (int(math.floor((x0 + x1) / 2 - side / 2 + 0.5)), int(math.floor((y0 + y1) / 2 - side / 2 + 0.5)), side)
+
+
+def _mesh_square(square: np.ndarray, x0: int, y0: int) -> np.ndarray | None:
+    """The one face of a square part of a frame meshed (static).
 
     Args:
-        rgb8: (H, W, 3) uint8 display-encoded RGB: the frame, or a part of it starting at ``origin``.
-        boxes: (x0, y0, x1, y1) of each face in frame pixels.
-        origin: (x, y) of ``rgb8``'s top-left pixel in the frame.
+        square: (S, S, 3) uint8 display-encoded RGB, the frame's pixels from (x0, y0) (zeros outside the frame);
+            resampled to ``MESH_PX`` (an area average when shrinking).
 
     Returns:
-        per box, (478, 3) landmarks in frame pixels, or None where no face is meshed.
+        (468, 3) float32 landmarks in frame pixels (z on the x scale), or None where no face is meshed.
     """
-    mesher = _mesher()
-    ox, oy = origin
+    from .detect import _landmark_array
+
+    side = square.shape[0]
+    square = cv2.resize(square, (MESH_PX, MESH_PX), interpolation=cv2.INTER_AREA if side > MESH_PX else cv2.INTER_LINEAR)
+    found = _face_mesh().process(square)
+    if not found.multi_face_landmarks:
+        return None
+    # mediapipe's 0 is the square's left pixel edge (either resampling keeps edges); pixel centres are at integers
+    points = _landmark_array(found.multi_face_landmarks[0]) * side
+    points[:, 0] += x0 - 0.5
+    points[:, 1] += y0 - 0.5
+    return points
+
+
+def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> list[np.ndarray | None]:
+    """The landmarks a reader aligns the mark on: each face meshed statically in the square around its box
+    (:func:`_square_around`), then again in the square around what that found, so that where the box came from
+    hardly matters.
+
+    Args:
+        rgb8: (H, W, 3) uint8 display-encoded RGB.
+        boxes: (x0, y0, x1, y1) of each face in frame pixels.
+
+    Returns:
+        per box, (468, 3) landmarks in frame pixels, or None where no face is meshed.
+    """
+    h, w = rgb8.shape[:2]
     out = []
-    for x0, y0, x1, y1 in boxes:
-        points = mesher.mesh_around(rgb8, (x0 - ox, y0 - oy, x1 - ox, y1 - oy))
-        if points is not None:
-            points[:, 0] += ox
-            points[:, 1] += oy
+    for box in boxes:
+        points = None
+        for _ in range(2):
+            x0, y0, side = _square_around(box)
+            square = np.zeros((side, side, 3), np.uint8)
+            sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+            if sx1 > sx0 and sy1 > sy0:
+                square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb8[sy0:sy1, sx0:sx1]
+            points = _mesh_square(square, x0, y0)
+            if points is None:
+                break
+            box = box_from_landmarks(points)
         out.append(points)
     return out
 
@@ -441,7 +490,7 @@ def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
         rgb8: (H, W, 3) uint8 display-encoded RGB.
 
     Returns:
-        (478, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
+        (468, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
     """
     rgb8 = np.ascontiguousarray(rgb8)
     return [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
@@ -450,11 +499,11 @@ def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
 def writing_landmarks(planes: torch.Tensor, box: tuple[float, float, float, float],
                       linear: bool = False) -> np.ndarray | None:
     """The landmarks the writer aligns a face's mark on: the face meshed once, statically, on the pixels it
-    writes, in the square crop ``MediapipeBackend.mesh_around`` takes around the face's box.
+    writes, in the square around the face's box (:func:`_square_around`).
 
     One pass, where the reader takes two: the swap's box is already the box of a mesh of that face, so this
     pass is about the reader's second; what is left between them (a few tenths of an aligned pixel) is within
-    the reader's search (``SEARCH``). Only the crop's part of the frame is made 8-bit.
+    the reader's search (``SEARCH``). Only the square's part of the frame is made 8-bit.
 
     Args:
         planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
@@ -462,27 +511,22 @@ def writing_landmarks(planes: torch.Tensor, box: tuple[float, float, float, floa
         linear: the planes are linear light.
 
     Returns:
-        (478, 3) float32 landmarks in frame pixels, or None where no face is meshed.
+        (468, 3) float32 landmarks in frame pixels, or None where no face is meshed.
     """
-    from .detect import square_crop
-
-    mesher = _mesher()
     h, w = planes.shape[-2:]
-    x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    side = max(x1 - x0, y1 - y0) * mesher.CROP_SCALE
-    # the crop's pixels (a pixel more each side for square_crop's rounding), made 8-bit display-encoded RGB as
-    # the reader will have them, plane by plane from the frame's own memory (nothing else of the frame is copied)
-    rx0, ry0 = min(max(int(cx - side / 2) - 1, 0), w - 1), min(max(int(cy - side / 2) - 1, 0), h - 1)
-    rx1, ry1 = max(min(int(cx + side / 2) + 2, w), rx0 + 1), max(min(int(cy + side / 2) + 2, h), ry0 + 1)
-    region = planes[:3, ry0:ry1, rx0:rx1].float().cpu().numpy()
+    x0, y0, side = _square_around(box)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    # 8-bit display-encoded RGB as the reader will have it, plane by plane from the frame's own memory
+    region = planes[:3, sy0:sy1, sx0:sx1].float().cpu().numpy()
     encoded = [cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) if linear else cv2.max(plane, 0.0) for plane in region]
     rgb8 = cv2.merge([cv2.convertScaleAbs(plane, alpha=255.0) for plane in encoded])   # rounded, saturated
-    points = mesher.mesh_square(*square_crop(rgb8, cx - rx0, cy - ry0, side, mesher.CROP_PX))
-    if points is not None:
-        points[:, 0] += rx0
-        points[:, 1] += ry0
-    return points
+    if rgb8.shape[:2] != (side, side):
+        square = np.zeros((side, side, 3), np.uint8)
+        square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb8
+        rgb8 = square
+    return _mesh_square(rgb8, x0, y0)
 
 
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
