@@ -432,7 +432,7 @@ def _mesh_square(square: np.ndarray, x0: int, y0: int) -> np.ndarray | None:
 
     Args:
         square: (S, S, 3) uint8 display-encoded RGB, the frame's pixels from (x0, y0) (zeros outside the frame);
-            resampled to ``MESH_PX`` (an area average when shrinking).
+            resampled to ``MESH_PX`` (bilinear; an area average when over twice that).
 
     Returns:
         (468, 3) float32 landmarks in frame pixels (z on the x scale), or None where no face is meshed.
@@ -440,7 +440,9 @@ def _mesh_square(square: np.ndarray, x0: int, y0: int) -> np.ndarray | None:
     from .detect import _landmark_array
 
     side = square.shape[0]
-    square = cv2.resize(square, (MESH_PX, MESH_PX), interpolation=cv2.INTER_AREA if side > MESH_PX else cv2.INTER_LINEAR)
+    # bilinear while shrinking at most 2x (every pixel still weighs in); an area average (1 ms more) only beyond
+    shrink = cv2.INTER_AREA if side > 2 * MESH_PX else cv2.INTER_LINEAR
+    square = cv2.resize(square, (MESH_PX, MESH_PX), interpolation=shrink)
     found = _face_mesh().process(square)
     if not found.multi_face_landmarks:
         return None
