@@ -65,7 +65,7 @@ OVERSAMPLE = 4            # the reader's search grid: 1/OVERSAMPLE aligned px
 SEARCH = 4                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
 SCALES = (0.985, 1.0, 1.015)   # ... and these scales and turns (degrees) of the fit about the crop's centre
 TURNS = (-1.0, 0.0, 1.0)
-WRITER_PASSES = 3           # the writer's passes over the GRID px crop: each moves the projections nearer their points
+WRITER_PASSES = 3         # the writer's passes over the GRID px crop, each nearer the lattice (two left 4-bit errors)
 MESH_SCALE = 2.2          # the square meshed around a face, times its box's long side (as FaceDetect's crops)
 MESH_PX = 256             # ... resampled to this side (mediapipe samples its inputs from it without filtering)
 _HIGHPASS_SIGMA = 3.0     # aligned px: the local mean the relative detail is taken against
@@ -547,4 +547,5 @@ def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear
     swapped = [f for f in faces if f.coverage is not None]
     if not swapped:
         return planes
-    return embed(planes, swapped, payload, linear, landmarks=[writing_landmarks(planes, f.box, linear) for f in swapped])
+    meshed = [writing_landmarks(planes, f.box, linear) for f in swapped]
+    return embed(planes, swapped, payload, linear, landmarks=meshed)
