@@ -8,9 +8,12 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
 * **Where.** In the canonical aligned crop (``whole_face`` framing fitted to the landmarks by
   :func:`faces.align.estimate_to_crop`), ``GRID`` px square, on the skin of the template (the face oval less eyes,
   brows, lips and nostrils, which hold most of a face's own contrast), and in the frame only where the swap
-  replaced the plate (``Face.coverage``). A reader finds the face again with the landmark detector, so a crop, a
-  downscale or a shift keeps the mark's geometry; it then searches a few tenths of an aligned pixel around the
-  detected fit (landmarks move by most of a pixel between a frame and its re-encoded copy).
+  replaced the plate (``Face.coverage``). Writer and reader fit the crop to a static mesh of the pixels they
+  have, in the square around the face's box (:func:`_square_around`): the reader meshes twice (around the
+  detector's box, then around the box of what that found), the writer once, around the box the swap hands
+  down (already a mesh's box of that face): one mediapipe pass, the writer's largest cost. A crop, a downscale
+  or a shift keeps the mark's geometry; the reader searches +-1 aligned px around its fit (the writer's one pass
+  and a re-encode's landmarks each move the fit by a few tenths of a pixel).
 * **What.** ``K = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS`` orthonormal patterns (random +-1 chips on ``CELLS`` x
   ``CELLS``, smoothed, orthogonalised on the skin). The luma's relative detail (luma over its local mean, minus
   one) projected on each pattern is moved onto a lattice of step ``STEP`` (dither modulation, QIM): the lattice
@@ -19,8 +22,9 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
   bits (8 of the model's digest, 8 of the render id) and its CRC-8, written twice: a code of 48 bits with a
   distance of 8 (an H.264 re-encode of a small face flips a bit or two of the 24, a crop to the face one).
 * **How.** The change is relative and the same on R, G and B, ``x * (1 + M)``, computed on the display-encoded
-  luma; a linear file gets ``(1 + M) ** LINEAR_GAIN``. Two passes: the second corrects what the warp into the
-  frame and the coverage's soft edge left off the lattice.
+  luma; a linear file gets ``(1 + M) ** LINEAR_GAIN``. The mark is worked out on the GRID px crop only
+  (``WRITER_PASSES`` passes, each correcting what the last left off the lattice) and enlarged into the frame
+  once.
 * **Reading.** For each shift of the search, each pattern's distance to the lattice as ``cos(2 pi (p - dither) /
   STEP)``: +1 on a 0 bit's point, -1 on a 1 bit's, uniform on an unmarked face. The sync word's agreement,
   ``z = sum(sync * cos) / sqrt(n / 2)``, is about N(0, 1) on unmarked faces; found: ``z >= SYNC_Z`` at the
@@ -43,7 +47,7 @@ import numpy as np
 import torch
 
 from .align import estimate_to_crop, plate_to_crop_pixel, template_in_crop, warp_affine
-from .face import Face, invert_affine
+from .face import Face, box_from_landmarks, invert_affine
 from .masks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
 
 GRID = 64                 # aligned crop side, px, the mark is designed in
@@ -58,9 +62,12 @@ SEED = 0x5D0B1E24         # fixed: every Doublure build writes and reads the sam
 LINEAR_GAIN = 2.2         # a relative change in linear light shrinks by the display encoding's exponent
 SYNC_Z = 5.0              # sync agreement that says "marked" (with the CRC)
 OVERSAMPLE = 4            # the reader's search grid: 1/OVERSAMPLE aligned px
-SEARCH = 2                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
+SEARCH = 4                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
 SCALES = (0.985, 1.0, 1.015)   # ... and these scales and turns (degrees) of the fit about the crop's centre
 TURNS = (-1.0, 0.0, 1.0)
+WRITER_PASSES = 3         # the writer's passes over the GRID px crop, each nearer the lattice (two left 4-bit errors)
+MESH_SCALE = 2.2          # the square meshed around a face, times its box's long side (as FaceDetect's crops)
+MESH_PX = 256             # ... resampled to this side (mediapipe samples its inputs from it without filtering)
 _HIGHPASS_SIGMA = 3.0     # aligned px: the local mean the relative detail is taken against
 _LUMA = (0.299, 0.587, 0.114)   # as cv2's RGB2GRAY, the reader's luma
 # The lower nose (nostrils, alar creases): dark, sharp and the same on every face, like the eyes and lips.
@@ -207,21 +214,51 @@ def _to_lattice(projections: np.ndarray, bits: np.ndarray) -> np.ndarray:
     return np.round((projections - offset) / STEP) * STEP + offset - projections
 
 
-def _window_to_grid(landmarks: np.ndarray, x0: int, y0: int) -> torch.Tensor:
-    """(2, 3) float64: plate-window pixel -> aligned pixel at GRID px, the fit made from the landmarks."""
+def _frame_to_grid(landmarks: np.ndarray) -> np.ndarray:
+    """(2, 3) float64: frame pixel -> aligned pixel at GRID px, the fit made from the landmarks."""
     to_crop, _ = estimate_to_crop(landmarks, "whole_face")
-    m = plate_to_crop_pixel(to_crop, GRID)[0].clone()
-    m[:, 2] += m[:, 0] * x0 + m[:, 1] * y0
+    m = to_crop * GRID
+    m[:, 2] -= 0.5
     return m
 
 
-def _grid_to_window(window_to_grid: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(invert_affine(window_to_grid.numpy()))
+def _shifted(m: np.ndarray, x0: float, y0: float) -> np.ndarray:
+    """(2, 3) the map ``m`` (to frame pixels) made to give pixels of the part of the frame starting at (x0, y0)."""
+    out = m.copy()
+    out[:, 2] -= (x0, y0)
+    return out
+
+
+def _display_luma(rgb: torch.Tensor, linear: bool) -> np.ndarray:
+    """(H, W) float32 display-encoded luma of (3, H, W) pixels (linear light: encoded first, as files are)."""
+    planes = rgb.float().cpu().numpy()
+    if linear:
+        planes = [cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) for plane in planes]
+    red_green = cv2.addWeighted(planes[0], _LUMA[0], planes[1], _LUMA[1], 0.0)
+    return cv2.addWeighted(red_green, 1.0, planes[2], _LUMA[2], 0.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _enlarged_and_sampled() -> np.ndarray:
+    """(3,) the 1-D kernel a GRID px field goes through when enlarged bilinearly into the frame and sampled back
+    as the crop samples it (a Gaussian of an aligned pixel's area): the tent of bilinear interpolation blurred by
+    that Gaussian, at -1, 0 and +1 aligned px."""
+    u = np.linspace(-4.0, 4.0, 8001)
+    gauss = np.exp(-0.5 * u ** 2 * 12.0)
+    taps = np.array([np.sum(np.clip(1.0 - np.abs(d - u), 0.0, None) * gauss) for d in (-1.0, 0.0, 1.0)])
+    return (taps / taps.sum()).astype(np.float32)
 
 
 def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False,
           landmarks: Sequence[np.ndarray | None] | None = None) -> torch.Tensor:
     """Mark every swapped face of a frame, in place.
+
+    Each face's aligned GRID px luma is sampled from the frame (a Gaussian of an aligned pixel's area, then
+    bilinear: the area average the reader's box means take) and its projections moved onto their bits' lattice
+    points by a GRID px field. Further passes (``WRITER_PASSES`` in all), worked out in the GRID px crop alone,
+    correct what the field's enlargement into the frame (:func:`_enlarged_and_sampled`), the coverage's soft
+    edge and the residual's local mean leave off the lattice; the field is then enlarged into the face's window
+    once.
 
     Args:
         planes: (C >= 3, H, W) float pixels of the frame, display-encoded (``linear=False``) or linear light;
@@ -230,8 +267,8 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
             alpha the swap was composited with.
         payload: 16-bit int (:func:`make_payload`).
         linear: the planes are linear light (the mark is worked out on their display encoding).
-        landmarks: per face, the landmarks to align the mark on (:func:`mesh_landmarks` of this very frame, as
-            the reader will find them); None, or a None entry: the face's own.
+        landmarks: per face, the landmarks to align the mark on (a static mesh of this very frame, as the
+            reader will find them: :func:`mark_frame`); None, or a None entry: the face's own.
 
     Returns:
         ``planes``, marked.
@@ -241,31 +278,40 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
     _, _, _, gain = _code()
     patterns = _patterns32()
     bits = _bits(payload)
-    weights = torch.tensor(_LUMA, dtype=torch.float32, device=planes.device).view(3, 1, 1)
+    kernel = _enlarged_and_sampled()
+    h, w = planes.shape[-2:]
     for index, face in enumerate(faces):
         if face.coverage is None:
             continue
-        points = landmarks[index] if landmarks is not None else None
         y0, y1, x0, x1 = face.coverage.window
         if y1 <= y0 or x1 <= x0:
             continue
-        rgb = planes[:3, y0:y1, x0:x1].float()
-        luma = (rgb.clamp(min=0.0) ** (1.0 / LINEAR_GAIN) if linear else rgb).mul(weights).sum(0, keepdim=True)
-        alpha = face.coverage.alpha.to(device=planes.device, dtype=torch.float32)
-        to_grid = _window_to_grid(face.landmarks if points is None else points, x0, y0)
-        to_window = _grid_to_window(to_grid)
-        mark = np.zeros(GRID * GRID, np.float32)
-        marked = luma
-        for _ in range(2):
-            crop = warp_affine(marked, to_window[None], (GRID, GRID))[0, 0].cpu().numpy()
-            projections = patterns @ _residual_of(crop).astype(np.float32)
-            mark += (_to_lattice(projections, bits) @ patterns) / gain
-            # a smooth 64 px field enlarged into the window: cv2's bilinear warp costs a fifth of grid_sample's
-            field = cv2.warpAffine(mark.reshape(GRID, GRID), to_grid.numpy(), (x1 - x0, y1 - y0),
-                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-            relative = torch.from_numpy(field).to(planes.device)[None] * alpha
-            marked = luma * (1.0 + relative)
-        factor = 1.0 + relative
+        points = landmarks[index] if landmarks is not None else None
+        to_grid = _frame_to_grid(face.landmarks if points is None else points)
+        to_frame = invert_affine(to_grid)
+        # what the reader's crop sees of this face: the grid's footprint in the frame
+        corners = np.array([[-1.0, -1.0, 1.0], [GRID, -1.0, 1.0], [-1.0, GRID, 1.0], [GRID, GRID, 1.0]]) @ to_frame.T
+        rx0, ry0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+        rx1, ry1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
+        if rx1 <= rx0 or ry1 <= ry0:
+            continue
+        luma = _display_luma(planes[:3, ry0:ry1, rx0:rx1], linear)
+        sigma = math.sqrt(abs(np.linalg.det(to_frame[:, :2])) / 12.0)   # a box of an aligned pixel's side
+        smooth = cv2.GaussianBlur(luma, (0, 0), sigma) if sigma > 0.25 else luma
+        crop = cv2.warpAffine(smooth, _shifted(to_frame, rx0, ry0), (GRID, GRID),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        alpha = face.coverage.alpha.reshape(y1 - y0, x1 - x0).float().cpu().numpy()
+        alpha_in_grid = cv2.warpAffine(alpha, _shifted(to_frame, x0, y0), (GRID, GRID),
+                                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        mark = np.zeros((GRID, GRID), np.float32)
+        marked = crop
+        for _ in range(WRITER_PASSES):
+            projections = patterns @ _residual_of(marked).astype(np.float32)
+            mark += ((_to_lattice(projections, bits) @ patterns) / gain).reshape(GRID, GRID)
+            marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
+        field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, x0, y0)), (x1 - x0, y1 - y0),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        factor = torch.from_numpy(1.0 + field * alpha).to(planes.device)
         planes[:3, y0:y1, x0:x1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
     return planes
 
@@ -275,7 +321,7 @@ def aligned_luma(rgb8: np.ndarray, landmarks: Iterable[np.ndarray]) -> np.ndarra
 
     Args:
         rgb8: (H, W, 3) uint8 RGB (display encoded, as files and screens hold it).
-        landmarks: each face's (478, >=2) landmarks in that frame's pixels.
+        landmarks: each face's (468 or 478, >=2) landmarks in that frame's pixels.
 
     Returns:
         (N, V, S, S) float32 luma in [0, 1]: for each face and each of the V = len(SCALES) * len(TURNS) scale
@@ -355,40 +401,90 @@ def read_crops(crops: np.ndarray) -> Reading:
     return Reading(bool(sync_z >= SYNC_Z and errors <= MAX_ERRORS), sync_z, payload, errors, len(crops))
 
 
-_MESHERS = threading.local()
+_MESHES = threading.local()
 
 
-def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, float]],
-                   origin: tuple[int, int] = (0, 0)) -> list[np.ndarray | None]:
-    """The landmarks writer and reader align the mark on: each face meshed again, statically, around its box
-    (``MediapipeBackend.mesh_around``), so both find the same fit on the same pixels.
+def _face_mesh():
+    """This thread's static face mesh, without the attention refinement (lips, eyes and irises: not needed by the
+    fit, and 0.7 ms a face). Mediapipe graphs are not shared between threads."""
+    graph = getattr(_MESHES, "graph", None)
+    if graph is None:
+        from mediapipe.python.solutions import face_mesh
+
+        from .detect import _quiet_mediapipe
+
+        _quiet_mediapipe()
+        graph = _MESHES.graph = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                                                   min_detection_confidence=0.5)
+    return graph
+
+
+def _square_around(box: tuple[float, float, float, float]) -> tuple[int, int, int]:
+    """(x0, y0, side) in frame pixels of the square meshed around a face's box: ``MESH_SCALE`` times its long
+    side, centred on it."""
+    x0, y0, x1, y1 = box
+    side = max(int(round(max(x1 - x0, y1 - y0) * MESH_SCALE)), 1)
+    return (int(math.floor((x0 + x1) / 2 - side / 2 + 0.5)), int(math.floor((y0 + y1) / 2 - side / 2 + 0.5)), side)
+
+
+def _mesh_square(square: np.ndarray, x0: int, y0: int) -> np.ndarray | None:
+    """The one face of a square part of a frame meshed (static).
 
     Args:
-        rgb8: (H, W, 3) uint8 display-encoded RGB: the frame, or a part of it starting at ``origin``.
-        boxes: (x0, y0, x1, y1) of each face in frame pixels.
-        origin: (x, y) of ``rgb8``'s top-left pixel in the frame.
+        square: (S, S, 3) uint8 display-encoded RGB, the frame's pixels from (x0, y0) (zeros outside the frame);
+            resampled to ``MESH_PX`` (bilinear; an area average when over twice that).
 
     Returns:
-        per box, (478, 3) landmarks in frame pixels, or None where no face is meshed.
+        (468, 3) float32 landmarks in frame pixels (z on the x scale), or None where no face is meshed.
     """
-    from .detect import MediapipeBackend
+    from .detect import _landmark_array
 
-    mesher = getattr(_MESHERS, "backend", None)
-    if mesher is None:   # one per thread: mediapipe graphs are not shared between threads
-        mesher = _MESHERS.backend = MediapipeBackend(detection_range="short", video=False)
-    ox, oy = origin
+    side = square.shape[0]
+    # bilinear while shrinking at most 2x (every pixel still weighs in); an area average (1 ms more) only beyond
+    shrink = cv2.INTER_AREA if side > 2 * MESH_PX else cv2.INTER_LINEAR
+    square = cv2.resize(square, (MESH_PX, MESH_PX), interpolation=shrink)
+    found = _face_mesh().process(square)
+    if not found.multi_face_landmarks:
+        return None
+    # mediapipe's 0 is the square's left pixel edge (either resampling keeps edges); pixel centres are at integers
+    points = _landmark_array(found.multi_face_landmarks[0]) * side
+    points[:, 0] += x0 - 0.5
+    points[:, 1] += y0 - 0.5
+    return points
+
+
+def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> list[np.ndarray | None]:
+    """The landmarks a reader aligns the mark on: each face meshed statically in the square around its box
+    (:func:`_square_around`), then again in the square around what that found, so that where the box came from
+    hardly matters.
+
+    Args:
+        rgb8: (H, W, 3) uint8 display-encoded RGB.
+        boxes: (x0, y0, x1, y1) of each face in frame pixels.
+
+    Returns:
+        per box, (468, 3) landmarks in frame pixels, or None where no face is meshed.
+    """
+    h, w = rgb8.shape[:2]
     out = []
-    for x0, y0, x1, y1 in boxes:
-        points = mesher.mesh_around(rgb8, (x0 - ox, y0 - oy, x1 - ox, y1 - oy))
-        if points is not None:
-            points[:, 0] += ox
-            points[:, 1] += oy
+    for box in boxes:
+        points = None
+        for _ in range(2):
+            x0, y0, side = _square_around(box)
+            square = np.zeros((side, side, 3), np.uint8)
+            sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+            if sx1 > sx0 and sy1 > sy0:
+                square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb8[sy0:sy1, sx0:sx1]
+            points = _mesh_square(square, x0, y0)
+            if points is None:
+                break
+            box = box_from_landmarks(points)
         out.append(points)
     return out
 
 
 def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
-    """The landmarks a reader aligns the mark on: each face the detector finds, meshed as the writer meshed it
+    """The landmarks a reader aligns the mark on: each face the detector finds, meshed again
     (:func:`mesh_landmarks`).
 
     Args:
@@ -396,15 +492,48 @@ def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
         rgb8: (H, W, 3) uint8 display-encoded RGB.
 
     Returns:
-        (478, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
+        (468, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
     """
     rgb8 = np.ascontiguousarray(rgb8)
     return [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
 
 
+def writing_landmarks(planes: torch.Tensor, box: tuple[float, float, float, float],
+                      linear: bool = False) -> np.ndarray | None:
+    """The landmarks the writer aligns a face's mark on: the face meshed once, statically, on the pixels it
+    writes, in the square around the face's box (:func:`_square_around`).
+
+    One pass, where the reader takes two: the swap's box is already the box of a mesh of that face, so this
+    pass is about the reader's second; what is left between them (a few tenths of an aligned pixel) is within
+    the reader's search (``SEARCH``). Only the square's part of the frame is made 8-bit.
+
+    Args:
+        planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
+        box: (x0, y0, x1, y1) of the face in frame pixels.
+        linear: the planes are linear light.
+
+    Returns:
+        (468, 3) float32 landmarks in frame pixels, or None where no face is meshed.
+    """
+    h, w = planes.shape[-2:]
+    x0, y0, side = _square_around(box)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    # 8-bit display-encoded RGB as the reader will have it, plane by plane from the frame's own memory
+    region = planes[:3, sy0:sy1, sx0:sx1].float().cpu().numpy()
+    encoded = [cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) if linear else cv2.max(plane, 0.0) for plane in region]
+    rgb8 = cv2.merge([cv2.convertScaleAbs(plane, alpha=255.0) for plane in encoded])   # rounded, saturated
+    if rgb8.shape[:2] != (side, side):
+        square = np.zeros((side, side, 3), np.uint8)
+        square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb8
+        rgb8 = square
+    return _mesh_square(rgb8, x0, y0)
+
+
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
     """Mark the swapped faces of a frame about to be written (Write calls it), in place: each face meshed
-    again on these very pixels (:func:`mesh_landmarks`), then :func:`embed`.
+    again on these very pixels (:func:`writing_landmarks`), then :func:`embed`.
 
     Args:
         planes: (C >= 3, H, W) float pixels in the file's encoding.
@@ -418,16 +547,5 @@ def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear
     swapped = [f for f in faces if f.coverage is not None]
     if not swapped:
         return planes
-    h, w = planes.shape[-2:]
-    # the part of the frame the meshes look at: each face's box grown as mesh_around's crop grows it
-    reach = [max(f.width, f.height) * 1.2 for f in swapped]
-    x0 = max(int(min(f.box[0] - r for f, r in zip(swapped, reach))), 0)
-    y0 = max(int(min(f.box[1] - r for f, r in zip(swapped, reach))), 0)
-    x1 = min(int(max(f.box[2] + r for f, r in zip(swapped, reach))) + 1, w)
-    y1 = min(int(max(f.box[3] + r for f, r in zip(swapped, reach))) + 1, h)
-    region = planes[:3, y0:y1, x0:x1].float().clamp(0.0, 1.0)
-    if linear:
-        region = region ** (1.0 / LINEAR_GAIN)
-    rgb8 = (region * 255.0 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
-    meshed = mesh_landmarks(rgb8, [f.box for f in swapped], origin=(x0, y0))
+    meshed = [writing_landmarks(planes, f.box, linear) for f in swapped]
     return embed(planes, swapped, payload, linear, landmarks=meshed)

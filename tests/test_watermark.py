@@ -80,6 +80,29 @@ def test_the_mark_survives_h264_on_the_small_demo_face(media_dir, tmp_path):
         assert reading is not None and reading.found and reading.payload == PAYLOAD, (index, reading)
 
 
+@pytest.mark.parametrize("shift, scale, linear", [((0.05, -0.04), 1.07, False), ((-0.04, 0.05), 0.94, True)])
+def test_the_writer_meshes_once_from_a_box_a_few_percent_off(media_dir, shift, scale, linear):
+    # the box a swap hands down is its tracked, smoothed landmarks' box, a few percent off a mesh of the written
+    # pixels: the writer's one mesh pass from it must land within the reader's search; a linear-light frame
+    # (an EXR's) is marked on its display encoding and read from that
+    rgb = frame_of(media_dir / "plates_1080/demo1_video.mp4", 60)
+    face = swapped_face(rgb)
+    x0, y0, x1, y1 = face.box
+    cx, cy = (x0 + x1) / 2 + shift[0] * (x1 - x0), (y0 + y1) / 2 + shift[1] * (y1 - y0)
+    half_w, half_h = scale * (x1 - x0) / 2, scale * (y1 - y0) / 2
+    face.box = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+    planes = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).contiguous()
+    if linear:
+        planes = planes ** wm.LINEAR_GAIN
+    wm.mark_frame(planes, [face], PAYLOAD, linear=linear)
+    if linear:
+        planes = planes.clamp(min=0.0) ** (1.0 / wm.LINEAR_GAIN)
+    marked = (planes.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    _, jpeg = cv2.imencode(".jpg", marked[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 75])
+    reading = read_mark([np.ascontiguousarray(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)[..., ::-1])])
+    assert reading is not None and reading.found and reading.payload == PAYLOAD, reading
+
+
 def test_the_payload_code_corrects_three_bit_errors_and_refuses_noise():
     codeword = 1.0 - 2.0 * wm._bits(PAYLOAD)[wm.SYNC_BITS:]
     rng = np.random.default_rng(7)
