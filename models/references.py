@@ -32,7 +32,7 @@ from doublure.faces.extract import expression_measures
 from doublure.faces.face import NUM_LANDMARKS
 
 # pose (yaw, pitch in degrees) and the expression measures; each is scaled by the bank's spread of it
-FEATURES = ("yaw", "pitch", "mouth_open", "eyes_open", "brow_raise", "mouth_width")
+FEATURES = ("yaw", "pitch", "mouth_open", "eyes_open", "brow_raise", "mouth_width", "brow_gap")
 # references blended per face: one alone jumps from frame to frame where two are about as near
 BLEND = 3
 # how fast a reference's weight falls with its distance beyond the nearest one's, in the bank's spreads
@@ -88,8 +88,11 @@ def face_features(landmarks: np.ndarray, pose) -> np.ndarray:
     """
     lm = np.asarray(landmarks, dtype=np.float64)
     e = expression_measures(lm)
-    width = np.linalg.norm(lm[61] - lm[291]) / max(np.linalg.norm(lm[33] - lm[263]), 1e-6)
-    return np.array([float(pose[0]), float(pose[1]), e["mouth_open"], e["eyes_open"], e["brow_raise"], width])
+    eyes = max(np.linalg.norm(lm[33] - lm[263]), 1e-6)
+    width = np.linalg.norm(lm[61] - lm[291]) / eyes
+    # the brows' inner ends drawn together: a frown, which brow_raise (their height) hardly sees
+    gap = np.linalg.norm(lm[55] - lm[285]) / eyes
+    return np.array([float(pose[0]), float(pose[1]), e["mouth_open"], e["eyes_open"], e["brow_raise"], width, gap])
 
 
 def delaunay_triangles(points: np.ndarray) -> np.ndarray:
