@@ -166,7 +166,7 @@ class FrameEvaluator(QtCore.QObject):
         ctx = graph.context(job.frame, job.proxy, job.token)
         image = graph.evaluate_node(job.node, ctx)
         job.token.check()
-        rgba = display_pixels(image, job.settings)
+        rgba = display_pixels(image, job.settings, job.proxy)
         frame = DisplayFrame(job.key, image, rgba, qimage_of(rgba), job.frame, job.proxy)
         self.cache.put(frame)
         return frame

@@ -98,7 +98,7 @@ def test_a_frame_being_prefetched_is_delivered_to_the_lane_that_asks_for_it_not_
     conversions = []
     convert = evaluator_module.display_pixels
     monkeypatch.setattr(evaluator_module, "display_pixels",
-                        lambda image, s: (conversions.append(image), convert(image, s))[1])
+                        lambda image, s, proxy: (conversions.append(image), convert(image, s, proxy))[1])
     evaluator = FrameEvaluator(graph)
     delivered = []
     evaluator.frame_ready.connect(lambda lane, frame: delivered.append((lane, frame.frame)))
