@@ -436,7 +436,8 @@ class ViewerPanel(QtWidgets.QWidget):
         self.graph = graph
         self.state = ViewerState.from_ui(graph.ui.get("viewer"))
         self.cache = DisplayCache()
-        self.evaluator = FrameEvaluator(graph, self.cache, self)
+        # two workers: playing into frames not computed, the next two frames compute at once (A and B at once)
+        self.evaluator = FrameEvaluator(graph, self.cache, self, workers=2)
         self.evaluator.frame_ready.connect(self._on_frame_ready)
         self.evaluator.frame_failed.connect(self._on_frame_failed)
         # first pictures of frames not computed yet, on a thread of their own (never behind a full frame)
@@ -1058,26 +1059,32 @@ class ViewerPanel(QtWidgets.QWidget):
         if direction == 0:
             self._play_timer.stop()
             self.evaluator.cancel("prefetch")
+            self.evaluator.cancel("ahead")
             self.timeline.fps_label.setText("")
             return
         self._play_timer.start(max(1, int(round(1000.0 / self.graph.settings["fps"]))))
         self._prefetch()
 
-    def _next_play_frame(self) -> int:
+    def _next_play_frame(self, steps: int = 1) -> int:
+        """The frame playback shows ``steps`` frames from now (looping over the play range)."""
         first, last = self.timeline.play_range()
-        frame = self.graph.current_frame + self._playing
-        if frame > last:
-            frame = first
-        elif frame < first:
-            frame = last
+        frame = self.graph.current_frame
+        for _ in range(steps):
+            frame += self._playing
+            if frame > last:
+                frame = first
+            elif frame < first:
+                frame = last
         return frame
 
     def _prefetch(self) -> None:
+        """Ask for the next two frames playback shows (computed at once by the evaluator's two workers)."""
         node = self.lanes_needed()["A"] or self.lanes_needed()["B"]
         if node is not None and self._playing:
             try:
-                self.evaluator.request("prefetch", node, self._next_play_frame(), self.proxy,
-                                       self.display_settings())
+                for steps, lane in enumerate(("prefetch", "ahead"), start=1):
+                    self.evaluator.request(lane, node, self._next_play_frame(steps), self.proxy,
+                                           self.display_settings())
             except DoublureError:
                 pass
 
