@@ -27,16 +27,16 @@ from doublure.engine import colour
 
 CHANNEL_MODES = ("rgb", "r", "g", "b", "alpha", "mask")
 # The coarsest fraction of full resolution a frame is converted at (a thumbnail-sized view of 4K).
-FINEST_REDUCTION = 1.0 / 16.0
+COARSEST_RESOLUTION = 1.0 / 16.0
 
 
 def display_resolution(zoom: float) -> float:
-    """The fraction of full resolution to convert a frame at for a viewer zoom (drawn pixels per full-resolution
-    pixel): the smallest power of two, from 1 down to ``FINEST_REDUCTION``, that is at least ``zoom``. Powers of
-    two keep small zoom changes from converting again."""
+    """The fraction of full resolution to convert a frame at for a viewer zoom (drawn device pixels per
+    full-resolution pixel): the smallest power of two, from 1 down to ``COARSEST_RESOLUTION``, that is at least
+    ``zoom``. Powers of two keep small zoom changes from converting again."""
     if zoom >= 1.0:
         return 1.0
-    return max(FINEST_REDUCTION, 2.0 ** -math.floor(math.log2(1.0 / zoom)))
+    return max(COARSEST_RESOLUTION, 2.0 ** -math.floor(math.log2(1.0 / zoom)))
 
 
 @dataclasses.dataclass(frozen=True)

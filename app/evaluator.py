@@ -4,8 +4,9 @@ Requests go into lanes (``A``, ``B``, ``prefetch``, ``ahead``): each lane holds 
 new request in a lane cancels the frame that lane was computing (its CancelToken), so scrubbing never queues a
 backlog. Playback asks ``prefetch`` for the next frame and ``ahead`` for the one after: with two workers they
 compute at once (the graph's cache and memos are shared and thread-safe), so one frame's Python, decoding and
-display conversion overlap the other's, as a render's frame workers do. The request's cache key (engine hash + display settings) is computed on the UI thread; a key the
-display cache already holds is answered at once without touching the worker.
+display conversion overlap the other's, as a render's frame workers do. The request's cache key (engine hash +
+display settings) is computed on the UI thread; a key the display cache already holds is answered at once
+without touching the workers.
 """
 from __future__ import annotations
 

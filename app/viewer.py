@@ -459,7 +459,7 @@ class ViewerPanel(QtWidgets.QWidget):
         self.canvas.probe_moved.connect(self._on_probe)
         self.canvas.wipe_moved.connect(self._on_wipe_moved)
         self.canvas.stroke_finished.connect(self._on_stroke)
-        self._resolution = display_resolution(self.canvas.zoom)
+        self._resolution = 1.0   # the fraction of full resolution frames are converted at (the zoom's)
         self.canvas.zoom_changed.connect(self._on_zoom_changed)
         self.timeline = Timeline(self)
         self.timeline.frame_requested.connect(self.set_frame)
@@ -822,7 +822,7 @@ class ViewerPanel(QtWidgets.QWidget):
                                working_space=self.graph.settings["working_space"], resolution=self._resolution)
 
     def _on_zoom_changed(self, zoom: float) -> None:
-        resolution = display_resolution(zoom)
+        resolution = display_resolution(zoom * self.canvas.devicePixelRatioF())   # a HiDPI screen's pixels
         if resolution != self._resolution:
             # Zoomed past a power of two: the frames shown are converted again at the new size (the engine's
             # cache holds their images), the old ones stay drawn meanwhile. The playhead rests: no first picture.
