@@ -35,7 +35,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import torch  # noqa: E402
-from PySide6 import QtCore, QtTest, QtWidgets  # noqa: E402
+from PySide6 import QtCore, QtGui, QtTest, QtWidgets  # noqa: E402
 
 PLATE = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "plates_1080" / "demo1_video.mp4"
 
@@ -275,6 +275,8 @@ def cold_frames(app: QtWidgets.QApplication, args) -> int:
         print(f"  click on the timeline at cold frame {target}: first picture {first:.0f} ms (CPU {first_cpu:.0f}), "
               f"full {full:.0f} ms (CPU {full_cpu:.0f}); load {load:.1f}; goals <= 300 ms and <= 3000 ms")
     canvas.setFocus()
+    # keys go to the panel under the pointer (under a real X server the pointer starts mid-screen)
+    QtGui.QCursor.setPos(canvas.mapToGlobal(canvas.rect().center()))
     first, first_cpu, full, full_cpu = act(g.current_frame + 1, lambda: QtTest.QTest.keyClick(canvas, QtCore.Qt.Key.Key_Right))
     print(f"  Right over the viewer (next frame, not computed): first picture {first:.0f} ms (CPU {first_cpu:.0f}), "
           f"full {full:.0f} ms (CPU {full_cpu:.0f}, after the {viewer._refine_timer.interval()} ms rest)")
