@@ -1,9 +1,12 @@
 """Frame evaluation off the UI thread, for the viewer.
 
-Requests go into lanes (``A``, ``B``, ``prefetch``): each lane holds at most one wanted frame, and a new
-request in a lane cancels the frame that lane was computing (its CancelToken), so scrubbing never queues a
-backlog. The request's cache key (engine hash + display settings) is computed on the UI thread; a key the
-display cache already holds is answered at once without touching the worker.
+Requests go into lanes (``A``, ``B``, ``prefetch``, ``ahead``): each lane holds at most one wanted frame, and a
+new request in a lane cancels the frame that lane was computing (its CancelToken), so scrubbing never queues a
+backlog. Playback asks ``prefetch`` for the next frame and ``ahead`` for the one after: with two workers they
+compute at once (the graph's cache and memos are shared and thread-safe), so one frame's Python, decoding and
+display conversion overlap the other's, as a render's frame workers do. The request's cache key (engine hash +
+display settings) is computed on the UI thread; a key the display cache already holds is answered at once
+without touching the workers.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from doublure.engine import CancelToken, Cancelled, DoublureError, Graph, Node
 
 from .display import DisplayCache, DisplayFrame, DisplaySettings, display_key, display_pixels, qimage_of
 
-LANES = ("A", "B", "prefetch")
+LANES = ("A", "B", "prefetch", "ahead")
+LOOKAHEAD_LANES = ("prefetch", "ahead")  # frames wanted soon: a lane that asks for one joins its computation
 
 
 @dataclasses.dataclass(eq=False)
@@ -33,7 +37,7 @@ class FrameJob:
 
 
 class FrameEvaluator(QtCore.QObject):
-    """One worker thread evaluating the newest request of each lane, A first.
+    """``workers`` threads evaluating the newest request of each lane, A first.
 
     Signals (delivered on the UI thread): ``frame_ready(lane, DisplayFrame)``,
     ``frame_failed(lane, key, message, node)``: ``key`` the request's display key, ``node`` the name of the
@@ -43,16 +47,19 @@ class FrameEvaluator(QtCore.QObject):
     frame_ready = QtCore.Signal(str, object)
     frame_failed = QtCore.Signal(str, object, str, str)
 
-    def __init__(self, graph: Graph, cache: DisplayCache | None = None, parent: QtCore.QObject | None = None) -> None:
+    def __init__(self, graph: Graph, cache: DisplayCache | None = None, parent: QtCore.QObject | None = None,
+                 workers: int = 1) -> None:
         super().__init__(parent)
         self.graph = graph
         self.cache = cache if cache is not None else DisplayCache()
         self._pending: dict[str, FrameJob] = {}
-        self._running: FrameJob | None = None
+        self._running: list[FrameJob] = []
         self._cond = threading.Condition()
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="doublure-viewer-eval", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name="doublure-viewer-eval", daemon=True)
+                         for _ in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     # -- UI thread ------------------------------------------------------------------------------------
     def key_for(self, node: Node, frame: int, proxy: float, settings: DisplaySettings) -> tuple:
@@ -69,19 +76,21 @@ class FrameEvaluator(QtCore.QObject):
         key = self.key_for(node, frame, proxy, settings)
         hit = self.cache.get(key)
         with self._cond:
-            running = self._running
-            if running is not None:
+            for running in self._running:
                 running.also.discard(lane)   # this lane now wants another frame (or has this one)
             if hit is not None:
                 self._pending.pop(lane, None)
                 self._cancel_running(lane)
                 return hit
-            if running is not None and running.key == key and (running.lane == lane or running.lane == "prefetch"):
+            joined = next((running for running in self._running if running.key == key and
+                           (running.lane == lane or running.lane in LOOKAHEAD_LANES)), None)
+            if joined is not None:
                 # the frame is being made (playback asks A for the frame prefetched): delivered to this lane
                 # too when done, instead of evaluating and converting it a second time
                 self._pending.pop(lane, None)
-                if running.lane != lane:
-                    running.also.add(lane)
+                self._cancel_running(lane, keep=joined)
+                if joined.lane != lane:
+                    joined.also.add(lane)
                 return None
             self._cancel_running(lane)
             self._pending[lane] = FrameJob(lane, node, int(frame), float(proxy), settings, key)
@@ -94,19 +103,19 @@ class FrameEvaluator(QtCore.QObject):
             for name in [lane] if lane else list(self._pending):
                 self._pending.pop(name, None)
             if lane is None:
-                if self._running is not None:
-                    self._running.also.clear()
-                    self._running.token.cancel()
+                for running in self._running:
+                    running.also.clear()
+                    running.token.cancel()
             else:
-                if self._running is not None:
-                    self._running.also.discard(lane)
+                for running in self._running:
+                    running.also.discard(lane)
                 self._cancel_running(lane)
 
-    def _cancel_running(self, lane: str) -> None:
-        """Cancel the running frame if ``lane`` asked for it and no other lane waits for it (under the lock)."""
-        running = self._running
-        if running is not None and running.lane == lane and not running.also:
-            running.token.cancel()
+    def _cancel_running(self, lane: str, keep: FrameJob | None = None) -> None:
+        """Cancel the running frames of ``lane`` (but ``keep``) that no other lane waits for (under the lock)."""
+        for running in self._running:
+            if running.lane == lane and running is not keep and not running.also:
+                running.token.cancel()
 
     def set_graph(self, graph: Graph) -> None:
         self.cancel()
@@ -115,28 +124,33 @@ class FrameEvaluator(QtCore.QObject):
 
     def busy(self) -> bool:
         with self._cond:
-            return bool(self._pending) or self._running is not None
+            return bool(self._pending) or bool(self._running)
 
     def shutdown(self) -> None:
         with self._cond:
             self._stopped = True
             self._pending.clear()
-            if self._running is not None:
-                self._running.token.cancel()
-            self._cond.notify()
-        self._thread.join(timeout=5)
+            for running in self._running:
+                running.token.cancel()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
 
     # -- worker thread ----------------------------------------------------------------------------------
     def _next_job(self) -> FrameJob | None:
         with self._cond:
-            while not self._stopped and not self._pending:
-                self._cond.wait()
-            if self._stopped:
-                return None
-            lane = min(self._pending, key=lambda name: LANES.index(name) if name in LANES else len(LANES))
-            job = self._pending.pop(lane)
-            self._running = job
-            return job
+            while True:
+                while not self._stopped and not self._pending:
+                    self._cond.wait()
+                if self._stopped:
+                    return None
+                lane = min(self._pending, key=lambda name: LANES.index(name) if name in LANES else len(LANES))
+                job = self._pending.pop(lane)
+                same = next((running for running in self._running if running.key == job.key), None)
+                if same is None:
+                    self._running.append(job)
+                    return job
+                same.also.add(lane)   # another worker is making this very frame: delivered from there
 
     def _run(self) -> None:
         while True:
@@ -156,7 +170,7 @@ class FrameEvaluator(QtCore.QObject):
                 self.frame_failed.emit(job.lane, job.key,
                                        f"{type(exc).__name__}: {exc} ({last.filename}:{last.lineno})", "")
             with self._cond:
-                self._running = None
+                self._running.remove(job)
             if frame is not None:
                 for lane in (job.lane, *sorted(job.also)):
                     self.frame_ready.emit(lane, frame)
@@ -166,7 +180,7 @@ class FrameEvaluator(QtCore.QObject):
         ctx = graph.context(job.frame, job.proxy, job.token)
         image = graph.evaluate_node(job.node, ctx)
         job.token.check()
-        rgba = display_pixels(image, job.settings)
+        rgba = display_pixels(image, job.settings, job.proxy)
         frame = DisplayFrame(job.key, image, rgba, qimage_of(rgba), job.frame, job.proxy)
         self.cache.put(frame)
         return frame

@@ -36,6 +36,7 @@ class PointerKeyRouter(QtCore.QObject):
         super().__init__(parent)
         self.routes = routes
         self.pointer = pointer
+        self._sending = False   # while this router's copy of a key is delivered (and propagates to parents)
 
     def panel_under_pointer(self) -> tuple[QtWidgets.QWidget, QtWidgets.QWidget, QtWidgets.QWidget] | None:
         """(panel, key target, widget under the pointer) for the routed panel under the pointer."""
@@ -46,7 +47,8 @@ class PointerKeyRouter(QtCore.QObject):
         return None
 
     def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802
-        if event.type() not in KEY_EVENTS or not isinstance(watched, QtGui.QWindow | QtWidgets.QWidget):
+        if (event.type() not in KEY_EVENTS or not isinstance(watched, QtGui.QWindow | QtWidgets.QWidget)
+                or self._sending):
             return False
         app = QtWidgets.QApplication
         if app.activePopupWidget() is not None or app.activeModalWidget() is not None:
@@ -69,6 +71,12 @@ class PointerKeyRouter(QtCore.QObject):
         copy = QtGui.QKeyEvent(event.type(), event.key(), event.modifiers(), event.text(),
                                event.isAutoRepeat(), event.count())
         copy.setAccepted(False)
-        app.sendEvent(target, copy)
+        # Not routed again: where the target could not take the focus (an inactive window) the copy would be
+        # routed to it over and over until the stack overflowed.
+        self._sending = True
+        try:
+            app.sendEvent(target, copy)
+        finally:
+            self._sending = False
         event.setAccepted(copy.isAccepted())
         return True

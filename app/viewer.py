@@ -19,7 +19,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from doublure.engine import DoublureError, Graph, GraphEvent, Node, warnings_of
 from doublure.engine import colour
 
-from .display import CHANNEL_MODES, DisplayCache, DisplayFrame, DisplaySettings, difference_pixels, qimage_of
+from .display import (CHANNEL_MODES, DisplayCache, DisplayFrame, DisplaySettings, difference_pixels,
+                      display_resolution, qimage_of)
 from .evaluator import FrameEvaluator
 from .events import subscribe_on_ui_thread
 from .overlays import draw_occlusion, draw_strokes, stroke_pen
@@ -76,6 +77,7 @@ class ViewerCanvas(QtWidgets.QWidget):
     wipe_moved = QtCore.Signal(float)
     stroke_finished = QtCore.Signal(list)  # [(x, y) in frame pixels]
     brush_resized = QtCore.Signal(float)
+    zoom_changed = QtCore.Signal(float)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -83,7 +85,7 @@ class ViewerCanvas(QtWidgets.QWidget):
         self.frame_b: DisplayFrame | None = None
         self.mode = "a"
         self.wipe = 0.5
-        self.zoom = 1.0
+        self._zoom = 1.0  # drawn pixels per full-resolution pixel
         self.center = QtCore.QPointF(0, 0)  # image-space point at the widget's centre
         self.show_faces = True
         self.show_matte = True
@@ -111,11 +113,21 @@ class ViewerCanvas(QtWidgets.QWidget):
         self.setAttribute(QtCore.Qt.WidgetAttribute.WA_OpaquePaintEvent)
 
     # -- geometry -------------------------------------------------------------------------------------
+    @property
+    def zoom(self) -> float:
+        return self._zoom
+
+    @zoom.setter
+    def zoom(self, value: float) -> None:
+        if value != self._zoom:
+            self._zoom = value
+            self.zoom_changed.emit(value)   # the viewer converts frames at the size they are drawn
+
     def frame_size(self, frame: DisplayFrame | None) -> QtCore.QSizeF:
+        """The frame's size in image space (full-resolution pixels), whatever size it was converted at."""
         if frame is None:
             return QtCore.QSizeF(0, 0)
-        h, w = frame.rgba.shape[:2]
-        return QtCore.QSizeF(w / frame.proxy, h / frame.proxy)
+        return QtCore.QSizeF(frame.image.width / frame.proxy, frame.image.height / frame.proxy)
 
     def content_rect(self) -> QtCore.QRectF:
         a = self.frame_size(self.frame_a or self.frame_b)
@@ -424,7 +436,8 @@ class ViewerPanel(QtWidgets.QWidget):
         self.graph = graph
         self.state = ViewerState.from_ui(graph.ui.get("viewer"))
         self.cache = DisplayCache()
-        self.evaluator = FrameEvaluator(graph, self.cache, self)
+        # two workers: playing into frames not computed, the next two frames compute at once (A and B at once)
+        self.evaluator = FrameEvaluator(graph, self.cache, self, workers=2)
         self.evaluator.frame_ready.connect(self._on_frame_ready)
         self.evaluator.frame_failed.connect(self._on_frame_failed)
         # first pictures of frames not computed yet, on a thread of their own (never behind a full frame)
@@ -446,6 +459,8 @@ class ViewerPanel(QtWidgets.QWidget):
         self.canvas.probe_moved.connect(self._on_probe)
         self.canvas.wipe_moved.connect(self._on_wipe_moved)
         self.canvas.stroke_finished.connect(self._on_stroke)
+        self._resolution = 1.0   # the fraction of full resolution frames are converted at (the zoom's)
+        self.canvas.zoom_changed.connect(self._on_zoom_changed)
         self.timeline = Timeline(self)
         self.timeline.frame_requested.connect(self.set_frame)
         self.timeline.play_requested.connect(self.play)
@@ -804,7 +819,16 @@ class ViewerPanel(QtWidgets.QWidget):
         return DisplaySettings(display=self.display_combo.currentText(), view=self.view_combo.currentText(),
                                exposure=self.exposure.value(), gamma=self.gamma.value(),
                                channels=self.channels_combo.currentData(),
-                               working_space=self.graph.settings["working_space"])
+                               working_space=self.graph.settings["working_space"], resolution=self._resolution)
+
+    def _on_zoom_changed(self, zoom: float) -> None:
+        resolution = display_resolution(zoom * self.canvas.devicePixelRatioF())   # a HiDPI screen's pixels
+        if resolution != self._resolution:
+            # Zoomed past a power of two: the frames shown are converted again at the new size (the engine's
+            # cache holds their images), the old ones stay drawn meanwhile. The playhead rests: no first picture.
+            self._resolution = resolution
+            self._rested_frame = self.graph.current_frame
+            self.schedule_refresh()
 
     @property
     def proxy(self) -> float:
@@ -994,14 +1018,13 @@ class ViewerPanel(QtWidgets.QWidget):
         frame = self.canvas._overlay_frame()
         if frame is None:
             return
-        h, w = frame.rgba.shape[:2]
         xi, yi = int(np.floor(x)), int(np.floor(y))
-        if not (0 <= xi < w and 0 <= yi < h):
+        if not (0 <= xi < frame.image.width and 0 <= yi < frame.image.height):
             self.probe_label.setText(f" x {xi} y {yi}")
             return
         tensor = frame.image.tensor
         working = " ".join(f"{float(v):.4f}" for v in tensor[:, yi, xi].float().cpu())
-        disp = frame.rgba[yi, xi, :3]
+        disp = frame.display_pixel(xi, yi)
         full = f" (full res {x / frame.proxy:.0f}, {y / frame.proxy:.0f})" if frame.proxy != 1 else ""
         self.probe_label.setText(f" x {xi} y {yi}{full}   {'/'.join(frame.image.channels)} {working}   "
                                  f"display {disp[0]} {disp[1]} {disp[2]}")
@@ -1036,26 +1059,32 @@ class ViewerPanel(QtWidgets.QWidget):
         if direction == 0:
             self._play_timer.stop()
             self.evaluator.cancel("prefetch")
+            self.evaluator.cancel("ahead")
             self.timeline.fps_label.setText("")
             return
         self._play_timer.start(max(1, int(round(1000.0 / self.graph.settings["fps"]))))
         self._prefetch()
 
-    def _next_play_frame(self) -> int:
+    def _next_play_frame(self, steps: int = 1) -> int:
+        """The frame playback shows ``steps`` frames from now (looping over the play range)."""
         first, last = self.timeline.play_range()
-        frame = self.graph.current_frame + self._playing
-        if frame > last:
-            frame = first
-        elif frame < first:
-            frame = last
+        frame = self.graph.current_frame
+        for _ in range(steps):
+            frame += self._playing
+            if frame > last:
+                frame = first
+            elif frame < first:
+                frame = last
         return frame
 
     def _prefetch(self) -> None:
+        """Ask for the next two frames playback shows (computed at once by the evaluator's two workers)."""
         node = self.lanes_needed()["A"] or self.lanes_needed()["B"]
         if node is not None and self._playing:
             try:
-                self.evaluator.request("prefetch", node, self._next_play_frame(), self.proxy,
-                                       self.display_settings())
+                for steps, lane in enumerate(("prefetch", "ahead"), start=1):
+                    self.evaluator.request(lane, node, self._next_play_frame(steps), self.proxy,
+                                           self.display_settings())
             except DoublureError:
                 pass
 

@@ -7,6 +7,8 @@
    project fps (25) and unthrottled. Goal >= 24 fps. Reference: the same frames uncached (decode + display).
 3. Event-loop responsiveness while a render runs on the render panel's background thread: the worst gap
    between ticks of a 5 ms timer. Goal <= 50 ms. Reference: the same measure with nothing running.
+   Then cached playback (part 2's frames at the project fps) while the render panel renders: frames painted
+   per second. Goal >= 24 fps. Reference: part 2's figure.
 4. Cold frames through the demo graph (issue 23 item 8), on the demo project retargeted at the plate with its
    faces tracked and grain analysed (``bench/speed_1080.py``'s preparation, kept in ``--work``):
    - the engine alone, each from an empty frame cache, empty memos and a video reader that decodes from the
@@ -33,7 +35,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import torch  # noqa: E402
-from PySide6 import QtCore, QtTest, QtWidgets  # noqa: E402
+from PySide6 import QtCore, QtGui, QtTest, QtWidgets  # noqa: E402
 
 PLATE = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "plates_1080" / "demo1_video.mp4"
 
@@ -52,7 +54,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=48, help="frames played in the playback test")
     parser.add_argument("--flips", type=int, default=60)
     parser.add_argument("--render-frames", type=int, default=24)
-    parser.add_argument("--only", choices=("cold",), help="run only part 4 (cold frames)")
+    parser.add_argument("--only", choices=("cold", "playing"),
+                        help="run only part 4 (cold frames), or only its playing into frames not computed")
     parser.add_argument("--work", default=str(Path(__file__).resolve().parents[1] / "build" / "speed_1080"),
                         help="where the retargeted demo project is prepared (and reused)")
     parser.add_argument("--cold-frames", type=int, default=40, help="frames of the plate the project covers")
@@ -60,7 +63,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(2)
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-    if args.only == "cold":
+    if args.only:
         return cold_frames(app, args)
     import doublure.nodes  # noqa: F401
     from doublure.app.main_window import MainWindow
@@ -154,6 +157,34 @@ def main() -> int:
     print(f"event loop while rendering {args.render_frames} 1080x1920 EXR frames ({args.render_frames / elapsed:.1f} fps "
           f"render): worst stall {render_gap:.1f} ms over {ticks} ticks of a 5 ms timer; goal <= 50 ms")
     print(f"  reference: worst stall with nothing running {idle_gap:.1f} ms")
+
+    # -- 3b. cached playback while a render runs in the same app --------------------------------------------
+    graph.settings["fps"] = 25.0
+    viewer.set_frame(1)
+    pump(app, viewer.is_current)
+    write_b = graph.create("Write", inputs=[read], file=os.path.join(tmp, "render_b", "plate.####.exr"))
+    panel.refresh_writes()
+    rendered = []
+    job = panel.start([write_b], f"1-{args.render_frames}")
+    assert job is not None
+    job.progressed.connect(lambda done, total, frame: rendered.append(time.perf_counter()))
+    pump(app, lambda: len(rendered) >= 1)   # the render is past its start-up: frames are being written
+    load, cpu0 = os.getloadavg()[0], time.process_time()
+    start, first_rendered = time.perf_counter(), len(rendered)
+    viewer.play(1)
+    deadline = time.monotonic() + 4.0
+    while time.monotonic() < deadline and panel.job is not None:
+        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
+    played_s, played_fps = time.perf_counter() - start, viewer.played_fps()
+    viewer.play(0)
+    cpu = time.process_time() - cpu0
+    during = len(rendered) - first_rendered
+    pump(app, lambda: panel.job is None)
+    assert "finished" in panel.log.toPlainText().splitlines()[-1], panel.log.toPlainText()
+    print(f"cached playback while the render panel renders {args.render_frames} EXR frames: {played_fps:.1f} fps "
+          f"at project fps 25 over {played_s:.1f} s (goal >= 24), the render wrote {during} frames meanwhile; "
+          f"process CPU {cpu / played_s * 100:.0f}% of one core; load {load:.1f}")
+    print(f"  reference: the same frames with nothing running {results[25.0]:.1f} fps")
     window.graph.undo_stack.set_clean()
     window.shutdown()
     return cold_frames(app, args)
@@ -185,7 +216,7 @@ def cold_frames(app: QtWidgets.QApplication, args) -> int:
     # -- the engine alone --------------------------------------------------------------------------------
     print(f"cold frame {args.jump} of the demo graph on {Path(plate).name} (load average "
           f"{os.getloadavg()[0]:.1f}), wall / CPU ms:")
-    for kept in (0, video.KEPT_BEFORE_SEEK):
+    for kept in (0, video.KEPT_BEFORE_SEEK) if args.only != "playing" else ():
         video.KEPT_BEFORE_SEEK = kept
         figures = []
         for name in ("Read1", "SwapModel1", "Grain1"):
@@ -234,7 +265,7 @@ def cold_frames(app: QtWidgets.QApplication, args) -> int:
             round(ruler._x_of(frame)), ruler.height() // 2))
 
     jumps = []
-    for target in (args.jump, args.jump - 12, args.jump + 6):
+    for target in (args.jump, args.jump - 12, args.jump + 6) if args.only != "playing" else ():
         cold()
         viewer.cache.clear()
         load = os.getloadavg()[0]
@@ -244,6 +275,8 @@ def cold_frames(app: QtWidgets.QApplication, args) -> int:
         print(f"  click on the timeline at cold frame {target}: first picture {first:.0f} ms (CPU {first_cpu:.0f}), "
               f"full {full:.0f} ms (CPU {full_cpu:.0f}); load {load:.1f}; goals <= 300 ms and <= 3000 ms")
     canvas.setFocus()
+    # keys go to the panel under the pointer (under a real X server the pointer starts mid-screen)
+    QtGui.QCursor.setPos(canvas.mapToGlobal(canvas.rect().center()))
     first, first_cpu, full, full_cpu = act(g.current_frame + 1, lambda: QtTest.QTest.keyClick(canvas, QtCore.Qt.Key.Key_Right))
     print(f"  Right over the viewer (next frame, not computed): first picture {first:.0f} ms (CPU {first_cpu:.0f}), "
           f"full {full:.0f} ms (CPU {full_cpu:.0f}, after the {viewer._refine_timer.interval()} ms rest)")
@@ -261,6 +294,18 @@ def cold_frames(app: QtWidgets.QApplication, args) -> int:
     print(f"  playing (L) {len(shown)} frames not computed yet (from frame {args.jump - 19}) at project fps {graph_fps:g}: "
           f"step between full frames median {statistics.median(steps):.0f} ms, max {max(steps):.0f} ms, CPU "
           f"{cpu:.0f} ms a step; goal <= 200 ms; load {os.getloadavg()[0]:.1f}")
+    # reference in the same run: the engine alone stepping through the same frames (the first one, with its
+    # temporal window read cold, not counted)
+    played = sorted(int(key.split()[1]) for key in painted if key.startswith("full"))
+    cold()
+    g.evaluate(g["Grain1"], played[0])
+    engine = []
+    for frame in played[1:]:
+        start = clock()
+        g.evaluate(g["Grain1"], frame)
+        engine.append(since(start))
+    print(f"  reference: the engine alone stepping through frames {played[1]}-{played[-1]}: median "
+          f"{statistics.median(w for w, _ in engine):.0f} ms, CPU {statistics.mean(c for _, c in engine):.0f} ms a step")
     window.graph.undo_stack.set_clean()
     window.shutdown()
     return 0

@@ -4,7 +4,7 @@ Keys are sent through the window (``QTest.keyClick`` on the QWindow), the path a
 first offers it as a shortcut in the context of the focus widget, then delivers it to the focus widget."""
 from __future__ import annotations
 
-from PySide6 import QtCore, QtTest, QtWidgets
+from PySide6 import QtCore, QtGui, QtTest, QtWidgets
 
 from test_app_support import constant_chain, window  # noqa: F401
 
@@ -95,3 +95,38 @@ def test_tab_created_node_opens_its_properties_and_view_result_keeps_the_ab_inpu
     slot = viewer.view_result(created)
     assert slot not in ("1", "2") and viewer.node_in_slot("1") is const and viewer.node_in_slot("2") is gain
     assert viewer.node_in_slot(viewer.state.a) is created
+
+
+def test_a_key_the_focus_cannot_follow_reaches_the_target_once(qtbot):
+    """When the key target cannot take the focus (an inactive window under a bare X server: the bench in
+    Xvfb), the router's copy of the key, sent to the target and propagating to its parents unaccepted, is not
+    routed again (it recursed until the process crashed)."""
+    from doublure.app.key_routing import PointerKeyRouter
+
+    top = QtWidgets.QWidget()
+    layout = QtWidgets.QHBoxLayout(top)
+    field, panel = QtWidgets.QLineEdit(top), QtWidgets.QWidget(top)
+    target = QtWidgets.QWidget(panel)
+    target.setEnabled(False)   # setFocus does nothing: the focus stays on the field
+    layout.addWidget(field)
+    layout.addWidget(panel)
+    keys = []
+    filtered = QtCore.QObject()
+    filtered.eventFilter = lambda obj, event: (keys.append(event.key()) if obj is target and
+                                               event.type() == QtCore.QEvent.Type.KeyPress else None) or False
+    target.installEventFilter(filtered)
+    top.resize(400, 100)
+    top.show()
+    qtbot.waitExposed(top)
+    field.setFocus()
+    router = PointerKeyRouter([(panel, target)])
+    router.panel_under_pointer = lambda: (panel, target, panel)   # the pointer over the panel
+    app = QtWidgets.QApplication.instance()
+    app.installEventFilter(router)
+    try:
+        app.sendEvent(field, QtGui.QKeyEvent(QtCore.QEvent.Type.KeyPress, QtCore.Qt.Key.Key_Right,
+                                             QtCore.Qt.KeyboardModifier.NoModifier))
+    finally:
+        app.removeEventFilter(router)
+        top.close()
+    assert set(keys) == {QtCore.Qt.Key.Key_Right}   # delivered to the target, and the process still runs

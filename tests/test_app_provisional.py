@@ -98,13 +98,13 @@ def test_a_frame_being_prefetched_is_delivered_to_the_lane_that_asks_for_it_not_
     conversions = []
     convert = evaluator_module.display_pixels
     monkeypatch.setattr(evaluator_module, "display_pixels",
-                        lambda image, s: (conversions.append(image), convert(image, s))[1])
+                        lambda image, s, proxy: (conversions.append(image), convert(image, s, proxy))[1])
     evaluator = FrameEvaluator(graph)
     delivered = []
     evaluator.frame_ready.connect(lambda lane, frame: delivered.append((lane, frame.frame)))
     try:
         assert evaluator.request("prefetch", gain, 2, 1.0, settings) is None
-        qtbot.waitUntil(lambda: evaluator._running is not None, timeout=5000)
+        qtbot.waitUntil(lambda: bool(evaluator._running), timeout=5000)
         ready = evaluator.request("A", gain, 2, 1.0, settings)
         evaluator.request("prefetch", gain, 3, 1.0, settings)
         qtbot.waitUntil(lambda: ("prefetch", 3) in delivered, timeout=60000)
@@ -112,3 +112,38 @@ def test_a_frame_being_prefetched_is_delivered_to_the_lane_that_asks_for_it_not_
         evaluator.shutdown()
     assert ready is None and ("A", 2) in delivered and ("prefetch", 2) in delivered, delivered
     assert len(conversions) == 2, "a frame was converted for display twice"
+
+
+def test_playback_computes_the_next_two_frames_at_once_each_once(qtbot, monkeypatch):
+    """With two workers, the prefetch and ahead lanes (the next two frames) compute at the same time; when
+    playback moves on, A joins the frame being made and the prefetch lane joins the one ahead: no frame is
+    evaluated or converted twice."""
+    from doublure.app import evaluator as evaluator_module
+    from doublure.app.evaluator import FrameEvaluator
+    from doublure.app.display import DisplaySettings
+    from doublure.engine import Graph
+    from test_app_support import constant_chain
+
+    graph = Graph(first=1, last=5)
+    _, gain = constant_chain(graph, width=4000, height=3000)
+    settings = DisplaySettings(working_space=graph.settings["working_space"])
+    conversions = []
+    convert = evaluator_module.display_pixels
+    monkeypatch.setattr(evaluator_module, "display_pixels",
+                        lambda image, s, proxy: (conversions.append(image), convert(image, s, proxy))[1])
+    evaluator = FrameEvaluator(graph, workers=2)
+    delivered = []
+    evaluator.frame_ready.connect(lambda lane, frame: delivered.append((lane, frame.frame)))
+    try:
+        evaluator.request("prefetch", gain, 2, 1.0, settings)
+        evaluator.request("ahead", gain, 3, 1.0, settings)
+        qtbot.waitUntil(lambda: len(evaluator._running) == 2, timeout=5000)   # both at once
+        assert evaluator.request("A", gain, 2, 1.0, settings) is None          # playback shows frame 2...
+        evaluator.request("prefetch", gain, 3, 1.0, settings)                  # ...and looks ahead again
+        evaluator.request("ahead", gain, 4, 1.0, settings)
+        qtbot.waitUntil(lambda: ("ahead", 4) in delivered, timeout=60000)
+        qtbot.waitUntil(lambda: not evaluator.busy(), timeout=60000)
+    finally:
+        evaluator.shutdown()
+    assert {("A", 2), ("prefetch", 3), ("ahead", 4)} <= set(delivered), delivered
+    assert len(conversions) == 3, "a frame was evaluated and converted twice"
