@@ -353,8 +353,8 @@ def glasses_frame_truth(plate: torch.Tensor, face, window, spec: dict) -> np.nda
 # (a spec's "rings" for flatter lenses: the first ring stays clear of the rim).
 LENS_FACE_RINGS = (0.7, 0.4, 0.0)
 # The artist traces the wire zoomed in: a hard brush of this radius along its edges (plate pixels), and the
-# face beside it with another, this far (a square of side GAP, px) out from the wire.
-WIRE_BRUSH_PX, OUTLINE_BRUSH_PX, OUTLINE_GAP_PX = 0.6, 0.8, 5
+# face beside it with another, along the wire grown by a square of side WIRE_OUTLINE_GAP_PX.
+WIRE_BRUSH_PX, WIRE_OUTLINE_BRUSH_PX, WIRE_OUTLINE_GAP_PX = 0.6, 0.8, 5
 
 
 def mask_outline_strokes(mask: np.ndarray, face, window, radius_px: float, mode: str, frame: int) -> list[dict]:
@@ -381,8 +381,8 @@ def glasses_strokes(spec: dict, graph, detect) -> list[dict]:
         window = crop_window(face, MATTE_RES, (img.height, img.width))
         wire = glasses_frame_truth(img.tensor, face, window, spec)
         strokes += mask_outline_strokes(wire, face, window, WIRE_BRUSH_PX, "add", frame)
-        beside = cv2.dilate(wire.astype(np.uint8), np.ones((OUTLINE_GAP_PX, OUTLINE_GAP_PX), np.uint8))
-        strokes += mask_outline_strokes(beside, face, window, OUTLINE_BRUSH_PX, "erase", frame)
+        beside = cv2.dilate(wire.astype(np.uint8), np.ones((WIRE_OUTLINE_GAP_PX, WIRE_OUTLINE_GAP_PX), np.uint8))
+        strokes += mask_outline_strokes(beside, face, window, WIRE_OUTLINE_BRUSH_PX, "erase", frame)
         for lens in spec["rims"][:2]:
             centre = np.mean(lens, 0)
             for scale in spec.get("rings", LENS_FACE_RINGS):
