@@ -11,10 +11,10 @@
    face at 1080p (plates_1080; CPU and wall ms, one torch thread; the synthetic shot's coarse head, d9's eye
    band head, both), against reading the same frames (Read alone) in the same run.
 3. Real glasses (people/ d9, d13): the wire traced with a fine brush on 3 frames (its pixels on those
-   frames, ``glasses_frame_truth``) and the face just beside it, rings of face inside the lenses and dots on the
-   face around them (``GLASSES_STROKES``: crop unit coordinates, drawn by looking at the frames); then SwapModel with the demo model, with and without the matte: the mean absolute difference
-   to the plate (linear light) over the glasses' frame pixels (``glasses_frame_truth``) on frames that were
-   not painted, relative to the plate's mean there, and the swap's alpha inside the lenses and around the
+   frames, ``glasses_frame_truth``) and the face just beside it, rings of face inside the lenses and dots on
+   the face around them (``GLASSES_STROKES``: crop unit coordinates, drawn by looking at the frames); then
+   SwapModel with the demo model, with and without the matte: the mean absolute difference to the plate
+   (linear light) over the glasses' frame pixels (``glasses_frame_truth``) on frames that were not painted, relative to the plate's mean there, and the swap's alpha inside the lenses and around the
    glasses (the face there must still be swapped).
 """
 from __future__ import annotations

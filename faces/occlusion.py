@@ -258,7 +258,7 @@ class OcclusionMatte(nn.Module):
 
 
 def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int, width: int, seed: int,
-               centred: bool = False, progress: Callable[[float, str], None] | None = None,
+               centred: bool = False, progress: Callable[[float, float], None] | None = None,
                check_cancelled: Callable[[], None] | None = None) -> tuple[OcclusionNet, float]:
     """Train one :class:`OcclusionNet` head.
 
@@ -342,11 +342,11 @@ def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int 
         raise DoublureError("the strokes label no region with both an occluder and the face beside it")
     start, nets, losses = time.perf_counter(), {}, {}
     for i, (name, (crops, labels, head_batch, head_width, centred)) in enumerate(heads.items()):
-        report = None
-        if progress is not None:
-            report = lambda f, loss, i=i, name=name: progress((i + f) / len(heads), f"{name}: loss {loss:.3f}")  # noqa: E731
-        nets[name], losses[name] = train_head(crops, labels, steps, head_batch, head_width, seed, centred, report,
-                                              check_cancelled)
+        def report(f: float, loss: float, i: int = i, name: str = name) -> None:
+            progress((i + f) / len(heads), f"{name}: loss {loss:.3f}")
+
+        nets[name], losses[name] = train_head(crops, labels, steps, head_batch, head_width, seed, centred,
+                                              report if progress is not None else None, check_cancelled)
     matte = OcclusionMatte(nets.get("coarse"), nets.get("band"))
     return matte, {"steps": steps, "loss": round(max(losses.values()), 5),
                    "losses": {k: round(v, 5) for k, v in losses.items()},
