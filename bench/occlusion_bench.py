@@ -7,14 +7,14 @@
    artist's painting is simulated on 3 frames: one stroke down the object's middle (occluder), a thin stroke
    tracing the face around it and dots on the face's landmarks away from it (face). Train matte, then on
    every frame the IoU of the matte (> 0.5) with the object's true mask, inside the face's crop.
-2. Training time (wall and CPU seconds of this process) for that shot, and the time to apply the matte per
-   face at 1080p (plates_1080; CPU and wall ms, one torch thread), against reading the same frames (Read
-   alone) in the same run.
-3. Real glasses (people/ d9, d13): strokes painted along the glasses' frame, on the face inside the lenses
-   and dots on the face around them on 3 frames (``GLASSES_STROKES``, crop unit coordinates, drawn by looking at
-   the frames); then SwapModel with the demo model, with and without the matte: the mean absolute difference
-   to the plate (linear light) over the glasses' frame pixels (``glasses_frame_truth``) on frames that were
-   not painted, relative to the plate's mean there, and the swap's alpha inside the lenses and around the
+2. Training time (wall and CPU seconds of this process) for that shot, and the time to apply the mattes per
+   face at 1080p (plates_1080; CPU and wall ms, one torch thread; the synthetic shot's coarse head, d9's eye
+   band head, both), against reading the same frames (Read alone) in the same run.
+3. Real glasses (people/ d9, d13): the wire traced with a fine brush on 3 frames (its pixels on those
+   frames, ``glasses_frame_truth``) and the face just beside it, rings of face inside the lenses and dots on
+   the face around them (``GLASSES_STROKES``: crop unit coordinates, drawn by looking at the frames); then
+   SwapModel with the demo model, with and without the matte: the mean absolute difference to the plate
+   (linear light) over the glasses' frame pixels (``glasses_frame_truth``) on frames that were not painted, relative to the plate's mean there, and the swap's alpha inside the lenses and around the
    glasses (the face there must still be swapped).
 """
 from __future__ import annotations
@@ -211,7 +211,7 @@ def bench_synthetic(quick: bool, record: Path | None = None) -> dict:
         refined.append(iou_inside_crop(img, face, truth))
         # the network's probability warped onto the plate and ramped, without the refinement
         window = crop_window(face, MATTE_RES, (img.height, img.width))
-        prob = occlusion_lib.predict_crops(net, occlusion_lib.sample_crop(img.tensor, face)[None])[0, 0]
+        prob = occlusion_lib.predict_crops(net.coarse, occlusion_lib.sample_crop(img.tensor, face)[None])[0, 0]
         plain = occlusion_lib.matte_ramp(torch.from_numpy(crop_to_plate(prob, face, window))).numpy()
         unrefined.append(iou_inside_crop(img, occlusion_lib.with_occlusion(face, window, plain), truth))
     return {"frames": last - first + 1, "painted": painted, "strokes": len(matte["strokes"]), "train": trained,
@@ -223,43 +223,50 @@ def bench_synthetic(quick: bool, record: Path | None = None) -> dict:
 
 # ------------------------------------------------------------------------------------------ apply speed
 
-def bench_apply_1080(matte_file_from) -> dict:
-    """ms per face to apply a trained matte on the 1080p plate (hands and far side off), vs Read alone."""
+def bench_apply_1080(matte_files: dict[str, str]) -> dict:
+    """ms per face to apply trained mattes on the 1080p plate (hands and far side off), vs Read alone: each
+    matte file of ``matte_files`` (name -> file) alone, and all their heads together."""
+    from doublure.faces.occlusion import OcclusionMatte, apply_matte, load_matte, with_occlusion
+
     g = engine.Graph()
     read = g.create("Read", file=str(MEDIA / "plates_1080" / "demo1_video.mp4"), first=1, last=20)
     detect = g.create("FaceDetect")
     detect.set_input(0, read)
     src = g.evaluate(detect, 5)
     assert src.faces
-    from doublure.faces.occlusion import learned_plate_matte, load_matte, predict_crops, sample_crop, with_occlusion
+    # the networks themselves: the node would refuse a matte trained on another plate
+    mattes = {name: load_matte(path)[0] for name, path in matte_files.items()}
+    heads = {"coarse": None, "band": None}
+    for matte in mattes.values():
+        heads = {k: heads[k] or getattr(matte, k) for k in heads}
+    mattes["all heads"] = OcclusionMatte(heads["coarse"], heads["band"])
+    windows = [crop_window(face, MATTE_RES, (src.height, src.width)) for face in src.faces]
 
-    # the network itself: the node would refuse a matte trained on another plate
-    net, _ = load_matte(matte_file_from["file"])
-
-    def apply_once():
+    def apply_once(matte):
         t, c = time.perf_counter(), time.process_time()
-        crops = torch.stack([sample_crop(src.tensor, f) for f in src.faces])
-        learned = predict_crops(net, crops)[:, 0]
-        for i, face in enumerate(src.faces):
-            window = crop_window(face, MATTE_RES, (src.height, src.width))
-            with_occlusion(face, window, learned_plate_matte(learned[i], face, src.tensor, window))
+        for face, window, m in zip(src.faces, windows, apply_matte(matte, src.tensor, src.faces, windows)):
+            with_occlusion(face, window, m)
         return (time.perf_counter() - t) / len(src.faces), (time.process_time() - c) / len(src.faces)
 
     # one torch thread: a 128 px crop is too small to share between threads (two cost 13x the CPU time here)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    apply_once()
-    applies = [apply_once() for _ in range(15)]
+    med = lambda values: 1000 * float(np.median(values))  # noqa: E731
+    out = {"size": f"{src.width}x{src.height}", "faces": len(src.faces)}
+    for name, matte in mattes.items():
+        apply_once(matte)
+        applies = [apply_once(matte) for _ in range(15)]
+        out[name] = {"heads": matte.widths(), "cpu_ms_per_face": round(med([a[1] for a in applies]), 1),
+                     "wall_ms_min": round(1000 * min(a[0] for a in applies), 1),
+                     "wall_ms_median": round(med([a[0] for a in applies]), 1)}
     torch.set_num_threads(threads)
     reads = []
     for frame in range(6, 12):
         t, c = time.perf_counter(), time.process_time()
         g.evaluate(read, frame)
         reads.append((time.perf_counter() - t, time.process_time() - c))
-    med = lambda values: 1000 * float(np.median(values))  # noqa: E731
-    return {"apply_cpu_ms_per_face": med([a[1] for a in applies]), "apply_wall_ms_min": 1000 * min(a[0] for a in applies),
-            "apply_wall_ms_median": med([a[0] for a in applies]), "read_cpu_ms": med([r[1] for r in reads]),
-            "read_wall_ms": med([r[0] for r in reads]), "size": f"{src.width}x{src.height}", "faces": len(src.faces)}
+    out.update(read_cpu_ms=round(med([r[1] for r in reads]), 1), read_wall_ms=round(med([r[0] for r in reads]), 1))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- glasses
@@ -280,14 +287,16 @@ GLASSES_STROKES = {
            "rims": [_ellipse(0.29, 0.288, 0.162, 0.122), _ellipse(0.703, 0.28, 0.166, 0.122),
                     [[0.45, 0.232], [0.537, 0.225]], [[0.08, 0.222], [0.127, 0.225]], [[0.87, 0.215], [0.92, 0.218]]],
            "face": [[0.29, 0.47], [0.70, 0.47], [0.50, 0.36], [0.50, 0.10], [0.30, 0.07], [0.72, 0.07], [0.20, 0.55],
-                    [0.80, 0.55], [0.50, 0.62], [0.06, 0.40], [0.94, 0.40], [0.50, 0.85], [0.29, 0.35], [0.70, 0.35]]},
+                    [0.80, 0.55], [0.50, 0.62], [0.06, 0.40], [0.94, 0.40], [0.50, 0.85], [0.29, 0.35], [0.70, 0.35],
+                    [0.10, 0.47], [0.90, 0.47], [0.50, 0.45], [0.50, 0.17], [0.36, 0.47], [0.64, 0.47]]},
     # half-rim glasses: a dark metal upper rim and temples, a clear nylon thread below the lenses
     "d13": {"frames": (1, 30, 60), "measure": (15, 45, 75, 90), "radius": 0.010, "band": 2.0,
             "rings": (0.55, 0.25, 0.0), "grey": 0.16, "tophat": 0.02, "lines": ("dark", "bright"),
             "rims": [_ellipse(0.28, 0.292, 0.155, 0.088, power=3.0), _ellipse(0.705, 0.275, 0.16, 0.088, power=3.0),
                      [[0.44, 0.228], [0.546, 0.226]], [[0.09, 0.245], [0.13, 0.24]], [[0.87, 0.22], [0.925, 0.215]]],
             "face": [[0.28, 0.44], [0.70, 0.43], [0.50, 0.34], [0.50, 0.10], [0.30, 0.10], [0.72, 0.09], [0.20, 0.55],
-                     [0.80, 0.55], [0.50, 0.62], [0.50, 0.85], [0.28, 0.33], [0.70, 0.32]]},
+                     [0.80, 0.55], [0.50, 0.62], [0.50, 0.85], [0.28, 0.33], [0.70, 0.32], [0.12, 0.45], [0.88, 0.45],
+                     [0.50, 0.45], [0.50, 0.17], [0.36, 0.44], [0.64, 0.44], [0.43, 0.445], [0.57, 0.445]]},
 }
 
 
@@ -304,8 +313,8 @@ def glasses_frame_truth(plate: torch.Tensor, face, window, spec: dict) -> np.nda
     lines lighter (or, for a dark frame, darker: ``spec["lines"]``) than what lies on either side of them (a
     white or black top-hat of the encoded luminance over a window three times the wire's width) and grey
     (metal: low saturation), inside a band around the rims the strokes follow (``spec["band"]``, default 3,
-    times the brush radius: the rims were drawn on other frames), in connected pieces at least 3 wire widths
-    long. Checked by eye on the contact sheet (``--sheet``).
+    times the brush radius: the rims were drawn on other frames), outside the eyes' openings (a lash line is a
+    dark line too), in connected pieces at least 3 wire widths long. Checked by eye on the contact sheet (``--sheet``).
 
     Returns:
         (h, w) bool over ``window``.
@@ -325,7 +334,14 @@ def glasses_frame_truth(plate: torch.Tensor, face, window, spec: dict) -> np.nda
     bands = [{"track_id": face.track_id, "points": rim, "radius": spec.get("band", 3.0) * spec["radius"],
               "hardness": 1.0, "opacity": 1.0, "mode": "add", "frames": None} for rim in spec["rims"]]
     band = render_strokes(bands, [face], 0, plate.shape[-2:])[0, y0:y1, x0:x1].numpy() > 0.5
-    lines = (band & grey & (tophat > spec["tophat"])).astype(np.uint8)
+    # nor is an eyelid's lash line: the frame never crosses the eye's opening (grown by a third of a wire)
+    from doublure.faces.masks import region_shapes
+
+    eyes = np.zeros(luma.shape, np.uint8)
+    shapes, _ = region_shapes(np.asarray(face.landmarks, dtype=np.float64)[:, :2] - [x0, y0], face.iris, "eyes")
+    cv2.fillPoly(eyes, [np.round(poly).astype(np.int32) for poly in shapes], 1)
+    eyes = cv2.dilate(eyes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (wire, wire)))
+    lines = (band & grey & (tophat > spec["tophat"]) & (eyes == 0)).astype(np.uint8)
     # specks (skin between hairs of an eyebrow) are not the frame: it is drawn in long connected lines
     count, labels, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
     long_enough = stats[:, cv2.CC_STAT_AREA] >= 3 * wire
@@ -336,20 +352,37 @@ def glasses_frame_truth(plate: torch.Tensor, face, window, spec: dict) -> np.nda
 # Face strokes inside each lens: the rim shrunk about its centre to these scales (rings) and the centre
 # (a spec's "rings" for flatter lenses: the first ring stays clear of the rim).
 LENS_FACE_RINGS = (0.7, 0.4, 0.0)
+# The artist traces the wire zoomed in: a hard brush of this radius along its edges (plate pixels), and the
+# face beside it with another, along the wire grown by a square of side WIRE_OUTLINE_GAP_PX.
+WIRE_BRUSH_PX, WIRE_OUTLINE_BRUSH_PX, WIRE_OUTLINE_GAP_PX = 0.6, 0.8, 5
 
 
-def glasses_strokes(spec: dict) -> list[dict]:
-    """The artist's strokes of ``spec`` on each painted frame: the rims (occluder); the face inside the lenses
-    (erase: rings inside each lens, clear of the rim), since what the lenses show is the face to be swapped;
-    and dots on the face around the glasses (erase)."""
+def mask_outline_strokes(mask: np.ndarray, face, window, radius_px: float, mode: str, frame: int) -> list[dict]:
+    """Strokes along the outlines of a mask's pieces (a brush run along each piece's edge), plate pixels."""
+    y0, _, x0, _ = window
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    return [plate_points_to_stroke(face, c[:, 0].astype(np.float64) + [x0, y0], radius_px, hardness=1.0, mode=mode,
+                                   frames={"only": frame}) for c in contours if len(c) >= 3]
+
+
+def glasses_strokes(spec: dict, graph, detect) -> list[dict]:
+    """The artist's strokes of ``spec`` on each painted frame, as traced in the viewer zoomed in: the glasses'
+    wire with a fine brush (occluder: its pixels on that frame, ``glasses_frame_truth``), the face traced
+    just outside it (erase), rings of face inside each lens clear of the rim (erase: what the lenses show is
+    the face to be swapped) and dots on the face around the glasses (erase)."""
     def stroke(points, radius, mode, frame):
         return {"track_id": 0, "points": points, "radius": radius, "hardness": 0.8, "opacity": 1.0, "mode": mode,
                 "frames": {"only": frame}}
 
     strokes = []
     for frame in spec["frames"]:
-        for rim in spec["rims"]:
-            strokes.append(stroke(rim, spec.get("brush", spec["radius"]), "add", frame))
+        img = graph.evaluate(detect, frame)
+        face = img.faces[0]
+        window = crop_window(face, MATTE_RES, (img.height, img.width))
+        wire = glasses_frame_truth(img.tensor, face, window, spec)
+        strokes += mask_outline_strokes(wire, face, window, WIRE_BRUSH_PX, "add", frame)
+        beside = cv2.dilate(wire.astype(np.uint8), np.ones((WIRE_OUTLINE_GAP_PX, WIRE_OUTLINE_GAP_PX), np.uint8))
+        strokes += mask_outline_strokes(beside, face, window, WIRE_OUTLINE_BRUSH_PX, "erase", frame)
         for lens in spec["rims"][:2]:
             centre = np.mean(lens, 0)
             for scale in spec.get("rings", LENS_FACE_RINGS):
@@ -373,7 +406,7 @@ def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None
     node.set_input(0, detect)
     swap = g.create("SwapModel", model=str(model), stabilise=0, temporal=0)
     swap.set_input(0, node)
-    node["strokes"] = glasses_strokes(spec)
+    node["strokes"] = glasses_strokes(spec, g, detect)
     trained = train_or_reuse(node, g, record)
     rel_with, rel_without, lens_kept, around_kept, wire_px, tiles = [], [], [], [], [], []
     for frame in spec["measure"]:
@@ -448,18 +481,20 @@ def main() -> None:
     ap.add_argument("--sheet", type=Path, help="a folder for the glasses contact sheets (PNG)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    synthetic = None
+    synthetic, glasses = None, {}
     if args.only in (None, "synthetic", "apply"):
         synthetic = bench_synthetic(args.quick, args.reuse / "synthetic.json" if args.reuse else None)
         print("synthetic occluder:", synthetic, flush=True)
-    if args.only in (None, "apply"):
-        print("apply 1080p:", bench_apply_1080(synthetic["summary"]), flush=True)
-    if args.only in (None, "glasses"):
-        for clip in args.clips.split(","):
+    if args.only in (None, "glasses", "apply"):
+        for clip in (["d9"] if args.only == "apply" else args.clips.split(",")):
             record = args.reuse / f"{clip}.json" if args.reuse else None
             sheet = args.sheet / f"glasses_{clip}.png" if args.sheet else None
-            print("glasses:", bench_glasses(clip, GLASSES_STROKES[clip], ROOT / "resources" / "demo" / "demo_model.dbm",
-                                            record, sheet), flush=True)
+            glasses[clip] = bench_glasses(clip, GLASSES_STROKES[clip], ROOT / "resources" / "demo" / "demo_model.dbm",
+                                          record, sheet)
+            print("glasses:", glasses[clip], flush=True)
+    if args.only in (None, "apply"):
+        files = {"synthetic": synthetic["summary"]["file"], **{c: r["matte"]["file"] for c, r in glasses.items()}}
+        print("apply 1080p:", bench_apply_1080(files), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ Three sources, each a plate-resolution matte over a face's window (:class:`~doub
   shot from painted strokes on two or three frames (``add`` strokes mark the occluder, ``erase`` strokes mark
   the face; unpainted pixels carry no label), with augmentation. Because the crop follows the face, glasses
   painted on three frames are found on every frame. Its edge is refined at the plate's resolution, guided
-  by the plate's pixels (:func:`refine_matte_edge`).
+  by the plate's pixels (:func:`refine_matte_edge`). A second head of the same kind sees the eye band (brows
+  to below the lower rims, :data:`BAND_ROWS`) at about the plate's own resolution of a face
+  (:data:`BAND_RES`): a glasses frame's wire is a fraction of a coarse crop pixel, and only strokes that fine
+  teach it (:data:`COARSE_MIN_RADIUS_PX`).
 - **hands**: mediapipe's legacy hand landmarker (its models ship in the mediapipe wheel), a hand drawn as its
   palm polygon and finger bones, taken to be in front of any face it overlaps.
 - **far side**: on a turned head, the part of the face hull the mesh does not cover (background between the
@@ -41,7 +44,15 @@ from .masks import rasterize_shapes, region_shapes
 from .paint import render_strokes
 
 MATTE_RES = 128
-MATTE_SCHEMA = "doublure.occlusion/1"
+MATTE_SCHEMA = "doublure.occlusion/2"   # 2: heads "coarse" and "band"; /1 files (the coarse head alone) load
+# The eye band head: a crop of this side (about the plate's pixels on a face of 300 px), its rows BAND_ROWS
+# (v 0.10-0.475 of the aligned crop: the brows, the rims, the temples' hinges; both ends divisible by 8).
+BAND_RES = 320
+BAND_ROWS = (32, 152)
+BAND_WIDTH = 6
+# A stroke narrower than one MATTE_RES pixel (radius half a pixel) is below what the coarse head can draw: it labels
+# the band head only (tracing a thin wire with a fine brush labels the coarse head with nothing it could learn).
+COARSE_MIN_RADIUS_PX = 0.5
 # A pixel counts as labelled where a stroke covers it this much.
 LABEL_COVERAGE = 0.5
 
@@ -61,25 +72,29 @@ def encode_for_matte(linear: np.ndarray) -> np.ndarray:
     return np.power(np.clip(linear, 0.0, 1.0), 1.0 / 2.2, dtype=np.float32)
 
 
-def sample_crop(plate: torch.Tensor, face: Face, size: int = MATTE_RES) -> torch.Tensor:
-    """A face's aligned crop of the plate, in the matte network's encoding.
+def sample_crop(plate: torch.Tensor, face: Face, size: int = MATTE_RES,
+                rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """A face's aligned crop of the plate (or a band of its rows), in the matte network's encoding.
 
     Args:
         plate: (C >= 3, H, W) scene-linear plate, any device.
         face: the face (its ``to_crop``).
         size: crop side in pixels.
+        rows: (r0, r1) the crop's rows to sample (default all).
 
     Returns:
-        (3, size, size) float32 CPU tensor in [0, 1].
+        (3, r1 - r0, size) float32 CPU tensor in [0, 1].
     """
+    r0, r1 = rows or (0, size)
     h, w = plate.shape[-2:]
     y0, y1, x0, x1 = crop_window(face, size, (h, w))
     if y1 <= y0 or x1 <= x0:
-        return torch.zeros(3, size, size)
+        return torch.zeros(3, r1 - r0, size)
     window = plate[:3, y0:y1, x0:x1].float().cpu().permute(1, 2, 0).contiguous().numpy()
     m = crop_matrix(face.to_crop, size)
     m[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)   # window pixel -> crop pixel
-    crop = cv2.warpAffine(window, m, (size, size), flags=cv2.INTER_AREA if affine_shrinks(m) else cv2.INTER_LINEAR,
+    m[1, 2] -= r0
+    crop = cv2.warpAffine(window, m, (size, r1 - r0), flags=cv2.INTER_AREA if affine_shrinks(m) else cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
     return torch.from_numpy(encode_for_matte(crop)).permute(2, 0, 1).contiguous()
 
@@ -95,7 +110,8 @@ def crop_grid_face(face: Face, size: int) -> Face:
     return dataclasses.replace(face, to_crop=to_crop, from_crop=invert_affine(to_crop), coverage=None, occlusion=None)
 
 
-def stroke_labels(strokes: Sequence[dict], face: Face, frame: int, size: int = MATTE_RES) -> tuple[np.ndarray, np.ndarray]:
+def stroke_labels(strokes: Sequence[dict], face: Face, frame: int, size: int = MATTE_RES,
+                  min_radius_px: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The labels a frame's strokes give one face's crop.
 
     Args:
@@ -103,12 +119,13 @@ def stroke_labels(strokes: Sequence[dict], face: Face, frame: int, size: int = M
         face: the face on ``frame`` (only strokes of its track count).
         frame: the frame (strokes limited to other frames are left out).
         size: crop side.
+        min_radius_px: strokes of a smaller radius (in pixels of this crop) are left out.
 
     Returns:
         (occluder, face) (size, size) bool arrays; a pixel both strokes cover goes to the later stroke.
     """
     grid = crop_grid_face(face, size)
-    own = [s for s in strokes if int(s["track_id"]) == face.track_id]
+    own = [s for s in strokes if int(s["track_id"]) == face.track_id and float(s["radius"]) * size >= min_radius_px]
     occluder = np.zeros((size, size), dtype=bool)
     skin = np.zeros((size, size), dtype=bool)
     for stroke in own:
@@ -129,11 +146,12 @@ class OcclusionNet(nn.Module):
 
     Three scales of two 3x3 convolutions, a dilated bottleneck for context (a lens rim knows it is one from
     the whole frame of the glasses), skip connections for thin structures (a frame, a strand of hair).
+    ``centred``: the input is centred and scaled first (the band head; the coarse head was measured without).
     """
 
-    def __init__(self, width: int = 12) -> None:
+    def __init__(self, width: int = 12, centred: bool = False) -> None:
         super().__init__()
-        self.width = width
+        self.width, self.centred = width, centred
 
         def block(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True),
@@ -146,6 +164,8 @@ class OcclusionNet(nn.Module):
         self.head = nn.Conv2d(w, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.centred:   # about zero mean: uncentred, the band head stayed at chance on people/d9 (150 steps)
+            x = (x - 0.5) * 4.0
         e1 = self.enc1(x)
         e2 = self.enc2(F.max_pool2d(e1, 2))
         e3 = self.enc3(F.max_pool2d(e2, 2))
@@ -159,35 +179,61 @@ class OcclusionNet(nn.Module):
 
 @dataclasses.dataclass
 class TrainingSample:
-    """One face on one painted frame: its crop (3, S, S) and its (S, S) bool labels."""
+    """One face on one painted frame: its crop (3, S, S) with its (S, S) bool labels for the coarse head, and
+    its eye band (3, Hb, Wb) with the band head's (Hb, Wb) labels."""
 
     frame: int
     track_id: int
     crop: torch.Tensor
     occluder: np.ndarray
     skin: np.ndarray
+    band_crop: torch.Tensor
+    band_occluder: np.ndarray
+    band_skin: np.ndarray
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.occluder.any() or self.skin.any() or self.band_occluder.any() or self.band_skin.any())
+
+
+def training_sample(plate: torch.Tensor, face: Face, strokes: Sequence[dict], frame: int) -> TrainingSample:
+    """A painted face's crops and labels for both heads: the coarse head learns the strokes it can draw (radius
+    at least :data:`COARSE_MIN_RADIUS_PX` of its pixels), the band head every stroke, at its resolution.
+
+    Args:
+        plate: (C >= 3, H, W) scene-linear plate of ``frame``.
+        face: the face.
+        strokes: the strokes (all frames; those of other frames and tracks are left out).
+        frame: the painted frame.
+    """
+    occluder, skin = stroke_labels(strokes, face, frame, MATTE_RES, COARSE_MIN_RADIUS_PX)
+    band_occluder, band_skin = (labels[BAND_ROWS[0]:BAND_ROWS[1]] for labels in stroke_labels(strokes, face, frame,
+                                                                                                BAND_RES))
+    return TrainingSample(frame, face.track_id, sample_crop(plate, face), occluder, skin,
+                          sample_crop(plate, face, BAND_RES, BAND_ROWS), band_occluder, band_skin)
 
 
 def augment(crops: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random similarity warp (rotation +-12 deg, scale 0.85-1.15, shift +-8 %), mirror, gain, gamma and noise.
 
     Args:
-        crops: (N, 3, S, S) in [0, 1].
-        labels: (N, 2, S, S) float {0, 1}: occluder, face.
+        crops: (N, 3, H, W) in [0, 1] (a band need not be square: the warp is a similarity in pixels).
+        labels: (N, 2, H, W) float {0, 1}: occluder, face.
         gen: the random generator (training is repeatable).
 
     Returns:
         (crops, labels) warped alike; labels stay nearest-neighbour sampled.
     """
-    n = crops.shape[0]
+    n, _, h, w = crops.shape
     rnd = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
     angle = (rnd(n) - 0.5) * math.radians(24)
     scale = 0.85 + 0.3 * rnd(n)
     mirror = torch.where(rnd(n) < 0.5, -1.0, 1.0)
     shift = (rnd(n, 2) - 0.5) * 0.16
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * mirror, -sin, shift[:, 0]], 1),
-                         torch.stack([sin * mirror, cos, shift[:, 1]], 1)], 1)
+    # a rotation in pixels, in affine_grid's coordinates (each axis normalised by its own half size)
+    theta = torch.stack([torch.stack([cos * mirror, -sin * (h / w), shift[:, 0]], 1),
+                         torch.stack([sin * mirror * (w / h), cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(crops.shape), align_corners=False)
     crops = F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
     labels = F.grid_sample(labels, grid, mode="nearest", padding_mode="zeros", align_corners=False)
@@ -198,39 +244,50 @@ def augment(crops: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) -> 
     return crops, labels
 
 
-def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int = 8, width: int = 12, seed: int = 0,
-                progress: Callable[[float, str], None] | None = None,
-                check_cancelled: Callable[[], None] | None = None) -> tuple[OcclusionNet, dict]:
-    """Train an :class:`OcclusionNet` on painted samples.
+class OcclusionMatte(nn.Module):
+    """A trained matte: the ``coarse`` head on the whole aligned crop (:data:`MATTE_RES`) and the ``band`` head
+    (centred) on the eye band (:data:`BAND_RES`, :data:`BAND_ROWS`); a head the strokes gave nothing to learn
+    is None."""
+
+    def __init__(self, coarse: OcclusionNet | None, band: OcclusionNet | None) -> None:
+        super().__init__()
+        self.coarse, self.band = coarse, band
+
+    def widths(self) -> dict[str, int]:
+        return {name: head.width for name, head in (("coarse", self.coarse), ("band", self.band)) if head is not None}
+
+
+def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int, width: int, seed: int,
+               centred: bool = False, progress: Callable[[float, float], None] | None = None,
+               check_cancelled: Callable[[], None] | None = None) -> tuple[OcclusionNet, float]:
+    """Train one :class:`OcclusionNet` head.
 
     The loss is binary cross-entropy over labelled pixels only, each class weighted to half the total, so a
     thin occluder counts as much as the large face painted around it.
 
     Args:
-        samples: painted faces; together they must label both classes.
-        steps: optimisation steps.
-        batch: crops per step (drawn with replacement, augmented).
-        width: the network's base width.
-        seed: random seed.
-        progress: called as ``progress(fraction, message)`` every few steps.
+        crops: (N, 3, H, W) in [0, 1], H and W divisible by 8.
+        labels: (N, 2, H, W) float {0, 1}: occluder, face.
+        steps, batch, width, seed: optimisation steps, crops per step (drawn with replacement, augmented), the
+            network's base width, the random seed.
+        centred: the network centres its input (:class:`OcclusionNet`).
+        progress: called as ``progress(fraction of this head, loss)`` every few steps.
         check_cancelled: called every step; raises to stop.
 
     Returns:
-        (the network in eval mode, a summary: steps, final loss, seconds).
+        (the network in eval mode, its final smoothed loss).
     """
-    crops = torch.stack([s.crop for s in samples])
-    labels = torch.stack([torch.from_numpy(np.stack([s.occluder, s.skin]).astype(np.float32)) for s in samples])
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = OcclusionNet(width)
+    net = OcclusionNet(width, centred)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.15)
-    start, loss_avg = time.perf_counter(), None
+    loss_avg = None
     net.train()
     for step in range(steps):
         if check_cancelled is not None:
             check_cancelled()
-        pick = torch.randint(len(samples), (batch,), generator=gen)
+        pick = torch.randint(len(crops), (batch,), generator=gen)
         x, y = augment(crops[pick], labels[pick], gen)
         logits = net(x)[:, 0]
         occ, skin = y[:, 0], y[:, 1]
@@ -243,29 +300,78 @@ def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int 
         value = float(loss.detach())
         loss_avg = value if loss_avg is None else 0.9 * loss_avg + 0.1 * value
         if progress is not None and (step % 10 == 0 or step == steps - 1):
-            progress((step + 1) / steps, f"loss {loss_avg:.3f}")
+            progress((step + 1) / steps, loss_avg)
     net.eval()
-    return net, {"steps": steps, "loss": round(loss_avg or 0.0, 5), "seconds": round(time.perf_counter() - start, 2)}
+    return net, loss_avg or 0.0
+
+
+def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int = 8, width: int = 12, seed: int = 0,
+                progress: Callable[[float, str], None] | None = None,
+                check_cancelled: Callable[[], None] | None = None) -> tuple[OcclusionMatte, dict]:
+    """Train an :class:`OcclusionMatte` on painted samples: each head the strokes label with both classes.
+
+    Args:
+        samples: painted faces; together they must label both classes for at least one head.
+        steps: optimisation steps of each head.
+        batch: coarse crops per step (the band head takes half as many bands, each 2.3 times the pixels).
+        width: the coarse head's base width (the band head's is :data:`BAND_WIDTH`).
+        seed: random seed.
+        progress: called as ``progress(fraction, message)`` every few steps.
+        check_cancelled: called every step; raises to stop.
+
+    Returns:
+        (the matte in eval mode, a summary: steps, final loss (the worse head's), each head's loss, seconds).
+
+    Raises:
+        DoublureError: no head has both classes labelled.
+    """
+    def stacked(images, occluders, skins):
+        return (torch.stack(images),
+                torch.stack([torch.from_numpy(np.stack([o, k]).astype(np.float32)) for o, k in zip(occluders, skins)]))
+
+    heads = {}
+    coarse = [s for s in samples if s.occluder.any() or s.skin.any()]
+    if any(s.occluder.any() for s in coarse) and any(s.skin.any() for s in coarse):
+        heads["coarse"] = (*stacked([s.crop for s in coarse], [s.occluder for s in coarse], [s.skin for s in coarse]),
+                           batch, width, False)
+    band = [s for s in samples if s.band_occluder.any() or s.band_skin.any()]
+    if any(s.band_occluder.any() for s in band) and any(s.band_skin.any() for s in band):
+        heads["band"] = (*stacked([s.band_crop for s in band], [s.band_occluder for s in band],
+                                  [s.band_skin for s in band]), max(1, batch // 2), BAND_WIDTH, True)
+    if not heads:
+        raise DoublureError("the strokes label no region with both an occluder and the face beside it")
+    start, nets, losses = time.perf_counter(), {}, {}
+    for i, (name, (crops, labels, head_batch, head_width, centred)) in enumerate(heads.items()):
+        def report(f: float, loss: float, i: int = i, name: str = name) -> None:
+            progress((i + f) / len(heads), f"{name}: loss {loss:.3f}")
+
+        nets[name], losses[name] = train_head(crops, labels, steps, head_batch, head_width, seed, centred,
+                                              report if progress is not None else None, check_cancelled)
+    matte = OcclusionMatte(nets.get("coarse"), nets.get("band"))
+    return matte, {"steps": steps, "loss": round(max(losses.values()), 5),
+                   "losses": {k: round(v, 5) for k, v in losses.items()},
+                   "seconds": round(time.perf_counter() - start, 2)}
 
 
 def predict_crops(net: OcclusionNet, crops: torch.Tensor) -> torch.Tensor:
-    """Occluder probability of crops. (N, 3, S, S) -> (N, 1, S, S) in [0, 1]."""
+    """Occluder probability of crops. (N, 3, H, W) -> (N, 1, H, W) in [0, 1]."""
     with torch.inference_mode():
         return torch.sigmoid(net(crops))
 
 
-def save_matte(path: str, net: OcclusionNet, meta: dict) -> None:
-    """Write a trained matte atomically: the weights and ``meta`` (JSON) in one safetensors file."""
+def save_matte(path: str, matte: OcclusionMatte, meta: dict) -> None:
+    """Write a trained matte atomically: both heads' weights and ``meta`` (JSON) in one safetensors file."""
     from safetensors.torch import save_file
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    description = json.dumps({**meta, "schema": MATTE_SCHEMA, "width": net.width, "res": MATTE_RES})
+    description = json.dumps({**meta, "schema": MATTE_SCHEMA, "heads": matte.widths(), "res": MATTE_RES,
+                              "band_res": BAND_RES, "band_rows": list(BAND_ROWS)})
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp, metadata={"doublure": description})
+        save_file({k: v.contiguous() for k, v in matte.state_dict().items()}, tmp, metadata={"doublure": description})
 
 
-def load_matte(path: str) -> tuple[OcclusionNet, dict]:
-    """Read a matte file written by :func:`save_matte`.
+def load_matte(path: str) -> tuple[OcclusionMatte, dict]:
+    """Read a matte file written by :func:`save_matte` (or a ``doublure.occlusion/1`` file: a coarse head).
 
     Raises:
         DoublureError: the file is missing, not a matte, or of another schema.
@@ -279,32 +385,39 @@ def load_matte(path: str) -> tuple[OcclusionNet, dict]:
         weights = load_file(path)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         raise DoublureError(f"occlusion matte {path}: cannot be read ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("schema") != MATTE_SCHEMA:
+    schema = meta.get("schema") if isinstance(meta, dict) else None
+    if schema == "doublure.occlusion/1":
+        heads, weights = {"coarse": int(meta["width"])}, {f"coarse.{k}": v for k, v in weights.items()}
+    elif schema == MATTE_SCHEMA and meta.get("band_res") == BAND_RES and meta.get("band_rows") == list(BAND_ROWS):
+        heads = {name: int(width) for name, width in meta["heads"].items()}
+    else:
         raise DoublureError(f"occlusion matte {path}: not a {MATTE_SCHEMA} file")
-    net = OcclusionNet(int(meta["width"]))
-    net.load_state_dict(weights)
-    net.eval()
-    return net, meta
+    matte = OcclusionMatte(*(OcclusionNet(heads[name], centred=name == "band") if name in heads else None
+                             for name in ("coarse", "band")))
+    matte.load_state_dict(weights)
+    matte.eval()
+    return matte, meta
 
 
 # --------------------------------------------------------------------------------- plate mattes
 
-def crop_to_plate(matte: torch.Tensor, face: Face, window: tuple[int, int, int, int]) -> torch.Tensor:
-    """A crop-space matte warped onto a plate window (zero outside the crop).
+def crop_to_plate(matte: torch.Tensor, face: Face, window: tuple[int, int, int, int], row0: int = 0) -> torch.Tensor:
+    """A crop-space matte (or a band of a crop's rows) warped onto a plate window (zero outside it).
 
     Args:
-        matte: (S, S) float matte in the face's aligned crop.
+        matte: (R, S) float matte in the face's aligned crop of side S: its rows ``row0`` to ``row0 + R``.
         face: the face whose crop it is.
         window: (y0, y1, x0, x1) plate rectangle.
+        row0: the crop row of the matte's first row.
 
     Returns:
         (y1 - y0, x1 - x0) float32 numpy matte.
     """
-    size = matte.shape[-1]
+    rows, size = matte.shape[-2:]
     y0, y1, x0, x1 = window
     m = invert_affine(crop_matrix(face.to_crop, size))   # crop pixel -> plate pixel
-    m[:, 2] -= np.array([x0, y0], dtype=np.float64)
-    src = np.ascontiguousarray(matte.reshape(size, size).float().cpu().numpy())
+    m[:, 2] += m[:, 1] * row0 - np.array([x0, y0], dtype=np.float64)
+    src = np.ascontiguousarray(matte.reshape(rows, size).float().cpu().numpy())
     return cv2.warpAffine(src, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0.0)
 
@@ -362,7 +475,7 @@ def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: flo
 
 def learned_plate_matte(prob: torch.Tensor, face: Face, plate: torch.Tensor,
                         window: tuple[int, int, int, int]) -> np.ndarray:
-    """The network's crop-space probability as the face's matte on a plate window: warped onto the plate,
+    """The coarse head's crop-space probability as the face's matte on a plate window: warped onto the plate,
     its edge refined on the plate's own pixels (:func:`refine_matte_edge`, radius
     :data:`REFINE_RADIUS_CROP_PX` crop pixels), then ramped (:func:`matte_ramp`).
 
@@ -380,6 +493,35 @@ def learned_plate_matte(prob: torch.Tensor, face: Face, plate: torch.Tensor,
     radius = int(round(REFINE_RADIUS_CROP_PX * affine_scale(face.from_crop) / prob.shape[-1]))
     guide = encode_for_matte(plate[:3, y0:y1, x0:x1].float().cpu().permute(1, 2, 0).numpy())
     return matte_ramp(torch.from_numpy(refine_matte_edge(on_plate, guide, radius))).numpy()
+
+
+def apply_matte(matte: OcclusionMatte, plate: torch.Tensor, faces: Sequence[Face],
+                windows: Sequence[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    """A trained matte on a frame's faces: each head's probability on the plate window, the larger of the two.
+    The band head's pixels are about the plate's: its probability is only ramped, not refined.
+
+    Args:
+        matte: the trained heads.
+        plate: (C >= 3, H, W) scene-linear plate.
+        faces: the frame's faces.
+        windows: each face's (y0, y1, x0, x1) plate rectangle.
+
+    Returns:
+        One (y1 - y0, x1 - x0) float32 matte in [0, 1] per face.
+    """
+    out = [np.zeros((y1 - y0, x1 - x0), dtype=np.float32) for y0, y1, x0, x1 in windows]
+    if not faces:
+        return out
+    if matte.coarse is not None:
+        probs = predict_crops(matte.coarse, torch.stack([sample_crop(plate, f) for f in faces]))[:, 0]
+        for i, (face, window) in enumerate(zip(faces, windows)):
+            out[i] = np.maximum(out[i], learned_plate_matte(probs[i], face, plate, window))
+    if matte.band is not None:
+        probs = predict_crops(matte.band, torch.stack([sample_crop(plate, f, BAND_RES, BAND_ROWS) for f in faces]))
+        for i, (face, window) in enumerate(zip(faces, windows)):
+            on_plate = torch.from_numpy(crop_to_plate(probs[i, 0], face, window, BAND_ROWS[0]))
+            out[i] = np.maximum(out[i], matte_ramp(on_plate).numpy())
+    return out
 
 
 def matte_ramp(prob: torch.Tensor, low: float = 0.35, high: float = 0.65) -> torch.Tensor:

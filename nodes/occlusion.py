@@ -8,7 +8,9 @@ over the face's crop window, 1 where the plate must be kept. It is the union of:
   frame, a hand, a strand of hair) and ``erase`` strokes over the face beside it, then Train matte
   (``action_train`` / ``doublure occlusion shot.dbl -n Occlusion1``): a small network learns the shot's
   occluders in the face's aligned crop and finds them on every frame; its coarse edge (a crop pixel is
-  several plate pixels) is then refined on the plate's own pixels. The trained matte is stored beside the
+  several plate pixels) is then refined on the plate's own pixels. A glasses frame's wire is finer than
+  that: traced with a fine brush (the viewer zoomed in), it teaches a second head that sees the eye band at
+  about the plate's resolution. The trained matte is stored beside the
   project (``<project_dir>/<project_stem>.occlusion/<NodeName>.safetensors``) with the keys of what it was
   trained on: the plate at the training frames (by content, as FaceDetect's tracks) and the strokes. A matte
   whose plate or strokes changed is not applied: the node errors until it is trained again (or ``learned``
@@ -32,9 +34,9 @@ from doublure.engine.hashing import file_identity
 from doublure.engine.identity import upstream_identity
 from doublure.engine.node import resolve_path
 from doublure.faces.detect import working_to_srgb8
-from doublure.faces.occlusion import (MATTE_RES, HandFinder, TrainingSample, crop_window,
-                                      far_side_matte, hand_matte, learned_plate_matte, load_matte, predict_crops,
-                                      sample_crop, save_matte, stroke_labels, train_matte, with_occlusion)
+from doublure.faces.occlusion import (BAND_RES, MATTE_RES, HandFinder, TrainingSample, apply_matte, crop_window,
+                                      far_side_matte, hand_matte, load_matte, save_matte, stroke_labels, train_matte,
+                                      training_sample, with_occlusion)
 
 from .facedetect import _tracks_cache_dir
 
@@ -74,7 +76,8 @@ class Occlusion(Node):
     """Find what stands in front of each face (painted and learned, hands, a turned head's far side)."""
 
     type_name = "Occlusion"
-    version = 2   # 2: the learned matte's edge refined on the plate (a compute change: no upgrade needed)
+    # 2: the learned matte's edge refined on the plate; 3: the eye band head (compute changes: no upgrade needed)
+    version = 3
     category = "Face"
     inputs = (Port("input", "Image"),)
     actions = (("train", "Train matte"),)
@@ -200,17 +203,14 @@ class Occlusion(Node):
         net = self._learned_net(ctx.frame)
         hands = self._find_hands(src, ctx) if faces and self.value("hands", ctx.frame) else []
         far_side = self.value("far_side", ctx.frame)
-        learned = None
-        if net is not None and faces:
+        windows = [crop_window(face, MATTE_RES, hw) for face in faces]
+        if net is not None:
             ctx.check_cancelled()
-            crops = torch.stack([sample_crop(src.tensor, f) for f in faces])
-            learned = predict_crops(net, crops)[:, 0]
+            mattes = apply_matte(net, src.tensor, faces, windows)
+        else:
+            mattes = [np.zeros((y1 - y0, x1 - x0), dtype=np.float32) for y0, y1, x0, x1 in windows]
         out = []
-        for i, face in enumerate(faces):
-            window = crop_window(face, MATTE_RES, hw)
-            matte = np.zeros((window[1] - window[0], window[3] - window[2]), dtype=np.float32)
-            if learned is not None:
-                matte = np.maximum(matte, learned_plate_matte(learned[i], face, src.tensor, window))
+        for face, window, matte in zip(faces, windows, mattes):
             if hands:
                 matte = np.maximum(matte, hand_matte(hands, window))
             if far_side:
@@ -251,19 +251,25 @@ class Occlusion(Node):
                 if frames_of.get("only") != frame:
                     continue
                 face = faces.get(int(stroke["track_id"]))
-                labels = None if face is None else stroke_labels([dict(stroke, mode="add")], face, frame)[0]
+                # at the finer head's pixels: a wire traced with a fine brush covers no coarse pixel
+                labels = None if face is None else stroke_labels([dict(stroke, mode="add")], face, frame, BAND_RES)[0]
                 if labels is None or not labels.any():
                     raise DoublureError(f"{self.name}: stroke {i + 1} (frame {frame}) lies outside any face: paint "
                                         f"over a face FaceDetect found (or delete the stroke)")
             for face in img.faces:
-                occluder, skin = stroke_labels(strokes, face, frame)
-                if occluder.any() or skin.any():
-                    samples.append(TrainingSample(frame, face.track_id, sample_crop(img.tensor, face), occluder, skin))
-        if not any(s.occluder.any() for s in samples):
+                sample = training_sample(img.tensor, face, strokes, frame)
+                if sample.labelled:
+                    samples.append(sample)
+        if not any(s.occluder.any() or s.band_occluder.any() for s in samples):
             raise DoublureError(f"{self.name}: only face strokes: paint over the occluder too (add), then Train matte")
-        if not any(s.skin.any() for s in samples):
+        if not any(s.skin.any() or s.band_skin.any() for s in samples):
             raise DoublureError(f"{self.name}: only occluder strokes: paint over the face beside it too (erase), "
                                 f"then Train matte")
+        coarse = any(s.occluder.any() for s in samples) and any(s.skin.any() for s in samples)
+        band = any(s.band_occluder.any() for s in samples) and any(s.band_skin.any() for s in samples)
+        if not coarse and not band:
+            raise DoublureError(f"{self.name}: the occluder is traced with a fine brush, the face only away from the "
+                                f"eyes: paint the face (erase) beside the occluder too, then Train matte")
         return samples
 
     def action_train(self, graph=None, progress: Callable[..., None] | None = None, cancel=None) -> str:
