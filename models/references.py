@@ -156,7 +156,8 @@ def build_bank(faceset_dir: str, count: int = 48) -> tuple[ReferenceBank, dict]:
             raise ReferenceError(f"faceset {faceset_dir}: {items[i]['file']} is not a {size} px face image")
         images.append(torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1))
     unit_lm = (lms[chosen] + 0.5) / size           # crop pixel centres sit at integers
-    bank = ReferenceBank(torch.stack(images), torch.from_numpy(unit_lm).float(), torch.from_numpy(feats[chosen]).float(),
+    bank = ReferenceBank(torch.stack(images), torch.from_numpy(unit_lm).float(),
+                         torch.from_numpy(feats[chosen]).float(),
                          torch.from_numpy(delaunay_triangles(unit_lm.mean(0))))
     clips = sorted({os.path.basename(str(items[i].get("source", ""))) for i in chosen} - {""})
     return bank, {"faceset": os.path.basename(os.path.normpath(faceset_dir)), "clips": clips, "size": size,
@@ -315,7 +316,8 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
 
 
 def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[float, object]]], plate: torch.Tensor,
-                   pred_mask: torch.Tensor, working_space: str, max_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor, int]:
+                   pred_mask: torch.Tensor, working_space: str,
+                   max_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor, int]:
     """SwapModel's faces drawn from the references, at the plate face's own size, lit like the plate.
 
     Args:
@@ -347,7 +349,8 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     drawn, cover = reference_faces(bank, layouts, feats, size)
     drawn = to_encoding(drawn.to(plate.device), "srgb", working_space)
     # the references are still photographs; a moving plate face is smeared over the shutter's time
-    drawn = torch.stack([motion_blur(d, face_motion(track, f, size)) for d, (_, track, _), f in zip(drawn, windows, faces)])
+    drawn = torch.stack([motion_blur(d, face_motion(track, f, size))
+                         for d, (_, track, _), f in zip(drawn, windows, faces)])
     cover = cover.to(plate.device)
     under = plate_crops(plate, np.stack([f.to_crop for f in faces]), size)
     lit = torch.stack([relight(d[None], u[None], (render_crop_mask(f, "skin", size, device=plate.device) * c)[None],
@@ -457,4 +460,5 @@ def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma:
 
 
 __all__ = ["FEATURES", "ReferenceBank", "ReferenceError", "bank_from_bytes", "bank_to_bytes", "build_bank",
-           "choose_references", "delaunay_triangles", "face_features", "face_motion", "mesh_warp", "motion_blur", "reference_faces", "reference_swap", "relight"]
+           "carried_layout", "choose_references", "delaunay_triangles", "face_features", "face_motion", "mesh_warp",
+           "motion_blur", "reference_faces", "reference_swap", "relight"]

@@ -705,10 +705,15 @@ class Trainer:
 
     def _add_references(self) -> None:
         """The target's reference faces (``config.references`` of the first target faceset) into the model
-        just written, where it carries none (a model continued or adapted keeps the ones it has)."""
+        just written, unless it carries a bank of the same target's facesets (a model continued or adapted keeps
+        the one it has; one continued on another target gets that target's)."""
         c = self.config
-        if not self.env.is_main or c.references <= 0 or not c.target or c.pretrain or "references" in self.start_meta:
+        if not self.env.is_main or c.references <= 0 or not c.target or c.pretrain:
             return
+        digests = [fs.get("digest") for fs in self.data_b.facesets]
+        started = [fs.get("digest") for fs in (self.start_meta.get("facesets") or {}).get("b") or []]
+        if "references" in self.start_meta and digests == started:
+            return    # the same target's faces: the bank it has is theirs
         from .dbm import save_references
         from .references import bank_to_bytes, build_bank
 

@@ -224,3 +224,22 @@ def test_swapmodel_draws_the_face_from_the_references(media_dir, model_path, ban
         return laplacian_variance(crop * 255.0, hull)
     assert sharpness(drawn) > 3 * sharpness(plain)
     assert drawn.metadata["doublure/synthetic_face"] is True
+
+
+def test_training_gives_a_model_its_targets_faces_and_keeps_them_for_that_target(identity_model, faceset, tmp_path):
+    from doublure.models.train import TrainConfig, Trainer
+
+    model, m030_64 = identity_model
+    # the fixture's training ended by adding the target's faces: its first (only) target faceset's
+    assert read_meta(model)["references"]["faceset"] == os.path.basename(m030_64)
+
+    def continued(out, target):
+        w009 = os.path.join(os.path.dirname(model), "w009")          # the fixture's plate faces, beside it
+        Trainer(TrainConfig(out=str(tmp_path / out), from_model=model, source=[w009], target=[target], iters=2, batch=4,
+                            warmup=1, threads=2, workers=1)).run()
+        return read_meta(str(tmp_path / out))["references"]
+
+    same = continued("same.dbm", m030_64)                 # continued on its own target: the bank it has
+    assert same["sha256"] == read_meta(model)["references"]["sha256"]
+    other = continued("other.dbm", faceset)               # continued on another faceset: that one's faces
+    assert other["faceset"] == "M030_256" and other["size"] == 256
