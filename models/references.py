@@ -47,6 +47,10 @@ MOTION_TAPS = 24
 # the relighting blur, as a fraction of the face crop
 LIGHT_SIGMA = 1.0 / 16.0
 JPEG_QUALITY = 95
+# a reference triangle seen under this fraction as squarely as the plate face shows it (the cosines of their normals
+# to the camera) shows nothing there; it counts more from here on, fully at FACING_FROM + FACING_RANGE
+FACING_FROM = 0.5
+FACING_RANGE = 0.3
 # the finest detail, as a fraction of the face crop: where the references are blended, this band is the nearest one's
 DETAIL_SIGMA = 1.0 / 96.0
 
@@ -77,6 +81,27 @@ class ReferenceBank:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+def triangle_facing(triangles: torch.Tensor, yaw: np.ndarray) -> np.ndarray:
+    """How squarely each triangle of the mesh faces the camera on faces turned by ``yaw`` degrees.
+
+    Args:
+        triangles: (T, 3) landmark indices.
+        yaw: (K,) degrees, positive when the face turns toward the image's right (``Face.pose``).
+
+    Returns:
+        (K, T) the cosine between each triangle's normal (on the canonical mesh, turned by the yaw) and the
+        direction to the camera: 1 facing it, 0 edge-on, negative turned away.
+    """
+    from doublure.faces.template_data import CANONICAL_MESH
+
+    tri = np.asarray(CANONICAL_MESH, dtype=np.float64)[triangles.numpy()]          # (T, 3, 3)
+    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True).clip(min=1e-12)
+    normal *= -np.sign(normal[:, 2:3] + 1e-12)          # toward the camera (-z) on a face looking at it
+    turn = np.radians(-np.asarray(yaw, dtype=np.float64))[:, None]
+    return -(-normal[None, :, 0] * np.sin(turn) + normal[None, :, 2] * np.cos(turn))
 
 
 def face_features(landmarks: np.ndarray, pose) -> np.ndarray:
@@ -253,7 +278,8 @@ def mesh_warp(images: torch.Tensor, src: torch.Tensor, dst: np.ndarray, triangle
         size: output side in pixels.
 
     Returns:
-        (warped (K, C, size, size), coverage (1, size, size): 1 inside the mesh, 0 outside).
+        (warped (K, C, size, size), owner (size, size) int64: the triangle drawn at each pixel, -1 outside the
+        mesh).
     """
     import cv2
 
@@ -269,7 +295,6 @@ def mesh_warp(images: torch.Tensor, src: torch.Tensor, dst: np.ndarray, triangle
     dst_h[~good] = np.eye(3)
     inv = torch.from_numpy(np.linalg.inv(dst_h))                         # (T, 3, 3)
     affine = (inv.unsqueeze(0) @ src[:, tri].double()).float()           # (K, T, 3, 2)
-    covered = torch.from_numpy(owner >= 0)
     a = affine[:, torch.from_numpy(owner).long().clamp(min=0).view(-1)]  # (K, size * size, 3, 2)
     ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
                             indexing="ij")
@@ -277,11 +302,11 @@ def mesh_warp(images: torch.Tensor, src: torch.Tensor, dst: np.ndarray, triangle
     uv = (xs * a[:, :, 0] + ys * a[:, :, 1] + a[:, :, 2]).view(len(images), size, size, 2)   # unit coordinates
     grid = (uv * 2.0 - 1.0).to(images.dtype)                             # align_corners=False
     warped = F.grid_sample(images, grid, mode="bicubic", padding_mode="border", align_corners=False)
-    return warped, covered.to(images.dtype).unsqueeze(0)
+    return warped, torch.from_numpy(owner).long()
 
 
 def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: list[list[tuple[float, np.ndarray]]],
-                    size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                    size: int, yaws: list[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The target's references drawn on each face's layout.
 
     Args:
@@ -289,26 +314,40 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
         layouts: per face, (478, 2) its landmarks in unit crop coordinates.
         windows: per face, :func:`choose_references`' window.
         size: crop side in pixels.
+        yaws: per face, its yaw in degrees (``Face.pose``; None: 0): a reference counts where it shows the face's
+            surface about as squarely as the plate face does.
 
     Returns:
         (faces (N, 3, size, size) float32 sRGB-encoded in [0, 1], coverage (N, 1, size, size)).
     """
     out, cover = [], []
-    for layout, window in zip(layouts, windows):
+    for layout, window, yaw in zip(layouts, windows, yaws or [0.0] * len(layouts)):
         idx, w = choose_references(bank, window)
         images = bank.images[torch.from_numpy(idx)].float() / 255.0
         if size < bank.size:
             # both are crops of the same face type: shrink first, filtered, so the warp samples about 1:1
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        warped, covered = mesh_warp(images, bank.landmarks[torch.from_numpy(idx)], layout, bank.triangles, size)
-        weights = torch.from_numpy(w).float().view(-1, 1, 1, 1)
+        warped, owner = mesh_warp(images, bank.landmarks[torch.from_numpy(idx)], layout, bank.triangles, size)
+        # per pixel each reference weighs as chosen and as squarely as it faced the camera there: the far side
+        # of a turned reference is drawn from one that shows it, or not at all (the plate shows), not stretched
+        # from a few pixels and the background beyond its edge
+        facing = triangle_facing(bank.triangles, bank.features[torch.from_numpy(idx), FEATURES.index("yaw")].numpy())
+        wanted = triangle_facing(bank.triangles, np.array([yaw]))
+        squareness = np.where(facing > 0.1, facing / np.maximum(wanted, 0.1), 0.0)
+        seen = torch.from_numpy(np.clip((squareness - FACING_FROM) / FACING_RANGE, 0.0, 1.0)).float()
+        seen = seen[:, owner.clamp(min=0)]
+        seen = fast_gaussian_blur(seen * (owner >= 0), max(1.0, size / 128.0))[:, None]       # (K, 1, S, S)
+        weights = torch.from_numpy(w).float().view(-1, 1, 1, 1) * seen
+        total = weights.sum(0)
+        covered = (seen.amax(0) / 0.5).clamp(0.0, 1.0)
+        weights = weights / total.clamp(min=1e-6)
         blend = (warped * weights).sum(0)
         if len(idx) > 1:
             # a blend of faces is softer than any of them: its fine detail is the nearest references', their
             # weights sharpened (the 4th power), so one face's pores and lashes dominate and a change of
             # nearest face is a short cross-fade
             sigma = size * DETAIL_SIGMA
-            sharp = weights ** 4 / (weights ** 4).sum()
+            sharp = weights ** 4 / (weights ** 4).sum(0).clamp(min=1e-12)
             blend = fast_gaussian_blur(blend, sigma) + (sharp * (warped - fast_gaussian_blur(warped, sigma))).sum(0)
         out.append(blend.clamp(0.0, 1.0))
         cover.append(covered)
@@ -346,7 +385,7 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     # the choice reads the whole track around the frame, evenly: a face's references change over a second, not
     # from frame to frame with the detector's jitter (the mesh follows the expression in every frame)
     feats = [[(1.0, face_features(g.landmarks, g.pose)) for g in track.values()] for _, track, _ in windows]
-    drawn, cover = reference_faces(bank, layouts, feats, size)
+    drawn, cover = reference_faces(bank, layouts, feats, size, [float(f.pose[0]) for f in faces])
     drawn = to_encoding(drawn.to(plate.device), "srgb", working_space)
     # the references are still photographs; a moving plate face is smeared over the shutter's time
     drawn = torch.stack([motion_blur(d, face_motion(track, f, size))
@@ -461,4 +500,4 @@ def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma:
 
 __all__ = ["FEATURES", "ReferenceBank", "ReferenceError", "bank_from_bytes", "bank_to_bytes", "build_bank",
            "carried_layout", "choose_references", "delaunay_triangles", "face_features", "face_motion", "mesh_warp",
-           "motion_blur", "reference_faces", "reference_swap", "relight"]
+           "motion_blur", "reference_faces", "reference_swap", "relight", "triangle_facing"]

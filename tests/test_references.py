@@ -17,7 +17,7 @@ from doublure.models.dbm import (ModelFileError, load_model, model_card, model_d
 from doublure.models.detail import DetailConfig, DetailNet
 from doublure.models.references import (ReferenceError, bank_from_bytes, bank_to_bytes, build_bank,
                                         carried_layout, choose_references, face_features, face_motion, mesh_warp,
-                                        motion_blur, relight)
+                                        motion_blur, relight, triangle_facing)
 
 RIGHTS = {"subject": "MEAD actor M030", "consent_given_by": "MEAD participants", "consent_date": "2020-08-23",
           "agreement": "MEAD terms", "allowed_uses": ["research"], "expiry": "2030-12-31"}
@@ -84,15 +84,28 @@ def test_mesh_warp_matches_a_direct_affine_warp(bank):
     # the whole layout moved by one affine: the piecewise warp is that affine, which OpenCV applies directly
     m = np.array([[0.9, 0.1, 0.02], [-0.08, 0.95, 0.05]])
     dst = src[0].double().numpy() @ m[:, :2].T + m[:, 2]
-    warped, cover = mesh_warp(image, src, dst, refs.triangles, 256)
+    warped, owner = mesh_warp(image, src, dst, refs.triangles, 256)
     to_px = np.vstack([np.hstack([np.eye(2) * 256, [[-0.5], [-0.5]]]), [0, 0, 1]])
     full = to_px @ np.vstack([m, [0, 0, 1]]) @ np.linalg.inv(to_px)
     direct = cv2.warpAffine(image[0].permute(1, 2, 0).numpy(), full[:2], (256, 256), flags=cv2.INTER_CUBIC,
                             borderMode=cv2.BORDER_REPLICATE)
-    inside = cv2.erode(cover[0].numpy(), np.ones((7, 7), np.uint8)) > 0.5
+    inside = cv2.erode((owner >= 0).numpy().astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
     diff = np.abs(warped[0].permute(1, 2, 0).numpy() - direct)[inside]
     assert inside.mean() > 0.3
     assert diff.mean() < 0.01 and np.percentile(diff, 99) < 0.06
+
+
+def test_a_turned_faces_far_side_faces_away(bank):
+    refs = bank[0]
+    centre_x = refs.landmarks.mean(0)[refs.triangles].mean(1)[:, 0].numpy()
+    left, right = centre_x < 0.3, centre_x > 0.7           # image left: the subject's right cheek
+    facing = triangle_facing(refs.triangles, np.array([0.0, -30.0, 30.0]))
+    # looking at the camera both cheeks face it alike; turned 30 degrees toward the image's left (yaw < 0) the
+    # image-left cheek turns away, and the other way round
+    assert abs(facing[0, left].mean() - facing[0, right].mean()) < 0.1
+    assert facing[1, left].mean() < facing[1, right].mean() - 0.3
+    assert facing[2, right].mean() < facing[2, left].mean() - 0.3
+    assert np.all(facing <= 1.0 + 1e-9)
 
 
 def test_relight_takes_the_plates_low_frequencies():
