@@ -313,15 +313,10 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
             projections = patterns @ _residual_of(marked).astype(np.float32)
             mark += ((_to_lattice(projections, bits).astype(np.float32) @ patterns) / gain).reshape(GRID, GRID)
             marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
-        # the enlarged field is nothing outside the grid's footprint: only the window's part inside it changes
-        # (a third of a 1080p face's window)
-        fy0, fy1, fx0, fx1 = max(y0, ry0), min(y1, ry1), max(x0, rx0), min(x1, rx1)
-        if fy1 <= fy0 or fx1 <= fx0:
-            continue
-        field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, fx0, fy0)), (fx1 - fx0, fy1 - fy0),
+        field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, x0, y0)), (x1 - x0, y1 - y0),
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        factor = torch.from_numpy(1.0 + field * alpha[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]).to(planes.device)
-        planes[:3, fy0:fy1, fx0:fx1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
+        factor = torch.from_numpy(1.0 + field * alpha).to(planes.device)
+        planes[:3, y0:y1, x0:x1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
     return planes
 
 
