@@ -313,10 +313,16 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
             projections = patterns @ _residual_of(marked).astype(np.float32)
             mark += ((_to_lattice(projections, bits).astype(np.float32) @ patterns) / gain).reshape(GRID, GRID)
             marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
+        # the field enlarged over the whole window (its sampling depends on where it starts: a window cut to the
+        # grid's footprint moved pixels by half a level), applied only where it can be something: in the footprint
         field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, x0, y0)), (x1 - x0, y1 - y0),
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        factor = torch.from_numpy(1.0 + field * alpha).to(planes.device)
-        planes[:3, y0:y1, x0:x1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
+        fy0, fy1, fx0, fx1 = max(y0, ry0), min(y1, ry1), max(x0, rx0), min(x1, rx1)
+        if fy1 <= fy0 or fx1 <= fx0:
+            continue
+        inside = np.s_[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+        factor = torch.from_numpy(1.0 + field[inside] * alpha[inside]).to(planes.device)
+        planes[:3, fy0:fy1, fx0:fx1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
     return planes
 
 
