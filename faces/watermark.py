@@ -201,10 +201,14 @@ def _codebook() -> np.ndarray:
     return (1.0 - 2.0 * _codewords(np.arange(2 ** PAYLOAD_BITS, dtype=np.int64))).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=8)
 def _bits(payload: int) -> np.ndarray:
-    """(K,) 0/1: the sync word, then the payload's codeword (:func:`_codewords`)."""
+    """(K,) 0/1, read-only (cached: a render marks every face with one payload): the sync word, then the
+    payload's codeword (:func:`_codewords`)."""
     _, _, sync, _ = _code()
-    return np.concatenate([sync, _codewords(np.array([payload], np.int64))[0]])
+    bits = np.concatenate([sync, _codewords(np.array([payload], np.int64))[0]])
+    bits.flags.writeable = False
+    return bits
 
 
 def _to_lattice(projections: np.ndarray, bits: np.ndarray) -> np.ndarray:
@@ -307,12 +311,18 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
         marked = crop
         for _ in range(WRITER_PASSES):
             projections = patterns @ _residual_of(marked).astype(np.float32)
-            mark += ((_to_lattice(projections, bits) @ patterns) / gain).reshape(GRID, GRID)
+            mark += ((_to_lattice(projections, bits).astype(np.float32) @ patterns) / gain).reshape(GRID, GRID)
             marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
+        # the field enlarged over the whole window (its sampling depends on where it starts: a window cut to the
+        # grid's footprint moved pixels by half a level), applied only where it can be something: in the footprint
         field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, x0, y0)), (x1 - x0, y1 - y0),
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        factor = torch.from_numpy(1.0 + field * alpha).to(planes.device)
-        planes[:3, y0:y1, x0:x1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
+        fy0, fy1, fx0, fx1 = max(y0, ry0), min(y1, ry1), max(x0, rx0), min(x1, rx1)
+        if fy1 <= fy0 or fx1 <= fx0:
+            continue
+        inside = np.s_[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+        factor = torch.from_numpy(1.0 + field[inside] * alpha[inside]).to(planes.device)
+        planes[:3, fy0:fy1, fx0:fx1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
     return planes
 
 
@@ -427,26 +437,48 @@ def _square_around(box: tuple[float, float, float, float]) -> tuple[int, int, in
     return (int(math.floor((x0 + x1) / 2 - side / 2 + 0.5)), int(math.floor((y0 + y1) / 2 - side / 2 + 0.5)), side)
 
 
-def _mesh_square(square: np.ndarray, x0: int, y0: int) -> np.ndarray | None:
+def _square_at_mesh_px(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """The square part of an image a face is meshed in, resampled to ``MESH_PX``: bilinear to the multiple k of
+    ``MESH_PX`` at or below ``side`` (a shrink of at most (k + 1) / k, so every pixel still weighs in), then
+    averaged k x k (cv2's fast path for whole factors; an area average at any other ratio costs 1.4 ms a 1080p
+    face). Writer and reader sample their squares through this one function, so that they mesh the same pixels.
+
+    Args:
+        image: (H, W) or (H, W, 3) uint8 or float32 pixels (zeros outside them).
+        x0, y0, side: the square in those pixels (:func:`_square_around`).
+
+    Returns:
+        (MESH_PX, MESH_PX[, 3]) of ``image``'s dtype; pixel edges kept (the square's left edge is the result's).
+    """
+    h, w = image.shape[:2]
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return np.zeros((MESH_PX, MESH_PX) + image.shape[2:], image.dtype)
+    square = image[sy0:sy1, sx0:sx1]
+    if square.shape[:2] != (side, side):   # zeros where it leaves the image (cv2's warp would cost 8x the resize)
+        square = cv2.copyMakeBorder(np.ascontiguousarray(square), sy0 - y0, y0 + side - sy1, sx0 - x0,
+                                    x0 + side - sx1, cv2.BORDER_CONSTANT, value=0)
+    whole = max(side // MESH_PX, 1)
+    square = cv2.resize(square, (whole * MESH_PX, whole * MESH_PX), interpolation=cv2.INTER_LINEAR)
+    return square if whole == 1 else cv2.resize(square, (MESH_PX, MESH_PX), interpolation=cv2.INTER_AREA)
+
+
+def _mesh_square(small: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray | None:
     """The one face of a square part of a frame meshed (static).
 
     Args:
-        square: (S, S, 3) uint8 display-encoded RGB, the frame's pixels from (x0, y0) (zeros outside the frame);
-            resampled to ``MESH_PX`` (bilinear; an area average when over twice that).
+        small: (MESH_PX, MESH_PX, 3) uint8 display-encoded RGB, the square (:func:`_square_at_mesh_px`).
+        x0, y0, side: the square in frame pixels.
 
     Returns:
         (468, 3) float32 landmarks in frame pixels (z on the x scale), or None where no face is meshed.
     """
     from .detect import _landmark_array
 
-    side = square.shape[0]
-    # bilinear while shrinking at most 2x (every pixel still weighs in); an area average (1 ms more) only beyond
-    shrink = cv2.INTER_AREA if side > 2 * MESH_PX else cv2.INTER_LINEAR
-    square = cv2.resize(square, (MESH_PX, MESH_PX), interpolation=shrink)
-    found = _face_mesh().process(square)
+    found = _face_mesh().process(small)
     if not found.multi_face_landmarks:
         return None
-    # mediapipe's 0 is the square's left pixel edge (either resampling keeps edges); pixel centres are at integers
+    # mediapipe's 0 is the square's left pixel edge (the resampling keeps edges); pixel centres are at integers
     points = _landmark_array(found.multi_face_landmarks[0]) * side
     points[:, 0] += x0 - 0.5
     points[:, 1] += y0 - 0.5
@@ -465,17 +497,12 @@ def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, 
     Returns:
         per box, (468, 3) landmarks in frame pixels, or None where no face is meshed.
     """
-    h, w = rgb8.shape[:2]
     out = []
     for box in boxes:
         points = None
         for _ in range(2):
             x0, y0, side = _square_around(box)
-            square = np.zeros((side, side, 3), np.uint8)
-            sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-            if sx1 > sx0 and sy1 > sy0:
-                square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb8[sy0:sy1, sx0:sx1]
-            points = _mesh_square(square, x0, y0)
+            points = _mesh_square(_square_at_mesh_px(rgb8, x0, y0, side), x0, y0, side)
             if points is None:
                 break
             box = box_from_landmarks(points)
@@ -498,14 +525,38 @@ def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
     return [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
 
 
+def _written_square(planes: torch.Tensor, x0: int, y0: int, side: int, linear: bool = False) -> np.ndarray | None:
+    """The square a writer meshes a face in, as the reader will sample it from the written file
+    (:func:`_square_at_mesh_px` on 8-bit display-encoded RGB), but resampled in float from the frame's own memory
+    and only then made 8-bit (rounded, saturated): making the whole square 8-bit first cost 0.9 ms a 1080p face,
+    for a difference of a level at most.
+
+    Args:
+        planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
+        x0, y0, side: the square in frame pixels (:func:`_square_around`).
+        linear: the planes are linear light (only the square's part of the frame is encoded).
+
+    Returns:
+        (MESH_PX, MESH_PX, 3) uint8 display-encoded RGB, or None where the square misses the frame.
+    """
+    h, w = planes.shape[-2:]
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    region = planes[:3, sy0:sy1, sx0:sx1].float().cpu().numpy()
+    small = [_square_at_mesh_px(cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) if linear else plane,
+                                x0 - sx0, y0 - sy0, side) for plane in region]
+    return cv2.merge([cv2.convertScaleAbs(cv2.max(plane, 0.0), alpha=255.0) for plane in small])
+
+
 def writing_landmarks(planes: torch.Tensor, box: tuple[float, float, float, float],
                       linear: bool = False) -> np.ndarray | None:
     """The landmarks the writer aligns a face's mark on: the face meshed once, statically, on the pixels it
-    writes, in the square around the face's box (:func:`_square_around`).
+    writes, in the square around the face's box (:func:`_square_around`, :func:`_written_square`).
 
     One pass, where the reader takes two: the swap's box is already the box of a mesh of that face, so this
     pass is about the reader's second; what is left between them (a few tenths of an aligned pixel) is within
-    the reader's search (``SEARCH``). Only the square's part of the frame is made 8-bit.
+    the reader's search (``SEARCH``).
 
     Args:
         planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
@@ -515,20 +566,9 @@ def writing_landmarks(planes: torch.Tensor, box: tuple[float, float, float, floa
     Returns:
         (468, 3) float32 landmarks in frame pixels, or None where no face is meshed.
     """
-    h, w = planes.shape[-2:]
     x0, y0, side = _square_around(box)
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-    if sx1 <= sx0 or sy1 <= sy0:
-        return None
-    # 8-bit display-encoded RGB as the reader will have it, plane by plane from the frame's own memory
-    region = planes[:3, sy0:sy1, sx0:sx1].float().cpu().numpy()
-    encoded = [cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) if linear else cv2.max(plane, 0.0) for plane in region]
-    rgb8 = cv2.merge([cv2.convertScaleAbs(plane, alpha=255.0) for plane in encoded])   # rounded, saturated
-    if rgb8.shape[:2] != (side, side):
-        square = np.zeros((side, side, 3), np.uint8)
-        square[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = rgb8
-        rgb8 = square
-    return _mesh_square(rgb8, x0, y0)
+    small = _written_square(planes, x0, y0, side, linear)
+    return None if small is None else _mesh_square(small, x0, y0, side)
 
 
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:

@@ -103,6 +103,32 @@ def test_the_writer_meshes_once_from_a_box_a_few_percent_off(media_dir, shift, s
     assert reading is not None and reading.found and reading.payload == PAYLOAD, reading
 
 
+@pytest.mark.parametrize("inside", [True, False])
+def test_writer_and_reader_mesh_the_same_pixels(media_dir, inside):
+    # the writer resamples its float planes and only then makes them 8-bit, the reader resamples the 8-bit file:
+    # mediapipe must get the same square from both (within a level), an area average of the frame's pixels with
+    # zeros where the square leaves the frame
+    rgb = frame_of(media_dir / "plates_1080/demo1_video.mp4", 60)
+    h, w = rgb.shape[:2]
+    x0, y0, side = wm._square_around(swapped_face(rgb).box)
+    if not inside:
+        x0, y0 = -side // 3, h - 2 * side // 3
+    assert side > 2 * wm.MESH_PX   # the 1080p face: the bilinear-then-whole-factor path
+    planes = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).contiguous()
+    written = wm._written_square(planes, x0, y0, side).astype(int)
+    read = wm._square_at_mesh_px(rgb, x0, y0, side).astype(int)
+    padded = np.zeros((h + 2 * side, w + 2 * side, 3), np.uint8)
+    padded[side:side + h, side:side + w] = rgb
+    square = padded[side + y0:side + y0 + side, side + x0:side + x0 + side]
+    area = cv2.resize(square, (wm.MESH_PX, wm.MESH_PX), interpolation=cv2.INTER_AREA).astype(int)
+    assert written.shape == read.shape == (wm.MESH_PX, wm.MESH_PX, 3)
+    assert np.abs(written - read).max() <= 1
+    assert np.abs(read - area).mean() < 0.5 and np.percentile(np.abs(read - area), 99) <= 4
+    if not inside:
+        assert read[-wm.MESH_PX // 4:].max() == 0 and read[:, :wm.MESH_PX // 4].max() == 0
+        assert read[:wm.MESH_PX // 2, wm.MESH_PX // 2:].mean() > 20
+
+
 def test_the_payload_code_corrects_three_bit_errors_and_refuses_noise():
     codeword = 1.0 - 2.0 * wm._bits(PAYLOAD)[wm.SYNC_BITS:]
     rng = np.random.default_rng(7)
