@@ -324,8 +324,10 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
     for layout, window, yaw in zip(layouts, windows, yaws or [0.0] * len(layouts)):
         idx, w = choose_references(bank, window)
         images = bank.images[torch.from_numpy(idx)].float() / 255.0
-        if size < bank.size:
-            # both are crops of the same face type: shrink first, filtered, so the warp samples about 1:1
+        if size < bank.size / 2:
+            # both are crops of the same face type: shrink first, filtered, where the warp's bicubic taps would
+            # skip pixels (under 2x it keeps more detail than a second resampling does: W009, 176 px from 256,
+            # 0.60 -> 0.71 and 0.73 -> 0.87 of M030's own sharpness)
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         warped, owner = mesh_warp(images, bank.landmarks[torch.from_numpy(idx)], layout, bank.triangles, size)
         # per pixel each reference weighs as chosen and as squarely as it faced the camera there: the far side
