@@ -392,12 +392,9 @@ def glasses_strokes(spec: dict, graph, detect) -> list[dict]:
     return strokes
 
 
-def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None, sheet: Path | None = None) -> dict:
-    """Train on the painted frames (or reuse the matte ``record`` a former run wrote, if the node accepts it:
-    the same plate and strokes), then on unpainted frames: the glasses' frame in the result against the plate,
-    and the swap's alpha inside the lenses with the matte against without it."""
-    from doublure.faces.occlusion import sample_crop
-
+def glasses_shot(clip: str, spec: dict, model: Path):
+    """Read -> FaceDetect -> Occlusion (painted with ``spec``'s strokes) -> SwapModel: (graph, detect, occlusion,
+    swap)."""
     g = engine.Graph()
     read = g.create("Read", file=str(MEDIA / "people" / f"{clip}.mp4"), first=1, last=max(spec["measure"]))
     detect = g.create("FaceDetect")
@@ -407,6 +404,36 @@ def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None
     swap = g.create("SwapModel", model=str(model), stabilise=0, temporal=0)
     swap.set_input(0, node)
     node["strokes"] = glasses_strokes(spec, g, detect)
+    return g, detect, node, swap
+
+
+def bench_train_both(quick: bool, clip: str = "d9") -> dict:
+    """Both heads trained in one run, as a shot painted with a hand-sized occluder and glasses wires trains
+    them: the synthetic shot's painted faces (the coarse head's strokes) and ``clip``'s (the band head's) in
+    one :func:`train_matte` call with the node's default steps. CPU and wall seconds of this process."""
+    from doublure.faces.occlusion import train_matte
+
+    first, last = 1, (40 if quick else 100)
+    g, occ, detect, synthetic = synthetic_shot(MEDIA / "people" / "d10.mp4", first, last,
+                                               MEDIA / "stills" / "astronaut.png")
+    span = last - first
+    synthetic["strokes"] = paint_synthetic(occ, detect, [first + span // 6, first + span // 2, first + 5 * span // 6])
+    glasses_graph, _, glasses, _ = glasses_shot(clip, GLASSES_STROKES[clip], ROOT / "resources" / "demo" / "demo_model.dbm")
+    samples = synthetic.training_samples(g, synthetic.value("strokes")) \
+        + glasses.training_samples(glasses_graph, glasses.value("strokes"))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    matte, summary = train_matte(samples, steps=int(synthetic.value("steps")))
+    return {"heads": matte.widths(), "samples": len(samples), "steps": summary["steps"], "losses": summary["losses"],
+            "cpu_s": round(time.process_time() - cpu0, 1), "wall_s": round(time.perf_counter() - wall0, 1)}
+
+
+def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None, sheet: Path | None = None) -> dict:
+    """Train on the painted frames (or reuse the matte ``record`` a former run wrote, if the node accepts it:
+    the same plate and strokes), then on unpainted frames: the glasses' frame in the result against the plate,
+    and the swap's alpha inside the lenses with the matte against without it."""
+    from doublure.faces.occlusion import sample_crop
+
+    g, detect, node, swap = glasses_shot(clip, spec, model)
     trained = train_or_reuse(node, g, record)
     rel_with, rel_without, lens_kept, around_kept, wire_px, tiles = [], [], [], [], [], []
     for frame in spec["measure"]:
@@ -474,7 +501,7 @@ def glasses_tiles(plate, on, off, occl_face, truth, window, sample_crop) -> np.n
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=("synthetic", "apply", "glasses"))
+    ap.add_argument("--only", choices=("synthetic", "apply", "glasses", "train"))
     ap.add_argument("--clips", default=",".join(GLASSES_STROKES), help="glasses clips, comma separated")
     ap.add_argument("--reuse", type=Path, help="a folder for the glasses mattes' records: a later run with the "
                                                 "same plate and strokes measures again without training")
@@ -495,6 +522,8 @@ def main() -> None:
     if args.only in (None, "apply"):
         files = {"synthetic": synthetic["summary"]["file"], **{c: r["matte"]["file"] for c, r in glasses.items()}}
         print("apply 1080p:", bench_apply_1080(files), flush=True)
+    if args.only in (None, "train"):
+        print("training both heads in one run:", bench_train_both(args.quick), flush=True)
 
 
 if __name__ == "__main__":
