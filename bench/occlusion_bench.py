@@ -9,7 +9,8 @@
    every frame the IoU of the matte (> 0.5) with the object's true mask, inside the face's crop.
 2. Training time (wall and CPU seconds of this process) for that shot, and the time to apply the mattes per
    face at 1080p (plates_1080; CPU and wall ms, one torch thread; the synthetic shot's coarse head, d9's eye
-   band head, both), against reading the same frames (Read alone) in the same run.
+   band head, both, both in fp32), against reading the same frames (Read alone) in the same run; and both
+   heads trained in one run (the synthetic shot's and d9's painted faces together, ``--only train``).
 3. Real glasses (people/ d9, d13): the wire traced with a fine brush on 3 frames (its pixels on those
    frames, ``glasses_frame_truth``) and the face just beside it, rings of face inside the lenses and dots on
    the face around them (``GLASSES_STROKES``: crop unit coordinates, drawn by looking at the frames); then
@@ -225,8 +226,11 @@ def bench_synthetic(quick: bool, record: Path | None = None) -> dict:
 
 def bench_apply_1080(matte_files: dict[str, str]) -> dict:
     """ms per face to apply trained mattes on the 1080p plate (hands and far side off), vs Read alone: each
-    matte file of ``matte_files`` (name -> file) alone, and all their heads together."""
-    from doublure.faces.occlusion import OcclusionMatte, apply_matte, load_matte, with_occlusion
+    matte file of ``matte_files`` (name -> file) alone, all their heads together, and all heads in fp32 (what
+    a CPU without native bf16 runs)."""
+    import copy
+
+    from doublure.faces.occlusion import OcclusionMatte, apply_matte, for_inference, load_matte, with_occlusion
 
     g = engine.Graph()
     read = g.create("Read", file=str(MEDIA / "plates_1080" / "demo1_video.mp4"), first=1, last=20)
@@ -240,6 +244,7 @@ def bench_apply_1080(matte_files: dict[str, str]) -> dict:
     for matte in mattes.values():
         heads = {k: heads[k] or getattr(matte, k) for k in heads}
     mattes["all heads"] = OcclusionMatte(heads["coarse"], heads["band"])
+    mattes["all heads fp32"] = for_inference(copy.deepcopy(mattes["all heads"]), bf16=False)
     windows = [crop_window(face, MATTE_RES, (src.height, src.width)) for face in src.faces]
 
     def apply_once(matte):
