@@ -423,7 +423,8 @@ def bench_train_both(quick: bool, clip: str = "d9") -> dict:
                                                MEDIA / "stills" / "astronaut.png")
     span = last - first
     synthetic["strokes"] = paint_synthetic(occ, detect, [first + span // 6, first + span // 2, first + 5 * span // 6])
-    glasses_graph, _, glasses, _ = glasses_shot(clip, GLASSES_STROKES[clip], ROOT / "resources" / "demo" / "demo_model.dbm")
+    glasses_graph, _, glasses, _ = glasses_shot(clip, GLASSES_STROKES[clip],
+                                                ROOT / "resources" / "demo" / "demo_model.dbm")
     samples = synthetic.training_samples(g, synthetic.value("strokes")) \
         + glasses.training_samples(glasses_graph, glasses.value("strokes"))
     cpu0, wall0 = time.process_time(), time.perf_counter()
