@@ -30,6 +30,13 @@ def test_box_filter_matches_opencv(plane, radius, dtype):
     np.testing.assert_allclose(out, ref, atol=2e-5)
 
 
+def test_box_filter_of_views_matches_torchs_path(plane):
+    """A plate window (a sliced view) and a transposed view through OpenCV, as through torch's convolutions."""
+    t = torch.from_numpy(plane)
+    for view in (t[:, 3:-4, 5:-2], t.transpose(1, 2)):
+        torch.testing.assert_close(ops.box_filter(view, 2), ops.box_filter(view.double(), 2).float(), atol=1e-6, rtol=0)
+
+
 def test_resize_up_matches_opencv_linear(plane):
     out = ops.resize(torch.from_numpy(plane), (82, 114)).numpy()
     ref = np.stack([cv2.resize(p, (114, 82), interpolation=cv2.INTER_LINEAR) for p in plane])
