@@ -9,7 +9,8 @@
    every frame the IoU of the matte (> 0.5) with the object's true mask, inside the face's crop.
 2. Training time (wall and CPU seconds of this process) for that shot, and the time to apply the mattes per
    face at 1080p (plates_1080; CPU and wall ms, one torch thread; the synthetic shot's coarse head, d9's eye
-   band head, both), against reading the same frames (Read alone) in the same run.
+   band head, both, both in fp32), against reading the same frames (Read alone) in the same run; and both
+   heads trained in one run (the synthetic shot's and d9's painted faces together, ``--only train``).
 3. Real glasses (people/ d9, d13): the wire traced with a fine brush on 3 frames (its pixels on those
    frames, ``glasses_frame_truth``) and the face just beside it, rings of face inside the lenses and dots on
    the face around them (``GLASSES_STROKES``: crop unit coordinates, drawn by looking at the frames); then
@@ -225,8 +226,11 @@ def bench_synthetic(quick: bool, record: Path | None = None) -> dict:
 
 def bench_apply_1080(matte_files: dict[str, str]) -> dict:
     """ms per face to apply trained mattes on the 1080p plate (hands and far side off), vs Read alone: each
-    matte file of ``matte_files`` (name -> file) alone, and all their heads together."""
-    from doublure.faces.occlusion import OcclusionMatte, apply_matte, load_matte, with_occlusion
+    matte file of ``matte_files`` (name -> file) alone, all their heads together, and all heads in fp32 (what
+    a CPU without native bf16 runs)."""
+    import copy
+
+    from doublure.faces.occlusion import OcclusionMatte, apply_matte, for_inference, load_matte, with_occlusion
 
     g = engine.Graph()
     read = g.create("Read", file=str(MEDIA / "plates_1080" / "demo1_video.mp4"), first=1, last=20)
@@ -240,6 +244,7 @@ def bench_apply_1080(matte_files: dict[str, str]) -> dict:
     for matte in mattes.values():
         heads = {k: heads[k] or getattr(matte, k) for k in heads}
     mattes["all heads"] = OcclusionMatte(heads["coarse"], heads["band"])
+    mattes["all heads fp32"] = for_inference(copy.deepcopy(mattes["all heads"]), bf16=False)
     windows = [crop_window(face, MATTE_RES, (src.height, src.width)) for face in src.faces]
 
     def apply_once(matte):
@@ -392,12 +397,9 @@ def glasses_strokes(spec: dict, graph, detect) -> list[dict]:
     return strokes
 
 
-def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None, sheet: Path | None = None) -> dict:
-    """Train on the painted frames (or reuse the matte ``record`` a former run wrote, if the node accepts it:
-    the same plate and strokes), then on unpainted frames: the glasses' frame in the result against the plate,
-    and the swap's alpha inside the lenses with the matte against without it."""
-    from doublure.faces.occlusion import sample_crop
-
+def glasses_shot(clip: str, spec: dict, model: Path):
+    """Read -> FaceDetect -> Occlusion (painted with ``spec``'s strokes) -> SwapModel: (graph, detect, occlusion,
+    swap)."""
     g = engine.Graph()
     read = g.create("Read", file=str(MEDIA / "people" / f"{clip}.mp4"), first=1, last=max(spec["measure"]))
     detect = g.create("FaceDetect")
@@ -407,6 +409,37 @@ def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None
     swap = g.create("SwapModel", model=str(model), stabilise=0, temporal=0)
     swap.set_input(0, node)
     node["strokes"] = glasses_strokes(spec, g, detect)
+    return g, detect, node, swap
+
+
+def bench_train_both(quick: bool, clip: str = "d9") -> dict:
+    """Both heads trained in one run, as a shot painted with a hand-sized occluder and glasses wires trains
+    them: the synthetic shot's painted faces (the coarse head's strokes) and ``clip``'s (the band head's) in
+    one :func:`train_matte` call with the node's default steps. CPU and wall seconds of this process."""
+    from doublure.faces.occlusion import train_matte
+
+    first, last = 1, (40 if quick else 100)
+    g, occ, detect, synthetic = synthetic_shot(MEDIA / "people" / "d10.mp4", first, last,
+                                               MEDIA / "stills" / "astronaut.png")
+    span = last - first
+    synthetic["strokes"] = paint_synthetic(occ, detect, [first + span // 6, first + span // 2, first + 5 * span // 6])
+    glasses_graph, _, glasses, _ = glasses_shot(clip, GLASSES_STROKES[clip],
+                                                ROOT / "resources" / "demo" / "demo_model.dbm")
+    samples = synthetic.training_samples(g, synthetic.value("strokes")) \
+        + glasses.training_samples(glasses_graph, glasses.value("strokes"))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    matte, summary = train_matte(samples, steps=int(synthetic.value("steps")))
+    return {"heads": matte.widths(), "samples": len(samples), "steps": summary["steps"], "losses": summary["losses"],
+            "cpu_s": round(time.process_time() - cpu0, 1), "wall_s": round(time.perf_counter() - wall0, 1)}
+
+
+def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None, sheet: Path | None = None) -> dict:
+    """Train on the painted frames (or reuse the matte ``record`` a former run wrote, if the node accepts it:
+    the same plate and strokes), then on unpainted frames: the glasses' frame in the result against the plate,
+    and the swap's alpha inside the lenses with the matte against without it."""
+    from doublure.faces.occlusion import sample_crop
+
+    g, detect, node, swap = glasses_shot(clip, spec, model)
     trained = train_or_reuse(node, g, record)
     rel_with, rel_without, lens_kept, around_kept, wire_px, tiles = [], [], [], [], [], []
     for frame in spec["measure"]:
@@ -474,7 +507,7 @@ def glasses_tiles(plate, on, off, occl_face, truth, window, sample_crop) -> np.n
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=("synthetic", "apply", "glasses"))
+    ap.add_argument("--only", choices=("synthetic", "apply", "glasses", "train"))
     ap.add_argument("--clips", default=",".join(GLASSES_STROKES), help="glasses clips, comma separated")
     ap.add_argument("--reuse", type=Path, help="a folder for the glasses mattes' records: a later run with the "
                                                 "same plate and strokes measures again without training")
@@ -495,6 +528,8 @@ def main() -> None:
     if args.only in (None, "apply"):
         files = {"synthetic": synthetic["summary"]["file"], **{c: r["matte"]["file"] for c, r in glasses.items()}}
         print("apply 1080p:", bench_apply_1080(files), flush=True)
+    if args.only in (None, "train"):
+        print("training both heads in one run:", bench_train_both(args.quick), flush=True)
 
 
 if __name__ == "__main__":

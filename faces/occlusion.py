@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from doublure.engine import ops
 from doublure.engine.atomic import atomic_path
+from doublure.engine.device import cpu_has_native_bf16
 from doublure.engine.errors import DoublureError
 
 from .face import Coverage, Face, affine_scale, apply_affine, crop_matrix, invert_affine
@@ -259,7 +260,8 @@ class OcclusionMatte(nn.Module):
 
 def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int, width: int, seed: int,
                centred: bool = False, progress: Callable[[float, float], None] | None = None,
-               check_cancelled: Callable[[], None] | None = None) -> tuple[OcclusionNet, float]:
+               check_cancelled: Callable[[], None] | None = None,
+               channels_last: bool = False) -> tuple[OcclusionNet, float]:
     """Train one :class:`OcclusionNet` head.
 
     The loss is binary cross-entropy over labelled pixels only, each class weighted to half the total, so a
@@ -273,13 +275,16 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int
         centred: the network centres its input (:class:`OcclusionNet`).
         progress: called as ``progress(fraction of this head, loss)`` every few steps.
         check_cancelled: called every step; raises to stop.
+        channels_last: train in oneDNN's channels-last layout (about 0.7 of the plain layout's CPU time; the
+            same sums in another order, so another network).
 
     Returns:
         (the network in eval mode, its final smoothed loss).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = OcclusionNet(width, centred)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    net = OcclusionNet(width, centred).to(memory_format=layout)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4e-3, total_steps=steps, pct_start=0.15)
     loss_avg = None
@@ -289,7 +294,7 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int
             check_cancelled()
         pick = torch.randint(len(crops), (batch,), generator=gen)
         x, y = augment(crops[pick], labels[pick], gen)
-        logits = net(x)[:, 0]
+        logits = net(x.contiguous(memory_format=layout))[:, 0]
         occ, skin = y[:, 0], y[:, 1]
         bce = F.binary_cross_entropy_with_logits(logits, occ, reduction="none")
         loss = 0.5 * (bce * occ).sum() / occ.sum().clamp_min(1) + 0.5 * (bce * skin).sum() / skin.sum().clamp_min(1)
@@ -332,21 +337,25 @@ def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int 
     heads = {}
     coarse = [s for s in samples if s.occluder.any() or s.skin.any()]
     if any(s.occluder.any() for s in coarse) and any(s.skin.any() for s in coarse):
+        # the plain layout: the synthetic occluder's IoU varies with the seed in either layout, but trained
+        # channels-last it was 0.86, 0.93, 0.86 for seeds 0-2, in the plain layout 0.93, 0.94, 0.85
+        # (bench/RESULTS.md, issue 22)
         heads["coarse"] = (*stacked([s.crop for s in coarse], [s.occluder for s in coarse], [s.skin for s in coarse]),
-                           batch, width, False)
+                           batch, width, False, False)
     band = [s for s in samples if s.band_occluder.any() or s.band_skin.any()]
     if any(s.band_occluder.any() for s in band) and any(s.band_skin.any() for s in band):
         heads["band"] = (*stacked([s.band_crop for s in band], [s.band_occluder for s in band],
-                                  [s.band_skin for s in band]), max(1, batch // 2), BAND_WIDTH, True)
+                                  [s.band_skin for s in band]), max(1, batch // 2), BAND_WIDTH, True, True)
     if not heads:
         raise DoublureError("the strokes label no region with both an occluder and the face beside it")
     start, nets, losses = time.perf_counter(), {}, {}
-    for i, (name, (crops, labels, head_batch, head_width, centred)) in enumerate(heads.items()):
+    for i, (name, (crops, labels, head_batch, head_width, centred, channels_last)) in enumerate(heads.items()):
         def report(f: float, loss: float, i: int = i, name: str = name) -> None:
             progress((i + f) / len(heads), f"{name}: loss {loss:.3f}")
 
         nets[name], losses[name] = train_head(crops, labels, steps, head_batch, head_width, seed, centred,
-                                              report if progress is not None else None, check_cancelled)
+                                              report if progress is not None else None, check_cancelled,
+                                              channels_last)
     matte = OcclusionMatte(nets.get("coarse"), nets.get("band"))
     return matte, {"steps": steps, "loss": round(max(losses.values()), 5),
                    "losses": {k: round(v, 5) for k, v in losses.items()},
@@ -354,9 +363,35 @@ def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int 
 
 
 def predict_crops(net: OcclusionNet, crops: torch.Tensor) -> torch.Tensor:
-    """Occluder probability of crops. (N, 3, H, W) -> (N, 1, H, W) in [0, 1]."""
+    """Occluder probability of crops, in the network's own precision and layout (:func:`for_inference`).
+
+    Args:
+        net: a head, fp32 or bf16.
+        crops: (N, 3, H, W) float32 in [0, 1].
+
+    Returns:
+        (N, 1, H, W) float32 in [0, 1].
+    """
+    dtype = next(net.parameters()).dtype
     with torch.inference_mode():
-        return torch.sigmoid(net(crops))
+        return torch.sigmoid(net(crops.to(dtype).contiguous(memory_format=torch.channels_last)).float())
+
+
+def for_inference(matte: OcclusionMatte, bf16: bool | None = None) -> OcclusionMatte:
+    """``matte`` made ready for applying, in place: eval mode, channels-last, and bf16 weights where the CPU
+    runs bf16 natively (:func:`~doublure.engine.device.cpu_has_native_bf16`). On this AVX-512 BF16 CPU the two
+    heads then cost about half their fp32 time per face at 1080p; the probability moves by at most about 0.01,
+    the ramped matte's edge by a fraction of a plate pixel (``bench/RESULTS.md``, issue 22).
+
+    Args:
+        matte: the trained heads.
+        bf16: force bf16 on or off (default: the CPU decides).
+
+    Returns:
+        ``matte`` itself.
+    """
+    bf16 = cpu_has_native_bf16() if bf16 is None else bf16
+    return matte.eval().to(torch.bfloat16 if bf16 else torch.float32, memory_format=torch.channels_last)
 
 
 def save_matte(path: str, matte: OcclusionMatte, meta: dict) -> None:
@@ -367,11 +402,13 @@ def save_matte(path: str, matte: OcclusionMatte, meta: dict) -> None:
     description = json.dumps({**meta, "schema": MATTE_SCHEMA, "heads": matte.widths(), "res": MATTE_RES,
                               "band_res": BAND_RES, "band_rows": list(BAND_ROWS)})
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in matte.state_dict().items()}, tmp, metadata={"doublure": description})
+        save_file({k: v.float().contiguous() for k, v in matte.state_dict().items()}, tmp,
+                  metadata={"doublure": description})
 
 
 def load_matte(path: str) -> tuple[OcclusionMatte, dict]:
-    """Read a matte file written by :func:`save_matte` (or a ``doublure.occlusion/1`` file: a coarse head).
+    """Read a matte file written by :func:`save_matte` (or a ``doublure.occlusion/1`` file: a coarse head),
+    ready for applying (:func:`for_inference`).
 
     Raises:
         DoublureError: the file is missing, not a matte, or of another schema.
@@ -395,8 +432,7 @@ def load_matte(path: str) -> tuple[OcclusionMatte, dict]:
     matte = OcclusionMatte(*(OcclusionNet(heads[name], centred=name == "band") if name in heads else None
                              for name in ("coarse", "band")))
     matte.load_state_dict(weights)
-    matte.eval()
-    return matte, meta
+    return for_inference(matte), meta
 
 
 # --------------------------------------------------------------------------------- plate mattes
@@ -433,17 +469,18 @@ REFINE_EPS = 1e-3
 _UNDECIDED = (0.1, 0.9)
 
 
-def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: float = REFINE_EPS) -> np.ndarray:
+def refine_matte_edge(prob: np.ndarray, plate_window: torch.Tensor, radius: int, eps: float = REFINE_EPS) -> np.ndarray:
     """Snap an upsampled matte's edge to the plate's own edges, the way learned roto tools refine a coarse
     matte: the colour guided filter (He, Sun and Tang 2010, :func:`~doublure.engine.ops.guided_filter_color`)
-    of the probability, guided by the plate's pixels.
+    of the probability, guided by the plate's pixels in the network's encoding (:func:`encode_for_matte`).
 
     Only the band within two radii of the matte's edge (undecided pixels, probability 0.1-0.9, within two radii
-    of one above 0.5) is filtered (in its bounding box); elsewhere the probability is returned as it came.
+    of one above 0.5) is filtered (in its bounding box), and only that box of the plate is encoded; elsewhere
+    the probability is returned as it came.
 
     Args:
         prob: (h, w) float32 occluder probability warped onto the plate window.
-        guide: (h, w, 3) float32 plate window in the network's encoding (:func:`encode_for_matte`).
+        plate_window: (C >= 3, h, w) scene-linear plate window (a view of the plate will do), any device.
         radius: filter radius in plate pixels (0 returns ``prob``).
         eps: regularisation (squared units of the guide).
 
@@ -465,7 +502,7 @@ def refine_matte_edge(prob: np.ndarray, guide: np.ndarray, radius: int, eps: flo
     y0, y1 = max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, prob.shape[0])
     x0, x1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, prob.shape[1])
     box = torch.from_numpy(np.ascontiguousarray(prob[y0:y1, x0:x1]))[None]
-    box_guide = torch.from_numpy(np.ascontiguousarray(guide[y0:y1, x0:x1])).permute(2, 0, 1)
+    box_guide = torch.from_numpy(encode_for_matte(plate_window[:3, y0:y1, x0:x1].float().cpu().numpy()))
     refined = ops.guided_filter_color(box_guide, box, radius, eps)[0].clamp(0.0, 1.0).numpy()
     out = prob.copy()
     inside = band[y0:y1, x0:x1]
@@ -491,8 +528,7 @@ def learned_plate_matte(prob: torch.Tensor, face: Face, plate: torch.Tensor,
     y0, y1, x0, x1 = window
     on_plate = crop_to_plate(prob, face, window)
     radius = int(round(REFINE_RADIUS_CROP_PX * affine_scale(face.from_crop) / prob.shape[-1]))
-    guide = encode_for_matte(plate[:3, y0:y1, x0:x1].float().cpu().permute(1, 2, 0).numpy())
-    return matte_ramp(torch.from_numpy(refine_matte_edge(on_plate, guide, radius))).numpy()
+    return matte_ramp(torch.from_numpy(refine_matte_edge(on_plate, plate[:, y0:y1, x0:x1], radius))).numpy()
 
 
 def apply_matte(matte: OcclusionMatte, plate: torch.Tensor, faces: Sequence[Face],

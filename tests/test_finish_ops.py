@@ -22,11 +22,19 @@ def test_gaussian_blur_matches_opencv(plane, sigma):
 
 
 @pytest.mark.parametrize("radius", [1, 4])
-def test_box_filter_matches_opencv(plane, radius):
-    out = ops.box_filter(torch.from_numpy(plane), radius).numpy()
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])   # float32 on the CPU runs OpenCV, float64 torch's
+def test_box_filter_matches_opencv(plane, radius, dtype):
+    out = ops.box_filter(torch.from_numpy(plane.astype(dtype)), radius).numpy()
     k = 2 * radius + 1
     ref = np.stack([cv2.blur(p, (k, k), borderType=cv2.BORDER_REFLECT_101) for p in plane])
     np.testing.assert_allclose(out, ref, atol=2e-5)
+
+
+def test_box_filter_of_views_matches_torchs_path(plane):
+    """A plate window (a sliced view) and a transposed view through OpenCV, as through torch's convolutions."""
+    t = torch.from_numpy(plane)
+    for view in (t[:, 3:-4, 5:-2], t.transpose(1, 2)):
+        torch.testing.assert_close(ops.box_filter(view, 2), ops.box_filter(view.double(), 2).float(), atol=1e-6, rtol=0)
 
 
 def test_resize_up_matches_opencv_linear(plane):

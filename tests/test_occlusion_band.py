@@ -14,9 +14,10 @@ from safetensors.torch import save_file
 import doublure.nodes  # noqa: F401
 from doublure import engine
 from doublure.engine import DoublureError
+from doublure.engine.device import cpu_has_native_bf16
 from doublure.faces.occlusion import (BAND_RES, BAND_ROWS, MATTE_RES, OcclusionMatte, OcclusionNet, apply_matte,
-                                      crop_to_plate, crop_window, load_matte, sample_crop, save_matte,
-                                      training_sample)
+                                      crop_to_plate, crop_window, for_inference, load_matte, predict_crops,
+                                      sample_crop, save_matte, training_sample)
 from doublure.faces.paint import plate_points_to_stroke
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +72,7 @@ def test_matte_files_hold_either_head_and_old_files_read(tmp_path):
     loaded, meta = load_matte(str(tmp_path / "band.safetensors"))
     assert loaded.coarse is None and meta["heads"] == {"band": 6} and meta["strokes_key"] == "s"
     x = torch.rand(1, 3, BAND_ROWS[1] - BAND_ROWS[0], BAND_RES)
-    with torch.inference_mode():
-        torch.testing.assert_close(loaded.band(x), band(x))
+    torch.testing.assert_close(predict_crops(loaded.band, x), predict_crops(band, x), atol=0.02, rtol=0)
     # a matte trained before the band head: the coarse network's weights alone
     coarse = OcclusionNet(12).eval()
     save_file(coarse.state_dict(), str(tmp_path / "old.safetensors"),
@@ -80,8 +80,29 @@ def test_matte_files_hold_either_head_and_old_files_read(tmp_path):
     old, _ = load_matte(str(tmp_path / "old.safetensors"))
     assert old.band is None and old.widths() == {"coarse": 12}
     x = torch.rand(1, 3, MATTE_RES, MATTE_RES)
-    with torch.inference_mode():
-        torch.testing.assert_close(old.coarse(x), coarse(x))
+    torch.testing.assert_close(predict_crops(old.coarse, x), predict_crops(coarse, x), atol=0.02, rtol=0)
+
+
+def test_a_loaded_matte_applies_in_bf16_where_the_cpu_runs_it_natively_and_saves_fp32(tmp_path):
+    """Applying: bf16 channels-last weights on a CPU with native bf16 (fp32 elsewhere), the probability within
+    0.02 of fp32's; a matte saved after being made ready for applying still stores fp32 weights."""
+    torch.manual_seed(3)
+    trained = OcclusionMatte(OcclusionNet(12), OcclusionNet(6, centred=True))
+    save_matte(str(tmp_path / "m.safetensors"), trained, {})
+    loaded, _ = load_matte(str(tmp_path / "m.safetensors"))
+    want = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert {p.dtype for p in loaded.parameters()} == {want}
+    assert loaded.coarse.enc1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    bf16 = for_inference(OcclusionMatte(OcclusionNet(12), OcclusionNet(6, centred=True)), bf16=True)
+    bf16.load_state_dict(trained.state_dict())
+    crops = torch.rand(2, 3, MATTE_RES, MATTE_RES)
+    fp32 = predict_crops(trained.coarse.eval(), crops)
+    assert fp32.dtype == torch.float32 and float(fp32.std()) > 1e-3
+    torch.testing.assert_close(predict_crops(bf16.coarse, crops), fp32, atol=0.02, rtol=0)
+    save_matte(str(tmp_path / "again.safetensors"), bf16, {})
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(tmp_path / "again.safetensors")).values()} == {torch.float32}
 
 
 def test_a_traced_glasses_wire_is_found_on_a_frame_not_painted(media_dir):

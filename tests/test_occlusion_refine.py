@@ -51,6 +51,11 @@ def disc_plate(hw=(90, 100), centre=(52, 47), radius=22.0):
     return plate.astype(np.float32), disc
 
 
+def chw(plate: np.ndarray) -> torch.Tensor:
+    """An (H, W, 3) numpy plate as the (3, H, W) tensor view the refinement takes."""
+    return torch.from_numpy(plate).permute(2, 0, 1)
+
+
 def test_refinement_moves_a_coarse_edge_onto_the_plates_edge_and_leaves_the_rest():
     plate, disc = disc_plate()
     # the network's view: the disc seen at a third of the resolution, a pixel off each way, upsampled
@@ -58,7 +63,7 @@ def test_refinement_moves_a_coarse_edge_onto_the_plates_edge_and_leaves_the_rest
     small = cv2.resize(shifted, (34, 30), interpolation=cv2.INTER_AREA)
     coarse = cv2.resize(small, (100, 90), interpolation=cv2.INTER_LINEAR)
     coarse[:6] = 0.0   # a sure band far from the edge
-    refined = refine_matte_edge(coarse, encode_for_matte(plate), radius=3)
+    refined = refine_matte_edge(coarse, chw(plate), radius=3)
 
     def iou(m):
         return ((m > 0.5) & disc).sum() / ((m > 0.5) | disc).sum()
@@ -71,7 +76,7 @@ def test_refinement_moves_a_coarse_edge_onto_the_plates_edge_and_leaves_the_rest
     assert iou(grey_refined) < 0.95
     # far from any edge the probability passes unchanged, and radius 0 is no refinement
     assert np.array_equal(refined[:6], coarse[:6])
-    assert refine_matte_edge(coarse, encode_for_matte(plate), radius=0) is coarse
+    assert refine_matte_edge(coarse, chw(plate), radius=0) is coarse
 
 
 def test_a_matte_without_an_occluders_edge_is_returned_as_it_came():
@@ -79,9 +84,9 @@ def test_a_matte_without_an_occluders_edge_is_returned_as_it_came():
     (a network unsure in places) with no occluder pixel near them."""
     plate, _ = disc_plate()
     empty = np.zeros(plate.shape[:2], np.float32)
-    assert refine_matte_edge(empty, encode_for_matte(plate), radius=3) is empty
+    assert refine_matte_edge(empty, chw(plate), radius=3) is empty
     doubt = empty.copy()
     doubt[10:14, 10:14] = doubt[50:53, 70:72] = 0.4
-    assert refine_matte_edge(doubt, encode_for_matte(plate), radius=3) is doubt
+    assert refine_matte_edge(doubt, chw(plate), radius=3) is doubt
     doubt[53:60, 66:74] = 1.0   # an occluder beside the second speck: now its edge is refined
-    assert not np.array_equal(refine_matte_edge(doubt, encode_for_matte(plate), radius=3), doubt)
+    assert not np.array_equal(refine_matte_edge(doubt, chw(plate), radius=3), doubt)
