@@ -14,6 +14,7 @@ from doublure.engine import colour, imageio, video
 from doublure.faces import align
 from doublure.faces.paint import plate_points_to_stroke
 from doublure.models.arch import IdentityModel, config_for
+from doublure.engine.cache import clear_memos
 from doublure.models.dbm import rights_record, save_model
 from doublure.nodes import _finish, eyefix, swapmodel
 
@@ -59,10 +60,14 @@ def test_swapmodel_window_equals_the_whole_frame(media_dir, model_path, monkeypa
     y0, y1, x0, x1 = swapmodel.plate_window(np.stack([f.from_crop for f in faces]), 64, tuple(plate.shape[-2:]))
     assert y1 - y0 < plate.shape[-2] and x1 - x0 < plate.shape[-1]  # the face's window, not the frame
     windowed = g.evaluate(sw, 3).tensor
+    clear_memos()   # the whole frame's faces decoded again, not found decoded from the window
     monkeypatch.setattr(swapmodel, "plate_window", _whole_frame)
     monkeypatch.setattr(align, "plate_window", _whole_frame)   # the crops SwapModel reads (faces.align.plate_crops)
     whole = _evaluate(build, 3)
-    torch.testing.assert_close(windowed, whole, atol=2e-5, rtol=0)
+    # the two crops of the face differ by float rounding (3e-6: the window's origin moves the affine's arithmetic),
+    # which the model's bf16 decode turns into up to 3e-4 in its face and mask; before the memos were cleared here
+    # the whole frame's evaluation found the window's decode and matched to 2e-5 only then
+    torch.testing.assert_close(windowed, whole, atol=1e-3, rtol=0)
     if output == "composite":
         outside = (whole == plate).all(0)  # where the whole-frame swap kept the plate, the window does too
         assert torch.equal(windowed[:, outside], plate[:, outside])
