@@ -279,8 +279,7 @@ def _carried_file(path: str, meta: dict[str, Any], field: str, name: str, checks
     existing = resolve_model_path(path)
     data = _read_files(existing, (name,)).get(name) if os.path.exists(existing) else None
     if data is None or _sha256(data) != card.get(checksum):
-        log.warning("%s: the %s named in the model card %s not in the model any more; left out", path, what,
-                    "are" if what.endswith("s") else "is")
+        log.warning("%s: the model card names %s, not in the model any more; left out", path, what)
         meta.pop(field)
         return None
     return data
@@ -292,7 +291,7 @@ def _carry_detail(path: str, meta: dict[str, Any], files: dict[str, bytes]) -> N
     and the stage keeps drawing the same person's detail. It is rebound to the new identity weights; the
     identity iteration it was trained at stays recorded, so the card tells how far the identity has moved
     since. A stage whose file is gone is dropped from the card, with a log line."""
-    data = _carried_file(path, meta, "detail", DETAIL, "weights_sha256", "detail stage")
+    data = _carried_file(path, meta, "detail", DETAIL, "weights_sha256", "its detail stage")
     if data is not None:
         files[DETAIL] = data
         meta["detail"] = dict(meta["detail"], identity_sha256=_sha256(files[WEIGHTS]))
@@ -301,7 +300,7 @@ def _carry_detail(path: str, meta: dict[str, Any], files: dict[str, bytes]) -> N
 def _carry_references(path: str, meta: dict[str, Any], files: dict[str, bytes]) -> None:
     """Keep the reference faces of the model at ``path`` when ``meta`` names them: they are the target's own
     faces, whatever the identity weights. A bank whose file is gone is dropped from the card, with a log line."""
-    data = _carried_file(path, meta, "references", REFERENCES, "sha256", "reference faces")
+    data = _carried_file(path, meta, "references", REFERENCES, "sha256", "its reference faces")
     if data is not None:
         files[REFERENCES] = data
 

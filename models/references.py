@@ -18,6 +18,7 @@ crop coordinates), ``features`` (float32 (N, F), :func:`face_features`), ``trian
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -79,29 +80,34 @@ class ReferenceBank:
     def size(self) -> int:
         return int(self.images.shape[-1])
 
+    @functools.cached_property
+    def normals(self) -> np.ndarray:
+        """(T, 3) unit normals of the mesh's triangles on the canonical face, toward the camera of a face looking
+        at it: what :func:`triangle_facing` turns by each face's yaw."""
+        from doublure.faces.template_data import CANONICAL_MESH
+
+        tri = np.asarray(CANONICAL_MESH, dtype=np.float64)[self.triangles.numpy()]          # (T, 3, 3)
+        normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        normal /= np.linalg.norm(normal, axis=1, keepdims=True).clip(min=1e-12)
+        return normal * -np.sign(normal[:, 2:3] + 1e-12)     # toward -z, the camera
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
 
-def triangle_facing(triangles: torch.Tensor, yaw: np.ndarray) -> np.ndarray:
+def triangle_facing(normals: np.ndarray, yaw: np.ndarray) -> np.ndarray:
     """How squarely each triangle of the mesh faces the camera on faces turned by ``yaw`` degrees.
 
     Args:
-        triangles: (T, 3) landmark indices.
+        normals: (T, 3) the triangles' normals on the canonical face (:attr:`ReferenceBank.normals`).
         yaw: (K,) degrees, positive when the face turns toward the image's right (``Face.pose``).
 
     Returns:
-        (K, T) the cosine between each triangle's normal (on the canonical mesh, turned by the yaw) and the
-        direction to the camera: 1 facing it, 0 edge-on, negative turned away.
+        (K, T) the cosine between each triangle's normal (turned by the yaw) and the direction to the camera: 1
+        facing it, 0 edge-on, negative turned away.
     """
-    from doublure.faces.template_data import CANONICAL_MESH
-
-    tri = np.asarray(CANONICAL_MESH, dtype=np.float64)[triangles.numpy()]          # (T, 3, 3)
-    normal = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normal /= np.linalg.norm(normal, axis=1, keepdims=True).clip(min=1e-12)
-    normal *= -np.sign(normal[:, 2:3] + 1e-12)          # toward the camera (-z) on a face looking at it
     turn = np.radians(-np.asarray(yaw, dtype=np.float64))[:, None]
-    return -(-normal[None, :, 0] * np.sin(turn) + normal[None, :, 2] * np.cos(turn))
+    return -(-normals[None, :, 0] * np.sin(turn) + normals[None, :, 2] * np.cos(turn))
 
 
 def face_features(landmarks: np.ndarray, pose) -> np.ndarray:
@@ -333,8 +339,8 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
         # per pixel each reference weighs as chosen and as squarely as it faced the camera there: the far side
         # of a turned reference is drawn from one that shows it, or not at all (the plate shows), not stretched
         # from a few pixels and the background beyond its edge
-        facing = triangle_facing(bank.triangles, bank.features[torch.from_numpy(idx), FEATURES.index("yaw")].numpy())
-        wanted = triangle_facing(bank.triangles, np.array([yaw]))
+        facing = triangle_facing(bank.normals, bank.features[torch.from_numpy(idx), FEATURES.index("yaw")].numpy())
+        wanted = triangle_facing(bank.normals, np.array([yaw]))
         squareness = np.where(facing > 0.1, facing / np.maximum(wanted, 0.1), 0.0)
         seen = torch.from_numpy(np.clip((squareness - FACING_FROM) / FACING_RANGE, 0.0, 1.0)).float()
         seen = seen[:, owner.clamp(min=0)]
@@ -394,8 +400,8 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
                          for d, (_, track, _), f in zip(drawn, windows, faces)])
     cover = cover.to(plate.device)
     under = plate_crops(plate, np.stack([f.to_crop for f in faces]), size)
-    lit = torch.stack([relight(d[None], u[None], (render_crop_mask(f, "skin", size, device=plate.device) * c)[None],
-                               size * LIGHT_SIGMA)[0] for d, u, c, f in zip(drawn, under, cover, faces)])
+    skin = torch.stack([render_crop_mask(f, "skin", size, device=plate.device) for f in faces]) * cover
+    lit = relight(drawn, under, skin, size * LIGHT_SIGMA)
     mask = F.interpolate(pred_mask.to(plate.device, torch.float32), size=(size, size), mode="bilinear",
                          align_corners=False) * cover
     return lit, mask, size
@@ -418,7 +424,7 @@ def carried_layout(window: list[tuple[int, float, object]], flows: dict | None) 
     """
     from doublure.faces.face import apply_affine
 
-    total, weight = np.zeros((478, 2)), 0.0
+    total, weight = np.zeros((NUM_LANDMARKS, 2)), 0.0
     for d, w, g in window:
         layout = apply_affine(g.to_crop, g.landmarks)
         if d != 0 and (flows is None or flows.get(d) is None):

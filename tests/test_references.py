@@ -99,7 +99,7 @@ def test_a_turned_faces_far_side_faces_away(bank):
     refs = bank[0]
     centre_x = refs.landmarks.mean(0)[refs.triangles].mean(1)[:, 0].numpy()
     left, right = centre_x < 0.3, centre_x > 0.7           # image left: the subject's right cheek
-    facing = triangle_facing(refs.triangles, np.array([0.0, -30.0, 30.0]))
+    facing = triangle_facing(refs.normals, np.array([0.0, -30.0, 30.0]))
     # looking at the camera both cheeks face it alike; turned 30 degrees toward the image's left (yaw < 0) the
     # image-left cheek turns away, and the other way round
     assert abs(facing[0, left].mean() - facing[0, right].mean()) < 0.1
