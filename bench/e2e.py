@@ -532,6 +532,10 @@ def main(argv=None) -> int:
     p.add_argument("--shots", default="all", help="comma-separated: demo, people, d0..d20, plates_1080 (default all)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--speed-frames", type=int, default=250, help="frames of the 1080p shot (default 250)")
+    p.add_argument("--target-clip", default=str(TARGET_CLIP),
+                   help="the target's unseen clip, for the identity centroid (default M030's neutral clip)")
+    p.add_argument("--target-from", type=int, default=M.M030_UNSEEN_FROM,
+                   help="its first unseen frame (default 47: the demo model's bank holds the neutral clip's first half)")
     p.add_argument("--reuse", action="store_true", help="take shots already measured in OUT/shots from there")
     p.add_argument("--keep", action="store_true", help="keep the rendered files (in OUT/render)")
     p.add_argument("--knob", action="append", default=[], metavar="NODE.KNOB=VALUE",
@@ -559,7 +563,7 @@ def main(argv=None) -> int:
 
     ident = M.Identity()
     print("reference centroids (M030 neutral, W009 neutral) ...", flush=True)
-    target = M.centroid(ident, str(TARGET_CLIP), 2)
+    target = M.centroid(ident, args.target_clip, 2, args.target_from)
     demo_actor = M.centroid(ident, str(DEMO_ACTOR_CLIP), 2)
     meta["centroid_distance_W009_M030"] = float(np.linalg.norm(target - demo_actor))
     results, captures, speed = {}, {}, None

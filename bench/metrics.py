@@ -47,10 +47,18 @@ def knob_value(text: str):
         return text
 
 
-def frames_of(path: str, every: int):
+# M030's neutral clip: the demo model's reference bank holds its first half (resources/demo/build_references.sh cuts it
+# at frame 47 of 94), so the benches take his unseen identity centroid from frame 47 on
+M030_UNSEEN_FROM = 47
+
+
+def frames_of(path: str, every: int, first: int = 0):
+    """(index, RGB uint8) of every ``every``-th frame of a clip from frame ``first`` on."""
     from doublure.faces.extract import iter_video_frames
 
-    yield from iter_video_frames(path, every)
+    for i, rgb in iter_video_frames(path, every):
+        if i >= first:
+            yield i, rgb
 
 
 def detect_one(backend, rgb8: np.ndarray):
@@ -63,13 +71,13 @@ def detect_one(backend, rgb8: np.ndarray):
     return make_face(0, raw[0].landmarks, raw[0].confidence, "whole_face")
 
 
-def centroid(ident: Identity, path: str, every: int) -> np.ndarray:
-    """Mean descriptor of a clip's faces (every ``every``-th frame)."""
+def centroid(ident: Identity, path: str, every: int, first: int = 0) -> np.ndarray:
+    """Mean descriptor of a clip's faces (every ``every``-th frame from frame ``first`` on)."""
     from doublure.faces.detect import MediapipeBackend
 
     descs = []
     with MediapipeBackend("short+full", max_faces=1) as backend:
-        for _, rgb in frames_of(path, every):
+        for _, rgb in frames_of(path, every, first):
             face = detect_one(backend, rgb)
             if face is not None:
                 descs.append(ident.descriptor(rgb, face.box))

@@ -2,7 +2,7 @@
 the model's detail stage, on plates the model trained on and plates of people it never saw.
 
     python bench/swap_detail.py --model resources/demo/demo_model.dbm --every 8 \\
-        --target-clip mead/M030_front_neutral_level1_001.mp4 \\
+        --target-clip mead/M030_front_neutral_level1_001.mp4 --target-from 47 \\
         --plates mead/W009_front_angry_level3_001.mp4 people/d0.mp4 actors/s20.mp4 --sheet bench/out/detail.png
 
 Each sampled frame of each plate (paths under ``../shared/media`` or absolute) is swapped by SwapModel's
@@ -159,6 +159,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--plates", nargs="+", required=True)
     p.add_argument("--target-clip", required=True, help="a clip of the target kept out of training")
+    p.add_argument("--target-from", type=int, default=0,
+                   help="its first frame kept out of the model (47 for M030's neutral clip: bench/metrics.py)")
     p.add_argument("--every", type=int, default=8)
     p.add_argument("--max-frames", type=int, default=40, help="frames measured per plate at most")
     p.add_argument("--sheet", help="write a contact sheet PNG here")
@@ -168,10 +170,10 @@ def main(argv=None) -> int:
 
     ident = Identity()
     target_clip = media(args.target_clip)
-    c_target = centroid(ident, target_clip, args.every)
+    c_target = centroid(ident, target_clip, args.every, args.target_from)
     target_faces = []
     with MediapipeBackend("short+full", max_faces=1) as det:
-        for _, rgb in frames_of(target_clip, max(args.every, 4)):
+        for _, rgb in frames_of(target_clip, max(args.every, 4), args.target_from):
             face = detect_one(det, rgb)
             if face is not None:
                 target_faces.append((rgb, face))

@@ -2,14 +2,25 @@
 
 The identity model renders the target at its crop's 64 px, and on actors it never saw its rendering is a soft
 average of faces (bench/RESULTS.md, issue 21). A model can also carry a *reference bank*: some of its target's
-own faces, at their native size, with their landmarks. Per plate face, the references nearest in pose and
-expression (over the frames around it, so the choice does not flicker) are warped onto the plate face's 478
-landmarks triangle by triangle (piecewise affine over one fixed Delaunay triangulation of the bank's mean
-layout), blended, and relit by the plate: multiplied, in linear light, by the ratio of the plate's skin light to
-theirs at a low frequency (a blur of a sixteenth of the face, weighted by the skin so the plate's eyes and mouth
-do not darken it). The face drawn has the target's skin, eyes, lips and brows at their native sharpness, the
-plate's expression, pose and light; what no reference shows (an open mouth when every reference's is closed)
-is the nearest one stretched.
+own faces, at their native size, with their landmarks. Per plate face:
+
+- the references nearest in pose and expression (over the frames around it, so the choice does not flicker)
+  are chosen; a reference whose brow is furrowed counts as further away (:func:`frown_index`: the landmarks do
+  not see a frown), so a calm plate face is never drawn frowning;
+- the plate face's eyes, brows, nose and mouth move to the target's proportions, its outline kept
+  (:func:`identity_layout`): identity lives partly in the face's shape;
+- the references are warped onto those landmarks triangle by triangle (piecewise affine over one fixed Delaunay
+  triangulation of the bank's mean layout) and blended, each pixel from the references that see it about as
+  squarely as the plate face does and show skin there, not hair hanging over it (:func:`unveiled_skin`);
+- they give way to the plate along the face's outline and over the upper forehead, where a reference holds its
+  silhouette's edge, its hairline and its fringe;
+- they are relit by the plate: multiplied, in linear light, by the ratio of the plate's skin light to theirs at
+  a low frequency (a blur of a sixteenth of the face, weighted by the skin so the plate's eyes and mouth do not
+  darken it).
+
+The face drawn has the target's skin, eyes, lips and brows at their native sharpness and the target's
+proportions, the plate's expression, pose and light; what no reference shows (an open mouth when every
+reference's is closed) is the nearest one stretched.
 
 Stored in the ``.dbm`` as ``references.safetensors`` (:func:`bank_to_bytes`): ``jpeg`` (uint8: the faces' JPEG
 bytes, quality 95, one after another), ``offsets`` (int64 (N + 1,)), ``landmarks`` (float32 (N, 478, 2) in unit
@@ -54,6 +65,26 @@ FACING_FROM = 0.5
 FACING_RANGE = 0.3
 # the finest detail, as a fraction of the face crop: where the references are blended, this band is the nearest one's
 DETAIL_SIGMA = 1.0 / 96.0
+# the references fade into the plate over this fraction of the face crop inside the mesh's outline: the outline
+# runs along the face's silhouette, where a reference's pixels hold its own edge, hair and background
+EDGE_FADE = 0.05
+# the forehead, from the brows' tops (0) to the top of the mesh (1): the references cover it up to FOREHEAD_FROM and
+# give way to the plate by FOREHEAD_TO. Higher up a reference holds its hairline and fringe, a plate face its own,
+# and neither says much of who the person is
+FOREHEAD_FROM = 0.3
+FOREHEAD_TO = 0.65
+# how far the plate face's features move to the target's proportions by default (identity_layout; SwapModel's
+# target_shape knob)
+SHAPE_AMOUNT = 0.5
+# the shape moves fully where the references like the face are posed within SHAPE_POSE[0] degrees (yaw and pitch) of
+# it, not at all past SHAPE_POSE[1]: a 2-D layout of a turned face holds the turn (the nose shifted off the eyes'
+# middle), which would be taken for the target's proportions
+SHAPE_POSE = (5.0, 12.0)
+# a part moves by at most this fraction of the eyes' spacing and is resized by at most this ratio
+SHAPE_MAX_SHIFT = 0.12
+SHAPE_MAX_SCALE = 1.15
+# the target's shape is the mean of the references weighted by their likeness at this softness (SOFTNESS's units)
+SHAPE_SOFTNESS = 1.0
 
 
 class ReferenceError(DoublureError):
@@ -91,8 +122,108 @@ class ReferenceBank:
         normal /= np.linalg.norm(normal, axis=1, keepdims=True).clip(min=1e-12)
         return normal * -np.sign(normal[:, 2:3] + 1e-12)     # toward -z, the camera
 
+    @functools.cached_property
+    def frowns(self) -> np.ndarray:
+        """(N,) :func:`frown_index` of each face (read from the pixels: no landmark sees a frown's furrows)."""
+        return frown_index(self.images.float() / 255.0, self.landmarks.numpy())
+
+    @functools.cached_property
+    def furrowed(self) -> np.ndarray:
+        """(N,) how much more furrowed each face's brow is than the bank's calm faces (its first quartile of
+        :attr:`frowns`), in the bank's spreads of it; 0 for calm faces."""
+        frowns = self.frowns
+        if len(frowns) < 2:
+            return np.zeros(len(frowns))
+        return np.maximum(frowns - np.percentile(frowns, 25), 0.0) / (frowns.std() + 1e-6)
+
+    @functools.cached_property
+    def unveiled(self) -> torch.Tensor:
+        """(N, 1, S, S) float32: 0 where hair falls over a face's skin, 1 elsewhere (:func:`unveiled_skin`)."""
+        return unveiled_skin(self.images, self.landmarks.numpy())
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+# skin darker than this fraction of a face's median skin lightness (CIE L*) is taken for hair over it
+HAIR_DARKNESS = 0.72
+
+
+def unveiled_skin(images: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
+    """Where a reference face shows its own skin, not hair hanging over it.
+
+    A fringe over a reference's brow, warped onto a plate face with a taller forehead, lands on the plate's
+    forehead as a dark blotch. Above the eyes, inside the face's outline less the eyes and brows (with a
+    margin), pixels much darker than the face's median skin are hair; they and a margin around them weigh
+    nothing in the blend.
+
+    Args:
+        images: (N, 3, S, S) uint8 sRGB aligned crops.
+        landmarks: (N, 478, 2) in unit crop coordinates.
+
+    Returns:
+        (N, 1, S, S) float32 in [0, 1].
+    """
+    import cv2
+
+    from doublure.faces.masks import FACE_OVAL, LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE, rasterize_shapes
+
+    size = images.shape[-1]
+    out = []
+    for image, lm in zip(images.permute(0, 2, 3, 1).numpy(), np.asarray(landmarks, np.float64)):
+        p = lm * size - 0.5
+        # the brows are hair too: kept, with a margin for where the mesh puts their edge
+        features = rasterize_shapes([p[list(c)] for c in (LEFT_EYE, RIGHT_EYE, LEFT_BROW, RIGHT_BROW)], [],
+                                    (size, size), grow=0.015 * size)
+        skin = (rasterize_shapes([p[list(FACE_OVAL)]], [], (size, size)) > 0.5) & (features < 0.5)
+        lightness = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+        if skin.sum() < 16:
+            out.append(np.ones((size, size), np.float32))
+            continue
+        # hair hangs from above: only above the eyes' upper lids (the nostrils and the lips' corners are dark too)
+        above = np.arange(size)[:, None] + 0.5 < lm[[159, 386], 1].mean() * size
+        hair = (skin & above & (lightness < HAIR_DARKNESS * np.median(lightness[skin]))).astype(np.uint8)
+        margin = max(1, int(round(0.02 * size)))
+        hair = cv2.dilate(hair, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
+        out.append(1.0 - cv2.GaussianBlur(hair.astype(np.float32), (0, 0), margin))
+    return torch.from_numpy(np.stack(out))[:, None]
+
+
+# the frown's furrows are measured on the crop at this side, in this band of sizes (pixels at that side)
+FROWN_SIDE = 128
+FROWN_BAND = (1.0, 3.0)
+
+
+def frown_index(faces: torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
+    """How furrowed the brow is: the fine detail between and above the brows' inner ends against the cheeks'.
+
+    A frown is a texture (the glabella's furrows), which the landmarks hardly move for: choosing references by
+    landmarks alone gave a calm plate face a frowning target. The ratio to the same face's upper forehead (smooth
+    in a frown; the cheeks crease in anger and disgust) makes it a measure of the expression, not of the camera,
+    the compression or the skin.
+
+    Args:
+        faces: (N, 3, S, S) float aligned crops, sRGB-encoded.
+        landmarks: (N, 478, 2) in unit crop coordinates.
+
+    Returns:
+        (N,) float64, the log of the ratio (about 0: as smooth as the forehead).
+    """
+    grey = F.interpolate(faces.float().mean(1, keepdim=True), size=(FROWN_SIDE, FROWN_SIDE), mode="area")
+    band = (fast_gaussian_blur(grey, FROWN_BAND[0]) - fast_gaussian_blur(grey, FROWN_BAND[1])).abs()[:, 0].numpy()
+    ys, xs = np.mgrid[0:FROWN_SIDE, 0:FROWN_SIDE] + 0.5
+    out = []
+    for energy, lm in zip(band, np.asarray(landmarks, np.float64) * FROWN_SIDE):
+        # between the brows' inner ends (107, 336 their tops) and the nose's root (168), where the furrows are
+        radius = 0.4 * np.linalg.norm(lm[107] - lm[336])
+        glabella = ((lm[107] + lm[336]) / 2.0 + lm[168]) / 2.0
+
+        def mean_in(centre):
+            inside = (xs - centre[0]) ** 2 + (ys - centre[1]) ** 2 <= radius ** 2
+            return float(energy[inside].mean()) if inside.any() else 0.0
+        forehead = mean_in(lm[151])
+        out.append(math.log((mean_in(glabella) + 1e-4) / (forehead + 1e-4)))
+    return np.asarray(out)
 
 
 def triangle_facing(normals: np.ndarray, yaw: np.ndarray) -> np.ndarray:
@@ -241,9 +372,34 @@ def bank_from_bytes(data: bytes, where: str) -> ReferenceBank:
     return ReferenceBank(torch.stack(images), landmarks.float(), features.float(), triangles)
 
 
+def reference_likeness(bank: ReferenceBank, window: list[tuple[float, np.ndarray]],
+                       softness: float = SOFTNESS) -> np.ndarray:
+    """How like the faces of a window each reference is: (N,) float64, 1 at most per window frame's weight.
+
+    The distance is over :data:`FEATURES`, each scaled by the bank's spread of it, and a reference's furrowed
+    brow (:attr:`ReferenceBank.furrowed`) counts as one more such distance. The plate's own furrows are not read:
+    glasses, a fringe or the plate's light read as furrows there, and a choice that follows them from frame
+    to frame boils (d12: flicker after flow 1.26 -> 1.39). So a frowning plate face gets a calmer target, and
+    a calm one never gets a frown.
+
+    Args:
+        bank: the reference bank.
+        window: (weight, :func:`face_features`) of the face at each frame of its temporal window.
+        softness: how fast the likeness falls with the distance beyond the nearest reference's, in the bank's
+            spreads.
+    """
+    spread = bank.features.double().std(0).numpy() + 1e-6 if len(bank) > 1 else np.ones(len(FEATURES))
+    refs = bank.features.double().numpy() / spread
+    score = np.zeros(len(bank))
+    for weight, feats in window:
+        dist = np.sqrt(((refs - feats / spread) ** 2).sum(1) + bank.furrowed ** 2)
+        score += weight * np.exp(-(dist - dist.min()) / softness)
+    return score
+
+
 def choose_references(bank: ReferenceBank, window: list[tuple[float, np.ndarray]],
                       count: int = BLEND) -> tuple[np.ndarray, np.ndarray]:
-    """The references for a face, from the faces of the frames around it.
+    """The references for a face, from the faces of the frames around it (:func:`reference_likeness`).
 
     Args:
         bank: the reference bank.
@@ -253,12 +409,7 @@ def choose_references(bank: ReferenceBank, window: list[tuple[float, np.ndarray]
     Returns:
         (indices (count,) int64, weights (count,) float64 summing to 1).
     """
-    spread = bank.features.double().std(0).numpy() + 1e-6 if len(bank) > 1 else np.ones(len(FEATURES))
-    refs = bank.features.double().numpy() / spread
-    score = np.zeros(len(bank))
-    for weight, feats in window:
-        dist = np.linalg.norm(refs - feats / spread, axis=1)
-        score += weight * np.exp(-(dist - dist.min()) / SOFTNESS)
+    score = reference_likeness(bank, window)
     order = np.argsort(-score, kind="stable")[:count + 1]
     # a smooth top-k: each kept reference weighs what its score exceeds the first one left out by, so a face
     # leaves the blend (and another enters it) by fading through zero, not by a jump from frame to frame
@@ -312,7 +463,9 @@ def mesh_warp(images: torch.Tensor, src: torch.Tensor, dst: np.ndarray, triangle
 
 
 def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: list[list[tuple[float, np.ndarray]]],
-                    size: int, yaws: list[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    size: int, yaws: list[float] | None = None,
+                    plate_shapes: list[np.ndarray] | None = None,
+                    shape: float = SHAPE_AMOUNT) -> tuple[torch.Tensor, torch.Tensor]:
     """The target's references drawn on each face's layout.
 
     Args:
@@ -322,20 +475,40 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
         size: crop side in pixels.
         yaws: per face, its yaw in degrees (``Face.pose``; None: 0): a reference counts where it shows the face's
             surface about as squarely as the plate face does.
+        plate_shapes: per face, (478, 2) the plate actor's mean layout over the window's frames: the face's
+            features move to the target's proportions (:func:`identity_layout`); None: the plate's kept.
+        shape: how far they move (0 the plate's proportions, 1 the target's), where the references' poses agree
+            with the plate face's.
 
     Returns:
         (faces (N, 3, size, size) float32 sRGB-encoded in [0, 1], coverage (N, 1, size, size)).
     """
     out, cover = [], []
-    for layout, window, yaw in zip(layouts, windows, yaws or [0.0] * len(layouts)):
+    for i, (layout, window, yaw) in enumerate(zip(layouts, windows, yaws or [0.0] * len(layouts))):
         idx, w = choose_references(bank, window)
+        if plate_shapes is not None:
+            # the target's shape from many references like the face, not from the few drawn: as the window moves,
+            # a change of references drawn would move the face's features
+            like = reference_likeness(bank, window, SHAPE_SOFTNESS)
+            like = like / like.sum()
+            target_shape = np.tensordot(like, bank.landmarks.double().numpy(), 1)
+            pose = [FEATURES.index("yaw"), FEATURES.index("pitch")]
+            plate_pose = np.average([f[pose] for _, f in window], axis=0, weights=[wt for wt, _ in window])
+            gap = float(np.abs(like @ bank.features.double().numpy()[:, pose] - plate_pose).max())
+            agree = np.clip((SHAPE_POSE[1] - gap) / (SHAPE_POSE[1] - SHAPE_POSE[0]), 0.0, 1.0)
+            layout = identity_layout(layout, plate_shapes[i], target_shape, shape * agree)
         images = bank.images[torch.from_numpy(idx)].float() / 255.0
         if size < bank.size / 2:
             # both are crops of the same face type: shrink first, filtered, where the warp's bicubic taps would
             # skip pixels (under 2x it keeps more detail than a second resampling does: W009, 176 px from 256,
             # 0.60 -> 0.71 and 0.73 -> 0.87 of M030's own sharpness)
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        warped, owner = mesh_warp(images, bank.landmarks[torch.from_numpy(idx)], layout, bank.triangles, size)
+        unveiled = bank.unveiled[torch.from_numpy(idx)]
+        if size < bank.size / 2:
+            unveiled = F.interpolate(unveiled, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        warped, owner = mesh_warp(torch.cat([images, unveiled], 1), bank.landmarks[torch.from_numpy(idx)], layout,
+                                  bank.triangles, size)
+        warped, unveiled = warped[:, :3], warped[:, 3:].clamp(0.0, 1.0)
         # per pixel each reference weighs as chosen and as squarely as it faced the camera there: the far side
         # of a turned reference is drawn from one that shows it, or not at all (the plate shows), not stretched
         # from a few pixels and the background beyond its edge
@@ -345,9 +518,11 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
         seen = torch.from_numpy(np.clip((squareness - FACING_FROM) / FACING_RANGE, 0.0, 1.0)).float()
         seen = seen[:, owner.clamp(min=0)]
         seen = fast_gaussian_blur(seen * (owner >= 0), max(1.0, size / 128.0))[:, None]       # (K, 1, S, S)
+        seen = seen * unveiled
         weights = torch.from_numpy(w).float().view(-1, 1, 1, 1) * seen
         total = weights.sum(0)
-        covered = (seen.amax(0) / 0.5).clamp(0.0, 1.0)
+        covered = (seen.amax(0) / 0.5).clamp(0.0, 1.0) * inset_fade(owner >= 0, size * EDGE_FADE) * \
+            forehead_fade(layout, size)
         weights = weights / total.clamp(min=1e-6)
         blend = (warped * weights).sum(0)
         if len(idx) > 1:
@@ -362,9 +537,50 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
     return torch.stack(out), torch.stack(cover)
 
 
+def inset_fade(inside: torch.Tensor, width: float) -> torch.Tensor:
+    """0 on a region's edge rising smoothly to 1 at ``width`` pixels inside it.
+
+    Args:
+        inside: (H, W) bool.
+        width: pixels.
+
+    Returns:
+        (H, W) float32 in [0, 1].
+    """
+    import cv2
+
+    if width <= 0.0:
+        return inside.float()
+    depth = cv2.distanceTransform(inside.numpy().astype(np.uint8), cv2.DIST_L2, 3)
+    t = np.clip(depth / width, 0.0, 1.0)
+    return torch.from_numpy(t * t * (3.0 - 2.0 * t)).float()
+
+
+def forehead_fade(layout: np.ndarray, size: int) -> torch.Tensor:
+    """1 below the forehead's :data:`FOREHEAD_FROM`, falling smoothly to 0 at :data:`FOREHEAD_TO` of the way from
+    the brows' tops to the top of the face (landmark 10), along the face's own up.
+
+    Args:
+        layout: (478, 2) landmarks in unit crop coordinates.
+        size: crop side in pixels.
+
+    Returns:
+        (size, size) float32 in [0, 1].
+    """
+    brows = layout[[105, 334, 66, 296, 107, 336]].mean(0)
+    up = layout[10] - brows
+    height = float(np.linalg.norm(up))
+    if height < 1e-6:
+        return torch.ones(size, size)
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    along = ((xs / size - brows[0]) * up[0] + (ys / size - brows[1]) * up[1]) / height ** 2
+    t = np.clip((FOREHEAD_TO - along) / (FOREHEAD_TO - FOREHEAD_FROM), 0.0, 1.0)
+    return torch.from_numpy(t * t * (3.0 - 2.0 * t)).float()
+
+
 def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[float, object]]], plate: torch.Tensor,
-                   pred_mask: torch.Tensor, working_space: str,
-                   max_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor, int]:
+                   pred_mask: torch.Tensor, working_space: str, max_size: int = 1024,
+                   shape: float = SHAPE_AMOUNT) -> tuple[torch.Tensor, torch.Tensor, int]:
     """SwapModel's faces drawn from the references, at the plate face's own size, lit like the plate.
 
     Args:
@@ -377,6 +593,7 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
         pred_mask: (N, 1, r, r) the identity model's mask for the faces.
         working_space: the plate's colour space.
         max_size: the largest crop drawn.
+        shape: how far the plate faces' features move to the target's proportions (:func:`reference_faces`).
 
     Returns:
         (faces (N, 3, R, R) linear, masks (N, 1, R, R), R): R the largest face's plate size in pixels, rounded up
@@ -384,7 +601,7 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     """
     from doublure.faces.align import plate_crops
     from doublure.faces.composite import to_encoding
-    from doublure.faces.face import affine_scale
+    from doublure.faces.face import affine_scale, apply_affine
     from doublure.faces.masks import render_crop_mask
 
     side = max(1.0 / affine_scale(f.to_crop) for f in faces)
@@ -393,7 +610,10 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     # the choice reads the whole track around the frame, evenly: a face's references change over a second, not
     # from frame to frame with the detector's jitter (the mesh follows the expression in every frame)
     feats = [[(1.0, face_features(g.landmarks, g.pose)) for g in track.values()] for _, track, _ in windows]
-    drawn, cover = reference_faces(bank, layouts, feats, size, [float(f.pose[0]) for f in faces])
+    # the plate actor's own proportions: the mean layout over the track, where the expressions mostly cancel
+    shapes = [np.mean([apply_affine(g.to_crop, g.landmarks) for g in track.values()], 0)
+              for _, track, _ in windows] if shape > 0.0 else None
+    drawn, cover = reference_faces(bank, layouts, feats, size, [float(f.pose[0]) for f in faces], shapes, shape)
     drawn = to_encoding(drawn.to(plate.device), "srgb", working_space)
     # the references are still photographs; a moving plate face is smeared over the shutter's time
     drawn = torch.stack([motion_blur(d, face_motion(track, f, size))
@@ -405,6 +625,82 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     mask = F.interpolate(pred_mask.to(plate.device, torch.float32), size=(size, size), mode="bilinear",
                          align_corners=False) * cover
     return lit, mask, size
+
+
+def _feature_parts() -> list[tuple[tuple[int, ...], tuple[int, int]]]:
+    """The parts whose place and size carry a person's proportions, each with the two landmarks its width and
+    centre are read from (eye and mouth corners: an eye's or a mouth's opening is expression, not identity)."""
+    from doublure.faces.masks import LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
+    nose = (1, 2, 4, 5, 6, 45, 48, 64, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440)
+    return [(LEFT_EYE, (362, 263)), (RIGHT_EYE, (33, 133)), (LIPS_OUTER, (61, 291)), (nose, (48, 278)),
+            (LEFT_BROW, (336, 300)), (RIGHT_BROW, (107, 70))]
+
+
+def identity_layout(layout: np.ndarray, plate_shape: np.ndarray, target_shape: np.ndarray,
+                    amount: float = SHAPE_AMOUNT) -> np.ndarray:
+    """Move a plate face's eyes, brows, nose and mouth to the target's proportions, keeping its outline.
+
+    The mesh keeps the plate face's shape, and a person's identity lives partly in it: the eyes' spacing and
+    size, the nose's length and width, where the mouth and brows sit. Each part's centre and width move by
+    what separates the target's mean shape from the plate actor's (both over the same frames and poses, so the
+    expression mostly cancels); the part keeps the plate's shape within it (its opening, its curve). Every other
+    landmark follows by a thin-plate spline pinned on the face's outline, which stays the plate's (the
+    composite's edge is there).
+
+    Args:
+        layout: (478, 2) the plate face's landmarks in unit crop coordinates.
+        plate_shape: (478, 2) the plate actor's mean layout over the frames around it.
+        target_shape: (478, 2) the target's mean layout, from references like those faces.
+        amount: 0 the plate's proportions, 1 the target's.
+
+    Returns:
+        (478, 2) float64.
+    """
+    from doublure.faces.masks import FACE_OVAL
+
+    moved = np.asarray(layout, np.float64).copy()
+    if amount <= 0.0:
+        return moved
+    reach = SHAPE_MAX_SHIFT * np.linalg.norm(layout[33] - layout[263])
+    handles, shifts = [], []
+    for part, (a, b) in _feature_parts():
+        part = list(part)
+        centre = lambda p: (p[a] + p[b]) / 2.0                                   # noqa: E731
+        width = lambda p: np.linalg.norm(p[a] - p[b]) + 1e-9                     # noqa: E731
+        ratio = np.clip(width(target_shape) / width(plate_shape), 1.0 / SHAPE_MAX_SCALE, SHAPE_MAX_SCALE)
+        scale = 1.0 + amount * (ratio - 1.0)
+        shift = centre(target_shape) - centre(plate_shape)
+        shift *= min(1.0, reach / (np.linalg.norm(shift) + 1e-12))
+        new = centre(layout) + amount * shift + \
+            (layout[part] - centre(layout)) * scale
+        handles.append(layout[part])
+        shifts.append(new - layout[part])
+    oval = list(FACE_OVAL)
+    handles.append(layout[oval])
+    shifts.append(np.zeros((len(oval), 2)))
+    moved += thin_plate(np.concatenate(handles), np.concatenate(shifts), layout)
+    return moved
+
+
+def thin_plate(points: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """A thin-plate spline through ``values`` (P, D) at ``points`` (P, 2), evaluated at ``at`` (Q, 2): (Q, D).
+    Repeated points are averaged."""
+    points, inverse = np.unique(np.round(points, 9), axis=0, return_inverse=True)
+    values = np.stack([np.bincount(inverse.ravel(), values[:, d]) for d in range(values.shape[1])], 1) / \
+        np.bincount(inverse.ravel())[:, None]
+
+    def kernel(a, b):
+        r2 = ((a[:, None] - b[None]) ** 2).sum(-1)
+        return np.where(r2 > 0, r2 * np.log(np.maximum(r2, 1e-300)) / 2.0, 0.0)
+
+    n = len(points)
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n] = kernel(points, points)
+    system[:n, n] = system[n, :n] = 1.0
+    system[:n, n + 1:] = points
+    system[n + 1:, :n] = points.T
+    coef = np.linalg.lstsq(system, np.concatenate([values, np.zeros((3, values.shape[1]))]), rcond=None)[0]
+    return kernel(at, points) @ coef[:n] + coef[n] + at @ coef[n + 1:]
 
 
 def carried_layout(window: list[tuple[int, float, object]], flows: dict | None) -> np.ndarray:

@@ -49,7 +49,7 @@ from doublure.models.dbm import (ModelFileError, consent_problems, model_digest,
 from doublure.models.detail import enhance_faces
 from doublure.models.face_fit import DETAIL_FROM, face_fit_warning, plate_side
 from doublure.models.infer import decoded_face, reserve_decoded, shared_model
-from doublure.models.references import reference_swap
+from doublure.models.references import SHAPE_AMOUNT, reference_swap
 
 from ._finish import region_mask
 
@@ -124,6 +124,10 @@ class SwapModel(Node):
                        "landmarks, at the plate's size, lit like the plate; the model gives the mask (A->B only: "
                        "they are the target's faces). off: the model's rendering (on actors it never trained on, "
                        "a soft face)."),
+        K.Float("target_shape", default=SHAPE_AMOUNT, min=0.0, max=1.0, label="target shape",
+                tooltip="With the references: how far the plate face's eyes, brows, nose and mouth move to the "
+                        "target's proportions (its outline stays the plate's). 0: the plate actor's face shape, "
+                        "1: the target's. Only where the references are posed like the plate face."),
         K.Enum("output", OUTPUTS, default="composite",
                tooltip="composite: the plate with the new faces; swapped crop: the model's output crops side "
                        "by side; mask: where the new faces go."),
@@ -271,7 +275,8 @@ class SwapModel(Node):
         swap = to_encoding(swap, "srgb", ctx.working_space).to(plate.device)
         if from_references:   # the model's face is replaced (its mask is kept): its detail stage would be wasted
             swap, pred_mask, res = reference_swap(loaded.references, faces, windows, plate.tensor, pred_mask,
-                                                  ctx.working_space)
+                                                  ctx.working_space,
+                                                  shape=float(self.value("target_shape", ctx.frame)))
         hull = torch.stack([render_crop_mask(f, "face_hull", res, device=swap.device) for f in faces])
         mask = crop_masks(pred_mask.to(swap.device), hull, self.value("mask_source", ctx.frame),
                           self.value("erode", ctx.frame) * res / 100.0, self.value("feather", ctx.frame) * res / 100.0)

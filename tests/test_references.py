@@ -16,8 +16,10 @@ from doublure.models.dbm import (ModelFileError, load_model, model_card, model_d
                                  save_model, save_references)
 from doublure.models.detail import DetailConfig, DetailNet
 from doublure.models.references import (ReferenceError, bank_from_bytes, bank_to_bytes, build_bank,
-                                        carried_layout, choose_references, face_features, face_motion, mesh_warp,
-                                        motion_blur, relight, triangle_facing)
+                                        carried_layout, choose_references, face_features, face_motion,
+                                        forehead_fade, frown_index, identity_layout, inset_fade, mesh_warp,
+                                        motion_blur, reference_faces, relight, thin_plate,
+                                        triangle_facing, unveiled_skin)
 
 RIGHTS = {"subject": "MEAD actor M030", "consent_given_by": "MEAD participants", "consent_date": "2020-08-23",
           "agreement": "MEAD terms", "allowed_uses": ["research"], "expiry": "2030-12-31"}
@@ -163,6 +165,137 @@ def test_choice_follows_the_window(bank):
     assert idx[0] == 5
 
 
+def test_frown_index_reads_the_furrows_between_the_brows(media_dir, bank, tmp_path):
+    # M030 frowning (his angry clip) against M030 smiling and surprised (the bank's clips), same camera
+    angry = tmp_path / "angry"
+    extract_faceset([str(media_dir / "mead/M030_front_angry_level3_001.mp4")], str(angry), size=256, every=8)
+    items = json.load(open(angry / "index.json"))["items"]
+    faces = torch.stack([torch.from_numpy(cv2.cvtColor(cv2.imread(str(angry / it["file"])), cv2.COLOR_BGR2RGB))
+                         for it in items]).permute(0, 3, 1, 2).float() / 255.0
+    frowning = frown_index(faces, (np.array([it["landmarks"] for it in items])[..., :2] + 0.5) / 256)
+    calm = bank[0].frowns
+    assert len(frowning) >= 4 and np.median(frowning) > np.median(calm) + 0.5
+    # the same face blurred is no more furrowed: the measure reads the brow against the same face's forehead
+    lm = bank[0].landmarks[:4].numpy()
+    sharp = frown_index(bank[0].images[:4].float() / 255.0, lm)
+    soft = frown_index(F_blur(bank[0].images[:4].float() / 255.0), lm)
+    assert np.abs(sharp - soft).max() < 0.5
+
+
+def F_blur(images: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1)
+
+
+def test_a_furrowed_reference_gives_way_to_a_calm_one_about_as_near(bank):
+    import dataclasses
+    refs = bank[0]
+    assert (refs.furrowed == 0).sum() >= len(refs) // 4
+    # two references posed and moved alike (the second a hair further from the face), the first frowning
+    features = refs.features.clone()
+    features[1] = features[0] + 0.01
+    twins = dataclasses.replace(refs, features=features)
+    frowns = np.zeros(len(refs))
+    frowns[0] = 3.0
+    twins.__dict__["frowns"] = frowns                           # the cached property, as measured
+    window = [(1.0, features[0].double().numpy())]
+    assert choose_references(twins, window)[0][0] == 1
+    calm = dataclasses.replace(refs, features=features)
+    calm.__dict__["frowns"] = np.zeros(len(refs))
+    assert choose_references(calm, window)[0][0] == 0
+
+
+def test_hair_over_a_references_forehead_is_found(bank):
+    refs = bank[0]
+    face = int(np.argmax(refs.landmarks[:, [105, 334], 1].mean(1)))     # the lowest brows: the most forehead
+    image = refs.images[face:face + 1].clone()
+    lm = refs.landmarks[face].numpy()
+    size = refs.size
+    brow_y = int(lm[[105, 334], 1].mean() * size)
+    lids_y = int(lm[[159, 386], 1].mean() * size)
+    # dark strands hung over the forehead, down to 8 px above the brows
+    x0, x1 = int(lm[10, 0] * size) - 30, int(lm[10, 0] * size) + 30
+    for x in range(x0, x1, 6):
+        image[0, :, :brow_y - 8, x:x + 3] = 20
+    unveiled = unveiled_skin(image, lm[None])[0, 0].numpy()
+    as_filmed = unveiled_skin(refs.images[face:face + 1], lm[None])[0, 0].numpy()
+    assert brow_y > 14 and unveiled[:brow_y - 10, x0 + 6:x1 - 6].mean() < 0.3
+    assert as_filmed[:brow_y - 10, x0 + 6:x1 - 6].mean() > unveiled[:brow_y - 10, x0 + 6:x1 - 6].mean() + 0.3
+    # the brows (their middles) are not taken for hair by the strands above them; the nostrils and cheeks never
+    # are, nor anything below the eyes' lids
+    from doublure.faces.masks import LEFT_BROW, RIGHT_BROW
+    for name, (x, y) in {"left brow": lm[list(LEFT_BROW)].mean(0), "right brow": lm[list(RIGHT_BROW)].mean(0)}.items():
+        at = int(y * size), int(x * size)
+        assert unveiled[at] > as_filmed[at] - 0.15, name
+    for name, (x, y) in {"nostril": lm[98], "cheek": lm[205]}.items():
+        assert unveiled[int(y * size), int(x * size)] > 0.99, name
+    assert unveiled[lids_y + int(0.08 * size):].min() > 0.99          # past the hair's margin
+
+
+def test_thin_plate_reproduces_an_affine_map_and_its_points():
+    rng = np.random.default_rng(4)
+    points, at = rng.uniform(0, 1, (40, 2)), rng.uniform(0, 1, (25, 2))
+    m = np.array([[0.9, 0.2], [-0.1, 1.1]])
+    out = thin_plate(points, points @ m + [0.3, -0.2], at)
+    assert np.allclose(out, at @ m + [0.3, -0.2], atol=1e-6)
+    values = rng.normal(size=(40, 2))
+    assert np.allclose(thin_plate(points, values, points), values, atol=1e-4)
+
+
+def test_identity_layout_moves_the_features_and_keeps_the_outline(bank):
+    from doublure.faces.masks import FACE_OVAL
+    lm = bank[0].landmarks[0].double().numpy()
+    target = lm.copy()
+    # the target's eyes 4% of the crop further apart and its mouth 2% lower
+    for eye, dx in (((33, 133, 7, 163, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 173, 246), -0.02),
+                    ((362, 263, 249, 390, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 398, 466), 0.02)):
+        target[list(eye), 0] += dx
+    target[[61, 291, 0, 17, 13, 14], 1] += 0.02
+    moved = identity_layout(lm, lm, target, amount=1.0)
+    assert np.allclose(moved[list(FACE_OVAL)], lm[list(FACE_OVAL)], atol=1e-6)
+    spread = lambda p: np.linalg.norm(p[133] - p[362])            # noqa: E731  the inner corners
+    assert spread(moved) > spread(lm) + 0.035
+    assert (moved[61, 1] + moved[291, 1]) / 2 > (lm[61, 1] + lm[291, 1]) / 2 + 0.015
+    assert np.allclose(identity_layout(lm, lm, target, amount=0.0), lm)
+    # half way is about half the move
+    half = identity_layout(lm, lm, target, amount=0.5)
+    assert abs(spread(half) - (spread(lm) + spread(moved)) / 2) < 0.005
+
+
+def test_the_shape_moves_only_where_the_poses_agree(bank):
+    refs = bank[0]
+    feats = refs.features.double().numpy()
+    layout = refs.landmarks[0].double().numpy()
+    plate_shape = layout.copy()
+    plate_shape[[33, 133, 362, 263], 0] *= 0.97                  # a plate actor with other proportions
+    same = [(1.0, feats[0])]
+    turned = feats[0].copy()
+    turned[0] += 25.0                                            # the plate turned 25 degrees from every reference
+    still, _ = reference_faces(refs, [layout], [same], 128, [float(feats[0, 0])], None)
+    shaped, _ = reference_faces(refs, [layout], [same], 128, [float(feats[0, 0])], [plate_shape])
+    assert (shaped - still).abs().mean() > 1e-3
+    still_t, _ = reference_faces(refs, [layout], [[(1.0, turned)]], 128, [float(turned[0])], None)
+    shaped_t, _ = reference_faces(refs, [layout], [[(1.0, turned)]], 128, [float(turned[0])], [plate_shape])
+    assert torch.equal(still_t, shaped_t)
+
+
+def test_the_references_give_way_at_the_outline_and_the_forehead(bank):
+    inside = torch.zeros(64, 64, dtype=torch.bool)
+    inside[8:56, 8:56] = True
+    fade = inset_fade(inside, 6.0)
+    assert fade[8, 30] < 0.1 and fade[32, 32] == 1.0 and fade[0, 0] == 0.0
+    assert torch.all(fade[14:50, 14:50] > 0.99)
+    # a face whose whole forehead is in the crop: the bank's first, shrunk about the crop's middle
+    lm = (bank[0].landmarks[0].double().numpy() - 0.5) * 0.6 + 0.5
+    fore = forehead_fade(lm, 128).numpy()
+    brow_y = lm[[105, 334, 66, 296, 107, 336], 1].mean() * 128
+    top_y = lm[10, 1] * 128
+    x = int(lm[10, 0] * 128)
+    assert 0 < top_y < brow_y - 10
+    assert fore[int(brow_y) + 2, x] == 1.0 and fore[int(top_y) + 1, x] == 0.0
+    mid = int(brow_y + 0.475 * (top_y - brow_y))                 # half way through the fade
+    assert 0.2 < fore[mid, x] < 0.8
+
+
 def test_references_live_in_the_model_file(model_path, bank, capsys):
     before = model_digest(model_path)
     save_references(model_path, bank_to_bytes(bank[0]), bank[1])
@@ -235,8 +368,14 @@ def test_swapmodel_draws_the_face_from_the_references(media_dir, model_path, ban
     def sharpness(image):
         crop = warp_to_crop(image.tensor[:3].float(), face.to_crop, 128)[0].mean(0).numpy()
         return laplacian_variance(crop * 255.0, hull)
-    assert sharpness(drawn) > 3 * sharpness(plain)
+    assert sharpness(drawn) > 2 * sharpness(plain)
     assert drawn.metadata["doublure/synthetic_face"] is True
+    # the target's proportions are a knob: at 0 the face keeps the plate actor's shape
+    sw["references"] = "auto"
+    sw["target_shape"] = 0.0
+    plate_shaped = g.evaluate(sw, frame=2)
+    moved = (plate_shaped.tensor - drawn.tensor).abs().sum(0) > 0.02
+    assert 0.001 < moved.float().mean() and not moved[: int(y0)].any()     # within the face, not above it
 
 
 def test_training_gives_a_model_its_targets_faces_and_keeps_them_for_that_target(identity_model, faceset, tmp_path):

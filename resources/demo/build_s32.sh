@@ -11,23 +11,8 @@ general=${GENERAL:-build/general}      # the plate-side facesets resources/demo/
 python=${PYTHON:-.venv/bin/python}
 doublure=${DOUBLURE:-.venv/bin/doublure}
 mkdir -p "$work"
-[ -f "$work/s32_heldout.mp4" ] || "$python" - "$media/actors/s32.mp4" "$work" <<'PY'
-import sys
-import av
-src, work = sys.argv[1:]
-with av.open(src) as c:
-    stream = c.streams.video[0]
-    rate = stream.average_rate
-    frames = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
-cut = int(len(frames) * 0.7)
-for name, part in (("s32_train.mp4", frames[:cut]), ("s32_heldout.mp4", frames[cut:])):
-    with av.open(f"{work}/{name}", "w") as out:
-        s = out.add_stream("libx264", rate=rate)
-        s.width, s.height, s.pix_fmt, s.options = part[0].shape[1], part[0].shape[0], "yuv420p", {"crf": "14"}
-        for f in part:
-            out.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(s.encode())
-PY
+[ -f "$work/s32_heldout.mp4" ] || "$python" resources/demo/cut_clip.py "$media/actors/s32.mp4" 0.7 \
+  "$work/s32_train.mp4" "$work/s32_heldout.mp4"
 [ -f "$work/fs_s32/index.json" ] || "$doublure" extract "$work/s32_train.mp4" --out "$work/fs_s32" --size 320
 "$doublure" train --from resources/demo/demo_model.dbm --target "$work/fs_s32" \
   --source "$general/fs_W009" "$general/fs_d3" "$general/fs_d6" "$general/fs_d10" "$general/fs_d11" "$general/fs_d14" \
