@@ -7,7 +7,7 @@ own faces, at their native size, with their landmarks. Per plate face:
 - the references nearest in pose and expression (over the frames around it, so the choice does not flicker)
   are chosen; a reference whose brow is furrowed counts as further away (:func:`frown_index`: the landmarks do
   not see a frown), so a calm plate face is never drawn frowning;
-- the plate face's eyes, brows, nose and mouth move to the target's proportions, its outline kept
+- the plate face's eyes, nose and mouth move to the target's proportions, its outline kept
   (:func:`identity_layout`): identity lives partly in the face's shape;
 - the references are warped onto those landmarks triangle by triangle (piecewise affine over one fixed Delaunay
   triangulation of the bank's mean layout) and blended, each pixel from the references that see it about as
@@ -130,11 +130,11 @@ class ReferenceBank:
     @functools.cached_property
     def furrowed(self) -> np.ndarray:
         """(N,) how much more furrowed each face's brow is than the bank's calm faces (its first quartile of
-        :attr:`frowns`), in the bank's spreads of it; 0 for calm faces."""
+        :attr:`frowns`), in the bank's spreads of it times :data:`FURROW_WEIGHT`; 0 for calm faces."""
         frowns = self.frowns
         if len(frowns) < 2:
             return np.zeros(len(frowns))
-        return np.maximum(frowns - np.percentile(frowns, 25), 0.0) / (frowns.std() + 1e-6)
+        return FURROW_WEIGHT * np.maximum(frowns - np.percentile(frowns, 25), 0.0) / (frowns.std() + 1e-6)
 
     @functools.cached_property
     def unveiled(self) -> torch.Tensor:
@@ -192,6 +192,10 @@ def unveiled_skin(images: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
 # the frown's furrows are measured on the crop at this side, in this band of sizes (pixels at that side)
 FROWN_SIDE = 128
 FROWN_BAND = (1.0, 3.0)
+# a furrowed reference's distance, in the bank's spreads of the frown index, counts this much: at 1, a calm plate face
+# still got a frown wherever its landmarks were nearest a frowning reference's (people/d9, d20: 0% of frames nearer
+# M030; at 2, 100%)
+FURROW_WEIGHT = 2.0
 
 
 def frown_index(faces: torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
@@ -629,19 +633,20 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
 
 def _feature_parts() -> list[tuple[tuple[int, ...], tuple[int, int]]]:
     """The parts whose place and size carry a person's proportions, each with the two landmarks its width and
-    centre are read from (eye and mouth corners: an eye's or a mouth's opening is expression, not identity)."""
-    from doublure.faces.masks import LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
+    centre are read from (eye and mouth corners: an eye's or a mouth's opening is expression, not identity).
+    The brows are left to follow: their height is mostly expression, and moved toward the target's references
+    they lost the plate's brow raise (W009 surprised, brow r 0.41 -> -0.18)."""
+    from doublure.faces.masks import LEFT_EYE, LIPS_OUTER, RIGHT_EYE
     nose = (1, 2, 4, 5, 6, 45, 48, 64, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440)
-    return [(LEFT_EYE, (362, 263)), (RIGHT_EYE, (33, 133)), (LIPS_OUTER, (61, 291)), (nose, (48, 278)),
-            (LEFT_BROW, (336, 300)), (RIGHT_BROW, (107, 70))]
+    return [(LEFT_EYE, (362, 263)), (RIGHT_EYE, (33, 133)), (LIPS_OUTER, (61, 291)), (nose, (48, 278))]
 
 
 def identity_layout(layout: np.ndarray, plate_shape: np.ndarray, target_shape: np.ndarray,
                     amount: float = SHAPE_AMOUNT) -> np.ndarray:
-    """Move a plate face's eyes, brows, nose and mouth to the target's proportions, keeping its outline.
+    """Move a plate face's eyes, nose and mouth to the target's proportions, keeping its outline.
 
     The mesh keeps the plate face's shape, and a person's identity lives partly in it: the eyes' spacing and
-    size, the nose's length and width, where the mouth and brows sit. Each part's centre and width move by
+    size, the nose's length and width, where the mouth sits. Each part's centre and width move by
     what separates the target's mean shape from the plate actor's (both over the same frames and poses, so the
     expression mostly cancels); the part keeps the plate's shape within it (its opening, its curve). Every other
     landmark follows by a thin-plate spline pinned on the face's outline, which stays the plate's (the
