@@ -14,10 +14,14 @@
    frame takes the memory of one it evicts. Each pair is measured interleaved, each side first in turn.
 2. A cached frame fetched again at 1080p RGBA (hash of the chain + cache lookup): median of 100. Goal <= 2 ms.
 
-Run: .venv/bin/python bench/engine_bench.py
+The process's allocator is set as the ``doublure`` command sets it (``engine.memory.keep_freed_frames``), for
+the direct calls as for the engine (one process); ``--allocator default`` leaves glibc's own thresholds.
+
+Run: .venv/bin/python bench/engine_bench.py [--allocator default]
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import platform
 import resource
@@ -28,6 +32,7 @@ import torch
 
 from doublure import engine
 from doublure.engine import Image, Node, knobs as K, register_node
+from doublure.engine.memory import keep_freed_frames
 
 CHAIN = 50
 H, W = 1080, 1920
@@ -149,6 +154,11 @@ def report(what: str, wall: dict, cpu: dict, faults: dict, goal: str = "") -> No
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--allocator", choices=("frames", "default"), default="frames",
+                        help="frames: glibc's thresholds as the doublure command sets them; default: glibc's own")
+    # "frames" only where it took (glibc, thresholds not set in the environment)
+    allocator = "frames" if parser.parse_args().allocator == "frames" and keep_freed_frames() else "default"
     torch.set_num_threads(2)
     gains = [1.0 + 1e-4 * i for i in range(CHAIN)]
     frames = list(range(1, 17))
@@ -171,7 +181,7 @@ def main() -> None:
         g.evaluate(node, frames[-1])
         fetch_ms.append((time.perf_counter() - t0) * 1e3)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, allocator {allocator}")
     report(f"chain of {CHAIN} gains taking their input, 1080p RGBA, against the same calls in place", *taken,
            " (goal <= 1.05 against direct)")
     report(f"chain of {CHAIN} gains reading their input (every frame kept), against t = t * gain", *kept)
