@@ -186,6 +186,7 @@ class MergeTorchSource(Node):
 
     def compute(self, ctx, inputs):
         t = torch.rand((4, 6, 7), generator=torch.Generator().manual_seed(self.value("seed", ctx.frame)))
+        t = t.to(ctx.device)
         t[:3] *= t[3:4]
         if not self.value("alpha", ctx.frame):
             t = t[:3].clone()
@@ -206,10 +207,10 @@ def torch_merge_graph(operation, mix, masked, b_alpha, a_alpha):
 def expected(g, b, a, m, operation, mix, masked):
     """Merge's output by the formulas in numpy, from the inputs' frames (opaque where there is no alpha)."""
     def rgba(node):
-        t = g.evaluate(node, 1).tensor.numpy()
+        t = g.evaluate(node, 1).tensor.cpu().numpy()
         return t if t.shape[0] == 4 else np.concatenate([t, np.ones_like(t[:1])])
     A, B = rgba(a), rgba(b)
-    amount = mix * (g.evaluate(m.input(2), 1).tensor.numpy()[:1] if masked else 1.0)
+    amount = mix * (g.evaluate(m.input(2), 1).tensor.cpu().numpy()[:1] if masked else 1.0)
     out = B + amount * (NUMPY_FORMULAS[operation](A, B) - B)
     return out if a["alpha"] or b["alpha"] else out[:3]
 
@@ -229,7 +230,7 @@ def test_merge_in_place_gives_the_pixels_of_a_merge_into_new_memory(operation, m
     assert kept.tensor.data_ptr() != viewed.tensor.data_ptr()
     assert torch.equal(viewed.tensor, before) and torch.equal(g2.evaluate(b2, 1).tensor, before)
     assert taken.channels == kept.channels and torch.equal(taken.tensor, kept.tensor)
-    np.testing.assert_allclose(kept.tensor.numpy(), expected(g2, b2, a2, m2, operation, mix, masked), atol=1e-6)
+    np.testing.assert_allclose(kept.tensor.cpu().numpy(), expected(g2, b2, a2, m2, operation, mix, masked), atol=1e-6)
 
 
 def test_merge_never_writes_a_b_another_node_reads():
