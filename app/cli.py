@@ -19,6 +19,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from doublure.engine import DoublureError  # noqa: E402
+from doublure.engine.memory import keep_freed_frames  # noqa: E402
 from doublure.faces.face import FACE_TYPES  # noqa: E402
 
 SUBCOMMANDS = ("render", "info", "track", "occlusion", "extract", "train", "adapt", "references", "demo", "verify")
@@ -356,6 +357,7 @@ def _run_app(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    keep_freed_frames()  # a frame freed is memory for the next, not pages faulted in anew (engine/memory.py)
     try:
         if not argv or argv[0] not in SUBCOMMANDS + ("-h", "--help"):
             return _run_app(argv)

@@ -66,6 +66,14 @@ this depth), inside Python's recursion limit of 1000 whatever called the engine.
 nested levels again: at 32 a 50-node chain was pulled as 83 nodes a frame, a third of the engine's own time."""
 
 
+REMAKE_S = 0.1
+"""A frame taken by its one consumer (``Graph.take_input``) is still kept when its node's own compute has taken
+longer than this a frame (wall time, on average): dropped, a change to a knob below it would make it again (a
+face detection, a model's swap on the CPU) where the viewer should answer at once; a gain's or a merge's 1080p
+frame (2-20 ms, several times that on a loaded CPU) is cheaper to make again than the memory it holds. A node
+not timed yet counts as cheap."""
+
+
 class _Nesting:
     """Per thread: how deep the current hash walk and pull are, and the outputs the outermost pull holds
     for the nodes it will take up again (digest -> (level in its pending list, Image))."""
@@ -539,15 +547,17 @@ class Graph:
         computed for that consumer alone and not kept in the cache: a chain of pointwise nodes then works in
         place in memory still warm from the node before, as the same torch calls made directly do, instead of
         writing each node's frame into the coldest memory of the cache (the frame it evicts). The cache keeps
-        what is asked for at the top (the viewed node, a Write's input), what several nodes read and what
-        nodes that do not take their input read. The tensor is writable only if this call computed it and no
-        one else holds it or shares its memory (:func:`is_unshared`): a frame found in the cache, held by a
-        deep pull, waited on by another thread, kept by a memo, a view of another tensor or numpy's memory
-        is read-only, and the consumer writes a new tensor as ``Inputs.get`` users do.
+        what is asked for at the top (the viewed node, a Write's input), what several nodes read, what
+        nodes that do not take their input read, frames slow to make again (:data:`REMAKE_S`) and frames
+        that cannot be written over. The tensor is writable only if this call computed it and no one else
+        holds it or shares its memory (:func:`is_unshared`): a frame found in the cache, held by a deep pull,
+        waited on by another thread, kept by a memo, a view of another tensor, numpy's memory or an Image
+        with pasted windows is read-only, is kept as a read's would be, and the consumer writes a new tensor
+        as ``Inputs.get`` users do.
         """
         nesting = self._nesting
         source = self._sole_feeder(node, ctx)
-        if source is None or nesting.eval_depth >= MAX_NESTING:
+        if source is None or nesting.eval_depth >= MAX_NESTING or not self._cheap_to_remake(source):
             return self.evaluate_node(node, ctx), False
         digest = self.hash_of(source, ctx)
         held = nesting.held.get(digest)
@@ -561,7 +571,14 @@ class Graph:
 
         image = self.cache.get_or_compute(digest, compute, ctx.cancel, ctx.device, keep=False)
         writable = bool(computed) and is_unshared(image, image_refs=1)  # alone on its line: ``image`` is
-        return image, writable                                          # then referenced by this local only
+        if computed and not writable:                                   # then referenced by this local only
+            self.cache.put(digest, image)  # dropping it would save no memory: kept for the next change below
+        return image, writable
+
+    def _cheap_to_remake(self, node: Node) -> bool:
+        """Whether ``node``'s own compute has taken at most :data:`REMAKE_S` a frame (or was never timed)."""
+        timing = self.timings.get(node.name)
+        return timing is None or not timing.computes or timing.seconds <= REMAKE_S * timing.computes
 
     def _sole_feeder(self, node: Node, ctx: EvalContext) -> Node | None:
         """The node whose output ``node`` gives at ``ctx`` (``node`` itself or the one it passes through to)

@@ -104,8 +104,10 @@ def render_chunk(task: ChunkTask) -> ChunkResult:
     retries the task).
     """
     from doublure import engine
+    from doublure.engine.memory import keep_freed_frames
 
     import_node_library()
+    keep_freed_frames()  # the worker's process, as the doublure command does for its own
     log_frame = frame_logger(task.topic)
     start = time.perf_counter()
     done_frames: list[int] = []

@@ -2,6 +2,7 @@
 only its end in the cache, and never writes into a frame anyone else can see (a cached frame, a frame shared
 with another tensor, a memo or numpy, a frame another thread waits for)."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import engine_nodes
 from doublure import engine
 from doublure.engine import Image, Node, node_types, register_node
 from doublure.engine.cache import Memo
-from doublure.engine.graph import MAX_NESTING
+from doublure.engine.graph import MAX_NESTING, REMAKE_S
 
 
 class ViewOfInput(Node):
@@ -216,6 +217,55 @@ def test_a_frame_another_thread_waits_for_is_not_written():
     assert in_place() == [False]
     assert torch.equal(results["source"].tensor, torch.full((3, 4, 4), 7.0))
     assert torch.equal(results["head"].tensor, torch.full((3, 4, 4), 14.0))
+
+
+class SlowRamp(Node):
+    """A frame of the frame number made in ``seconds`` (a slow node whose frame its consumer may write over)."""
+
+    type_name = "TestSlowRamp"
+    inputs = ()
+    knob_specs = (engine.knobs.Float("seconds", 0.0),)
+    runs = 0
+
+    def hash(self, ctx, h):
+        super().hash(ctx, h)
+        h.update(ctx.frame)
+
+    def compute(self, ctx, inputs):
+        SlowRamp.runs += 1
+        time.sleep(self.value("seconds", ctx.frame))
+        return Image(torch.full((3, 8, 8), float(ctx.frame)))
+
+
+if SlowRamp.type_name not in node_types():
+    register_node(SlowRamp)
+
+
+def test_a_frame_slow_to_make_again_is_kept_once_its_cost_is_known():
+    g = engine.Graph()
+    slow = g.create("TestSlowRamp", seconds=1.5 * REMAKE_S)
+    head = chain(g, slow, [2.0])
+    assert torch.equal(g.evaluate(head, 1).tensor, torch.full((3, 8, 8), 2.0))
+    assert in_place() == [True] and not g.is_cached(slow, 1)  # not timed yet: taken, not kept
+    assert torch.equal(g.evaluate(head, 2).tensor, torch.full((3, 8, 8), 4.0))
+    assert in_place() == [True, False] and g.is_cached(slow, 2)  # known slow now: kept and read-only
+    runs = SlowRamp.runs
+    head["gain"] = 3.0
+    assert torch.equal(g.evaluate(head, 2).tensor, torch.full((3, 8, 8), 6.0))
+    assert SlowRamp.runs == runs  # a change below it does not make it again
+    assert torch.equal(g.evaluate(slow, 2).tensor, torch.full((3, 8, 8), 2.0))
+
+
+def test_a_frame_that_cannot_be_written_over_is_kept():
+    g = engine.Graph()
+    tagged = g.create("TestTagged", inputs=[g.create("TestFrameRamp", size=8)])
+    head = chain(g, tagged, [2.0])
+    g.evaluate(head, 1)
+    assert in_place() == [False] and g.is_cached(tagged, 1)  # it shares the ramp's frame: nothing to save
+    computes = g.cache.stats.computes
+    head["gain"] = 3.0
+    assert torch.equal(g.evaluate(head, 1).tensor, torch.full((3, 8, 8), 3.0))
+    assert g.cache.stats.computes == computes + 1  # the head alone
 
 
 def test_a_chain_deeper_than_one_pass_evaluates():

@@ -172,3 +172,77 @@ def test_dot_shares_its_input_cache_entry():
     computes = g.cache.stats.computes
     g.evaluate(src, 1)
     assert g.cache.stats.computes == computes
+
+
+@register_node
+class MergeTorchSource(Node):
+    """A premultiplied frame made by torch (memory Merge may write into when it alone reads it), seeded by the
+    ``seed`` knob; ``alpha`` keeps or drops the alpha plane. Records each frame's memory address in ``made``."""
+
+    type_name = "MergeTorchSource"
+    inputs = ()
+    knob_specs = (K.Int("seed", 0), K.Bool("alpha", True))
+    made: dict[str, int] = {}
+
+    def compute(self, ctx, inputs):
+        t = torch.rand((4, 6, 7), generator=torch.Generator().manual_seed(self.value("seed", ctx.frame)))
+        t = t.to(ctx.device)
+        t[:3] *= t[3:4]
+        if not self.value("alpha", ctx.frame):
+            t = t[:3].clone()
+        MergeTorchSource.made[self.name] = t.data_ptr()
+        return Image(t, channels=("R", "G", "B", "A")[:t.shape[0]])
+
+
+def torch_merge_graph(operation, mix, masked, b_alpha, a_alpha):
+    g = engine.Graph()
+    b = g.create("MergeTorchSource", seed=1, alpha=b_alpha)
+    a = g.create("MergeTorchSource", seed=2, alpha=a_alpha)
+    m = g.create("Merge", operation=operation, mix=mix, inputs=[b, a])
+    if masked:
+        g.connect(g.create("TestMaskFromImage", inputs=[g.create("MergeTorchSource", seed=3)]), m, "mask")
+    return g, b, a, m
+
+
+def expected(g, b, a, m, operation, mix, masked):
+    """Merge's output by the formulas in numpy, from the inputs' frames (opaque where there is no alpha)."""
+    def rgba(node):
+        t = g.evaluate(node, 1).tensor.cpu().numpy()
+        return t if t.shape[0] == 4 else np.concatenate([t, np.ones_like(t[:1])])
+    A, B = rgba(a), rgba(b)
+    amount = mix * (g.evaluate(m.input(2), 1).tensor.cpu().numpy()[:1] if masked else 1.0)
+    out = B + amount * (NUMPY_FORMULAS[operation](A, B) - B)
+    return out if a["alpha"] or b["alpha"] else out[:3]
+
+
+@pytest.mark.parametrize("operation", sorted(NUMPY_FORMULAS))
+@pytest.mark.parametrize("mix,masked", [(1.0, False), (0.25, False), (0.5, True)])
+@pytest.mark.parametrize("b_alpha,a_alpha", [(True, True), (False, False), (False, True)])
+def test_merge_in_place_gives_the_pixels_of_a_merge_into_new_memory(operation, mix, masked, b_alpha, a_alpha):
+    g, b, a, m = torch_merge_graph(operation, mix, masked, b_alpha, a_alpha)
+    taken = g.evaluate(m, 1)  # B made for this Merge alone: merged into in place where it has the planes
+    assert (taken.tensor.data_ptr() == MergeTorchSource.made[b.name]) == (b_alpha or not a_alpha)
+    assert not g.is_cached(b, 1)
+    g2, b2, a2, m2 = torch_merge_graph(operation, mix, masked, b_alpha, a_alpha)
+    viewed = g2.evaluate(b2, 1)  # B viewed first: cached and held, Merge writes a new frame
+    before = viewed.tensor.clone()
+    kept = g2.evaluate(m2, 1)
+    assert kept.tensor.data_ptr() != viewed.tensor.data_ptr()
+    assert torch.equal(viewed.tensor, before) and torch.equal(g2.evaluate(b2, 1).tensor, before)
+    assert taken.channels == kept.channels and torch.equal(taken.tensor, kept.tensor)
+    np.testing.assert_allclose(kept.tensor.cpu().numpy(), expected(g2, b2, a2, m2, operation, mix, masked), atol=1e-6)
+
+
+def test_merge_never_writes_a_b_another_node_reads():
+    g = engine.Graph()
+    b = g.create("MergeTorchSource", seed=1)
+    a = g.create("MergeTorchSource", seed=2)
+    m = g.create("Merge", inputs=[b, a])
+    other = g.create("Merge", operation="plus", inputs=[b, a])   # B also feeds this one
+    first = g.evaluate(m, 1)
+    plate = g.evaluate(b, 1).tensor.clone()
+    assert g.is_cached(b, 1) and first.tensor.data_ptr() != MergeTorchSource.made[b.name]
+    second = g.evaluate(other, 1)
+    assert torch.equal(g.evaluate(b, 1).tensor, plate)
+    A = g.evaluate(a, 1).tensor
+    assert torch.equal(first.tensor, merge(A, plate, "over")) and torch.equal(second.tensor, merge(A, plate, "plus"))
