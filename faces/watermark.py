@@ -8,16 +8,12 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
 * **Where.** In the canonical aligned crop (``whole_face`` framing fitted to the landmarks by
   :func:`faces.align.estimate_to_crop`), ``GRID`` px square, on the skin of the template (the face oval less eyes,
   brows, lips and nostrils, which hold most of a face's own contrast), and in the frame only where the swap
-  replaced the plate (``Face.coverage``). The writer fits the crop to the landmarks the swap placed the face by
-  (``Face.landmarks``: no mesh of the written pixels, which cost it 5 of its 9 ms); the reader to the landmarks
-  its detector finds on the copy (the same mesh model as FaceDetect's). The two fits differ by up to ~10% of
-  scale (the mesh's answer depends on the path a face is found by: a whole frame, a crop), 3 degrees and 3
-  aligned px, where the mark reads within about 0.3 px: a second layer tells the reader where the mark lies.
-* **Registration.** A fixed word of ``REG_BITS`` on a coarser grid (``REG_GRID`` px, its relative detail
-  against a wider local mean), written by the same passes as the mark and orthogonal to it to first order.
-  The reader searches it over ``REG_SCALES`` x ``REG_TURNS`` x +-``REG_SEARCH`` quarter-px shifts
-  (:func:`_register`), then reads the mark at the ``REG_CANDIDATES`` best places it found, each +-1 aligned px
-  and a little scale and turn around (``SEARCH``, ``SCALES``, ``TURNS``).
+  replaced the plate (``Face.coverage``). Writer and reader fit the crop to a static mesh of the pixels they
+  have, in the square around the face's box (:func:`_square_around`): the reader meshes twice (around the
+  detector's box, then around the box of what that found), the writer once, around the box the swap hands
+  down (already a mesh's box of that face): one mediapipe pass, the writer's largest cost. A crop, a downscale
+  or a shift keeps the mark's geometry; the reader searches +-1 aligned px around its fit (the writer's one pass
+  and a re-encode's landmarks each move the fit by a few tenths of a pixel).
 * **What.** ``K = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS`` orthonormal patterns (random +-1 chips on ``CELLS`` x
   ``CELLS``, smoothed, orthogonalised on the skin). The luma's relative detail (luma over its local mean, minus
   one) projected on each pattern is moved onto a lattice of step ``STEP`` (dither modulation, QIM): the lattice
@@ -43,14 +39,15 @@ import dataclasses
 import functools
 import hashlib
 import math
+import threading
 from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from .align import estimate_to_crop, template_in_crop, warp_affine
-from .face import Face, invert_affine
+from .align import estimate_to_crop, plate_to_crop_pixel, template_in_crop, warp_affine
+from .face import Face, box_from_landmarks, invert_affine
 from .masks import FACE_OVAL, LEFT_BROW, LEFT_EYE, LIPS_OUTER, RIGHT_BROW, RIGHT_EYE
 
 GRID = 64                 # aligned crop side, px, the mark is designed in
@@ -69,18 +66,9 @@ SEARCH = 4                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
 SCALES = (0.985, 1.0, 1.015)   # ... and these scales and turns (degrees) of the fit about the crop's centre
 TURNS = (-1.0, 0.0, 1.0)
 WRITER_PASSES = 3         # the writer's passes over the GRID px crop, each nearer the lattice (two left 4-bit errors)
+MESH_SCALE = 2.2          # the square meshed around a face, times its box's long side (as FaceDetect's crops)
+MESH_PX = 256             # ... resampled to this side (mediapipe samples its inputs from it without filtering)
 _HIGHPASS_SIGMA = 3.0     # aligned px: the local mean the relative detail is taken against
-# The registration layer (the module's notes): where the writer's fit lies from the reader's.
-REG_GRID = 32             # its aligned crop side, px (each px: 2 x 2 of the mark's)
-REG_CELLS = 12            # random chips per side (5.3 of the mark's aligned px each)
-REG_BITS = 64
-REG_STEP = 0.2            # lattice step of its projections
-REG_SIGMA = 3.0           # its local mean, REG_GRID px
-REG_OVERSAMPLE = 8        # the reader's registration grid: 1/REG_OVERSAMPLE of its px (1/4 aligned px)
-REG_SEARCH = 14           # ... out to +-REG_SEARCH/REG_OVERSAMPLE of its px (+-3.5 aligned px) in x and y
-REG_SCALES = tuple(np.linspace(0.88, 1.12, 17))   # ... and these scales and turns (degrees) of the reader's fit
-REG_TURNS = tuple(np.linspace(-3.15, 3.15, 8))
-REG_CANDIDATES = 2        # the best places it finds (each at least an aligned px from the others) read for the mark
 _LUMA = (0.299, 0.587, 0.114)   # as cv2's RGB2GRAY, the reader's luma
 # The lower nose (nostrils, alar creases): dark, sharp and the same on every face, like the eyes and lips.
 _NOSE = (48, 64, 98, 97, 2, 326, 327, 294, 278, 344, 440, 275, 4, 45, 220, 115)
@@ -162,10 +150,6 @@ def _code() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     chips = rng.choice(np.array([-1.0, 1.0], np.float32), size=(count, CELLS, CELLS))
     fields = np.stack([cv2.resize(c, (GRID, GRID), interpolation=cv2.INTER_CUBIC) for c in chips]).reshape(count, -1)
     fields = fields.astype(np.float64) * _mask().reshape(-1)
-    # none of them seen by the registration layer, nor seeing its field (to first order): the writer's passes
-    # then settle both layers at once
-    unseen = np.linalg.qr((_reg_crosstalk() * (_mask() > 0).reshape(-1)).T)[0]
-    fields -= (fields @ unseen) @ unseen.T
     q, _ = np.linalg.qr(fields.T)
     patterns = q.T * np.sign(np.sum(q.T * fields, axis=1, keepdims=True))
     dithers = rng.uniform(0.0, STEP, count)
@@ -189,68 +173,6 @@ def _residual_of(crop: np.ndarray) -> np.ndarray:
 
 
 _CODED_BITS = COPIES * (PAYLOAD_BITS + CHECK_BITS)
-
-
-@functools.lru_cache(maxsize=1)
-def _reg_blur() -> np.ndarray:
-    """(REG_GRID, REG_GRID) float32: cv2's Gaussian blur of sigma REG_SIGMA along one axis of a REG_GRID px crop
-    (its border included) as a matrix, so that many crops are blurred by two matrix products."""
-    blur = np.empty((REG_GRID, REG_GRID), np.float32)
-    for j in range(REG_GRID):
-        impulse = np.zeros((REG_GRID, REG_GRID), np.float32)
-        impulse[j] = 1.0   # constant along x: the blur along x leaves it, along y gives column j of the matrix
-        blur[:, j] = cv2.GaussianBlur(impulse, (0, 0), REG_SIGMA)[:, 0]
-    return blur
-
-
-def _reg_residuals(crops: np.ndarray) -> np.ndarray:
-    """(N, REG_GRID * REG_GRID) float32: the registration layer's relative detail of (N, REG_GRID, REG_GRID)
-    luma crops (luma over its local mean, minus one)."""
-    blur = _reg_blur()
-    local = blur @ crops @ blur.T + 1e-3
-    return (crops / local - 1.0).reshape(len(crops), -1)
-
-
-def _reg_enlarged(field: np.ndarray) -> np.ndarray:
-    """(GRID, GRID) float32: a REG_GRID px field enlarged bilinearly to the mark's grid (pixel edges kept: a
-    registration pixel is 2 x 2 of the mark's, as the reader's 2 x 2 means take them)."""
-    return cv2.resize(field, (GRID, GRID), interpolation=cv2.INTER_LINEAR)
-
-
-def _reg_crosstalk() -> np.ndarray:
-    """(2 * REG_BITS, GRID * GRID) float64: to first order (on a flat face), the mark's fields each registration
-    pattern reads (its residual's adjoint, through the 2 x 2 means and the field's enlargement into the frame),
-    and what the mark's residual makes of each registration pattern's field."""
-    patterns = _reg_code()[0].reshape(REG_BITS, REG_GRID, REG_GRID).astype(np.float64)
-    blur, kernel = _reg_blur().astype(np.float64), _enlarged_and_sampled().astype(np.float64)
-    out = []
-    for p in patterns:
-        spread = np.repeat(np.repeat(p - blur.T @ p @ blur, 2, axis=0), 2, axis=1) / 4.0
-        out.append(cv2.sepFilter2D(spread, -1, kernel, kernel))
-    for p in patterns:
-        field = cv2.sepFilter2D(_reg_enlarged(p.astype(np.float32)), -1, kernel.astype(np.float32),
-                                kernel.astype(np.float32)).astype(np.float64)
-        out.append(field - cv2.GaussianBlur(field, (0, 0), _HIGHPASS_SIGMA))
-    return np.stack(out).reshape(2 * REG_BITS, -1)
-
-
-@functools.lru_cache(maxsize=1)
-def _reg_code() -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(patterns (REG_BITS, REG_GRID**2) float32 orthonormal on the skin, dithers (REG_BITS,), the fixed word
-    (REG_BITS,) of 0/1, the gain of a pattern through the writer's enlargement and the reader's residual)."""
-    rng = np.random.default_rng(SEED + 1)
-    chips = rng.choice(np.array([-1.0, 1.0], np.float32), size=(REG_BITS, REG_CELLS, REG_CELLS))
-    fields = np.stack([cv2.resize(c, (REG_GRID, REG_GRID), interpolation=cv2.INTER_CUBIC) for c in chips])
-    skin = cv2.resize(_mask(), (REG_GRID, REG_GRID), interpolation=cv2.INTER_AREA)
-    fields = fields.reshape(REG_BITS, -1).astype(np.float64) * skin.reshape(-1)
-    q, _ = np.linalg.qr(fields.T)
-    patterns = (q.T * np.sign(np.sum(q.T * fields, axis=1, keepdims=True))).astype(np.float32)
-    dithers = rng.uniform(0.0, REG_STEP, REG_BITS)
-    word = rng.integers(0, 2, REG_BITS)
-    probes = np.stack([cv2.resize(1.0 + 0.01 * _reg_enlarged(p.reshape(REG_GRID, REG_GRID)), (REG_GRID, REG_GRID),
-                                  interpolation=cv2.INTER_AREA) for p in patterns[:8]])
-    kept = np.sum(_reg_residuals(probes) * patterns[:8], axis=1) / 0.01
-    return patterns, dithers, word, float(np.mean(kept))
 
 
 @functools.lru_cache(maxsize=1)
@@ -289,12 +211,11 @@ def _bits(payload: int) -> np.ndarray:
     return bits
 
 
-def _to_lattice(projections: np.ndarray, bits: np.ndarray, dithers: np.ndarray | None = None,
-                step: float = STEP) -> np.ndarray:
-    """(K,) how far each projection is from its bit's nearest lattice point (the mark's dithers and step unless
-    given: the registration layer's)."""
-    offset = (_code()[1] if dithers is None else dithers) + bits * (step / 2)
-    return np.round((projections - offset) / step) * step + offset - projections
+def _to_lattice(projections: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """(K,) how far each projection is from its bit's nearest lattice point."""
+    _, dithers, _, _ = _code()
+    offset = dithers + bits * (STEP / 2)
+    return np.round((projections - offset) / STEP) * STEP + offset - projections
 
 
 def _frame_to_grid(landmarks: np.ndarray) -> np.ndarray:
@@ -332,12 +253,12 @@ def _enlarged_and_sampled() -> np.ndarray:
     return (taps / taps.sum()).astype(np.float32)
 
 
-def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
+def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False,
+          landmarks: Sequence[np.ndarray | None] | None = None) -> torch.Tensor:
     """Mark every swapped face of a frame, in place.
 
     Each face's aligned GRID px luma is sampled from the frame (a Gaussian of an aligned pixel's area, then
-    bilinear: the area average the reader's box means take), aligned on the face's own landmarks (the swap's),
-    and its projections, and the registration layer's on its 2 x 2 means, moved onto their bits' lattice
+    bilinear: the area average the reader's box means take) and its projections moved onto their bits' lattice
     points by a GRID px field. Further passes (``WRITER_PASSES`` in all), worked out in the GRID px crop alone,
     correct what the field's enlargement into the frame (:func:`_enlarged_and_sampled`), the coverage's soft
     edge and the residual's local mean leave off the lattice; the field is then enlarged into the face's window
@@ -350,6 +271,8 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
             alpha the swap was composited with.
         payload: 16-bit int (:func:`make_payload`).
         linear: the planes are linear light (the mark is worked out on their display encoding).
+        landmarks: per face, the landmarks to align the mark on (a static mesh of this very frame, as the
+            reader will find them: :func:`mark_frame`); None, or a None entry: the face's own.
 
     Returns:
         ``planes``, marked.
@@ -357,18 +280,18 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
     if not 0 <= payload < 2 ** PAYLOAD_BITS:
         raise ValueError(f"watermark payload {payload} is not a {PAYLOAD_BITS}-bit unsigned value")
     _, _, _, gain = _code()
-    reg_patterns, reg_dithers, reg_word, reg_gain = _reg_code()
     patterns = _patterns32()
     bits = _bits(payload)
     kernel = _enlarged_and_sampled()
     h, w = planes.shape[-2:]
-    for face in faces:
+    for index, face in enumerate(faces):
         if face.coverage is None:
             continue
         y0, y1, x0, x1 = face.coverage.window
         if y1 <= y0 or x1 <= x0:
             continue
-        to_grid = _frame_to_grid(face.landmarks)
+        points = landmarks[index] if landmarks is not None else None
+        to_grid = _frame_to_grid(face.landmarks if points is None else points)
         to_frame = invert_affine(to_grid)
         # what the reader's crop sees of this face: the grid's footprint in the frame
         corners = np.array([[-1.0, -1.0, 1.0], [GRID, -1.0, 1.0], [-1.0, GRID, 1.0], [GRID, GRID, 1.0]]) @ to_frame.T
@@ -385,20 +308,14 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
         alpha_in_grid = cv2.warpAffine(alpha, _shifted(to_frame, x0, y0), (GRID, GRID),
                                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         mark = np.zeros((GRID, GRID), np.float32)
-        reg_mark = np.zeros((REG_GRID, REG_GRID), np.float32)
         marked = crop
         for _ in range(WRITER_PASSES):
             projections = patterns @ _residual_of(marked).astype(np.float32)
             mark += ((_to_lattice(projections, bits).astype(np.float32) @ patterns) / gain).reshape(GRID, GRID)
-            means = cv2.resize(marked, (REG_GRID, REG_GRID), interpolation=cv2.INTER_AREA)
-            reg_projections = reg_patterns @ _reg_residuals(means[None])[0]
-            reg_error = _to_lattice(reg_projections, reg_word, reg_dithers, REG_STEP).astype(np.float32)
-            reg_mark += ((reg_error @ reg_patterns) / reg_gain).reshape(REG_GRID, REG_GRID)
-            field = mark + _reg_enlarged(reg_mark)
-            marked = crop * (1.0 + cv2.sepFilter2D(field, -1, kernel, kernel) * alpha_in_grid)
+            marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
         # the field enlarged over the whole window (its sampling depends on where it starts: a window cut to the
         # grid's footprint moved pixels by half a level), applied only where it can be something: in the footprint
-        field = cv2.warpAffine(field, invert_affine(_shifted(to_frame, x0, y0)), (x1 - x0, y1 - y0),
+        field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, x0, y0)), (x1 - x0, y1 - y0),
                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         fy0, fy1, fx0, fx1 = max(y0, ry0), min(y1, ry1), max(x0, rx0), min(x1, rx1)
         if fy1 <= fy0 or fx1 <= fx0:
@@ -409,121 +326,35 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
     return planes
 
 
-def _about(scale: float, turn: float) -> np.ndarray:
-    """(3, 3) a scale and turn (degrees) of aligned GRID px coordinates about the crop's centre."""
-    c, s_ = scale * math.cos(math.radians(turn)), scale * math.sin(math.radians(turn))
-    centre = (GRID - 1) / 2
-    return np.array([[c, -s_, centre - c * centre + s_ * centre], [s_, c, centre - s_ * centre - c * centre],
-                     [0.0, 0.0, 1.0]])
-
-
-def _to_search_grid(grid: int, oversample: int, search: int) -> np.ndarray:
-    """(3, 3) aligned GRID px -> the pixels of a search crop: a ``grid`` px crop oversampled ``oversample`` times,
-    ``search`` of those pixels more on every side (pixel edges kept)."""
-    k = grid / GRID * oversample
-    return np.array([[k, 0.0, 0.5 * k - 0.5 + search], [0.0, k, 0.5 * k - 0.5 + search], [0.0, 0.0, 1.0]])
-
-
-def _search_crops(luma: torch.Tensor, fits: Sequence[np.ndarray], grid: int, oversample: int,
-                  search: int) -> np.ndarray:
-    """(len(fits), S, S) float32: the search crops (:func:`_to_search_grid`) of a frame's luma through each
-    (3, 3) fit (frame pixel -> aligned GRID px), S = grid * oversample + 2 * search."""
-    side = grid * oversample + 2 * search
-    to_search = _to_search_grid(grid, oversample, search)
-    maps = np.stack([np.linalg.inv(to_search @ fit)[:2] for fit in fits])
-    return warp_affine(luma[None], maps, (side, side), padding_mode="border")[:, 0].numpy()
-
-
-def _register(luma: np.ndarray, fit: np.ndarray) -> list[np.ndarray]:
-    """Where the writer's fit may lie, from the reader's: the scales, turns and shifts of the registration
-    layer's search (``REG_SCALES``, ``REG_TURNS``, +-``REG_SEARCH``) whose projections agree most with its word
-    (the ``REG_CANDIDATES`` best, apart; after an attack a chance agreement elsewhere in the search sometimes
-    beats the true place: the mark's own sync word decides between them).
-
-    Args:
-        luma: (H, W) float32 luma of the frame.
-        fit: (3, 3) frame pixel -> aligned GRID px, from the reader's landmarks.
-
-    Returns:
-        up to REG_CANDIDATES (3, 3) corrected fits (frame pixel -> the writer's aligned GRID px, within about a
-        quarter px), the best first.
-    """
-    patterns, dithers, word, _ = _reg_code()
-    signs = 1.0 - 2.0 * word
-    variants = [_about(scale, turn) for scale in REG_SCALES for turn in REG_TURNS]
-    span, shifts = REG_GRID * REG_OVERSAMPLE, 2 * REG_SEARCH + 1
-    side = span + 2 * REG_SEARCH
-    to_search = [_to_search_grid(REG_GRID, REG_OVERSAMPLE, REG_SEARCH) @ v @ fit for v in variants]
-    # the part of the frame all of them see, blurred once to a search pixel's area (cv2's warps: a mip-mapped
-    # warp of a 1080p frame per variant cost 3 ms)
-    corners = np.array([[0.0, 0.0, 1.0], [side, 0.0, 1.0], [0.0, side, 1.0], [side, side, 1.0]])
-    seen = np.concatenate([corners @ np.linalg.inv(m).T for m in to_search])[:, :2]
-    h, w = luma.shape
-    x0, y0 = np.clip(np.floor(seen.min(0)).astype(int) - 2, 0, (w - 1, h - 1))
-    x1, y1 = np.clip(np.ceil(seen.max(0)).astype(int) + 3, (x0 + 1, y0 + 1), (w, h))
-    part = luma[y0:y1, x0:x1]
-    footprint = 1.0 / math.sqrt(abs(np.linalg.det(to_search[0][:2, :2])))   # frame px a search pixel
-    if footprint > 1.5:
-        part = cv2.GaussianBlur(part, (0, 0), footprint / math.sqrt(12.0))
-    lattice = 2 * np.pi / REG_STEP
-    found = []   # each variant's best shift: (agreement, variant, dx, dy)
-    for index, m in enumerate(to_search):
-        big = cv2.warpAffine(part, _shifted(np.linalg.inv(m)[:2], x0, y0), (side, side),
-                             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-        means = cv2.boxFilter(big, -1, (REG_OVERSAMPLE, REG_OVERSAMPLE), anchor=(0, 0), normalize=True,
-                              borderType=cv2.BORDER_REPLICATE)
-        # the relative detail once on the whole oversampled crop, its local mean (REG_SIGMA registration px) taken
-        # at a quarter of the resolution; each shift's REG_GRID px residual is every REG_OVERSAMPLE-th pixel of it:
-        # the writer's residual but for the crop's border, which the skin hardly reaches
-        small = cv2.resize(means, (side // 4, side // 4), interpolation=cv2.INTER_AREA)
-        local = cv2.resize(cv2.GaussianBlur(small, (0, 0), REG_SIGMA * REG_OVERSAMPLE / 4), (side, side),
-                           interpolation=cv2.INTER_LINEAR)
-        detail = means / (local + 1e-3) - 1.0
-        step_y, step_x = detail.strides
-        residuals = np.lib.stride_tricks.as_strided(
-            detail, (shifts, shifts, REG_GRID, REG_GRID),
-            (step_y, step_x, step_y * REG_OVERSAMPLE, step_x * REG_OVERSAMPLE)).reshape(shifts * shifts, -1)
-        agreement = np.cos(lattice * (residuals @ patterns.T - dithers.astype(np.float32))) @ signs
-        at = int(np.argmax(agreement))
-        found.append((float(agreement[at]), index, at % shifts, at // shifts))
-    to_grid = GRID / (REG_GRID * REG_OVERSAMPLE)   # a search pixel in aligned GRID px
-    box = np.array([[0.0, 0.0, 1.0], [GRID, 0.0, 1.0], [0.0, GRID, 1.0], [GRID, GRID, 1.0]])
-    fits: list[np.ndarray] = []
-    for _, index, dx, dy in sorted(found, reverse=True):
-        shift = np.array([[1.0, 0.0, -(dx - REG_SEARCH) * to_grid], [0.0, 1.0, -(dy - REG_SEARCH) * to_grid],
-                          [0.0, 0.0, 1.0]])
-        corrected = shift @ variants[index] @ fit
-        # a neighbour of a place already taken (the same peak seen from the next scale or turn) adds nothing
-        if all(np.abs(box @ (corrected @ np.linalg.inv(other)).T - box).max() > 1.0 for other in fits):
-            fits.append(corrected)
-        if len(fits) == REG_CANDIDATES:
-            break
-    return fits
-
-
 def aligned_luma(rgb8: np.ndarray, landmarks: Iterable[np.ndarray]) -> np.ndarray:
-    """The faces of an 8-bit RGB frame, aligned for reading, oversampled for the reader's search: each face's
-    fit to its landmarks corrected by the registration layer (:func:`_register`), then its variants.
+    """The faces of an 8-bit RGB frame, aligned for reading, oversampled for the reader's search.
 
     Args:
         rgb8: (H, W, 3) uint8 RGB (display encoded, as files and screens hold it).
         landmarks: each face's (468 or 478, >=2) landmarks in that frame's pixels.
 
     Returns:
-        (N, V, S, S) float32 luma in [0, 1]: for each face and each of the V = REG_CANDIDATES * len(SCALES) *
-        len(TURNS) scale and rotation variants of its registered fits (about the crop's centre), the aligned crop
-        at OVERSAMPLE times GRID with SEARCH pixels more on every side, S = GRID * OVERSAMPLE + 2 * SEARCH.
+        (N, V, S, S) float32 luma in [0, 1]: for each face and each of the V = len(SCALES) * len(TURNS) scale
+        and rotation variants of its fit (about the crop's centre), the aligned crop at OVERSAMPLE times GRID
+        with SEARCH pixels more on every side, S = GRID * OVERSAMPLE + 2 * SEARCH.
     """
-    luma = cv2.cvtColor(np.ascontiguousarray(rgb8), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    luma = torch.from_numpy(cv2.cvtColor(np.ascontiguousarray(rgb8), cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0)
     side = GRID * OVERSAMPLE + 2 * SEARCH
+    centre = side / 2 - 0.5
     crops = []
     for lm in landmarks:
-        fits = _register(luma, np.vstack([_frame_to_grid(lm), [0.0, 0.0, 1.0]]))
-        fits += fits[:1] * (REG_CANDIDATES - len(fits))   # as many for every face (they are read as one array)
-        variants = [_about(scale, turn) @ fit for fit in fits for scale in SCALES for turn in TURNS]
-        crops.append(_search_crops(torch.from_numpy(luma), variants, GRID, OVERSAMPLE, SEARCH))
-    return np.stack(crops) if crops else np.zeros((0, REG_CANDIDATES * len(SCALES) * len(TURNS), side, side),
-                                                  np.float32)
+        to_crop, _ = estimate_to_crop(lm, "whole_face")
+        m = np.vstack([plate_to_crop_pixel(to_crop, GRID * OVERSAMPLE)[0].numpy(), [0.0, 0.0, 1.0]])
+        m[:2, 2] += SEARCH
+        variants = []
+        for scale in SCALES:
+            for turn in TURNS:
+                c, s_ = scale * math.cos(math.radians(turn)), scale * math.sin(math.radians(turn))
+                about = np.array([[c, -s_, centre - c * centre + s_ * centre],
+                                  [s_, c, centre - s_ * centre - c * centre], [0.0, 0.0, 1.0]])
+                variants.append(np.linalg.inv(about @ m)[:2])
+        crops.append(warp_affine(luma[None], np.stack(variants), (side, side), padding_mode="border")[:, 0].numpy())
+    return np.stack(crops) if crops else np.zeros((0, len(SCALES) * len(TURNS), side, side), np.float32)
 
 
 def _cosines(big: np.ndarray) -> np.ndarray:
@@ -580,24 +411,169 @@ def read_crops(crops: np.ndarray) -> Reading:
     return Reading(bool(sync_z >= SYNC_Z and errors <= MAX_ERRORS), sync_z, payload, errors, len(crops))
 
 
+_MESHES = threading.local()
+
+
+def _face_mesh():
+    """This thread's static face mesh, without the attention refinement (lips, eyes and irises: not needed by the
+    fit, and 0.7 ms a face). Mediapipe graphs are not shared between threads."""
+    graph = getattr(_MESHES, "graph", None)
+    if graph is None:
+        from mediapipe.python.solutions import face_mesh
+
+        from .detect import _quiet_mediapipe
+
+        _quiet_mediapipe()
+        graph = _MESHES.graph = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                                                   min_detection_confidence=0.5)
+    return graph
+
+
+def _square_around(box: tuple[float, float, float, float]) -> tuple[int, int, int]:
+    """(x0, y0, side) in frame pixels of the square meshed around a face's box: ``MESH_SCALE`` times its long
+    side, centred on it."""
+    x0, y0, x1, y1 = box
+    side = max(int(round(max(x1 - x0, y1 - y0) * MESH_SCALE)), 1)
+    return (int(math.floor((x0 + x1) / 2 - side / 2 + 0.5)), int(math.floor((y0 + y1) / 2 - side / 2 + 0.5)), side)
+
+
+def _square_at_mesh_px(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """The square part of an image a face is meshed in, resampled to ``MESH_PX``: bilinear to the multiple k of
+    ``MESH_PX`` at or below ``side`` (a shrink of at most (k + 1) / k, so every pixel still weighs in), then
+    averaged k x k (cv2's fast path for whole factors; an area average at any other ratio costs 1.4 ms a 1080p
+    face). Writer and reader sample their squares through this one function, so that they mesh the same pixels.
+
+    Args:
+        image: (H, W) or (H, W, 3) uint8 or float32 pixels (zeros outside them).
+        x0, y0, side: the square in those pixels (:func:`_square_around`).
+
+    Returns:
+        (MESH_PX, MESH_PX[, 3]) of ``image``'s dtype; pixel edges kept (the square's left edge is the result's).
+    """
+    h, w = image.shape[:2]
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return np.zeros((MESH_PX, MESH_PX) + image.shape[2:], image.dtype)
+    square = image[sy0:sy1, sx0:sx1]
+    if square.shape[:2] != (side, side):   # zeros where it leaves the image (cv2's warp would cost 8x the resize)
+        square = cv2.copyMakeBorder(np.ascontiguousarray(square), sy0 - y0, y0 + side - sy1, sx0 - x0,
+                                    x0 + side - sx1, cv2.BORDER_CONSTANT, value=0)
+    whole = max(side // MESH_PX, 1)
+    square = cv2.resize(square, (whole * MESH_PX, whole * MESH_PX), interpolation=cv2.INTER_LINEAR)
+    return square if whole == 1 else cv2.resize(square, (MESH_PX, MESH_PX), interpolation=cv2.INTER_AREA)
+
+
+def _mesh_square(small: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray | None:
+    """The one face of a square part of a frame meshed (static).
+
+    Args:
+        small: (MESH_PX, MESH_PX, 3) uint8 display-encoded RGB, the square (:func:`_square_at_mesh_px`).
+        x0, y0, side: the square in frame pixels.
+
+    Returns:
+        (468, 3) float32 landmarks in frame pixels (z on the x scale), or None where no face is meshed.
+    """
+    from .detect import _landmark_array
+
+    found = _face_mesh().process(small)
+    if not found.multi_face_landmarks:
+        return None
+    # mediapipe's 0 is the square's left pixel edge (the resampling keeps edges); pixel centres are at integers
+    points = _landmark_array(found.multi_face_landmarks[0]) * side
+    points[:, 0] += x0 - 0.5
+    points[:, 1] += y0 - 0.5
+    return points
+
+
+def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> list[np.ndarray | None]:
+    """The landmarks a reader aligns the mark on: each face meshed statically in the square around its box
+    (:func:`_square_around`), then again in the square around what that found, so that where the box came from
+    hardly matters.
+
+    Args:
+        rgb8: (H, W, 3) uint8 display-encoded RGB.
+        boxes: (x0, y0, x1, y1) of each face in frame pixels.
+
+    Returns:
+        per box, (468, 3) landmarks in frame pixels, or None where no face is meshed.
+    """
+    out = []
+    for box in boxes:
+        points = None
+        for _ in range(2):
+            x0, y0, side = _square_around(box)
+            points = _mesh_square(_square_at_mesh_px(rgb8, x0, y0, side), x0, y0, side)
+            if points is None:
+                break
+            box = box_from_landmarks(points)
+        out.append(points)
+    return out
+
+
 def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
-    """The landmarks a reader aligns the mark on: the faces the detector finds, as FaceDetect finds the faces a
-    swap is placed by (the same mesh model; what is left between the two fits, the registration layer finds).
+    """The landmarks a reader aligns the mark on: each face the detector finds, meshed again
+    (:func:`mesh_landmarks`).
 
     Args:
         detector: a ``MediapipeBackend`` (static, ``video=False``) that finds the faces.
         rgb8: (H, W, 3) uint8 display-encoded RGB.
 
     Returns:
-        (478, 3) landmarks in ``rgb8``'s pixels, one per face found; may be empty.
+        (468, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
     """
-    return [face.landmarks for face in detector.detect(np.ascontiguousarray(rgb8))]
+    rgb8 = np.ascontiguousarray(rgb8)
+    return [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
+
+
+def _written_square(planes: torch.Tensor, x0: int, y0: int, side: int, linear: bool = False) -> np.ndarray | None:
+    """The square a writer meshes a face in, as the reader will sample it from the written file
+    (:func:`_square_at_mesh_px` on 8-bit display-encoded RGB), but resampled in float from the frame's own memory
+    and only then made 8-bit (rounded, saturated): making the whole square 8-bit first cost 0.9 ms a 1080p face,
+    for a difference of a level at most.
+
+    Args:
+        planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
+        x0, y0, side: the square in frame pixels (:func:`_square_around`).
+        linear: the planes are linear light (only the square's part of the frame is encoded).
+
+    Returns:
+        (MESH_PX, MESH_PX, 3) uint8 display-encoded RGB, or None where the square misses the frame.
+    """
+    h, w = planes.shape[-2:]
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    region = planes[:3, sy0:sy1, sx0:sx1].float().cpu().numpy()
+    small = [_square_at_mesh_px(cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) if linear else plane,
+                                x0 - sx0, y0 - sy0, side) for plane in region]
+    return cv2.merge([cv2.convertScaleAbs(cv2.max(plane, 0.0), alpha=255.0) for plane in small])
+
+
+def writing_landmarks(planes: torch.Tensor, box: tuple[float, float, float, float],
+                      linear: bool = False) -> np.ndarray | None:
+    """The landmarks the writer aligns a face's mark on: the face meshed once, statically, on the pixels it
+    writes, in the square around the face's box (:func:`_square_around`, :func:`_written_square`).
+
+    One pass, where the reader takes two: the swap's box is already the box of a mesh of that face, so this
+    pass is about the reader's second; what is left between them (a few tenths of an aligned pixel) is within
+    the reader's search (``SEARCH``).
+
+    Args:
+        planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
+        box: (x0, y0, x1, y1) of the face in frame pixels.
+        linear: the planes are linear light.
+
+    Returns:
+        (468, 3) float32 landmarks in frame pixels, or None where no face is meshed.
+    """
+    x0, y0, side = _square_around(box)
+    small = _written_square(planes, x0, y0, side, linear)
+    return None if small is None else _mesh_square(small, x0, y0, side)
 
 
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
-    """Mark the swapped faces of a frame about to be written (Write calls it), in place (:func:`embed`), each
-    aligned on the landmarks the swap placed it by: no mesh of the written pixels (the registration layer
-    tells the reader where the mark lies).
+    """Mark the swapped faces of a frame about to be written (Write calls it), in place: each face meshed
+    again on these very pixels (:func:`writing_landmarks`), then :func:`embed`.
 
     Args:
         planes: (C >= 3, H, W) float pixels in the file's encoding.
@@ -608,4 +584,8 @@ def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear
     Returns:
         ``planes``, marked.
     """
-    return embed(planes, [f for f in faces if f.coverage is not None], payload, linear)
+    swapped = [f for f in faces if f.coverage is not None]
+    if not swapped:
+        return planes
+    meshed = [writing_landmarks(planes, f.box, linear) for f in swapped]
+    return embed(planes, swapped, payload, linear, landmarks=meshed)
