@@ -199,7 +199,7 @@ FURROW_WEIGHT = 2.0
 
 
 def frown_index(faces: torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
-    """How furrowed the brow is: the fine detail between and above the brows' inner ends against the cheeks'.
+    """How furrowed the brow is: the fine detail between the brows' inner ends against the upper forehead's.
 
     A frown is a texture (the glabella's furrows), which the landmarks hardly move for: choosing references by
     landmarks alone gave a calm plate face a frowning target. The ratio to the same face's upper forehead (smooth
@@ -634,8 +634,7 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
 def _feature_parts() -> list[tuple[tuple[int, ...], tuple[int, int]]]:
     """The parts whose place and size carry a person's proportions, each with the two landmarks its width and
     centre are read from (eye and mouth corners: an eye's or a mouth's opening is expression, not identity).
-    The brows are left to follow: their height is mostly expression, and moved toward the target's references
-    they lost the plate's brow raise (W009 surprised, brow r 0.41 -> -0.18)."""
+    The brows are left to follow the thin-plate spline: their height is mostly expression."""
     from doublure.faces.masks import LEFT_EYE, LIPS_OUTER, RIGHT_EYE
     nose = (1, 2, 4, 5, 6, 45, 48, 64, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440)
     return [(LEFT_EYE, (362, 263)), (RIGHT_EYE, (33, 133)), (LIPS_OUTER, (61, 291)), (nose, (48, 278))]
