@@ -179,11 +179,11 @@ def test_frown_index_reads_the_furrows_between_the_brows(media_dir, bank, tmp_pa
     # the same face blurred is no more furrowed: the measure reads the brow against the same face's forehead
     lm = bank[0].landmarks[:4].numpy()
     sharp = frown_index(bank[0].images[:4].float() / 255.0, lm)
-    soft = frown_index(F_blur(bank[0].images[:4].float() / 255.0), lm)
+    soft = frown_index(box_blur_3px(bank[0].images[:4].float() / 255.0), lm)
     assert np.abs(sharp - soft).max() < 0.5
 
 
-def F_blur(images: torch.Tensor) -> torch.Tensor:
+def box_blur_3px(images: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1)
 
 
