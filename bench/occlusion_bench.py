@@ -6,11 +6,13 @@
    flag, cut as a capsule, a microphone's shape) moved across the lower face of a real plate (people/d10). The
    artist's painting is simulated on 3 frames: one stroke down the object's middle (occluder), a thin stroke
    tracing the face around it and dots on the face's landmarks away from it (face). Train matte, then on
-   every frame the IoU of the matte (> 0.5) with the object's true mask, inside the face's crop.
+   every frame the IoU of the matte (> 0.5) with the object's true mask, inside the face's crop; for each
+   training seed of ``--seeds``.
 2. Training time (wall and CPU seconds of this process) for that shot, and the time to apply the mattes per
    face at 1080p (plates_1080; CPU and wall ms, one torch thread; the synthetic shot's coarse head, d9's eye
-   band head, both, both in fp32), against reading the same frames (Read alone) in the same run; and both
-   heads trained in one run (the synthetic shot's and d9's painted faces together, ``--only train``).
+   band head, both, both with the coarse edge across the whole face, both in fp32), against reading the same
+   frames (Read alone) in the same run, and against the code of ``--baseline REV`` in the same process; and
+   both heads trained in one run (the synthetic shot's and d9's painted faces together, ``--only train``).
 3. Real glasses (people/ d9, d13): the wire traced with a fine brush on 3 frames (its pixels on those
    frames, ``glasses_frame_truth``) and the face just beside it, rings of face inside the lenses and dots on
    the face around them (``GLASSES_STROKES``: crop unit coordinates, drawn by looking at the frames); then
