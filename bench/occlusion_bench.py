@@ -6,11 +6,13 @@
    flag, cut as a capsule, a microphone's shape) moved across the lower face of a real plate (people/d10). The
    artist's painting is simulated on 3 frames: one stroke down the object's middle (occluder), a thin stroke
    tracing the face around it and dots on the face's landmarks away from it (face). Train matte, then on
-   every frame the IoU of the matte (> 0.5) with the object's true mask, inside the face's crop.
+   every frame the IoU of the matte (> 0.5) with the object's true mask, inside the face's crop; for each
+   training seed of ``--seeds``.
 2. Training time (wall and CPU seconds of this process) for that shot, and the time to apply the mattes per
    face at 1080p (plates_1080; CPU and wall ms, one torch thread; the synthetic shot's coarse head, d9's eye
-   band head, both, both in fp32), against reading the same frames (Read alone) in the same run; and both
-   heads trained in one run (the synthetic shot's and d9's painted faces together, ``--only train``).
+   band head, both, both with the coarse edge across the whole face, both in fp32), against reading the same
+   frames (Read alone) in the same run, and against the code of ``--baseline REV`` in the same process; and
+   both heads trained in one run (the synthetic shot's and d9's painted faces together, ``--only train``).
 3. Real glasses (people/ d9, d13): the wire traced with a fine brush on 3 frames (its pixels on those
    frames, ``glasses_frame_truth``) and the face just beside it, rings of face inside the lenses and dots on
    the face around them (``GLASSES_STROKES``: crop unit coordinates, drawn by looking at the frames); then
@@ -172,7 +174,7 @@ def iou_inside_crop(matte_img: Image, face, truth: np.ndarray) -> float:
     return float(((pred & true) & inside).sum() / max(union, 1))
 
 
-def train_or_reuse(node, graph, record: Path | None) -> dict | None:
+def train_or_reuse(node, graph, record: Path | None, seed: int = 0) -> dict | None:
     """Train ``node``'s matte, or reuse the one whose record (the ``matte`` knob's value) a former run wrote to
     ``record``, when the node accepts it: trained on the same plate and strokes. Returns the training's CPU and
     wall seconds, None when reused."""
@@ -184,16 +186,17 @@ def train_or_reuse(node, graph, record: Path | None) -> dict | None:
             return None
         node["matte"] = None
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    node.action_train(graph)
+    node.action_train(graph, seed=seed)
     trained = {"cpu_s": time.process_time() - cpu0, "wall_s": time.perf_counter() - wall0}
     if record is not None:
         record.write_text(json.dumps(node.value("matte")))
     return trained
 
 
-def bench_synthetic(quick: bool, record: Path | None = None) -> dict:
-    """IoU of the learned matte on every frame, with the edge refined on the plate (as the node applies it)
-    and, for comparison, without (the network's probability warped onto the plate and ramped)."""
+def bench_synthetic(quick: bool, record: Path | None = None, seed: int = 0) -> dict:
+    """IoU of the learned matte (trained with ``seed``) on every frame, with the edge refined on the plate (as
+    the node applies it) and, for comparison, without (the network's probability warped onto the plate and
+    ramped)."""
     from doublure.faces import occlusion as occlusion_lib
 
     first, last = 1, (40 if quick else 100)
@@ -201,7 +204,7 @@ def bench_synthetic(quick: bool, record: Path | None = None) -> dict:
     span = last - first
     painted = [first + span // 6, first + span // 2, first + 5 * span // 6]
     matte["strokes"] = paint_synthetic(occ, detect, painted)
-    trained = train_or_reuse(matte, g, record)
+    trained = train_or_reuse(matte, g, record, seed)
     refined, unrefined = [], []
     net = matte._learned_net(first)
     for frame in range(first, last + 1):
@@ -215,7 +218,7 @@ def bench_synthetic(quick: bool, record: Path | None = None) -> dict:
         prob = occlusion_lib.predict_crops(net.coarse, occlusion_lib.sample_crop(img.tensor, face)[None])[0, 0]
         plain = occlusion_lib.matte_ramp(torch.from_numpy(crop_to_plate(prob, face, window))).numpy()
         unrefined.append(iou_inside_crop(img, occlusion_lib.with_occlusion(face, window, plain), truth))
-    return {"frames": last - first + 1, "painted": painted, "strokes": len(matte["strokes"]), "train": trained,
+    return {"seed": seed, "frames": last - first + 1, "painted": painted, "strokes": len(matte["strokes"]), "train": trained,
             "summary": matte["matte"], "faces": len(refined),
             "iou_mean": float(np.mean(refined)), "iou_min": float(np.min(refined)),
             "iou_p10": float(np.percentile(refined, 10)),
@@ -224,13 +227,57 @@ def bench_synthetic(quick: bool, record: Path | None = None) -> dict:
 
 # ------------------------------------------------------------------------------------------ apply speed
 
-def bench_apply_1080(matte_files: dict[str, str]) -> dict:
+class SpanningEdgeHead(torch.nn.Module):
+    """A coarse head whose matte's edge runs across the whole face: the wrapped head is run (its cost is
+    counted), its output replaced by four finger-like bars across the crop (a hand with spread fingers, strands
+    of hair), so the edge refinement works over the whole face's window."""
+
+    def __init__(self, head) -> None:
+        super().__init__()
+        self.head, self.width = head, head.width
+        bars = np.zeros((MATTE_RES, MATTE_RES), np.float32)
+        for x in (0.25, 0.42, 0.59, 0.76):
+            x0, x1 = x * MATTE_RES, (x + 0.08) * MATTE_RES
+            cv2.line(bars, (int(x0), 0), (int(x1), MATTE_RES - 1), 1.0, int(0.07 * MATTE_RES))
+        self.register_buffer("logits", torch.from_numpy(8.0 * (cv2.GaussianBlur(bars, (0, 0), 1.5) - 0.5))[None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(x)
+        return self.logits.to(out.dtype).expand_as(out)
+
+
+def code_at(rev: str):
+    """``faces/occlusion.py`` as committed at ``rev``, with that revision's ``engine/ops.py``: a module to time
+    the former code beside the current in one process."""
+    import importlib.util
+    import subprocess
+    import types
+
+    def load(name: str, path: str, replace: tuple[str, str] | None = None) -> types.ModuleType:
+        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], check=True, capture_output=True,
+                                text=True).stdout
+        if replace:
+            source = source.replace(*replace)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
+        sys.modules[name] = module
+        exec(compile(source, f"{rev}:{path}", "exec"), module.__dict__)
+        return module
+
+    load("doublure.engine._ops_at_rev", "engine/ops.py")
+    return load("doublure.faces._occlusion_at_rev", "faces/occlusion.py",
+                ("from doublure.engine import ops\n", "from doublure.engine import _ops_at_rev as ops\n"))
+
+
+def bench_apply_1080(matte_files: dict[str, str], baseline: str | None = None) -> dict:
     """ms per face to apply trained mattes on the 1080p plate (hands and far side off), vs Read alone: each
-    matte file of ``matte_files`` (name -> file) alone, all their heads together, and all heads in fp32 (what
-    a CPU without native bf16 runs)."""
+    matte file of ``matte_files`` (name -> file) alone, all their heads together, all heads with the coarse
+    head's edge across the whole face (:class:`SpanningEdgeHead`), and all heads in fp32 (what a CPU without
+    native bf16 runs). With ``baseline`` (a git revision), the code of that revision is timed beside the current
+    code, alternately, on the same networks."""
     import copy
 
-    from doublure.faces.occlusion import OcclusionMatte, apply_matte, for_inference, load_matte, with_occlusion
+    from doublure.faces import occlusion
+    from doublure.faces.occlusion import OcclusionMatte, for_inference, load_matte, with_occlusion
 
     g = engine.Graph()
     read = g.create("Read", file=str(MEDIA / "plates_1080" / "demo1_video.mp4"), first=1, last=20)
@@ -244,12 +291,15 @@ def bench_apply_1080(matte_files: dict[str, str]) -> dict:
     for matte in mattes.values():
         heads = {k: heads[k] or getattr(matte, k) for k in heads}
     mattes["all heads"] = OcclusionMatte(heads["coarse"], heads["band"])
+    if heads["coarse"] is not None:
+        mattes["all heads, edge across the face"] = OcclusionMatte(SpanningEdgeHead(heads["coarse"]), heads["band"])
     mattes["all heads fp32"] = for_inference(copy.deepcopy(mattes["all heads"]), bf16=False)
     windows = [crop_window(face, MATTE_RES, (src.height, src.width)) for face in src.faces]
+    codes = {"": occlusion, **({f"{baseline}: ": code_at(baseline)} if baseline else {})}
 
-    def apply_once(matte):
+    def apply_once(code, matte):
         t, c = time.perf_counter(), time.process_time()
-        for face, window, m in zip(src.faces, windows, apply_matte(matte, src.tensor, src.faces, windows)):
+        for face, window, m in zip(src.faces, windows, code.apply_matte(matte, src.tensor, src.faces, windows)):
             with_occlusion(face, window, m)
         return (time.perf_counter() - t) / len(src.faces), (time.process_time() - c) / len(src.faces)
 
@@ -259,11 +309,16 @@ def bench_apply_1080(matte_files: dict[str, str]) -> dict:
     med = lambda values: 1000 * float(np.median(values))  # noqa: E731
     out = {"size": f"{src.width}x{src.height}", "faces": len(src.faces)}
     for name, matte in mattes.items():
-        apply_once(matte)
-        applies = [apply_once(matte) for _ in range(15)]
-        out[name] = {"heads": matte.widths(), "cpu_ms_per_face": round(med([a[1] for a in applies]), 1),
-                     "wall_ms_min": round(1000 * min(a[0] for a in applies), 1),
-                     "wall_ms_median": round(med([a[0] for a in applies]), 1)}
+        applies = {label: [] for label in codes}
+        for code in codes.values():
+            apply_once(code, matte)
+        for _ in range(15):   # the codes alternately: the machine's load falls on both alike
+            for label, code in codes.items():
+                applies[label].append(apply_once(code, matte))
+        for label, times in applies.items():
+            out[label + name] = {"heads": matte.widths(), "cpu_ms_per_face": round(med([a[1] for a in times]), 1),
+                                 "wall_ms_min": round(1000 * min(a[0] for a in times), 1),
+                                 "wall_ms_median": round(med([a[0] for a in times]), 1)}
     torch.set_num_threads(threads)
     reads = []
     for frame in range(6, 12):
@@ -512,12 +567,24 @@ def main() -> None:
     ap.add_argument("--reuse", type=Path, help="a folder for the glasses mattes' records: a later run with the "
                                                 "same plate and strokes measures again without training")
     ap.add_argument("--sheet", type=Path, help="a folder for the glasses contact sheets (PNG)")
+    ap.add_argument("--seeds", default="0", help="training seeds of the synthetic shot, comma separated (the "
+                                                  "first one's matte is the one applied in --only apply)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    ap.add_argument("--baseline", help="a git revision whose occlusion code --only apply times beside the current")
+    ap.add_argument("--mattes", help="--only apply on these matte files (name=path, comma separated) instead of "
+                                     "training")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     synthetic, glasses = None, {}
+    if args.mattes:
+        files = dict(item.split("=", 1) for item in args.mattes.split(","))
+        print("apply 1080p:", bench_apply_1080(files, args.baseline), flush=True)
+        return
     if args.only in (None, "synthetic", "apply"):
-        synthetic = bench_synthetic(args.quick, args.reuse / "synthetic.json" if args.reuse else None)
-        print("synthetic occluder:", synthetic, flush=True)
+        for seed in reversed([int(s) for s in args.seeds.split(",")]):
+            record = args.reuse / f"synthetic_{seed}.json" if args.reuse else None
+            synthetic = bench_synthetic(args.quick, record, seed)
+            print("synthetic occluder:", synthetic, flush=True)
     if args.only in (None, "glasses", "apply"):
         for clip in (["d9"] if args.only == "apply" else args.clips.split(",")):
             record = args.reuse / f"{clip}.json" if args.reuse else None
@@ -527,7 +594,7 @@ def main() -> None:
             print("glasses:", glasses[clip], flush=True)
     if args.only in (None, "apply"):
         files = {"synthetic": synthetic["summary"]["file"], **{c: r["matte"]["file"] for c, r in glasses.items()}}
-        print("apply 1080p:", bench_apply_1080(files), flush=True)
+        print("apply 1080p:", bench_apply_1080(files, args.baseline), flush=True)
     if args.only in (None, "train"):
         print("training both heads in one run:", bench_train_both(args.quick), flush=True)
 

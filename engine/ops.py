@@ -202,37 +202,82 @@ def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: floa
     return box_filter(a, radius) * g + box_filter(b, radius)
 
 
-def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
+                        subsample: int = 1) -> torch.Tensor:
     """Colour-guide guided filter (He, Sun and Tang 2010, eq. 19-21): per window, ``src`` fitted as a linear
     function of the guide's three channels. It tells apart edges of equal luminance but other hue (skin against
     a prop), which the grey guide of :func:`guided_filter` cannot.
+
+    With ``subsample`` s > 1, the fast guided filter (He and Sun 2015): the windows' fits are computed on a grid
+    s times coarser (the planes padded to a multiple of s by mirroring, averaged over s x s blocks; radius
+    ``radius / s``, at least 1), their coefficients enlarged bilinearly and applied to the full-resolution
+    guide, so the output still follows the guide's edges pixel for pixel.
+
+    float32 CPU planes (not requiring grad) are filtered with OpenCV plane by plane: torch's stacked operations
+    on a face-sized window cost several times more (``bench/RESULTS.md``, issue 22).
 
     Args:
         guide: (3, H, W) guidance image.
         src: (C, H, W) planes to filter.
         radius: box window half size in pixels.
         eps: regularisation, in squared guide units; larger keeps only strong edges of the guide.
+        subsample: the coefficients' grid step in pixels (1: exact).
 
     Returns:
         (C, H, W) filtered planes.
     """
-    mean = lambda t: box_filter(t, radius)  # noqa: E731
-    mean_g = mean(guide)                                                   # (3, H, W)
-    mean_s = mean(src)                                                     # (C, H, W)
-    cov_gs = mean(guide[:, None] * src[None]) - mean_g[:, None] * mean_s[None]   # (3, C, H, W)
-    pairs = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
-    var = mean(torch.stack([guide[i] * guide[j] for i, j in pairs])) \
-        - torch.stack([mean_g[i] * mean_g[j] for i, j in pairs])
-    rr, rg, rb, gg, gb, bb = var + torch.tensor([eps, 0, 0, eps, 0, eps], dtype=var.dtype,
-                                                device=var.device)[:, None, None]
+    h, w = guide.shape[-2:]
+    step = max(1, int(subsample))
+    ph, pw = -h % step, -w % step
+    low_radius = max(1, round(radius / step)) if step > 1 else radius
+    if guide.device.type == "cpu" and guide.dtype == src.dtype == torch.float32 \
+            and not (guide.requires_grad or src.requires_grad):
+        import cv2
+
+        size = (2 * low_radius + 1, 2 * low_radius + 1)
+        mean = lambda x: cv2.blur(x, size, borderType=cv2.BORDER_REFLECT_101)  # noqa: E731
+        if step > 1:
+            down = lambda x: cv2.resize(cv2.copyMakeBorder(x, 0, ph, 0, pw, cv2.BORDER_REFLECT_101),  # noqa: E731
+                                        ((w + pw) // step, (h + ph) // step), interpolation=cv2.INTER_AREA)
+            up = lambda x: cv2.resize(x, (w + pw, h + ph), interpolation=cv2.INTER_LINEAR)[:h, :w]  # noqa: E731
+        g_full = list(guide.contiguous().numpy())
+        planes = src.contiguous().numpy()
+        stack = lambda ps: torch.from_numpy(np.stack(ps))  # noqa: E731
+    else:
+        mean = lambda x: box_filter(x, low_radius)  # noqa: E731
+        if step > 1:
+            down = lambda x: F.avg_pool2d(F.pad(x[None, None], (0, pw, 0, ph), mode="reflect"), step)[0, 0]  # noqa: E731
+            up = lambda x: F.interpolate(x[None, None], scale_factor=step, mode="bilinear",  # noqa: E731
+                                         align_corners=False)[0, 0, :h, :w]
+        g_full, planes, stack = list(guide), list(src), torch.stack
+    g = [down(c) for c in g_full] if step > 1 else g_full
+    out = []
+    for plane in planes:
+        a, b = _color_fit(g, down(plane) if step > 1 else plane, eps, mean)
+        if step > 1:
+            a, b = [up(c) for c in a], up(b)
+        out.append(a[0] * g_full[0] + a[1] * g_full[1] + a[2] * g_full[2] + b)
+    return stack(out)
+
+
+def _color_fit(g: list, p, eps: float, mean) -> tuple[list, object]:
+    """The colour guided filter's coefficients of one plane ``p`` on the guide's planes ``g`` (numpy arrays or
+    tensors alike), each averaged over the windows that hold it (``mean``: the box filter): ([a_r, a_g, a_b], b)."""
+    mean_g = [mean(c) for c in g]
+    mean_p = mean(p)
+    cov = [mean(c * p) - m * mean_p for c, m in zip(g, mean_g)]
+    var = {(i, j): mean(g[i] * g[j]) - mean_g[i] * mean_g[j] for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))}
+    rr, rg, rb = var[0, 0] + eps, var[0, 1], var[0, 2]
+    gg, gb, bb = var[1, 1] + eps, var[1, 2], var[2, 2] + eps
     # the symmetric 3x3 (Sigma + eps U) inverted by its cofactors, every pixel at once
-    inv = torch.stack([gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb,
-                       rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg])
-    det = rr * inv[0] + rg * inv[1] + rb * inv[2]
-    row = ((0, 1, 2), (1, 3, 4), (2, 4, 5))                               # inverse's entries by (row, column)
-    a = torch.stack([sum(inv[row[i][j]] * cov_gs[j] for j in range(3)) / det for i in range(3)])   # (3, C, H, W)
-    b = mean_s - (a * mean_g[:, None]).sum(0)
-    return (mean(a.flatten(0, 1)).reshape(a.shape) * guide[:, None]).sum(0) + mean(b)
+    i00, i01, i02 = gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb
+    i11, i12, i22 = rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg
+    inv_det = 1.0 / (rr * i00 + rg * i01 + rb * i02)
+    a = [(i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) * inv_det,
+         (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) * inv_det,
+         (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) * inv_det]
+    b = mean_p - a[0] * mean_g[0] - a[1] * mean_g[1] - a[2] * mean_g[2]
+    return [mean(c) for c in a], mean(b)
 
 
 # -- resampling with a choice of filter (Reformat) -----------------------------------------------------

@@ -56,6 +56,12 @@ BAND_WIDTH = 6
 COARSE_MIN_RADIUS_PX = 0.5
 # A pixel counts as labelled where a stroke covers it this much.
 LABEL_COVERAGE = 0.5
+# The coarse head's unpainted pixels are taken for face with this weight (each painted class weighs 0.5): an
+# occluder nobody painted is less likely than none. Without it the network was free to call anything away from
+# the strokes occluder, and did so differently for each training seed (the synthetic occluder's errors were
+# false positives far from the object). With it, seeds 0-4: IoU 0.886, 0.943, 0.963, 0.964, 0.944 (before,
+# seeds 0-2: 0.93, 0.94, 0.85); seed 0 stayed near "face" (loss 0.18): bench/RESULTS.md, issue 22.
+COARSE_UNLABELLED_WEIGHT = 0.1
 
 
 # ------------------------------------------------------------------------------------------- crops
@@ -261,11 +267,12 @@ class OcclusionMatte(nn.Module):
 def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int, width: int, seed: int,
                centred: bool = False, progress: Callable[[float, float], None] | None = None,
                check_cancelled: Callable[[], None] | None = None,
-               channels_last: bool = False) -> tuple[OcclusionNet, float]:
+               channels_last: bool = False, unlabelled_weight: float = 0.0) -> tuple[OcclusionNet, float]:
     """Train one :class:`OcclusionNet` head.
 
-    The loss is binary cross-entropy over labelled pixels only, each class weighted to half the total, so a
-    thin occluder counts as much as the large face painted around it.
+    The loss is binary cross-entropy over labelled pixels, each class weighted to half the total, so a thin
+    occluder counts as much as the large face painted around it; plus, with ``unlabelled_weight``, the
+    unlabelled pixels' mean cross-entropy against "face" with that weight (a weak prior).
 
     Args:
         crops: (N, 3, H, W) in [0, 1], H and W divisible by 8.
@@ -277,6 +284,7 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int
         check_cancelled: called every step; raises to stop.
         channels_last: train in oneDNN's channels-last layout (about 0.7 of the plain layout's CPU time; the
             same sums in another order, so another network).
+        unlabelled_weight: the weight of unlabelled pixels taken for face (0: they carry no label).
 
     Returns:
         (the network in eval mode, its final smoothed loss).
@@ -298,6 +306,9 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int
         occ, skin = y[:, 0], y[:, 1]
         bce = F.binary_cross_entropy_with_logits(logits, occ, reduction="none")
         loss = 0.5 * (bce * occ).sum() / occ.sum().clamp_min(1) + 0.5 * (bce * skin).sum() / skin.sum().clamp_min(1)
+        if unlabelled_weight:
+            unlabelled = 1.0 - occ - skin
+            loss = loss + unlabelled_weight * (bce * unlabelled).sum() / unlabelled.sum().clamp_min(1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -341,21 +352,23 @@ def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int 
         # channels-last it was 0.86, 0.93, 0.86 for seeds 0-2, in the plain layout 0.93, 0.94, 0.85
         # (bench/RESULTS.md, issue 22)
         heads["coarse"] = (*stacked([s.crop for s in coarse], [s.occluder for s in coarse], [s.skin for s in coarse]),
-                           batch, width, False, False)
+                           batch, width, False, False, COARSE_UNLABELLED_WEIGHT)
     band = [s for s in samples if s.band_occluder.any() or s.band_skin.any()]
     if any(s.band_occluder.any() for s in band) and any(s.band_skin.any() for s in band):
+        # no prior on the band head: its glasses figures (d9, d13) were measured without one, not with
         heads["band"] = (*stacked([s.band_crop for s in band], [s.band_occluder for s in band],
-                                  [s.band_skin for s in band]), max(1, batch // 2), BAND_WIDTH, True, True)
+                                  [s.band_skin for s in band]), max(1, batch // 2), BAND_WIDTH, True, True, 0.0)
     if not heads:
         raise DoublureError("the strokes label no region with both an occluder and the face beside it")
     start, nets, losses = time.perf_counter(), {}, {}
-    for i, (name, (crops, labels, head_batch, head_width, centred, channels_last)) in enumerate(heads.items()):
+    for i, (name, (crops, labels, head_batch, head_width, centred, channels_last, unlabelled_weight)) \
+            in enumerate(heads.items()):
         def report(f: float, loss: float, i: int = i, name: str = name) -> None:
             progress((i + f) / len(heads), f"{name}: loss {loss:.3f}")
 
         nets[name], losses[name] = train_head(crops, labels, steps, head_batch, head_width, seed, centred,
                                               report if progress is not None else None, check_cancelled,
-                                              channels_last)
+                                              channels_last, unlabelled_weight)
     matte = OcclusionMatte(nets.get("coarse"), nets.get("band"))
     return matte, {"steps": steps, "loss": round(max(losses.values()), 5),
                    "losses": {k: round(v, 5) for k, v in losses.items()},
@@ -463,13 +476,19 @@ def crop_to_plate(matte: torch.Tensor, face: Face, window: tuple[int, int, int, 
 # [0, 1]): a plate edge of less contrast than about sqrt(eps) is smoothed over rather than followed.
 REFINE_RADIUS_CROP_PX = 1.0
 REFINE_EPS = 1e-3
+# The filter's window fits are computed on a grid of about the network's own pixels and enlarged (the fast
+# guided filter), then applied to the plate's pixels: with OpenCV's planes, a refinement over a whole 1080p
+# face cost about a quarter of the exact filter's time, and the synthetic occluder's IoU rose for each of three
+# networks (0.855, 0.930, 0.863 exact; 0.862, 0.935, 0.906: bench/RESULTS.md, issue 22).
+REFINE_GRID_CROP_PX = 1.0
 # The refinement works near the matte's edges only: pixels within two radii of one whose probability lies
 # between these, beside occluder pixels (the network's edge, warped onto the plate, always passes through
 # them: a crop pixel spans several plate pixels). A face with no occluder then costs nothing.
 _UNDECIDED = (0.1, 0.9)
 
 
-def refine_matte_edge(prob: np.ndarray, plate_window: torch.Tensor, radius: int, eps: float = REFINE_EPS) -> np.ndarray:
+def refine_matte_edge(prob: np.ndarray, plate_window: torch.Tensor, radius: int, eps: float = REFINE_EPS,
+                      subsample: int = 1) -> np.ndarray:
     """Snap an upsampled matte's edge to the plate's own edges, the way learned roto tools refine a coarse
     matte: the colour guided filter (He, Sun and Tang 2010, :func:`~doublure.engine.ops.guided_filter_color`)
     of the probability, guided by the plate's pixels in the network's encoding (:func:`encode_for_matte`).
@@ -483,6 +502,8 @@ def refine_matte_edge(prob: np.ndarray, plate_window: torch.Tensor, radius: int,
         plate_window: (C >= 3, h, w) scene-linear plate window (a view of the plate will do), any device.
         radius: filter radius in plate pixels (0 returns ``prob``).
         eps: regularisation (squared units of the guide).
+        subsample: the filter's fits computed on a grid this many plate pixels apart (1: exact; see
+            :func:`~doublure.engine.ops.guided_filter_color`).
 
     Returns:
         (h, w) float32 refined probability in [0, 1].
@@ -503,7 +524,7 @@ def refine_matte_edge(prob: np.ndarray, plate_window: torch.Tensor, radius: int,
     x0, x1 = max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, prob.shape[1])
     box = torch.from_numpy(np.ascontiguousarray(prob[y0:y1, x0:x1]))[None]
     box_guide = torch.from_numpy(encode_for_matte(plate_window[:3, y0:y1, x0:x1].float().cpu().numpy()))
-    refined = ops.guided_filter_color(box_guide, box, radius, eps)[0].clamp(0.0, 1.0).numpy()
+    refined = ops.guided_filter_color(box_guide, box, radius, eps, subsample)[0].clamp(0.0, 1.0).numpy()
     out = prob.copy()
     inside = band[y0:y1, x0:x1]
     out[y0:y1, x0:x1][inside] = refined[inside]
@@ -514,7 +535,8 @@ def learned_plate_matte(prob: torch.Tensor, face: Face, plate: torch.Tensor,
                         window: tuple[int, int, int, int]) -> np.ndarray:
     """The coarse head's crop-space probability as the face's matte on a plate window: warped onto the plate,
     its edge refined on the plate's own pixels (:func:`refine_matte_edge`, radius
-    :data:`REFINE_RADIUS_CROP_PX` crop pixels), then ramped (:func:`matte_ramp`).
+    :data:`REFINE_RADIUS_CROP_PX` crop pixels, fits on a grid of :data:`REFINE_GRID_CROP_PX`), then ramped
+    (:func:`matte_ramp`).
 
     Args:
         prob: (S, S) occluder probability in the face's aligned crop.
@@ -527,8 +549,11 @@ def learned_plate_matte(prob: torch.Tensor, face: Face, plate: torch.Tensor,
     """
     y0, y1, x0, x1 = window
     on_plate = crop_to_plate(prob, face, window)
-    radius = int(round(REFINE_RADIUS_CROP_PX * affine_scale(face.from_crop) / prob.shape[-1]))
-    return matte_ramp(torch.from_numpy(refine_matte_edge(on_plate, plate[:, y0:y1, x0:x1], radius))).numpy()
+    plate_px = affine_scale(face.from_crop) / prob.shape[-1]   # plate pixels per crop pixel
+    radius = int(round(REFINE_RADIUS_CROP_PX * plate_px))
+    refined = refine_matte_edge(on_plate, plate[:, y0:y1, x0:x1], radius,
+                                subsample=max(1, int(round(REFINE_GRID_CROP_PX * plate_px))))
+    return matte_ramp(torch.from_numpy(refined)).numpy()
 
 
 def apply_matte(matte: OcclusionMatte, plate: torch.Tensor, faces: Sequence[Face],

@@ -272,13 +272,14 @@ class Occlusion(Node):
                                 f"eyes: paint the face (erase) beside the occluder too, then Train matte")
         return samples
 
-    def action_train(self, graph=None, progress: Callable[..., None] | None = None, cancel=None) -> str:
+    def action_train(self, graph=None, progress: Callable[..., None] | None = None, cancel=None, seed: int = 0) -> str:
         """Train the matte on the painted frames and store it; sets the ``matte`` knob.
 
         Args:
             graph: the node's graph (default: its own).
             progress: called as ``progress(fraction, message)``.
             cancel: a ``CancelToken``; cancelling stops training and stores nothing.
+            seed: the training's random seed (the benchmark trains with several).
 
         Returns:
             The path of the written matte file.
@@ -292,7 +293,7 @@ class Occlusion(Node):
             self.train_error = str(exc).removeprefix(f"{self.name}: ")
             raise
         frames = training_frames(strokes)
-        net, summary = train_matte(samples, steps=int(self.value("steps")), progress=progress,
+        net, summary = train_matte(samples, steps=int(self.value("steps")), seed=seed, progress=progress,
                                    check_cancelled=cancel.check if cancel is not None else None)
         keys = {"strokes_key": strokes_key(strokes), "plate_key": self.plate_key(frames)}
         path = self.matte_path()

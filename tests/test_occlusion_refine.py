@@ -90,3 +90,37 @@ def test_a_matte_without_an_occluders_edge_is_returned_as_it_came():
     assert refine_matte_edge(doubt, chw(plate), radius=3) is doubt
     doubt[53:60, 66:74] = 1.0   # an occluder beside the second speck: now its edge is refined
     assert not np.array_equal(refine_matte_edge(doubt, chw(plate), radius=3), doubt)
+
+
+def test_fast_colour_guided_filter_fits_on_a_coarser_grid_and_both_paths_agree():
+    """The fits on a grid ``subsample`` pixels apart: OpenCV's float32 CPU path and torch's (float64 here)
+    give the same planes, odd sizes included; the result keeps its size and its edges where the exact
+    filter's are."""
+    rng = np.random.default_rng(5)
+    guide = rng.random((47, 61, 3)) * 0.2
+    guide[12:33, 17:44] += [0.6, 0.2, 0.5]
+    src = np.zeros((2, 47, 61))
+    src[:, 10:35, 15:46] = 1.0
+    src[1] = cv2.GaussianBlur(src[1], (7, 7), 2.0)
+    g, s = torch.from_numpy(guide).permute(2, 0, 1), torch.from_numpy(src)
+    exact = ops.guided_filter_color(g.float(), s.float(), 4, 1e-3)
+    for subsample in (1, 2, 3):
+        cpu = ops.guided_filter_color(g.float(), s.float(), 4, 1e-3, subsample)
+        other = ops.guided_filter_color(g, s, 4, 1e-3, subsample)   # float64: the torch path
+        assert cpu.shape == (2, 47, 61) and cpu.dtype == torch.float32
+        assert (cpu - other.float()).abs().max() < 1e-4
+        assert ((cpu > 0.5) == (exact > 0.5)).float().mean() > 0.98   # the edges where the exact filter's are
+    assert not torch.equal(ops.guided_filter_color(g.float(), s.float(), 4, 1e-3, 2), exact)
+
+
+def test_refinement_with_its_fits_on_the_networks_grid_still_finds_the_plates_edge():
+    plate, disc = disc_plate()
+    shifted = np.roll(disc, (1, -1), (0, 1)).astype(np.float32)
+    coarse = cv2.resize(cv2.resize(shifted, (34, 30), interpolation=cv2.INTER_AREA), (100, 90),
+                        interpolation=cv2.INTER_LINEAR)
+    refined = refine_matte_edge(coarse, chw(plate), radius=3, subsample=3)   # a network pixel: 3 plate pixels
+
+    def iou(m):
+        return ((m > 0.5) & disc).sum() / ((m > 0.5) | disc).sum()
+
+    assert iou(coarse) < 0.93 and iou(refined) > 0.98
