@@ -58,6 +58,8 @@ MOTION_SHUTTER = 0.5
 MOTION_TAPS = 24
 # the relighting blur, as a fraction of the face crop
 LIGHT_SIGMA = 1.0 / 16.0
+# the eyes' openings keep their colour in the relighting, feathered by this fraction of the crop
+OPENING_FEATHER = 0.004
 JPEG_QUALITY = 95
 # a reference triangle seen under this fraction as squarely as the plate face shows it (the cosines of their normals
 # to the camera) shows nothing there; it counts more from here on, fully at FACING_FROM + FACING_RANGE
@@ -485,9 +487,10 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
             with the plate face's.
 
     Returns:
-        (faces (N, 3, size, size) float32 sRGB-encoded in [0, 1], coverage (N, 1, size, size)).
+        (faces (N, 3, size, size) float32 sRGB-encoded in [0, 1], coverage (N, 1, size, size), the layouts drawn
+        on (N, 478, 2) float64: ``layouts`` with the target's proportions).
     """
-    out, cover = [], []
+    out, cover, drawn_on = [], [], []
     for i, (layout, window, yaw) in enumerate(zip(layouts, windows, yaws or [0.0] * len(layouts))):
         idx, w = choose_references(bank, window)
         if plate_shapes is not None:
@@ -538,7 +541,8 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
             blend = fast_gaussian_blur(blend, sigma) + (sharp * (warped - fast_gaussian_blur(warped, sigma))).sum(0)
         out.append(blend.clamp(0.0, 1.0))
         cover.append(covered)
-    return torch.stack(out), torch.stack(cover)
+        drawn_on.append(layout)
+    return torch.stack(out), torch.stack(cover), np.stack(drawn_on)
 
 
 def inset_fade(inside: torch.Tensor, width: float) -> torch.Tensor:
@@ -617,7 +621,8 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     # the plate actor's own proportions: the mean layout over the track, where the expressions mostly cancel
     shapes = [np.mean([apply_affine(g.to_crop, g.landmarks) for g in track.values()], 0)
               for _, track, _ in windows] if shape > 0.0 else None
-    drawn, cover = reference_faces(bank, layouts, feats, size, [float(f.pose[0]) for f in faces], shapes, shape)
+    drawn, cover, drawn_on = reference_faces(bank, layouts, feats, size, [float(f.pose[0]) for f in faces], shapes,
+                                             shape)
     drawn = to_encoding(drawn.to(plate.device), "srgb", working_space)
     # the references are still photographs; a moving plate face is smeared over the shutter's time
     drawn = torch.stack([motion_blur(d, face_motion(track, f, size))
@@ -625,7 +630,9 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     cover = cover.to(plate.device)
     under = plate_crops(plate, np.stack([f.to_crop for f in faces]), size)
     skin = torch.stack([render_crop_mask(f, "skin", size, device=plate.device) for f in faces]) * cover
-    lit = relight(drawn, under, skin, size * LIGHT_SIGMA)
+    # the irises keep their colour: the skins' difference in tone is not light (the inside of the mouth is left
+    # to the light's colour: kept, M030's drew an orange band between a plate's pink lips)
+    lit = relight(drawn, under, skin, size * LIGHT_SIGMA, eye_openings(drawn_on, size).to(plate.device))
     mask = F.interpolate(pred_mask.to(plate.device, torch.float32), size=(size, size), mode="bilinear",
                          align_corners=False) * cover
     return lit, mask, size
@@ -785,24 +792,43 @@ def motion_blur(image: torch.Tensor, motion: np.ndarray, shutter: float = MOTION
     return copies.mean(0).to(image.dtype)
 
 
-def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma: float) -> torch.Tensor:
+def eye_openings(layouts: np.ndarray, size: int) -> torch.Tensor:
+    """Where the eyes are open on faces drawn on ``layouts`` ((N, 478, 2) unit crop coordinates): (N, 1, size,
+    size) float32 in [0, 1], feathered by :data:`OPENING_FEATHER` of the crop."""
+    from doublure.faces.masks import rasterize_shapes, region_shapes
+
+    masks = [rasterize_shapes(region_shapes(layout * size - 0.5, np.zeros((2, 3)), "eyes")[0], [], (size, size))
+             for layout in layouts]
+    return fast_gaussian_blur(torch.from_numpy(np.stack(masks))[:, None], max(0.5, size * OPENING_FEATHER))
+
+
+def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma: float,
+            neutral: torch.Tensor | None = None) -> torch.Tensor:
     """Give faces the plate's light: multiply by the ratio of the plate's low frequencies to theirs over skin.
+
+    The ratio holds the skins' difference in colour as well as the light's: a pale plate over a tan reference is
+    a blue gain, which turned the reference's brown irises grey-blue (people/d14). Where ``neutral`` is set, the
+    ratio's colour is left out and only its level taken (the geometric mean of the channels' ratios).
 
     Args:
         faces: (N, 3, R, R) linear light.
         plate: (N, 3, R, R) the plate's aligned crops, linear light.
         skin: (N, 1, R, R) in [0, 1]: where both are skin (the ratio's weight).
         sigma: blur sigma in pixels.
+        neutral: (N, 1, R, R) in [0, 1], or None: where the faces keep their own colour (the eyes).
 
     Returns:
         (N, 3, R, R) the relit faces.
     """
     eps = 1e-3
     out = []
-    for face, under, weight in zip(faces, plate, skin):
-        lit = (normalized_blur(under.clamp(min=0.0), weight, sigma) + eps) / \
-              (normalized_blur(face.clamp(min=0.0), weight, sigma) + eps)
-        out.append(face * lit.clamp(0.25, 4.0))
+    for i, (face, under, weight) in enumerate(zip(faces, plate, skin)):
+        lit = ((normalized_blur(under.clamp(min=0.0), weight, sigma) + eps) /
+               (normalized_blur(face.clamp(min=0.0), weight, sigma) + eps)).clamp(0.25, 4.0)
+        if neutral is not None:
+            level = lit.log().mean(0, keepdim=True).exp()
+            lit = lit + neutral[i] * (level - lit)
+        out.append(face * lit)
     return torch.stack(out)
 
 

@@ -121,6 +121,22 @@ def test_relight_takes_the_plates_low_frequencies():
     assert torch.allclose(inner, light[..., 8:-8, 8:-8], rtol=0.05)
 
 
+def test_relight_leaves_the_eyes_their_colour():
+    torch.manual_seed(5)
+    face = torch.rand(1, 3, 64, 64) * 0.5 + 0.25
+    cast = torch.tensor([0.8, 1.0, 1.6]).view(1, 3, 1, 1)               # a paler, bluer plate skin
+    neutral = torch.zeros(1, 1, 64, 64)
+    neutral[..., 24:40, 24:40] = 1.0
+    out = relight(face, face * cast, torch.ones(1, 1, 64, 64), 4.0, neutral)
+    gain = out / face
+    # outside, the plate's colour is taken; inside, only its level: the channels' gains agree, at their
+    # geometric mean
+    assert torch.allclose(gain[0, :, 4, 4], cast.view(3), rtol=0.02)
+    inside = gain[0, :, 28:36, 28:36]
+    level = float(cast.log().mean().exp())
+    assert torch.allclose(inside, torch.full_like(inside, level), rtol=0.02)
+
+
 def test_motion_blur_is_the_mean_of_the_shifted_image():
     torch.manual_seed(2)
     image = torch.rand(3, 40, 40)
@@ -271,11 +287,11 @@ def test_the_shape_moves_only_where_the_poses_agree(bank):
     same = [(1.0, feats[0])]
     turned = feats[0].copy()
     turned[0] += 25.0                                            # the plate turned 25 degrees from every reference
-    still, _ = reference_faces(refs, [layout], [same], 128, [float(feats[0, 0])], None)
-    shaped, _ = reference_faces(refs, [layout], [same], 128, [float(feats[0, 0])], [plate_shape])
+    still, _, _ = reference_faces(refs, [layout], [same], 128, [float(feats[0, 0])], None)
+    shaped, _, _ = reference_faces(refs, [layout], [same], 128, [float(feats[0, 0])], [plate_shape])
     assert (shaped - still).abs().mean() > 1e-3
-    still_t, _ = reference_faces(refs, [layout], [[(1.0, turned)]], 128, [float(turned[0])], None)
-    shaped_t, _ = reference_faces(refs, [layout], [[(1.0, turned)]], 128, [float(turned[0])], [plate_shape])
+    still_t, _, _ = reference_faces(refs, [layout], [[(1.0, turned)]], 128, [float(turned[0])], None)
+    shaped_t, _, _ = reference_faces(refs, [layout], [[(1.0, turned)]], 128, [float(turned[0])], [plate_shape])
     assert torch.equal(still_t, shaped_t)
 
 
