@@ -152,8 +152,10 @@ class Occlusion(Node):
         frames = ", ".join(str(f) for f in matte["frames"])
         if problem:
             return f"matte: {problem}"
+        restarted = "".join(f", the {head} head restarted with seed {seed} after a stall"
+                            for head, seed in matte.get("seeds", {}).items())
         return (f"matte: trained on frames {frames} ({matte['faces']} faces, {matte['steps']} steps, "
-                f"loss {matte['loss']:.3f}, {matte['seconds']:.0f} s)")
+                f"loss {matte['loss']:.3f}, {matte['seconds']:.0f} s{restarted})")
 
     def _learned_net(self, frame: int):
         """The trained network to apply at ``frame``; None when ``learned`` is off or nothing was trained."""

@@ -140,6 +140,7 @@ def test_a_stalled_training_restarts_with_the_derived_seed_and_says_so(media_dir
                                           "(painted occluder loss ")
     assert record.getMessage().endswith("at step 5): restarted with seed 1007")
     assert node.value("matte")["seeds"] == {"coarse": 1007}
+    assert "the coarse head restarted with seed 1007 after a stall" in node.status()
     restarted, _ = occlusion_lib.load_matte(path)
     for (name, weight), expected in zip(restarted.coarse.state_dict().items(), unchecked.coarse.state_dict().values()):
         assert torch.equal(weight, expected.to(weight.dtype)), name   # loaded for inference: bf16 where native
