@@ -298,6 +298,7 @@ class Occlusion(Node):
             self.train_error = str(exc).removeprefix(f"{self.name}: ")
             raise
         frames = training_frames(strokes)
+
         def restarted(head: str, head_seed: int, stall: TrainingStalled, next_seed: int) -> None:
             message = (f"{self.name}: the {head} head's training stalled with seed {head_seed} (painted occluder "
                        f"loss {stall.occluder_loss:.3f} at step {stall.step}): restarted with seed {next_seed}")
