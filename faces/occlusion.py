@@ -65,7 +65,8 @@ COARSE_UNLABELLED_WEIGHT = 0.1
 # Even so, one coarse training in five or so stalls: the prior wins and the painted occluder is never learnt in
 # full (seed 0 of the synthetic occluder: final loss 0.18, IoU 0.886; seeds 1-4 0.01-0.03, IoU 0.94-0.96). It
 # shows in the painted occluder pixels' own smoothed loss: at step 160 of 400, 0.297 on seed 0, 0.06-0.15 on
-# seeds 1-4 (at step 100 it does not tell yet: 0.33 on seed 0, 0.35 on seed 1), bench/RESULTS.md, issue 22. So
+# seeds 1-4; of seeds 5-9, 0.362 on seed 6, which stalled too (final loss 0.27), 0.03-0.15 on the others (at
+# step 100 it does not tell yet: 0.33 on seed 0, 0.35 on seed 1), bench/RESULTS.md, issue 22. So
 # at STALL_CHECK_AT of its steps a head whose occluder loss is above STALL_OCCLUDER_LOSS starts again with a
 # seed derived from the given one (:func:`restart_seed`), at most STALL_RESTARTS times: each costs that fraction
 # of the head's training (about 56 CPU-s of the coarse head's 140).
