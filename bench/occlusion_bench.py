@@ -485,6 +485,7 @@ def bench_train_both(quick: bool, clip: str = "d9") -> dict:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     matte, summary = train_matte(samples, steps=int(synthetic.value("steps")))
     return {"heads": matte.widths(), "samples": len(samples), "steps": summary["steps"], "losses": summary["losses"],
+            "restarted_seeds": summary.get("seeds", {}),
             "cpu_s": round(time.process_time() - cpu0, 1), "wall_s": round(time.perf_counter() - wall0, 1)}
 
 

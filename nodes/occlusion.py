@@ -20,6 +20,7 @@ over the face's crop window, 1 where the plate must be kept. It is the union of:
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Callable
@@ -34,11 +35,13 @@ from doublure.engine.hashing import file_identity
 from doublure.engine.identity import upstream_identity
 from doublure.engine.node import resolve_path
 from doublure.faces.detect import working_to_srgb8
-from doublure.faces.occlusion import (BAND_RES, MATTE_RES, HandFinder, TrainingSample, apply_matte, crop_window,
-                                      far_side_matte, hand_matte, load_matte, save_matte, stroke_labels, train_matte,
-                                      training_sample, with_occlusion)
+from doublure.faces.occlusion import (BAND_RES, MATTE_RES, HandFinder, TrainingSample, TrainingStalled, apply_matte,
+                                      crop_window, far_side_matte, hand_matte, load_matte, save_matte, stroke_labels,
+                                      train_matte, training_sample, with_occlusion)
 
 from .facedetect import _tracks_cache_dir
+
+log = logging.getLogger("doublure.occlusion")
 
 OUTPUTS = ("plate", "matte")
 # Hands are looked for in the faces' surroundings at most this many pixels wide (mediapipe works at 224 px).
@@ -149,8 +152,10 @@ class Occlusion(Node):
         frames = ", ".join(str(f) for f in matte["frames"])
         if problem:
             return f"matte: {problem}"
+        restarted = "".join(f", the {head} head restarted with seed {seed} after a stall"
+                            for head, seed in matte.get("seeds", {}).items())
         return (f"matte: trained on frames {frames} ({matte['faces']} faces, {matte['steps']} steps, "
-                f"loss {matte['loss']:.3f}, {matte['seconds']:.0f} s)")
+                f"loss {matte['loss']:.3f}, {matte['seconds']:.0f} s{restarted})")
 
     def _learned_net(self, frame: int):
         """The trained network to apply at ``frame``; None when ``learned`` is off or nothing was trained."""
@@ -293,8 +298,17 @@ class Occlusion(Node):
             self.train_error = str(exc).removeprefix(f"{self.name}: ")
             raise
         frames = training_frames(strokes)
+
+        def restarted(head: str, head_seed: int, stall: TrainingStalled, next_seed: int) -> None:
+            message = (f"{self.name}: the {head} head's training stalled with seed {head_seed} (painted occluder "
+                       f"loss {stall.occluder_loss:.3f} at step {stall.step}): restarted with seed {next_seed}")
+            log.warning(message)
+            if progress is not None:
+                progress(0.0, message)
+
         net, summary = train_matte(samples, steps=int(self.value("steps")), seed=seed, progress=progress,
-                                   check_cancelled=cancel.check if cancel is not None else None)
+                                   check_cancelled=cancel.check if cancel is not None else None,
+                                   on_restart=restarted)
         keys = {"strokes_key": strokes_key(strokes), "plate_key": self.plate_key(frames)}
         path = self.matte_path()
         save_matte(path, net, {**keys, "node": self.name, "frames": frames, **summary})

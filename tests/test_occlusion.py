@@ -118,6 +118,34 @@ def test_swap_goes_under_the_occluder(trained):
     assert (changed & occluded).sum() > 0.5 * occluded.sum()
 
 
+def test_a_stalled_training_restarts_with_the_derived_seed_and_says_so(media_dir, tmp_path, monkeypatch, caplog):
+    """Every check made to find a stall (the threshold below any loss, the check on 12 steps): the coarse head
+    restarts once with the seed derived from the node's, the node logs it by name, the matte is that seed's
+    training, and the stall check of the restarted training is off (the last try is kept)."""
+    from doublure.faces import occlusion as occlusion_lib
+
+    g, occ, detect, node = synthetic_shot(media_dir / "mead" / "W009_front_happy_level3_001.mp4", 1, 24,
+                                          media_dir / "stills" / "astronaut.png")
+    node["strokes"] = paint_synthetic(occ, detect, PAINTED)
+    node["steps"] = 12
+    g.save(str(tmp_path / "shot.dbl"))
+    samples = node.training_samples(g, node.value("strokes"))
+    unchecked, _ = occlusion_lib.train_matte(samples, steps=12, seed=occlusion_lib.restart_seed(7, 1))
+    monkeypatch.setattr(occlusion_lib, "STALL_CHECK_MIN_STEPS", 10)
+    monkeypatch.setattr(occlusion_lib, "STALL_OCCLUDER_LOSS", -1.0)
+    with caplog.at_level("WARNING", logger="doublure.occlusion"):
+        path = node.action_train(g, seed=7)
+    (record,) = caplog.records
+    assert record.getMessage().startswith("Occlusion1: the coarse head's training stalled with seed 7 "
+                                          "(painted occluder loss ")
+    assert record.getMessage().endswith("at step 5): restarted with seed 1007")
+    assert node.value("matte")["seeds"] == {"coarse": 1007}
+    assert "the coarse head restarted with seed 1007 after a stall" in node.status()
+    restarted, _ = occlusion_lib.load_matte(path)
+    for (name, weight), expected in zip(restarted.coarse.state_dict().items(), unchecked.coarse.state_dict().values()):
+        assert torch.equal(weight, expected.to(weight.dtype)), name   # loaded for inference: bf16 where native
+
+
 def test_bad_strokes_say_what_to_paint_and_change_nothing(media_dir, tmp_path):
     g = engine.Graph()
     read = g.create("Read", file=str(media_dir / "mead" / "W009_front_happy_level3_001.mp4"), first=1, last=10)
