@@ -251,28 +251,35 @@ def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps
                                          align_corners=False)[0, 0, :h, :w]
         g_full, planes, stack = list(guide), list(src), torch.stack
     g = [down(c) for c in g_full] if step > 1 else g_full
+    stats = _guide_statistics(g, eps, mean)      # the guide's: the same for every plane filtered
     out = []
     for plane in planes:
-        a, b = _color_fit(g, down(plane) if step > 1 else plane, eps, mean)
+        a, b = _color_fit(g, stats, down(plane) if step > 1 else plane, mean)
         if step > 1:
             a, b = [up(c) for c in a], up(b)
         out.append(a[0] * g_full[0] + a[1] * g_full[1] + a[2] * g_full[2] + b)
     return stack(out)
 
 
-def _color_fit(g: list, p, eps: float, mean) -> tuple[list, object]:
-    """The colour guided filter's coefficients of one plane ``p`` on the guide's planes ``g`` (numpy arrays or
-    tensors alike), each averaged over the windows that hold it (``mean``: the box filter): ([a_r, a_g, a_b], b)."""
+def _guide_statistics(g: list, eps: float, mean) -> tuple[list, tuple, object]:
+    """The colour guided filter's per-window statistics of the guide's planes ``g`` (numpy arrays or tensors
+    alike; ``mean``: the box filter): (their means, the cofactors (i00, i01, i02, i11, i12, i22) of the symmetric
+    3x3 Sigma + eps U, 1 / its determinant), every pixel at once."""
     mean_g = [mean(c) for c in g]
-    mean_p = mean(p)
-    cov = [mean(c * p) - m * mean_p for c, m in zip(g, mean_g)]
     var = {(i, j): mean(g[i] * g[j]) - mean_g[i] * mean_g[j] for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))}
     rr, rg, rb = var[0, 0] + eps, var[0, 1], var[0, 2]
     gg, gb, bb = var[1, 1] + eps, var[1, 2], var[2, 2] + eps
-    # the symmetric 3x3 (Sigma + eps U) inverted by its cofactors, every pixel at once
     i00, i01, i02 = gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb
     i11, i12, i22 = rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg
-    inv_det = 1.0 / (rr * i00 + rg * i01 + rb * i02)
+    return mean_g, (i00, i01, i02, i11, i12, i22), 1.0 / (rr * i00 + rg * i01 + rb * i02)
+
+
+def _color_fit(g: list, stats: tuple, p, mean) -> tuple[list, object]:
+    """The colour guided filter's coefficients of one plane ``p`` on the guide's planes ``g`` with their
+    :func:`_guide_statistics`, each averaged over the windows that hold it: ([a_r, a_g, a_b], b)."""
+    mean_g, (i00, i01, i02, i11, i12, i22), inv_det = stats
+    mean_p = mean(p)
+    cov = [mean(c * p) - m * mean_p for c, m in zip(g, mean_g)]
     a = [(i00 * cov[0] + i01 * cov[1] + i02 * cov[2]) * inv_det,
          (i01 * cov[0] + i11 * cov[1] + i12 * cov[2]) * inv_det,
          (i02 * cov[0] + i12 * cov[1] + i22 * cov[2]) * inv_det]
