@@ -545,6 +545,12 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
     return torch.stack(out), torch.stack(cover), np.stack(drawn_on)
 
 
+def _smooth_ramp(t: np.ndarray) -> torch.Tensor:
+    """0 below 0, 1 above 1, smoothstep between: float32."""
+    t = np.clip(t, 0.0, 1.0)
+    return torch.from_numpy(t * t * (3.0 - 2.0 * t)).float()
+
+
 def inset_fade(inside: torch.Tensor, width: float) -> torch.Tensor:
     """0 on a region's edge rising smoothly to 1 at ``width`` pixels inside it.
 
@@ -559,9 +565,7 @@ def inset_fade(inside: torch.Tensor, width: float) -> torch.Tensor:
 
     if width <= 0.0:
         return inside.float()
-    depth = cv2.distanceTransform(inside.numpy().astype(np.uint8), cv2.DIST_L2, 3)
-    t = np.clip(depth / width, 0.0, 1.0)
-    return torch.from_numpy(t * t * (3.0 - 2.0 * t)).float()
+    return _smooth_ramp(cv2.distanceTransform(inside.numpy().astype(np.uint8), cv2.DIST_L2, 3) / width)
 
 
 def forehead_fade(layout: np.ndarray, size: int) -> torch.Tensor:
@@ -582,8 +586,7 @@ def forehead_fade(layout: np.ndarray, size: int) -> torch.Tensor:
         return torch.ones(size, size)
     ys, xs = np.mgrid[0:size, 0:size] + 0.5
     along = ((xs / size - brows[0]) * up[0] + (ys / size - brows[1]) * up[1]) / height ** 2
-    t = np.clip((FOREHEAD_TO - along) / (FOREHEAD_TO - FOREHEAD_FROM), 0.0, 1.0)
-    return torch.from_numpy(t * t * (3.0 - 2.0 * t)).float()
+    return _smooth_ramp((FOREHEAD_TO - along) / (FOREHEAD_TO - FOREHEAD_FROM))
 
 
 def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[float, object]]], plate: torch.Tensor,
@@ -638,13 +641,14 @@ def reference_swap(bank: ReferenceBank, faces: list, windows: list[list[tuple[fl
     return lit, mask, size
 
 
-def _feature_parts() -> list[tuple[tuple[int, ...], tuple[int, int]]]:
+@functools.cache
+def _feature_parts() -> tuple[tuple[tuple[int, ...], tuple[int, int]], ...]:
     """The parts whose place and size carry a person's proportions, each with the two landmarks its width and
     centre are read from (eye and mouth corners: an eye's or a mouth's opening is expression, not identity).
     The brows are left to follow the thin-plate spline: their height is mostly expression."""
     from doublure.faces.masks import LEFT_EYE, LIPS_OUTER, RIGHT_EYE
     nose = (1, 2, 4, 5, 6, 45, 48, 64, 97, 98, 115, 168, 195, 197, 220, 275, 278, 294, 326, 327, 344, 440)
-    return [(LEFT_EYE, (362, 263)), (RIGHT_EYE, (33, 133)), (LIPS_OUTER, (61, 291)), (nose, (48, 278))]
+    return ((LEFT_EYE, (362, 263)), (RIGHT_EYE, (33, 133)), (LIPS_OUTER, (61, 291)), (nose, (48, 278)))
 
 
 def identity_layout(layout: np.ndarray, plate_shape: np.ndarray, target_shape: np.ndarray,
@@ -833,5 +837,7 @@ def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma:
 
 
 __all__ = ["FEATURES", "ReferenceBank", "ReferenceError", "bank_from_bytes", "bank_to_bytes", "build_bank",
-           "carried_layout", "choose_references", "delaunay_triangles", "face_features", "face_motion", "mesh_warp",
-           "motion_blur", "reference_faces", "reference_swap", "relight", "triangle_facing"]
+           "carried_layout", "choose_references", "delaunay_triangles", "eye_openings", "face_features", "face_motion",
+           "forehead_fade", "frown_index", "identity_layout", "inset_fade", "mesh_warp", "motion_blur",
+           "reference_faces", "reference_likeness", "reference_swap", "relight", "thin_plate", "triangle_facing",
+           "unveiled_skin"]
