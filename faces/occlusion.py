@@ -50,7 +50,12 @@ MATTE_SCHEMA = "doublure.occlusion/2"   # 2: heads "coarse" and "band"; /1 files
 # (v 0.10-0.475 of the aligned crop: the brows, the rims, the temples' hinges; both ends divisible by 8).
 BAND_RES = 320
 BAND_ROWS = (32, 152)
-BAND_WIDTH = 6
+# The heads' base widths (channels of the first scale). Applying both at 1080p is mostly their convolutions at a
+# few channels, and training is mostly the coarse head: at widths 12 and 6 a face cost about 18-22 CPU-ms (the
+# goal is 20) and a shot's training with a stall restart about 310 CPU-s (the goal 300). At 8 and 4 the
+# synthetic occluder's IoU and the glasses' figures hold (bench/RESULTS.md, issue 22, session 16).
+COARSE_WIDTH = 8
+BAND_WIDTH = 4
 # A stroke narrower than one MATTE_RES pixel (radius half a pixel) is below what the coarse head can draw: it labels
 # the band head only (tracing a thin wire with a fine brush labels the coarse head with nothing it could learn).
 COARSE_MIN_RADIUS_PX = 0.5
@@ -170,7 +175,7 @@ class OcclusionNet(nn.Module):
     ``centred``: the input is centred and scaled first (the band head; the coarse head was measured without).
     """
 
-    def __init__(self, width: int = 12, centred: bool = False) -> None:
+    def __init__(self, width: int = COARSE_WIDTH, centred: bool = False) -> None:
         super().__init__()
         self.width, self.centred = width, centred
 
@@ -394,7 +399,8 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int
     return net, loss_avg or 0.0
 
 
-def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int = 8, width: int = 12, seed: int = 0,
+def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int = 8, width: int = COARSE_WIDTH,
+                seed: int = 0,
                 progress: Callable[[float, str], None] | None = None,
                 check_cancelled: Callable[[], None] | None = None,
                 on_restart: Callable[[str, int, TrainingStalled, int], None] | None = None
@@ -429,9 +435,9 @@ def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int 
     heads = {}
     coarse = [s for s in samples if s.occluder.any() or s.skin.any()]
     if any(s.occluder.any() for s in coarse) and any(s.skin.any() for s in coarse):
-        # the plain layout: the synthetic occluder's IoU varies with the seed in either layout, but trained
-        # channels-last it was 0.86, 0.93, 0.86 for seeds 0-2, in the plain layout 0.93, 0.94, 0.85
-        # (bench/RESULTS.md, issue 22)
+        # the plain layout: channels-last costs about 0.6 of its CPU time, but those are other networks (the same
+        # sums in another order), and at width 8 one of seeds 0-4 of the synthetic occluder fell to IoU 0.88 and
+        # three stalled and restarted (bench/RESULTS.md, issue 22, session 16)
         heads["coarse"] = (*stacked([s.crop for s in coarse], [s.occluder for s in coarse], [s.skin for s in coarse]),
                            batch, width, False, False, COARSE_UNLABELLED_WEIGHT,
                            (STALL_CHECK_AT, STALL_OCCLUDER_LOSS) if steps >= STALL_CHECK_MIN_STEPS else None)

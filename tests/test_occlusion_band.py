@@ -130,7 +130,7 @@ def test_a_traced_glasses_wire_is_found_on_a_frame_not_painted(media_dir):
     most of the wire's pixels (drawn from the plate) and leaves the lenses' insides to the swap."""
     spec = dict(GLASSES_STROKES["d9"], frames=(1,))
     g, detect = detect_graph(media_dir / "people" / "d9.mp4", 45)
-    node = g.create("Occlusion", hands=False, far_side=False, steps=80, inputs=[detect])
+    node = g.create("Occlusion", hands=False, far_side=False, steps=160, inputs=[detect])
     node["strokes"] = glasses_strokes(spec, g, detect)
     node.action_train(g)
     assert set(node.value("matte")["losses"]) == {"band"}   # the wire is too fine for the coarse head
