@@ -74,7 +74,9 @@ COARSE_UNLABELLED_WEIGHT = 0.1
 # step 100 it does not tell yet: 0.33 on seed 0, 0.35 on seed 1), bench/RESULTS.md, issue 22. So
 # at STALL_CHECK_AT of its steps a head whose occluder loss is above STALL_OCCLUDER_LOSS starts again with a
 # seed derived from the given one (:func:`restart_seed`), at most STALL_RESTARTS times: each costs that fraction
-# of the head's training (about 56 CPU-s of the coarse head's 140).
+# of the head's training (about 30 CPU-s of the width-8 coarse head's 75). Measured at width 12; at width 8 the
+# check fires more often (seed 4 of the synthetic occluder: 0.349, restarted, IoU 0.957: bench/RESULTS.md, issue 22,
+# session 16).
 STALL_CHECK_AT = 0.4
 STALL_OCCLUDER_LOSS = 0.25
 STALL_RESTARTS = 1
