@@ -64,8 +64,8 @@ LABEL_COVERAGE = 0.5
 # The coarse head's unpainted pixels are taken for face with this weight (each painted class weighs 0.5): an
 # occluder nobody painted is less likely than none. Without it the network was free to call anything away from
 # the strokes occluder, and did so differently for each training seed (the synthetic occluder's errors were
-# false positives far from the object). With it, seeds 0-4: IoU 0.886, 0.943, 0.963, 0.964, 0.944 (before,
-# seeds 0-2: 0.93, 0.94, 0.85); seed 0 stayed near "face" (loss 0.18): bench/RESULTS.md, issue 22.
+# false positives far from the object). With it, seeds 0-4 (width 12): IoU 0.886, 0.943, 0.963, 0.964, 0.944
+# (before, seeds 0-2: 0.93, 0.94, 0.85); seed 0 stayed near "face" (loss 0.18): bench/RESULTS.md, issue 22.
 COARSE_UNLABELLED_WEIGHT = 0.1
 # Even so, one coarse training in five or so stalls: the prior wins and the painted occluder is never learnt in
 # full (seed 0 of the synthetic occluder: final loss 0.18, IoU 0.886; seeds 1-4 0.01-0.03, IoU 0.94-0.96). It
@@ -75,8 +75,8 @@ COARSE_UNLABELLED_WEIGHT = 0.1
 # at STALL_CHECK_AT of its steps a head whose occluder loss is above STALL_OCCLUDER_LOSS starts again with a
 # seed derived from the given one (:func:`restart_seed`), at most STALL_RESTARTS times: each costs that fraction
 # of the head's training (about 30 CPU-s of the width-8 coarse head's 75). Measured at width 12; at width 8 the
-# check fires more often (seed 4 of the synthetic occluder: 0.349, restarted, IoU 0.957: bench/RESULTS.md, issue 22,
-# session 16).
+# check fires more often: seeds 1 and 4 of the synthetic occluder (0.531, 0.349), restarted, IoU 0.949 and 0.957
+# (bench/RESULTS.md, issue 22, session 16).
 STALL_CHECK_AT = 0.4
 STALL_OCCLUDER_LOSS = 0.25
 STALL_RESTARTS = 1
