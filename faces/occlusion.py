@@ -51,9 +51,10 @@ MATTE_SCHEMA = "doublure.occlusion/2"   # 2: heads "coarse" and "band"; /1 files
 BAND_RES = 320
 BAND_ROWS = (32, 152)
 # The heads' base widths (channels of the first scale). Applying both at 1080p is mostly their convolutions at a
-# few channels, and training is mostly the coarse head: at widths 12 and 6 a face cost about 18-22 CPU-ms (the
-# goal is 20) and a shot's training with a stall restart about 310 CPU-s (the goal 300). At 8 and 4 the
-# synthetic occluder's IoU and the glasses' figures hold (bench/RESULTS.md, issue 22, session 16).
+# few channels, and training is mostly the coarse head: at widths 12 and 6 a face cost about 19-22 CPU-ms with
+# an edge across it (the goal is 20) and both heads' training with a stall restart 237-256 CPU-s (the goal 300);
+# at 8 and 4, 16-17 CPU-ms and 165 CPU-s, the synthetic occluder's IoU and the glasses' figures holding
+# (bench/RESULTS.md, issue 22, session 16).
 COARSE_WIDTH = 8
 BAND_WIDTH = 4
 # A stroke narrower than one MATTE_RES pixel (radius half a pixel) is below what the coarse head can draw: it labels
