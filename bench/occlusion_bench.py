@@ -12,7 +12,8 @@
    face at 1080p (plates_1080; CPU and wall ms, one torch thread; the synthetic shot's coarse head, d9's eye
    band head, both, both with the coarse edge across the whole face, both in fp32), against reading the same
    frames (Read alone) in the same run, and against the code of ``--baseline REV`` in the same process; and
-   both heads trained in one run (the synthetic shot's and d9's painted faces together, ``--only train``).
+   both heads trained in one run (the synthetic shot's and d9's painted faces together, ``--only train``), as
+   they train and with the coarse head's stall restart forced, also by ``--baseline REV``'s code.
 3. Real glasses (people/ d9, d13): the wire traced with a fine brush on 3 frames (its pixels on those
    frames, ``glasses_frame_truth``) and the face just beside it, rings of face inside the lenses and dots on
    the face around them (``GLASSES_STROKES``: crop unit coordinates, drawn by looking at the frames); then
@@ -268,16 +269,17 @@ def code_at(rev: str):
                 ("from doublure.engine import ops\n", "from doublure.engine import _ops_at_rev as ops\n"))
 
 
-def bench_apply_1080(matte_files: dict[str, str], baseline: str | None = None) -> dict:
+def bench_apply_1080(matte_files: dict[str, str], baseline: str | None = None,
+                     baseline_files: dict[str, str] | None = None) -> dict:
     """ms per face to apply trained mattes on the 1080p plate (hands and far side off), vs Read alone: each
     matte file of ``matte_files`` (name -> file) alone, all their heads together, all heads with the coarse
     head's edge across the whole face (:class:`SpanningEdgeHead`), and all heads in fp32 (what a CPU without
     native bf16 runs). With ``baseline`` (a git revision), the code of that revision is timed beside the current
-    code, alternately, on the same networks."""
+    code, alternately, on the same networks, or on ``baseline_files`` (the networks that revision trains) loaded
+    by that revision's code."""
     import copy
 
     from doublure.faces import occlusion
-    from doublure.faces.occlusion import OcclusionMatte, for_inference, load_matte, with_occlusion
 
     g = engine.Graph()
     read = g.create("Read", file=str(MEDIA / "plates_1080" / "demo1_video.mp4"), first=1, last=20)
@@ -285,22 +287,30 @@ def bench_apply_1080(matte_files: dict[str, str], baseline: str | None = None) -
     detect.set_input(0, read)
     src = g.evaluate(detect, 5)
     assert src.faces
-    # the networks themselves: the node would refuse a matte trained on another plate
-    mattes = {name: load_matte(path)[0] for name, path in matte_files.items()}
-    heads = {"coarse": None, "band": None}
-    for matte in mattes.values():
-        heads = {k: heads[k] or getattr(matte, k) for k in heads}
-    mattes["all heads"] = OcclusionMatte(heads["coarse"], heads["band"])
-    if heads["coarse"] is not None:
-        mattes["all heads, edge across the face"] = OcclusionMatte(SpanningEdgeHead(heads["coarse"]), heads["band"])
-    mattes["all heads fp32"] = for_inference(copy.deepcopy(mattes["all heads"]), bf16=False)
+
+    def variants(code, files: dict[str, str]) -> dict:
+        """Each code's own networks: the node would refuse a matte trained on another plate."""
+        mattes = {name: code.load_matte(path)[0] for name, path in files.items()}
+        heads = {"coarse": None, "band": None}
+        for matte in mattes.values():
+            heads = {k: heads[k] or getattr(matte, k) for k in heads}
+        mattes["all heads"] = code.OcclusionMatte(heads["coarse"], heads["band"])
+        if heads["coarse"] is not None:
+            mattes["all heads, edge across the face"] = code.OcclusionMatte(SpanningEdgeHead(heads["coarse"]),
+                                                                            heads["band"])
+        mattes["all heads fp32"] = code.for_inference(copy.deepcopy(mattes["all heads"]), bf16=False)
+        return mattes
+
     windows = [crop_window(face, MATTE_RES, (src.height, src.width)) for face in src.faces]
-    codes = {"": occlusion, **({f"{baseline}: ": code_at(baseline)} if baseline else {})}
+    codes = {"": (occlusion, variants(occlusion, matte_files))}
+    if baseline:
+        old = code_at(baseline)
+        codes[f"{baseline}: "] = (old, variants(old, baseline_files or matte_files))
 
     def apply_once(code, matte):
         t, c = time.perf_counter(), time.process_time()
         for face, window, m in zip(src.faces, windows, code.apply_matte(matte, src.tensor, src.faces, windows)):
-            with_occlusion(face, window, m)
+            code.with_occlusion(face, window, m)
         return (time.perf_counter() - t) / len(src.faces), (time.process_time() - c) / len(src.faces)
 
     # one torch thread: a 128 px crop is too small to share between threads (two cost 13x the CPU time here)
@@ -308,15 +318,16 @@ def bench_apply_1080(matte_files: dict[str, str], baseline: str | None = None) -
     torch.set_num_threads(1)
     med = lambda values: 1000 * float(np.median(values))  # noqa: E731
     out = {"size": f"{src.width}x{src.height}", "faces": len(src.faces)}
-    for name, matte in mattes.items():
+    for name in codes[""][1]:
         applies = {label: [] for label in codes}
-        for code in codes.values():
-            apply_once(code, matte)
+        for code, mattes in codes.values():
+            apply_once(code, mattes[name])
         for _ in range(15):   # the codes alternately: the machine's load falls on both alike
-            for label, code in codes.items():
-                applies[label].append(apply_once(code, matte))
+            for label, (code, mattes) in codes.items():
+                applies[label].append(apply_once(code, mattes[name]))
         for label, times in applies.items():
-            out[label + name] = {"heads": matte.widths(), "cpu_ms_per_face": round(med([a[1] for a in times]), 1),
+            out[label + name] = {"heads": codes[label][1][name].widths(),
+                                 "cpu_ms_per_face": round(med([a[1] for a in times]), 1),
                                  "wall_ms_min": round(1000 * min(a[0] for a in times), 1),
                                  "wall_ms_median": round(med([a[0] for a in times]), 1)}
     torch.set_num_threads(threads)
@@ -467,11 +478,14 @@ def glasses_shot(clip: str, spec: dict, model: Path):
     return g, detect, node, swap
 
 
-def bench_train_both(quick: bool, clip: str = "d9") -> dict:
+def bench_train_both(quick: bool, clip: str = "d9", baseline: str | None = None) -> list[dict]:
     """Both heads trained in one run, as a shot painted with a hand-sized occluder and glasses wires trains
     them: the synthetic shot's painted faces (the coarse head's strokes) and ``clip``'s (the band head's) in
-    one :func:`train_matte` call with the node's default steps. CPU and wall seconds of this process."""
-    from doublure.faces.occlusion import train_matte
+    one :func:`train_matte` call with the node's default steps. CPU and wall seconds of this process. Each
+    twice: as it trains, and with the coarse head's stall check finding a stall whatever its loss (threshold
+    below any loss): the worst case, the check at :data:`STALL_CHECK_AT` of the steps, then the restarted
+    training in full. With ``baseline`` (a git revision), that revision's code trains the same samples too."""
+    from doublure.faces import occlusion
 
     first, last = 1, (40 if quick else 100)
     g, occ, detect, synthetic = synthetic_shot(MEDIA / "people" / "d10.mp4", first, last,
@@ -482,11 +496,23 @@ def bench_train_both(quick: bool, clip: str = "d9") -> dict:
                                                 ROOT / "resources" / "demo" / "demo_model.dbm")
     samples = synthetic.training_samples(g, synthetic.value("strokes")) \
         + glasses.training_samples(glasses_graph, glasses.value("strokes"))
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    matte, summary = train_matte(samples, steps=int(synthetic.value("steps")))
-    return {"heads": matte.widths(), "samples": len(samples), "steps": summary["steps"], "losses": summary["losses"],
-            "restarted_seeds": summary.get("seeds", {}),
-            "cpu_s": round(time.process_time() - cpu0, 1), "wall_s": round(time.perf_counter() - wall0, 1)}
+    results = []
+    for label, code in (("current", occlusion), *(((baseline, code_at(baseline)),) if baseline else ())):
+        for stall in (False, True):
+            threshold = code.STALL_OCCLUDER_LOSS
+            code.STALL_OCCLUDER_LOSS = -1.0 if stall else threshold
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            try:
+                matte, summary = code.train_matte(samples, steps=int(synthetic.value("steps")))
+            finally:
+                code.STALL_OCCLUDER_LOSS = threshold
+            results.append({"code": label, "stall forced": stall, "heads": matte.widths(), "samples": len(samples),
+                            "steps": summary["steps"], "losses": summary["losses"],
+                            "restarted_seeds": summary.get("seeds", {}),
+                            "cpu_s": round(time.process_time() - cpu0, 1),
+                            "wall_s": round(time.perf_counter() - wall0, 1)})
+            print("training both heads in one run:", results[-1], flush=True)
+    return results
 
 
 def bench_glasses(clip: str, spec: dict, model: Path, record: Path | None = None, sheet: Path | None = None) -> dict:
@@ -571,15 +597,20 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="training seeds of the synthetic shot, comma separated (the "
                                                   "first one's matte is the one applied in --only apply)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
-    ap.add_argument("--baseline", help="a git revision whose occlusion code --only apply times beside the current")
+    ap.add_argument("--baseline", help="a git revision whose occlusion code --only apply and --only train time "
+                                       "beside the current")
     ap.add_argument("--mattes", help="--only apply on these matte files (name=path, comma separated) instead of "
                                      "training")
+    ap.add_argument("--baseline-mattes", help="with --mattes and --baseline: the baseline revision's own matte "
+                                              "files (name=path, comma separated; default: --mattes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     synthetic, glasses = None, {}
     if args.mattes:
         files = dict(item.split("=", 1) for item in args.mattes.split(","))
-        print("apply 1080p:", bench_apply_1080(files, args.baseline), flush=True)
+        old_files = dict(item.split("=", 1) for item in args.baseline_mattes.split(",")) if args.baseline_mattes \
+            else None
+        print("apply 1080p:", bench_apply_1080(files, args.baseline, old_files), flush=True)
         return
     if args.only in (None, "synthetic", "apply"):
         for seed in reversed([int(s) for s in args.seeds.split(",")]):
@@ -597,7 +628,7 @@ def main() -> None:
         files = {"synthetic": synthetic["summary"]["file"], **{c: r["matte"]["file"] for c, r in glasses.items()}}
         print("apply 1080p:", bench_apply_1080(files, args.baseline), flush=True)
     if args.only in (None, "train"):
-        print("training both heads in one run:", bench_train_both(args.quick), flush=True)
+        bench_train_both(args.quick, baseline=args.baseline)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,13 @@ MATTE_SCHEMA = "doublure.occlusion/2"   # 2: heads "coarse" and "band"; /1 files
 # (v 0.10-0.475 of the aligned crop: the brows, the rims, the temples' hinges; both ends divisible by 8).
 BAND_RES = 320
 BAND_ROWS = (32, 152)
-BAND_WIDTH = 6
+# The heads' base widths (channels of the first scale). Applying both at 1080p is mostly their convolutions at a
+# few channels, and training is mostly the coarse head: at widths 12 and 6 a face cost about 19-22 CPU-ms with
+# an edge across it (the goal is 20) and both heads' training with a stall restart 237-256 CPU-s (the goal 300);
+# at 8 and 4, 16-17 CPU-ms and 165 CPU-s, the synthetic occluder's IoU and the glasses' figures holding
+# (bench/RESULTS.md, issue 22, session 16).
+COARSE_WIDTH = 8
+BAND_WIDTH = 4
 # A stroke narrower than one MATTE_RES pixel (radius half a pixel) is below what the coarse head can draw: it labels
 # the band head only (tracing a thin wire with a fine brush labels the coarse head with nothing it could learn).
 COARSE_MIN_RADIUS_PX = 0.5
@@ -59,8 +65,8 @@ LABEL_COVERAGE = 0.5
 # The coarse head's unpainted pixels are taken for face with this weight (each painted class weighs 0.5): an
 # occluder nobody painted is less likely than none. Without it the network was free to call anything away from
 # the strokes occluder, and did so differently for each training seed (the synthetic occluder's errors were
-# false positives far from the object). With it, seeds 0-4: IoU 0.886, 0.943, 0.963, 0.964, 0.944 (before,
-# seeds 0-2: 0.93, 0.94, 0.85); seed 0 stayed near "face" (loss 0.18): bench/RESULTS.md, issue 22.
+# false positives far from the object). With it, seeds 0-4 (width 12): IoU 0.886, 0.943, 0.963, 0.964, 0.944
+# (before, seeds 0-2: 0.93, 0.94, 0.85); seed 0 stayed near "face" (loss 0.18): bench/RESULTS.md, issue 22.
 COARSE_UNLABELLED_WEIGHT = 0.1
 # Even so, one coarse training in five or so stalls: the prior wins and the painted occluder is never learnt in
 # full (seed 0 of the synthetic occluder: final loss 0.18, IoU 0.886; seeds 1-4 0.01-0.03, IoU 0.94-0.96). It
@@ -69,7 +75,9 @@ COARSE_UNLABELLED_WEIGHT = 0.1
 # step 100 it does not tell yet: 0.33 on seed 0, 0.35 on seed 1), bench/RESULTS.md, issue 22. So
 # at STALL_CHECK_AT of its steps a head whose occluder loss is above STALL_OCCLUDER_LOSS starts again with a
 # seed derived from the given one (:func:`restart_seed`), at most STALL_RESTARTS times: each costs that fraction
-# of the head's training (about 56 CPU-s of the coarse head's 140).
+# of the head's training (about 30 CPU-s of the width-8 coarse head's 75). Measured at width 12; at width 8 the
+# check fires more often: seeds 1 and 4 of the synthetic occluder (0.531, 0.349), restarted, IoU 0.949 and 0.957
+# (bench/RESULTS.md, issue 22, session 16).
 STALL_CHECK_AT = 0.4
 STALL_OCCLUDER_LOSS = 0.25
 STALL_RESTARTS = 1
@@ -170,7 +178,7 @@ class OcclusionNet(nn.Module):
     ``centred``: the input is centred and scaled first (the band head; the coarse head was measured without).
     """
 
-    def __init__(self, width: int = 12, centred: bool = False) -> None:
+    def __init__(self, width: int = COARSE_WIDTH, centred: bool = False) -> None:
         super().__init__()
         self.width, self.centred = width, centred
 
@@ -187,15 +195,48 @@ class OcclusionNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.centred:   # about zero mean: uncentred, the band head stayed at chance on people/d9 (150 steps)
             x = (x - 0.5) * 4.0
+        # applying, the pooling is done as maxima of strided views (the same values); training keeps max_pool2d's
+        # gradient (one input per window, also where a window's values tie)
+        pool = (lambda t: F.max_pool2d(t, 2)) if self.training else max_pool2  # noqa: E731
         e1 = self.enc1(x)
-        e2 = self.enc2(F.max_pool2d(e1, 2))
-        e3 = self.enc3(F.max_pool2d(e2, 2))
-        m = self.mid(F.max_pool2d(e3, 2))
-        up = lambda t: F.interpolate(t, scale_factor=2.0, mode="bilinear", align_corners=False)  # noqa: E731
-        d3 = self.dec3(torch.cat([up(m), e3], 1))
-        d2 = self.dec2(torch.cat([up(d3), e2], 1))
-        d1 = self.dec1(torch.cat([up(d2), e1], 1))
+        e2 = self.enc2(pool(e1))
+        e3 = self.enc3(pool(e2))
+        m = self.mid(pool(e3))
+        d3 = self.dec3(torch.cat([upsample2(m), e3], 1))
+        d2 = self.dec2(torch.cat([upsample2(d3), e2], 1))
+        d1 = self.dec1(torch.cat([upsample2(d2), e1], 1))
         return self.head(d1)
+
+
+def max_pool2(x: torch.Tensor) -> torch.Tensor:
+    """2 x 2 max pooling (stride 2) of a channels-last tensor as two maxima of strided views: the values of
+    ``F.max_pool2d(x, 2)``, which for a few bf16 channels in this layout costs about ten times as much (1.2 against
+    0.1 ms for the band head's first level on this CPU).
+
+    Args:
+        x: (N, C, H, W) with H and W even, best channels-last (another layout is copied first).
+
+    Returns:
+        (N, C, H / 2, W / 2) channels-last.
+    """
+    n, c, h, w = x.shape
+    pairs = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2 * c)   # a window's two columns side by side
+    rows = torch.maximum(pairs[:, :, 0], pairs[:, :, 1])
+    return torch.maximum(rows[..., :c], rows[..., c:]).permute(0, 3, 1, 2)
+
+
+def upsample2(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear 2x upsampling (half-pixel centres), computed in float32: the same bf16 values as bf16's own
+    kernel, which for a few channels channels-last takes about twice the time (0.8 against 0.35 ms for the band
+    head's last level).
+
+    Args:
+        x: (N, C, H, W).
+
+    Returns:
+        (N, C, 2H, 2W) of ``x``'s dtype.
+    """
+    return F.interpolate(x.float(), scale_factor=2.0, mode="bilinear", align_corners=False).to(x.dtype)
 
 
 @dataclasses.dataclass
@@ -361,7 +402,8 @@ def train_head(crops: torch.Tensor, labels: torch.Tensor, steps: int, batch: int
     return net, loss_avg or 0.0
 
 
-def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int = 8, width: int = 12, seed: int = 0,
+def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int = 8, width: int = COARSE_WIDTH,
+                seed: int = 0,
                 progress: Callable[[float, str], None] | None = None,
                 check_cancelled: Callable[[], None] | None = None,
                 on_restart: Callable[[str, int, TrainingStalled, int], None] | None = None
@@ -396,9 +438,9 @@ def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int 
     heads = {}
     coarse = [s for s in samples if s.occluder.any() or s.skin.any()]
     if any(s.occluder.any() for s in coarse) and any(s.skin.any() for s in coarse):
-        # the plain layout: the synthetic occluder's IoU varies with the seed in either layout, but trained
-        # channels-last it was 0.86, 0.93, 0.86 for seeds 0-2, in the plain layout 0.93, 0.94, 0.85
-        # (bench/RESULTS.md, issue 22)
+        # the plain layout: channels-last costs about 0.6 of its CPU time, but those are other networks (the same
+        # sums in another order), and at width 8 one of seeds 0-4 of the synthetic occluder fell to IoU 0.88 and
+        # three stalled and restarted (bench/RESULTS.md, issue 22, session 16)
         heads["coarse"] = (*stacked([s.crop for s in coarse], [s.occluder for s in coarse], [s.skin for s in coarse]),
                            batch, width, False, False, COARSE_UNLABELLED_WEIGHT,
                            (STALL_CHECK_AT, STALL_OCCLUDER_LOSS) if steps >= STALL_CHECK_MIN_STEPS else None)

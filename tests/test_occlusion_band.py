@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import doublure.nodes  # noqa: F401
@@ -16,8 +17,8 @@ from doublure import engine
 from doublure.engine import DoublureError
 from doublure.engine.device import cpu_has_native_bf16
 from doublure.faces.occlusion import (BAND_RES, BAND_ROWS, MATTE_RES, OcclusionMatte, OcclusionNet, apply_matte,
-                                      crop_to_plate, crop_window, for_inference, load_matte, predict_crops,
-                                      sample_crop, save_matte, training_sample)
+                                      crop_to_plate, crop_window, for_inference, load_matte, max_pool2,
+                                      predict_crops, sample_crop, save_matte, training_sample, upsample2)
 from doublure.faces.paint import plate_points_to_stroke
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,12 +106,31 @@ def test_a_loaded_matte_applies_in_bf16_where_the_cpu_runs_it_natively_and_saves
     assert {t.dtype for t in load_file(str(tmp_path / "again.safetensors")).values()} == {torch.float32}
 
 
+def test_applying_pools_and_upsamples_to_the_values_training_does():
+    """Applying, a head pools with maxima of strided views and upsamples in float32 (both faster in bf16
+    channels-last); the values are those of max_pool2d and the dtype's own bilinear kernel, bit for bit, so an
+    applied head is the trained one."""
+    torch.manual_seed(5)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 6, 24, 40).to(dtype).contiguous(memory_format=torch.channels_last)
+        pooled = max_pool2(x)
+        assert torch.equal(pooled, F.max_pool2d(x, 2)) and pooled.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(max_pool2(x.contiguous()), pooled)   # another layout: copied, the same values
+        assert torch.equal(upsample2(x), F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+        net = OcclusionNet(4, centred=True).to(dtype, memory_format=torch.channels_last)
+        crops = torch.rand(1, 3, 32, 48).to(dtype).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            as_trained = net.train()(crops)
+            applied = net.eval()(crops)
+        assert float(as_trained.std()) > 0 and torch.equal(applied, as_trained)
+
+
 def test_a_traced_glasses_wire_is_found_on_a_frame_not_painted(media_dir):
     """people/d9's thin metal frames, traced on frame 1 only (a short training): on frame 45 the matte holds
     most of the wire's pixels (drawn from the plate) and leaves the lenses' insides to the swap."""
     spec = dict(GLASSES_STROKES["d9"], frames=(1,))
     g, detect = detect_graph(media_dir / "people" / "d9.mp4", 45)
-    node = g.create("Occlusion", hands=False, far_side=False, steps=80, inputs=[detect])
+    node = g.create("Occlusion", hands=False, far_side=False, steps=160, inputs=[detect])
     node["strokes"] = glasses_strokes(spec, g, detect)
     node.action_train(g)
     assert set(node.value("matte")["losses"]) == {"band"}   # the wire is too fine for the coarse head
