@@ -166,10 +166,11 @@ def _patterns32() -> np.ndarray:
 
 
 def _residual_of(crop: np.ndarray) -> np.ndarray:
-    """(GRID*GRID,) float64: luma over its local mean, minus one."""
+    """(GRID*GRID,) float32: luma over its local mean, minus one (computed in float32: the reader's float64
+    projections take it as it is)."""
     crop = np.asarray(crop, np.float32)
     local = cv2.GaussianBlur(crop, (0, 0), _HIGHPASS_SIGMA) + 1e-3
-    return (crop / local - 1.0).astype(np.float64).reshape(-1)
+    return (crop / local - 1.0).reshape(-1)
 
 
 _CODED_BITS = COPIES * (PAYLOAD_BITS + CHECK_BITS)
@@ -310,18 +311,16 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
         mark = np.zeros((GRID, GRID), np.float32)
         marked = crop
         for _ in range(WRITER_PASSES):
-            projections = patterns @ _residual_of(marked).astype(np.float32)
+            projections = patterns @ _residual_of(marked)
             mark += ((_to_lattice(projections, bits).astype(np.float32) @ patterns) / gain).reshape(GRID, GRID)
             marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
-        # the field enlarged over the whole window (its sampling depends on where it starts: a window cut to the
-        # grid's footprint moved pixels by half a level), applied only where it can be something: in the footprint
-        field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, x0, y0)), (x1 - x0, y1 - y0),
-                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        # the field enlarged only where it can be something: where the window meets the grid's footprint
         fy0, fy1, fx0, fx1 = max(y0, ry0), min(y1, ry1), max(x0, rx0), min(x1, rx1)
         if fy1 <= fy0 or fx1 <= fx0:
             continue
-        inside = np.s_[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
-        factor = torch.from_numpy(1.0 + field[inside] * alpha[inside]).to(planes.device)
+        field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, fx0, fy0)), (fx1 - fx0, fy1 - fy0),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        factor = torch.from_numpy(1.0 + field * alpha[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]).to(planes.device)
         planes[:3, fy0:fy1, fx0:fx1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
     return planes
 
@@ -429,19 +428,52 @@ def _face_mesh():
     return graph
 
 
+def _run_mesh(image: np.ndarray):
+    """This thread's face mesh (:func:`_face_mesh`) run on one image, as ``FaceMesh.process`` runs it, less the
+    result's namedtuple class that ``process`` builds anew on every call (0.24 ms, a twentieth of the writer's
+    cost). It reaches into mediapipe's ``SolutionBase`` (its graph, its collected outputs, its simulated clock),
+    which is why mediapipe is pinned (0.10.21).
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+
+    Returns:
+        the first face's ``NormalizedLandmarkList``, or None where no face is meshed.
+    """
+    from mediapipe.python import packet_creator, packet_getter
+    from mediapipe.python._framework_bindings import image_frame
+
+    mesh = _face_mesh()
+    mesh._graph_outputs.clear()
+    mesh._simulated_timestamp += 33333
+    packet = packet_creator.create_image(image, image_format=image_frame.ImageFormat.SRGB)
+    mesh._graph.add_packet_to_input_stream(stream="image", packet=packet.at(mesh._simulated_timestamp))
+    mesh._graph.wait_until_idle()
+    found = mesh._graph_outputs.get("multi_face_landmarks")
+    if found is None or found.is_empty():
+        return None
+    faces = packet_getter.get_proto_list(found)
+    return faces[0] if faces else None
+
+
 def _square_around(box: tuple[float, float, float, float]) -> tuple[int, int, int]:
     """(x0, y0, side) in frame pixels of the square meshed around a face's box: ``MESH_SCALE`` times its long
-    side, centred on it."""
+    side, centred on it, rounded up to a whole multiple of ``side // MESH_PX`` (that many pixels are averaged
+    into one by :func:`_square_at_mesh_px`, on cv2's fast path only for a whole number of them)."""
     x0, y0, x1, y1 = box
     side = max(int(round(max(x1 - x0, y1 - y0) * MESH_SCALE)), 1)
+    whole = max(side // MESH_PX, 1)
+    side = -(-side // whole) * whole
     return (int(math.floor((x0 + x1) / 2 - side / 2 + 0.5)), int(math.floor((y0 + y1) / 2 - side / 2 + 0.5)), side)
 
 
 def _square_at_mesh_px(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
-    """The square part of an image a face is meshed in, resampled to ``MESH_PX``: bilinear to the multiple k of
-    ``MESH_PX`` at or below ``side`` (a shrink of at most (k + 1) / k, so every pixel still weighs in), then
-    averaged k x k (cv2's fast path for whole factors; an area average at any other ratio costs 1.4 ms a 1080p
-    face). Writer and reader sample their squares through this one function, so that they mesh the same pixels.
+    """The square part of an image a face is meshed in, resampled to ``MESH_PX``: averaged k x k, k = ``side //
+    MESH_PX`` (cv2's fast path where ``side`` is a multiple of k, as :func:`_square_around` makes it; an area
+    average at any other ratio costs 1.4 ms a 1080p face), then bilinear to ``MESH_PX`` (a shrink of at most
+    (k + 1) / k, so every pixel still weighs in). Averaging first, at the square's full size, costs half the
+    bilinear pass it replaces there. Writer and reader sample their squares through this one function, so that
+    they mesh the same pixels.
 
     Args:
         image: (H, W) or (H, W, 3) uint8 or float32 pixels (zeros outside them).
@@ -459,8 +491,11 @@ def _square_at_mesh_px(image: np.ndarray, x0: int, y0: int, side: int) -> np.nda
         square = cv2.copyMakeBorder(np.ascontiguousarray(square), sy0 - y0, y0 + side - sy1, sx0 - x0,
                                     x0 + side - sx1, cv2.BORDER_CONSTANT, value=0)
     whole = max(side // MESH_PX, 1)
-    square = cv2.resize(square, (whole * MESH_PX, whole * MESH_PX), interpolation=cv2.INTER_LINEAR)
-    return square if whole == 1 else cv2.resize(square, (MESH_PX, MESH_PX), interpolation=cv2.INTER_AREA)
+    if whole > 1:
+        square = cv2.resize(square, (side // whole, side // whole), interpolation=cv2.INTER_AREA)
+    if square.shape[0] == MESH_PX:
+        return square
+    return cv2.resize(square, (MESH_PX, MESH_PX), interpolation=cv2.INTER_LINEAR)
 
 
 def _mesh_square(small: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray | None:
@@ -475,11 +510,11 @@ def _mesh_square(small: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray |
     """
     from .detect import _landmark_array
 
-    found = _face_mesh().process(small)
-    if not found.multi_face_landmarks:
+    found = _run_mesh(small)
+    if found is None:
         return None
     # mediapipe's 0 is the square's left pixel edge (the resampling keeps edges); pixel centres are at integers
-    points = _landmark_array(found.multi_face_landmarks[0]) * side
+    points = _landmark_array(found) * side
     points[:, 0] += x0 - 0.5
     points[:, 1] += y0 - 0.5
     return points

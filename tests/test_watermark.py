@@ -113,7 +113,7 @@ def test_writer_and_reader_mesh_the_same_pixels(media_dir, inside):
     x0, y0, side = wm._square_around(swapped_face(rgb).box)
     if not inside:
         x0, y0 = -side // 3, h - 2 * side // 3
-    assert side > 2 * wm.MESH_PX   # the 1080p face: the bilinear-then-whole-factor path
+    assert side > 2 * wm.MESH_PX   # the 1080p face: the whole-factor average, then bilinear
     planes = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).contiguous()
     written = wm._written_square(planes, x0, y0, side).astype(int)
     read = wm._square_at_mesh_px(rgb, x0, y0, side).astype(int)
@@ -123,7 +123,9 @@ def test_writer_and_reader_mesh_the_same_pixels(media_dir, inside):
     area = cv2.resize(square, (wm.MESH_PX, wm.MESH_PX), interpolation=cv2.INTER_AREA).astype(int)
     assert written.shape == read.shape == (wm.MESH_PX, wm.MESH_PX, 3)
     assert np.abs(written - read).max() <= 1
-    assert np.abs(read - area).mean() < 0.5 and np.percentile(np.abs(read - area), 99) <= 4
+    # bilinear after the k x k average softens sharp detail a little, and a hard step (the frame's edge against the
+    # zeros beyond it) over a pixel, where an area average keeps them
+    assert np.abs(read - area).mean() < 0.5 and np.percentile(np.abs(read - area), 99) <= (4 if inside else 8)
     if not inside:
         assert read[-wm.MESH_PX // 4:].max() == 0 and read[:, :wm.MESH_PX // 4].max() == 0
         assert read[:wm.MESH_PX // 2, wm.MESH_PX // 2:].mean() > 20
