@@ -8,13 +8,12 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
 * **Where.** In the canonical aligned crop (``whole_face`` framing fitted to the landmarks by
   :func:`faces.align.estimate_to_crop`), ``GRID`` px square, on the skin of the template (the face oval less eyes,
   brows, lips and nostrils, which hold most of a face's own contrast), and in the frame only where the swap
-  replaced the plate (``Face.coverage``). Writer and reader fit the crop to a static mesh of the pixels they
-  have, in the square around the face's box (:func:`_square_around`): the reader meshes twice (around the
-  detector's box, then around the box of what that found), the writer once, around the box the swap hands
-  down (already a mesh's box of that face): one mediapipe pass, the writer's largest cost. A crop, a downscale
-  or a shift keeps the mark's geometry; the reader searches +-1 aligned px, +-3% scale and +-1 degree around its
-  fit (the writer's one pass and a re-encode's landmarks each move the fit by a few tenths of a pixel, now and
-  then by 2-3% in scale).
+  replaced the plate (``Face.coverage``). Writer and reader fit the crop to landmarks of the pixels they have,
+  from mediapipe's face landmark model run directly (:func:`_landmarks_in`), each pass in the ROI of the last
+  one's landmarks: the writer twice from the landmarks the swap hands down, the reader three times from its
+  detector's; each pass moves the fit a third of the way it moved before, so the two end up a few tenths of an
+  aligned pixel apart. A crop, a downscale or a shift keeps the mark's geometry; the reader searches +-1
+  aligned px, +-3% scale and +-1 degree around its fit.
 * **What.** ``K = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS`` orthonormal patterns (random +-1 chips on ``CELLS`` x
   ``CELLS``, smoothed, orthogonalised on the skin). The luma's relative detail (luma over its local mean, minus
   one) projected on each pattern is moved onto a lattice of step ``STEP`` (dither modulation, QIM): the lattice
@@ -40,6 +39,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import os
 import threading
 from typing import Iterable, Sequence
 
@@ -72,8 +72,10 @@ TURNS = (-1.0, 0.0, 1.0)
 # reads sat at the code's 3-error limit, and one frame of 30 went past it as the field's enlargement moved pixels
 # by half a level; four: at most 2 errors (0.16 dB of PSNR)
 WRITER_PASSES = 4
-MESH_SCALE = 2.2          # the square meshed around a face, times its box's long side (as FaceDetect's crops)
-MESH_PX = 256             # ... resampled to this side (mediapipe samples its inputs from it without filtering)
+LANDMARK_PX = 192         # the side of the landmark model's input
+ROI_SCALE = 1.5           # its ROI's side, times the long side of the face's landmarks' box (as mediapipe's)
+WRITER_MESH_PASSES = 2    # the landmark model's passes over a face in the writer (from the swap's landmarks) ...
+READER_MESH_PASSES = 3    # ... and in the reader (from the detector's): see _landmarks_in
 _HIGHPASS_SIGMA = 3.0     # aligned px: the local mean the relative detail is taken against
 _LUMA = (0.299, 0.587, 0.114)   # as cv2's RGB2GRAY, the reader's luma
 # The lower nose (nostrils, alar creases): dark, sharp and the same on every face, like the eyes and lips.
@@ -416,155 +418,134 @@ def read_crops(crops: np.ndarray) -> Reading:
     return Reading(bool(sync_z >= SYNC_Z and errors <= MAX_ERRORS), sync_z, payload, errors, len(crops))
 
 
-_MESHES = threading.local()
+_MODELS = threading.local()
 
 
-def _face_mesh():
-    """This thread's static face mesh, without the attention refinement (lips, eyes and irises: not needed by the
-    fit, and 0.7 ms a face), its calculators run on one thread (mediapipe's default pool has one a core: handing
-    the calculators between them cost 0.2 ms a call, for the same landmarks). Mediapipe graphs are not shared
+def _landmark_model():
+    """This thread's interpreter of mediapipe's face landmark model (the plain 468-point mesh, without the
+    attention refinement: the fit needs no irises), the ``.tflite`` file mediapipe's package ships, run on one
+    thread. Run directly it costs 1.2 ms a face, where mediapipe's face mesh graph around it (BlazeFace, the
+    image-to-tensor and landmark calculators, the graph's scheduling) cost 4-5 ms. Interpreters are not shared
     between threads."""
-    graph = getattr(_MESHES, "graph", None)
-    if graph is None:
-        from mediapipe.framework import thread_pool_executor_pb2
-        from mediapipe.python.solutions import face_mesh
+    model = getattr(_MODELS, "model", None)
+    if model is None:
+        import mediapipe
+        from ai_edge_litert.interpreter import Interpreter
 
         from .detect import _quiet_mediapipe
 
-        class OneThreadFaceMesh(face_mesh.FaceMesh):
-            def _initialize_graph_interface(self, *args, **kwargs):
-                # SolutionBase's hook between reading the graph's config and building the graph (mediapipe pinned)
-                config = super()._initialize_graph_interface(*args, **kwargs)
-                default = next((e for e in config.executor if not e.name), None) or config.executor.add()
-                default.options.Extensions[thread_pool_executor_pb2.ThreadPoolExecutorOptions.ext].num_threads = 1
-                return config
-
         _quiet_mediapipe()
-        graph = _MESHES.graph = OneThreadFaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                                                  min_detection_confidence=0.5)
-    return graph
+        path = os.path.join(os.path.dirname(mediapipe.__file__), "modules", "face_landmark", "face_landmark.tflite")
+        interpreter = Interpreter(model_path=path, num_threads=1)
+        interpreter.allocate_tensors()
+        (image,) = interpreter.get_input_details()
+        outputs = {int(np.prod(o["shape"])): o["index"] for o in interpreter.get_output_details()}
+        if tuple(image["shape"]) != (1, LANDMARK_PX, LANDMARK_PX, 3) or set(outputs) != {468 * 3, 1}:
+            raise RuntimeError(f"{path}: not the 468-point face landmark model at {LANDMARK_PX} px the watermark "
+                               f"is aligned with (input {image['shape']})")
+        model = _MODELS.model = (interpreter, image["index"], outputs[468 * 3], outputs[1])
+    return model
 
 
-def _run_mesh(image: np.ndarray):
-    """This thread's face mesh (:func:`_face_mesh`) run on one image, as ``FaceMesh.process`` runs it, less the
-    result's namedtuple class that ``process`` builds anew on every call (0.24 ms, a twentieth of the writer's
-    cost). It reaches into mediapipe's ``SolutionBase`` (its graph, its collected outputs, its simulated clock),
-    which is why mediapipe is pinned (0.10.21).
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-
-    Returns:
-        the first face's ``NormalizedLandmarkList``, or None where no face is meshed.
-    """
-    from mediapipe.python import packet_creator, packet_getter
-    from mediapipe.python._framework_bindings import image_frame
-
-    mesh = _face_mesh()
-    mesh._graph_outputs.clear()
-    mesh._simulated_timestamp += 33333
-    packet = packet_creator.create_image(image, image_format=image_frame.ImageFormat.SRGB)
-    mesh._graph.add_packet_to_input_stream(stream="image", packet=packet.at(mesh._simulated_timestamp))
-    mesh._graph.wait_until_idle()
-    found = mesh._graph_outputs.get("multi_face_landmarks")
-    if found is None or found.is_empty():
-        return None
-    faces = packet_getter.get_proto_list(found)
-    return faces[0] if faces else None
+def _roi(landmarks: np.ndarray) -> np.ndarray:
+    """(2, 3) float64: the landmark model's input pixel -> frame pixel, for a face's landmarks (as mediapipe
+    tracks a face from one frame's mesh to the next): a square ``ROI_SCALE`` times the long side of their box,
+    centred on it, turned so that the eyes' outer corners (33, 263) lie level."""
+    x0, y0, x1, y1 = box_from_landmarks(landmarks)
+    side = ROI_SCALE * max(x1 - x0, y1 - y0) / LANDMARK_PX
+    dx, dy = landmarks[263, :2] - landmarks[33, :2]
+    turn = math.atan2(dy, dx)
+    c, s = side * math.cos(turn), side * math.sin(turn)
+    half = LANDMARK_PX / 2 - 0.5
+    return np.array([[c, -s, (x0 + x1) / 2 - c * half + s * half], [s, c, (y0 + y1) / 2 - s * half - c * half]])
 
 
-def _square_around(box: tuple[float, float, float, float]) -> tuple[int, int, int]:
-    """(x0, y0, side) in frame pixels of the square meshed around a face's box: ``MESH_SCALE`` times its long
-    side, centred on it, rounded up to a whole multiple of ``side // MESH_PX`` (that many pixels are averaged
-    into one by :func:`_square_at_mesh_px`, on cv2's fast path only for a whole number of them)."""
-    x0, y0, x1, y1 = box
-    side = max(int(round(max(x1 - x0, y1 - y0) * MESH_SCALE)), 1)
-    whole = max(side // MESH_PX, 1)
-    side = -(-side // whole) * whole
-    return (int(math.floor((x0 + x1) / 2 - side / 2 + 0.5)), int(math.floor((y0 + y1) / 2 - side / 2 + 0.5)), side)
-
-
-def _square_at_mesh_px(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
-    """The square part of an image a face is meshed in, resampled to ``MESH_PX``: averaged k x k, k = ``side //
-    MESH_PX`` (cv2's fast path where ``side`` is a multiple of k, as :func:`_square_around` makes it; an area
-    average at any other ratio costs 1.4 ms a 1080p face), then bilinear to ``MESH_PX`` (a shrink of at most
-    (k + 1) / k, so every pixel still weighs in). Averaging first, at the square's full size, costs half the
-    bilinear pass it replaces there. Writer and reader sample their squares through this one function, so that
-    they mesh the same pixels.
+def _near_face(planes: Sequence[np.ndarray], roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The part of an image a face's passes sample (the ROI's square grown by a tenth of its side on every side,
+    for the later passes' moves: a few hundredths), read once, in order: averaged k x k where the ROI shrinks by k = 2 or more (k its
+    shrink rounded; cv2's fast path), so that the bilinear passes that sample it shrink by less than 1.5 and
+    every pixel still weighs in; float planes are then interleaved. Reading the face's pixels row by row, once,
+    costs a third of what bilinear passes over the frame's planes, turned with the face, cost (1080p, caches cold
+    after each model run), and a pass over three interleaved channels half of what three planes cost.
 
     Args:
-        image: (H, W) or (H, W, 3) uint8 or float32 pixels (zeros outside them).
-        x0, y0, side: the square in those pixels (:func:`_square_around`).
+        planes: three (H, W) float32 planes R, G, B in [0, 1], or one (H, W, 3) uint8 RGB image (display encoded).
+        roi: (2, 3) model input pixel -> image pixel (:func:`_roi`).
 
     Returns:
-        (MESH_PX, MESH_PX[, 3]) of ``image``'s dtype; pixel edges kept (the square's left edge is the result's).
+        (part, to_part): the part, (h, w, 3) float32 or uint8 as ``planes`` (a view of a uint8 image where k is 1),
+        and the (2, 3) image pixel -> part pixel.
     """
-    h, w = image.shape[:2]
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-    if sx1 <= sx0 or sy1 <= sy0:
-        return np.zeros((MESH_PX, MESH_PX) + image.shape[2:], image.dtype)
-    square = image[sy0:sy1, sx0:sx1]
-    if square.shape[:2] != (side, side):   # zeros where it leaves the image (cv2's warp would cost 8x the resize)
-        square = cv2.copyMakeBorder(np.ascontiguousarray(square), sy0 - y0, y0 + side - sy1, sx0 - x0,
-                                    x0 + side - sx1, cv2.BORDER_CONSTANT, value=0)
-    whole = max(side // MESH_PX, 1)
+    h, w = planes[0].shape[:2]
+    whole = max(int(round(math.sqrt(abs(np.linalg.det(roi[:, :2]))))), 1)
+    margin = 0.1 * LANDMARK_PX
+    corners = np.array([[-margin, -margin], [LANDMARK_PX + margin, -margin], [-margin, LANDMARK_PX + margin],
+                        [LANDMARK_PX + margin, LANDMARK_PX + margin]]) @ roi[:, :2].T + roi[:, 2]
+    x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, (w, h))
+    x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 1, 0, (w, h))
+    x1, y1 = x0 + (x1 - x0) // whole * whole, y0 + (y1 - y0) // whole * whole
+    if x1 <= x0 or y1 <= y0:   # the ROI misses the image: its model input is all zeros
+        return np.zeros((1, 1, 3), planes[0].dtype), np.array([[1.0, 0.0, -w], [0.0, 1.0, -h]])
+    part = [p[y0:y1, x0:x1] for p in planes]
     if whole > 1:
-        square = cv2.resize(square, (side // whole, side // whole), interpolation=cv2.INTER_AREA)
-    if square.shape[0] == MESH_PX:
-        return square
-    return cv2.resize(square, (MESH_PX, MESH_PX), interpolation=cv2.INTER_LINEAR)
+        part = [cv2.resize(p, ((x1 - x0) // whole, (y1 - y0) // whole), interpolation=cv2.INTER_AREA) for p in part]
+    part = cv2.merge(part) if len(part) == 3 else part[0]
+    # an averaged pixel i covers image pixels x0 + whole * i .. x0 + whole * i + whole - 1
+    return part, np.array([[1.0, 0.0, -x0 - (whole - 1) / 2], [0.0, 1.0, -y0 - (whole - 1) / 2]]) / whole
 
 
-def _mesh_square(small: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray | None:
-    """The one face of a square part of a frame meshed (static).
-
-    Args:
-        small: (MESH_PX, MESH_PX, 3) uint8 display-encoded RGB, the square (:func:`_square_at_mesh_px`).
-        x0, y0, side: the square in frame pixels.
-
-    Returns:
-        (468, 3) float32 landmarks in frame pixels (z on the x scale), or None where no face is meshed.
-    """
-    from .detect import _landmark_array
-
-    found = _run_mesh(small)
-    if found is None:
-        return None
-    # mediapipe's 0 is the square's left pixel edge (the resampling keeps edges); pixel centres are at integers
-    points = _landmark_array(found) * side
-    points[:, 0] += x0 - 0.5
-    points[:, 1] += y0 - 0.5
-    return points
-
-
-def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> list[np.ndarray | None]:
-    """The landmarks a reader aligns the mark on: each face meshed statically in the square around its box
-    (:func:`_square_around`), then again in the square around what that found, so that where the box came from
-    hardly matters.
+def _model_input(part: np.ndarray, roi_in_part: np.ndarray) -> np.ndarray:
+    """The landmark model's input: its ROI of the part of the image near the face (:func:`_near_face`), bilinear,
+    zeros where it leaves the part. Writer and reader sample through this one function (and the one before), so
+    that the model sees the same pixels.
 
     Args:
-        rgb8: (H, W, 3) uint8 display-encoded RGB.
-        boxes: (x0, y0, x1, y1) of each face in frame pixels.
+        part: (h, w, 3) float32 RGB in [0, 1] or uint8 RGB.
+        roi_in_part: (2, 3) model input pixel -> part pixel.
 
     Returns:
-        per box, (468, 3) landmarks in frame pixels, or None where no face is meshed.
+        (LANDMARK_PX, LANDMARK_PX, 3) float32 RGB in [0, 1].
     """
-    out = []
-    for box in boxes:
-        points = None
-        for _ in range(2):
-            x0, y0, side = _square_around(box)
-            points = _mesh_square(_square_at_mesh_px(rgb8, x0, y0, side), x0, y0, side)
-            if points is None:
-                break
-            box = box_from_landmarks(points)
-        out.append(points)
-    return out
+    image = cv2.warpAffine(part, roi_in_part, (LANDMARK_PX, LANDMARK_PX), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return image.astype(np.float32) * (1.0 / 255.0) if image.dtype == np.uint8 else image
+
+
+def _landmarks_in(planes: Sequence[np.ndarray], landmarks: np.ndarray, passes: int) -> np.ndarray | None:
+    """A face meshed ``passes`` times by the landmark model, each pass in the ROI of the last one's landmarks
+    (:func:`_roi`), starting from ``landmarks``: each pass moves the fit about a third of the way it moved
+    before, towards the one fit the model holds for these pixels, so a writer and a reader that start from
+    different landmarks of one face end up within the reader's search.
+
+    Args:
+        planes: the image (:func:`_near_face`).
+        landmarks: (N >= 468, >= 2) the face's landmarks to start from, in the image's pixels.
+        passes: how many times the face is meshed.
+
+    Returns:
+        (468, 3) float32 landmarks in the image's pixels (z on the x scale), or None where the model finds no face.
+    """
+    interpreter, image_index, points_index, score_index = _landmark_model()
+    points = np.asarray(landmarks, np.float64)
+    part, to_part = _near_face(planes, _roi(points))
+    for _ in range(passes):
+        roi = _roi(points)
+        roi_in_part = to_part[:, :2] @ roi
+        roi_in_part[:, 2] += to_part[:, 2]
+        interpreter.set_tensor(image_index, _model_input(part, roi_in_part)[None])
+        interpreter.invoke()
+        if float(interpreter.get_tensor(score_index).reshape(())) <= 0.0:   # the face flag's logit
+            return None
+        raw = interpreter.get_tensor(points_index).reshape(468, 3).astype(np.float64)
+        points = np.empty((468, 3))
+        points[:, :2] = raw[:, :2] @ roi[:, :2].T + roi[:, 2]
+        points[:, 2] = raw[:, 2] * math.hypot(roi[0, 0], roi[1, 0])
+    return points.astype(np.float32)
 
 
 def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
-    """The landmarks a reader aligns the mark on: each face the detector finds, meshed again
-    (:func:`mesh_landmarks`).
+    """The landmarks a reader aligns the mark on: each face the detector finds, meshed ``READER_MESH_PASSES``
+    times from the detector's landmarks (:func:`_landmarks_in`).
 
     Args:
         detector: a ``MediapipeBackend`` (static, ``video=False``) that finds the faces.
@@ -574,53 +555,39 @@ def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
         (468, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
     """
     rgb8 = np.ascontiguousarray(rgb8)
-    return [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
+    found = [_landmarks_in([rgb8], f.landmarks, READER_MESH_PASSES) for f in detector.detect(rgb8)]
+    return [p for p in found if p is not None]
 
 
-def _written_square(planes: torch.Tensor, x0: int, y0: int, side: int, linear: bool = False) -> np.ndarray | None:
-    """The square a writer meshes a face in, as the reader will sample it from the written file
-    (:func:`_square_at_mesh_px` on 8-bit display-encoded RGB), but resampled in float from the frame's own memory
-    and only then made 8-bit (rounded, saturated): making the whole square 8-bit first cost 0.9 ms a 1080p face,
-    for a difference of a level at most.
-
-    Args:
-        planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
-        x0, y0, side: the square in frame pixels (:func:`_square_around`).
-        linear: the planes are linear light (only the square's part of the frame is encoded).
-
-    Returns:
-        (MESH_PX, MESH_PX, 3) uint8 display-encoded RGB, or None where the square misses the frame.
-    """
-    h, w = planes.shape[-2:]
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-    if sx1 <= sx0 or sy1 <= sy0:
-        return None
-    region = planes[:3, sy0:sy1, sx0:sx1].float().cpu().numpy()
-    small = [_square_at_mesh_px(cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) if linear else plane,
-                                x0 - sx0, y0 - sy0, side) for plane in region]
-    return cv2.merge([cv2.convertScaleAbs(cv2.max(plane, 0.0), alpha=255.0) for plane in small])
-
-
-def writing_landmarks(planes: torch.Tensor, box: tuple[float, float, float, float],
-                      linear: bool = False) -> np.ndarray | None:
-    """The landmarks the writer aligns a face's mark on: the face meshed once, statically, on the pixels it
-    writes, in the square around the face's box (:func:`_square_around`, :func:`_written_square`).
-
-    One pass, where the reader takes two: the swap's box is already the box of a mesh of that face, so this
-    pass is about the reader's second; what is left between them (a few tenths of an aligned pixel) is within
-    the reader's search (``SEARCH``).
+def writing_landmarks(planes: torch.Tensor, landmarks: np.ndarray, linear: bool = False) -> np.ndarray | None:
+    """The landmarks the writer aligns a face's mark on: the face meshed ``WRITER_MESH_PASSES`` times on the
+    pixels it writes, starting from the landmarks the swap hands down (:func:`_landmarks_in`).
 
     Args:
         planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
-        box: (x0, y0, x1, y1) of the face in frame pixels.
-        linear: the planes are linear light.
+        landmarks: (N >= 468, >= 2) the face's landmarks in frame pixels (a tracked face's: a few percent off).
+        linear: the planes are linear light (encoded first, only where the model's input is sampled).
 
     Returns:
         (468, 3) float32 landmarks in frame pixels, or None where no face is meshed.
     """
-    x0, y0, side = _square_around(box)
-    small = _written_square(planes, x0, y0, side, linear)
-    return None if small is None else _mesh_square(small, x0, y0, side)
+    h, w = planes.shape[-2:]
+    # the part of the frame the passes can sample: the ROI's square, a little wider (the fit moves between passes)
+    x0, y0, x1, y1 = box_from_landmarks(landmarks)
+    reach = ROI_SCALE * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    rx0, ry0 = max(int(cx - reach), 0), max(int(cy - reach), 0)
+    rx1, ry1 = min(int(cx + reach) + 1, w), min(int(cy + reach) + 1, h)
+    if rx1 <= rx0 or ry1 <= ry0:
+        return None
+    region = [plane.float().cpu().numpy() for plane in planes[:3, ry0:ry1, rx0:rx1]]
+    if linear:
+        region = [cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) for plane in region]
+    start = np.asarray(landmarks, np.float64)[:, :2] - (rx0, ry0)
+    points = _landmarks_in(region, start, WRITER_MESH_PASSES)
+    if points is not None:
+        points[:, :2] += (rx0, ry0)
+    return points
 
 
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
@@ -639,5 +606,5 @@ def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear
     swapped = [f for f in faces if f.coverage is not None]
     if not swapped:
         return planes
-    meshed = [writing_landmarks(planes, f.box, linear) for f in swapped]
+    meshed = [writing_landmarks(planes, f.landmarks, linear) for f in swapped]
     return embed(planes, swapped, payload, linear, landmarks=meshed)
