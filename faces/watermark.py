@@ -41,7 +41,7 @@ import hashlib
 import math
 import os
 import threading
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -262,8 +262,18 @@ def _enlarged_and_sampled() -> np.ndarray:
     return (taps / taps.sum()).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _mark_box() -> np.ndarray:
+    """(4, 3) homogeneous aligned px: the corners of the grid's part a mark can be non-zero in (the patterns are
+    zero off the skin mask), an aligned pixel wider for the bilinear enlargement into the frame."""
+    ys, xs = np.nonzero(_mask() > 0)
+    x0, y0, x1, y1 = xs.min() - 1.0, ys.min() - 1.0, xs.max() + 1.0, ys.max() + 1.0
+    return np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x0, y1, 1.0], [x1, y1, 1.0]])
+
+
 def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False,
-          landmarks: Sequence[np.ndarray | None] | None = None) -> torch.Tensor:
+          landmarks: Sequence[np.ndarray | None] | None = None,
+          near: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None) -> torch.Tensor:
     """Mark every swapped face of a frame, in place.
 
     Each face's aligned GRID px luma is sampled from the frame (a Gaussian of an aligned pixel's area, then
@@ -282,6 +292,9 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
         linear: the planes are linear light (the mark is worked out on their display encoding).
         landmarks: per face, the landmarks to align the mark on (a static mesh of this very frame, as the
             reader will find them: :func:`mark_frame`); None, or a None entry: the face's own.
+        near: per face, the display-encoded part of the frame near it, averaged k x k, and frame pixel -> part
+            pixel (:func:`writing_landmarks` read them for the mesh): the face's luma is sampled from it instead
+            of from the planes (the face's pixels read once); None, or a None entry: from the planes.
 
     Returns:
         ``planes``, marked.
@@ -308,11 +321,23 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
         rx1, ry1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
         if rx1 <= rx0 or ry1 <= ry0:
             continue
-        luma = _display_luma(planes[:3, ry0:ry1, rx0:rx1], linear)
-        sigma = math.sqrt(abs(np.linalg.det(to_frame[:, :2])) / 12.0)   # a box of an aligned pixel's side
+        variance = abs(np.linalg.det(to_frame[:, :2])) / 12.0   # a box of an aligned pixel's side, frame px^2
+        part = near[index] if near is not None else None
+        if part is None:
+            luma, to_luma = _display_luma(planes[:3, ry0:ry1, rx0:rx1], linear), _shifted(to_frame, rx0, ry0)
+        else:
+            # the part's k x k average and the bilinear pass over its coarser pixels have blurred by
+            # (k^2 - 1) / 12 + (k^2 - 1) / 6 frame px^2 already (k = 1: the frame's own pixels)
+            rgb, to_part = part
+            whole = 1.0 / to_part[0, 0]
+            luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            variance = max(variance - (whole ** 2 - 1.0) / 4.0, 0.0) / whole ** 2
+            to_luma = to_part[:, :2] @ to_frame
+            to_luma[:, 2] += to_part[:, 2]
+        sigma = math.sqrt(variance)
         smooth = cv2.GaussianBlur(luma, (0, 0), sigma) if sigma > 0.25 else luma
-        crop = cv2.warpAffine(smooth, _shifted(to_frame, rx0, ry0), (GRID, GRID),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        crop = cv2.warpAffine(smooth, to_luma, (GRID, GRID), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
         alpha = face.coverage.alpha.reshape(y1 - y0, x1 - x0).float().cpu().numpy()
         alpha_in_grid = cv2.warpAffine(alpha, _shifted(to_frame, x0, y0), (GRID, GRID),
                                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
@@ -322,8 +347,10 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
             projections = patterns @ _residual_of(marked)
             mark += ((_to_lattice(projections, bits).astype(np.float32) @ patterns) / gain).reshape(GRID, GRID)
             marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
-        # the field enlarged only where it can be something: where the window meets the grid's footprint
-        fy0, fy1, fx0, fx1 = max(y0, ry0), min(y1, ry1), max(x0, rx0), min(x1, rx1)
+        # the field enlarged only where it can be something: where the window meets the mark's footprint
+        reach = _mark_box() @ to_frame.T
+        fx0, fy0 = np.maximum(np.floor(reach.min(0)).astype(int), (x0, y0))
+        fx1, fy1 = np.minimum(np.ceil(reach.max(0)).astype(int) + 1, (x1, y1))
         if fy1 <= fy0 or fx1 <= fx0:
             continue
         field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, fx0, fy0)), (fx1 - fx0, fy1 - fy0),
@@ -460,7 +487,8 @@ def _roi(landmarks: np.ndarray) -> np.ndarray:
     return np.array([[c, -s, (x0 + x1) / 2 - c * half + s * half], [s, c, (y0 + y1) / 2 - s * half - c * half]])
 
 
-def _near_face(planes: Sequence[np.ndarray], roi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _near_face(planes: Sequence[np.ndarray], roi: np.ndarray,
+               encode: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The part of an image a face's passes sample (the ROI's square grown by a tenth of its side on every side,
     for the later passes' moves: a few hundredths), read once, in order: averaged k x k where the ROI shrinks by k = 2 or more (k its
     shrink rounded; cv2's fast path), so that the bilinear passes that sample it shrink by less than 1.5 and
@@ -471,6 +499,7 @@ def _near_face(planes: Sequence[np.ndarray], roi: np.ndarray) -> tuple[np.ndarra
     Args:
         planes: three (H, W) float32 planes R, G, B in [0, 1], or one (H, W, 3) uint8 RGB image (display encoded).
         roi: (2, 3) model input pixel -> image pixel (:func:`_roi`).
+        encode: applied to each float plane's part before it is averaged (a linear frame's display encoding).
 
     Returns:
         (part, to_part): the part, (h, w, 3) float32 or uint8 as ``planes`` (a view of a uint8 image where k is 1),
@@ -486,7 +515,7 @@ def _near_face(planes: Sequence[np.ndarray], roi: np.ndarray) -> tuple[np.ndarra
     x1, y1 = x0 + (x1 - x0) // whole * whole, y0 + (y1 - y0) // whole * whole
     if x1 <= x0 or y1 <= y0:   # the ROI misses the image: its model input is all zeros
         return np.zeros((1, 1, 3), planes[0].dtype), np.array([[1.0, 0.0, -w], [0.0, 1.0, -h]])
-    part = [p[y0:y1, x0:x1] for p in planes]
+    part = [p[y0:y1, x0:x1] if encode is None else encode(p[y0:y1, x0:x1]) for p in planes]
     if whole > 1:
         part = [cv2.resize(p, ((x1 - x0) // whole, (y1 - y0) // whole), interpolation=cv2.INTER_AREA) for p in part]
     part = cv2.merge(part) if len(part) == 3 else part[0]
@@ -511,14 +540,14 @@ def _model_input(part: np.ndarray, roi_in_part: np.ndarray) -> np.ndarray:
     return image.astype(np.float32) * (1.0 / 255.0) if image.dtype == np.uint8 else image
 
 
-def _landmarks_in(planes: Sequence[np.ndarray], landmarks: np.ndarray, passes: int) -> np.ndarray | None:
+def _landmarks_in(part: np.ndarray, to_part: np.ndarray, landmarks: np.ndarray, passes: int) -> np.ndarray | None:
     """A face meshed ``passes`` times by the landmark model, each pass in the ROI of the last one's landmarks
     (:func:`_roi`), starting from ``landmarks``: each pass moves the fit about a third of the way it moved
     before, towards the one fit the model holds for these pixels, so a writer and a reader that start from
     different landmarks of one face end up within the reader's search.
 
     Args:
-        planes: the image (:func:`_near_face`).
+        part, to_part: the part of the image near the face (:func:`_near_face`, for the ROI of ``landmarks``).
         landmarks: (N >= 468, >= 2) the face's landmarks to start from, in the image's pixels.
         passes: how many times the face is meshed.
 
@@ -527,7 +556,6 @@ def _landmarks_in(planes: Sequence[np.ndarray], landmarks: np.ndarray, passes: i
     """
     interpreter, image_index, points_index, score_index = _landmark_model()
     points = np.asarray(landmarks, np.float64)
-    part, to_part = _near_face(planes, _roi(points))
     for _ in range(passes):
         roi = _roi(points)
         roi_in_part = to_part[:, :2] @ roi
@@ -555,11 +583,13 @@ def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
         (468, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
     """
     rgb8 = np.ascontiguousarray(rgb8)
-    found = [_landmarks_in([rgb8], f.landmarks, READER_MESH_PASSES) for f in detector.detect(rgb8)]
+    found = [_landmarks_in(*_near_face([rgb8], _roi(f.landmarks)), f.landmarks, READER_MESH_PASSES)
+             for f in detector.detect(rgb8)]
     return [p for p in found if p is not None]
 
 
-def writing_landmarks(planes: torch.Tensor, landmarks: np.ndarray, linear: bool = False) -> np.ndarray | None:
+def writing_landmarks(planes: torch.Tensor, landmarks: np.ndarray,
+                      linear: bool = False) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
     """The landmarks the writer aligns a face's mark on: the face meshed ``WRITER_MESH_PASSES`` times on the
     pixels it writes, starting from the landmarks the swap hands down (:func:`_landmarks_in`).
 
@@ -569,25 +599,13 @@ def writing_landmarks(planes: torch.Tensor, landmarks: np.ndarray, linear: bool 
         linear: the planes are linear light (encoded first, only where the model's input is sampled).
 
     Returns:
-        (468, 3) float32 landmarks in frame pixels, or None where no face is meshed.
+        ((468, 3) float32 landmarks in frame pixels, or None where no face is meshed; the display-encoded part of
+        the frame near the face and frame pixel -> part pixel (:func:`_near_face`), which :func:`embed` samples
+        the face's luma from).
     """
-    h, w = planes.shape[-2:]
-    # the part of the frame the passes can sample: the ROI's square, a little wider (the fit moves between passes)
-    x0, y0, x1, y1 = box_from_landmarks(landmarks)
-    reach = ROI_SCALE * max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    rx0, ry0 = max(int(cx - reach), 0), max(int(cy - reach), 0)
-    rx1, ry1 = min(int(cx + reach) + 1, w), min(int(cy + reach) + 1, h)
-    if rx1 <= rx0 or ry1 <= ry0:
-        return None
-    region = [plane.float().cpu().numpy() for plane in planes[:3, ry0:ry1, rx0:rx1]]
-    if linear:
-        region = [cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) for plane in region]
-    start = np.asarray(landmarks, np.float64)[:, :2] - (rx0, ry0)
-    points = _landmarks_in(region, start, WRITER_MESH_PASSES)
-    if points is not None:
-        points[:, :2] += (rx0, ry0)
-    return points
+    encode = (lambda plane: cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN)) if linear else None
+    near = _near_face([plane.float().cpu().numpy() for plane in planes[:3]], _roi(landmarks), encode)
+    return _landmarks_in(*near, landmarks, WRITER_MESH_PASSES), near
 
 
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
@@ -606,5 +624,5 @@ def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear
     swapped = [f for f in faces if f.coverage is not None]
     if not swapped:
         return planes
-    meshed = [writing_landmarks(planes, f.landmarks, linear) for f in swapped]
-    return embed(planes, swapped, payload, linear, landmarks=meshed)
+    meshed, near = zip(*[writing_landmarks(planes, f.landmarks, linear) for f in swapped])
+    return embed(planes, swapped, payload, linear, landmarks=meshed, near=near)
