@@ -11,8 +11,8 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
   replaced the plate (``Face.coverage``). Writer and reader fit the crop to landmarks of the pixels they have,
   from mediapipe's face landmark model run directly (:func:`_landmarks_in`), each pass in the ROI of the last
   one's landmarks: the writer twice from the landmarks the swap hands down, the reader three times from its
-  detector's; each pass moves the fit a third of the way it moved before, so the two end up a few tenths of an
-  aligned pixel apart. A crop, a downscale or a shift keeps the mark's geometry; the reader searches +-1
+  detector's; each pass moves the fit a third of the way it moved before, so the two end up within 2% of scale
+  and a few tenths of an aligned pixel. A crop, a downscale or a shift keeps the mark's geometry; the reader searches +-1
   aligned px, +-3% scale and +-1 degree around its fit.
 * **What.** ``K = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS`` orthonormal patterns (random +-1 chips on ``CELLS`` x
   ``CELLS``, smoothed, orthogonalised on the skin). The luma's relative detail (luma over its local mean, minus
@@ -64,8 +64,8 @@ LINEAR_GAIN = 2.2         # a relative change in linear light shrinks by the dis
 SYNC_Z = 5.0              # sync agreement that says "marked" (with the CRC)
 OVERSAMPLE = 4            # the reader's search grid: 1/OVERSAMPLE aligned px
 SEARCH = 4                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
-# ... and these scales and turns (degrees) of the fit about the crop's centre (a writer's and a reader's mesh of
-# the same face differ by 2-3% in scale on a frame or two in 30: +-1.5% left one 1080p frame of 30 unread)
+# ... and these scales and turns (degrees) of the fit about the crop's centre (the writer's two landmark passes
+# leave its fit up to 2% in scale off the reader's three on the 1080p plate)
 SCALES = (0.97, 0.985, 1.0, 1.015, 1.03)
 TURNS = (-1.0, 0.0, 1.0)
 # the writer's passes over the GRID px crop, each nearer the lattice: with three the small demo face's H.264 CRF 23
@@ -290,8 +290,8 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
             alpha the swap was composited with.
         payload: 16-bit int (:func:`make_payload`).
         linear: the planes are linear light (the mark is worked out on their display encoding).
-        landmarks: per face, the landmarks to align the mark on (a static mesh of this very frame, as the
-            reader will find them: :func:`mark_frame`); None, or a None entry: the face's own.
+        landmarks: per face, the landmarks to align the mark on (this very frame's, as the reader will find
+            them: :func:`writing_landmarks`); None, or a None entry: the face's own.
         near: per face, the display-encoded part of the frame near it, averaged k x k, and frame pixel -> part
             pixel (:func:`writing_landmarks` read them for the mesh): the face's luma is sampled from it instead
             of from the planes (the face's pixels read once); None, or a None entry: from the planes.
@@ -490,11 +490,11 @@ def _roi(landmarks: np.ndarray) -> np.ndarray:
 def _near_face(planes: Sequence[np.ndarray], roi: np.ndarray,
                encode: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The part of an image a face's passes sample (the ROI's square grown by a tenth of its side on every side,
-    for the later passes' moves: a few hundredths), read once, in order: averaged k x k where the ROI shrinks by k = 2 or more (k its
-    shrink rounded; cv2's fast path), so that the bilinear passes that sample it shrink by less than 1.5 and
-    every pixel still weighs in; float planes are then interleaved. Reading the face's pixels row by row, once,
-    costs a third of what bilinear passes over the frame's planes, turned with the face, cost (1080p, caches cold
-    after each model run), and a pass over three interleaved channels half of what three planes cost.
+    for the later passes' moves: a few hundredths), read once, row by row: averaged k x k where the ROI shrinks by
+    k = 2 or more (k its shrink rounded; cv2's fast path), so that the bilinear passes that sample it shrink by
+    less than 1.5 and every pixel still weighs in; float planes are then interleaved. A bilinear pass turned with
+    the face over a 1080p frame's three planes cost 1.8 ms (caches cold after each model run); reading the part
+    once costs 0.9, and a pass over it 0.3.
 
     Args:
         planes: three (H, W) float32 planes R, G, B in [0, 1], or one (H, W, 3) uint8 RGB image (display encoded).
@@ -535,8 +535,8 @@ def _model_input(part: np.ndarray, roi_in_part: np.ndarray) -> np.ndarray:
     Returns:
         (LANDMARK_PX, LANDMARK_PX, 3) float32 RGB in [0, 1].
     """
-    image = cv2.warpAffine(part, roi_in_part, (LANDMARK_PX, LANDMARK_PX), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    image = cv2.warpAffine(part, roi_in_part, (LANDMARK_PX, LANDMARK_PX),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return image.astype(np.float32) * (1.0 / 255.0) if image.dtype == np.uint8 else image
 
 
