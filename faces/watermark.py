@@ -262,6 +262,46 @@ def _enlarged_and_sampled() -> np.ndarray:
     return (taps / taps.sum()).astype(np.float32)
 
 
+def _grid_luma(planes: torch.Tensor, to_frame: np.ndarray, linear: bool = False,
+               near: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
+    """A face's display-encoded luma in the GRID px aligned crop, as the reader's crop samples it: a Gaussian of an
+    aligned pixel's area, then bilinear.
+
+    Args:
+        planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
+        to_frame: (2, 3) aligned pixel -> frame pixel.
+        linear: the planes are linear light.
+        near: the display-encoded part of the frame near the face, averaged k x k, and frame pixel -> part pixel
+            (:func:`writing_landmarks`): sampled instead of the planes (the face's pixels read once), the Gaussian
+            narrowed by what the k x k average and the bilinear pass over the part's coarser pixels blur,
+            (k^2 - 1) / 12 + (k^2 - 1) / 6 frame px^2.
+
+    Returns:
+        (GRID, GRID) float32, or None where the grid misses the frame.
+    """
+    h, w = planes.shape[-2:]
+    # what the reader's crop sees of this face: the grid's footprint in the frame
+    corners = np.array([[-1.0, -1.0, 1.0], [GRID, -1.0, 1.0], [-1.0, GRID, 1.0], [GRID, GRID, 1.0]]) @ to_frame.T
+    rx0, ry0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+    rx1, ry1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
+    if rx1 <= rx0 or ry1 <= ry0:
+        return None
+    variance = abs(np.linalg.det(to_frame[:, :2])) / 12.0   # a box of an aligned pixel's side, frame px^2
+    if near is None:
+        luma, to_luma = _display_luma(planes[:3, ry0:ry1, rx0:rx1], linear), _shifted(to_frame, rx0, ry0)
+    else:
+        rgb, to_part = near
+        whole = 1.0 / to_part[0, 0]
+        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        variance = max(variance - (whole ** 2 - 1.0) / 4.0, 0.0) / whole ** 2
+        to_luma = to_part[:, :2] @ to_frame
+        to_luma[:, 2] += to_part[:, 2]
+    sigma = math.sqrt(variance)
+    smooth = cv2.GaussianBlur(luma, (0, 0), sigma) if sigma > 0.25 else luma
+    return cv2.warpAffine(smooth, to_luma, (GRID, GRID), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
 @functools.lru_cache(maxsize=1)
 def _mark_box() -> np.ndarray:
     """(4, 3) homogeneous aligned px: the corners of the grid's part a mark can be non-zero in (the patterns are
@@ -305,7 +345,6 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
     patterns = _patterns32()
     bits = _bits(payload)
     kernel = _enlarged_and_sampled()
-    h, w = planes.shape[-2:]
     for index, face in enumerate(faces):
         if face.coverage is None:
             continue
@@ -315,29 +354,9 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
         points = landmarks[index] if landmarks is not None else None
         to_grid = _frame_to_grid(face.landmarks if points is None else points)
         to_frame = invert_affine(to_grid)
-        # what the reader's crop sees of this face: the grid's footprint in the frame
-        corners = np.array([[-1.0, -1.0, 1.0], [GRID, -1.0, 1.0], [-1.0, GRID, 1.0], [GRID, GRID, 1.0]]) @ to_frame.T
-        rx0, ry0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
-        rx1, ry1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
-        if rx1 <= rx0 or ry1 <= ry0:
+        crop = _grid_luma(planes, to_frame, linear, near[index] if near is not None else None)
+        if crop is None:
             continue
-        variance = abs(np.linalg.det(to_frame[:, :2])) / 12.0   # a box of an aligned pixel's side, frame px^2
-        part = near[index] if near is not None else None
-        if part is None:
-            luma, to_luma = _display_luma(planes[:3, ry0:ry1, rx0:rx1], linear), _shifted(to_frame, rx0, ry0)
-        else:
-            # the part's k x k average and the bilinear pass over its coarser pixels have blurred by
-            # (k^2 - 1) / 12 + (k^2 - 1) / 6 frame px^2 already (k = 1: the frame's own pixels)
-            rgb, to_part = part
-            whole = 1.0 / to_part[0, 0]
-            luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-            variance = max(variance - (whole ** 2 - 1.0) / 4.0, 0.0) / whole ** 2
-            to_luma = to_part[:, :2] @ to_frame
-            to_luma[:, 2] += to_part[:, 2]
-        sigma = math.sqrt(variance)
-        smooth = cv2.GaussianBlur(luma, (0, 0), sigma) if sigma > 0.25 else luma
-        crop = cv2.warpAffine(smooth, to_luma, (GRID, GRID), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
         alpha = face.coverage.alpha.reshape(y1 - y0, x1 - x0).float().cpu().numpy()
         alpha_in_grid = cv2.warpAffine(alpha, _shifted(to_frame, x0, y0), (GRID, GRID),
                                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)

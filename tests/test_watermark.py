@@ -10,7 +10,7 @@ import torch
 
 from doublure.faces import watermark as wm
 from doublure.faces.detect import MediapipeBackend
-from doublure.faces.face import Coverage, Face
+from doublure.faces.face import Coverage, Face, invert_affine
 from doublure.faces.verify import read_mark
 
 PAYLOAD = wm.make_payload("4f1c0e9d2b", "sh010/Write1")
@@ -142,6 +142,23 @@ def test_writer_and_reader_give_the_landmark_model_the_same_pixels(media_dir, in
     if not inside:
         assert read[-wm.LANDMARK_PX // 4:].max() == 0 and read[:, :wm.LANDMARK_PX // 4].max() == 0
         assert read[:wm.LANDMARK_PX // 2, wm.LANDMARK_PX // 2:].mean() > 20
+
+
+@pytest.mark.parametrize("clip, index", [("mead/W009_front_happy_level3_001.mp4", 30),
+                                         ("plates_1080/demo1_video.mp4", 60)])
+def test_the_writer_reads_the_face_once_for_mesh_and_mark(media_dir, clip, index):
+    # the mark is worked out on the face's luma sampled from the part the writer read for its mesh (averaged k x k
+    # on the 1080p face): its projections must be those of the luma sampled from the frame's planes, to a
+    # fraction of the lattice's step
+    rgb = frame_of(media_dir / clip, index)
+    planes = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).contiguous()
+    landmarks, near = wm.writing_landmarks(planes, swapped_face(rgb).landmarks)
+    to_frame = invert_affine(wm._frame_to_grid(landmarks))
+    patterns = wm._code()[0]
+    from_frame = patterns @ wm._residual_of(wm._grid_luma(planes, to_frame))
+    from_part = patterns @ wm._residual_of(wm._grid_luma(planes, to_frame, near=near))
+    assert np.sqrt(np.mean(from_frame ** 2)) > 0.2   # the face's own detail, which the mark moves onto the lattice
+    assert np.abs(from_part - from_frame).max() < wm.STEP / 25
 
 
 def test_the_payload_code_corrects_three_bit_errors_and_refuses_noise():
