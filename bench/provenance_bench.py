@@ -97,9 +97,9 @@ def robustness(name: str, path: str, count: int, step: int, detector: FaceDetect
         planes = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).contiguous()
         w0, c0 = time.perf_counter(), time.process_time()
         # as Write does: the face meshed again on the pixels it writes, then marked
-        meshed = wm.writing_landmarks(planes, face.box)
+        meshed, near = wm.writing_landmarks(planes, face.landmarks)
         w1, c1 = time.perf_counter(), time.process_time()
-        wm.embed(planes, [face], PAYLOAD, landmarks=[meshed])
+        wm.embed(planes, [face], PAYLOAD, landmarks=[meshed], near=[near])
         w2, c2 = time.perf_counter(), time.process_time()
         out = (planes.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
         # the reference in the same run: Write's own work on that frame, an 8-bit PNG

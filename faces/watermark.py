@@ -8,12 +8,12 @@ face shares in aligned space: bench/RESULTS.md, issue 24):
 * **Where.** In the canonical aligned crop (``whole_face`` framing fitted to the landmarks by
   :func:`faces.align.estimate_to_crop`), ``GRID`` px square, on the skin of the template (the face oval less eyes,
   brows, lips and nostrils, which hold most of a face's own contrast), and in the frame only where the swap
-  replaced the plate (``Face.coverage``). Writer and reader fit the crop to a static mesh of the pixels they
-  have, in the square around the face's box (:func:`_square_around`): the reader meshes twice (around the
-  detector's box, then around the box of what that found), the writer once, around the box the swap hands
-  down (already a mesh's box of that face): one mediapipe pass, the writer's largest cost. A crop, a downscale
-  or a shift keeps the mark's geometry; the reader searches +-1 aligned px around its fit (the writer's one pass
-  and a re-encode's landmarks each move the fit by a few tenths of a pixel).
+  replaced the plate (``Face.coverage``). Writer and reader fit the crop to landmarks of the pixels they have,
+  from mediapipe's face landmark model run directly (:func:`_landmarks_in`), each pass in the ROI of the last
+  one's landmarks: the writer twice from the landmarks the swap hands down, the reader three times from its
+  detector's; each pass moves the fit a third of the way it moved before, so the two end up within 2% of scale
+  and a few tenths of an aligned pixel. A crop, a downscale or a shift keeps the mark's geometry; the reader searches +-1
+  aligned px, +-3% scale and +-1 degree around its fit.
 * **What.** ``K = SYNC_BITS + PAYLOAD_BITS + CHECK_BITS`` orthonormal patterns (random +-1 chips on ``CELLS`` x
   ``CELLS``, smoothed, orthogonalised on the skin). The luma's relative detail (luma over its local mean, minus
   one) projected on each pattern is moved onto a lattice of step ``STEP`` (dither modulation, QIM): the lattice
@@ -39,8 +39,9 @@ import dataclasses
 import functools
 import hashlib
 import math
+import os
 import threading
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -63,11 +64,18 @@ LINEAR_GAIN = 2.2         # a relative change in linear light shrinks by the dis
 SYNC_Z = 5.0              # sync agreement that says "marked" (with the CRC)
 OVERSAMPLE = 4            # the reader's search grid: 1/OVERSAMPLE aligned px
 SEARCH = 4                # ... out to +-SEARCH/OVERSAMPLE aligned px in x and y
-SCALES = (0.985, 1.0, 1.015)   # ... and these scales and turns (degrees) of the fit about the crop's centre
+# ... and these scales and turns (degrees) of the fit about the crop's centre (the writer's two landmark passes
+# leave its fit up to 2% in scale off the reader's three on the 1080p plate)
+SCALES = (0.97, 0.985, 1.0, 1.015, 1.03)
 TURNS = (-1.0, 0.0, 1.0)
-WRITER_PASSES = 3         # the writer's passes over the GRID px crop, each nearer the lattice (two left 4-bit errors)
-MESH_SCALE = 2.2          # the square meshed around a face, times its box's long side (as FaceDetect's crops)
-MESH_PX = 256             # ... resampled to this side (mediapipe samples its inputs from it without filtering)
+# the writer's passes over the GRID px crop, each nearer the lattice: with three the small demo face's H.264 CRF 23
+# reads sat at the code's 3-error limit, and one frame of 30 went past it as the field's enlargement moved pixels
+# by half a level; four: at most 2 errors (0.16 dB of PSNR)
+WRITER_PASSES = 4
+LANDMARK_PX = 192         # the side of the landmark model's input
+ROI_SCALE = 1.5           # its ROI's side, times the long side of the face's landmarks' box (as mediapipe's)
+WRITER_MESH_PASSES = 2    # the landmark model's passes over a face in the writer (from the swap's landmarks) ...
+READER_MESH_PASSES = 3    # ... and in the reader (from the detector's): see _landmarks_in
 _HIGHPASS_SIGMA = 3.0     # aligned px: the local mean the relative detail is taken against
 _LUMA = (0.299, 0.587, 0.114)   # as cv2's RGB2GRAY, the reader's luma
 # The lower nose (nostrils, alar creases): dark, sharp and the same on every face, like the eyes and lips.
@@ -166,10 +174,11 @@ def _patterns32() -> np.ndarray:
 
 
 def _residual_of(crop: np.ndarray) -> np.ndarray:
-    """(GRID*GRID,) float64: luma over its local mean, minus one."""
+    """(GRID*GRID,) float32: luma over its local mean, minus one (computed in float32: the reader's float64
+    projections take it as it is)."""
     crop = np.asarray(crop, np.float32)
     local = cv2.GaussianBlur(crop, (0, 0), _HIGHPASS_SIGMA) + 1e-3
-    return (crop / local - 1.0).astype(np.float64).reshape(-1)
+    return (crop / local - 1.0).reshape(-1)
 
 
 _CODED_BITS = COPIES * (PAYLOAD_BITS + CHECK_BITS)
@@ -253,8 +262,58 @@ def _enlarged_and_sampled() -> np.ndarray:
     return (taps / taps.sum()).astype(np.float32)
 
 
+def _grid_luma(planes: torch.Tensor, to_frame: np.ndarray, linear: bool = False,
+               near: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray | None:
+    """A face's display-encoded luma in the GRID px aligned crop, as the reader's crop samples it: a Gaussian of an
+    aligned pixel's area, then bilinear.
+
+    Args:
+        planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
+        to_frame: (2, 3) aligned pixel -> frame pixel.
+        linear: the planes are linear light.
+        near: the display-encoded part of the frame near the face, averaged k x k, and frame pixel -> part pixel
+            (:func:`writing_landmarks`): sampled instead of the planes (the face's pixels read once), the Gaussian
+            narrowed by what the k x k average and the bilinear pass over the part's coarser pixels blur,
+            (k^2 - 1) / 12 + (k^2 - 1) / 6 frame px^2.
+
+    Returns:
+        (GRID, GRID) float32, or None where the grid misses the frame.
+    """
+    h, w = planes.shape[-2:]
+    # what the reader's crop sees of this face: the grid's footprint in the frame
+    corners = np.array([[-1.0, -1.0, 1.0], [GRID, -1.0, 1.0], [-1.0, GRID, 1.0], [GRID, GRID, 1.0]]) @ to_frame.T
+    rx0, ry0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
+    rx1, ry1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
+    if rx1 <= rx0 or ry1 <= ry0:
+        return None
+    variance = abs(np.linalg.det(to_frame[:, :2])) / 12.0   # a box of an aligned pixel's side, frame px^2
+    if near is None:
+        luma, to_luma = _display_luma(planes[:3, ry0:ry1, rx0:rx1], linear), _shifted(to_frame, rx0, ry0)
+    else:
+        rgb, to_part = near
+        whole = 1.0 / to_part[0, 0]
+        luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        variance = max(variance - (whole ** 2 - 1.0) / 4.0, 0.0) / whole ** 2
+        to_luma = to_part[:, :2] @ to_frame
+        to_luma[:, 2] += to_part[:, 2]
+    sigma = math.sqrt(variance)
+    smooth = cv2.GaussianBlur(luma, (0, 0), sigma) if sigma > 0.25 else luma
+    return cv2.warpAffine(smooth, to_luma, (GRID, GRID), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+@functools.lru_cache(maxsize=1)
+def _mark_box() -> np.ndarray:
+    """(4, 3) homogeneous aligned px: the corners of the grid's part a mark can be non-zero in (the patterns are
+    zero off the skin mask), an aligned pixel wider for the bilinear enlargement into the frame."""
+    ys, xs = np.nonzero(_mask() > 0)
+    x0, y0, x1, y1 = xs.min() - 1.0, ys.min() - 1.0, xs.max() + 1.0, ys.max() + 1.0
+    return np.array([[x0, y0, 1.0], [x1, y0, 1.0], [x0, y1, 1.0], [x1, y1, 1.0]])
+
+
 def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False,
-          landmarks: Sequence[np.ndarray | None] | None = None) -> torch.Tensor:
+          landmarks: Sequence[np.ndarray | None] | None = None,
+          near: Sequence[tuple[np.ndarray, np.ndarray] | None] | None = None) -> torch.Tensor:
     """Mark every swapped face of a frame, in place.
 
     Each face's aligned GRID px luma is sampled from the frame (a Gaussian of an aligned pixel's area, then
@@ -271,8 +330,11 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
             alpha the swap was composited with.
         payload: 16-bit int (:func:`make_payload`).
         linear: the planes are linear light (the mark is worked out on their display encoding).
-        landmarks: per face, the landmarks to align the mark on (a static mesh of this very frame, as the
-            reader will find them: :func:`mark_frame`); None, or a None entry: the face's own.
+        landmarks: per face, the landmarks to align the mark on (this very frame's, as the reader will find
+            them: :func:`writing_landmarks`); None, or a None entry: the face's own.
+        near: per face, the display-encoded part of the frame near it, averaged k x k, and frame pixel -> part
+            pixel (:func:`writing_landmarks` read them for the mesh): the face's luma is sampled from it instead
+            of from the planes (the face's pixels read once); None, or a None entry: from the planes.
 
     Returns:
         ``planes``, marked.
@@ -283,7 +345,6 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
     patterns = _patterns32()
     bits = _bits(payload)
     kernel = _enlarged_and_sampled()
-    h, w = planes.shape[-2:]
     for index, face in enumerate(faces):
         if face.coverage is None:
             continue
@@ -293,35 +354,27 @@ def embed(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: boo
         points = landmarks[index] if landmarks is not None else None
         to_grid = _frame_to_grid(face.landmarks if points is None else points)
         to_frame = invert_affine(to_grid)
-        # what the reader's crop sees of this face: the grid's footprint in the frame
-        corners = np.array([[-1.0, -1.0, 1.0], [GRID, -1.0, 1.0], [-1.0, GRID, 1.0], [GRID, GRID, 1.0]]) @ to_frame.T
-        rx0, ry0 = np.maximum(np.floor(corners.min(0)).astype(int), 0)
-        rx1, ry1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 1, (w, h))
-        if rx1 <= rx0 or ry1 <= ry0:
+        crop = _grid_luma(planes, to_frame, linear, near[index] if near is not None else None)
+        if crop is None:
             continue
-        luma = _display_luma(planes[:3, ry0:ry1, rx0:rx1], linear)
-        sigma = math.sqrt(abs(np.linalg.det(to_frame[:, :2])) / 12.0)   # a box of an aligned pixel's side
-        smooth = cv2.GaussianBlur(luma, (0, 0), sigma) if sigma > 0.25 else luma
-        crop = cv2.warpAffine(smooth, _shifted(to_frame, rx0, ry0), (GRID, GRID),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
         alpha = face.coverage.alpha.reshape(y1 - y0, x1 - x0).float().cpu().numpy()
         alpha_in_grid = cv2.warpAffine(alpha, _shifted(to_frame, x0, y0), (GRID, GRID),
                                        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
         mark = np.zeros((GRID, GRID), np.float32)
         marked = crop
         for _ in range(WRITER_PASSES):
-            projections = patterns @ _residual_of(marked).astype(np.float32)
+            projections = patterns @ _residual_of(marked)
             mark += ((_to_lattice(projections, bits).astype(np.float32) @ patterns) / gain).reshape(GRID, GRID)
             marked = crop * (1.0 + cv2.sepFilter2D(mark, -1, kernel, kernel) * alpha_in_grid)
-        # the field enlarged over the whole window (its sampling depends on where it starts: a window cut to the
-        # grid's footprint moved pixels by half a level), applied only where it can be something: in the footprint
-        field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, x0, y0)), (x1 - x0, y1 - y0),
-                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
-        fy0, fy1, fx0, fx1 = max(y0, ry0), min(y1, ry1), max(x0, rx0), min(x1, rx1)
+        # the field enlarged only where it can be something: where the window meets the mark's footprint
+        reach = _mark_box() @ to_frame.T
+        fx0, fy0 = np.maximum(np.floor(reach.min(0)).astype(int), (x0, y0))
+        fx1, fy1 = np.minimum(np.ceil(reach.max(0)).astype(int) + 1, (x1, y1))
         if fy1 <= fy0 or fx1 <= fx0:
             continue
-        inside = np.s_[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
-        factor = torch.from_numpy(1.0 + field[inside] * alpha[inside]).to(planes.device)
+        field = cv2.warpAffine(mark, invert_affine(_shifted(to_frame, fx0, fy0)), (fx1 - fx0, fy1 - fy0),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+        factor = torch.from_numpy(1.0 + field * alpha[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]).to(planes.device)
         planes[:3, fy0:fy1, fx0:fx1] *= (factor.clamp(min=0.0) ** LINEAR_GAIN if linear else factor).to(planes.dtype)
     return planes
 
@@ -411,108 +464,135 @@ def read_crops(crops: np.ndarray) -> Reading:
     return Reading(bool(sync_z >= SYNC_Z and errors <= MAX_ERRORS), sync_z, payload, errors, len(crops))
 
 
-_MESHES = threading.local()
+_MODELS = threading.local()
 
 
-def _face_mesh():
-    """This thread's static face mesh, without the attention refinement (lips, eyes and irises: not needed by the
-    fit, and 0.7 ms a face). Mediapipe graphs are not shared between threads."""
-    graph = getattr(_MESHES, "graph", None)
-    if graph is None:
-        from mediapipe.python.solutions import face_mesh
+def _landmark_model():
+    """This thread's interpreter of mediapipe's face landmark model (the plain 468-point mesh, without the
+    attention refinement: the fit needs no irises), the ``.tflite`` file mediapipe's package ships, run on one
+    thread. Run directly it costs 1.2 ms a face, where mediapipe's face mesh graph around it (BlazeFace, the
+    image-to-tensor and landmark calculators, the graph's scheduling) cost 4-5 ms. Interpreters are not shared
+    between threads."""
+    model = getattr(_MODELS, "model", None)
+    if model is None:
+        import mediapipe
+        from ai_edge_litert.interpreter import Interpreter
 
         from .detect import _quiet_mediapipe
 
         _quiet_mediapipe()
-        graph = _MESHES.graph = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                                                   min_detection_confidence=0.5)
-    return graph
+        path = os.path.join(os.path.dirname(mediapipe.__file__), "modules", "face_landmark", "face_landmark.tflite")
+        interpreter = Interpreter(model_path=path, num_threads=1)
+        interpreter.allocate_tensors()
+        (image,) = interpreter.get_input_details()
+        outputs = {int(np.prod(o["shape"])): o["index"] for o in interpreter.get_output_details()}
+        if tuple(image["shape"]) != (1, LANDMARK_PX, LANDMARK_PX, 3) or set(outputs) != {468 * 3, 1}:
+            raise RuntimeError(f"{path}: not the 468-point face landmark model at {LANDMARK_PX} px the watermark "
+                               f"is aligned with (input {image['shape']})")
+        model = _MODELS.model = (interpreter, image["index"], outputs[468 * 3], outputs[1])
+    return model
 
 
-def _square_around(box: tuple[float, float, float, float]) -> tuple[int, int, int]:
-    """(x0, y0, side) in frame pixels of the square meshed around a face's box: ``MESH_SCALE`` times its long
-    side, centred on it."""
-    x0, y0, x1, y1 = box
-    side = max(int(round(max(x1 - x0, y1 - y0) * MESH_SCALE)), 1)
-    return (int(math.floor((x0 + x1) / 2 - side / 2 + 0.5)), int(math.floor((y0 + y1) / 2 - side / 2 + 0.5)), side)
+def _roi(landmarks: np.ndarray) -> np.ndarray:
+    """(2, 3) float64: the landmark model's input pixel -> frame pixel, for a face's landmarks (as mediapipe
+    tracks a face from one frame's mesh to the next): a square ``ROI_SCALE`` times the long side of their box,
+    centred on it, turned so that the eyes' outer corners (33, 263) lie level."""
+    x0, y0, x1, y1 = box_from_landmarks(landmarks)
+    side = ROI_SCALE * max(x1 - x0, y1 - y0) / LANDMARK_PX
+    dx, dy = landmarks[263, :2] - landmarks[33, :2]
+    turn = math.atan2(dy, dx)
+    c, s = side * math.cos(turn), side * math.sin(turn)
+    half = LANDMARK_PX / 2 - 0.5
+    return np.array([[c, -s, (x0 + x1) / 2 - c * half + s * half], [s, c, (y0 + y1) / 2 - s * half - c * half]])
 
 
-def _square_at_mesh_px(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
-    """The square part of an image a face is meshed in, resampled to ``MESH_PX``: bilinear to the multiple k of
-    ``MESH_PX`` at or below ``side`` (a shrink of at most (k + 1) / k, so every pixel still weighs in), then
-    averaged k x k (cv2's fast path for whole factors; an area average at any other ratio costs 1.4 ms a 1080p
-    face). Writer and reader sample their squares through this one function, so that they mesh the same pixels.
-
-    Args:
-        image: (H, W) or (H, W, 3) uint8 or float32 pixels (zeros outside them).
-        x0, y0, side: the square in those pixels (:func:`_square_around`).
-
-    Returns:
-        (MESH_PX, MESH_PX[, 3]) of ``image``'s dtype; pixel edges kept (the square's left edge is the result's).
-    """
-    h, w = image.shape[:2]
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-    if sx1 <= sx0 or sy1 <= sy0:
-        return np.zeros((MESH_PX, MESH_PX) + image.shape[2:], image.dtype)
-    square = image[sy0:sy1, sx0:sx1]
-    if square.shape[:2] != (side, side):   # zeros where it leaves the image (cv2's warp would cost 8x the resize)
-        square = cv2.copyMakeBorder(np.ascontiguousarray(square), sy0 - y0, y0 + side - sy1, sx0 - x0,
-                                    x0 + side - sx1, cv2.BORDER_CONSTANT, value=0)
-    whole = max(side // MESH_PX, 1)
-    square = cv2.resize(square, (whole * MESH_PX, whole * MESH_PX), interpolation=cv2.INTER_LINEAR)
-    return square if whole == 1 else cv2.resize(square, (MESH_PX, MESH_PX), interpolation=cv2.INTER_AREA)
-
-
-def _mesh_square(small: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray | None:
-    """The one face of a square part of a frame meshed (static).
+def _near_face(planes: Sequence[np.ndarray], roi: np.ndarray,
+               encode: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The part of an image a face's passes sample (the ROI's square grown by a tenth of its side on every side,
+    for the later passes' moves: a few hundredths), read once, row by row: averaged k x k where the ROI shrinks by
+    k = 2 or more (k its shrink rounded; cv2's fast path), so that the bilinear passes that sample it shrink by
+    less than 1.5 and every pixel still weighs in; float planes are then interleaved. A bilinear pass turned with
+    the face over a 1080p frame's three planes cost 1.8 ms (caches cold after each model run); reading the part
+    once costs 0.9, and a pass over it 0.3.
 
     Args:
-        small: (MESH_PX, MESH_PX, 3) uint8 display-encoded RGB, the square (:func:`_square_at_mesh_px`).
-        x0, y0, side: the square in frame pixels.
+        planes: three (H, W) float32 planes R, G, B in [0, 1], or one (H, W, 3) uint8 RGB image (display encoded).
+        roi: (2, 3) model input pixel -> image pixel (:func:`_roi`).
+        encode: applied to each float plane's part before it is averaged (a linear frame's display encoding).
 
     Returns:
-        (468, 3) float32 landmarks in frame pixels (z on the x scale), or None where no face is meshed.
+        (part, to_part): the part, (h, w, 3) float32 or uint8 as ``planes`` (a view of a uint8 image where k is 1),
+        and the (2, 3) image pixel -> part pixel.
     """
-    from .detect import _landmark_array
+    h, w = planes[0].shape[:2]
+    whole = max(int(round(math.sqrt(abs(np.linalg.det(roi[:, :2]))))), 1)
+    margin = 0.1 * LANDMARK_PX
+    corners = np.array([[-margin, -margin], [LANDMARK_PX + margin, -margin], [-margin, LANDMARK_PX + margin],
+                        [LANDMARK_PX + margin, LANDMARK_PX + margin]]) @ roi[:, :2].T + roi[:, 2]
+    x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, (w, h))
+    x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 1, 0, (w, h))
+    x1, y1 = x0 + (x1 - x0) // whole * whole, y0 + (y1 - y0) // whole * whole
+    if x1 <= x0 or y1 <= y0:   # the ROI misses the image: its model input is all zeros
+        return np.zeros((1, 1, 3), planes[0].dtype), np.array([[1.0, 0.0, -w], [0.0, 1.0, -h]])
+    part = [p[y0:y1, x0:x1] if encode is None else encode(p[y0:y1, x0:x1]) for p in planes]
+    if whole > 1:
+        part = [cv2.resize(p, ((x1 - x0) // whole, (y1 - y0) // whole), interpolation=cv2.INTER_AREA) for p in part]
+    part = cv2.merge(part) if len(part) == 3 else part[0]
+    # an averaged pixel i covers image pixels x0 + whole * i .. x0 + whole * i + whole - 1
+    return part, np.array([[1.0, 0.0, -x0 - (whole - 1) / 2], [0.0, 1.0, -y0 - (whole - 1) / 2]]) / whole
 
-    found = _face_mesh().process(small)
-    if not found.multi_face_landmarks:
-        return None
-    # mediapipe's 0 is the square's left pixel edge (the resampling keeps edges); pixel centres are at integers
-    points = _landmark_array(found.multi_face_landmarks[0]) * side
-    points[:, 0] += x0 - 0.5
-    points[:, 1] += y0 - 0.5
-    return points
 
-
-def mesh_landmarks(rgb8: np.ndarray, boxes: Sequence[tuple[float, float, float, float]]) -> list[np.ndarray | None]:
-    """The landmarks a reader aligns the mark on: each face meshed statically in the square around its box
-    (:func:`_square_around`), then again in the square around what that found, so that where the box came from
-    hardly matters.
+def _model_input(part: np.ndarray, roi_in_part: np.ndarray) -> np.ndarray:
+    """The landmark model's input: its ROI of the part of the image near the face (:func:`_near_face`), bilinear,
+    zeros where it leaves the part. Writer and reader sample through this one function (and the one before), so
+    that the model sees the same pixels.
 
     Args:
-        rgb8: (H, W, 3) uint8 display-encoded RGB.
-        boxes: (x0, y0, x1, y1) of each face in frame pixels.
+        part: (h, w, 3) float32 RGB in [0, 1] or uint8 RGB.
+        roi_in_part: (2, 3) model input pixel -> part pixel.
 
     Returns:
-        per box, (468, 3) landmarks in frame pixels, or None where no face is meshed.
+        (LANDMARK_PX, LANDMARK_PX, 3) float32 RGB in [0, 1].
     """
-    out = []
-    for box in boxes:
-        points = None
-        for _ in range(2):
-            x0, y0, side = _square_around(box)
-            points = _mesh_square(_square_at_mesh_px(rgb8, x0, y0, side), x0, y0, side)
-            if points is None:
-                break
-            box = box_from_landmarks(points)
-        out.append(points)
-    return out
+    image = cv2.warpAffine(part, roi_in_part, (LANDMARK_PX, LANDMARK_PX),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return image.astype(np.float32) * (1.0 / 255.0) if image.dtype == np.uint8 else image
+
+
+def _landmarks_in(part: np.ndarray, to_part: np.ndarray, landmarks: np.ndarray, passes: int) -> np.ndarray | None:
+    """A face meshed ``passes`` times by the landmark model, each pass in the ROI of the last one's landmarks
+    (:func:`_roi`), starting from ``landmarks``: each pass moves the fit about a third of the way it moved
+    before, towards the one fit the model holds for these pixels, so a writer and a reader that start from
+    different landmarks of one face end up within the reader's search.
+
+    Args:
+        part, to_part: the part of the image near the face (:func:`_near_face`, for the ROI of ``landmarks``).
+        landmarks: (N >= 468, >= 2) the face's landmarks to start from, in the image's pixels.
+        passes: how many times the face is meshed.
+
+    Returns:
+        (468, 3) float32 landmarks in the image's pixels (z on the x scale), or None where the model finds no face.
+    """
+    interpreter, image_index, points_index, score_index = _landmark_model()
+    points = np.asarray(landmarks, np.float64)
+    for _ in range(passes):
+        roi = _roi(points)
+        roi_in_part = to_part[:, :2] @ roi
+        roi_in_part[:, 2] += to_part[:, 2]
+        interpreter.set_tensor(image_index, _model_input(part, roi_in_part)[None])
+        interpreter.invoke()
+        if float(interpreter.get_tensor(score_index).reshape(())) <= 0.0:   # the face flag's logit
+            return None
+        raw = interpreter.get_tensor(points_index).reshape(468, 3).astype(np.float64)
+        points = np.empty((468, 3))
+        points[:, :2] = raw[:, :2] @ roi[:, :2].T + roi[:, 2]
+        points[:, 2] = raw[:, 2] * math.hypot(roi[0, 0], roi[1, 0])
+    return points.astype(np.float32)
 
 
 def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
-    """The landmarks a reader aligns the mark on: each face the detector finds, meshed again
-    (:func:`mesh_landmarks`).
+    """The landmarks a reader aligns the mark on: each face the detector finds, meshed ``READER_MESH_PASSES``
+    times from the detector's landmarks (:func:`_landmarks_in`).
 
     Args:
         detector: a ``MediapipeBackend`` (static, ``video=False``) that finds the faces.
@@ -522,53 +602,29 @@ def reading_landmarks(detector, rgb8: np.ndarray) -> list[np.ndarray]:
         (468, 3) landmarks in ``rgb8``'s pixels, one per face meshed; may be empty.
     """
     rgb8 = np.ascontiguousarray(rgb8)
-    return [p for p in mesh_landmarks(rgb8, [f.box for f in detector.detect(rgb8)]) if p is not None]
+    found = [_landmarks_in(*_near_face([rgb8], _roi(f.landmarks)), f.landmarks, READER_MESH_PASSES)
+             for f in detector.detect(rgb8)]
+    return [p for p in found if p is not None]
 
 
-def _written_square(planes: torch.Tensor, x0: int, y0: int, side: int, linear: bool = False) -> np.ndarray | None:
-    """The square a writer meshes a face in, as the reader will sample it from the written file
-    (:func:`_square_at_mesh_px` on 8-bit display-encoded RGB), but resampled in float from the frame's own memory
-    and only then made 8-bit (rounded, saturated): making the whole square 8-bit first cost 0.9 ms a 1080p face,
-    for a difference of a level at most.
-
-    Args:
-        planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
-        x0, y0, side: the square in frame pixels (:func:`_square_around`).
-        linear: the planes are linear light (only the square's part of the frame is encoded).
-
-    Returns:
-        (MESH_PX, MESH_PX, 3) uint8 display-encoded RGB, or None where the square misses the frame.
-    """
-    h, w = planes.shape[-2:]
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
-    if sx1 <= sx0 or sy1 <= sy0:
-        return None
-    region = planes[:3, sy0:sy1, sx0:sx1].float().cpu().numpy()
-    small = [_square_at_mesh_px(cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) if linear else plane,
-                                x0 - sx0, y0 - sy0, side) for plane in region]
-    return cv2.merge([cv2.convertScaleAbs(cv2.max(plane, 0.0), alpha=255.0) for plane in small])
-
-
-def writing_landmarks(planes: torch.Tensor, box: tuple[float, float, float, float],
-                      linear: bool = False) -> np.ndarray | None:
-    """The landmarks the writer aligns a face's mark on: the face meshed once, statically, on the pixels it
-    writes, in the square around the face's box (:func:`_square_around`, :func:`_written_square`).
-
-    One pass, where the reader takes two: the swap's box is already the box of a mesh of that face, so this
-    pass is about the reader's second; what is left between them (a few tenths of an aligned pixel) is within
-    the reader's search (``SEARCH``).
+def writing_landmarks(planes: torch.Tensor, landmarks: np.ndarray,
+                      linear: bool = False) -> tuple[np.ndarray | None, tuple[np.ndarray, np.ndarray]]:
+    """The landmarks the writer aligns a face's mark on: the face meshed ``WRITER_MESH_PASSES`` times on the
+    pixels it writes, starting from the landmarks the swap hands down (:func:`_landmarks_in`).
 
     Args:
         planes: (C >= 3, H, W) float pixels of the frame, display-encoded or linear light (``linear``).
-        box: (x0, y0, x1, y1) of the face in frame pixels.
-        linear: the planes are linear light.
+        landmarks: (N >= 468, >= 2) the face's landmarks in frame pixels (a tracked face's: a few percent off).
+        linear: the planes are linear light (encoded first, only where the model's input is sampled).
 
     Returns:
-        (468, 3) float32 landmarks in frame pixels, or None where no face is meshed.
+        ((468, 3) float32 landmarks in frame pixels, or None where no face is meshed; the display-encoded part of
+        the frame near the face and frame pixel -> part pixel (:func:`_near_face`), which :func:`embed` samples
+        the face's luma from).
     """
-    x0, y0, side = _square_around(box)
-    small = _written_square(planes, x0, y0, side, linear)
-    return None if small is None else _mesh_square(small, x0, y0, side)
+    encode = (lambda plane: cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN)) if linear else None
+    near = _near_face([plane.float().cpu().numpy() for plane in planes[:3]], _roi(landmarks), encode)
+    return _landmarks_in(*near, landmarks, WRITER_MESH_PASSES), near
 
 
 def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear: bool = False) -> torch.Tensor:
@@ -587,5 +643,5 @@ def mark_frame(planes: torch.Tensor, faces: Sequence[Face], payload: int, linear
     swapped = [f for f in faces if f.coverage is not None]
     if not swapped:
         return planes
-    meshed = [writing_landmarks(planes, f.box, linear) for f in swapped]
-    return embed(planes, swapped, payload, linear, landmarks=meshed)
+    meshed, near = zip(*[writing_landmarks(planes, f.landmarks, linear) for f in swapped])
+    return embed(planes, swapped, payload, linear, landmarks=meshed, near=near)

@@ -1,5 +1,5 @@
 """The face watermark on real footage: written by ``mark_frame`` as Write writes it, read back as ``doublure verify``
-reads it (a fresh detection, the face meshed again) after a JPEG at quality 75, a 50% downscale, a crop to the
+reads it (a fresh detection, the face meshed again by the landmark model) after a JPEG at quality 75, a 50% downscale, a crop to the
 face and an H.264 re-encode at CRF 23 (through PyAV); unmarked faces are not read as marked; the payload's code
 corrects what it claims; bad payloads are refused."""
 import av
@@ -10,7 +10,7 @@ import torch
 
 from doublure.faces import watermark as wm
 from doublure.faces.detect import MediapipeBackend
-from doublure.faces.face import Coverage, Face
+from doublure.faces.face import Coverage, Face, invert_affine
 from doublure.faces.verify import read_mark
 
 PAYLOAD = wm.make_payload("4f1c0e9d2b", "sh010/Write1")
@@ -80,17 +80,21 @@ def test_the_mark_survives_h264_on_the_small_demo_face(media_dir, tmp_path):
         assert reading is not None and reading.found and reading.payload == PAYLOAD, (index, reading)
 
 
-@pytest.mark.parametrize("shift, scale, linear", [((0.05, -0.04), 1.07, False), ((-0.04, 0.05), 0.94, True)])
-def test_the_writer_meshes_once_from_a_box_a_few_percent_off(media_dir, shift, scale, linear):
-    # the box a swap hands down is its tracked, smoothed landmarks' box, a few percent off a mesh of the written
-    # pixels: the writer's one mesh pass from it must land within the reader's search; a linear-light frame
-    # (an EXR's) is marked on its display encoding and read from that
+@pytest.mark.parametrize("shift, scale, turn, linear", [((0.05, -0.04), 1.07, 3.0, False),
+                                                       ((-0.04, 0.05), 0.94, -3.0, True)])
+def test_the_writer_meshes_from_landmarks_a_few_percent_off(media_dir, shift, scale, turn, linear):
+    # the landmarks a swap hands down are tracked and smoothed, a few percent and degrees off a mesh of the written
+    # pixels: the writer's passes from them must land within the reader's search; a linear-light frame (an EXR's)
+    # is marked on its display encoding and read from that
     rgb = frame_of(media_dir / "plates_1080/demo1_video.mp4", 60)
     face = swapped_face(rgb)
     x0, y0, x1, y1 = face.box
-    cx, cy = (x0 + x1) / 2 + shift[0] * (x1 - x0), (y0 + y1) / 2 + shift[1] * (y1 - y0)
-    half_w, half_h = scale * (x1 - x0) / 2, scale * (y1 - y0) / 2
-    face.box = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    c, s = scale * np.cos(np.radians(turn)), scale * np.sin(np.radians(turn))
+    moved = face.landmarks.copy()
+    moved[:, :2] = (face.landmarks[:, :2] - centre) @ np.array([[c, -s], [s, c]]).T + centre
+    moved[:, :2] += (shift[0] * (x1 - x0), shift[1] * (y1 - y0))
+    face.landmarks = moved
     planes = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).contiguous()
     if linear:
         planes = planes ** wm.LINEAR_GAIN
@@ -104,29 +108,57 @@ def test_the_writer_meshes_once_from_a_box_a_few_percent_off(media_dir, shift, s
 
 
 @pytest.mark.parametrize("inside", [True, False])
-def test_writer_and_reader_mesh_the_same_pixels(media_dir, inside):
-    # the writer resamples its float planes and only then makes them 8-bit, the reader resamples the 8-bit file:
-    # mediapipe must get the same square from both (within a level), an area average of the frame's pixels with
-    # zeros where the square leaves the frame
+def test_writer_and_reader_give_the_landmark_model_the_same_pixels(media_dir, inside):
+    # the writer samples its float planes, the reader the 8-bit file: the model must get the same input from both
+    # (within a level), the ROI's pixels without aliasing (as a 4x supersampled reference), zeros beyond the frame
     rgb = frame_of(media_dir / "plates_1080/demo1_video.mp4", 60)
     h, w = rgb.shape[:2]
-    x0, y0, side = wm._square_around(swapped_face(rgb).box)
+    roi = wm._roi(swapped_face(rgb).landmarks)
+    if not inside:   # the face's ROI moved over the frame's bottom left corner
+        roi[:, 2] = (-wm.LANDMARK_PX * roi[0, 0] / 3, h - wm.LANDMARK_PX * roi[1, 1] * 2 / 3)
+    shrink = np.sqrt(abs(np.linalg.det(roi[:, :2])))
+    assert shrink > 1.5   # the 1080p face: the k x k average, then bilinear
+    planes = [p.numpy() for p in torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).contiguous()]
+    inputs = []
+    for image in (planes, [rgb]):
+        part, to_part = wm._near_face(image, roi)
+        in_part = to_part[:, :2] @ roi
+        in_part[:, 2] += to_part[:, 2]
+        inputs.append(wm._model_input(part, in_part) * 255.0)
+    written, read = inputs
+    assert written.shape == read.shape == (wm.LANDMARK_PX, wm.LANDMARK_PX, 3)
+    assert np.abs(written - read).max() <= 1.01
+    fine = roi.copy()
+    fine[:, :2] /= 4
+    fine[:, 2] -= (fine[:, 0] + fine[:, 1]) * 1.5
+    supersampled = cv2.warpAffine(rgb.astype(np.float32), fine, (4 * wm.LANDMARK_PX, 4 * wm.LANDMARK_PX),
+                                  flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT)
+    reference = cv2.resize(supersampled, (wm.LANDMARK_PX, wm.LANDMARK_PX), interpolation=cv2.INTER_AREA)
+    edge = np.ones((wm.LANDMARK_PX, wm.LANDMARK_PX), bool)   # a pixel or two at the frame's edge: softened
     if not inside:
-        x0, y0 = -side // 3, h - 2 * side // 3
-    assert side > 2 * wm.MESH_PX   # the 1080p face: the bilinear-then-whole-factor path
+        edge[wm.LANDMARK_PX * 2 // 3 - 3:wm.LANDMARK_PX * 2 // 3 + 3] = False
+        edge[:, wm.LANDMARK_PX // 3 - 3:wm.LANDMARK_PX // 3 + 3] = False
+    assert np.abs(read - reference)[edge].mean() < 1.5
+    if not inside:
+        assert read[-wm.LANDMARK_PX // 4:].max() == 0 and read[:, :wm.LANDMARK_PX // 4].max() == 0
+        assert read[:wm.LANDMARK_PX // 2, wm.LANDMARK_PX // 2:].mean() > 20
+
+
+@pytest.mark.parametrize("clip, index", [("mead/W009_front_happy_level3_001.mp4", 30),
+                                         ("plates_1080/demo1_video.mp4", 60)])
+def test_the_writer_reads_the_face_once_for_mesh_and_mark(media_dir, clip, index):
+    # the mark is worked out on the face's luma sampled from the part the writer read for its mesh (averaged k x k
+    # on the 1080p face): its projections must be those of the luma sampled from the frame's planes, to a
+    # fraction of the lattice's step
+    rgb = frame_of(media_dir / clip, index)
     planes = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255.0).contiguous()
-    written = wm._written_square(planes, x0, y0, side).astype(int)
-    read = wm._square_at_mesh_px(rgb, x0, y0, side).astype(int)
-    padded = np.zeros((h + 2 * side, w + 2 * side, 3), np.uint8)
-    padded[side:side + h, side:side + w] = rgb
-    square = padded[side + y0:side + y0 + side, side + x0:side + x0 + side]
-    area = cv2.resize(square, (wm.MESH_PX, wm.MESH_PX), interpolation=cv2.INTER_AREA).astype(int)
-    assert written.shape == read.shape == (wm.MESH_PX, wm.MESH_PX, 3)
-    assert np.abs(written - read).max() <= 1
-    assert np.abs(read - area).mean() < 0.5 and np.percentile(np.abs(read - area), 99) <= 4
-    if not inside:
-        assert read[-wm.MESH_PX // 4:].max() == 0 and read[:, :wm.MESH_PX // 4].max() == 0
-        assert read[:wm.MESH_PX // 2, wm.MESH_PX // 2:].mean() > 20
+    landmarks, near = wm.writing_landmarks(planes, swapped_face(rgb).landmarks)
+    to_frame = invert_affine(wm._frame_to_grid(landmarks))
+    patterns = wm._code()[0]
+    from_frame = patterns @ wm._residual_of(wm._grid_luma(planes, to_frame))
+    from_part = patterns @ wm._residual_of(wm._grid_luma(planes, to_frame, near=near))
+    assert np.sqrt(np.mean(from_frame ** 2)) > 0.2   # the face's own detail, which the mark moves onto the lattice
+    assert np.abs(from_part - from_frame).max() < wm.STEP / 25
 
 
 def test_the_payload_code_corrects_three_bit_errors_and_refuses_noise():
