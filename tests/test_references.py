@@ -268,7 +268,7 @@ def test_a_furrowed_reference_gives_way_to_a_calm_one_about_as_near(bank):
     assert (refs.furrowed == 0).sum() >= len(refs) // 4
     # two references posed and moved alike (the second a hair further from the face), the first frowning
     features = refs.features.clone()
-    features[1] = features[0] + 0.01
+    features[1] = features[0] + 0.01 * torch.from_numpy(feature_spread(features.double().numpy())).float()
     twins = dataclasses.replace(refs, features=features)
     frowns = np.zeros(len(refs))
     frowns[0] = 3.0
