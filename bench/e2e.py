@@ -245,6 +245,9 @@ def measure(cap: Capture, ident: M.Identity, target: np.ndarray, actor: np.ndarr
         skin = M.region_mask(face, "skin", hw, grow=-2.0)
         row.update({f"de_{k}": v for k, v in M.skin_delta_e(result, plate, skin, 0.02 * face.width).items()})
         row["grain_ratio"] = M.grain_ratio(result, plate, skin).tolist()
+        # the face inside its hull, kept off the mask's feathered edge (as bench/swap_detail.py measures it)
+        inner = M.region_mask(face, "face_hull", hw, grow=-0.05 * face.width)
+        row["sharpness"] = M.sharpness(result, inner) / max(M.sharpness(plate, inner), 1e-9)
         radius = max(2, int(round(0.03 * face.width)))
         row["seam"] = M.seam_ratio(result, plate, mask, radius)
         hard = M.hard_paste(result, plate, mask)
@@ -268,6 +271,7 @@ def measure(cap: Capture, ident: M.Identity, target: np.ndarray, actor: np.ndarr
            "de_mean_lab": float(np.nanmean([r["de_mean_lab"] for r in rows])),
            "de_per_pixel": float(np.nanmean([r["de_per_pixel"] for r in rows])),
            "grain_ratio": np.mean([r["grain_ratio"] for r in rows], axis=0).tolist(),
+           "sharpness": float(np.mean([r["sharpness"] for r in rows])),
            "seam": float(np.nanmean([r["seam"] for r in rows])),
            "seam_hard": float(np.nanmean([r["seam_hard"] for r in rows])),
            "seam_worst": float(np.nanmean([r["seam_worst"] for r in rows])),
@@ -433,14 +437,16 @@ def write_report(out: Path, results: dict, speed: dict | None, meta: dict, image
                  f"{' / '.join(fmt(e.get(k), '.2f') for k in ('mouth_open', 'eyes_open', 'brow_raise'))} |")
     L += ["", "## Temporal stability, colour, grain, seams", "",
           "| shot | change raw: plate / result / ratio | after flow: plate / result / ratio | self-check ratio | "
-          "CIEDE2000 mean Lab / per pixel | grain ratio R / G / B | seam ratio (hard paste) | worst of 8 sectors (hard paste) |",
-          "|---|---|---|---|---|---|---|---|"]
+          "CIEDE2000 mean Lab / per pixel | grain ratio R / G / B | sharpness | seam ratio (hard paste) | "
+          "worst of 8 sectors (hard paste) |",
+          "|---|---|---|---|---|---|---|---|---|"]
     for n, r in results.items():
         s = r["stability"]
         L.append(f"| {n} | {s['plate_raw']:.2f} / {s['result_raw']:.2f} / **{s['ratio_raw']:.2f}** | "
                  f"{s['plate_flow']:.2f} / {s['result_flow']:.2f} / **{s['ratio_flow']:.2f}** | "
                  f"{r['stability_self'][0]:.2f}, {r['stability_self'][1]:.2f} | {r['de_mean_lab']:.2f} / "
                  f"{r['de_per_pixel']:.2f} | {' / '.join(f'{v:.2f}' for v in r['grain_ratio'])} | "
+                 f"{fmt(r.get('sharpness'), '.2f')} | "
                  f"{r['seam']:.2f} ({r['seam_hard']:.2f}) | {r['seam_worst']:.2f} ({r['seam_hard_worst']:.2f}) |")
     agg = aggregate(results)
     L += ["", "## Summary over shots", "", "| measure | demo | people/ (mean of clips) | plates_1080 | goal |",
@@ -453,6 +459,7 @@ def write_report(out: Path, results: dict, speed: dict | None, meta: dict, image
                              ("ratio_flow", "stability ratio after flow", "<= 1.1"),
                              ("de_mean_lab", "CIEDE2000 mean skin colour", "-"),
                              ("grain", "grain ratio (mean of R, G, B)", "~1"),
+                             ("sharpness", "sharpness (result over plate)", ">= 0.8"),
                              ("seam", "seam ratio", "~1"), ("seam_hard", "seam ratio, hard paste", "ref."),
                              ("seam_worst", "seam ratio, worst sector", "~1"),
                              ("seam_hard_worst", "seam ratio, worst sector, hard paste", "ref.")):
@@ -503,6 +510,7 @@ def aggregate(results: dict) -> dict:
                 "ratio_raw": [r["stability"]["ratio_raw"] for r in rs],
                 "ratio_flow": [r["stability"]["ratio_flow"] for r in rs],
                 "de_mean_lab": [r["de_mean_lab"] for r in rs], "grain": [float(np.mean(r["grain_ratio"])) for r in rs],
+                "sharpness": [r.get("sharpness", float("nan")) for r in rs],
                 **{k: [r[k] for r in rs] for k in ("seam", "seam_hard", "seam_worst", "seam_hard_worst")}}
         out[g] = {k: float(np.nanmean(v)) for k, v in vals.items()}
     return out
@@ -649,7 +657,7 @@ def run_shot(shot: Shot, base: Path, work: Path, args, ident, target, demo_actor
           f"nearer target {100 * r['identity']['nearer_target']:.0f}%, landmarks {r['landmark_error']:.3f} IOD, "
           f"pose {np.mean(r['pose_diff']):.1f} deg, stability {s['ratio_raw']:.2f} / {s['ratio_flow']:.2f} "
           f"(self {r['stability_self'][0]:.2f}), dE {r['de_mean_lab']:.2f}, grain "
-          f"{np.mean(r['grain_ratio']):.2f}, seam {r['seam']:.2f} (hard {r['seam_hard']:.2f}; worst sector "
+          f"{np.mean(r['grain_ratio']):.2f}, sharpness {r['sharpness']:.2f}, seam {r['seam']:.2f} (hard {r['seam_hard']:.2f}; worst sector "
           f"{r['seam_worst']:.2f}, hard {r['seam_hard_worst']:.2f}) "
           f"[{time.perf_counter() - t_shot:.0f} s]", flush=True)
     g.cache.clear()

@@ -259,6 +259,15 @@ def grain_ratio(result8: np.ndarray, plate8: np.ndarray, skin: np.ndarray, sigma
     return hr.std(axis=0) / np.maximum(hp.std(axis=0), 1e-6)
 
 
+def sharpness(rgb8: np.ndarray, mask: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey image (Rec. 601 weights) inside ``mask`` (issue 21's sharpness):
+    ``rgb8`` (H, W, 3) uint8, ``mask`` (H, W), counted where it is above 0.5."""
+    from doublure.faces.extract import laplacian_variance
+
+    grey = rgb8.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return laplacian_variance(grey, (np.asarray(mask) > 0.5).astype(np.float32))
+
+
 # ---------------------------------------------------------------------------------------- seams
 
 def boundary_band(mask: np.ndarray, radius: int) -> np.ndarray:

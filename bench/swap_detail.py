@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metrics import Identity, centroid, detect_one, frames_of, pearson
+from metrics import Identity, centroid, detect_one, frames_of, pearson, sharpness
 from quality_identity import model_swapper
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,13 +60,6 @@ def face_crop8(rgb8: np.ndarray, face, side: int | None = None) -> tuple[np.ndar
     k = max(1, int(0.05 * side))
     hull = cv2.erode(hull.astype(np.uint8), np.ones((2 * k + 1, 2 * k + 1), np.uint8)) > 0
     return crop.clamp(0, 255).round().byte().permute(1, 2, 0).numpy(), hull
-
-
-def sharpness(crop8: np.ndarray, mask: np.ndarray) -> float:
-    from doublure.faces.extract import laplacian_variance
-
-    gray = crop8.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return laplacian_variance(gray, mask.astype(np.float32))
 
 
 def target_sharpness_at(side: int, target_faces: list[tuple[np.ndarray, object]]) -> float:

@@ -45,6 +45,11 @@ from doublure.faces.face import NUM_LANDMARKS
 
 # pose (yaw, pitch in degrees) and the expression measures; each is scaled by the bank's spread of it
 FEATURES = ("yaw", "pitch", "mouth_open", "eyes_open", "brow_raise", "mouth_width", "brow_gap")
+# a pose's spread is taken as at least this many degrees: a bank filmed from the front spreads over a few degrees,
+# and in its spreads a plate turned 12 degrees was far from every reference, so the pose alone chose (the few turned
+# ones, whatever their expression: frowns for a smile, an open mouth for a closed one; plates_1080). The mesh warp
+# turns a reference a few degrees without harm; the far side's pixels are weighed by how squarely it shows them
+POSE_SPREAD = 10.0
 # references blended per face: one alone jumps from frame to frame where two are about as near
 BLEND = 3
 # how fast a reference's weight falls with its distance beyond the nearest one's, in the bank's spreads
@@ -60,12 +65,18 @@ MOTION_TAPS = 24
 LIGHT_SIGMA = 1.0 / 16.0
 # the eyes' openings keep their colour in the relighting, feathered by this fraction of the crop
 OPENING_FEATHER = 0.004
+# relight: a drawn pixel this dark against the skin around it (linear, a share of its light) is hair or shadow,
+# not skin, and keeps its own colour; from DARK_FROM down to DARK_TO it goes over to that
+DARK_FROM = 0.6
+DARK_TO = 0.35
 JPEG_QUALITY = 95
 # a reference triangle seen under this fraction as squarely as the plate face shows it (the cosines of their normals
 # to the camera) shows nothing there; it counts more from here on, fully at FACING_FROM + FACING_RANGE
 FACING_FROM = 0.5
 FACING_RANGE = 0.3
 # the finest detail, as a fraction of the face crop: where the references are blended, this band is the nearest one's
+# (blend_faces). At 1/48 a little sharper still, and the faces' change of detail flickered more (people/d10, d11:
+# 1.40 -> 1.48, 1.36 -> 1.45 after flow)
 DETAIL_SIGMA = 1.0 / 96.0
 # the references fade into the plate over this fraction of the face crop inside the mesh's outline: the outline
 # runs along the face's silhouette, where a reference's pixels hold its own edge, hair and background
@@ -263,6 +274,15 @@ def face_features(landmarks: np.ndarray, pose) -> np.ndarray:
     return np.array([float(pose[0]), float(pose[1]), e["mouth_open"], e["eyes_open"], e["brow_raise"], width, gap])
 
 
+def feature_spread(features: np.ndarray) -> np.ndarray:
+    """The scale each of :data:`FEATURES` is measured in: (F,) the spread (standard deviation) of (N, F)
+    ``features``, at least :data:`POSE_SPREAD` degrees for the pose's."""
+    spread = features.std(0) + 1e-6 if len(features) > 1 else np.ones(features.shape[1])
+    pose = [FEATURES.index("yaw"), FEATURES.index("pitch")]
+    spread[pose] = np.maximum(spread[pose], POSE_SPREAD)
+    return spread
+
+
 def delaunay_triangles(points: np.ndarray) -> np.ndarray:
     """(T, 3) int64 indices of the Delaunay triangles of (P, 2) points (unit coordinates)."""
     import cv2
@@ -394,7 +414,7 @@ def reference_likeness(bank: ReferenceBank, window: list[tuple[float, np.ndarray
         softness: how fast the likeness falls with the distance beyond the nearest reference's, in the bank's
             spreads.
     """
-    spread = bank.features.double().std(0).numpy() + 1e-6 if len(bank) > 1 else np.ones(len(FEATURES))
+    spread = feature_spread(bank.features.double().numpy())
     refs = bank.features.double().numpy() / spread
     score = np.zeros(len(bank))
     for weight, feats in window:
@@ -531,18 +551,36 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
         covered = (seen.amax(0) / 0.5).clamp(0.0, 1.0) * inset_fade(owner >= 0, size * EDGE_FADE) * \
             forehead_fade(layout, size)
         weights = weights / total.clamp(min=1e-6)
-        blend = (warped * weights).sum(0)
-        if len(idx) > 1:
-            # a blend of faces is softer than any of them: its fine detail is the nearest references', their
-            # weights sharpened (the 4th power), so one face's pores and lashes dominate and a change of
-            # nearest face is a short cross-fade
-            sigma = size * DETAIL_SIGMA
-            sharp = weights ** 4 / (weights ** 4).sum(0).clamp(min=1e-12)
-            blend = fast_gaussian_blur(blend, sigma) + (sharp * (warped - fast_gaussian_blur(warped, sigma))).sum(0)
+        blend = blend_faces(warped, weights, size * DETAIL_SIGMA) if len(idx) > 1 else (warped * weights).sum(0)
         out.append(blend.clamp(0.0, 1.0))
         cover.append(covered)
         drawn_on.append(layout)
     return torch.stack(out), torch.stack(cover), np.stack(drawn_on)
+
+
+def blend_faces(faces: torch.Tensor, weights: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blend faces drawn on one layout without losing their fine detail.
+
+    A weighted mean of faces is softer than any of them: their pores and lashes do not line up, so they average
+    out. Below ``sigma`` the faces are averaged with ``weights``; above it the detail is the nearest faces' (the
+    weights sharpened to their 4th power, so one face's detail dominates and a change of nearest face is a short
+    cross-fade), divided by the root of the sum of those weights' squares. That keeps the detail's contrast where
+    faces share it: the sum of uncorrelated textures weighted w_i has the variance sum(w_i^2) of one of them (the
+    variance-preserving blend of Heitz and Neyret, "High-Performance By-Example Noise using a
+    Histogram-Preserving Blending Operator", 2018). Without it, W009 angry's face was 0.57 as sharp as M030's
+    own faces, 0.72 with a single reference.
+
+    Args:
+        faces: (K, C, H, W) the faces, warped onto one layout.
+        weights: (K, 1, H, W) per pixel, summing to 1 over K.
+        sigma: the detail's scale: the Gaussian sigma in pixels that splits the blend.
+
+    Returns:
+        (C, H, W) the blend.
+    """
+    sharp = weights ** 4 / (weights ** 4).sum(0).clamp(min=1e-12)
+    detail = (sharp * (faces - fast_gaussian_blur(faces, sigma))).sum(0) / (sharp ** 2).sum(0).clamp(min=1e-12).sqrt()
+    return fast_gaussian_blur((faces * weights).sum(0), sigma) + detail
 
 
 def _smooth_ramp(t: np.ndarray) -> torch.Tensor:
@@ -811,8 +849,10 @@ def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma:
     """Give faces the plate's light: multiply by the ratio of the plate's low frequencies to theirs over skin.
 
     The ratio holds the skins' difference in colour as well as the light's: a pale plate over a tan reference is
-    a blue gain, which turned the reference's brown irises grey-blue (people/d14). Where ``neutral`` is set, the
-    ratio's colour is left out and only its level taken (the geometric mean of the channels' ratios).
+    a blue gain, which turned the reference's brown irises and brows grey-blue (people/d14). Where ``neutral`` is
+    set, and on what is much darker than the skin around it (brows, lashes, stubble, nostrils: not skin, so not
+    the skin's tone), the ratio's colour is left out and only its level taken (the geometric mean of the
+    channels' ratios).
 
     Args:
         faces: (N, 3, R, R) linear light.
@@ -827,17 +867,19 @@ def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma:
     eps = 1e-3
     out = []
     for i, (face, under, weight) in enumerate(zip(faces, plate, skin)):
-        lit = ((normalized_blur(under.clamp(min=0.0), weight, sigma) + eps) /
-               (normalized_blur(face.clamp(min=0.0), weight, sigma) + eps)).clamp(0.25, 4.0)
+        face_light = normalized_blur(face.clamp(min=0.0), weight, sigma)
+        lit = ((normalized_blur(under.clamp(min=0.0), weight, sigma) + eps) / (face_light + eps)).clamp(0.25, 4.0)
+        darkness = face.clamp(min=0.0).mean(0, keepdim=True) / (face_light.mean(0, keepdim=True) + eps)
+        keep = ((DARK_FROM - darkness) / (DARK_FROM - DARK_TO)).clamp(0.0, 1.0)
         if neutral is not None:
-            level = lit.log().mean(0, keepdim=True).exp()
-            lit = lit + neutral[i] * (level - lit)
-        out.append(face * lit)
+            keep = torch.maximum(keep, neutral[i])
+        level = lit.log().mean(0, keepdim=True).exp()
+        out.append(face * (lit + keep * (level - lit)))
     return torch.stack(out)
 
 
-__all__ = ["FEATURES", "ReferenceBank", "ReferenceError", "bank_from_bytes", "bank_to_bytes", "build_bank",
-           "carried_layout", "choose_references", "delaunay_triangles", "eye_openings", "face_features", "face_motion",
-           "forehead_fade", "frown_index", "identity_layout", "inset_fade", "mesh_warp", "motion_blur",
-           "reference_faces", "reference_likeness", "reference_swap", "relight", "thin_plate", "triangle_facing",
-           "unveiled_skin"]
+__all__ = ["FEATURES", "ReferenceBank", "ReferenceError", "bank_from_bytes", "bank_to_bytes", "blend_faces",
+           "build_bank", "carried_layout", "choose_references", "delaunay_triangles", "eye_openings", "face_features",
+           "face_motion", "feature_spread", "forehead_fade", "frown_index", "identity_layout", "inset_fade",
+           "mesh_warp", "motion_blur", "reference_faces", "reference_likeness", "reference_swap", "relight",
+           "thin_plate", "triangle_facing", "unveiled_skin"]

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from doublure.engine.ops import fast_gaussian_blur
 from doublure.faces.extract import extract_faceset
 from doublure.models.arch import IdentityModel, ModelConfig
 from doublure.models.dbm import (ModelFileError, load_model, model_card, model_digest, read_meta, save_detail,
                                  save_model, save_references)
 from doublure.models.detail import DetailConfig, DetailNet
-from doublure.models.references import (ReferenceError, bank_from_bytes, bank_to_bytes, build_bank,
-                                        carried_layout, choose_references, face_features, face_motion,
-                                        forehead_fade, frown_index, identity_layout, inset_fade, mesh_warp,
-                                        motion_blur, reference_faces, relight, thin_plate,
+from doublure.models.references import (FEATURES, POSE_SPREAD, ReferenceError, bank_from_bytes, bank_to_bytes,
+                                        blend_faces, build_bank, carried_layout, choose_references, face_features,
+                                        face_motion, feature_spread, forehead_fade, frown_index, identity_layout,
+                                        inset_fade, mesh_warp, motion_blur, reference_faces, relight, thin_plate,
                                         triangle_facing, unveiled_skin)
 
 RIGHTS = {"subject": "MEAD actor M030", "consent_given_by": "MEAD participants", "consent_date": "2020-08-23",
@@ -137,6 +138,64 @@ def test_relight_leaves_the_eyes_their_colour():
     assert torch.allclose(inside, torch.full_like(inside, level), rtol=0.02)
 
 
+def test_relight_leaves_hair_and_stubble_their_colour():
+    torch.manual_seed(6)
+    face = torch.rand(1, 3, 64, 64) * 0.1 + 0.45
+    face[..., 20:24, 8:56] = torch.tensor([0.06, 0.04, 0.03]).view(1, 3, 1, 1)   # a dark brown brow over the skin
+    cast = torch.tensor([0.8, 1.0, 1.6]).view(1, 3, 1, 1)               # a paler, bluer plate skin
+    skin = torch.ones(1, 1, 64, 64)
+    skin[..., 18:26, :] = 0.0                                            # the brow is not skin
+    out = relight(face, face * cast, skin, 4.0)
+    gain = out / face
+    # the skin takes the plate's tone; the brow, far darker than the skin around it, only its level: it stays
+    # brown rather than turning grey-blue
+    assert torch.allclose(gain[0, :, 40, 32], cast.view(3), rtol=0.03)
+    brow = gain[0, :, 21:23, 12:52].reshape(3, -1)
+    level = float(cast.log().mean().exp())
+    assert torch.allclose(brow, torch.full_like(brow, level), rtol=0.03)
+
+
+def test_a_pose_counts_in_degrees_where_the_bank_hardly_turns(bank):
+    refs = bank[0]
+    feats = refs.features.double().numpy()
+    spread = feature_spread(feats)
+    yaw, pitch = FEATURES.index("yaw"), FEATURES.index("pitch")
+    assert feats[:, yaw].std() < POSE_SPREAD and spread[yaw] == spread[pitch] == POSE_SPREAD
+    assert np.allclose(spread[2:], feats[:, 2:].std(0) + 1e-6)
+    # a plate face turned well past every reference: its expression, not the turn, picks the reference (in the
+    # bank's own spreads the turn chose the most turned faces, whatever their expression)
+    target = int(np.argmin(np.abs(feats[:, yaw] - np.median(feats[:, yaw]))))
+    plate = feats[target].copy()
+    plate[yaw] = feats[:, yaw].min() - 15.0
+    calm = refs.furrowed == 0
+    idx, _ = choose_references(refs, [(1.0, plate)])
+    assert calm[target] and idx[0] == target
+    # the expression measures' distance decides among the calm faces
+    expr = np.sqrt((((feats[:, 2:] - plate[2:]) / spread[2:]) ** 2).sum(1))
+    assert expr[idx[0]] <= np.sort(expr[calm])[1] + 1e-9
+
+
+def test_blended_faces_keep_their_fine_detail():
+    torch.manual_seed(7)
+    base = torch.full((1, 3, 96, 96), 0.5)
+    faces = base + 0.1 * torch.randn(3, 3, 96, 96)           # three faces: one light, uncorrelated pores
+    weights = torch.tensor([0.4, 0.35, 0.25]).view(3, 1, 1, 1).expand(3, 1, 96, 96)
+    sigma = 2.0
+
+    def detail(image):
+        return float((image - fast_gaussian_blur(image[None], sigma)[0]).std())
+    blend = blend_faces(faces, weights, sigma)
+    mean = (faces * weights).sum(0)
+    one = detail(faces[0])
+    # a plain weighted mean loses about half the detail; the blend keeps it
+    assert detail(mean) < 0.7 * one and abs(detail(blend) / one - 1.0) < 0.1
+    # the coarse picture is the weighted mean's; one face weighing all is that face
+    assert torch.allclose(fast_gaussian_blur(blend[None], 4.0), fast_gaussian_blur(mean[None], 4.0), atol=0.02)
+    alone = torch.zeros(3, 1, 96, 96)
+    alone[1] = 1.0
+    assert torch.allclose(blend_faces(faces, alone, sigma), faces[1], atol=1e-5)
+
+
 def test_motion_blur_is_the_mean_of_the_shifted_image():
     torch.manual_seed(2)
     image = torch.rand(3, 40, 40)
@@ -209,7 +268,7 @@ def test_a_furrowed_reference_gives_way_to_a_calm_one_about_as_near(bank):
     assert (refs.furrowed == 0).sum() >= len(refs) // 4
     # two references posed and moved alike (the second a hair further from the face), the first frowning
     features = refs.features.clone()
-    features[1] = features[0] + 0.01
+    features[1] = features[0] + 0.01 * torch.from_numpy(feature_spread(features.double().numpy())).float()
     twins = dataclasses.replace(refs, features=features)
     frowns = np.zeros(len(refs))
     frowns[0] = 3.0
