@@ -328,3 +328,23 @@ def test_only_a_spare_of_the_same_shape_and_type_is_reused():
     assert cache.new_tensor((3, 4, 16), torch.float32, cpu).data_ptr() != spare
     assert cache.new_tensor((3, 8, 8), torch.float64, cpu).data_ptr() != spare
     assert cache.new_tensor((3, 8, 8), torch.float32, cpu).data_ptr() == spare
+
+
+@pytest.mark.parametrize("data_window", [None, (2, 1, 6, 5)])
+def test_a_frame_written_in_place_is_described_as_a_new_tensor_would_be(data_window):
+    """``replace(tensor=t.mul_(g))`` (the tensor it holds, written in place) takes a short way: the Image it
+    gives is the one a new tensor would give (the whole frame as its data window, the rest kept)."""
+    tensor = torch.rand(4, 6, 8)
+    image = Image(tensor, channels=("R", "G", "B", "A"), metadata={"k": 1}, faces=["face"], pixel_aspect=2.0,
+                  data_window=data_window)
+    written = image.replace(tensor=tensor.mul_(0.5))
+    expected = Image(tensor.clone(), channels=("R", "G", "B", "A"), metadata={"k": 1}, faces=["face"],
+                     pixel_aspect=2.0)
+    assert written is not image and written.tensor is tensor
+    for name in ("channels", "metadata", "faces", "pixel_aspect", "data_window", "nbytes"):
+        assert getattr(written, name) == getattr(expected, name), name
+    assert type(written.data_window).__name__ == "Box"
+    # a frame with pasted windows is not its tensor: replacing with the shared tensor drops the windows
+    patched = image.paste((0, 2, 0, 2), torch.zeros(4, 2, 2))
+    plain = patched.replace(tensor=tensor)
+    assert not plain._patches and torch.equal(plain.tensor, tensor)
