@@ -75,15 +75,19 @@ not timed yet counts as cheap."""
 
 
 class _Nesting:
-    """Per thread: how deep the current hash walk and pull are, and the outputs the outermost pull holds
-    for the nodes it will take up again (digest -> (level in its pending list, Image))."""
+    """Per thread: how deep the current hash walk and pull are, the outputs the outermost pull holds
+    for the nodes it will take up again (digest -> (level in its pending list, Image)), the inputs' compute
+    time to take off each compute under way (one entry per nested compute) and the (node name, own seconds)
+    of the computes done, added to ``Graph.timings`` when the outermost pull ends."""
 
-    __slots__ = ("hash_depth", "eval_depth", "held")
+    __slots__ = ("hash_depth", "eval_depth", "held", "children", "timed")
 
     def __init__(self) -> None:
         self.hash_depth = 0
         self.eval_depth = 0
         self.held: dict[str, tuple[int, Image]] = {}
+        self.children: list[float] = []
+        self.timed: list[tuple[str, float]] = []
 
 
 class _DeferredHash(Deferred):
@@ -142,7 +146,6 @@ class Graph:
         # provenance every frame of the render under way carries (a consent override), set by engine.render
         self.render_record: dict[str, Any] = {}
         self._timing_lock = threading.Lock()
-        self._timing_stack = threading.local()
         self._nesting_local = threading.local()
 
     # -- lookup ---------------------------------------------------------------------------------------
@@ -538,6 +541,19 @@ class Graph:
                 nesting.held[digest] = (level, image)
         finally:
             nesting.held = {}
+            self._add_timings(nesting)
+
+    def _add_timings(self, nesting: _Nesting) -> None:
+        """Add the computes this thread's pull timed to ``timings`` and forget them."""
+        timed, nesting.timed = nesting.timed, []
+        with self._timing_lock:
+            timings = self.timings
+            for name, seconds in timed:
+                timing = timings.get(name)
+                if timing is None:
+                    timing = timings[name] = NodeTiming()
+                timing.computes += 1
+                timing.seconds += seconds
 
     def take_input(self, node: Node, ctx: EvalContext) -> tuple[Image, bool]:
         """``node``'s output at ``ctx`` for the one node it feeds, and whether that node may write over its
@@ -607,11 +623,9 @@ class Graph:
 
     def _compute(self, node: Node, ctx: EvalContext) -> Image:
         ctx.check_cancelled()
-        stack = getattr(self._timing_stack, "children", None)
-        if stack is None:
-            stack = self._timing_stack.children = []
-        stack.append(0.0)
         nesting = self._nesting
+        stack = nesting.children
+        stack.append(0.0)
         nesting.eval_depth += 1
         start = time.perf_counter()
         try:
@@ -626,10 +640,9 @@ class Graph:
             children = stack.pop()
             if stack:
                 stack[-1] += elapsed
-        with self._timing_lock:
-            timing = self.timings.setdefault(node.name, NodeTiming())
-            timing.computes += 1
-            timing.seconds += elapsed - children
+        # added up when the outermost pull ends (``_add_timings``): after each node of a chain over a frame the
+        # size of the CPU's cache, the lock, the dict and that node's NodeTiming would be read from cold memory
+        nesting.timed.append((node.name, elapsed - children))
         if not isinstance(image, Image):
             raise TypeError(f"{node.type_name}.compute returned {type(image).__name__}, not an Image")
         return image.to(ctx.device)

@@ -186,9 +186,14 @@ class Image:
 
     def replace(self, **changes: Any) -> "Image":
         """A new Image with some attributes changed (the data window follows a new tensor's size). A new
-        ``tensor`` is the whole frame: the pasted windows go with the old one."""
+        ``tensor`` is the whole frame: the pasted windows go with the old one. ``replace(tensor=t)`` with this
+        Image's own whole-frame tensor (a node that wrote into it in place: ``t.mul_(g)`` returns ``t``) is
+        this Image itself: it is immutable, and between two passes of a chain over a frame the size of the
+        CPU's cache every object the engine builds or reads costs several times what it does warm."""
         if len(changes) == 1 and changes.get("tensor") is self._base and not self._patches:
-            return self._written_in_place()
+            shape = self._base.shape
+            if self.data_window == (0, 0, shape[2], shape[1]):
+                return self
         if "tensor" in changes and "data_window" not in changes:
             changes["data_window"] = None
         unknown = set(changes) - {"tensor", *_FIELDS}
@@ -201,21 +206,10 @@ class Image:
             object.__setattr__(image, name, changes.get(name, getattr(self, name)))
         return image
 
-    def _written_in_place(self) -> "Image":
-        """``replace(tensor=self.tensor)`` for a frame a node wrote into in place (``t.mul_(g)`` returns ``t``):
-        the same Image with the whole frame as its data window, built without reading the tensor's size,
-        type and planes again. Between two passes of a chain over a frame the size of the CPU's cache, every
-        call the engine makes runs from cold memory: at 1080p each costs several times what it does warm."""
-        image = object.__new__(Image)
-        for name in ("_base", "_patches", "_nbytes", *_FIELDS):
-            object.__setattr__(image, name, getattr(self, name))
-        shape = self._base.shape
-        if self.data_window != (0, 0, shape[2], shape[1]):
-            object.__setattr__(image, "data_window", Box(0, 0, int(shape[2]), int(shape[1])))
-        return image
-
     def to(self, device: torch.device) -> "Image":
-        if self._base.device == device:
+        base = self._base
+        # ``is_cpu`` reads a flag where ``device`` builds a torch.device: this runs after every node's compute
+        if base.is_cpu if device.type == "cpu" else base.device == device:
             return self
         image = self.replace()
         # asynchronous only towards a GPU: a GPU-to-host copy that does not wait hands back a pinned tensor

@@ -292,6 +292,32 @@ def test_per_node_timings_are_recorded():
     assert g.timings["TestConstant1"].seconds < g.timings["TestSlow1"].seconds
 
 
+def test_timings_are_added_once_per_compute_when_the_pull_ends_even_a_failed_one():
+    """The computes a pull times are added to ``Graph.timings`` when its outermost call ends: a chain's nodes
+    once each, and those computed before a node failed too."""
+    class Fails(engine.Node):
+        type_name = "TestFailsAfterPulling"
+
+        def compute(self, ctx, inputs):
+            inputs.get(0)
+            raise engine.DoublureError("no good")
+
+    if Fails.type_name not in engine.node_types():
+        engine.register_node(Fails)
+    g = engine.Graph()
+    node = g.create("TestFrameRamp")
+    for _ in range(3):
+        node = g.create("TestInPlaceGain", inputs=[node])
+    g.evaluate(node, 1)
+    assert {name: t.computes for name, t in g.timings.items()} == {
+        "TestFrameRamp1": 1, "TestInPlaceGain1": 1, "TestInPlaceGain2": 1, "TestInPlaceGain3": 1}
+    with pytest.raises(engine.DoublureError, match="no good"):
+        g.evaluate(g.create("TestFailsAfterPulling", inputs=[node]), 2)
+    assert g.timings["TestInPlaceGain3"].computes == g.timings["TestFrameRamp1"].computes == 2
+    assert "TestFailsAfterPulling1" not in g.timings  # its compute did not end
+    assert all(t.seconds >= 0 for t in g.timings.values())
+
+
 def test_missing_required_input_is_a_clear_error():
     g = engine.Graph()
     gain = g.create("TestGain")

@@ -332,15 +332,16 @@ def test_only_a_spare_of_the_same_shape_and_type_is_reused():
 
 @pytest.mark.parametrize("data_window", [None, (2, 1, 6, 5)])
 def test_a_frame_written_in_place_is_described_as_a_new_tensor_would_be(data_window):
-    """``replace(tensor=t.mul_(g))`` (the tensor it holds, written in place) takes a short way: the Image it
-    gives is the one a new tensor would give (the whole frame as its data window, the rest kept)."""
+    """``replace(tensor=t.mul_(g))`` (the tensor it holds, written in place) gives the Image a new tensor would
+    give (the whole frame as its data window, the rest kept): the Image itself when its data window is already
+    the whole frame (it is immutable), a new one otherwise."""
     tensor = torch.rand(4, 6, 8)
     image = Image(tensor, channels=("R", "G", "B", "A"), metadata={"k": 1}, faces=["face"], pixel_aspect=2.0,
                   data_window=data_window)
     written = image.replace(tensor=tensor.mul_(0.5))
     expected = Image(tensor.clone(), channels=("R", "G", "B", "A"), metadata={"k": 1}, faces=["face"],
                      pixel_aspect=2.0)
-    assert written is not image and written.tensor is tensor
+    assert (written is image) == (data_window is None) and written.tensor is tensor
     for name in ("channels", "metadata", "faces", "pixel_aspect", "data_window", "nbytes"):
         assert getattr(written, name) == getattr(expected, name), name
     assert type(written.data_window).__name__ == "Box"
