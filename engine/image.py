@@ -65,7 +65,8 @@ class Image:
     Write, the viewer), once per Image.
     """
 
-    __slots__ = ("_base", "_patches", "_nbytes", *_FIELDS)
+    # _whole: whether the data window is the whole frame, read after every node that wrote its input in place
+    __slots__ = ("_base", "_patches", "_nbytes", "_whole", *_FIELDS)
 
     def __init__(self, tensor: torch.Tensor, channels: tuple[str, ...] = ("R", "G", "B"),
                  metadata: dict[str, Any] | None = None, faces: list | None = None, pixel_aspect: float = 1.0,
@@ -82,8 +83,10 @@ class Image:
         setattr_(self, "metadata", {} if metadata is None else metadata)
         setattr_(self, "faces", [] if faces is None else faces)
         setattr_(self, "pixel_aspect", pixel_aspect)
-        setattr_(self, "data_window", Box(0, 0, int(tensor.shape[2]), int(tensor.shape[1]))
-                 if data_window is None else Box(*data_window))
+        whole = Box(0, 0, int(tensor.shape[2]), int(tensor.shape[1]))
+        window = whole if data_window is None else Box(*data_window)
+        setattr_(self, "data_window", window)
+        setattr_(self, "_whole", window == whole)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Image is immutable: build a new one with replace() (setting {name!r})")
@@ -190,10 +193,8 @@ class Image:
         Image's own whole-frame tensor (a node that wrote into it in place: ``t.mul_(g)`` returns ``t``) is
         this Image itself: it is immutable, and between two passes of a chain over a frame the size of the
         CPU's cache every object the engine builds or reads costs several times what it does warm."""
-        if len(changes) == 1 and changes.get("tensor") is self._base and not self._patches:
-            shape = self._base.shape
-            if self.data_window == (0, 0, shape[2], shape[1]):
-                return self
+        if len(changes) == 1 and changes.get("tensor") is self._base and self._whole and not self._patches:
+            return self
         if "tensor" in changes and "data_window" not in changes:
             changes["data_window"] = None
         unknown = set(changes) - {"tensor", *_FIELDS}
@@ -202,14 +203,14 @@ class Image:
         if "tensor" in changes:
             return Image(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
         image = object.__new__(Image)
-        for name in ("_base", "_patches", "_nbytes", *_FIELDS):
+        for name in ("_base", "_patches", "_nbytes", "_whole", *_FIELDS):
             object.__setattr__(image, name, changes.get(name, getattr(self, name)))
+        if "data_window" in changes:
+            object.__setattr__(image, "_whole", tuple(image.data_window) == (0, 0, self.width, self.height))
         return image
 
     def to(self, device: torch.device) -> "Image":
-        base = self._base
-        # ``is_cpu`` reads a flag where ``device`` builds a torch.device: this runs after every node's compute
-        if base.is_cpu if device.type == "cpu" else base.device == device:
+        if self._base.device == device:
             return self
         image = self.replace()
         # asynchronous only towards a GPU: a GPU-to-host copy that does not wait hands back a pinned tensor

@@ -350,3 +350,28 @@ def test_reload_sees_a_changed_file(tmp_path):
     path.write_text("three")
     g.reload()
     assert g.evaluate(node, 1).tensor[0, 0, 0].item() == 5.0
+
+
+def test_the_hasher_keeps_types_apart_and_hashes_a_subclass_as_its_type():
+    """Strings and floats take a short way by exact type: a subclass (numpy's float64, a str enum) takes the
+    general one, and both give the same digest; 1, 1.0, "1", True and None stay apart."""
+    import enum
+
+    import numpy as np
+
+    from doublure.engine.hashing import Hasher
+
+    class Name(str, enum.Enum):
+        A = "a"
+
+    def digest(*values):
+        h = Hasher()
+        for value in values:
+            h.update(value)
+        return h.hexdigest()
+
+    assert digest(np.float64(0.5)) == digest(0.5)
+    assert digest(Name.A) == digest("a")
+    assert len({digest(v) for v in (1, 1.0, "1", True, None, b"1", [1], (1.0,))}) == 8
+    assert digest([1, "a"]) == digest((1, "a"))  # a knob's list value as saved in a project hashes as its tuple
+    assert digest("ab", "c") != digest("a", "bc")  # strings carry their length

@@ -345,6 +345,11 @@ def test_a_frame_written_in_place_is_described_as_a_new_tensor_would_be(data_win
     for name in ("channels", "metadata", "faces", "pixel_aspect", "data_window", "nbytes"):
         assert getattr(written, name) == getattr(expected, name), name
     assert type(written.data_window).__name__ == "Box"
+    # given a window of part of the frame, the Image is no longer the whole frame's: a new one again
+    cropped = written.replace(data_window=(2, 1, 6, 5))
+    rewritten = cropped.replace(tensor=tensor)
+    assert rewritten is not cropped and rewritten.data_window == (0, 0, 8, 6)
+    assert written.replace(data_window=(0, 0, 8, 6)).replace(tensor=tensor).data_window == (0, 0, 8, 6)
     # a frame with pasted windows is not its tensor: replacing with the shared tensor drops the windows
     patched = image.paste((0, 2, 0, 2), torch.zeros(4, 2, 2))
     plain = patched.replace(tensor=tensor)
