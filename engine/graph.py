@@ -98,6 +98,11 @@ class _DeferredPull(Deferred):
     """args: (node, ctx) whose output the outermost pull computes first."""
 
 
+def _memo_key(node: Node, ctx: EvalContext) -> tuple:
+    """The key of ``node``'s hash at ``ctx`` in ``Graph._hash_memo``: what of ``ctx`` a hash may read."""
+    return node.uuid, ctx.frame, ctx.proxy, ctx.working_space
+
+
 def _defer(node: Node, ctx: EvalContext) -> Image:
     raise _DeferredPull(node, ctx)
 
@@ -456,7 +461,7 @@ class Graph:
         asked for first, then takes up again the one that asked: any depth of graph, no recursion limit.
         """
         node = self._resolve_pass_through(node, ctx)
-        key = (node.uuid, ctx.frame, ctx.proxy, ctx.working_space)
+        key = _memo_key(node, ctx)
         digest = self._hash_memo.get(key)
         if digest is not None:
             return digest
@@ -471,8 +476,7 @@ class Graph:
                 digest = self._hash_here(*pending[-1])
             except _DeferredHash as deeper:
                 deeper_node, deeper_ctx = deeper.args
-                pending.append((deeper_node, deeper_ctx, (deeper_node.uuid, deeper_ctx.frame, deeper_ctx.proxy,
-                                                          deeper_ctx.working_space)))
+                pending.append((deeper_node, deeper_ctx, _memo_key(deeper_node, deeper_ctx)))
                 continue
             pending.pop()
             if not pending:
@@ -575,7 +579,8 @@ class Graph:
         source = self._sole_feeder(node, ctx)
         if source is None or nesting.eval_depth >= MAX_NESTING or not self._cheap_to_remake(source):
             return self.evaluate_node(node, ctx), False
-        digest = self.hash_of(source, ctx)
+        # ``source`` passes nothing through: its memoised hash is looked up without resolving that again
+        digest = self._hash_memo.get(_memo_key(source, ctx)) or self.hash_of(source, ctx)
         held = nesting.held.get(digest)
         if held is not None:
             return held[1].to(ctx.device), False
