@@ -469,11 +469,11 @@ class Graph:
         if nesting.hash_depth:
             if nesting.hash_depth >= MAX_NESTING:
                 raise _DeferredHash(node, ctx)
-            return self._hash_here(node, ctx, key)
+            return self._hash_here(node, ctx, key, nesting)
         pending = [(node, ctx, key)]
         while True:
             try:
-                digest = self._hash_here(*pending[-1])
+                digest = self._hash_here(*pending[-1], nesting)
             except _DeferredHash as deeper:
                 deeper_node, deeper_ctx = deeper.args
                 pending.append((deeper_node, deeper_ctx, _memo_key(deeper_node, deeper_ctx)))
@@ -482,9 +482,8 @@ class Graph:
             if not pending:
                 return digest
 
-    def _hash_here(self, node: Node, ctx: EvalContext, key: tuple) -> str:
+    def _hash_here(self, node: Node, ctx: EvalContext, key: tuple, nesting: _Nesting) -> str:
         memo = self._hash_memo  # an edit during the walk replaces it: this digest then goes nowhere
-        nesting = self._nesting
         nesting.hash_depth += 1
         try:
             h = Hasher()
