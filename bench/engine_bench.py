@@ -15,6 +15,11 @@
    The library's Merge, which takes its B input likewise: a chain of 8 Merges (over) of one kept layer onto
    each frame, against the same ``merge`` calls made directly in place.
 2. A cached frame fetched again at 1080p RGBA (hash of the chain + cache lookup): median of 100. Goal <= 2 ms.
+3. Where the engine's time goes: the chain of gains taking their input again, each gain timing its own maths
+   (process CPU time around ``mul_``), against the same calls timed alike: the CPU time a frame spends outside
+   the maths on each side, at 1080p and on 8x8 frames (where the maths is nothing and the CPU's caches stay
+   warm: the engine's own work alone). A 1080p frame is about the size of the CPU's last-level cache, so each
+   gain's pass over it evicts whatever the engine's Python touched before: its own work costs more there.
 
 The process's allocator is set as the ``doublure`` command sets it (``engine.memory.keep_freed_frames``), for
 the direct calls as for the engine (one process); ``--allocator default`` leaves glibc's own thresholds.
@@ -76,6 +81,51 @@ class BenchGain(Node):
         image, writable = inputs.take(0)
         gain = self.value("gain", ctx.frame)
         return image.replace(tensor=image.tensor.mul_(gain) if writable else image.tensor * gain)
+
+
+MATHS_CPU_S = [0.0]
+"""CPU time spent in the timed gains' maths (``BenchGainTimed``, ``direct_timed``), summed."""
+
+
+@register_node
+class BenchGainTimed(BenchGain):
+    """``BenchGain`` adding the CPU time of its maths to :data:`MATHS_CPU_S`."""
+
+    type_name = "BenchGainTimed"
+
+    def compute(self, ctx, inputs):
+        image, writable = inputs.take(0)
+        gain = self.value("gain", ctx.frame)
+        start = time.process_time()
+        tensor = image.tensor.mul_(gain) if writable else image.tensor * gain
+        MATHS_CPU_S[0] += time.process_time() - start
+        return image.replace(tensor=tensor)
+
+
+def direct_timed(frame: int, gains: list[float]) -> torch.Tensor:
+    """``direct_in_place``, each multiply timed as ``BenchGainTimed`` times its own."""
+    t = torch.full((4, H, W), float(frame))
+    for gain in gains:
+        start = time.process_time()
+        t.mul_(gain)
+        MATHS_CPU_S[0] += time.process_time() - start
+    return t
+
+
+def outside_maths(runs: dict, frames) -> dict:
+    """Median CPU time a frame of each run spends outside the timed maths (seconds), interleaved as in
+    :func:`compare` (each run first in turn), once the cache is full."""
+    for frame in range(-WARM_UP_TAKEN, 0):
+        for run in runs.values():
+            run(frame)
+    outside: dict[str, list[float]] = {name: [] for name in runs}
+    for frame in frames:
+        for name in (list(runs) if frame % 2 else list(runs)[::-1]):
+            MATHS_CPU_S[0] = 0.0
+            start = time.process_time()
+            runs[name](frame)
+            outside[name].append(time.process_time() - start - MATHS_CPU_S[0])
+    return {name: statistics.median(v) for name, v in outside.items()}
 
 
 @register_node
@@ -189,6 +239,7 @@ def report(what: str, wall: dict, cpu: dict, faults: dict, goal: str = "") -> No
 
 
 def main() -> None:
+    global H, W  # the last measure sets the frame size
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--allocator", choices=("frames", "default"), default="frames",
                         help="frames: glibc's thresholds as the doublure command sets them; default: glibc's own")
@@ -228,6 +279,18 @@ def main() -> None:
     report(f"chain of {CHAIN} gains reading their input (every frame kept), against t = t * gain", *kept)
     print(f"cached 1080p RGBA fetch through a {CHAIN}-node chain: median {statistics.median(fetch_ms):.3f} ms, "
           f"p95 {sorted(fetch_ms)[94]:.3f} ms (goal <= 2 ms)")
+    del g, node
+
+    for size in ((H, W), (8, 8)):
+        H, W = size
+        g_timed, node_timed = chain("BenchGainTimed", gains)
+        outside = outside_maths({"engine": lambda frame: g_timed.evaluate(node_timed, frame).tensor,
+                                 "direct": lambda frame: direct_timed(frame, gains)},
+                                range(1, 17) if size[0] > 8 else range(1, 201))
+        print(f"CPU outside the maths, {CHAIN} gains taking their input, {W}x{H} RGBA: engine "
+              f"{outside['engine'] * 1e3:.2f} ms/frame, direct {outside['direct'] * 1e3:.2f} ms/frame: the engine's "
+              f"own work {(outside['engine'] - outside['direct']) * 1e3:.2f} ms/frame")
+        del g_timed, node_timed
 
 
 if __name__ == "__main__":

@@ -408,7 +408,33 @@ class FrameCache:
                     flight.waiters = threading.Event()
                 done = flight.waiters
             if owner:
-                return self._compute_as_owner(key, flight, compute, keep)
+                # Inline, a Python frame fewer after every node's compute. The memo owner is set by the outermost
+                # compute only: the nodes it pulls run under the same owner (a ContextVar's set and reset build a
+                # new context each, after every node of a chain).
+                token = None if _memo_owner.get() == self.memo_owner else _memo_owner.set(self.memo_owner)
+                try:
+                    image = compute()
+                except BaseException as exc:
+                    flight.error = exc
+                    with self._lock:
+                        del self._flights[key]
+                        done = flight.waiters
+                    if done is not None:
+                        done.set()
+                    raise
+                finally:
+                    if token is not None:
+                        _memo_owner.reset(token)
+                flight.result = image
+                with self._lock:
+                    self.stats.computes += 1
+                    if keep:
+                        self._insert(key, image)
+                    del self._flights[key]
+                    done = flight.waiters
+                if done is not None:
+                    done.set()
+                return image
             while not done.wait(_WAIT_SLICE_S):
                 cancel.check()
             if flight.error is None:
@@ -419,28 +445,3 @@ class FrameCache:
             if not isinstance(flight.error, (Cancelled, Deferred)):
                 raise flight.error
             # The owner was cancelled (or deferred the work) but this request was not: loop and compute it here.
-
-    def _compute_as_owner(self, key: str, flight: _Flight, compute: Callable[[], Image], keep: bool) -> Image:
-        token = _memo_owner.set(self.memo_owner)
-        try:
-            image = compute()
-        except BaseException as exc:
-            flight.error = exc
-            with self._lock:
-                del self._flights[key]
-                done = flight.waiters
-            if done is not None:
-                done.set()
-            raise
-        finally:
-            _memo_owner.reset(token)
-        flight.result = image
-        with self._lock:
-            self.stats.computes += 1
-            if keep:
-                self._insert(key, image)
-            del self._flights[key]
-            done = flight.waiters
-        if done is not None:
-            done.set()
-        return image

@@ -75,15 +75,19 @@ not timed yet counts as cheap."""
 
 
 class _Nesting:
-    """Per thread: how deep the current hash walk and pull are, and the outputs the outermost pull holds
-    for the nodes it will take up again (digest -> (level in its pending list, Image))."""
+    """Per thread: how deep the current hash walk and pull are, the outputs the outermost pull holds
+    for the nodes it will take up again (digest -> (level in its pending list, Image)), the inputs' compute
+    time to take off each compute under way (one entry per nested compute) and the (node name, own seconds)
+    of the computes done, added to ``Graph.timings`` when the outermost pull ends."""
 
-    __slots__ = ("hash_depth", "eval_depth", "held")
+    __slots__ = ("hash_depth", "eval_depth", "held", "children", "timed")
 
     def __init__(self) -> None:
         self.hash_depth = 0
         self.eval_depth = 0
         self.held: dict[str, tuple[int, Image]] = {}
+        self.children: list[float] = []
+        self.timed: list[tuple[str, float]] = []
 
 
 class _DeferredHash(Deferred):
@@ -92,6 +96,11 @@ class _DeferredHash(Deferred):
 
 class _DeferredPull(Deferred):
     """args: (node, ctx) whose output the outermost pull computes first."""
+
+
+def _memo_key(node: Node, ctx: EvalContext) -> tuple:
+    """The key of ``node``'s hash at ``ctx`` in ``Graph._hash_memo``: what of ``ctx`` a hash may read."""
+    return node.uuid, ctx.frame, ctx.proxy, ctx.working_space
 
 
 def _defer(node: Node, ctx: EvalContext) -> Image:
@@ -142,7 +151,6 @@ class Graph:
         # provenance every frame of the render under way carries (a consent override), set by engine.render
         self.render_record: dict[str, Any] = {}
         self._timing_lock = threading.Lock()
-        self._timing_stack = threading.local()
         self._nesting_local = threading.local()
 
     # -- lookup ---------------------------------------------------------------------------------------
@@ -453,7 +461,7 @@ class Graph:
         asked for first, then takes up again the one that asked: any depth of graph, no recursion limit.
         """
         node = self._resolve_pass_through(node, ctx)
-        key = (node.uuid, ctx.frame, ctx.proxy, ctx.working_space)
+        key = _memo_key(node, ctx)
         digest = self._hash_memo.get(key)
         if digest is not None:
             return digest
@@ -461,23 +469,21 @@ class Graph:
         if nesting.hash_depth:
             if nesting.hash_depth >= MAX_NESTING:
                 raise _DeferredHash(node, ctx)
-            return self._hash_here(node, ctx, key)
+            return self._hash_here(node, ctx, key, nesting)
         pending = [(node, ctx, key)]
         while True:
             try:
-                digest = self._hash_here(*pending[-1])
+                digest = self._hash_here(*pending[-1], nesting)
             except _DeferredHash as deeper:
                 deeper_node, deeper_ctx = deeper.args
-                pending.append((deeper_node, deeper_ctx, (deeper_node.uuid, deeper_ctx.frame, deeper_ctx.proxy,
-                                                          deeper_ctx.working_space)))
+                pending.append((deeper_node, deeper_ctx, _memo_key(deeper_node, deeper_ctx)))
                 continue
             pending.pop()
             if not pending:
                 return digest
 
-    def _hash_here(self, node: Node, ctx: EvalContext, key: tuple) -> str:
+    def _hash_here(self, node: Node, ctx: EvalContext, key: tuple, nesting: _Nesting) -> str:
         memo = self._hash_memo  # an edit during the walk replaces it: this digest then goes nowhere
-        nesting = self._nesting
         nesting.hash_depth += 1
         try:
             h = Hasher()
@@ -538,6 +544,19 @@ class Graph:
                 nesting.held[digest] = (level, image)
         finally:
             nesting.held = {}
+            self._add_timings(nesting)
+
+    def _add_timings(self, nesting: _Nesting) -> None:
+        """Add the computes this thread's pull timed to ``timings`` and forget them."""
+        timed, nesting.timed = nesting.timed, []
+        with self._timing_lock:
+            timings = self.timings
+            for name, seconds in timed:
+                timing = timings.get(name)
+                if timing is None:
+                    timing = timings[name] = NodeTiming()
+                timing.computes += 1
+                timing.seconds += seconds
 
     def take_input(self, node: Node, ctx: EvalContext) -> tuple[Image, bool]:
         """``node``'s output at ``ctx`` for the one node it feeds, and whether that node may write over its
@@ -559,7 +578,8 @@ class Graph:
         source = self._sole_feeder(node, ctx)
         if source is None or nesting.eval_depth >= MAX_NESTING or not self._cheap_to_remake(source):
             return self.evaluate_node(node, ctx), False
-        digest = self.hash_of(source, ctx)
+        # ``source`` passes nothing through: its memoised hash is looked up without resolving that again
+        digest = self._hash_memo.get(_memo_key(source, ctx)) or self.hash_of(source, ctx)
         held = nesting.held.get(digest)
         if held is not None:
             return held[1].to(ctx.device), False
@@ -607,11 +627,9 @@ class Graph:
 
     def _compute(self, node: Node, ctx: EvalContext) -> Image:
         ctx.check_cancelled()
-        stack = getattr(self._timing_stack, "children", None)
-        if stack is None:
-            stack = self._timing_stack.children = []
-        stack.append(0.0)
         nesting = self._nesting
+        stack = nesting.children
+        stack.append(0.0)
         nesting.eval_depth += 1
         start = time.perf_counter()
         try:
@@ -626,10 +644,9 @@ class Graph:
             children = stack.pop()
             if stack:
                 stack[-1] += elapsed
-        with self._timing_lock:
-            timing = self.timings.setdefault(node.name, NodeTiming())
-            timing.computes += 1
-            timing.seconds += elapsed - children
+        # added up when the outermost pull ends (``_add_timings``): after each node of a chain over a frame the
+        # size of the CPU's cache, the lock, the dict and that node's NodeTiming would be read from cold memory
+        nesting.timed.append((node.name, elapsed - children))
         if not isinstance(image, Image):
             raise TypeError(f"{node.type_name}.compute returned {type(image).__name__}, not an Image")
         return image.to(ctx.device)

@@ -21,6 +21,19 @@ class Hasher:
 
     def update(self, value: Any) -> "Hasher":
         h = self._h
+        # the types a hash walk feeds most (names, knob values, versions), by exact type first: a 50-node chain
+        # hashes about 250 values a frame; the same bytes as the checks below
+        kind = type(value)
+        if kind is str:
+            data = value.encode()
+            h.update(b"s" + struct.pack("<I", len(data)) + data)
+            return self
+        if kind is float:
+            h.update(b"f" + struct.pack("<d", value))
+            return self
+        if kind is int:
+            h.update(b"i" + str(value).encode())
+            return self
         if value is None:
             h.update(b"N")
         elif isinstance(value, bool):

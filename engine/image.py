@@ -65,7 +65,9 @@ class Image:
     Write, the viewer), once per Image.
     """
 
-    __slots__ = ("_base", "_patches", "_nbytes", *_FIELDS)
+    # _whole: whether the data window is the whole frame, read after every node that wrote its input in place;
+    # _storage: (the tensor's storage, whether resizable, whether an inference tensor), kept by is_unshared
+    __slots__ = ("_base", "_patches", "_nbytes", "_whole", "_storage", *_FIELDS)
 
     def __init__(self, tensor: torch.Tensor, channels: tuple[str, ...] = ("R", "G", "B"),
                  metadata: dict[str, Any] | None = None, faces: list | None = None, pixel_aspect: float = 1.0,
@@ -76,14 +78,17 @@ class Image:
             raise ValueError(f"Image has {tensor.shape[0]} planes but channels {channels}")
         setattr_ = object.__setattr__
         setattr_(self, "_base", tensor)
+        setattr_(self, "_storage", None)
         setattr_(self, "_patches", ())
         setattr_(self, "_nbytes", tensor.element_size() * tensor.nelement())
         setattr_(self, "channels", tuple(channels))
         setattr_(self, "metadata", {} if metadata is None else metadata)
         setattr_(self, "faces", [] if faces is None else faces)
         setattr_(self, "pixel_aspect", pixel_aspect)
-        setattr_(self, "data_window", Box(0, 0, int(tensor.shape[2]), int(tensor.shape[1]))
-                 if data_window is None else Box(*data_window))
+        whole = Box(0, 0, int(tensor.shape[2]), int(tensor.shape[1]))
+        window = whole if data_window is None else Box(*data_window)
+        setattr_(self, "data_window", window)
+        setattr_(self, "_whole", window == whole)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Image is immutable: build a new one with replace() (setting {name!r})")
@@ -105,6 +110,7 @@ class Image:
             with _materialise_lock:
                 if self._patches:
                     object.__setattr__(self, "_base", self.map_pixels(lambda pixels: pixels))
+                    object.__setattr__(self, "_storage", None)
                     object.__setattr__(self, "_patches", ())
         return self._base
 
@@ -186,7 +192,12 @@ class Image:
 
     def replace(self, **changes: Any) -> "Image":
         """A new Image with some attributes changed (the data window follows a new tensor's size). A new
-        ``tensor`` is the whole frame: the pasted windows go with the old one."""
+        ``tensor`` is the whole frame: the pasted windows go with the old one. ``replace(tensor=t)`` with this
+        Image's own whole-frame tensor (a node that wrote into it in place: ``t.mul_(g)`` returns ``t``) is
+        this Image itself: it is immutable, and between two passes of a chain over a frame the size of the
+        CPU's cache every object the engine builds or reads costs several times what it does warm."""
+        if len(changes) == 1 and changes.get("tensor") is self._base and self._whole and not self._patches:
+            return self
         if "tensor" in changes and "data_window" not in changes:
             changes["data_window"] = None
         unknown = set(changes) - {"tensor", *_FIELDS}
@@ -195,8 +206,10 @@ class Image:
         if "tensor" in changes:
             return Image(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
         image = object.__new__(Image)
-        for name in ("_base", "_patches", "_nbytes", *_FIELDS):
+        for name in ("_base", "_patches", "_nbytes", "_whole", "_storage", *_FIELDS):
             object.__setattr__(image, name, changes.get(name, getattr(self, name)))
+        if "data_window" in changes:
+            object.__setattr__(image, "_whole", tuple(image.data_window) == (0, 0, self.width, self.height))
         return image
 
     def to(self, device: torch.device) -> "Image":
@@ -207,6 +220,7 @@ class Image:
         # the copy may still be writing, and the cache's host tier would hold pinned memory
         non_blocking = device.type != "cpu"
         object.__setattr__(image, "_base", self._base.to(device, non_blocking=non_blocking))
+        object.__setattr__(image, "_storage", None)
         object.__setattr__(image, "_patches", tuple((w, p.to(device, non_blocking=non_blocking))
                                                     for w, p in self._patches))
         return image
@@ -234,7 +248,9 @@ def is_unshared(image: Image, image_refs: int) -> bool:
     ``image_refs`` references to ``image`` and there are no others, the Image has no pasted windows, its tensor
     object is referenced by this Image alone, no other tensor (a view, a numpy array, autograd) shares its
     memory, torch allocated that memory (not numpy's or a file's: ``from_numpy`` memory is not resizable), and
-    autograd and inference mode allow writing into it.
+    autograd and inference mode allow writing into it. Whether the memory is torch's and
+    whether the tensor is an inference tensor are read once per Image (they do not change for a tensor; a
+    tensor given another's memory by ``set_`` after its Image was checked is not seen).
 
     Args:
         image: an Image the caller holds.
@@ -245,12 +261,22 @@ def is_unshared(image: Image, image_refs: int) -> bool:
         return False
     tensor = image._base
     # the Image's slot, this local and getrefcount's argument
-    if (sys.getrefcount(tensor) > 3 or tensor.requires_grad
-            or (tensor.is_inference() and not torch.is_inference_mode_enabled())):
+    if sys.getrefcount(tensor) > 3 or tensor.requires_grad:
         return False
-    storage = tensor.untyped_storage()
+    # What cannot change for the Image's tensor is read once and kept with its storage's Python object: a frame
+    # written in place goes down a chain as the same Image, checked again by every node, each time from cold
+    # memory after a pass over the frame (creating the storage object and reading its flags cost more than all
+    # the rest). Keeping that object adds one to the storage's count, as the local it replaces did.
+    kept = image._storage
+    if kept is None:
+        storage = tensor.untyped_storage()
+        kept = (storage, storage.resizable(), tensor.is_inference())
+        object.__setattr__(image, "_storage", kept)
+    storage, resizable, inference = kept
+    if not resizable or (inference and not torch.is_inference_mode_enabled()):
+        return False
     # the tensor and ``storage``'s own Python object
-    return storage.resizable() and torch._C._storage_Use_Count(storage._cdata) == 2
+    return torch._C._storage_Use_Count(storage._cdata) == 2
 
 
 WARNING_PREFIX = "doublure/warning/"  # metadata key of a node's warning: WARNING_PREFIX + node name

@@ -120,7 +120,8 @@ class Node:
 
     def value(self, name: str, frame: float | None = None) -> Any:
         """A knob's value at a frame (animation evaluated); the graph's current frame by default."""
-        return self.knob(name).value_at(self.graph.current_frame if frame is None else frame)
+        knob = self.knobs.get(name) or self.knob(name)  # knob() names the node when it has no such knob
+        return knob.value_at(self.graph.current_frame if frame is None else frame)
 
     def __getitem__(self, name: str) -> Any:
         return self.value(name)

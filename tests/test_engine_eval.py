@@ -292,6 +292,32 @@ def test_per_node_timings_are_recorded():
     assert g.timings["TestConstant1"].seconds < g.timings["TestSlow1"].seconds
 
 
+def test_timings_are_added_once_per_compute_when_the_pull_ends_even_a_failed_one():
+    """The computes a pull times are added to ``Graph.timings`` when its outermost call ends: a chain's nodes
+    once each, and those computed before a node failed too."""
+    class Fails(engine.Node):
+        type_name = "TestFailsAfterPulling"
+
+        def compute(self, ctx, inputs):
+            inputs.get(0)
+            raise engine.DoublureError("no good")
+
+    if Fails.type_name not in engine.node_types():
+        engine.register_node(Fails)
+    g = engine.Graph()
+    node = g.create("TestFrameRamp")
+    for _ in range(3):
+        node = g.create("TestInPlaceGain", inputs=[node])
+    g.evaluate(node, 1)
+    assert {name: t.computes for name, t in g.timings.items()} == {
+        "TestFrameRamp1": 1, "TestInPlaceGain1": 1, "TestInPlaceGain2": 1, "TestInPlaceGain3": 1}
+    with pytest.raises(engine.DoublureError, match="no good"):
+        g.evaluate(g.create("TestFailsAfterPulling", inputs=[node]), 2)
+    assert g.timings["TestInPlaceGain3"].computes == g.timings["TestFrameRamp1"].computes == 2
+    assert "TestFailsAfterPulling1" not in g.timings  # its compute did not end
+    assert all(t.seconds >= 0 for t in g.timings.values())
+
+
 def test_missing_required_input_is_a_clear_error():
     g = engine.Graph()
     gain = g.create("TestGain")
@@ -324,3 +350,28 @@ def test_reload_sees_a_changed_file(tmp_path):
     path.write_text("three")
     g.reload()
     assert g.evaluate(node, 1).tensor[0, 0, 0].item() == 5.0
+
+
+def test_the_hasher_keeps_types_apart_and_hashes_a_subclass_as_its_type():
+    """Strings and floats take a short way by exact type: a subclass (numpy's float64, a str enum) takes the
+    general one, and both give the same digest; 1, 1.0, "1", True and None stay apart."""
+    import enum
+
+    import numpy as np
+
+    from doublure.engine.hashing import Hasher
+
+    class Name(str, enum.Enum):
+        A = "a"
+
+    def digest(*values):
+        h = Hasher()
+        for value in values:
+            h.update(value)
+        return h.hexdigest()
+
+    assert digest(np.float64(0.5)) == digest(0.5)
+    assert digest(Name.A) == digest("a")
+    assert len({digest(v) for v in (1, 1.0, "1", True, None, b"1", [1], (1.0,))}) == 8
+    assert digest([1, "a"]) == digest((1, "a"))  # a knob's list value as saved in a project hashes as its tuple
+    assert digest("ab", "c") != digest("a", "bc")  # strings carry their length

@@ -84,7 +84,28 @@ class Gated(Node):
         return Image(torch.full((3, 4, 4), float(ctx.frame)))
 
 
-for _cls in (ViewOfInput, Tagged, Remembered, FromNumpy, Gated):
+class AliasesInPlace(Node):
+    """Doubles its input in place when allowed and hands on the same Image, keeping an alias of the frame it
+    wrote (``alias``: a view or a detached tensor) in ``kept`` (a node that remembers a plane), or makes autograd
+    track it."""
+
+    type_name = "TestAliasesInPlace"
+    knob_specs = (engine.knobs.Enum("alias", ("view", "detach", "requires_grad")),)
+    kept: list = []
+
+    def compute(self, ctx, inputs):
+        image, writable = inputs.take(0)
+        assert writable  # the frame the chain below made for it alone
+        tensor = image.tensor.mul_(2.0)
+        alias = self.value("alias", ctx.frame)
+        if alias == "requires_grad":
+            tensor.requires_grad_(True)
+        else:
+            AliasesInPlace.kept.append(tensor[0] if alias == "view" else tensor.detach())
+        return image.replace(tensor=tensor)
+
+
+for _cls in (ViewOfInput, Tagged, Remembered, FromNumpy, Gated, AliasesInPlace):
     if _cls.type_name not in node_types():
         register_node(_cls)
 
@@ -194,6 +215,22 @@ def test_a_frame_someone_else_keeps_is_not_written(holder):
     assert in_place() == [False]
     kept = _remembered.get((source.name, 4)) if holder == "TestRemembered" else FromNumpy.arrays[4]
     assert (torch.as_tensor(kept) == 4.0).all()
+
+
+@pytest.mark.parametrize("alias", ["view", "detach", "requires_grad"])
+def test_a_frame_a_node_of_the_chain_shares_after_writing_it_is_not_written_again(alias):
+    """The chain's frame goes up as the same Image, checked again above each node (what cannot change is
+    read once): a view or a detached tensor a node kept of it, or autograd, is still seen."""
+    g = engine.Graph()
+    AliasesInPlace.kept.clear()
+    source = chain(g, g.create("TestFrameRamp", size=8), [3.0])
+    head = chain(g, g.create("TestAliasesInPlace", alias=alias, inputs=[source]), [5.0])
+    with torch.no_grad():
+        out = g.evaluate(head, 1)
+    assert in_place() == [True, False]
+    assert torch.equal(out.tensor.detach(), torch.full((3, 8, 8), 30.0))
+    if alias != "requires_grad":
+        assert (AliasesInPlace.kept[0] == 6.0).all()  # not written by the gain above
 
 
 def test_a_frame_another_thread_waits_for_is_not_written():
@@ -328,3 +365,29 @@ def test_only_a_spare_of_the_same_shape_and_type_is_reused():
     assert cache.new_tensor((3, 4, 16), torch.float32, cpu).data_ptr() != spare
     assert cache.new_tensor((3, 8, 8), torch.float64, cpu).data_ptr() != spare
     assert cache.new_tensor((3, 8, 8), torch.float32, cpu).data_ptr() == spare
+
+
+@pytest.mark.parametrize("data_window", [None, (2, 1, 6, 5)])
+def test_a_frame_written_in_place_is_described_as_a_new_tensor_would_be(data_window):
+    """``replace(tensor=t.mul_(g))`` (the tensor it holds, written in place) gives the Image a new tensor would
+    give (the whole frame as its data window, the rest kept): the Image itself when its data window is already
+    the whole frame (it is immutable), a new one otherwise."""
+    tensor = torch.rand(4, 6, 8)
+    image = Image(tensor, channels=("R", "G", "B", "A"), metadata={"k": 1}, faces=["face"], pixel_aspect=2.0,
+                  data_window=data_window)
+    written = image.replace(tensor=tensor.mul_(0.5))
+    expected = Image(tensor.clone(), channels=("R", "G", "B", "A"), metadata={"k": 1}, faces=["face"],
+                     pixel_aspect=2.0)
+    assert (written is image) == (data_window is None) and written.tensor is tensor
+    for name in ("channels", "metadata", "faces", "pixel_aspect", "data_window", "nbytes"):
+        assert getattr(written, name) == getattr(expected, name), name
+    assert type(written.data_window).__name__ == "Box"
+    # given a window of part of the frame, the Image is no longer the whole frame's: a new one again
+    cropped = written.replace(data_window=(2, 1, 6, 5))
+    rewritten = cropped.replace(tensor=tensor)
+    assert rewritten is not cropped and rewritten.data_window == (0, 0, 8, 6)
+    assert written.replace(data_window=(0, 0, 8, 6)).replace(tensor=tensor).data_window == (0, 0, 8, 6)
+    # a frame with pasted windows is not its tensor: replacing with the shared tensor drops the windows
+    patched = image.paste((0, 2, 0, 2), torch.zeros(4, 2, 2))
+    plain = patched.replace(tensor=tensor)
+    assert not plain._patches and torch.equal(plain.tensor, tensor)

@@ -73,6 +73,38 @@ def test_clearing_a_graphs_cache_purges_only_the_memos_its_evaluations_put():
         memo.clear()
 
 
+def test_memos_put_by_a_nested_compute_belong_to_the_cache_computing():
+    """A compute pulls its inputs under its cache's ownership (set once by the outermost compute); a compute
+    of another cache nested inside owns what it puts, and the outer one owns what it puts after it."""
+    memo = Memo(16)
+    a, b = FrameCache(), FrameCache()
+
+    def outer():
+        def inner():
+            memo.put("b", torch.ones(8))
+            return _image(2.0)
+
+        def nested_input():  # a's own input, computed inside a's compute
+            memo.put("a input", torch.ones(8))
+            return _image(3.0)
+
+        a.get_or_compute("a input", nested_input, CancelToken())
+        b.get_or_compute("b", inner, CancelToken())
+        memo.put("a after b", torch.ones(8))
+        return _image(1.0)
+
+    try:
+        a.get_or_compute("a", outer, CancelToken())
+        memo.put("outside", torch.ones(8))
+        b.clear()
+        assert memo.get("b") is None
+        assert all(memo.get(k) is not None for k in ("a input", "a after b", "outside"))
+        a.clear()
+        assert memo.get("a input") is None and memo.get("a after b") is None and memo.get("outside") is not None
+    finally:
+        memo.clear()
+
+
 def test_a_graphs_node_memos_go_with_its_cache(media_dir):
     import finish_nodes  # noqa: F401  (registers TestFinishRecolour)
     from doublure.nodes import colormatch
