@@ -242,11 +242,16 @@ def _shifted(m: np.ndarray, x0: float, y0: float) -> np.ndarray:
     return out
 
 
+def _display_encoded(plane: np.ndarray) -> np.ndarray:
+    """A float32 plane of linear light display-encoded as files are (negatives clipped)."""
+    return cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN)
+
+
 def _display_luma(rgb: torch.Tensor, linear: bool) -> np.ndarray:
     """(H, W) float32 display-encoded luma of (3, H, W) pixels (linear light: encoded first, as files are)."""
     planes = rgb.float().cpu().numpy()
     if linear:
-        planes = [cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN) for plane in planes]
+        planes = [_display_encoded(plane) for plane in planes]
     red_green = cv2.addWeighted(planes[0], _LUMA[0], planes[1], _LUMA[1], 0.0)
     return cv2.addWeighted(red_green, 1.0, planes[2], _LUMA[2], 0.0)
 
@@ -622,8 +627,8 @@ def writing_landmarks(planes: torch.Tensor, landmarks: np.ndarray,
         the frame near the face and frame pixel -> part pixel (:func:`_near_face`), which :func:`embed` samples
         the face's luma from).
     """
-    encode = (lambda plane: cv2.pow(cv2.max(plane, 0.0), 1.0 / LINEAR_GAIN)) if linear else None
-    near = _near_face([plane.float().cpu().numpy() for plane in planes[:3]], _roi(landmarks), encode)
+    near = _near_face([plane.float().cpu().numpy() for plane in planes[:3]], _roi(landmarks),
+                      _display_encoded if linear else None)
     return _landmarks_in(*near, landmarks, WRITER_MESH_PASSES), near
 
 

@@ -50,6 +50,7 @@ FEATURES = ("yaw", "pitch", "mouth_open", "eyes_open", "brow_raise", "mouth_widt
 # ones, whatever their expression: frowns for a smile, an open mouth for a closed one; plates_1080). The mesh warp
 # turns a reference a few degrees without harm; the far side's pixels are weighed by how squarely it shows them
 POSE_SPREAD = 10.0
+_POSE = [FEATURES.index("yaw"), FEATURES.index("pitch")]
 # references blended per face: one alone jumps from frame to frame where two are about as near
 BLEND = 3
 # how fast a reference's weight falls with its distance beyond the nearest one's, in the bank's spreads
@@ -278,8 +279,7 @@ def feature_spread(features: np.ndarray) -> np.ndarray:
     """The scale each of :data:`FEATURES` is measured in: (F,) the spread (standard deviation) of (N, F)
     ``features``, at least :data:`POSE_SPREAD` degrees for the pose's."""
     spread = features.std(0) + 1e-6 if len(features) > 1 else np.ones(features.shape[1])
-    pose = [FEATURES.index("yaw"), FEATURES.index("pitch")]
-    spread[pose] = np.maximum(spread[pose], POSE_SPREAD)
+    spread[_POSE] = np.maximum(spread[_POSE], POSE_SPREAD)
     return spread
 
 
@@ -327,8 +327,9 @@ def build_bank(faceset_dir: str, count: int = 48) -> tuple[ReferenceBank, dict]:
         raise ReferenceError(f"faceset {faceset_dir}: its faces carry no {NUM_LANDMARKS} landmarks")
     if len(items) < BLEND:
         raise ReferenceError(f"faceset {faceset_dir}: {len(items)} faces; a reference bank needs {BLEND} or more")
-    spread = feats.std(0) + 1e-6
-    unit = feats / spread
+    # in the faces' own spreads, pose included (unlike the choice, feature_spread): the few turned faces are what
+    # a turned plate face needs, and the bundled banks were sampled so
+    unit = feats / (feats.std(0) + 1e-6)
     blur = np.array([float(it.get("blur", 0.0) or 0.0) for it in items])
     chosen = [int(np.argmax(blur))]
     dist = np.linalg.norm(unit - unit[chosen[0]], axis=1)
@@ -519,27 +520,24 @@ def reference_faces(bank: ReferenceBank, layouts: list[np.ndarray], windows: lis
             like = reference_likeness(bank, window, SHAPE_SOFTNESS)
             like = like / like.sum()
             target_shape = np.tensordot(like, bank.landmarks.double().numpy(), 1)
-            pose = [FEATURES.index("yaw"), FEATURES.index("pitch")]
-            plate_pose = np.average([f[pose] for _, f in window], axis=0, weights=[wt for wt, _ in window])
-            gap = float(np.abs(like @ bank.features.double().numpy()[:, pose] - plate_pose).max())
+            plate_pose = np.average([f[_POSE] for _, f in window], axis=0, weights=[wt for wt, _ in window])
+            gap = float(np.abs(like @ bank.features.double().numpy()[:, _POSE] - plate_pose).max())
             agree = np.clip((SHAPE_POSE[1] - gap) / (SHAPE_POSE[1] - SHAPE_POSE[0]), 0.0, 1.0)
             layout = identity_layout(layout, plate_shapes[i], target_shape, shape * agree)
-        images = bank.images[torch.from_numpy(idx)].float() / 255.0
+        pick = torch.from_numpy(idx)
+        # the faces and where they show skin (unveiled_skin), warped together
+        images = torch.cat([bank.images[pick].float() / 255.0, bank.unveiled[pick]], 1)
         if size < bank.size / 2:
             # both are crops of the same face type: shrink first, filtered, where the warp's bicubic taps would
             # skip pixels (under 2x it keeps more detail than a second resampling does: W009, 176 px from 256,
             # 0.60 -> 0.71 and 0.73 -> 0.87 of M030's own sharpness)
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        unveiled = bank.unveiled[torch.from_numpy(idx)]
-        if size < bank.size / 2:
-            unveiled = F.interpolate(unveiled, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        warped, owner = mesh_warp(torch.cat([images, unveiled], 1), bank.landmarks[torch.from_numpy(idx)], layout,
-                                  bank.triangles, size)
+        warped, owner = mesh_warp(images, bank.landmarks[pick], layout, bank.triangles, size)
         warped, unveiled = warped[:, :3], warped[:, 3:].clamp(0.0, 1.0)
         # per pixel each reference weighs as chosen and as squarely as it faced the camera there: the far side
         # of a turned reference is drawn from one that shows it, or not at all (the plate shows), not stretched
         # from a few pixels and the background beyond its edge
-        facing = triangle_facing(bank.normals, bank.features[torch.from_numpy(idx), FEATURES.index("yaw")].numpy())
+        facing = triangle_facing(bank.normals, bank.features[pick, FEATURES.index("yaw")].numpy())
         wanted = triangle_facing(bank.normals, np.array([yaw]))
         squareness = np.where(facing > 0.1, facing / np.maximum(wanted, 0.1), 0.0)
         seen = torch.from_numpy(np.clip((squareness - FACING_FROM) / FACING_RANGE, 0.0, 1.0)).float()
@@ -867,9 +865,10 @@ def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma:
     eps = 1e-3
     out = []
     for i, (face, under, weight) in enumerate(zip(faces, plate, skin)):
-        face_light = normalized_blur(face.clamp(min=0.0), weight, sigma)
+        light = face.clamp(min=0.0)
+        face_light = normalized_blur(light, weight, sigma)
         lit = ((normalized_blur(under.clamp(min=0.0), weight, sigma) + eps) / (face_light + eps)).clamp(0.25, 4.0)
-        darkness = face.clamp(min=0.0).mean(0, keepdim=True) / (face_light.mean(0, keepdim=True) + eps)
+        darkness = light.mean(0, keepdim=True) / (face_light.mean(0, keepdim=True) + eps)
         keep = ((DARK_FROM - darkness) / (DARK_FROM - DARK_TO)).clamp(0.0, 1.0)
         if neutral is not None:
             keep = torch.maximum(keep, neutral[i])

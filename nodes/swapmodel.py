@@ -125,8 +125,8 @@ class SwapModel(Node):
                        "they are the target's faces). off: the model's rendering (on actors it never trained on, "
                        "a soft face)."),
         K.Float("target_shape", default=SHAPE_AMOUNT, min=0.0, max=1.0, label="target shape",
-                tooltip="With the references: how far the plate face's eyes, brows, nose and mouth move to the "
-                        "target's proportions (its outline stays the plate's). 0: the plate actor's face shape, "
+                tooltip="With the references: how far the plate face's eyes, nose and mouth move to the "
+                        "target's proportions (its outline stays the plate's; the brows follow). 0: the plate actor's face shape, "
                         "1: the target's. Only where the references are posed like the plate face."),
         K.Enum("output", OUTPUTS, default="composite",
                tooltip="composite: the plate with the new faces; swapped crop: the model's output crops side "
