@@ -432,40 +432,45 @@ def train_matte(samples: Sequence[TrainingSample], steps: int = 500, batch: int 
         DoublureError: no head has both classes labelled.
     """
     def stacked(images, occluders, skins):
-        return (torch.stack(images),
-                torch.stack([torch.from_numpy(np.stack([o, k]).astype(np.float32)) for o, k in zip(occluders, skins)]))
+        return {"crops": torch.stack(images),
+                "labels": torch.stack([torch.from_numpy(np.stack([o, k]).astype(np.float32))
+                                       for o, k in zip(occluders, skins)])}
 
+    # per head, train_head's arguments other than the steps, the seed and the callbacks
     heads = {}
     coarse = [s for s in samples if s.occluder.any() or s.skin.any()]
     if any(s.occluder.any() for s in coarse) and any(s.skin.any() for s in coarse):
         # the plain layout: channels-last costs about 0.6 of its CPU time, but those are other networks (the same
         # sums in another order), and at width 8 one of seeds 0-4 of the synthetic occluder fell to IoU 0.88 and
         # three stalled and restarted (bench/RESULTS.md, issue 22, session 16)
-        heads["coarse"] = (*stacked([s.crop for s in coarse], [s.occluder for s in coarse], [s.skin for s in coarse]),
-                           batch, width, False, False, COARSE_UNLABELLED_WEIGHT,
-                           (STALL_CHECK_AT, STALL_OCCLUDER_LOSS) if steps >= STALL_CHECK_MIN_STEPS else None)
+        heads["coarse"] = dict(stacked([s.crop for s in coarse], [s.occluder for s in coarse],
+                                       [s.skin for s in coarse]),
+                               batch=batch, width=width, centred=False, channels_last=False,
+                               unlabelled_weight=COARSE_UNLABELLED_WEIGHT,
+                               stall_check=(STALL_CHECK_AT, STALL_OCCLUDER_LOSS)
+                               if steps >= STALL_CHECK_MIN_STEPS else None)
     band = [s for s in samples if s.band_occluder.any() or s.band_skin.any()]
     if any(s.band_occluder.any() for s in band) and any(s.band_skin.any() for s in band):
         # no prior on the band head: its glasses figures (d9, d13) were measured without one, not with; nor a
         # stall check: none was seen there (its threshold was measured on the coarse head)
-        heads["band"] = (*stacked([s.band_crop for s in band], [s.band_occluder for s in band],
-                                  [s.band_skin for s in band]), max(1, batch // 2), BAND_WIDTH, True, True, 0.0,
-                         None)
+        heads["band"] = dict(stacked([s.band_crop for s in band], [s.band_occluder for s in band],
+                                     [s.band_skin for s in band]),
+                             batch=max(1, batch // 2), width=BAND_WIDTH, centred=True, channels_last=True,
+                             unlabelled_weight=0.0, stall_check=None)
     if not heads:
         raise DoublureError("the strokes label no region with both an occluder and the face beside it")
     start, nets, losses, seeds = time.perf_counter(), {}, {}, {}
-    for i, (name, (crops, labels, head_batch, head_width, centred, channels_last, unlabelled_weight, check)) \
-            in enumerate(heads.items()):
+    for i, (name, head) in enumerate(heads.items()):
         def report(f: float, loss: float, i: int = i, name: str = name) -> None:
             progress((i + f) / len(heads), f"{name}: loss {loss:.3f}")
 
+        stall_check = head.pop("stall_check")
         for restart in range(STALL_RESTARTS + 1):
             head_seed = restart_seed(seed, restart)
             try:
                 nets[name], losses[name] = train_head(
-                    crops, labels, steps, head_batch, head_width, head_seed, centred,
-                    report if progress is not None else None, check_cancelled, channels_last, unlabelled_weight,
-                    check if restart < STALL_RESTARTS else None)
+                    **head, steps=steps, seed=head_seed, progress=report if progress is not None else None,
+                    check_cancelled=check_cancelled, stall_check=stall_check if restart < STALL_RESTARTS else None)
                 break
             except TrainingStalled as stall:
                 if on_restart is not None:
