@@ -39,7 +39,13 @@ from .track import LINK_IOU, box_iou
 MOTION_MARGIN = 0.2
 MOTION_SIDE = 256
 MOTION_POINTS = 4096   # flow vectors the similarity is fitted to, evenly spread over the face
-FLOW_SIDE = 96          # crop side the residual flow of ``temporal_align`` is measured at (R if larger, <= 256)
+FLOW_SIDE = 96          # crop side a face's change from frame to frame is measured at (held frames)
+# crop sides the residual flow between two crops of a face (``temporal_align``, the references' layout) is measured
+# at: the faces' size on the plate, rounded to 32, within these (and R if larger, up to 256). Landmarks carried
+# over six hops of a 96 px flow landed off the skin they were on, and the references drawn on them swam against
+# a 230-250 px plate face's skin: after flow 1.40 -> 1.29 of the plate's change at 192 (people/d10), 1.36 -> 1.25
+# (d11), 1.31 -> 1.22 (d6); 256 gained nothing more. A pair costs 3 CPU-ms at 96, 11 at 192.
+CROP_FLOW_SIDES = (96, 192)
 FLOW_TRUST_PX = 0.5     # forward-backward disagreement (crop pixels at that side) still trusted fully ...
 FLOW_TRUST_REL = 0.1    # ... plus this fraction of the motion; twice that and the neighbour's pixel counts 0
 FLOW_TRUST_GREY = 8.0   # mean grey difference (8-bit, 5 px box) of the plate where the flow lands, the same way
@@ -195,6 +201,12 @@ def crop_grey8(plate: torch.Tensor, to_crop: np.ndarray, side: int) -> np.ndarra
     crop = F.grid_sample(grey, upload(grid[None], grey.device), mode="bilinear", padding_mode="border",
                          align_corners=False)
     return _grey8(crop[0, 0])
+
+
+def crop_flow_side(res: int, plate_side: float) -> int:
+    """The side two crops of a face are compared at (:func:`crop_flow`): the crops' size on the plate
+    (``plate_side`` pixels) rounded to 32, within :data:`CROP_FLOW_SIDES`, or ``res`` up to 256 where larger."""
+    return max(int(np.clip(32 * round(plate_side / 32), *CROP_FLOW_SIDES)), min(res, 256))
 
 
 def crop_flow(a8: np.ndarray, b8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -448,9 +460,9 @@ class PlateFaces:
 
     def crop_flow(self, res: int, a: int, face_a: Face, b: int, face_b: Face, device):
         """(flow (R, R, 2), trust (R, R)) on ``device`` from ``face_a``'s crop of the plate at frame ``a``
-        to ``face_b``'s at ``b`` (:func:`crop_flow`, measured at :data:`FLOW_SIDE` or R up to 256 and
-        resampled to R; remembered both ways)."""
-        side = max(FLOW_SIDE, min(res, 256))
+        to ``face_b``'s at ``b`` (:func:`crop_flow`, measured at the larger face's plate size within
+        :data:`CROP_FLOW_SIDES`, or R up to 256, and resampled to R; remembered both ways)."""
+        side = crop_flow_side(res, max(1.0 / affine_scale(f.to_crop) for f in (face_a, face_b)))
         ka = (self.hash_at(a), face_a.track_id, face_a.to_crop.tobytes())
         kb = (self.hash_at(b), face_b.track_id, face_b.to_crop.tobytes())
         hit = _flow_memo.get((ka, kb, res, str(device)))

@@ -12,7 +12,7 @@ import torch
 import doublure.nodes  # noqa: F401  (registers the node library)
 from doublure import engine
 from doublure.faces.detect import working_to_srgb8
-from doublure.faces.temporal import aligned_blend, crop_flow, flow_warp, temporal_weights
+from doublure.faces.temporal import aligned_blend, crop_flow, crop_flow_side, flow_warp, temporal_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import metrics as M  # noqa: E402
@@ -76,6 +76,28 @@ def test_aligned_blend_of_a_non_rigidly_moved_face_is_this_frames_face(face_crop
     assert aligned_error < 0.006                 # of 1: about 1.5 code values, the resampling's blur
     assert aligned_error < 0.35 * plain_error
     assert torch.allclose(mask, torch.ones_like(mask), atol=1e-5)
+
+
+def test_a_large_face_is_compared_at_its_own_size(media_dir):
+    """Two crops of a 240 px plate face are compared at 192 px, not 96: on a real face moved by a known non-rigid
+    field (plate pixels), the flow measured at that side lands nearer the field (the references' landmarks are
+    carried by it over several hops); small faces stay at 96, a model crop larger than that is kept."""
+    from doublure.faces.extract import iter_video_frames
+
+    assert [crop_flow_side(64, s) for s in (60, 100, 150, 240, 900)] == [96, 96, 160, 192, 192]
+    assert crop_flow_side(256, 100) == 256 and crop_flow_side(512, 100) == 256
+    rgb = next(rgb for i, rgb in iter_video_frames(str(media_dir / "people" / "d12.mp4")) if i == 5)
+    face = cv2.resize(grey(rgb[120:420, 110:410]), (240, 240), interpolation=cv2.INTER_AREA)
+    field = smile_field(240) * 0.6
+    moved = warped(face, field)
+    errors = {}
+    for side in (96, crop_flow_side(64, 240)):
+        a, b = (cv2.resize(x, (side, side), interpolation=cv2.INTER_AREA) for x in (face, moved))
+        ab = crop_flow(a, b)[0] * (240 / side)                                   # plate pixels
+        truth = cv2.resize(field, (side, side), interpolation=cv2.INTER_AREA)
+        inner = slice(side // 8, side - side // 8)
+        errors[side] = float(np.linalg.norm(ab - truth, axis=-1)[inner, inner].mean())
+    assert errors[192] < 0.7 * errors[96], errors
 
 
 def test_an_occluded_neighbour_counts_for_nothing_where_it_is_covered(face_crop):
