@@ -145,10 +145,7 @@ class ReferenceBank:
     def furrowed(self) -> np.ndarray:
         """(N,) how much more furrowed each face's brow is than the bank's calm faces (its first quartile of
         :attr:`frowns`), in the bank's spreads of it times :data:`FURROW_WEIGHT`; 0 for calm faces."""
-        frowns = self.frowns
-        if len(frowns) < 2:
-            return np.zeros(len(frowns))
-        return FURROW_WEIGHT * np.maximum(frowns - np.percentile(frowns, 25), 0.0) / (frowns.std() + 1e-6)
+        return FURROW_WEIGHT * furrow_excess(self.frowns)
 
     @functools.cached_property
     def unveiled(self) -> torch.Tensor:
@@ -206,10 +203,26 @@ def unveiled_skin(images: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
 # the frown's furrows are measured on the crop at this side, in this band of sizes (pixels at that side)
 FROWN_SIDE = 128
 FROWN_BAND = (1.0, 3.0)
+# sampling a bank, a face counts as this much nearer the faces already chosen (in the faceset's spreads of its
+# features) per spread of the frown index it has above the faceset's calm quartile (:func:`furrow_excess`). Farthest-
+# point sampling alone took the extremes first: 19 of M030's 48 were furrowed, where most plate faces are calm, and a
+# calm face was drawn from the nearest of those few calm ones or with a frown's lines on its forehead. At 0.5 (7 of 48
+# furrowed) people/ clips 89 -> 94% of frames nearer M030, distance 0.444 -> 0.432, flicker after flow down on 7 of 10;
+# at 1 (2 of 48, none of his angry or disgusted clips left) 91%, 0.430, the demo pair 0.320 -> 0.340
+SAMPLE_FURROW_COST = 0.5
 # a furrowed reference's distance, in the bank's spreads of the frown index, counts this much: at 1, a calm plate face
 # still got a frown wherever its landmarks were nearest a frowning reference's (people/d9, d20: 0% of frames nearer
 # M030; at 2, 100%)
 FURROW_WEIGHT = 2.0
+
+
+def furrow_excess(frowns: np.ndarray) -> np.ndarray:
+    """(N,) how much more furrowed each face is than the calm ones among them (their first quartile of
+    :func:`frown_index`), in their spread of it; 0 for calm faces and where there are fewer than two."""
+    frowns = np.asarray(frowns, np.float64)
+    if len(frowns) < 2:
+        return np.zeros(len(frowns))
+    return np.maximum(frowns - np.percentile(frowns, 25), 0.0) / (frowns.std() + 1e-6)
 
 
 def frown_index(faces: torch.Tensor, landmarks: np.ndarray) -> np.ndarray:
@@ -303,7 +316,8 @@ def delaunay_triangles(points: np.ndarray) -> np.ndarray:
 
 def build_bank(faceset_dir: str, count: int = 48) -> tuple[ReferenceBank, dict]:
     """Choose ``count`` faces of a faceset that cover its poses and expressions (farthest-point sampling in
-    :func:`face_features`' space, spreads normalised, from the sharpest face).
+    :func:`face_features`' space, spreads normalised, from the sharpest calm face), a furrowed brow counting
+    against a face (:data:`SAMPLE_FURROW_COST`).
 
     Args:
         faceset_dir: a faceset folder (``doublure extract``) of the target.
@@ -330,24 +344,26 @@ def build_bank(faceset_dir: str, count: int = 48) -> tuple[ReferenceBank, dict]:
     # in the faces' own spreads, pose included (unlike the choice, feature_spread): the few turned faces are what
     # a turned plate face needs, and the bundled banks were sampled so
     unit = feats / (feats.std(0) + 1e-6)
+    images = []
+    for item in items:
+        bgr = cv2.imread(os.path.join(faceset_dir, item["file"]), cv2.IMREAD_COLOR)
+        if bgr is None or bgr.shape[:2] != (size, size):
+            raise ReferenceError(f"faceset {faceset_dir}: {item['file']} is not a {size} px face image")
+        images.append(torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1))
+    images = torch.stack(images)
+    unit_lm = (lms + 0.5) / size                   # crop pixel centres sit at integers
+    furrow = furrow_excess(frown_index(images.float() / 255.0, unit_lm))
     blur = np.array([float(it.get("blur", 0.0) or 0.0) for it in items])
-    chosen = [int(np.argmax(blur))]
+    chosen = [int(np.argmax(np.where(furrow > 0.0, -np.inf, blur)))]
     dist = np.linalg.norm(unit - unit[chosen[0]], axis=1)
     while len(chosen) < min(count, len(items)):
-        nxt = int(np.argmax(dist))
+        nxt = int(np.argmax(np.where(np.isin(np.arange(len(items)), chosen), -np.inf,
+                                     dist - SAMPLE_FURROW_COST * furrow)))
         chosen.append(nxt)
         dist = np.minimum(dist, np.linalg.norm(unit - unit[nxt], axis=1))
-    images = []
-    for i in chosen:
-        path = os.path.join(faceset_dir, items[i]["file"])
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-        if bgr is None or bgr.shape[:2] != (size, size):
-            raise ReferenceError(f"faceset {faceset_dir}: {items[i]['file']} is not a {size} px face image")
-        images.append(torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1))
-    unit_lm = (lms[chosen] + 0.5) / size           # crop pixel centres sit at integers
-    bank = ReferenceBank(torch.stack(images), torch.from_numpy(unit_lm).float(),
+    bank = ReferenceBank(images[chosen], torch.from_numpy(unit_lm[chosen]).float(),
                          torch.from_numpy(feats[chosen]).float(),
-                         torch.from_numpy(delaunay_triangles(unit_lm.mean(0))))
+                         torch.from_numpy(delaunay_triangles(unit_lm[chosen].mean(0))))
     clips = sorted({os.path.basename(str(items[i].get("source", ""))) for i in chosen} - {""})
     return bank, {"faceset": os.path.basename(os.path.normpath(faceset_dir)), "clips": clips, "size": size,
                   "count": len(chosen)}
@@ -878,7 +894,7 @@ def relight(faces: torch.Tensor, plate: torch.Tensor, skin: torch.Tensor, sigma:
 
 
 __all__ = ["FEATURES", "ReferenceBank", "ReferenceError", "bank_from_bytes", "bank_to_bytes", "blend_faces",
-           "build_bank", "carried_layout", "choose_references", "delaunay_triangles", "eye_openings", "face_features",
-           "face_motion", "feature_spread", "forehead_fade", "frown_index", "identity_layout", "inset_fade",
-           "mesh_warp", "motion_blur", "reference_faces", "reference_likeness", "reference_swap", "relight",
-           "thin_plate", "triangle_facing", "unveiled_skin"]
+           "build_bank", "carried_layout", "choose_references", "delaunay_triangles", "eye_openings",
+           "face_features", "face_motion", "feature_spread", "forehead_fade", "frown_index", "furrow_excess",
+           "identity_layout", "inset_fade", "mesh_warp", "motion_blur", "reference_faces", "reference_likeness",
+           "reference_swap", "relight", "thin_plate", "triangle_facing", "unveiled_skin"]

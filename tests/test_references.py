@@ -18,7 +18,7 @@ from doublure.models.dbm import (ModelFileError, load_model, model_card, model_d
 from doublure.models.detail import DetailConfig, DetailNet
 from doublure.models.references import (FEATURES, POSE_SPREAD, ReferenceError, bank_from_bytes, bank_to_bytes,
                                         blend_faces, build_bank, carried_layout, choose_references, face_features,
-                                        face_motion, feature_spread, forehead_fade, frown_index, identity_layout,
+                                        face_motion, feature_spread, forehead_fade, frown_index, furrow_excess, identity_layout,
                                         inset_fade, mesh_warp, motion_blur, reference_faces, relight, thin_plate,
                                         triangle_facing, unveiled_skin)
 
@@ -65,6 +65,33 @@ def test_bank_covers_the_faceset_and_survives_its_file(faceset, bank):
     assert torch.equal(back.landmarks, refs.landmarks) and torch.equal(back.triangles, refs.triangles)
     assert (back.images.float() - refs.images.float()).abs().mean() < 2.0      # JPEG at quality 95
     assert 800 < len(refs.triangles) < 1000                                     # the 478 points' Delaunay mesh
+
+
+def test_sampling_leans_to_calm_faces_and_still_spans_the_expressions(faceset, monkeypatch):
+    """Farthest-point sampling alone takes the extremes first, furrowed brows among them; a furrow counts against a
+    face, so the bank holds fewer furrowed faces than plain sampling would and still spans the mouth's openings."""
+    import doublure.models.references as references
+
+    index = json.load(open(os.path.join(faceset, "index.json")))
+    images = torch.stack([torch.from_numpy(cv2.cvtColor(cv2.imread(os.path.join(faceset, it["file"])),
+                                                        cv2.COLOR_BGR2RGB)).permute(2, 0, 1) for it in index["items"]])
+    lms = (np.array([it["landmarks"] for it in index["items"]]) + 0.5) / 256
+    excess = furrow_excess(frown_index(images.float() / 255.0, lms))
+    by_features = {tuple(np.round(face_features(lm * 256 - 0.5, it["pose"]), 5)): e
+                   for lm, it, e in zip(lms, index["items"], excess)}
+
+    def furrowed_in(refs):
+        return sum(by_features[tuple(np.round(f, 5))] > 0.5 for f in refs.features.double().numpy())
+    assert references.SAMPLE_FURROW_COST > 0.0
+    monkeypatch.setattr(references, "SAMPLE_FURROW_COST", 0.0)
+    plain = build_bank(faceset, count=12)[0]
+    monkeypatch.setattr(references, "SAMPLE_FURROW_COST", 1.0)    # this small faceset's 12 differ from 1 on
+    calm = build_bank(faceset, count=12)[0]
+    assert furrowed_in(calm) < furrowed_in(plain), (furrowed_in(calm), furrowed_in(plain))
+    assert (excess > 0.5).sum() >= 4                   # the faceset has furrowed faces to leave out
+    mouth = calm.features.numpy()[:, 2]
+    feats = np.stack([face_features(np.array(it["landmarks"]), it["pose"]) for it in index["items"]])
+    assert mouth.max() - mouth.min() > 0.7 * (feats[:, 2].max() - feats[:, 2].min())
 
 
 def test_bad_banks_are_refused_naming_the_file(faceset, bank, tmp_path):

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Give the demo model its target's reference faces (issue 21; documented, not run in CI): 48 of M030's faces at
 # 256 px from his seven expressive clips and the first half of his neutral clip, chosen to cover their poses and
-# expressions. SwapModel draws the face from them. The neutral half matters: without it every calm plate face
-# was drawn from a frowning or grimacing M030. The second half of the neutral clip stays unseen: the benches take
+# expressions, a furrowed brow counting against a face (models/references.py SAMPLE_FURROW_COST). SwapModel draws
+# the face from them. The neutral half matters: without it every calm plate face was drawn from a frowning or
+# grimacing M030. The second half of the neutral clip stays unseen: the benches take
 # M030's identity centroid from it (bench/metrics.py M030_UNSEEN).
 # Usage, from the repository root: bash resources/demo/build_references.sh [WORK_DIR]
 set -euo pipefail
