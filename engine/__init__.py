@@ -13,6 +13,9 @@ from .node import Inputs, Node, Port, node_type, node_types, register_node
 from .output import FileOutputNode, FrameJob
 from .project import load
 from .render import RenderReport, render
+from .threads import single_threaded_numpy_blas
+
+single_threaded_numpy_blas()   # numpy is loaded by now (engine/threads.py)
 
 __all__ = [
     "Box", "Cancelled", "CancelToken", "ConnectionRefused", "DoublureError", "EvalContext", "FileOutputNode",
