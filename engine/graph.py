@@ -147,6 +147,7 @@ class Graph:
         self._listeners: list[Callable[[GraphEvent], None]] = []
         self._revision = 0
         self._hash_memo: dict[tuple, str] = {}
+        self._own_hashes: dict[str, Hasher | None] = {}  # node uuid -> ``_own_hash``, until the next edit
         self._consumers: dict[str, int] | None = None  # node uuid -> inputs it feeds, until the next edit
         # provenance every frame of the render under way carries (a consent override), set by engine.render
         self.render_record: dict[str, Any] = {}
@@ -215,6 +216,7 @@ class Graph:
     def _changed(self, event: GraphEvent) -> None:
         self._revision += 1
         self._hash_memo = {}
+        self._own_hashes = {}
         self._consumers = None
         self._notify(event)
 
@@ -484,11 +486,19 @@ class Graph:
 
     def _hash_here(self, node: Node, ctx: EvalContext, key: tuple, nesting: _Nesting) -> str:
         memo = self._hash_memo  # an edit during the walk replaces it: this digest then goes nowhere
+        own = self._own_hash(node)
         nesting.hash_depth += 1
         try:
-            h = Hasher()
+            if own is not None and len(node.input_nodes) == 1:
+                return self._hash_run(node, own, ctx, key, memo)
             try:
-                node.hash(ctx, h)
+                if own is None:
+                    h = Hasher()
+                    node.hash(ctx, h)
+                else:
+                    h = own.copy()
+                    for i in range(len(node.input_nodes)):
+                        h.update(node.input_hash(i, ctx))
             except DoublureError as exc:
                 blame(exc, node.name)
                 raise
@@ -496,6 +506,49 @@ class Graph:
             nesting.hash_depth -= 1
         digest = memo[key] = h.hexdigest()
         return digest
+
+    def _hash_run(self, node: Node, own: Hasher, ctx: EvalContext, key: tuple, memo: dict) -> str:
+        """The hash of ``node``, one input and an own part the same at every frame (``_own_hash``), and of
+        the run of such nodes above it down to the first whose hash is memoised or is not of that kind, in one
+        loop: a chain of pointwise nodes is hashed at a new frame without a nested call per node."""
+        run = [(key, own)]
+        above = node.input_nodes[0]
+        digest = None
+        while above is not None:
+            above_own = self._own_hash(above)
+            above_key = _memo_key(above, ctx)  # it passes nothing through when it has an own part
+            digest = memo.get(above_key)
+            if digest is not None or above_own is None or len(above.input_nodes) != 1:
+                break
+            run.append((above_key, above_own))
+            above = above.input_nodes[0]
+        if digest is None and above is not None:
+            digest = self.hash_of(above, ctx)
+        for run_key, run_own in reversed(run):
+            h = run_own.copy()
+            h.update(digest)
+            digest = memo[run_key] = h.hexdigest()
+        return digest
+
+    def _own_hash(self, node: Node) -> Hasher | None:
+        """A Hasher fed ``node``'s own part of the default hash (``Node.hash_knobs``) when that part is the same at
+        every frame and the node passes nothing through: its type keeps ``Node.hash`` and ``Node.pass_through``,
+        no knob is animated and it is not disabled. None otherwise (its ``hash`` is asked each time). Kept until
+        the next edit: what the part reads changes only by an edit (a knob, a key), as for the hash memo."""
+        owns = self._own_hashes  # an edit meanwhile replaces it: this entry then goes nowhere
+        try:
+            return owns[node.uuid]
+        except KeyError:
+            pass
+        own = None
+        cls = type(node)
+        if (cls.hash is Node.hash and cls.pass_through is Node.pass_through
+                and not any(knob.is_animated for knob in node.knobs.values())
+                and not (node.inputs and node.knobs["disable"].value_at(0))):
+            own = Hasher()
+            node.hash_knobs(0, own)
+        owns[node.uuid] = own
+        return own
 
     def evaluate(self, node: "Node | str", frame: int | None = None, *, proxy: float = 1.0,
                  cancel: CancelToken | None = None, device: torch.device | None = None) -> Image:
