@@ -77,7 +77,7 @@ not timed yet counts as cheap."""
 class _Nesting:
     """Per thread: how deep the current hash walk and pull are, the outputs the outermost pull holds
     for the nodes it will take up again (digest -> (level in its pending list, Image)), the inputs' compute
-    time to take off each compute under way (one entry per nested compute) and the (node name, own seconds)
+    time to take off each compute under way (one entry per nested compute) and the (node, own seconds)
     of the computes done, added to ``Graph.timings`` when the outermost pull ends."""
 
     __slots__ = ("hash_depth", "eval_depth", "held", "children", "timed")
@@ -87,7 +87,7 @@ class _Nesting:
         self.eval_depth = 0
         self.held: dict[str, tuple[int, Image]] = {}
         self.children: list[float] = []
-        self.timed: list[tuple[str, float]] = []
+        self.timed: list[tuple[Node, float]] = []
 
 
 class _DeferredHash(Deferred):
@@ -573,17 +573,15 @@ class Graph:
             held = nesting.held.get(digest)
             if held is not None:
                 return held[1].to(ctx.device)
-            if nesting.eval_depth >= MAX_NESTING:
-                return self.cache.get_or_compute(digest, lambda: _defer(node, ctx), ctx.cancel, ctx.device)
-            return self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel, ctx.device)
+            compute = _defer if nesting.eval_depth >= MAX_NESTING else self._compute
+            return self.cache.obtain(digest, compute, (node, ctx), ctx.cancel, ctx.device)[0]
         pending = [(node, ctx, digest)]
         nesting.held = {}
         try:
             while True:
                 node, ctx, digest = pending[-1]
                 try:
-                    image = self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel,
-                                                      ctx.device)
+                    image = self.cache.obtain(digest, self._compute, (node, ctx), ctx.cancel, ctx.device)[0]
                 except _DeferredPull as deeper:
                     deeper_node, deeper_ctx = deeper.args
                     pending.append((deeper_node, deeper_ctx, self.hash_of(deeper_node, deeper_ctx)))
@@ -604,10 +602,10 @@ class Graph:
         timed, nesting.timed = nesting.timed, []
         with self._timing_lock:
             timings = self.timings
-            for name, seconds in timed:
-                timing = timings.get(name)
+            for node, seconds in timed:
+                timing = timings.get(node.name)
                 if timing is None:
-                    timing = timings[name] = NodeTiming()
+                    timing = timings[node.name] = NodeTiming()
                 timing.computes += 1
                 timing.seconds += seconds
 
@@ -636,15 +634,10 @@ class Graph:
         held = nesting.held.get(digest)
         if held is not None:
             return held[1].to(ctx.device), False
-        computed = []
-
-        def compute() -> Image:
-            computed.append(True)
-            return self._compute(source, ctx)
-
-        image = self.cache.get_or_compute(digest, compute, ctx.cancel, ctx.device, keep=False)
-        writable = bool(computed) and is_unshared(image, image_refs=1)  # alone on its line: ``image`` is
-        if computed and not writable:                                   # then referenced by this local only
+        image, computed = self.cache.obtain(digest, self._compute, (source, ctx), ctx.cancel, ctx.device,
+                                            keep=False)
+        writable = computed and is_unshared(image, image_refs=1)  # ``image`` is referenced by this local only
+        if computed and not writable:
             self.cache.put(digest, image)  # dropping it would save no memory: kept for the next change below
         return image, writable
 
@@ -699,7 +692,9 @@ class Graph:
                 stack[-1] += elapsed
         # added up when the outermost pull ends (``_add_timings``): after each node of a chain over a frame the
         # size of the CPU's cache, the lock, the dict and that node's NodeTiming would be read from cold memory
-        nesting.timed.append((node.name, elapsed - children))
+        nesting.timed.append((node, elapsed - children))
+        if getattr(image, "_on", None) is ctx.device:  # an Image found on this device already (``Image.to``)
+            return image
         if not isinstance(image, Image):
             raise TypeError(f"{node.type_name}.compute returned {type(image).__name__}, not an Image")
         return image.to(ctx.device)

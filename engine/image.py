@@ -66,8 +66,9 @@ class Image:
     """
 
     # _whole: whether the data window is the whole frame, read after every node that wrote its input in place;
-    # _storage: (the tensor's storage, whether resizable, whether an inference tensor), kept by is_unshared
-    __slots__ = ("_base", "_patches", "_nbytes", "_whole", "_storage", *_FIELDS)
+    # _storage: (the tensor's storage, its C++ handle, whether resizable, whether an inference tensor), kept by
+    # is_unshared; _on: the torch.device object ``to`` last found the tensor on (None until then)
+    __slots__ = ("_base", "_patches", "_nbytes", "_whole", "_storage", "_on", *_FIELDS)
 
     def __init__(self, tensor: torch.Tensor, channels: tuple[str, ...] = ("R", "G", "B"),
                  metadata: dict[str, Any] | None = None, faces: list | None = None, pixel_aspect: float = 1.0,
@@ -79,6 +80,7 @@ class Image:
         setattr_ = object.__setattr__
         setattr_(self, "_base", tensor)
         setattr_(self, "_storage", None)
+        setattr_(self, "_on", None)
         setattr_(self, "_patches", ())
         setattr_(self, "_nbytes", tensor.element_size() * tensor.nelement())
         setattr_(self, "channels", tuple(channels))
@@ -206,14 +208,22 @@ class Image:
         if "tensor" in changes:
             return Image(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
         image = object.__new__(Image)
-        for name in ("_base", "_patches", "_nbytes", "_whole", "_storage", *_FIELDS):
+        for name in ("_base", "_patches", "_nbytes", "_whole", "_storage", "_on", *_FIELDS):
             object.__setattr__(image, name, changes.get(name, getattr(self, name)))
         if "data_window" in changes:
             object.__setattr__(image, "_whole", tuple(image.data_window) == (0, 0, self.width, self.height))
         return image
 
     def to(self, device: torch.device) -> "Image":
+        """This Image on ``device`` (itself when it is there already).
+
+        The engine asks after every node's compute, with the request's one device object: once the tensor was
+        found there, the same object is recognised without asking the tensor again (each ask builds a new
+        torch.device, after a chain's pass over a frame the size of the CPU's cache from cold memory)."""
+        if self._on is device:
+            return self
         if self._base.device == device:
+            object.__setattr__(self, "_on", device)
             return self
         image = self.replace()
         # asynchronous only towards a GPU: a GPU-to-host copy that does not wait hands back a pinned tensor
@@ -221,6 +231,7 @@ class Image:
         non_blocking = device.type != "cpu"
         object.__setattr__(image, "_base", self._base.to(device, non_blocking=non_blocking))
         object.__setattr__(image, "_storage", None)
+        object.__setattr__(image, "_on", device)
         object.__setattr__(image, "_patches", tuple((w, p.to(device, non_blocking=non_blocking))
                                                     for w, p in self._patches))
         return image
@@ -270,13 +281,13 @@ def is_unshared(image: Image, image_refs: int) -> bool:
     kept = image._storage
     if kept is None:
         storage = tensor.untyped_storage()
-        kept = (storage, storage.resizable(), tensor.is_inference())
+        kept = (storage, storage._cdata, storage.resizable(), tensor.is_inference())
         object.__setattr__(image, "_storage", kept)
-    storage, resizable, inference = kept
+    storage, handle, resizable, inference = kept
     if not resizable or (inference and not torch.is_inference_mode_enabled()):
         return False
     # the tensor and ``storage``'s own Python object
-    return torch._C._storage_Use_Count(storage._cdata) == 2
+    return torch._C._storage_Use_Count(handle) == 2
 
 
 WARNING_PREFIX = "doublure/warning/"  # metadata key of a node's warning: WARNING_PREFIX + node name

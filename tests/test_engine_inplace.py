@@ -10,8 +10,8 @@ import torch
 
 import engine_nodes
 from doublure import engine
-from doublure.engine import Image, Node, node_types, register_node
-from doublure.engine.cache import Memo
+from doublure.engine import CancelToken, Image, Node, node_types, register_node
+from doublure.engine.cache import Memo, _Flight
 from doublure.engine.graph import MAX_NESTING, REMAKE_S
 
 
@@ -391,3 +391,20 @@ def test_a_frame_written_in_place_is_described_as_a_new_tensor_would_be(data_win
     patched = image.paste((0, 2, 0, 2), torch.zeros(4, 2, 2))
     plain = patched.replace(tensor=tensor)
     assert not plain._patches and torch.equal(plain.tensor, tensor)
+
+
+def test_a_waiter_that_made_its_event_after_the_owner_looked_still_gets_the_frame():
+    """A frame not kept leaves its flight without the cache's lock: a waiter whose event came too late to be
+    set finds the result at its next slice of waiting."""
+    cache = engine.FrameCache()
+    flight = cache._flights["late"] = _Flight()
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(cache.obtain("late", None, (), CancelToken())),
+                              daemon=True)
+    waiter.start()
+    while flight.waiters is None:  # the waiter found the flight and waits on its event
+        pass
+    flight.result = Image(torch.full((3, 2, 2), 5.0))
+    del cache._flights["late"]  # the owner's end, having read no event: nothing is set
+    waiter.join(5)
+    assert not waiter.is_alive() and results == [(flight.result, False)]
