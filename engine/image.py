@@ -258,10 +258,11 @@ def is_unshared(image: Image, image_refs: int) -> bool:
     """Whether writing into ``image.tensor`` can change nothing anyone else sees: the caller holds
     ``image_refs`` references to ``image`` and there are no others, the Image has no pasted windows, its tensor
     object is referenced by this Image alone, no other tensor (a view, a numpy array, autograd) shares its
-    memory, torch allocated that memory (not numpy's or a file's: ``from_numpy`` memory is not resizable), and
-    autograd and inference mode allow writing into it. Whether the memory is torch's and
-    whether the tensor is an inference tensor are read once per Image (they do not change for a tensor; a
-    tensor given another's memory by ``set_`` after its Image was checked is not seen).
+    memory, no one else holds its storage's Python object (``t.untyped_storage()``, from which a tensor reading
+    that memory can be made at any time), torch allocated that memory (not numpy's or a file's: ``from_numpy``
+    memory is not resizable), and autograd and inference mode allow writing into it. Whether the memory is
+    torch's and whether the tensor is an inference tensor are read once per Image (they do not change for a
+    tensor; a tensor given another's memory by ``set_`` after its Image was checked is not seen).
 
     Args:
         image: an Image the caller holds.
@@ -285,6 +286,10 @@ def is_unshared(image: Image, image_refs: int) -> bool:
         object.__setattr__(image, "_storage", kept)
     storage, handle, resizable, inference = kept
     if not resizable or (inference and not torch.is_inference_mode_enabled()):
+        return False
+    # torch gives one Python object per storage (``t.untyped_storage() is t.untyped_storage()``): ``kept``, this
+    # local, getrefcount's argument and the one torch keeps while the storage lives; one more is someone's
+    if sys.getrefcount(storage) > 4:
         return False
     # the tensor and ``storage``'s own Python object
     return torch._C._storage_Use_Count(handle) == 2
