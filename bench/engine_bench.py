@@ -24,7 +24,8 @@
 The process's allocator is set as the ``doublure`` command sets it (``engine.memory.keep_freed_frames``), for
 the direct calls as for the engine (one process); ``--allocator default`` leaves glibc's own thresholds.
 
-Run: .venv/bin/python bench/engine_bench.py [--allocator default]
+Run: .venv/bin/python bench/engine_bench.py [--allocator default] [--threads N] [--only overhead]
+(``--only overhead``: the first comparison and the CPU outside the maths, none of the rest).
 """
 from __future__ import annotations
 
@@ -239,13 +240,16 @@ def report(what: str, wall: dict, cpu: dict, faults: dict, goal: str = "") -> No
 
 
 def main() -> None:
-    global H, W  # the last measure sets the frame size
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--allocator", choices=("frames", "default"), default="frames",
                         help="frames: glibc's thresholds as the doublure command sets them; default: glibc's own")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--only", choices=("overhead",),
+                        help="overhead: the chain of gains taking their input and the CPU outside the maths alone")
+    args = parser.parse_args()
     # "frames" only where it took (glibc, thresholds not set in the environment)
-    allocator = "frames" if parser.parse_args().allocator == "frames" and keep_freed_frames() else "default"
-    torch.set_num_threads(2)
+    allocator = "frames" if args.allocator == "frames" and keep_freed_frames() else "default"
+    torch.set_num_threads(args.threads)
     gains = [1.0 + 1e-4 * i for i in range(CHAIN)]
     frames = list(range(1, 17))
     g, node = chain("BenchGain", gains)
@@ -255,6 +259,18 @@ def main() -> None:
                      "direct into kept memory": lambda frame: direct_into_kept(frame, gains, kept_frames)},
                     frames, WARM_UP_TAKEN)
     del kept_frames
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, allocator {allocator}")
+    report(f"chain of {CHAIN} gains taking their input, 1080p RGBA, against the same calls in place", *taken,
+           " (goal <= 1.05 against direct)")
+    if not args.only:
+        others(g, node, gains, frames)
+    del g, node
+    outside_maths_report(gains)
+
+
+def others(g: engine.Graph, node: Node, gains: list[float], frames: list[int]) -> None:
+    """The merges, the chain reading its input and the cached fetch through ``g``'s chain ``node``."""
     g_merge, node_merge = merge_chain()
     a = layer()
     merges = compare({"engine": lambda frame: g_merge.evaluate(node_merge, frame).tensor,
@@ -271,16 +287,15 @@ def main() -> None:
         t0 = time.perf_counter()
         g.evaluate(node, frames[-1])
         fetch_ms.append((time.perf_counter() - t0) * 1e3)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, allocator {allocator}")
-    report(f"chain of {CHAIN} gains taking their input, 1080p RGBA, against the same calls in place", *taken,
-           " (goal <= 1.05 against direct)")
     report(f"chain of {MERGES} library Merges (over) taking B, against the same merge calls in place", *merges)
     report(f"chain of {CHAIN} gains reading their input (every frame kept), against t = t * gain", *kept)
     print(f"cached 1080p RGBA fetch through a {CHAIN}-node chain: median {statistics.median(fetch_ms):.3f} ms, "
           f"p95 {sorted(fetch_ms)[94]:.3f} ms (goal <= 2 ms)")
-    del g, node
 
+
+def outside_maths_report(gains: list[float]) -> None:
+    """Where the engine's time goes (3. above), at 1080p and on 8x8 frames."""
+    global H, W  # the last measure sets the frame size
     for size in ((H, W), (8, 8)):
         H, W = size
         g_timed, node_timed = chain("BenchGainTimed", gains)
