@@ -5,7 +5,7 @@ import contextlib
 import dataclasses
 import re
 import threading
-import time
+from time import perf_counter
 import uuid as uuidlib
 from typing import Any, Callable, Iterable, Iterator
 
@@ -677,7 +677,7 @@ class Graph:
         stack = nesting.children
         stack.append(0.0)
         nesting.eval_depth += 1
-        start = time.perf_counter()
+        start = perf_counter()
         try:
             node.validate_inputs()
             image = node.compute(ctx, Inputs(self, node, ctx))
@@ -686,7 +686,7 @@ class Graph:
             raise
         finally:
             nesting.eval_depth -= 1
-            elapsed = time.perf_counter() - start
+            elapsed = perf_counter() - start
             children = stack.pop()
             if stack:
                 stack[-1] += elapsed
