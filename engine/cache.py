@@ -401,15 +401,16 @@ class FrameCache:
         closure to build and call, and the caller learns what it may write into."""
         while True:
             cancel.check()
+            flights = self._flights  # read again after the compute, from cold memory: a local is one read less
             with self._lock:
                 image = self._lookup(key)
                 if image is not None:
                     self.stats.hits += 1
                     return (image if device is None else image.to(device)), False
-                flight = self._flights.get(key)
+                flight = flights.get(key)
                 owner = flight is None
                 if owner:
-                    flight = self._flights[key] = _Flight()
+                    flight = flights[key] = _Flight()
                     self.stats.misses += 1
                     self.stats.computes += 1  # here, not after: taken off again if it fails
                 elif flight.waiters is None:
@@ -444,7 +445,7 @@ class FrameCache:
                     # Not kept, so nothing to insert under the lock: the flight goes in one step of the dict
                     # (this runs after every node of a chain, from cold memory). A waiter that makes its event
                     # after this read sees the result at its next slice.
-                    del self._flights[key]
+                    del flights[key]
                     done = flight.waiters
                 if done is not None:
                     done.set()

@@ -192,21 +192,21 @@ class Image:
     def device(self) -> torch.device:
         return self._base.device
 
-    def replace(self, **changes: Any) -> "Image":
+    def replace(self, tensor: torch.Tensor | None = None, **changes: Any) -> "Image":
         """A new Image with some attributes changed (the data window follows a new tensor's size). A new
         ``tensor`` is the whole frame: the pasted windows go with the old one. ``replace(tensor=t)`` with this
         Image's own whole-frame tensor (a node that wrote into it in place: ``t.mul_(g)`` returns ``t``) is
         this Image itself: it is immutable, and between two passes of a chain over a frame the size of the
-        CPU's cache every object the engine builds or reads costs several times what it does warm."""
-        if len(changes) == 1 and changes.get("tensor") is self._base and self._whole and not self._patches:
+        CPU's cache every object the engine builds or reads costs several times what it does warm (hence
+        ``tensor`` by name: that case reads no dict)."""
+        if tensor is self._base and not changes and self._whole and not self._patches:
             return self
-        if "tensor" in changes and "data_window" not in changes:
-            changes["data_window"] = None
-        unknown = set(changes) - {"tensor", *_FIELDS}
+        unknown = set(changes) - set(_FIELDS)
         if unknown:
             raise TypeError(f"Image has no attribute(s) {sorted(unknown)}")
-        if "tensor" in changes:
-            return Image(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
+        if tensor is not None:
+            return Image(tensor, **{**{name: getattr(self, name) for name in _FIELDS}, "data_window": None,
+                                    **changes})
         image = object.__new__(Image)
         for name in ("_base", "_patches", "_nbytes", "_whole", "_storage", "_on", *_FIELDS):
             object.__setattr__(image, name, changes.get(name, getattr(self, name)))
