@@ -76,18 +76,17 @@ not timed yet counts as cheap."""
 
 class _Nesting:
     """Per thread: how deep the current hash walk and pull are, the outputs the outermost pull holds
-    for the nodes it will take up again (digest -> (level in its pending list, Image)), the inputs' compute
-    time to take off each compute under way (one entry per nested compute) and the (node, own seconds)
-    of the computes done, added to ``Graph.timings`` when the outermost pull ends."""
+    for the nodes it will take up again (digest -> (level in its pending list, Image)) and the (node, depth,
+    seconds, whether it ended) of every compute as it returns, added to ``Graph.timings`` when the outermost
+    pull ends (``Graph._add_timings``)."""
 
-    __slots__ = ("hash_depth", "eval_depth", "held", "children", "timed")
+    __slots__ = ("hash_depth", "eval_depth", "held", "timed")
 
     def __init__(self) -> None:
         self.hash_depth = 0
         self.eval_depth = 0
         self.held: dict[str, tuple[int, Image]] = {}
-        self.children: list[float] = []
-        self.timed: list[tuple[Node, float]] = []
+        self.timed: list[tuple[Node, int, float, bool]] = []
 
 
 class _DeferredHash(Deferred):
@@ -598,11 +597,24 @@ class Graph:
             self._add_timings(nesting)
 
     def _add_timings(self, nesting: _Nesting) -> None:
-        """Add the computes this thread's pull timed to ``timings`` and forget them."""
+        """Add the computes this thread's pull timed to ``timings`` and forget them: each that ended, with its
+        own time (the time of the computes it called, one level deeper, taken off; they come before it, as
+        every compute is recorded when it returns)."""
         timed, nesting.timed = nesting.timed, []
+        own = []
+        returned: list[tuple[int, float]] = []  # (depth, seconds) of the computes whose caller is not yet seen
+        for node, depth, seconds, ended in timed:
+            inner = 0.0
+            while returned and returned[-1][0] > depth:
+                called_depth, called_seconds = returned.pop()
+                if called_depth == depth + 1:
+                    inner += called_seconds
+            returned.append((depth, seconds))
+            if ended:
+                own.append((node, seconds - inner))
         with self._timing_lock:
             timings = self.timings
-            for node, seconds in timed:
+            for node, seconds in own:
                 timing = timings.get(node.name)
                 if timing is None:
                     timing = timings[node.name] = NodeTiming()
@@ -672,27 +684,24 @@ class Graph:
         return self.hash_of(node, self.context(frame, proxy)) in self.cache
 
     def _compute(self, node: Node, ctx: EvalContext) -> Image:
-        ctx.check_cancelled()
+        """``node``'s compute, timed (called by ``FrameCache.obtain``, which checked for cancellation)."""
         nesting = self._nesting
-        stack = nesting.children
-        stack.append(0.0)
-        nesting.eval_depth += 1
+        depth = nesting.eval_depth = nesting.eval_depth + 1
+        ended = False
         start = perf_counter()
         try:
             node.validate_inputs()
             image = node.compute(ctx, Inputs(self, node, ctx))
+            ended = True
         except DoublureError as exc:
             blame(exc, node.name)
             raise
         finally:
-            nesting.eval_depth -= 1
-            elapsed = perf_counter() - start
-            children = stack.pop()
-            if stack:
-                stack[-1] += elapsed
-        # added up when the outermost pull ends (``_add_timings``): after each node of a chain over a frame the
-        # size of the CPU's cache, the lock, the dict and that node's NodeTiming would be read from cold memory
-        nesting.timed.append((node, elapsed - children))
+            # Own times are worked out and added when the outermost pull ends (``_add_timings``): after each node
+            # of a chain over a frame the size of the CPU's cache, a stack of the inputs' times, the lock, the
+            # dict and that node's NodeTiming would be read from cold memory.
+            nesting.timed.append((node, depth, perf_counter() - start, ended))
+            nesting.eval_depth = depth - 1
         if getattr(image, "_on", None) is ctx.device:  # an Image found on this device already (``Image.to``)
             return image
         if not isinstance(image, Image):
