@@ -199,6 +199,8 @@ class Node:
 class Inputs:
     """What ``compute`` pulls its inputs through: evaluated lazily, cached, on the request's device."""
 
+    __slots__ = ("_graph", "_node", "_ctx")  # one is made for every compute
+
     def __init__(self, graph: "Graph", node: Node, ctx: EvalContext) -> None:
         self._graph, self._node, self._ctx = graph, node, ctx
 
