@@ -213,9 +213,11 @@ def chain(node_type: str, gains: list[float]) -> tuple[engine.Graph, Node]:
     return g, node
 
 
-def compare(runs: dict, frames, warm_up: int) -> tuple[dict, dict, dict]:
+def compare(runs: dict, frames, warm_up: int) -> tuple[dict, dict, dict, dict]:
     """Median (wall s, CPU s, page faults) a frame of each run ("engine" first in ``runs``), interleaved and
-    in turn forwards and backwards (ABCCBA), so machine noise hits all alike; the results are checked equal."""
+    in turn forwards and backwards (ABCCBA), so machine noise hits all alike; the results are checked equal.
+    Fourth: the median over frames of the engine's CPU time over each other run's for the same frame (the two
+    measured one after the other, so a burst of load on the shared machine weighs on both)."""
     for frame in range(-warm_up, 0):
         for run in runs.values():
             run(frame)
@@ -228,14 +230,16 @@ def compare(runs: dict, frames, warm_up: int) -> tuple[dict, dict, dict]:
         assert all(torch.equal(results["engine"], result) for result in results.values())
         del results
     wall, cpu, faults = ({k: statistics.median(m[i] for m in v) for k, v in times.items()} for i in range(3))
-    return wall, cpu, faults
+    paired = {k: statistics.median(e[1] / m[1] for e, m in zip(times["engine"], v)) for k, v in times.items()}
+    return wall, cpu, faults, paired
 
 
-def report(what: str, wall: dict, cpu: dict, faults: dict, goal: str = "") -> None:
+def report(what: str, wall: dict, cpu: dict, faults: dict, paired: dict, goal: str = "") -> None:
     sides = "; ".join(f"{name} {wall[name] * 1e3:.1f} ms/frame wall, {cpu[name] * 1e3:.1f} ms CPU, "
                       f"{faults[name]:.0f} page faults" for name in wall)
     ratios = "; ".join(f"engine / {name}: wall {wall['engine'] / wall[name]:.3f}, CPU "
-                       f"{cpu['engine'] / cpu[name]:.3f}" for name in wall if name != "engine")
+                       f"{cpu['engine'] / cpu[name]:.3f} (paired, CPU: median {paired[name]:.3f})"
+                       for name in wall if name != "engine")
     print(f"{what}: {sides}. Ratio {ratios}{goal}")
 
 
