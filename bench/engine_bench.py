@@ -24,7 +24,8 @@
 The process's allocator is set as the ``doublure`` command sets it (``engine.memory.keep_freed_frames``), for
 the direct calls as for the engine (one process); ``--allocator default`` leaves glibc's own thresholds.
 
-Run: .venv/bin/python bench/engine_bench.py [--allocator default]
+Run: .venv/bin/python bench/engine_bench.py [--allocator default] [--threads N] [--only overhead]
+(``--only overhead``: the first comparison and the CPU outside the maths, none of the rest).
 """
 from __future__ import annotations
 
@@ -212,9 +213,11 @@ def chain(node_type: str, gains: list[float]) -> tuple[engine.Graph, Node]:
     return g, node
 
 
-def compare(runs: dict, frames, warm_up: int) -> tuple[dict, dict, dict]:
+def compare(runs: dict, frames, warm_up: int) -> tuple[dict, dict, dict, dict]:
     """Median (wall s, CPU s, page faults) a frame of each run ("engine" first in ``runs``), interleaved and
-    in turn forwards and backwards (ABCCBA), so machine noise hits all alike; the results are checked equal."""
+    in turn forwards and backwards (ABCCBA), so machine noise hits all alike; the results are checked equal.
+    Fourth: the median over frames of the engine's CPU time over each other run's for the same frame (the two
+    measured one after the other, so a burst of load on the shared machine weighs on both)."""
     for frame in range(-warm_up, 0):
         for run in runs.values():
             run(frame)
@@ -227,25 +230,30 @@ def compare(runs: dict, frames, warm_up: int) -> tuple[dict, dict, dict]:
         assert all(torch.equal(results["engine"], result) for result in results.values())
         del results
     wall, cpu, faults = ({k: statistics.median(m[i] for m in v) for k, v in times.items()} for i in range(3))
-    return wall, cpu, faults
+    paired = {k: statistics.median(e[1] / m[1] for e, m in zip(times["engine"], v)) for k, v in times.items()}
+    return wall, cpu, faults, paired
 
 
-def report(what: str, wall: dict, cpu: dict, faults: dict, goal: str = "") -> None:
+def report(what: str, wall: dict, cpu: dict, faults: dict, paired: dict, goal: str = "") -> None:
     sides = "; ".join(f"{name} {wall[name] * 1e3:.1f} ms/frame wall, {cpu[name] * 1e3:.1f} ms CPU, "
                       f"{faults[name]:.0f} page faults" for name in wall)
     ratios = "; ".join(f"engine / {name}: wall {wall['engine'] / wall[name]:.3f}, CPU "
-                       f"{cpu['engine'] / cpu[name]:.3f}" for name in wall if name != "engine")
+                       f"{cpu['engine'] / cpu[name]:.3f} (paired, CPU: median {paired[name]:.3f})"
+                       for name in wall if name != "engine")
     print(f"{what}: {sides}. Ratio {ratios}{goal}")
 
 
 def main() -> None:
-    global H, W  # the last measure sets the frame size
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--allocator", choices=("frames", "default"), default="frames",
                         help="frames: glibc's thresholds as the doublure command sets them; default: glibc's own")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--only", choices=("overhead",),
+                        help="overhead: the chain of gains taking their input and the CPU outside the maths alone")
+    args = parser.parse_args()
     # "frames" only where it took (glibc, thresholds not set in the environment)
-    allocator = "frames" if parser.parse_args().allocator == "frames" and keep_freed_frames() else "default"
-    torch.set_num_threads(2)
+    allocator = "frames" if args.allocator == "frames" and keep_freed_frames() else "default"
+    torch.set_num_threads(args.threads)
     gains = [1.0 + 1e-4 * i for i in range(CHAIN)]
     frames = list(range(1, 17))
     g, node = chain("BenchGain", gains)
@@ -255,6 +263,18 @@ def main() -> None:
                      "direct into kept memory": lambda frame: direct_into_kept(frame, gains, kept_frames)},
                     frames, WARM_UP_TAKEN)
     del kept_frames
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, allocator {allocator}")
+    report(f"chain of {CHAIN} gains taking their input, 1080p RGBA, against the same calls in place", *taken,
+           " (goal <= 1.05 against direct)")
+    if not args.only:
+        others(g, node, gains, frames)
+    del g, node
+    outside_maths_report(gains)
+
+
+def others(g: engine.Graph, node: Node, gains: list[float], frames: list[int]) -> None:
+    """The merges, the chain reading its input and the cached fetch through ``g``'s chain ``node``."""
     g_merge, node_merge = merge_chain()
     a = layer()
     merges = compare({"engine": lambda frame: g_merge.evaluate(node_merge, frame).tensor,
@@ -271,16 +291,15 @@ def main() -> None:
         t0 = time.perf_counter()
         g.evaluate(node, frames[-1])
         fetch_ms.append((time.perf_counter() - t0) * 1e3)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, allocator {allocator}")
-    report(f"chain of {CHAIN} gains taking their input, 1080p RGBA, against the same calls in place", *taken,
-           " (goal <= 1.05 against direct)")
     report(f"chain of {MERGES} library Merges (over) taking B, against the same merge calls in place", *merges)
     report(f"chain of {CHAIN} gains reading their input (every frame kept), against t = t * gain", *kept)
     print(f"cached 1080p RGBA fetch through a {CHAIN}-node chain: median {statistics.median(fetch_ms):.3f} ms, "
           f"p95 {sorted(fetch_ms)[94]:.3f} ms (goal <= 2 ms)")
-    del g, node
 
+
+def outside_maths_report(gains: list[float]) -> None:
+    """Where the engine's time goes (3. above), at 1080p and on 8x8 frames."""
+    global H, W  # the last measure sets the frame size
     for size in ((H, W), (8, 8)):
         H, W = size
         g_timed, node_timed = chain("BenchGainTimed", gains)

@@ -392,18 +392,27 @@ class FrameCache:
 
         ``keep`` False: a computed Image is handed to the threads asking now but not kept (a frame its one
         consumer takes over and writes into, ``Graph.take_input``): kept, it would push an older frame out."""
+        return self.obtain(key, compute, (), cancel, device, keep)[0]
+
+    def obtain(self, key: str, compute: Callable[..., Image], args: tuple, cancel: CancelToken,
+               device: torch.device | None = None, keep: bool = True) -> tuple[Image, bool]:
+        """:meth:`get_or_compute` calling ``compute(*args)``, and whether this call computed the Image (False:
+        found in the cache or computed by another thread). The engine's pull calls it once per node: no
+        closure to build and call, and the caller learns what it may write into."""
         while True:
             cancel.check()
+            flights = self._flights  # read again after the compute, from cold memory: a local is one read less
             with self._lock:
                 image = self._lookup(key)
                 if image is not None:
                     self.stats.hits += 1
-                    return image if device is None else image.to(device)
-                flight = self._flights.get(key)
+                    return (image if device is None else image.to(device)), False
+                flight = flights.get(key)
                 owner = flight is None
                 if owner:
-                    flight = self._flights[key] = _Flight()
+                    flight = flights[key] = _Flight()
                     self.stats.misses += 1
+                    self.stats.computes += 1  # here, not after: taken off again if it fails
                 elif flight.waiters is None:
                     flight.waiters = threading.Event()
                 done = flight.waiters
@@ -413,10 +422,11 @@ class FrameCache:
                 # new context each, after every node of a chain).
                 token = None if _memo_owner.get() == self.memo_owner else _memo_owner.set(self.memo_owner)
                 try:
-                    image = compute()
+                    image = compute(*args)
                 except BaseException as exc:
                     flight.error = exc
                     with self._lock:
+                        self.stats.computes -= 1
                         del self._flights[key]
                         done = flight.waiters
                     if done is not None:
@@ -426,22 +436,29 @@ class FrameCache:
                     if token is not None:
                         _memo_owner.reset(token)
                 flight.result = image
-                with self._lock:
-                    self.stats.computes += 1
-                    if keep:
+                if keep:
+                    with self._lock:
                         self._insert(key, image)
-                    del self._flights[key]
+                        del self._flights[key]
+                        done = flight.waiters
+                else:
+                    # Not kept, so nothing to insert under the lock: the flight goes in one step of the dict
+                    # (this runs after every node of a chain, from cold memory). A waiter that makes its event
+                    # after this read sees the result at its next slice.
+                    del flights[key]
                     done = flight.waiters
                 if done is not None:
                     done.set()
-                return image
+                return image, True
             while not done.wait(_WAIT_SLICE_S):
+                if flight.result is not None:
+                    break
                 cancel.check()
             if flight.error is None:
                 with self._lock:
                     self.stats.hits += 1
                 assert flight.result is not None
-                return flight.result if device is None else flight.result.to(device)
+                return (flight.result if device is None else flight.result.to(device)), False
             if not isinstance(flight.error, (Cancelled, Deferred)):
                 raise flight.error
             # The owner was cancelled (or deferred the work) but this request was not: loop and compute it here.

@@ -33,7 +33,7 @@ class CancelToken:
             raise Cancelled()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: read by every node, after each pass from cold memory
 class EvalContext:
     """What one request is evaluated at.
 

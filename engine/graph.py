@@ -5,7 +5,7 @@ import contextlib
 import dataclasses
 import re
 import threading
-import time
+from time import perf_counter
 import uuid as uuidlib
 from typing import Any, Callable, Iterable, Iterator
 
@@ -61,8 +61,8 @@ MAX_FRAME = 10**9
 
 MAX_NESTING = 64
 """Node levels one chain of nested Python calls may go through (a hash walk or a pull) before the engine
-takes the work up again from a shallower call: about seven and a half Python frames a level (about 500 at
-this depth), inside Python's recursion limit of 1000 whatever called the engine. Each take-up walks the
+takes the work up again from a shallower call: about five Python frames a level (about 320 at this depth),
+inside Python's recursion limit of 1000 whatever called the engine. Each take-up walks the
 nested levels again: at 32 a 50-node chain was pulled as 83 nodes a frame, a third of the engine's own time."""
 
 
@@ -76,18 +76,17 @@ not timed yet counts as cheap."""
 
 class _Nesting:
     """Per thread: how deep the current hash walk and pull are, the outputs the outermost pull holds
-    for the nodes it will take up again (digest -> (level in its pending list, Image)), the inputs' compute
-    time to take off each compute under way (one entry per nested compute) and the (node name, own seconds)
-    of the computes done, added to ``Graph.timings`` when the outermost pull ends."""
+    for the nodes it will take up again (digest -> (level in its pending list, Image)) and the (node, depth,
+    seconds, whether it ended) of every compute as it returns, added to ``Graph.timings`` when the outermost
+    pull ends (``Graph._add_timings``)."""
 
-    __slots__ = ("hash_depth", "eval_depth", "held", "children", "timed")
+    __slots__ = ("hash_depth", "eval_depth", "held", "timed")
 
     def __init__(self) -> None:
         self.hash_depth = 0
         self.eval_depth = 0
         self.held: dict[str, tuple[int, Image]] = {}
-        self.children: list[float] = []
-        self.timed: list[tuple[str, float]] = []
+        self.timed: list[tuple[Node, int, float, bool]] = []
 
 
 class _DeferredHash(Deferred):
@@ -147,6 +146,7 @@ class Graph:
         self._listeners: list[Callable[[GraphEvent], None]] = []
         self._revision = 0
         self._hash_memo: dict[tuple, str] = {}
+        self._own_hashes: dict[str, Hasher | None] = {}  # node uuid -> ``_own_hash``, until the next edit
         self._consumers: dict[str, int] | None = None  # node uuid -> inputs it feeds, until the next edit
         # provenance every frame of the render under way carries (a consent override), set by engine.render
         self.render_record: dict[str, Any] = {}
@@ -215,6 +215,7 @@ class Graph:
     def _changed(self, event: GraphEvent) -> None:
         self._revision += 1
         self._hash_memo = {}
+        self._own_hashes = {}
         self._consumers = None
         self._notify(event)
 
@@ -484,11 +485,19 @@ class Graph:
 
     def _hash_here(self, node: Node, ctx: EvalContext, key: tuple, nesting: _Nesting) -> str:
         memo = self._hash_memo  # an edit during the walk replaces it: this digest then goes nowhere
+        own = self._own_hash(node)
         nesting.hash_depth += 1
         try:
-            h = Hasher()
+            if own is not None and len(node.input_nodes) == 1:
+                return self._hash_run(node, own, ctx, key, memo)
             try:
-                node.hash(ctx, h)
+                if own is None:
+                    h = Hasher()
+                    node.hash(ctx, h)
+                else:
+                    h = own.copy()
+                    for i in range(len(node.input_nodes)):
+                        h.update(node.input_hash(i, ctx))
             except DoublureError as exc:
                 blame(exc, node.name)
                 raise
@@ -496,6 +505,49 @@ class Graph:
             nesting.hash_depth -= 1
         digest = memo[key] = h.hexdigest()
         return digest
+
+    def _hash_run(self, node: Node, own: Hasher, ctx: EvalContext, key: tuple, memo: dict) -> str:
+        """The hash of ``node``, one input and an own part the same at every frame (``_own_hash``), and of
+        the run of such nodes above it down to the first whose hash is memoised or is not of that kind, in one
+        loop: a chain of pointwise nodes is hashed at a new frame without a nested call per node."""
+        run = [(key, own)]
+        above = node.input_nodes[0]
+        digest = None
+        while above is not None:
+            above_own = self._own_hash(above)
+            above_key = _memo_key(above, ctx)  # it passes nothing through when it has an own part
+            digest = memo.get(above_key)
+            if digest is not None or above_own is None or len(above.input_nodes) != 1:
+                break
+            run.append((above_key, above_own))
+            above = above.input_nodes[0]
+        if digest is None and above is not None:
+            digest = self.hash_of(above, ctx)
+        for run_key, run_own in reversed(run):
+            h = run_own.copy()
+            h.update(digest)
+            digest = memo[run_key] = h.hexdigest()
+        return digest
+
+    def _own_hash(self, node: Node) -> Hasher | None:
+        """A Hasher fed ``node``'s own part of the default hash (``Node.hash_knobs``) when that part is the same at
+        every frame and the node passes nothing through: its type keeps ``Node.hash`` and ``Node.pass_through``,
+        no knob is animated and it is not disabled. None otherwise (its ``hash`` is asked each time). Kept until
+        the next edit: what the part reads changes only by an edit (a knob, a key), as for the hash memo."""
+        owns = self._own_hashes  # an edit meanwhile replaces it: this entry then goes nowhere
+        try:
+            return owns[node.uuid]
+        except KeyError:
+            pass
+        own = None
+        cls = type(node)
+        if (cls.hash is Node.hash and cls.pass_through is Node.pass_through
+                and not any(knob.is_animated for knob in node.knobs.values())
+                and not (node.inputs and node.knobs["disable"].value_at(0))):
+            own = Hasher()
+            node.hash_knobs(0, own)
+        owns[node.uuid] = own
+        return own
 
     def evaluate(self, node: "Node | str", frame: int | None = None, *, proxy: float = 1.0,
                  cancel: CancelToken | None = None, device: torch.device | None = None) -> Image:
@@ -520,17 +572,15 @@ class Graph:
             held = nesting.held.get(digest)
             if held is not None:
                 return held[1].to(ctx.device)
-            if nesting.eval_depth >= MAX_NESTING:
-                return self.cache.get_or_compute(digest, lambda: _defer(node, ctx), ctx.cancel, ctx.device)
-            return self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel, ctx.device)
+            compute = _defer if nesting.eval_depth >= MAX_NESTING else self._compute
+            return self.cache.obtain(digest, compute, (node, ctx), ctx.cancel, ctx.device)[0]
         pending = [(node, ctx, digest)]
         nesting.held = {}
         try:
             while True:
                 node, ctx, digest = pending[-1]
                 try:
-                    image = self.cache.get_or_compute(digest, lambda: self._compute(node, ctx), ctx.cancel,
-                                                      ctx.device)
+                    image = self.cache.obtain(digest, self._compute, (node, ctx), ctx.cancel, ctx.device)[0]
                 except _DeferredPull as deeper:
                     deeper_node, deeper_ctx = deeper.args
                     pending.append((deeper_node, deeper_ctx, self.hash_of(deeper_node, deeper_ctx)))
@@ -547,14 +597,27 @@ class Graph:
             self._add_timings(nesting)
 
     def _add_timings(self, nesting: _Nesting) -> None:
-        """Add the computes this thread's pull timed to ``timings`` and forget them."""
+        """Add the computes this thread's pull timed to ``timings`` and forget them: each that ended, with its
+        own time (the time of the computes it called, one level deeper, taken off; they come before it, as
+        every compute is recorded when it returns)."""
         timed, nesting.timed = nesting.timed, []
+        own = []
+        returned: list[tuple[int, float]] = []  # (depth, seconds) of the computes whose caller is not yet seen
+        for node, depth, seconds, ended in timed:
+            inner = 0.0
+            while returned and returned[-1][0] > depth:
+                called_depth, called_seconds = returned.pop()
+                if called_depth == depth + 1:
+                    inner += called_seconds
+            returned.append((depth, seconds))
+            if ended:
+                own.append((node, seconds - inner))
         with self._timing_lock:
             timings = self.timings
-            for name, seconds in timed:
-                timing = timings.get(name)
+            for node, seconds in own:
+                timing = timings.get(node.name)
                 if timing is None:
-                    timing = timings[name] = NodeTiming()
+                    timing = timings[node.name] = NodeTiming()
                 timing.computes += 1
                 timing.seconds += seconds
 
@@ -583,15 +646,10 @@ class Graph:
         held = nesting.held.get(digest)
         if held is not None:
             return held[1].to(ctx.device), False
-        computed = []
-
-        def compute() -> Image:
-            computed.append(True)
-            return self._compute(source, ctx)
-
-        image = self.cache.get_or_compute(digest, compute, ctx.cancel, ctx.device, keep=False)
-        writable = bool(computed) and is_unshared(image, image_refs=1)  # alone on its line: ``image`` is
-        if computed and not writable:                                   # then referenced by this local only
+        image, computed = self.cache.obtain(digest, self._compute, (source, ctx), ctx.cancel, ctx.device,
+                                            keep=False)
+        writable = computed and is_unshared(image, image_refs=1)  # ``image`` is referenced by this local only
+        if computed and not writable:
             self.cache.put(digest, image)  # dropping it would save no memory: kept for the next change below
         return image, writable
 
@@ -626,27 +684,26 @@ class Graph:
         return self.hash_of(node, self.context(frame, proxy)) in self.cache
 
     def _compute(self, node: Node, ctx: EvalContext) -> Image:
-        ctx.check_cancelled()
+        """``node``'s compute, timed (called by ``FrameCache.obtain``, which checked for cancellation)."""
         nesting = self._nesting
-        stack = nesting.children
-        stack.append(0.0)
-        nesting.eval_depth += 1
-        start = time.perf_counter()
+        depth = nesting.eval_depth = nesting.eval_depth + 1
+        ended = False
+        start = perf_counter()
         try:
             node.validate_inputs()
             image = node.compute(ctx, Inputs(self, node, ctx))
+            ended = True
         except DoublureError as exc:
             blame(exc, node.name)
             raise
         finally:
-            nesting.eval_depth -= 1
-            elapsed = time.perf_counter() - start
-            children = stack.pop()
-            if stack:
-                stack[-1] += elapsed
-        # added up when the outermost pull ends (``_add_timings``): after each node of a chain over a frame the
-        # size of the CPU's cache, the lock, the dict and that node's NodeTiming would be read from cold memory
-        nesting.timed.append((node.name, elapsed - children))
+            # Own times are worked out and added when the outermost pull ends (``_add_timings``): after each node
+            # of a chain over a frame the size of the CPU's cache, a stack of the inputs' times, the lock, the
+            # dict and that node's NodeTiming would be read from cold memory.
+            nesting.timed.append((node, depth, perf_counter() - start, ended))
+            nesting.eval_depth = depth - 1
+        if getattr(image, "_on", None) is ctx.device:  # an Image found on this device already (``Image.to``)
+            return image
         if not isinstance(image, Image):
             raise TypeError(f"{node.type_name}.compute returned {type(image).__name__}, not an Image")
         return image.to(ctx.device)

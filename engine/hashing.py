@@ -67,6 +67,12 @@ class Hasher:
     def hexdigest(self) -> str:
         return self._h.hexdigest()
 
+    def copy(self) -> "Hasher":
+        """A Hasher fed what this one was fed so far; updating either leaves the other as it is."""
+        twin = Hasher.__new__(Hasher)
+        twin._h = self._h.copy()
+        return twin
+
 
 def file_identity(path: str | os.PathLike) -> tuple:
     """(path, size, mtime_ns) of a file, or (path, 'missing'): what a cache key needs of a file."""

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 import threading
+from sys import getrefcount
 from typing import Any, Callable, NamedTuple
 
 import torch
@@ -66,8 +66,9 @@ class Image:
     """
 
     # _whole: whether the data window is the whole frame, read after every node that wrote its input in place;
-    # _storage: (the tensor's storage, whether resizable, whether an inference tensor), kept by is_unshared
-    __slots__ = ("_base", "_patches", "_nbytes", "_whole", "_storage", *_FIELDS)
+    # _storage: (the tensor's storage, its C++ handle, whether resizable, whether an inference tensor), kept by
+    # is_unshared; _on: the torch.device object ``to`` last found the tensor on (None until then)
+    __slots__ = ("_base", "_patches", "_nbytes", "_whole", "_storage", "_on", *_FIELDS)
 
     def __init__(self, tensor: torch.Tensor, channels: tuple[str, ...] = ("R", "G", "B"),
                  metadata: dict[str, Any] | None = None, faces: list | None = None, pixel_aspect: float = 1.0,
@@ -79,6 +80,7 @@ class Image:
         setattr_ = object.__setattr__
         setattr_(self, "_base", tensor)
         setattr_(self, "_storage", None)
+        setattr_(self, "_on", None)
         setattr_(self, "_patches", ())
         setattr_(self, "_nbytes", tensor.element_size() * tensor.nelement())
         setattr_(self, "channels", tuple(channels))
@@ -190,30 +192,38 @@ class Image:
     def device(self) -> torch.device:
         return self._base.device
 
-    def replace(self, **changes: Any) -> "Image":
+    def replace(self, tensor: torch.Tensor | None = None, **changes: Any) -> "Image":
         """A new Image with some attributes changed (the data window follows a new tensor's size). A new
         ``tensor`` is the whole frame: the pasted windows go with the old one. ``replace(tensor=t)`` with this
         Image's own whole-frame tensor (a node that wrote into it in place: ``t.mul_(g)`` returns ``t``) is
         this Image itself: it is immutable, and between two passes of a chain over a frame the size of the
-        CPU's cache every object the engine builds or reads costs several times what it does warm."""
-        if len(changes) == 1 and changes.get("tensor") is self._base and self._whole and not self._patches:
+        CPU's cache every object the engine builds or reads costs several times what it does warm (hence
+        ``tensor`` by name: that case reads no dict)."""
+        if tensor is self._base and not changes and self._whole and not self._patches:
             return self
-        if "tensor" in changes and "data_window" not in changes:
-            changes["data_window"] = None
-        unknown = set(changes) - {"tensor", *_FIELDS}
+        unknown = set(changes) - set(_FIELDS)
         if unknown:
             raise TypeError(f"Image has no attribute(s) {sorted(unknown)}")
-        if "tensor" in changes:
-            return Image(**{**{name: getattr(self, name) for name in _FIELDS}, **changes})
+        if tensor is not None:
+            return Image(tensor, **{**{name: getattr(self, name) for name in _FIELDS}, "data_window": None,
+                                    **changes})
         image = object.__new__(Image)
-        for name in ("_base", "_patches", "_nbytes", "_whole", "_storage", *_FIELDS):
+        for name in ("_base", "_patches", "_nbytes", "_whole", "_storage", "_on", *_FIELDS):
             object.__setattr__(image, name, changes.get(name, getattr(self, name)))
         if "data_window" in changes:
             object.__setattr__(image, "_whole", tuple(image.data_window) == (0, 0, self.width, self.height))
         return image
 
     def to(self, device: torch.device) -> "Image":
+        """This Image on ``device`` (itself when it is there already).
+
+        The engine asks after every node's compute, with the request's one device object: once the tensor was
+        found there, the same object is recognised without asking the tensor again (each ask builds a new
+        torch.device, after a chain's pass over a frame the size of the CPU's cache from cold memory)."""
+        if self._on is device:
+            return self
         if self._base.device == device:
+            object.__setattr__(self, "_on", device)
             return self
         image = self.replace()
         # asynchronous only towards a GPU: a GPU-to-host copy that does not wait hands back a pinned tensor
@@ -221,6 +231,7 @@ class Image:
         non_blocking = device.type != "cpu"
         object.__setattr__(image, "_base", self._base.to(device, non_blocking=non_blocking))
         object.__setattr__(image, "_storage", None)
+        object.__setattr__(image, "_on", device)
         object.__setattr__(image, "_patches", tuple((w, p.to(device, non_blocking=non_blocking))
                                                     for w, p in self._patches))
         return image
@@ -243,25 +254,31 @@ class Image:
         return None
 
 
+# is_unshared runs after every node of a chain, from cold memory: looked up once here, not in torch's and
+# torch._C's large module dicts each time (4 of its 11 us after a pass over a 1080p frame)
+_storage_use_count = torch._C._storage_Use_Count
+
+
 def is_unshared(image: Image, image_refs: int) -> bool:
     """Whether writing into ``image.tensor`` can change nothing anyone else sees: the caller holds
     ``image_refs`` references to ``image`` and there are no others, the Image has no pasted windows, its tensor
     object is referenced by this Image alone, no other tensor (a view, a numpy array, autograd) shares its
-    memory, torch allocated that memory (not numpy's or a file's: ``from_numpy`` memory is not resizable), and
-    autograd and inference mode allow writing into it. Whether the memory is torch's and
-    whether the tensor is an inference tensor are read once per Image (they do not change for a tensor; a
-    tensor given another's memory by ``set_`` after its Image was checked is not seen).
+    memory, no one else holds its storage's Python object (``t.untyped_storage()``, from which a tensor reading
+    that memory can be made at any time), torch allocated that memory (not numpy's or a file's: ``from_numpy``
+    memory is not resizable), and autograd and inference mode allow writing into it. Whether the memory is
+    torch's and whether the tensor is an inference tensor are read once per Image (they do not change for a
+    tensor; a tensor given another's memory by ``set_`` after its Image was checked is not seen).
 
     Args:
         image: an Image the caller holds.
         image_refs: how many references to ``image`` the caller's frames hold.
     """
     # getrefcount counts its own argument and this function's parameter
-    if sys.getrefcount(image) > image_refs + 2 or image._patches:
+    if getrefcount(image) > image_refs + 2 or image._patches:
         return False
     tensor = image._base
     # the Image's slot, this local and getrefcount's argument
-    if sys.getrefcount(tensor) > 3 or tensor.requires_grad:
+    if getrefcount(tensor) > 3 or tensor.requires_grad:
         return False
     # What cannot change for the Image's tensor is read once and kept with its storage's Python object: a frame
     # written in place goes down a chain as the same Image, checked again by every node, each time from cold
@@ -270,13 +287,17 @@ def is_unshared(image: Image, image_refs: int) -> bool:
     kept = image._storage
     if kept is None:
         storage = tensor.untyped_storage()
-        kept = (storage, storage.resizable(), tensor.is_inference())
+        kept = (storage, storage._cdata, storage.resizable(), tensor.is_inference())
         object.__setattr__(image, "_storage", kept)
-    storage, resizable, inference = kept
+    storage, handle, resizable, inference = kept
     if not resizable or (inference and not torch.is_inference_mode_enabled()):
         return False
+    # torch gives one Python object per storage (``t.untyped_storage() is t.untyped_storage()``): ``kept``, this
+    # local, getrefcount's argument and the one torch keeps while the storage lives; one more is someone's
+    if getrefcount(storage) > 4:
+        return False
     # the tensor and ``storage``'s own Python object
-    return torch._C._storage_Use_Count(storage._cdata) == 2
+    return _storage_use_count(handle) == 2
 
 
 WARNING_PREFIX = "doublure/warning/"  # metadata key of a node's warning: WARNING_PREFIX + node name

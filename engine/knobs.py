@@ -317,6 +317,9 @@ class Knob:
     (cubic Hermite with Catmull-Rom tangents, flat at the first and last key, as Nuke's smooth keys).
     """
 
+    # slots: a node's compute reads its knobs after the pass of the node before it, from cold memory
+    __slots__ = ("spec", "node", "_value", "_keys")
+
     def __init__(self, spec: KnobSpec, node: Any) -> None:
         self.spec = spec
         self.node = node

@@ -169,14 +169,22 @@ class Node:
 
     def hash(self, ctx: EvalContext, h: Hasher) -> None:
         """Add to ``h`` everything ``compute`` reads at ``ctx``. The default covers type, version, every
-        knob's value at ``ctx.frame`` and each input's hash at ``ctx``; it does not add the frame."""
+        knob's value at ``ctx.frame`` and each input's hash at ``ctx``; it does not add the frame.
+
+        A node type that keeps this default and ``pass_through``'s, with no knob animated, has the same own
+        part at every frame: the graph hashes it once until the next edit and adds the inputs' hashes to a copy
+        of it at each frame (``Graph.hash_of``), the same digest as this method's."""
+        self.hash_knobs(ctx.frame, h)
+        for i in range(len(self.inputs)):
+            h.update(self.input_hash(i, ctx))
+
+    def hash_knobs(self, frame: float, h: Hasher) -> None:
+        """The default hash's own part: type, version and every knob's value at ``frame`` but ``disable``."""
         h.update(self.type_name).update(self.version)
         for name, knob in self.knobs.items():
             if name != "disable":
                 h.update(name)
-                h.update(knob.spec.to_json(knob.value_at(ctx.frame)))
-        for i in range(len(self.inputs)):
-            h.update(self.input_hash(i, ctx))
+                h.update(knob.spec.to_json(knob.value_at(frame)))
 
     def compute(self, ctx: EvalContext, inputs: "Inputs") -> Image:
         raise NotImplementedError(f"{self.type_name}.compute")
@@ -190,6 +198,8 @@ class Node:
 
 class Inputs:
     """What ``compute`` pulls its inputs through: evaluated lazily, cached, on the request's device."""
+
+    __slots__ = ("_graph", "_node", "_ctx")  # one is made for every compute
 
     def __init__(self, graph: "Graph", node: Node, ctx: EvalContext) -> None:
         self._graph, self._node, self._ctx = graph, node, ctx

@@ -292,6 +292,17 @@ def test_per_node_timings_are_recorded():
     assert g.timings["TestConstant1"].seconds < g.timings["TestSlow1"].seconds
 
 
+def test_a_nodes_timing_leaves_out_its_inputs_computes():
+    g = engine.Graph()
+    below = g.create("TestSlow", seconds=0.12, inputs=[g.create("TestConstant")])
+    above = g.create("TestSlow", seconds=0.03, inputs=[below])
+    top = g.create("TestGain", inputs=[above])
+    g.evaluate(top, 1)
+    assert 0.11 < g.timings[below.name].seconds < 0.5
+    assert 0.02 < g.timings[above.name].seconds < 0.1  # not its input's 0.12 s
+    assert g.timings[top.name].seconds < 0.02
+
+
 def test_timings_are_added_once_per_compute_when_the_pull_ends_even_a_failed_one():
     """The computes a pull times are added to ``Graph.timings`` when its outermost call ends: a chain's nodes
     once each, and those computed before a node failed too."""

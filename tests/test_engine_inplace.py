@@ -10,9 +10,10 @@ import torch
 
 import engine_nodes
 from doublure import engine
-from doublure.engine import Image, Node, node_types, register_node
-from doublure.engine.cache import Memo
+from doublure.engine import CancelToken, Image, Node, node_types, register_node
+from doublure.engine.cache import Memo, _Flight
 from doublure.engine.graph import MAX_NESTING, REMAKE_S
+from doublure.engine.image import is_unshared
 
 
 class ViewOfInput(Node):
@@ -86,11 +87,11 @@ class Gated(Node):
 
 class AliasesInPlace(Node):
     """Doubles its input in place when allowed and hands on the same Image, keeping an alias of the frame it
-    wrote (``alias``: a view or a detached tensor) in ``kept`` (a node that remembers a plane), or makes autograd
-    track it."""
+    wrote (``alias``: a view, a detached tensor or its storage's Python object) in ``kept`` (a node that
+    remembers a plane), or makes autograd track it."""
 
     type_name = "TestAliasesInPlace"
-    knob_specs = (engine.knobs.Enum("alias", ("view", "detach", "requires_grad")),)
+    knob_specs = (engine.knobs.Enum("alias", ("view", "detach", "storage", "requires_grad")),)
     kept: list = []
 
     def compute(self, ctx, inputs):
@@ -101,7 +102,8 @@ class AliasesInPlace(Node):
         if alias == "requires_grad":
             tensor.requires_grad_(True)
         else:
-            AliasesInPlace.kept.append(tensor[0] if alias == "view" else tensor.detach())
+            kept = {"view": tensor[0], "detach": tensor.detach(), "storage": tensor.untyped_storage()}[alias]
+            AliasesInPlace.kept.append(kept)
         return image.replace(tensor=tensor)
 
 
@@ -217,7 +219,7 @@ def test_a_frame_someone_else_keeps_is_not_written(holder):
     assert (torch.as_tensor(kept) == 4.0).all()
 
 
-@pytest.mark.parametrize("alias", ["view", "detach", "requires_grad"])
+@pytest.mark.parametrize("alias", ["view", "detach", "storage", "requires_grad"])
 def test_a_frame_a_node_of_the_chain_shares_after_writing_it_is_not_written_again(alias):
     """The chain's frame goes up as the same Image, checked again above each node (what cannot change is
     read once): a view or a detached tensor a node kept of it, or autograd, is still seen."""
@@ -229,8 +231,25 @@ def test_a_frame_a_node_of_the_chain_shares_after_writing_it_is_not_written_agai
         out = g.evaluate(head, 1)
     assert in_place() == [True, False]
     assert torch.equal(out.tensor.detach(), torch.full((3, 8, 8), 30.0))
-    if alias != "requires_grad":
+    if alias == "storage":  # a tensor over that memory can be made from it at any time
+        assert (torch.empty(0).set_(AliasesInPlace.kept[0]) == 6.0).all()
+    elif alias != "requires_grad":
         assert (AliasesInPlace.kept[0] == 6.0).all()  # not written by the gain above
+
+
+def test_a_frame_whose_storage_someone_holds_is_not_unshared():
+    """torch gives one Python object per storage: holding it adds no use of the storage, only a reference to
+    that object, before the Image is first checked or after."""
+    image = Image(torch.zeros(3, 4, 4))
+    storage = image.tensor.untyped_storage()
+    assert not is_unshared(image, image_refs=1)
+    del storage
+    assert is_unshared(image, image_refs=1)
+    storage = image.tensor.untyped_storage()
+    assert not is_unshared(image, image_refs=1)
+    del storage
+    image.tensor.untyped_storage()  # made and let go of: nobody holds it
+    assert is_unshared(image, image_refs=1)
 
 
 def test_a_frame_another_thread_waits_for_is_not_written():
@@ -391,3 +410,20 @@ def test_a_frame_written_in_place_is_described_as_a_new_tensor_would_be(data_win
     patched = image.paste((0, 2, 0, 2), torch.zeros(4, 2, 2))
     plain = patched.replace(tensor=tensor)
     assert not plain._patches and torch.equal(plain.tensor, tensor)
+
+
+def test_a_waiter_that_made_its_event_after_the_owner_looked_still_gets_the_frame():
+    """A frame not kept leaves its flight without the cache's lock: a waiter whose event came too late to be
+    set finds the result at its next slice of waiting."""
+    cache = engine.FrameCache()
+    flight = cache._flights["late"] = _Flight()
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(cache.obtain("late", None, (), CancelToken())),
+                              daemon=True)
+    waiter.start()
+    while flight.waiters is None:  # the waiter found the flight and waits on its event
+        pass
+    flight.result = Image(torch.full((3, 2, 2), 5.0))
+    del cache._flights["late"]  # the owner's end, having read no event: nothing is set
+    waiter.join(5)
+    assert not waiter.is_alive() and results == [(flight.result, False)]
