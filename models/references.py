@@ -344,15 +344,21 @@ def build_bank(faceset_dir: str, count: int = 48) -> tuple[ReferenceBank, dict]:
     # in the faces' own spreads, pose included (unlike the choice, feature_spread): the few turned faces are what
     # a turned plate face needs, and the bundled banks were sampled so
     unit = feats / (feats.std(0) + 1e-6)
-    images = []
-    for item in items:
-        bgr = cv2.imread(os.path.join(faceset_dir, item["file"]), cv2.IMREAD_COLOR)
-        if bgr is None or bgr.shape[:2] != (size, size):
-            raise ReferenceError(f"faceset {faceset_dir}: {item['file']} is not a {size} px face image")
-        images.append(torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1))
-    images = torch.stack(images)
+
+    def faces(indices) -> torch.Tensor:
+        images = []
+        for i in indices:
+            bgr = cv2.imread(os.path.join(faceset_dir, items[i]["file"]), cv2.IMREAD_COLOR)
+            if bgr is None or bgr.shape[:2] != (size, size):
+                raise ReferenceError(f"faceset {faceset_dir}: {items[i]['file']} is not a {size} px face image")
+            images.append(torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1))
+        return torch.stack(images)
+
     unit_lm = (lms + 0.5) / size                   # crop pixel centres sit at integers
-    furrow = furrow_excess(frown_index(images.float() / 255.0, unit_lm))
+    # every face's frown, a few at a time: a faceset of thousands of large faces does not fit in memory at once
+    frowns = [frown_index(faces(range(i, min(i + 64, len(items)))).float() / 255.0, unit_lm[i:i + 64])
+              for i in range(0, len(items), 64)]
+    furrow = furrow_excess(np.concatenate(frowns))
     blur = np.array([float(it.get("blur", 0.0) or 0.0) for it in items])
     chosen = [int(np.argmax(np.where(furrow > 0.0, -np.inf, blur)))]
     dist = np.linalg.norm(unit - unit[chosen[0]], axis=1)
@@ -361,7 +367,7 @@ def build_bank(faceset_dir: str, count: int = 48) -> tuple[ReferenceBank, dict]:
                                      dist - SAMPLE_FURROW_COST * furrow)))
         chosen.append(nxt)
         dist = np.minimum(dist, np.linalg.norm(unit - unit[nxt], axis=1))
-    bank = ReferenceBank(images[chosen], torch.from_numpy(unit_lm[chosen]).float(),
+    bank = ReferenceBank(faces(chosen), torch.from_numpy(unit_lm[chosen]).float(),
                          torch.from_numpy(feats[chosen]).float(),
                          torch.from_numpy(delaunay_triangles(unit_lm[chosen].mean(0))))
     clips = sorted({os.path.basename(str(items[i].get("source", ""))) for i in chosen} - {""})
