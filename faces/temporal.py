@@ -462,12 +462,12 @@ class PlateFaces:
         """(flow (R, R, 2), trust (R, R)) on ``device`` from ``face_a``'s crop of the plate at frame ``a``
         to ``face_b``'s at ``b`` (:func:`crop_flow`, measured at the larger face's plate size within
         :data:`CROP_FLOW_SIDES`, or R up to 256, and resampled to R; remembered both ways)."""
-        side = crop_flow_side(res, max(1.0 / affine_scale(f.to_crop) for f in (face_a, face_b)))
         ka = (self.hash_at(a), face_a.track_id, face_a.to_crop.tobytes())
         kb = (self.hash_at(b), face_b.track_id, face_b.to_crop.tobytes())
         hit = _flow_memo.get((ka, kb, res, str(device)))
         if hit is not None:
             return hit
+        side = crop_flow_side(res, max(1.0 / affine_scale(f.to_crop) for f in (face_a, face_b)))
         greys = []
         for f, face, k in ((a, face_a, ka), (b, face_b, kb)):
             grey = _grey_memo.get((k, side))

@@ -361,11 +361,13 @@ def build_bank(faceset_dir: str, count: int = 48) -> tuple[ReferenceBank, dict]:
     furrow = furrow_excess(np.concatenate(frowns))
     blur = np.array([float(it.get("blur", 0.0) or 0.0) for it in items])
     chosen = [int(np.argmax(np.where(furrow > 0.0, -np.inf, blur)))]
+    taken = np.zeros(len(items), bool)
+    taken[chosen[0]] = True
     dist = np.linalg.norm(unit - unit[chosen[0]], axis=1)
     while len(chosen) < min(count, len(items)):
-        nxt = int(np.argmax(np.where(np.isin(np.arange(len(items)), chosen), -np.inf,
-                                     dist - SAMPLE_FURROW_COST * furrow)))
+        nxt = int(np.argmax(np.where(taken, -np.inf, dist - SAMPLE_FURROW_COST * furrow)))
         chosen.append(nxt)
+        taken[nxt] = True
         dist = np.minimum(dist, np.linalg.norm(unit - unit[nxt], axis=1))
     bank = ReferenceBank(faces(chosen), torch.from_numpy(unit_lm[chosen]).float(),
                          torch.from_numpy(feats[chosen]).float(),
